@@ -1,0 +1,173 @@
+"""The one public API every backend implements, so the notebooks run unchanged on local Envoy or on kind."""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from labkit import paths
+
+if TYPE_CHECKING:
+    from labkit.manifests import Source
+    from labkit.metrics import RequestCount
+    from labkit.traffic import Resolver, TrafficResult
+
+
+@dataclass(frozen=True)
+class Change:
+    """What ``apply``/``delete`` did to one resource, as kubectl would print it."""
+
+    kind: str
+    namespace: str
+    name: str
+    action: str  # created | configured | unchanged | deleted | not found
+
+    def __str__(self) -> str:
+        return f"{self.kind.lower()}/{self.name} ({self.namespace}) {self.action}"
+
+
+@dataclass
+class WorkloadStatus:
+    name: str
+    namespace: str
+    version: str | None
+    replicas: int
+    ready: int
+    sidecar: bool
+    detail: str = ""
+
+
+@dataclass
+class Status:
+    backend: str
+    up: bool
+    workloads: list[WorkloadStatus] = field(default_factory=list)
+    ingress_url: str | None = None
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def healthy(self) -> bool:
+        return self.up and not self.problems and all(w.ready == w.replicas for w in self.workloads)
+
+    def __str__(self) -> str:
+        lines = [f"backend {self.backend}: {'up' if self.up else 'down'}"]
+        for w in self.workloads:
+            side = "+sidecar" if w.sidecar else "no sidecar"
+            lines.append(f"  {w.namespace}/{w.name}: {w.ready}/{w.replicas} ready, {side} {w.detail}".rstrip())
+        if self.ingress_url:
+            lines.append(f"  ingress: {self.ingress_url}")
+        lines += [f"  problem: {p}" for p in self.problems]
+        return "\n".join(lines)
+
+
+#: Checkpoints a notebook can reach in one call (``lab.ensure("mtls-strict")``): cumulative manifest lists.
+CHECKPOINTS: dict[str, list[str]] = {
+    "deployed": ["apps/currency-converter.yaml"],
+    "mtls-strict": ["apps/currency-converter.yaml", "mesh/peer-authentication-strict.yaml"],
+    "canary-90-10": [
+        "apps/currency-converter.yaml",
+        "mesh/peer-authentication-strict.yaml",
+        "mesh/destination-rule-currency-converter.yaml",
+        "mesh/virtual-service-currency-converter-90-10.yaml",
+    ],
+}
+
+
+class Lab(abc.ABC):
+    """A running (or startable) mesh. Obtain one with ``labkit.open()``."""
+
+    backend: str = "abstract"
+
+    @abc.abstractmethod
+    def up(self) -> Status:
+        """Start (or reuse, or repair) the mesh and the lab's workloads; idempotent."""
+
+    @abc.abstractmethod
+    def down(self) -> None:
+        """Stop everything this lab started; leaves no process behind."""
+
+    @abc.abstractmethod
+    def apply(self, src: Source) -> list[Change]:
+        """Validate, then apply manifests (path, folder, YAML text, dict or list)."""
+
+    @abc.abstractmethod
+    def delete(self, src: Source) -> list[Change]:
+        """Remove the resources named by ``src``."""
+
+    @abc.abstractmethod
+    def status(self) -> Status:
+        """What runs, what is ready, and what is wrong."""
+
+    @abc.abstractmethod
+    def metrics(self) -> list[RequestCount]:
+        """``istio_requests_total`` samples, same labels on every backend."""
+
+    @abc.abstractmethod
+    def access_log(self, workload: str, tail: int = 50) -> list[str]:
+        """The last ``tail`` access-log lines of ``workload``'s proxy (Istio's default TEXT format)."""
+
+    @abc.abstractmethod
+    def resolver(self, source: str) -> Resolver:
+        """How a request from ``source`` ("client", "legacy", "ingress") reaches a URL on this backend."""
+
+    # --- shared behaviour, built on the methods above -------------------------------------------------
+
+    def set_weights(self, service: str, namespace: str = "payments-prod", **weights: int) -> list[Change]:
+        """Render the canary VirtualService for ``{subset: weight}`` and apply it (the seed's one-integer revert)."""
+        from labkit.manifests import canary_virtual_service
+
+        return self.apply(canary_virtual_service(service, weights, namespace=namespace))
+
+    def send(
+        self,
+        url: str,
+        n: int | None = None,
+        *,
+        duration: float | None = None,
+        qps: float | None = None,
+        concurrency: int = 8,
+        source: str = "client",
+        headers: Mapping[str, str] | None = None,
+        method: str = "GET",
+        progress: bool | None = None,
+    ) -> TrafficResult:
+        """Send ``n`` requests (or for ``duration`` seconds) to ``url`` from ``source`` and record every outcome."""
+        from labkit import traffic
+
+        return traffic.send(
+            self.resolver(source),
+            url,
+            n=n,
+            duration=duration,
+            qps=qps,
+            concurrency=concurrency,
+            headers=headers,
+            method=method,
+            progress=progress,
+            source=source,
+        )
+
+    def ensure(self, checkpoint: str) -> list[Change]:
+        """Bring the lab to a named checkpoint, so a trainee can start at any notebook."""
+        if checkpoint not in CHECKPOINTS:
+            from labkit.errors import LabError
+
+            raise LabError(f"unknown checkpoint {checkpoint!r}; choose one of: {', '.join(CHECKPOINTS)}")
+        self.up()
+        changes: list[Change] = []
+        for rel in CHECKPOINTS[checkpoint]:
+            changes += self.apply(paths.CLUSTER_CONFIG / rel)
+        return changes
+
+    def __enter__(self) -> Lab:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.down()
+
+
+def changed(changes: Iterable[Change]) -> list[Change]:
+    """Only the changes that did something (for printing)."""
+    return [c for c in changes if c.action != "unchanged"]
