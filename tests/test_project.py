@@ -1,0 +1,55 @@
+"""The project's own promises: one source of truth for dependencies, and a README whose first commands exist."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+
+import yaml
+from packaging.requirements import Requirement
+from packaging.specifiers import SpecifierSet
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _pyproject() -> dict:
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())
+
+
+def test_environment_yml_installs_what_pyproject_declares():
+    env = yaml.safe_load((ROOT / "environment.yml").read_text())
+    project = _pyproject()["project"]
+    conda = [d for d in env["dependencies"] if isinstance(d, str)]
+    pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict) and "pip" in d)
+
+    python = next(d for d in conda if d.startswith("python"))
+    assert python.split("=")[1] + ".0" in SpecifierSet(project["requires-python"])
+
+    editable = [p for p in pip if p.startswith("-e ")]
+    assert editable, "environment.yml must install the project itself from pyproject.toml"
+    extras = re.findall(r"\[([^\]]+)\]", editable[0])
+    for extra in extras[0].split(",") if extras else []:
+        assert extra in project["optional-dependencies"], f"environment.yml asks for unknown extra {extra!r}"
+    declared = {Requirement(r).name.lower() for r in project["dependencies"]}
+    for extra in project["optional-dependencies"].values():
+        declared |= {Requirement(r).name.lower() for r in extra}
+    for other in (p for p in pip if not p.startswith("-e ")):
+        assert Requirement(other).name.lower() in declared, f"{other} is in environment.yml but not pyproject.toml"
+    for pkg in conda:
+        name = re.split(r"[=<>]", pkg)[0]
+        assert name in {"python", "pip", "make"}, f"conda package {name} is not declared in pyproject.toml"
+
+
+def test_readme_starts_with_the_two_setup_commands():
+    readme = (ROOT / "README.md").read_text().splitlines()
+    commands = [line.strip() for line in readme[:25] if re.match(r"^\s*(make|\./|python|bash)\b", line)]
+    assert commands[:2] == ["make tour", "make test"]
+    makefile = (ROOT / "Makefile").read_text()
+    for target in ("tour", "test"):
+        assert re.search(rf"^{target}:", makefile, re.M), f"Makefile has no `{target}` target"
+
+
+def test_ci_runs_the_readme_test_command():
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert re.search(r"^make test$", ci, re.M)
