@@ -1,0 +1,98 @@
+"""A tiny load tool that the kind backend runs inside the client pod (`kubectl exec deploy/client -- ...`).
+
+Requests must leave from a pod with a sidecar for the VirtualService weights to apply, so the lab's traffic
+starts here rather than on the laptop. Prints one JSON line per request, as it completes:
+
+    {"t": <unix start>, "status": 200 | null, "version": "v2" | null, "latency": <s>, "error": null | "..."}
+
+`version` is the answer's `x-version` header. Timeouts and connection errors are recorded, never raised, so
+one refused connection (e.g. STRICT mTLS against a plaintext caller) does not lose the rest of the run.
+
+    python load.py --url 'http://currency-converter:8080/convert?from=NOK&to=EUR&amount=100' --n 200 \
+        --concurrency 8 --qps 50 --header 'x-canary: true'
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import aiohttp
+
+
+def header(text: str) -> tuple[str, str]:
+    """Parse 'Name: value' (argparse type)."""
+    name, sep, value = text.partition(":")
+    if not sep or not name.strip():
+        raise argparse.ArgumentTypeError(f"header {text!r} is not 'Name: value', e.g. 'x-canary: true'")
+    return name.strip(), value.strip()
+
+
+def positive(kind: type[int] | type[float]) -> Callable[[str], int | float]:
+    """An argparse type: a number of `kind` greater than 0."""
+
+    def parse(text: str) -> int | float:
+        value = kind(text)
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"{text} must be greater than 0")
+        return value
+
+    return parse
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description="Send N HTTP GETs and print one JSON line per request.")
+    p.add_argument("--url", required=True)
+    p.add_argument("--n", type=positive(int), required=True, help="number of requests")
+    p.add_argument("--concurrency", type=positive(int), default=1, help="requests in flight at once")
+    p.add_argument(
+        "--qps", type=positive(float), default=None, help="overall rate limit (default: as fast as possible)"
+    )
+    p.add_argument("--header", type=header, action="append", default=[], help="'Name: value', repeatable")
+    p.add_argument("--timeout", type=positive(float), default=5.0, help="seconds per request")
+    return p.parse_args(argv)
+
+
+async def one(session: aiohttp.ClientSession, url: str) -> dict[str, Any]:
+    start, t0 = time.time(), time.perf_counter()
+    try:
+        async with session.get(url, allow_redirects=False) as response:
+            await response.read()
+            status, version, error = response.status, response.headers.get("x-version"), None
+    except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        status, version, error = None, None, f"{type(exc).__name__}: {exc}".rstrip(": ")
+    return {
+        "t": start,
+        "status": status,
+        "version": version,
+        "latency": time.perf_counter() - t0,
+        "error": error,
+    }
+
+
+async def run(args: argparse.Namespace) -> None:
+    """Spread the n requests over `concurrency` workers; with --qps, request i starts at i/qps or later."""
+    indices = iter(range(args.n))
+    began = time.monotonic()
+    timeout = aiohttp.ClientTimeout(total=args.timeout)
+    async with aiohttp.ClientSession(timeout=timeout, headers=dict(args.header)) as session:
+
+        async def worker() -> None:
+            for i in indices:  # shared iterator: each index is taken by exactly one worker
+                if args.qps:
+                    await asyncio.sleep(max(0.0, began + i / args.qps - time.monotonic()))
+                print(json.dumps(await one(session, args.url)), flush=True)
+
+        await asyncio.gather(*(worker() for _ in range(min(args.concurrency, args.n))))
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    asyncio.run(run(parse_args(argv)))
+
+
+if __name__ == "__main__":
+    main()
