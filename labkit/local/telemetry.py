@@ -1,0 +1,74 @@
+"""What the local proxies report: ``istio_requests_total`` from each Envoy's admin API, and its access log.
+
+The translator has every proxy count requests with Envoy's stats access logger as
+``envoy_istiolocal_requests_total{reporter=..., ...}``; here it gets Istio's name back. Envoy writes file access
+logs from a buffer flushed every ``envoy.FLUSH_INTERVAL_MS``, so a line shows up that long after its request:
+``wait_for_lines`` waits for that honestly instead of sleeping.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from labkit.local import envoy
+from labkit.metrics import RequestCount
+
+if TYPE_CHECKING:
+    from labkit.local.topology import Proxy
+
+ENVOY_NAME = "envoy_istiolocal_requests_total"
+ISTIO_NAME = "istio_requests_total"
+
+
+def parse_requests_total(text: str) -> list[RequestCount]:
+    """The ``istio_requests_total`` series in one proxy's Prometheus text; empty label values become "unknown"."""
+    out = []
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == ENVOY_NAME:
+                labels = {k: (v or "unknown") for k, v in sample.labels.items()}
+                out.append(RequestCount(labels, float(sample.value)))
+    return out
+
+
+def requests_total(proxies: Iterable[Proxy]) -> list[RequestCount]:
+    """``istio_requests_total`` from every proxy (each Envoy counts what it reported, source or destination)."""
+    out: list[RequestCount] = []
+    for proxy in proxies:
+        out += parse_requests_total(envoy.stats_prometheus(proxy, filter_regex="istiolocal"))
+    return out
+
+
+def tail(path: Path, lines: int) -> list[str]:
+    """The last ``lines`` lines of a log file (undecodable bytes replaced; NULs from a truncation dropped)."""
+    if lines <= 0 or not path.is_file():
+        return []
+    with open(path, "rb") as f:
+        size = f.seek(0, os.SEEK_END)
+        block = 64 * 1024
+        data = b""
+        while size > 0 and data.count(b"\n") <= lines:
+            step = min(block, size)
+            size -= step
+            f.seek(size)
+            data = f.read(step) + data
+    text = data.decode("utf-8", errors="replace").replace("\x00", "")
+    return text.splitlines()[-lines:]
+
+
+def wait_for_lines(
+    read: Callable[[], list[str]], predicate: Callable[[list[str]], bool], timeout: float = 2.0
+) -> list[str]:
+    """Re-read until ``predicate(lines)`` holds or ``timeout`` passes (log buffers flush on a timer); last read."""
+    deadline = time.monotonic() + timeout
+    lines = read()
+    while not predicate(lines) and time.monotonic() < deadline:
+        time.sleep(envoy.FLUSH_INTERVAL_MS / 1000 / 4)
+        lines = read()
+    return lines
