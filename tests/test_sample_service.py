@@ -1,0 +1,282 @@
+"""The sample service and its load tool over real HTTP on 127.0.0.1, plus a parse check of cluster-config/.
+
+Each test starts `services/currency-converter/app.py` exactly as the local backend does (a subprocess with env
+settings) and always stops it again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+from scipy.stats import binomtest
+
+from labkit import paths
+
+APP = paths.SERVICE_DIR / "app.py"
+LOAD = paths.SERVICE_DIR / "load.py"
+CONVERT = "/convert?from=NOK&to=EUR&amount=100"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Reply:
+    status: int
+    headers: http.client.HTTPMessage
+    body: dict
+
+
+@dataclass
+class Service:
+    port: int
+    process: subprocess.Popen
+
+    def get(self, path: str, headers: dict[str, str] | None = None) -> Reply:
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        try:
+            conn.request("GET", path, headers=headers or {})
+            response = conn.getresponse()
+            raw = response.read()
+            body = (
+                json.loads(raw)
+                if response.getheader("content-type", "").startswith("application/json")
+                else {}
+            )
+            return Reply(response.status, response.headers, body)
+        finally:
+            conn.close()
+
+    def stop(self) -> str:
+        """SIGTERM, as Kubernetes and lab.down() send it; returns everything the service printed."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        out, _ = self.process.communicate(timeout=10)
+        return out
+
+
+@contextlib.contextmanager
+def service(**env: str) -> Iterator[Service]:
+    port = free_port()
+    settings = {"HOST": "127.0.0.1", "PORT": str(port), "VERSION": "v1", "POD_NAME": "cc-test-0", **env}
+    process = subprocess.Popen(
+        [sys.executable, str(APP)],
+        env={**os.environ, **settings},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    svc = Service(port, process)
+    try:
+        deadline = time.monotonic() + 15
+        while True:
+            if process.poll() is not None:
+                pytest.fail(f"app.py exited with {process.returncode}: {process.stdout.read()}")  # type: ignore[union-attr]
+            with contextlib.suppress(OSError):
+                if svc.get("/healthz").status == 200:
+                    break
+            if time.monotonic() > deadline:
+                pytest.fail("app.py did not answer /healthz within 15 s")
+            time.sleep(0.05)
+        yield svc
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=10)
+        if process.stdout:
+            process.stdout.close()
+
+
+def run_load(*args: str) -> list[dict]:
+    done = subprocess.run(
+        [sys.executable, str(LOAD), *args], capture_output=True, text=True, timeout=60, check=True
+    )
+    return [json.loads(line) for line in done.stdout.splitlines()]
+
+
+def test_convert_reports_version_in_header_and_body_and_converts_correctly():
+    with service(VERSION="v2") as svc:
+        reply = svc.get(CONVERT)
+    assert reply.status == 200
+    assert reply.headers["x-version"] == "v2"
+    body = reply.body
+    assert (body["version"], body["instance"], body["from"], body["to"]) == ("v2", "cc-test-0", "NOK", "EUR")
+    assert body["amount"] == 100
+    # The table is quoted per EUR: 100 NOK at 11.70 NOK/EUR is 8.55 EUR.
+    assert body["rate"] == pytest.approx(1 / 11.70, rel=1e-4)
+    assert body["result"] == pytest.approx(8.55, abs=0.005)
+
+
+def test_rate_table_round_trips_between_every_pair():
+    with service() as svc:
+        there = svc.get("/convert?from=USD&to=SEK&amount=250").body
+        back = svc.get(f"/convert?from=SEK&to=USD&amount={there['result']}").body
+    assert back["result"] == pytest.approx(250, abs=0.01)
+
+
+@pytest.mark.parametrize(
+    ("query", "parameter"),
+    [
+        ("to=EUR&amount=100", "from"),
+        ("from=NOK&amount=100", "to"),
+        ("from=NOK&to=XYZ&amount=100", "to"),
+        ("from=NOK&to=EUR", "amount"),
+        ("from=NOK&to=EUR&amount=ten", "amount"),
+        ("from=NOK&to=EUR&amount=-5", "amount"),
+    ],
+)
+def test_bad_query_gets_400_naming_the_parameter(query, parameter):
+    with service() as svc:
+        reply = svc.get(f"/convert?{query}")
+    assert reply.status == 400
+    assert reply.body["parameter"] == parameter
+    assert f"'{parameter}'" in reply.body["error"]
+    assert reply.headers["x-version"] == "v1"
+
+
+def test_fail_rate_share_of_500s_is_within_a_binomial_interval():
+    n = 400
+    with service(FAIL_RATE="0.3") as svc:
+        statuses = [svc.get(CONVERT).status for _ in range(n)]
+    assert set(statuses) <= {200, 500}
+    failures = statuses.count(500)
+    interval = binomtest(failures, n).proportion_ci(confidence_level=0.999)
+    assert interval.low <= 0.3 <= interval.high, f"{failures}/{n} answered 500 with FAIL_RATE=0.3"
+
+
+def test_fail_rate_one_always_fails_and_still_names_the_version():
+    with service(VERSION="v2", FAIL_RATE="1") as svc:
+        replies = [svc.get(CONVERT) for _ in range(20)]
+        health = svc.get("/healthz")
+    assert {r.status for r in replies} == {500}
+    assert {r.headers["x-version"] for r in replies} == {"v2"}
+    assert {r.body["version"] for r in replies} == {"v2"}
+    assert health.status == 200, "FAIL_RATE must not fail the readiness probe"
+
+
+def test_delay_ms_adds_at_least_the_configured_latency():
+    with service(DELAY_MS="300") as svc:
+        start = time.perf_counter()
+        reply = svc.get(CONVERT)
+        elapsed = time.perf_counter() - start
+    assert reply.status == 200
+    assert elapsed >= 0.3
+
+
+def test_rates_mode_serves_the_rate_table_instead_of_convert():
+    with service(MODE="rates") as svc:
+        rates = svc.get("/rates")
+        convert = svc.get(CONVERT)
+    assert rates.status == 200
+    assert rates.body["base"] == "EUR"
+    assert set(rates.body["rates"]) == {"NOK", "EUR", "USD", "GBP", "SEK", "DKK"}
+    assert convert.status == 404
+
+
+def test_headers_echoes_request_headers():
+    with service() as svc:
+        reply = svc.get("/headers", headers={"x-canary": "true"})
+    assert reply.status == 200
+    assert reply.body["headers"]["x-canary"] == "true"
+
+
+def test_invalid_setting_exits_naming_the_variable():
+    done = subprocess.run(
+        [sys.executable, str(APP)],
+        env={**os.environ, "FAIL_RATE": "30%", "PORT": str(free_port())},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode != 0
+    assert "FAIL_RATE" in done.stderr
+
+
+def test_logs_one_line_per_request_and_stops_cleanly_on_sigterm():
+    with service() as svc:
+        svc.get(CONVERT)
+        svc.get("/convert?from=NOK")
+        output = svc.stop()
+        assert svc.process.returncode == 0
+    lines = [line for line in output.splitlines() if line.startswith("GET /convert")]
+    assert len(lines) == 2
+    assert " 200 " in lines[0] and " 400 " in lines[1]
+
+
+def test_load_tool_prints_one_json_line_per_request_with_status_and_version():
+    with service(VERSION="v2") as svc:
+        ok = run_load("--url", f"http://127.0.0.1:{svc.port}{CONVERT}", "--n", "12", "--concurrency", "3")
+        bad = run_load("--url", f"http://127.0.0.1:{svc.port}/convert?from=NOK", "--n", "2", "--qps", "50")
+    assert len(ok) == 12
+    assert {(r["status"], r["version"], r["error"]) for r in ok} == {(200, "v2", None)}
+    assert all(r["latency"] >= 0 and r["t"] > 0 for r in ok)
+    assert [r["status"] for r in bad] == [400, 400]
+
+
+def test_load_tool_sends_extra_headers():
+    with service() as svc:
+        run_load(
+            "--url",
+            f"http://127.0.0.1:{svc.port}{CONVERT}",
+            "--n",
+            "1",
+            "--header",
+            "Host: api.fxrates.example",
+        )
+        output = svc.stop()
+    assert "host=api.fxrates.example" in output
+
+
+def test_load_tool_records_connection_errors_instead_of_crashing():
+    records = run_load("--url", f"http://127.0.0.1:{free_port()}{CONVERT}", "--n", "3", "--timeout", "2")
+    assert len(records) == 3
+    for record in records:
+        assert record["status"] is None and record["version"] is None
+        assert record["error"]
+
+
+def test_load_tool_rejects_a_malformed_header():
+    done = subprocess.run(
+        [sys.executable, str(LOAD), "--url", "http://127.0.0.1:1/", "--n", "1", "--header", "x-canary"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 2
+    assert "Name: value" in done.stderr
+
+
+CONFIG_FILES = sorted(paths.CLUSTER_CONFIG.rglob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", CONFIG_FILES, ids=lambda p: str(p.relative_to(paths.CLUSTER_CONFIG)))
+def test_every_cluster_config_file_parses_as_yaml_resources(path: Path):
+    docs = [doc for doc in yaml.safe_load_all(path.read_text()) if doc is not None]
+    assert docs, f"{path} has no YAML documents"
+    for doc in docs:
+        assert doc.get("apiVersion") and doc.get("kind"), f"{path}: a document without apiVersion/kind"
+
+
+@pytest.mark.parametrize(("v1", "v2"), [(100, 0), (90, 10), (75, 25), (50, 50), (0, 100)])
+def test_canary_files_replace_each_other_and_carry_the_weights_in_their_name(v1, v2):
+    path = paths.MESH / f"virtual-service-currency-converter-{v1}-{v2}.yaml"
+    vs = yaml.safe_load(path.read_text())
+    assert (vs["metadata"]["name"], vs["metadata"]["namespace"]) == ("currency-converter", "payments-prod")
+    route = vs["spec"]["http"][0]["route"]
+    assert {d["destination"]["subset"]: d["weight"] for d in route} == {"v1": v1, "v2": v2}
