@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import aiohttp
 import pytest
 import yaml
 from scipy.stats import binomtest
@@ -280,3 +281,10 @@ def test_canary_files_replace_each_other_and_carry_the_weights_in_their_name(v1,
     assert (vs["metadata"]["name"], vs["metadata"]["namespace"]) == ("currency-converter", "payments-prod")
     route = vs["spec"]["http"][0]["route"]
     assert {d["destination"]["subset"]: d["weight"] for d in route} == {"v1": v1, "v2": v2}
+
+
+def test_image_pins_the_aiohttp_version_the_tests_run_against():
+    pins = (paths.SERVICE_DIR / "requirements.txt").read_text().split()
+    assert f"aiohttp=={aiohttp.__version__}" in pins
+    dockerfile = (paths.SERVICE_DIR / "Dockerfile").read_text()
+    assert "COPY app.py load.py" in dockerfile, "the client pod runs load.py from the same image"
