@@ -44,7 +44,7 @@ def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
 
 
 class LocalCA:
-    """A root CA stored as ``<dir>/root-cert.pem`` + ``<dir>/root-key.pem``; loaded if present, else created."""
+    """A root CA kept as ``<dir>/root-cert.pem`` + ``<dir>/root-key.pem``: loaded if there, else created."""
 
     def __init__(self, directory: Path, trust_domain: str = "cluster.local") -> None:
         self.dir = Path(directory)
@@ -118,7 +118,9 @@ class LocalCA:
             .serial_number(x509.random_serial_number())
             .not_valid_before(now - dt.timedelta(minutes=5))
             .not_valid_after(now + CERT_LIFETIME)
-            .add_extension(x509.SubjectAlternativeName([x509.UniformResourceIdentifier(spiffe_id)]), critical=True)
+            .add_extension(
+                x509.SubjectAlternativeName([x509.UniformResourceIdentifier(spiffe_id)]), critical=True
+            )
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(
                 x509.KeyUsage(
@@ -149,7 +151,7 @@ class LocalCA:
             _write(ca_file, self.cert_file.read_bytes(), 0o644)
 
     def ensure(self, spiffe_id: str, cert_file: Path, key_file: Path, ca_file: Path) -> bool:
-        """Issue unless a valid certificate for ``spiffe_id`` from this root is already there; True if issued."""
+        """Issue unless a valid certificate for ``spiffe_id`` from this root is there; True if it issued."""
         if self._current(spiffe_id, cert_file, key_file, ca_file):
             return False
         self.issue(spiffe_id, cert_file, key_file, ca_file)

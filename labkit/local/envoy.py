@@ -1,8 +1,8 @@
 """One Envoy per proxy: its bootstrap and command line, atomic file-xDS writes, readiness and the admin API.
 
-Envoy watches its config directories and reloads a file only when one is *moved* into place, so every write goes
-to a temporary file in the same directory followed by ``os.replace`` (reference §9). Routes live in RDS files so
-a weight change is applied to existing keep-alive connections without restarting anything.
+Envoy watches its config directories and reloads a file only when one is *moved* into place, so every write
+goes to a temporary file in the same directory followed by ``os.replace`` (reference §9). Routes live in RDS
+files, so a weight change applies to existing keep-alive connections without restarting anything.
 """
 
 from __future__ import annotations
@@ -21,11 +21,12 @@ import yaml
 from labkit.errors import ToolNotFoundError
 
 if TYPE_CHECKING:
-    from labkit.local.topology import Proxy
     from labkit.local.translate import ProxyConfig
 
-#: Access-log buffer flush interval (Envoy's default is 10 s; Istio's sidecars show ~1 s): small, so a notebook
-#: reading the log right after sending sees its requests.
+    from labkit.local.topology import Proxy
+
+#: Access-log buffer flush interval (Envoy's default is 10 s; Istio's sidecars show ~1 s): small, so a
+#: notebook reading the log right after sending sees its requests.
 FLUSH_INTERVAL_MS = 100
 #: How long a listener removed or replaced via LDS keeps draining old connections (Envoy's default is 600 s).
 DRAIN_TIME_S = 1
@@ -61,12 +62,8 @@ def bootstrap(proxy: Proxy) -> dict[str, Any]:
             "path_config_source": {"path": str(cfg / name), "watched_directory": {"path": str(cfg)}},
         }
 
-    node_type = "router" if proxy.kind == "gateway" else "sidecar"
     return {
-        "node": {
-            "id": f"{node_type}~127.0.0.1~{proxy.id}.{proxy.namespace}~{proxy.namespace}.svc.cluster.local",
-            "cluster": f"{proxy.workload}.{proxy.namespace}",
-        },
+        "node": {"id": proxy.id, "cluster": f"{proxy.workload}.{proxy.namespace}"},
         "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": proxy.admin_port}}},
         "dynamic_resources": {"lds_config": source("lds.yaml"), "cds_config": source("cds.yaml")},
         "stats_config": {
@@ -104,7 +101,7 @@ def dump(resources: list[dict[str, Any]]) -> str:
 
 
 def write_atomic(path: Path, text: str) -> bool:
-    """Replace ``path`` by a rename from the same directory (what Envoy's watcher reacts to); False if unchanged."""
+    """Replace ``path`` by a rename in its directory (what Envoy's watcher reacts to); False if unchanged."""
     try:
         if path.read_text() == text:
             return False

@@ -1,4 +1,4 @@
-"""Local processes with pidfiles, so any Python kernel can find, check and stop the lab an earlier one started.
+"""Local processes with pidfiles, so any Python kernel can find, check and stop a lab an earlier one started.
 
 A pidfile records pid + create_time + cmdline: a process only counts as ours when the pid AND its start time
 match, so a stop never signals an unrelated process that happens to reuse the pid.
@@ -6,6 +6,7 @@ match, so a stop never signals an unrelated process that happens to reuse the pi
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -31,7 +32,7 @@ class ProcessRecord:
     create_time: float
     cmdline: list[str]
     log: str
-    spec: str  # a fingerprint of argv + env, so up() can tell whether a running process is still what is wanted
+    spec: str  # a fingerprint of argv + env: up() restarts a running process whose wanted spec changed
 
 
 def _pidfile(pid_dir: Path, name: str) -> Path:
@@ -123,10 +124,8 @@ def stop(recs: Iterable[ProcessRecord], pid_dir: Path, timeout: float = 5.0) -> 
     for rec in recs:
         child = _children.pop(rec.pid, None)
         if child is not None:
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 child.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                pass
         _pidfile(pid_dir, rec.name).unlink(missing_ok=True)
 
 

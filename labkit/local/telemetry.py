@@ -1,9 +1,9 @@
 """What the local proxies report: ``istio_requests_total`` from each Envoy's admin API, and its access log.
 
 The translator has every proxy count requests with Envoy's stats access logger as
-``envoy_istiolocal_requests_total{reporter=..., ...}``; here it gets Istio's name back. Envoy writes file access
-logs from a buffer flushed every ``envoy.FLUSH_INTERVAL_MS``, so a line shows up that long after its request:
-``wait_for_lines`` waits for that honestly instead of sleeping.
+``envoy_istiolocal_requests_total{reporter=..., ...}``; here it gets Istio's name back. Envoy writes file
+access logs from a buffer flushed every ``envoy.FLUSH_INTERVAL_MS``, so a line shows up that long after its
+request: ``wait_for_lines`` waits for that honestly instead of sleeping.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ ISTIO_NAME = "istio_requests_total"
 
 
 def parse_requests_total(text: str) -> list[RequestCount]:
-    """The ``istio_requests_total`` series in one proxy's Prometheus text; empty label values become "unknown"."""
+    """The ``istio_requests_total`` series in one proxy's Prometheus text; empty labels become "unknown"."""
     out = []
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
@@ -38,7 +38,7 @@ def parse_requests_total(text: str) -> list[RequestCount]:
 
 
 def requests_total(proxies: Iterable[Proxy]) -> list[RequestCount]:
-    """``istio_requests_total`` from every proxy (each Envoy counts what it reported, source or destination)."""
+    """``istio_requests_total`` from every proxy (each counts what it reported, as source or destination)."""
     out: list[RequestCount] = []
     for proxy in proxies:
         out += parse_requests_total(envoy.stats_prometheus(proxy, filter_regex="istiolocal"))
@@ -65,7 +65,7 @@ def tail(path: Path, lines: int) -> list[str]:
 def wait_for_lines(
     read: Callable[[], list[str]], predicate: Callable[[list[str]], bool], timeout: float = 2.0
 ) -> list[str]:
-    """Re-read until ``predicate(lines)`` holds or ``timeout`` passes (log buffers flush on a timer); last read."""
+    """Re-read until ``predicate(lines)`` holds or ``timeout`` passes (logs flush on a timer)."""
     deadline = time.monotonic() + timeout
     lines = read()
     while not predicate(lines) and time.monotonic() < deadline:

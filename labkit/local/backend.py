@@ -1,0 +1,496 @@
+"""LocalLab: the mesh on this machine. The sample service runs as plain processes, with a real Envoy sidecar
+in front of every injected instance and an Envoy ingress gateway, all on 127.0.0.1, configured from the same
+Istio YAML as the kind backend.
+
+Everything a new Python kernel needs to find the lab lives in the state folder (``.lab/``): the ports
+(allocated once), the CA, pidfiles, logs, the Envoy config and the applied resources. ``up()`` reconciles: it
+keeps healthy processes, restarts dead or outdated ones, and rewrites the Envoy config files that changed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import socket
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit, urlunsplit
+
+import psutil
+import yaml
+from labkit.local.translate import ProxyConfig, check_supported, translate
+
+from labkit import manifests, paths, validation
+from labkit.errors import BackendError, LabError, PortInUseError, UnsupportedError
+from labkit.lab import Change, Lab, Status, WorkloadStatus
+from labkit.local import envoy, processes, telemetry
+from labkit.local.ca import LocalCA
+from labkit.local.topology import Proxy, Topology, build_topology, safe_name
+from labkit.manifests import Resource
+from labkit.mesh import MeshSettings, load_mesh_settings
+
+if TYPE_CHECKING:
+    from labkit.manifests import Source
+    from labkit.metrics import RequestCount
+    from labkit.traffic import Resolver
+
+#: How long up() waits for every process to become ready (generous: CI machines are slow and shared).
+READY_TIMEOUT = 30.0
+#: The Kubernetes kinds the local backend runs (those of cluster-config/apps); other kinds are rejected.
+KUBE_KINDS = {"Namespace", "ServiceAccount", "Service", "Deployment"}
+#: A port nothing listens on: where a sidecar without a listener for the URL's port sends you (refused).
+CLOSED_PORT = 1
+
+
+def _is_istio(res: Resource) -> bool:
+    return res.group.endswith("istio.io")
+
+
+class _Ports:
+    """Hands out ports in call order, replaying the persisted list first: the same apps get the same ports."""
+
+    def __init__(self, file: Path) -> None:
+        self.file = file
+        self.ports: list[int] = json.loads(file.read_text()) if file.is_file() else []
+        self.next = 0
+
+    def __call__(self) -> int:
+        if self.next == len(self.ports):
+            self.ports.append(self._free())
+        self.next += 1
+        return self.ports[self.next - 1]
+
+    def _free(self) -> int:
+        while True:
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", 0))
+                port = s.getsockname()[1]
+            if port not in self.ports:
+                return port
+
+    def save(self) -> None:
+        envoy.write_atomic(self.file, json.dumps(self.ports))
+
+
+class LocalLab(Lab):
+    """The local backend (no Kubernetes, no Docker): see the module docstring."""
+
+    backend = "local"
+
+    def __init__(self, state: Path | None = None) -> None:
+        self.state = Path(state) if state is not None else paths.state_dir()
+        self.state.mkdir(parents=True, exist_ok=True)
+        self._run = self.state / "run"
+        self._logs = self.state / "logs"
+        self._applied_file = self.state / "applied.yaml"
+        self._ports_file = self.state / "ports.json"
+        self._topo: Topology | None = None
+        self._mesh: MeshSettings | None = None
+
+    # --- persisted state -----------------------------------------------------------------------------------
+
+    def _applied(self) -> list[Resource]:
+        """Resources applied on top of cluster-config/apps: Istio config, and edited Kubernetes objects."""
+        if not self._applied_file.is_file():
+            return []
+        entries = yaml.safe_load(self._applied_file.read_text()) or []
+        return [Resource(body=e["body"], source=e["source"], index=e["index"]) for e in entries]
+
+    def _save_applied(self, resources: list[Resource]) -> None:
+        entries = [{"source": r.source, "index": r.index, "body": r.body} for r in resources]
+        envoy.write_atomic(self._applied_file, yaml.safe_dump(entries, sort_keys=False))
+
+    def _apps(self, applied: list[Resource]) -> list[Resource]:
+        """cluster-config/apps/*.yaml, with the Kubernetes objects a trainee re-applied replacing theirs."""
+        by_key = {r.key: r for r in manifests.load(paths.APPS)}
+        by_key.update({r.key: r for r in applied if not _is_istio(r)})
+        return list(by_key.values())
+
+    def _topology(self, apps: list[Resource], save: bool = False) -> Topology:
+        ports = _Ports(self._ports_file)
+        topo = build_topology(apps, self.state, ports)
+        if save:
+            ports.save()
+        return topo
+
+    def _current(self) -> Topology | None:
+        """The lab's topology (rebuilt from the state folder in a new kernel), or None if never started."""
+        if self._topo is None and self._ports_file.is_file():
+            self._topo = self._topology(self._apps(self._applied()))
+        return self._topo
+
+    def _mesh_settings(self) -> MeshSettings:
+        if self._mesh is None:
+            self._mesh = load_mesh_settings()
+        return self._mesh
+
+    # --- processes -----------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _all_proxies(topo: Topology) -> list[Proxy]:
+        return list(topo.proxies.values())
+
+    @staticmethod
+    def _app_name(inst) -> str:
+        return f"app.{inst.workload.namespace}.{inst.name}"
+
+    @staticmethod
+    def _envoy_name(proxy: Proxy) -> str:
+        return f"envoy.{safe_name(proxy.id)}"
+
+    def _desired(self, topo: Topology) -> dict[str, tuple[list[str], dict[str, str], int]]:
+        """name -> (argv, env, ports it binds) for every process the lab runs."""
+        app = str(paths.SERVICE_DIR / "app.py")
+        out: dict[str, tuple[list[str], dict[str, str], int]] = {}
+        for inst in topo.instances:
+            env = {str(k): str(v) for k, v in inst.workload.env.items()}
+            env.update(PORT=str(inst.app_port), HOST="127.0.0.1", POD_NAME=inst.name, PYTHONUNBUFFERED="1")
+            out[self._app_name(inst)] = ([sys.executable, app], env, inst.app_port)
+        for proxy in self._all_proxies(topo):
+            argv = envoy.command(proxy, Path(proxy.dir) / "bootstrap.yaml")
+            out[self._envoy_name(proxy)] = (argv, {}, proxy.admin_port)
+        return out
+
+    @staticmethod
+    def _ports_of(proxy: Proxy) -> list[int]:
+        return [
+            proxy.admin_port,
+            *proxy.inbound_ports.values(),
+            *proxy.outbound_ports.values(),
+            *proxy.gateway_ports.values(),
+        ]
+
+    @staticmethod
+    def _spec(argv: list[str], env: dict[str, str], extra: str = "") -> str:
+        return hashlib.sha256(json.dumps([argv, sorted(env.items()), extra]).encode()).hexdigest()[:16]
+
+    def _check_ports_free(self, ports: dict[int, str]) -> None:
+        for port, owner in sorted(ports.items()):
+            with socket.socket() as s:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT leftovers are no clash
+                try:
+                    s.bind(("127.0.0.1", port))
+                except OSError:
+                    raise PortInUseError(
+                        f"port 127.0.0.1:{port}, which the lab's {owner} needs, is already in use"
+                        f"{_holder(port)}. What to do: stop that process, or delete {self._ports_file} "
+                        "so the lab picks new ports."
+                    ) from None
+
+    # --- lifecycle -----------------------------------------------------------------------------------------
+
+    def up(self) -> Status:
+        """Start (or reattach to, or repair) the lab; on any failure, stop everything and raise."""
+        try:
+            self._reconcile()
+        except BaseException:
+            self._stop_all()
+            raise
+        return self.status()
+
+    def _reconcile(self) -> None:
+        envoy.binary()  # fail first, with the fix, when Envoy is missing
+        applied = self._applied()
+        apps = self._apps(applied)
+        validation.check(apps)
+        topo = self._topology(apps, save=True)
+        configs = translate([r for r in applied if _is_istio(r)], topo, self._mesh_settings())
+        self._topo = topo
+
+        ca = LocalCA(self.state / "ca", trust_domain=self._mesh_settings().trust_domain)
+        proxies = self._all_proxies(topo)
+        reissued = {  # Envoy reads certificate files once: a proxy with a new one restarts
+            self._envoy_name(p)
+            for p in proxies
+            if ca.ensure(p.spiffe, Path(p.cert_file), Path(p.key_file), Path(p.ca_file))
+        }
+        specs: dict[str, str] = {}
+        desired = self._desired(topo)
+        for name, (argv, env, _) in desired.items():
+            specs[name] = self._spec(argv, env)
+        for proxy in proxies:
+            text = yaml.safe_dump(envoy.bootstrap(proxy), sort_keys=False)
+            envoy.write_atomic(Path(proxy.dir) / "bootstrap.yaml", text)
+            name = self._envoy_name(proxy)
+            specs[name] = self._spec(desired[name][0], {}, text)
+
+        # Keep what runs as wanted; stop the dead, the outdated, the unknown, and Envoys with a new cert.
+        keep, stale = set(), []
+        for rec in processes.records(self._run):
+            if specs.get(rec.name) == rec.spec and rec.name not in reissued and processes.is_alive(rec):
+                keep.add(rec.name)
+            else:
+                stale.append(rec)
+        processes.stop(stale, self._run)
+
+        to_start = [name for name in desired if name not in keep]
+        owners = {desired[n][2]: n for n in to_start}
+        owners.update(
+            {
+                port: name
+                for p in proxies
+                if (name := self._envoy_name(p)) in to_start
+                for port in self._ports_of(p)
+            }
+        )
+        self._check_ports_free(owners)
+
+        envoy.write_configs([(p, configs[p.id]) for p in proxies])
+        for name in to_start:
+            argv, env, _ = desired[name]
+            processes.start(
+                name,
+                argv,
+                pid_dir=self._run,
+                log_file=self._logs / f"{name}.log",
+                env=env,
+                cwd=paths.ROOT,
+                spec=specs[name],
+            )
+        self._wait_ready(topo, configs)
+
+    def _wait_ready(self, topo: Topology, configs: dict[str, ProxyConfig]) -> None:
+        """Poll until every app answers /healthz and every Envoy is LIVE with its listeners bound."""
+        checks: dict[str, Callable[[], bool]] = {}
+        for inst in topo.instances:
+            checks[self._app_name(inst)] = lambda i=inst: envoy.http_ok(
+                f"http://127.0.0.1:{i.app_port}/healthz", timeout=0.5
+            )
+        for proxy in self._all_proxies(topo):
+            names = [lis["name"] for lis in configs[proxy.id].listeners]
+            checks[self._envoy_name(proxy)] = lambda p=proxy, n=names: envoy.ready(p, n)
+        deadline = time.monotonic() + READY_TIMEOUT
+        while checks:
+            for name, check in list(checks.items()):
+                if check():
+                    del checks[name]
+                    continue
+                rec = processes.record(self._run, name)
+                if rec is None or not processes.is_alive(rec):
+                    raise LabError(f"{name} exited while starting.{self._log_tail(name)}")
+            if checks and time.monotonic() > deadline:
+                tails = "".join(self._log_tail(n) for n in checks)
+                raise LabError(f"not ready after {READY_TIMEOUT:.0f} s: {', '.join(checks)}.{tails}")
+            if checks:
+                time.sleep(0.02)
+
+    def _log_tail(self, name: str) -> str:
+        log = self._logs / f"{name}.log"
+        lines = telemetry.tail(log, 12)
+        return f"\nLast lines of {log}:\n  " + "\n  ".join(lines) if lines else f" (no output in {log})"
+
+    def _stop_all(self) -> None:
+        processes.stop(processes.records(self._run), self._run)
+
+    def down(self) -> None:
+        """Stop every process of this lab (also one a dead kernel started) and forget the applied resources,
+        like deleting a kind cluster; ports, certificates and logs stay for the next up()."""
+        self._stop_all()
+        self._applied_file.unlink(missing_ok=True)
+        self._topo = None
+
+    def _require_up(self) -> Topology:
+        topo = self._current()
+        if topo is None or not any(processes.is_alive(r) for r in processes.records(self._run)):
+            raise BackendError("the local lab is not running; start it with lab.up() (or `labkit up`)")
+        return topo
+
+    # --- configuration -------------------------------------------------------------------------------------
+
+    def apply(self, src: Source) -> list[Change]:
+        """Validate, then apply: Istio objects change Envoy config live (file xDS, no restart); an edited
+        Deployment restarts its processes. On any error nothing changes."""
+        self._require_up()
+        incoming = manifests.load(src)
+        for res in incoming:
+            if not _is_istio(res) and res.kind not in KUBE_KINDS:
+                raise UnsupportedError(
+                    f"{res.where}: the local backend runs only {', '.join(sorted(KUBE_KINDS))} and Istio "
+                    "objects; use the kind backend (LAB_BACKEND=kind) for other Kubernetes kinds"
+                )
+        check_supported([r for r in incoming if _is_istio(r)])
+        applied = self._applied()
+        apps = self._apps(applied)
+        keys = {r.key for r in incoming}
+        validation.check(incoming, context=[r for r in apps + applied if r.key not in keys])
+
+        current = {r.key: r for r in apps + [r for r in applied if _is_istio(r)]}
+        changes, updated = [], {r.key: r for r in applied}
+        for res in incoming:
+            old = current.get(res.key)
+            action = "created" if old is None else "unchanged" if old.body == res.body else "configured"
+            changes.append(Change(res.kind, res.namespace, res.name, action))
+            if action != "unchanged":
+                updated[res.key] = res
+        if all(c.action == "unchanged" for c in changes):
+            return changes
+        new_applied = list(updated.values())
+        if any(not _is_istio(r) and c.action != "unchanged" for r, c in zip(incoming, changes, strict=True)):
+            self._save_applied(new_applied)
+            self.up()  # reconcile: restarts exactly the processes whose command or environment changed
+        else:
+            self._write_config(new_applied)  # translate first: a failure leaves the saved set untouched
+            self._save_applied(new_applied)
+        return changes
+
+    def delete(self, src: Source) -> list[Change]:
+        """Remove Istio objects (config updated live); the apps from cluster-config/apps cannot be deleted."""
+        self._require_up()
+        incoming = manifests.load(src)
+        for res in incoming:
+            if not _is_istio(res):
+                raise UnsupportedError(
+                    f"{res.where}: the local backend always runs the apps of cluster-config/apps; "
+                    "re-apply an edited manifest instead, or stop the lab with lab.down()"
+                )
+        applied = {r.key: r for r in self._applied()}
+        changes = []
+        for res in incoming:
+            found = applied.pop(res.key, None) is not None
+            changes.append(Change(res.kind, res.namespace, res.name, "deleted" if found else "not found"))
+        self._write_config(list(applied.values()))
+        self._save_applied(list(applied.values()))
+        return changes
+
+    def _write_config(self, applied: list[Resource]) -> None:
+        topo = self._require_up()
+        configs = translate([r for r in applied if _is_istio(r)], topo, self._mesh_settings())
+        envoy.write_configs([(p, configs[p.id]) for p in self._all_proxies(topo)])
+
+    # --- observing -----------------------------------------------------------------------------------------
+
+    def status(self) -> Status:
+        """Workloads with ready counts (ready while its processes live), the ingress URL, problems."""
+        topo = self._current()
+        recs = {r.name: r for r in processes.records(self._run)}
+        if topo is None or not recs:
+            return Status(self.backend, up=False)
+        alive = {name for name, rec in recs.items() if processes.is_alive(rec)}
+        problems = []
+        for name in self._desired(topo):
+            if name not in alive:
+                rec = recs.get(name)
+                what = f"process {rec.pid} is not running" if rec else "was never started"
+                problems.append(f"{name}: {what} (log: {self._logs / (name + '.log')}); lab.up() restarts it")
+        workloads = []
+        for wl in topo.workloads:
+            insts = [i for i in topo.instances if i.workload is wl]
+            ready = sum(
+                self._app_name(i) in alive and (i.proxy is None or self._envoy_name(i.proxy) in alive)
+                for i in insts
+            )
+            workloads.append(
+                WorkloadStatus(wl.name, wl.namespace, wl.version, wl.replicas, ready, wl.injected)
+            )
+        gw = topo.gateway
+        gw_ready = int(self._envoy_name(gw) in alive)
+        workloads.append(WorkloadStatus(gw.workload, gw.namespace, None, 1, gw_ready, False, "(gateway)"))
+        port = gw.gateway_ports.get(80) or next(iter(gw.gateway_ports.values()), None)
+        return Status(
+            self.backend,
+            up=bool(alive),
+            workloads=workloads,
+            ingress_url=f"http://127.0.0.1:{port}" if port else None,
+            problems=problems,
+        )
+
+    def _live_proxies(self, topo: Topology) -> list[Proxy]:
+        live = {r.name for r in processes.records(self._run) if processes.is_alive(r)}
+        return [p for p in self._all_proxies(topo) if self._envoy_name(p) in live]
+
+    def metrics(self) -> list[RequestCount]:
+        """``istio_requests_total`` from every running proxy (reporter source and destination)."""
+        return telemetry.requests_total(self._live_proxies(self._require_up()))
+
+    def access_log(self, workload: str, tail: int = 50) -> list[str]:
+        """The last ``tail`` lines of ``workload``'s proxy access log (all its replicas, in time order).
+
+        Envoy flushes file logs every ``envoy.FLUSH_INTERVAL_MS``; this waits one interval first, so requests
+        that were already answered are in the file."""
+        topo = self._require_up()
+        proxies = [p for p in self._all_proxies(topo) if workload in (p.workload, p.id)]
+        if not proxies:
+            known = sorted({p.workload for p in self._all_proxies(topo)})
+            raise LabError(
+                f"no proxy for workload {workload!r} (workloads without a sidecar have no access log); "
+                f"choose one of: {', '.join(known)}"
+            )
+        time.sleep(2 * envoy.FLUSH_INTERVAL_MS / 1000)
+        lines = [line for p in proxies for line in telemetry.tail(Path(p.access_log), tail)]
+        return sorted(lines)[-tail:] if len(proxies) > 1 else lines
+
+    def resolver(self, source: str) -> Resolver:
+        """How ``source`` reaches a logical URL: "client" through its sidecar's outbound listener, "legacy"
+        straight to one Service endpoint (like kube-proxy, plaintext), "ingress" through the gateway."""
+        topo = self._require_up()
+        if source == "client":
+            client = next(p for p in topo.proxies.values() if p.workload == "client")
+            return lambda url: _via(url, client.outbound_ports.get(_port(url), CLOSED_PORT))
+        if source == "ingress":
+            return lambda url: _via(url, topo.gateway.gateway_ports.get(_port(url), CLOSED_PORT))
+        if source == "legacy":
+            return lambda url: _via(url, _kube_proxy(topo, url, namespace="legacy"))
+        raise LabError(f"unknown traffic source {source!r}; use 'client', 'legacy' or 'ingress'")
+
+
+def _port(url: str) -> int:
+    parts = urlsplit(url)
+    return parts.port or (443 if parts.scheme == "https" else 80)
+
+
+def _via(url: str, port: int) -> tuple[str, dict[str, str]]:
+    """Connect to 127.0.0.1:``port`` with the logical host in the Host header; 127.0.0.1 URLs pass through."""
+    parts = urlsplit(url)
+    if parts.hostname == "127.0.0.1":
+        return url, {}
+    target = urlunsplit((parts.scheme, f"127.0.0.1:{port}", parts.path, parts.query, ""))
+    return target, {"Host": parts.netloc}
+
+
+def _kube_proxy(topo: Topology, url: str, namespace: str) -> int:
+    """One endpoint of the Service ``url`` names (picked at random per call, like kube-proxy's iptables mode):
+    the sidecar's inbound port for an injected instance, else the app itself."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if host == "127.0.0.1":
+        return parts.port or 80
+    labels = host.split(".")
+    name, ns = labels[0], labels[1] if len(labels) > 1 else namespace
+    candidates = {f"{name}.{ns}", f"{name}.{ns}.svc", f"{name}.{ns}.svc.cluster.local"} | (
+        {name} if len(labels) == 1 else set()
+    )
+    service = next(
+        (s for s in topo.services if s.name == name and s.namespace == ns and (host in candidates)), None
+    )
+    if service is None:
+        raise LabError(
+            f"{host}: no such Service (name resolution fails, as DNS would in namespace {namespace})"
+        )
+    port = service.port(_port(url))
+    if port is None:
+        have = ", ".join(str(p.port) for p in service.ports)
+        raise LabError(f"Service {name}.{ns} has no port {_port(url)}; its ports: {have}")
+    endpoints = [e.port for e in topo.endpoints(service, port)]
+    if not endpoints:
+        raise LabError(f"Service {name}.{ns} has no endpoints (no running instance matches its selector)")
+    return random.choice(endpoints)
+
+
+def _holder(port: int) -> str:
+    """`` (held by pid N: cmdline)`` when psutil can tell who listens on ``port``."""
+    try:
+        conns = psutil.net_connections(kind="tcp")
+    except (psutil.AccessDenied, OSError):
+        return ""
+    for conn in conns:
+        if conn.laddr and conn.laddr.port == port and conn.status == psutil.CONN_LISTEN and conn.pid:
+            try:
+                cmd = " ".join(psutil.Process(conn.pid).cmdline())[:120]
+            except psutil.Error:
+                cmd = "?"
+            return f" (held by pid {conn.pid}: {cmd})"
+    return ""
