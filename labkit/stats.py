@@ -1,0 +1,195 @@
+"""Is the observed split the configured one? Wilson intervals and goodness-of-fit tests, all from scipy."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+from scipy import stats as sps
+
+from labkit.errors import LabError
+
+if TYPE_CHECKING:
+    from labkit.traffic import Outcome
+
+
+@dataclass(frozen=True)
+class Share:
+    """``k`` of ``n`` requests, their share and its Wilson interval; ``expected`` is the configured share."""
+
+    version: str
+    k: int
+    n: int
+    share: float
+    low: float
+    high: float
+    expected: float | None = None
+
+
+@dataclass(frozen=True)
+class SplitReport:
+    """The observed split, and (given weights) the p-value of "traffic follows the weights"."""
+
+    shares: dict[str, Share]
+    n: int
+    confidence: float
+    expected: dict[str, float] | None
+    p_value: float | None
+    test: str | None  # "exact binomial" or "chi-square"
+
+    @property
+    def consistent(self) -> bool | None:
+        """True when the test keeps the weights at level ``1 - confidence``; None without weights or data."""
+        if self.p_value is None:
+            return None
+        return self.p_value >= 1 - self.confidence
+
+    def verdict(self, version: str | None = None) -> str:
+        """One line for a trainee about ``version`` (default: the canary, the smallest non-zero weight)."""
+        if self.n == 0:
+            return "no responses carried a version yet, so the split cannot be judged"
+        version = version or self._canary()
+        s = self.shares.get(version) or Share(version, 0, self.n, 0.0, *interval(0, self.n, self.confidence))
+        line = (
+            f"{version} got {s.share * 100:.1f} % ({s.low * 100:.1f}–{s.high * 100:.1f} %, "
+            f"{self.confidence * 100:g} %) of {self.n}"
+        )
+        if self.expected is None or self.p_value is None:
+            return line
+        configured = f"{round(self.expected.get(version, 0.0) * 100, 1):g} %"
+        if self.consistent:
+            return f"{line} — consistent with the configured {configured}"
+        return f"{line} — NOT consistent with the configured {configured} (p = {self.p_value:.2g})"
+
+    def _canary(self) -> str:
+        if self.expected:
+            unexpected = [v for v, s in self.shares.items() if s.k and not self.expected.get(v)]
+            if unexpected:
+                return unexpected[0]  # a version with weight 0 answered: that is the story
+            nonzero = {v: w for v, w in self.expected.items() if w > 0}
+            return min(nonzero, key=lambda v: (nonzero[v], v)) if nonzero else min(self.expected)
+        return min(self.shares, key=lambda v: (self.shares[v].k, v))
+
+    def __str__(self) -> str:
+        return self.verdict()
+
+
+def normalise(weights: Mapping[str, float]) -> dict[str, float]:
+    """Relative weights as shares: ``{"v1": 1, "v2": 3}`` -> ``{"v1": 0.25, "v2": 0.75}``."""
+    total = float(sum(weights.values()))
+    if total <= 0 or any(w < 0 for w in weights.values()):
+        raise LabError(f"weights {dict(weights)} must be 0 or more with a positive sum")
+    return {v: w / total for v, w in weights.items()}
+
+
+def interval(k: int, n: int, confidence: float = 0.99) -> tuple[float, float]:
+    """Wilson score interval of the proportion ``k/n``."""
+    if n == 0:
+        return 0.0, 1.0
+    ci = sps.binomtest(k, n).proportion_ci(confidence_level=confidence, method="wilson")
+    return float(ci.low), float(ci.high)
+
+
+def fit(counts: Mapping[str, int], weights: Mapping[str, float]) -> tuple[float, str]:
+    """p-value of "these counts come from these weights": exact binomial for two versions, else chi-square."""
+    expected = normalise(weights)
+    versions = sorted(set(expected) | set(counts))
+    observed = np.array([counts.get(v, 0) for v in versions])
+    p = np.array([expected.get(v, 0.0) for v in versions])
+    n = int(observed.sum())
+    if np.any(observed[p == 0] > 0):
+        return 0.0, "impossible under the weights"  # a version with weight 0 answered
+    observed, p = observed[p > 0], p[p > 0]
+    if len(p) == 1:
+        return 1.0, "single version"
+    if len(p) == 2:
+        return float(sps.binomtest(int(observed[1]), n, float(p[1])).pvalue), "exact binomial"
+    return float(sps.chisquare(observed, p * n).pvalue), "chi-square"
+
+
+def split_report(
+    counts: Mapping[str, int], weights: Mapping[str, float] | None = None, confidence: float = 0.99
+) -> SplitReport:
+    """Shares with Wilson intervals for every version, tested against ``weights`` when given."""
+    n = sum(counts.values())
+    expected = normalise(weights) if weights else None
+    versions = sorted(set(counts) | set(expected or {}))
+    shares = {
+        v: Share(
+            v,
+            counts.get(v, 0),
+            n,
+            counts.get(v, 0) / n if n else 0.0,
+            *interval(counts.get(v, 0), n, confidence),
+            expected.get(v, 0.0) if expected else None,
+        )
+        for v in versions
+    }
+    p_value, test = fit(counts, weights) if weights and n else (None, None)
+    return SplitReport(shares, n, confidence, expected, p_value, test)
+
+
+@dataclass(frozen=True)
+class ErrorRate:
+    """Failed requests (no response or 5xx) of one version, with the Wilson interval of the rate."""
+
+    version: str
+    failed: int
+    n: int
+    rate: float
+    low: float
+    high: float
+
+
+def error_rates(outcomes: Iterable[Outcome], confidence: float = 0.95) -> dict[str, ErrorRate]:
+    """Error rate per version; requests that got no answer at all are counted under ``"none"``."""
+    tally: dict[str, list[int]] = {}
+    for o in outcomes:
+        entry = tally.setdefault(o.version or "none", [0, 0])
+        entry[0] += o.failed
+        entry[1] += 1
+    return {
+        v: ErrorRate(v, failed, n, failed / n, *interval(failed, n, confidence))
+        for v, (failed, n) in sorted(tally.items())
+    }
+
+
+def latency_percentiles(
+    outcomes: Iterable[Outcome], percentiles: Sequence[float] = (50, 90, 99)
+) -> dict[str, dict[float, float]]:
+    """Latency percentiles (seconds) per version, over the requests that got a response."""
+    by_version: dict[str, list[float]] = {}
+    for o in outcomes:
+        if o.status is not None:
+            by_version.setdefault(o.version or "none", []).append(o.latency)
+    return {
+        v: dict(zip(percentiles, np.percentile(values, percentiles).tolist(), strict=True))
+        for v, values in sorted(by_version.items())
+    }
+
+
+def rolling_shares(
+    outcomes: Sequence[Outcome], window: float = 5.0, step: float = 1.0, start: float | None = None
+) -> tuple[list[float], dict[str, list[float]]]:
+    """Share per version in ``[end - window, end)``, for ends every ``step`` s from ``start``.
+
+    Only versioned responses count; a window with none gives NaN, so a chart shows a gap, not a false 0 %.
+    """
+    times = np.array([o.t for o in outcomes if o.version is not None])
+    versions = np.array([o.version for o in outcomes if o.version is not None])
+    if len(times) == 0:
+        return [], {}
+    order = np.argsort(times, kind="stable")
+    times, versions = times[order], versions[order]
+    ends = np.arange(times[0] + step if start is None else start, times[-1] + step, step)
+    lo = np.searchsorted(times, ends - window, side="left")
+    hi = np.searchsorted(times, ends, side="left")
+    totals = hi - lo
+    shares: dict[str, list[float]] = {}
+    for v in sorted(set(versions.tolist())):
+        cum = np.concatenate([[0], np.cumsum(versions == v)])
+        k = cum[hi] - cum[lo]
+        shares[v] = np.where(totals > 0, k / np.maximum(totals, 1), np.nan).tolist()
+    return ends.tolist(), shares
