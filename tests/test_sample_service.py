@@ -288,3 +288,56 @@ def test_image_pins_the_aiohttp_version_the_tests_run_against():
     assert f"aiohttp=={aiohttp.__version__}" in pins
     dockerfile = (paths.SERVICE_DIR / "Dockerfile").read_text()
     assert "COPY app.py load.py" in dockerfile, "the client pod runs load.py from the same image"
+
+
+def _docs(folder: Path) -> list[dict]:
+    return [d for p in sorted(folder.glob("*.yaml")) for d in yaml.safe_load_all(p.read_text()) if d]
+
+
+def test_every_app_service_selects_pods_and_every_deployment_selects_its_own_template():
+    apps = _docs(paths.APPS)
+    deployments = [d for d in apps if d["kind"] == "Deployment"]
+    for dep in deployments:
+        template = dep["spec"]["template"]["metadata"]["labels"]
+        assert dep["spec"]["selector"]["matchLabels"].items() <= template.items(), dep["metadata"]["name"]
+    for svc in (d for d in apps if d["kind"] == "Service"):
+        selector, ns = svc["spec"]["selector"], svc["metadata"]["namespace"]
+        chosen = [
+            d["metadata"]["name"]
+            for d in deployments
+            if d["metadata"]["namespace"] == ns
+            and selector.items() <= d["spec"]["template"]["metadata"]["labels"].items()
+        ]
+        assert chosen, f"Service {ns}/{svc['metadata']['name']} selects no pods"
+
+
+def test_all_workloads_run_the_one_locally_loaded_image():
+    containers = [
+        c
+        for d in _docs(paths.APPS)
+        if d["kind"] == "Deployment"
+        for c in d["spec"]["template"]["spec"]["containers"]
+    ]
+    assert {(c["image"], c["imagePullPolicy"]) for c in containers} == {
+        ("meshlab/currency-converter:0.1.0", "IfNotPresent")
+    }
+
+
+def test_scenario_routes_use_defined_subsets_except_the_missing_subset_lesson():
+    defined = {
+        s["name"]
+        for s in yaml.safe_load((paths.MESH / "destination-rule-currency-converter.yaml").read_text())[
+            "spec"
+        ]["subsets"]
+    }
+    for path in sorted(paths.MESH.glob("virtual-service-currency-converter-*.yaml")):
+        vs = yaml.safe_load(path.read_text())
+        for i, entry in enumerate(vs["spec"]["http"]):
+            assert entry.get("route"), (
+                f"{path.name}: spec.http[{i}] has no route (fault/timeout belong in one entry)"
+            )
+        used = {r["destination"].get("subset") for h in vs["spec"]["http"] for r in h["route"]} - {None}
+        if path.name.endswith("-missing-subset.yaml"):
+            assert used - defined == {"v3"}, "the 503 NC lesson needs exactly one undefined subset"
+        else:
+            assert used <= defined, f"{path.name} routes to undefined subsets {used - defined}"
