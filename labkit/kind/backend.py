@@ -1,0 +1,401 @@
+"""``KubeLab``: the Lab API on a real Istio mesh. ``kind`` mode builds and owns a kind cluster; ``kube``
+mode uses an existing cluster (``context=``) and never creates or deletes it."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit, urlunsplit
+
+from labkit import paths
+from labkit.errors import BackendError, LabError
+from labkit.kind import cluster, doctor, istio
+from labkit.kind.commands import Target, _run
+from labkit.kind.kube import Kube, has_sidecar, rollout_complete
+from labkit.lab import Change, Lab, Status, WorkloadStatus
+from labkit.metrics import RequestCount
+
+if TYPE_CHECKING:
+    from labkit.manifests import Resource, Source
+    from labkit.traffic import Outcome, Resolver, TrafficResult
+
+#: Namespaces the lab's apps live in (cluster-config/apps).
+LAB_NAMESPACES = ("payments-prod", "legacy", "external")
+#: kind/cluster.yaml publishes the ingress gateway's NodePort here.
+INGRESS_URL = "http://127.0.0.1:8080"
+#: In-cluster traffic sources: namespace, Deployment and container that run load.py.
+POD_SOURCES = {
+    "client": ("payments-prod", "client", "client"),
+    "legacy": ("legacy", "legacy-client", "legacy-client"),
+}
+#: Applied first so the objects inside them can be created in the same call.
+_FIRST = ("CustomResourceDefinition", "Namespace", "ServiceAccount")
+
+
+def _say(message: str) -> None:
+    print(f"[kind] {message}", flush=True)
+
+
+class KubeLab(Lab):
+    """The mesh on Kubernetes: ``labkit.open("kind")`` or ``labkit.open("kube", context="my-cluster")``."""
+
+    def __init__(self, mode: str = "kind", context: str | None = None, name: str = cluster.NAME) -> None:
+        if mode not in ("kind", "kube"):
+            raise BackendError(f"unknown mode {mode!r} for the Kubernetes backend; use kind or kube")
+        self.backend, self.name = mode, name
+        if mode == "kind":
+            self.target = Target(cluster.kubeconfig(name), context or cluster.context(name))
+        else:
+            self.target = Target(None, context)
+        self._kube: Kube | None = None
+
+    @property
+    def kube(self) -> Kube:
+        if self._kube is None:
+            if self.target.kubeconfig and not self.target.kubeconfig.exists():
+                raise BackendError(f"kind cluster {self.name} has no kubeconfig yet; run lab.up() first")
+            self._kube = Kube(self.target.kubeconfig, self.target.context)
+        return self._kube
+
+    # --- lifecycle ----------------------------------------------------------------------------------------
+
+    def up(self) -> Status:
+        """Preflight, create or reuse the cluster, build and load the image, install Istio and the addons,
+        apply the apps and wait until every pod is ready with its sidecar."""
+        self._preflight()
+        if self.backend == "kind":
+            _say(f"cluster {self.name}: creating or reusing (the first time takes a few minutes)")
+            cluster.create(self.name)
+            self._kube = None
+            _say(f"building {cluster.IMAGE} and loading it into the cluster")
+            cluster.build_image()
+            cluster.load_image(cluster.IMAGE, self.name)
+        self._install_istio()
+        self.addons()
+        _say("applying cluster-config/apps")
+        self.apply(paths.APPS)
+        self._wait_apps()
+        return self.status()
+
+    def _preflight(self) -> None:
+        if self.backend == "kind":
+            try:
+                exists = cluster.exists(self.name)
+            except LabError:
+                exists = False  # kind or docker is missing; the checks say which
+            checks = doctor.run_checks(cluster_exists=exists)
+        else:
+            checks = doctor.check_tools()
+        for check in checks:
+            if check.level == "warning":
+                _say(str(check))
+        errors = [str(c) for c in checks if c.level == "error"]
+        if errors:
+            raise BackendError("the kind backend cannot start (`labkit doctor`):\n  " + "\n  ".join(errors))
+
+    def _install_istio(self) -> None:
+        istiod = self.kube.get("apps/v1", "Deployment", "istiod", "istio-system")
+        if istiod is None or not rollout_complete(istiod):
+            _say("installing Istio (istioctl install, about two minutes)")
+            istio.install(self.target)
+        for name in ("istiod", "istio-ingressgateway"):
+            self.kube.wait_rollout("istio-system", name, timeout=300)
+        problem = istio.skew_problem(*istio.versions(self.target))
+        if problem:
+            _say(f"warning: {problem}")
+
+    def addons(self) -> str:
+        """Install Prometheus and Kiali from the Istio release's samples/addons; returns Kiali's URL."""
+        folder = istio.addons_dir()
+        if folder is None:
+            raise BackendError(
+                "Istio's samples/addons (prometheus.yaml, kiali.yaml) were not found next to istioctl; run "
+                "`labkit tools install`, or set ISTIO_HOME to the unpacked Istio release"
+            )
+        for name in istio.ADDONS:
+            self._apply_resources(self._load(folder / name))
+        for name in ("prometheus", "kiali"):
+            self.kube.wait_rollout("istio-system", name, timeout=300)
+        return self.dashboard_url()
+
+    def dashboard_url(self) -> str:
+        """Where Kiali answers once ``istioctl dashboard kiali`` (a port-forward) runs in a terminal."""
+        return "http://localhost:20001/kiali  (run `istioctl dashboard kiali` in a terminal to open it)"
+
+    def _wait_apps(self) -> None:
+        """Wait for every app Deployment; restart once the ones whose pods started without a sidecar."""
+        deployments = self._deployments()
+        for d in deployments:
+            self.kube.wait_rollout(d["metadata"]["namespace"], d["metadata"]["name"])
+        missing = [d for d in deployments if self._injection_problem(d)]
+        for d in missing:
+            _say(f"deployment/{d['metadata']['name']} has pods without a sidecar: rollout restart")
+            self.kube.restart(d["metadata"]["namespace"], d["metadata"]["name"])
+        for d in missing:
+            self.kube.wait_rollout(d["metadata"]["namespace"], d["metadata"]["name"])
+            problem = self._injection_problem(d)
+            if problem:
+                raise BackendError(problem)
+
+    def down(self) -> None:
+        """Delete the kind cluster (kind mode); an existing cluster (kube mode) is left as it is."""
+        if self.backend == "kind":
+            cluster.delete(self.name)
+            self._kube = None
+        else:
+            _say(f"kube mode: cluster {self.target.context or '(current context)'} left running (not ours)")
+
+    # --- manifests ----------------------------------------------------------------------------------------
+
+    def apply(self, src: Source) -> list[Change]:
+        """Validate, then server-side apply every object (namespaces first); tool configs are skipped."""
+        from labkit import validation
+
+        resources = self._load(src)
+        context = self._load(paths.APPS) if src != paths.APPS else []
+        validation.check(resources, context=context)
+        return self._apply_resources(resources)
+
+    def _apply_resources(self, resources: list[Resource]) -> list[Change]:
+        ordered = sorted(resources, key=lambda r: _FIRST.index(r.kind) if r.kind in _FIRST else len(_FIRST))
+        return [Change(r.kind, self._ns(r), r.name, self.kube.apply(r.body)) for r in ordered]
+
+    def delete(self, src: Source) -> list[Change]:
+        """Delete the objects ``src`` names, in reverse order (namespaces last)."""
+        resources = self._load(src)
+        ordered = sorted(resources, key=lambda r: _FIRST.index(r.kind) if r.kind in _FIRST else len(_FIRST))
+        return [Change(r.kind, self._ns(r), r.name, self.kube.delete(r.body)) for r in reversed(ordered)]
+
+    @staticmethod
+    def _load(src: Source) -> list[Resource]:
+        from labkit import manifests, validation
+
+        return [r for r in manifests.load(src) if (r.group, r.kind) not in validation.TOOL_CONFIGS]
+
+    @staticmethod
+    def _ns(r: Resource) -> str:
+        from labkit.manifests import CLUSTER_SCOPED
+
+        return "" if r.kind in CLUSTER_SCOPED else r.namespace
+
+    # --- state ----------------------------------------------------------------------------------------------
+
+    def _deployments(self) -> list[dict]:
+        return [d for ns in LAB_NAMESPACES for d in self.kube.objects("apps/v1", "Deployment", ns)]
+
+    def _pods(self, deployment: dict) -> list[dict]:
+        meta = deployment["metadata"]
+        return self.kube.pods(meta["namespace"], deployment["spec"]["selector"].get("matchLabels") or {})
+
+    def _injection_problem(self, deployment: dict) -> str | None:
+        """Why ``deployment``'s pods lack the sidecar their namespace asks for, and the fix; None if fine."""
+        name, ns = deployment["metadata"]["name"], deployment["metadata"]["namespace"]
+        namespace = self.kube.get("v1", "Namespace", ns) or {}
+        if (namespace.get("metadata", {}).get("labels") or {}).get("istio-injection") != "enabled":
+            return None
+        bare = [p["metadata"]["name"] for p in self._pods(deployment) if not has_sidecar(p)]
+        if not bare:
+            return None
+        return (
+            f"pod {bare[0]} of deployment/{name} ({ns}) has no istio-proxy container (1/1, not 2/2): it "
+            f"started before namespace {ns} was labelled istio-injection=enabled or before istiod was ready: "
+            f"`kubectl rollout restart deployment/{name} -n {ns}` (lab.up() does it for you)"
+        )
+
+    def status(self) -> Status:
+        """Every app Deployment's readiness and sidecar, and each problem with what to do."""
+        if self.backend == "kind":
+            try:
+                exists = cluster.exists(self.name)
+            except LabError as exc:
+                return Status(self.backend, False, problems=[str(exc).splitlines()[0]])
+            if not exists:
+                return Status(
+                    self.backend, False, problems=[f"kind cluster {self.name} does not exist: run lab.up()"]
+                )
+        try:
+            deployments = self._deployments()
+        except BackendError as exc:
+            return Status(self.backend, False, problems=[str(exc)])
+        status = Status(self.backend, True, ingress_url=INGRESS_URL if self.backend == "kind" else None)
+        for d in deployments:
+            pods = self._pods(d)
+            st = d.get("status") or {}
+            done = _safe_rollout(d)
+            status.workloads.append(
+                WorkloadStatus(
+                    name=d["metadata"]["name"],
+                    namespace=d["metadata"]["namespace"],
+                    version=(d["spec"]["template"]["metadata"].get("labels") or {}).get("version"),
+                    replicas=d["spec"].get("replicas", 1),
+                    ready=st.get("readyReplicas", 0),
+                    sidecar=bool(pods) and all(has_sidecar(p) for p in pods),
+                    detail="" if done else "(rolling out)",
+                )
+            )
+            problem = self._injection_problem(d)
+            if problem:
+                status.problems.append(problem)
+        return status
+
+    def metrics(self) -> list[RequestCount]:
+        """``istio_requests_total`` from the addon Prometheus (scraped every 15 s, so recent requests lag)."""
+        return [
+            RequestCount(labels=dict(s["metric"]), value=float(s["value"][1]))
+            for s in self.kube.prometheus("istio_requests_total")
+        ]
+
+    def access_log(self, workload: str, tail: int = 50) -> list[str]:
+        """The last ``tail`` access-log lines of ``workload``'s istio-proxy (lines in Istio's TEXT format)."""
+        for ns in (*LAB_NAMESPACES, "istio-system"):
+            deployment = self.kube.get("apps/v1", "Deployment", workload, ns)
+            if deployment is not None:
+                break
+        else:
+            names = ", ".join(d["metadata"]["name"] for d in self._deployments())
+            raise LabError(
+                f"no workload {workload!r} in the lab; choose one of: {names}, istio-ingressgateway"
+            )
+        pods = self._pods(deployment)
+        if not pods:
+            raise BackendError(f"deployment/{workload} ({ns}) has no pods; see `kubectl get pods -n {ns}`")
+        container = "istio-proxy"
+        if not has_sidecar(pods[0]) and workload != "istio-ingressgateway":
+            raise BackendError(
+                f"deployment/{workload} ({ns}) has no sidecar, so no access log; see lab.status()"
+            )
+        if workload == "istio-ingressgateway":
+            container = pods[0]["spec"]["containers"][0]["name"]
+        text = self.kube.logs(ns, pods[0]["metadata"]["name"], container, tail=max(tail * 5, 200))
+        return [line for line in text.splitlines() if line.startswith("[")][-tail:]
+
+    # --- Istio's view ---------------------------------------------------------------------------------------
+
+    def analyze(self, namespace: str | None = "payments-prod") -> list[Any]:
+        """``istioctl analyze`` on the cluster as validation Findings (errors and warnings)."""
+        return istio.analyze(self.target, namespace)
+
+    def route_weights(
+        self, service: str = "currency-converter", namespace: str = "payments-prod", source: str = "client"
+    ) -> dict[str, int]:
+        """``{subset: weight}`` as ``source``'s sidecar holds them: the VirtualService reached the proxy."""
+        ns, deploy, _ = POD_SOURCES[source]
+        pod = self._first_pod(ns, deploy)
+        return istio.route_weights(self.target, pod, ns, f"{service}.{namespace}.svc.cluster.local")
+
+    def mtls_mode(
+        self, workload: str = "currency-converter-v1", namespace: str = "payments-prod"
+    ) -> str | None:
+        """The workload mTLS mode (STRICT/PERMISSIVE) ``istioctl x describe pod`` reports for ``workload``."""
+        return istio.mtls_mode(self.target, self._first_pod(namespace, workload), namespace)
+
+    def _first_pod(self, namespace: str, deployment: str) -> str:
+        d = self.kube.get("apps/v1", "Deployment", deployment, namespace)
+        pods = self._pods(d) if d else []
+        if not pods:
+            raise BackendError(f"deployment/{deployment} ({namespace}) has no pods; run lab.up()")
+        return pods[0]["metadata"]["name"]
+
+    # --- traffic --------------------------------------------------------------------------------------------
+
+    def resolver(self, source: str) -> Resolver:
+        """ "ingress": the gateway on 127.0.0.1:8080 with the URL's host as Host header. In-cluster sources
+        ("client", "legacy") cannot be reached from here: ``send()`` runs them inside their pod."""
+        if source == "ingress":
+            if self.backend != "kind":
+                raise BackendError(
+                    "source='ingress' needs the kind port mapping; use source='client' in kube mode"
+                )
+            return _ingress
+        if source in POD_SOURCES:
+            raise BackendError(
+                f"requests from {source!r} run inside its pod on the Kubernetes backend; use "
+                f"lab.send(url, n=..., source={source!r}) instead of a resolver"
+            )
+        raise LabError(f"unknown traffic source {source!r}; choose one of: client, legacy, ingress")
+
+    def send(
+        self,
+        url: str,
+        n: int | None = None,
+        *,
+        duration: float | None = None,
+        qps: float | None = None,
+        concurrency: int = 8,
+        source: str = "client",
+        headers: Mapping[str, str] | None = None,
+        method: str = "GET",
+        progress: bool | None = None,
+    ) -> TrafficResult:
+        """Like ``Lab.send``; for "client" and "legacy" the requests leave from inside that pod (load.py)."""
+        if source not in POD_SOURCES:
+            return super().send(
+                url, n, duration=duration, qps=qps, concurrency=concurrency, source=source,
+                headers=headers, method=method, progress=progress,
+            )  # fmt: skip
+        from labkit.traffic import TrafficResult
+
+        if method != "GET":
+            raise LabError(f"load.py in the {source} pod sends GET only, not {method}")
+        if n is None:
+            if duration is not None and not qps:
+                raise LabError("load.py counts requests: give n=, or duration= together with qps=")
+            n = math.ceil(duration * qps) if duration is not None and qps else 100
+        ns, deploy, container = POD_SOURCES[source]
+        argv = ["kubectl", *self.target.args(), "exec", "-n", ns, f"deploy/{deploy}", "-c", container, "--"]
+        argv += ["python", "load.py", "--url", url, "--n", str(n), "--concurrency", str(concurrency)]
+        if qps:
+            argv += ["--qps", f"{qps:g}"]
+        for key, value in (headers or {}).items():
+            argv += ["--header", f"{key}: {value}"]
+        expected = n / qps if qps else 2.0 * n / max(concurrency, 1)
+        fix = f"check `kubectl get pods -n {ns}` (lab.status()); lab.up() repairs the lab"
+        result = _run(argv, env=self.target.env(), timeout=120 + expected, fix=fix)
+        outcomes = parse_load_output(result.stdout)
+        if n and not outcomes:
+            raise BackendError(
+                f"load.py in deploy/{deploy} ({ns}) printed no results:\n{result.stdout[-500:]}"
+            )
+        elapsed = max((o.t + o.latency for o in outcomes), default=0.0)
+        return TrafficResult(outcomes, source=source, url=url, elapsed=elapsed)
+
+
+def parse_load_output(text: str) -> list[Outcome]:
+    """load.py's JSON lines (``{"t","status","version","latency","error"}``) as traffic Outcomes."""
+    from labkit.traffic import Outcome
+
+    outcomes = []
+    for line in text.splitlines():
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue  # kubectl or Python warnings between the results
+        if not isinstance(row, dict) or "latency" not in row:
+            continue
+        outcomes.append(
+            Outcome(
+                t=float(row.get("t") or 0.0),
+                status=row.get("status"),
+                version=row.get("version"),
+                latency=float(row["latency"]),
+                error=row.get("error"),
+                flags=row.get("flags"),
+            )
+        )
+    return outcomes
+
+
+def _ingress(url: str) -> tuple[str, dict[str, str]]:
+    """Send ``url`` to the kind-mapped ingress gateway, keeping its host as the Host header."""
+    parts = urlsplit(url)
+    target = urlsplit(INGRESS_URL)
+    return urlunsplit((target.scheme, target.netloc, parts.path, parts.query, "")), {"Host": parts.netloc}
+
+
+def _safe_rollout(deployment: dict) -> bool:
+    try:
+        return rollout_complete(deployment)
+    except BackendError:
+        return False

@@ -1,0 +1,130 @@
+"""Istio through istioctl: install, version skew, ``analyze`` findings, route weights as the proxy holds them,
+the mTLS mode a pod gets, and where the release's ``samples/addons`` (Prometheus, Kiali) live."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+from labkit import paths
+from labkit.errors import LabError
+from labkit.kind.commands import Target, _run, which
+
+#: istioctl's exit code when ``analyze`` found issues at or above the failure threshold (cmd/sysexits.go).
+ANALYZE_FOUND_ISSUES = 79
+ADDONS = ("prometheus.yaml", "kiali.yaml")
+
+
+def install(target: Target) -> None:
+    """``istioctl install`` with the lab's IstioOperator; it waits for the control plane to be ready."""
+    argv = ["istioctl", "install", "-y", "-f", str(paths.ISTIO_INSTALL), "--readiness-timeout", "600s"]
+    fix = "see istioctl's output above; `kubectl get pods -n istio-system` shows Pending or failing pods"
+    _run(argv + target.args(), env=target.env(), timeout=900, fix=fix)
+
+
+def versions(target: Target) -> tuple[str, list[str]]:
+    """istioctl's own version and the control plane's (istiod) versions."""
+    out = _run(["istioctl", "version", "-o", "json", *target.args()], env=target.env(), timeout=60).stdout
+    data = json.loads(out)
+    mesh = [c.get("Info", {}).get("version", "") for c in data.get("meshVersion") or []]
+    return data["clientVersion"]["version"], sorted({v for v in mesh if v})
+
+
+def skew_problem(client: str, control_plane: list[str]) -> str | None:
+    """A one-line problem when istioctl's minor differs from the control plane's (proxy-config breaks)."""
+    minor = ".".join(client.split(".")[:2])
+    others = [v for v in control_plane if ".".join(v.split(".")[:2]) != minor]
+    if not others:
+        return None
+    return (
+        f"istioctl {client} but the control plane runs {', '.join(others)}: use the matching istioctl "
+        "(`labkit tools install`) or reinstall Istio with lab.up()"
+    )
+
+
+def analyze(target: Target, namespace: str | None = None) -> list[Any]:
+    """``istioctl analyze`` on the live cluster as validation Findings (exit 79 means it found errors)."""
+    from labkit.validation import Finding
+
+    scope = ["-n", namespace] if namespace else ["-A"]
+    result = _run(
+        ["istioctl", "analyze", "-o", "json", *scope, *target.args()],
+        env=target.env(),
+        timeout=120,
+        ok=(0, ANALYZE_FOUND_ISSUES),
+    )
+    findings = []
+    for msg in _json_list(result.stdout):
+        level = str(msg.get("level", "")).lower()
+        if level not in ("error", "warning"):
+            continue
+        kind, _, ref = str(msg.get("origin", "")).partition(" ")
+        findings.append(
+            Finding(
+                severity=level,
+                stage="analysis",
+                source="istioctl analyze",
+                index=0,
+                kind=kind,
+                name=ref.rpartition("/")[2].split(".")[0],
+                field="",
+                message=f"{msg.get('code', '')} {msg.get('message', '')}".strip(),
+                fix=f"see {msg['documentationUrl']}" if msg.get("documentationUrl") else "",
+            )
+        )
+    return findings
+
+
+def _json_list(text: str) -> list[dict]:
+    """The JSON array istioctl printed; a clean run may print a sentence instead, meaning no messages."""
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return []
+    return data if isinstance(data, list) else []
+
+
+def route_weights(target: Target, pod: str, namespace: str, host: str, port: int = 8080) -> dict[str, int]:
+    """``{subset: weight}`` for ``host`` as pod's proxy holds them (``proxy-config routes -o json``)."""
+    argv = ["istioctl", "proxy-config", "routes", f"{pod}.{namespace}", "--name", str(port), "-o", "json"]
+    out = _run(argv + target.args(), env=target.env(), timeout=60).stdout
+    weights: dict[str, int] = {}
+    for route_config in json.loads(out) or []:
+        for vhost in route_config.get("virtualHosts") or []:
+            routes = vhost.get("routes") or []
+            if not routes or not any(d.split(":")[0] == host for d in vhost.get("domains") or []):
+                continue
+            # The last route is the catch-all that requests without special headers take.
+            action = routes[-1].get("route") or {}
+            clusters = (action.get("weightedClusters") or {}).get("clusters") or []
+            if "cluster" in action:
+                clusters = [{"name": action["cluster"], "weight": 100}]
+            for cluster in clusters:
+                parts = cluster["name"].split("|")
+                subset = (parts[2] if len(parts) == 4 else "") or "(no subset)"
+                weights[subset] = weights.get(subset, 0) + int(cluster.get("weight", 0))
+    return weights
+
+
+def mtls_mode(target: Target, pod: str, namespace: str) -> str | None:
+    """The workload mTLS mode ``istioctl x describe pod`` reports (STRICT, PERMISSIVE), None if not shown."""
+    argv = ["istioctl", "x", "describe", "pod", pod, "-n", namespace, *target.args()]
+    out = _run(argv, env=target.env(), timeout=60).stdout
+    match = re.search(r"Workload mTLS mode:\s*(\w+)", out)
+    return match[1] if match else None
+
+
+def addons_dir() -> Path | None:
+    """The release's ``samples/addons``: in ISTIO_HOME, beside the istioctl in use, or the state folder."""
+    candidates = [Path(os.environ["ISTIO_HOME"])] if os.environ.get("ISTIO_HOME") else []
+    with contextlib.suppress(LabError):  # no istioctl: the other places may still hold the addons
+        candidates.append(Path(which("istioctl")).resolve().parent.parent)
+    candidates.append(paths.state_dir() / "istio")
+    for root in candidates:
+        if all((root / "samples" / "addons" / name).is_file() for name in ADDONS):
+            return root / "samples" / "addons"
+    return None
