@@ -1,0 +1,295 @@
+"""DestinationRule → Envoy clusters, as istiod's cluster builder makes them: one ``outbound|port||fqdn`` per
+registry port plus one per DR subset, with the DR's traffic policy (a subset's policy replaces whole blocks)
+and Istio's mTLS: explicit ``tls`` or auto mTLS (``transport_socket_matches`` on endpoint metadata).
+
+Endpoints are STATIC 127.0.0.1 addresses: a sidecar's inbound listener, or the bare app when it has none.
+A ServiceEntry with ``resolution: DNS`` is also STATIC here, because registry.py already resolved it to a
+loopback address (the local backend never sends traffic off this machine).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from labkit.local.registry import Host, duration, host_matches, resolve_host
+
+if TYPE_CHECKING:
+    from labkit.local.topology import Endpoint, Proxy
+    from labkit.manifests import Resource
+
+CLUSTER = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
+UPSTREAM_TLS = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext"
+DOWNSTREAM_TLS = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext"
+RAW_BUFFER = "type.googleapis.com/envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer"
+HTTP_OPTIONS_KEY = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+HTTP_OPTIONS = "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+MAX = 4294967295
+CONNECT_TIMEOUT = "10s"  # meshConfig.connectTimeout default
+#: What Istio's ``istio.alpn`` filter puts on the wire for HTTP/1.1 upstreams; set statically here.
+ISTIO_ALPN = ["istio-http/1.1", "istio", "http/1.1"]
+TLS_PARAMS = {"tls_minimum_protocol_version": "TLSv1_2", "tls_maximum_protocol_version": "TLSv1_3"}
+LB_POLICIES = {
+    "ROUND_ROBIN": "ROUND_ROBIN",
+    "LEAST_REQUEST": "LEAST_REQUEST",
+    "LEAST_CONN": "LEAST_REQUEST",
+    "RANDOM": "RANDOM",
+    "UNSPECIFIED": "LEAST_REQUEST",
+}
+POLICY_BLOCKS = ("loadBalancer", "connectionPool", "outlierDetection", "tls")
+
+
+def cluster_name(port: int, subset: str, fqdn: str) -> str:
+    """istiod's ``BuildSubsetKey``."""
+    return f"outbound|{port}|{subset}|{fqdn}"
+
+
+def sni(port: int, subset: str, fqdn: str) -> str:
+    """istiod's ``BuildDNSSrvSubsetKey``: the SNI a client sends, which the server sees as requested name."""
+    return f"outbound_.{port}_.{subset}_.{fqdn}"
+
+
+def find_destination_rule(
+    drs: list[Resource], host: Host, proxy_namespace: str, root: str
+) -> Resource | None:
+    """The DR istiod picks for ``host``: exact host before wildcard, then the proxy's namespace, the host's
+    namespace, the root namespace, then any other; oldest first within a tie."""
+    candidates = []
+    for order, dr in enumerate(drs):
+        pattern = resolve_host(str(dr.spec.get("host", "")), dr.namespace)
+        if not host_matches(pattern, host.fqdn):
+            continue
+        order_of_namespaces = [proxy_namespace, host.namespace, root, dr.namespace]
+        ns_rank = order_of_namespaces.index(dr.namespace)
+        candidates.append((pattern != host.fqdn, ns_rank, order, dr))
+    return min(candidates, key=lambda c: c[:3])[3] if candidates else None
+
+
+def outbound_clusters(
+    proxy: Proxy, hosts: list[Host], drs: list[Resource], auto_mtls: dict[str, bool], root: str
+) -> list[dict]:
+    """Every outbound cluster ``proxy`` needs: per host port, and per DR subset of that host."""
+    out = []
+    for host in hosts:
+        dr = find_destination_rule(drs, host, proxy.namespace, root)
+        top = (dr.spec.get("trafficPolicy") or {}) if dr else {}
+        for port in host.ports:
+            out.append(
+                _cluster(proxy, host, port.port, "", host.endpoints[port.port], top, auto_mtls[host.fqdn], dr)
+            )
+            for subset in (dr.spec.get("subsets") or []) if dr else []:
+                policy = merge_policy(top, subset.get("trafficPolicy") or {})
+                labels = subset.get("labels") or {}
+                eps = [
+                    e
+                    for e in host.endpoints[port.port]
+                    if e.instance is not None and labels.items() <= e.instance.workload.labels.items()
+                ]
+                out.append(
+                    _cluster(proxy, host, port.port, subset["name"], eps, policy, auto_mtls[host.fqdn], dr)
+                )
+    return out
+
+
+def merge_policy(top: dict, subset: dict) -> dict:
+    """``MergeTrafficPolicy``: each block a subset sets replaces the top-level block whole."""
+    merged = dict(top)
+    merged.update({k: subset[k] for k in POLICY_BLOCKS if k in subset})
+    return merged
+
+
+def _cluster(
+    proxy: Proxy,
+    host: Host,
+    port: int,
+    subset: str,
+    endpoints: list[Endpoint],
+    policy: dict,
+    auto_mtls: bool,
+    dr: Resource | None,
+) -> dict:
+    name = cluster_name(port, subset, host.fqdn)
+    where = dr.where if dr else name
+    cluster: dict[str, Any] = {
+        "@type": CLUSTER,
+        "name": name,
+        "type": "STATIC",
+        "connect_timeout": CONNECT_TIMEOUT,
+        "lb_policy": LB_POLICIES[(policy.get("loadBalancer") or {}).get("simple", "UNSPECIFIED")],
+        "alt_stat_name": f"{name};",
+        "circuit_breakers": {"thresholds": [_thresholds(policy.get("connectionPool") or {})]},
+        "common_lb_config": {},
+        "metadata": {"filter_metadata": {"istio": {"service": host.fqdn, "subset": subset, "port": port}}},
+        "load_assignment": {
+            "cluster_name": name,
+            "endpoints": [{"lb_endpoints": [_lb_endpoint(e, host) for e in endpoints]}],
+        },
+    }
+    pool = policy.get("connectionPool") or {}
+    tcp, http = pool.get("tcp") or {}, pool.get("http") or {}
+    if "connectTimeout" in tcp:
+        cluster["connect_timeout"] = duration(
+            tcp["connectTimeout"], where, "trafficPolicy.connectionPool.tcp"
+        )
+    common = {
+        key: value
+        for key, value in (
+            ("max_requests_per_connection", http.get("maxRequestsPerConnection")),
+            ("idle_timeout", duration(http.get("idleTimeout"), where, "connectionPool.http.idleTimeout")),
+            (
+                "max_connection_duration",
+                duration(tcp.get("maxConnectionDuration"), where, "connectionPool.tcp.maxConnectionDuration"),
+            ),
+        )
+        if value is not None
+    }
+    if common:
+        cluster["typed_extension_protocol_options"] = {
+            HTTP_OPTIONS_KEY: {
+                "@type": HTTP_OPTIONS,
+                "common_http_protocol_options": common,
+                "explicit_http_config": {"http_protocol_options": {}},
+            }
+        }
+    if policy.get("outlierDetection") is not None:
+        _outlier(cluster, policy["outlierDetection"], where)
+    tls_mode = (policy.get("tls") or {}).get("mode")
+    if tls_mode == "ISTIO_MUTUAL":
+        cluster["transport_socket"] = istio_mutual(proxy, host, port, subset)
+    elif tls_mode is None and auto_mtls:
+        cluster["transport_socket_matches"] = [
+            {
+                "name": "tlsMode-istio",
+                "match": {"tlsMode": "istio"},
+                "transport_socket": istio_mutual(proxy, host, port, subset),
+            },
+            {
+                "name": "tlsMode-disabled",
+                "match": {},
+                "transport_socket": {
+                    "name": "envoy.transport_sockets.raw_buffer",
+                    "typed_config": {"@type": RAW_BUFFER},
+                },
+            },
+        ]
+    return cluster
+
+
+def _thresholds(pool: dict) -> dict:
+    tcp, http = pool.get("tcp") or {}, pool.get("http") or {}
+    return {
+        "max_connections": int(tcp.get("maxConnections", MAX)),
+        "max_pending_requests": int(http.get("http1MaxPendingRequests", MAX)),
+        "max_requests": int(http.get("http2MaxRequests", MAX)),
+        "max_retries": int(http.get("maxRetries", MAX)),
+        "track_remaining": True,
+    }
+
+
+def _outlier(cluster: dict, od: dict, where: str) -> None:
+    """``applyOutlierDetection``: success-rate ejection off, consecutive-error counters enforced at 100%, and
+    the panic threshold set to minHealthPercent (0 by default: panic mode off, as in Istio)."""
+    out: dict[str, Any] = {"enforcing_success_rate": 0}
+    if "consecutive5xxErrors" in od:
+        n = int(od["consecutive5xxErrors"])
+        out |= {"consecutive_5xx": n, "enforcing_consecutive_5xx": 100 if n > 0 else 0}
+    if "consecutiveGatewayErrors" in od:
+        n = int(od["consecutiveGatewayErrors"])
+        out |= {
+            "consecutive_gateway_failure": n,
+            "enforcing_consecutive_gateway_failure": 100 if n > 0 else 0,
+        }
+    for istio_field, envoy_field in (("interval", "interval"), ("baseEjectionTime", "base_ejection_time")):
+        if istio_field in od:
+            out[envoy_field] = duration(
+                od[istio_field], where, f"trafficPolicy.outlierDetection.{istio_field}"
+            )
+    if int(od.get("maxEjectionPercent", 0)) > 0:
+        out["max_ejection_percent"] = int(od["maxEjectionPercent"])
+    cluster["outlier_detection"] = out
+    cluster["common_lb_config"] = {"healthy_panic_threshold": {"value": float(od.get("minHealthPercent", 0))}}
+
+
+def _lb_endpoint(e: Endpoint, host: Host) -> dict:
+    """An endpoint; in-mesh instances carry the metadata auto mTLS and the request counter read."""
+    lb: dict[str, Any] = {
+        "endpoint": {"address": {"socket_address": {"address": e.address, "port_value": e.port}}}
+    }
+    if e.instance is None or host.external:
+        return lb
+    w = e.instance.workload
+    metadata: dict[str, Any] = {
+        "istio": {"workload": w.name, "namespace": w.namespace, "version": w.version or "unknown"}
+    }
+    if e.instance.proxy is not None:
+        metadata["envoy.transport_socket_match"] = {"tlsMode": "istio"}
+    lb["metadata"] = {"filter_metadata": metadata}
+    return lb
+
+
+def istio_mutual(proxy: Proxy, host: Host, port: int, subset: str) -> dict:
+    """The ISTIO_MUTUAL client socket: the proxy's SPIFFE cert, the mesh root, SAN = the host's identities."""
+    validation: dict[str, Any] = {"trusted_ca": {"filename": str(proxy.ca_file)}}
+    if host.service_accounts:
+        validation["match_typed_subject_alt_names"] = [
+            {"san_type": "URI", "matcher": {"exact": sa}} for sa in host.service_accounts
+        ]
+    return {
+        "name": "envoy.transport_sockets.tls",
+        "typed_config": {
+            "@type": UPSTREAM_TLS,
+            "sni": sni(port, subset, host.fqdn),
+            "common_tls_context": {
+                "alpn_protocols": ISTIO_ALPN,
+                "tls_params": TLS_PARAMS,
+                "tls_certificates": [cert_pair(proxy)],
+                "validation_context": validation,
+            },
+        },
+    }
+
+
+def cert_pair(proxy: Proxy) -> dict:
+    return {
+        "certificate_chain": {"filename": str(proxy.cert_file)},
+        "private_key": {"filename": str(proxy.key_file)},
+    }
+
+
+def inbound_cluster(target_port: int, app_port: int) -> dict:
+    """``inbound|<port>||``: the sidecar's own app on 127.0.0.1."""
+    name = f"inbound|{target_port}||"
+    return {
+        "@type": CLUSTER,
+        "name": name,
+        "type": "STATIC",
+        "connect_timeout": CONNECT_TIMEOUT,
+        "lb_policy": "ROUND_ROBIN",
+        "alt_stat_name": f"{name};",
+        "circuit_breakers": {"thresholds": [_thresholds({})]},
+        "load_assignment": {
+            "cluster_name": name,
+            "endpoints": [
+                {
+                    "lb_endpoints": [
+                        {
+                            "endpoint": {
+                                "address": {
+                                    "socket_address": {"address": "127.0.0.1", "port_value": app_port}
+                                }
+                            }
+                        }
+                    ]
+                }
+            ],
+        },
+    }
+
+
+def blackhole_cluster() -> dict:
+    """``BlackHoleCluster``: STATIC with no endpoints, as istiod always sends it."""
+    return {
+        "@type": CLUSTER,
+        "name": "BlackHoleCluster",
+        "type": "STATIC",
+        "connect_timeout": CONNECT_TIMEOUT,
+    }

@@ -1,0 +1,307 @@
+"""Envoy listeners for the local proxies, shaped like istiod's: outbound ``0.0.0.0_<port>`` with RDS
+``"<port>"``, inbound filter chains per PeerAuthentication mode, the gateway's ``0.0.0.0_<port>`` with RDS
+``http.<port>``.
+
+Every HCM writes Istio's default TEXT access log to ``proxy.access_log`` and counts each request with Envoy's
+stats access logger as ``istiolocal.requests_total`` tagged with ``labkit.metrics.LABELS`` (upstream Envoy
+has no Istio stats filter). The client side reports ``source``, the server side ``destination``; the server
+learns the caller's workload from headers the caller's proxy adds (routes.py) and strips them before the app.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from labkit.local.clusters import DOWNSTREAM_TLS, TLS_PARAMS, cert_pair
+from labkit.local.routes import SOURCE_NAMESPACE_HEADER, SOURCE_WORKLOAD_HEADER
+
+if TYPE_CHECKING:
+    from labkit.local.topology import Proxy
+
+LISTENER = "type.googleapis.com/envoy.config.listener.v3.Listener"
+HCM = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
+ROUTER = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
+FAULT = "type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault"
+HEADER_TO_METADATA = "type.googleapis.com/envoy.extensions.filters.http.header_to_metadata.v3.Config"
+TLS_INSPECTOR = "type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector"
+FILE_LOG = "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog"
+STATS_LOG = "type.googleapis.com/envoy.extensions.access_loggers.stats.v3.Config"
+#: Istio's default TEXT access-log format (``EnvoyTextLogFormat``), verbatim.
+ACCESS_LOG_FORMAT = (
+    '[%START_TIME%] "%REQ(:METHOD)% %REQ(X-ENVOY-ORIGINAL-PATH?:PATH)% %PROTOCOL%" %RESPONSE_CODE% '
+    "%RESPONSE_FLAGS% %RESPONSE_CODE_DETAILS% %CONNECTION_TERMINATION_DETAILS% "
+    '"%UPSTREAM_TRANSPORT_FAILURE_REASON%" %BYTES_RECEIVED% %BYTES_SENT% %DURATION% '
+    '%RESP(X-ENVOY-UPSTREAM-SERVICE-TIME)% "%REQ(X-FORWARDED-FOR)%" "%REQ(USER-AGENT)%" '
+    '"%REQ(X-REQUEST-ID)%" '
+    '"%REQ(:AUTHORITY)%" "%UPSTREAM_HOST%" %UPSTREAM_CLUSTER_RAW% %UPSTREAM_LOCAL_ADDRESS% '
+    "%DOWNSTREAM_LOCAL_ADDRESS% %DOWNSTREAM_REMOTE_ADDRESS% %REQUESTED_SERVER_NAME% %ROUTE_NAME%\n"
+)
+STATS_PREFIX = "istiolocal"
+STATS_COUNTER = "requests_total"
+#: Dynamic-metadata namespace where the server side keeps the caller's identity taken from the headers.
+SOURCE_METADATA = "istio.lab"
+ISTIO_ALPNS = ["istio", "istio-peer-exchange", "istio-http/1.0", "istio-http/1.1", "istio-h2"]
+CIPHERS = [
+    "ECDHE-ECDSA-AES256-GCM-SHA384",
+    "ECDHE-RSA-AES256-GCM-SHA384",
+    "ECDHE-ECDSA-AES128-GCM-SHA256",
+    "ECDHE-RSA-AES128-GCM-SHA256",
+    "AES256-GCM-SHA384",
+    "AES128-GCM-SHA256",
+]
+
+
+def access_logs(proxy: Proxy, log_file: bool, tags: dict[str, str]) -> list[dict]:
+    """The file access log (when meshConfig.accessLogFile is set) and the request counter."""
+    logs = []
+    if log_file:
+        logs.append(
+            {
+                "name": "envoy.access_loggers.file",
+                "typed_config": {
+                    "@type": FILE_LOG,
+                    "path": str(proxy.access_log),
+                    "log_format": {"text_format_source": {"inline_string": ACCESS_LOG_FORMAT}},
+                },
+            }
+        )
+    logs.append(
+        {
+            "name": "envoy.access_loggers.stats",
+            "typed_config": {
+                "@type": STATS_LOG,
+                "stats_scope": {"prefix": STATS_PREFIX},
+                "counters": [
+                    {
+                        "value_fixed": 1,
+                        "stat": {
+                            "name": STATS_COUNTER,
+                            "tags": [{"name": k, "value_format": v} for k, v in tags.items()],
+                        },
+                    }
+                ],
+            },
+        }
+    )
+    return logs
+
+
+def source_tags(proxy: Proxy) -> dict[str, str]:
+    """Labels the calling proxy reports; destination labels come from endpoint/cluster metadata."""
+    return {
+        "reporter": "source",
+        "source_workload": proxy.workload,
+        "source_workload_namespace": proxy.namespace,
+        "destination_workload": "%UPSTREAM_METADATA(istio:workload)%",
+        "destination_workload_namespace": "%UPSTREAM_METADATA(istio:namespace)%",
+        "destination_service": "%CLUSTER_METADATA(istio:service)%",
+        "destination_version": "%UPSTREAM_METADATA(istio:version)%",
+        "response_code": "%RESPONSE_CODE%",
+        "response_flags": "%RESPONSE_FLAGS%",
+        "connection_security_policy": "unknown",
+    }
+
+
+def destination_tags(proxy: Proxy, service: str, security: str) -> dict[str, str]:
+    """Labels the serving sidecar reports: itself as constants, the caller from the stripped headers."""
+    return {
+        "reporter": "destination",
+        "source_workload": f"%DYNAMIC_METADATA({SOURCE_METADATA}:source_workload)%",
+        "source_workload_namespace": f"%DYNAMIC_METADATA({SOURCE_METADATA}:source_namespace)%",
+        "destination_workload": proxy.workload,
+        "destination_workload_namespace": proxy.namespace,
+        "destination_service": service,
+        "destination_version": proxy.labels.get("version") or "unknown",
+        "response_code": "%RESPONSE_CODE%",
+        "response_flags": "%RESPONSE_FLAGS%",
+        "connection_security_policy": security,
+    }
+
+
+def _filter(name: str, type_url: str, **config: Any) -> dict:
+    return {"name": name, "typed_config": {"@type": type_url, **config}}
+
+
+def _hcm(stat_prefix: str, filters: list[dict], logs: list[dict], **routing: Any) -> dict:
+    return _filter(
+        "envoy.filters.network.http_connection_manager",
+        HCM,
+        stat_prefix=stat_prefix,
+        **routing,
+        http_filters=[
+            *filters,
+            _filter("envoy.filters.http.fault", FAULT),
+            _filter("envoy.filters.http.router", ROUTER),
+        ],
+        access_log=logs,
+    )
+
+
+def _rds(proxy: Proxy, name: str) -> dict:
+    """File-based RDS in its own watched directory: a weight change applies even on keep-alive connections."""
+    return {
+        "route_config_name": name,
+        "config_source": {
+            "resource_api_version": "V3",
+            "path_config_source": {
+                "path": str(proxy.route_file(name)),
+                "watched_directory": {"path": str(proxy.rds_dir)},
+            },
+        },
+    }
+
+
+def _address(port: int) -> dict:
+    return {"socket_address": {"address": "127.0.0.1", "port_value": port}}
+
+
+def outbound_listener(proxy: Proxy, port: int, log_file: bool) -> dict:
+    """``0.0.0.0_<port>`` on the proxy's 127.0.0.1 port for it; the Host header picks the service (vhost)."""
+    hcm = _hcm(
+        f"outbound_0.0.0.0_{port};",
+        [],
+        access_logs(proxy, log_file, source_tags(proxy)),
+        rds=_rds(proxy, str(port)),
+    )
+    return {
+        "@type": LISTENER,
+        "name": f"0.0.0.0_{port}",
+        "address": _address(proxy.outbound_ports[port]),
+        "traffic_direction": "OUTBOUND",
+        "filter_chains": [{"filters": [hcm]}],
+    }
+
+
+def gateway_listener(proxy: Proxy, port: int, log_file: bool, rbac: list[dict]) -> dict:
+    """The gateway's ``0.0.0.0_<port>`` for a Gateway server, with RDS ``http.<port>``."""
+    hcm = _hcm(
+        f"outbound_0.0.0.0_{port};",
+        rbac,
+        access_logs(proxy, log_file, source_tags(proxy)),
+        rds=_rds(proxy, f"http.{port}"),
+        use_remote_address=True,
+    )
+    return {
+        "@type": LISTENER,
+        "name": f"0.0.0.0_{port}",
+        "address": _address(proxy.gateway_ports[port]),
+        "traffic_direction": "OUTBOUND",
+        "filter_chains": [{"filters": [hcm]}],
+    }
+
+
+def inbound_listener(
+    proxy: Proxy, target_port: int, mode: str, service: str, rbac: list[dict], log_file: bool
+) -> dict:
+    """``virtualInbound_<port>``: Istio's inbound filter chains ``0.0.0.0_<port>`` for one target port.
+
+    STRICT: TLS only; PERMISSIVE: TLS with an Istio ALPN, or plaintext; DISABLE: plaintext only. A client that
+    matches no chain is reset, as on Istio.
+    """
+    tls = {"transport_protocol": "tls"}
+    chains = []
+    if mode == "STRICT":
+        chains.append(_inbound_chain(proxy, target_port, tls, True, service, rbac, log_file))
+    elif mode == "PERMISSIVE":
+        chains.append(
+            _inbound_chain(
+                proxy,
+                target_port,
+                {**tls, "application_protocols": ISTIO_ALPNS},
+                True,
+                service,
+                rbac,
+                log_file,
+            )
+        )
+    if mode in ("PERMISSIVE", "DISABLE"):
+        chains.append(
+            _inbound_chain(
+                proxy, target_port, {"transport_protocol": "raw_buffer"}, False, service, rbac, log_file
+            )
+        )
+    return {
+        "@type": LISTENER,
+        "name": f"virtualInbound_{target_port}",
+        "address": _address(proxy.inbound_ports[target_port]),
+        "traffic_direction": "INBOUND",
+        "listener_filters": [_filter("envoy.filters.listener.tls_inspector", TLS_INSPECTOR)],
+        "continue_on_listener_filters_timeout": True,
+        "filter_chains": chains,
+    }
+
+
+def _inbound_chain(
+    proxy: Proxy, port: int, match: dict, mtls: bool, service: str, rbac: list[dict], log_file: bool
+) -> dict:
+    cluster = f"inbound|{port}||"
+    route_config = {
+        "name": cluster,
+        "validate_clusters": False,
+        "virtual_hosts": [
+            {
+                "name": f"inbound|http|{port}",
+                "domains": ["*"],
+                "routes": [
+                    {
+                        "name": "default",
+                        "match": {"prefix": "/"},
+                        "decorator": {"operation": f"{service}:{port}/*"},
+                        "route": {
+                            "cluster": cluster,
+                            "timeout": "0s",
+                            "retry_policy": {"retry_on": "reset-before-request", "num_retries": 2},
+                        },
+                    }
+                ],
+            }
+        ],
+    }
+    source = _filter(
+        "envoy.filters.http.header_to_metadata",
+        HEADER_TO_METADATA,
+        request_rules=[
+            _source_rule(SOURCE_WORKLOAD_HEADER, "source_workload"),
+            _source_rule(SOURCE_NAMESPACE_HEADER, "source_namespace"),
+        ],
+    )
+    security = "mutual_tls" if mtls else "none"
+    hcm = _hcm(
+        f"inbound_0.0.0.0_{port};",
+        [source, *rbac],
+        access_logs(proxy, log_file, destination_tags(proxy, service, security)),
+        route_config=route_config,
+        forward_client_cert_details="APPEND_FORWARD" if mtls else "SANITIZE",
+        **({"set_current_client_cert_details": {"subject": True, "dns": True, "uri": True}} if mtls else {}),
+    )
+    chain: dict[str, Any] = {"name": f"0.0.0.0_{port}", "filter_chain_match": match, "filters": [hcm]}
+    if mtls:
+        chain["transport_socket"] = {
+            "name": "envoy.transport_sockets.tls",
+            "typed_config": {
+                "@type": DOWNSTREAM_TLS,
+                "require_client_certificate": True,
+                "common_tls_context": {
+                    "alpn_protocols": ["h2", "http/1.1"],
+                    "tls_params": {**TLS_PARAMS, "cipher_suites": CIPHERS},
+                    "tls_certificates": [cert_pair(proxy)],
+                    "validation_context": {"trusted_ca": {"filename": str(proxy.ca_file)}},
+                },
+            },
+        }
+    return chain
+
+
+def _source_rule(header: str, key: str) -> dict:
+    """Move a caller-identity header into dynamic metadata (removing it), ``unknown`` when absent."""
+    return {
+        "header": header,
+        "on_header_present": {"metadata_namespace": SOURCE_METADATA, "key": key, "type": "STRING"},
+        "on_header_missing": {
+            "metadata_namespace": SOURCE_METADATA,
+            "key": key,
+            "value": "unknown",
+            "type": "STRING",
+        },
+        "remove": True,
+    }

@@ -1,0 +1,197 @@
+"""What the local backend implements, field by field, so anything else is refused by name instead of being
+silently ignored (a trainee must never see "it worked" for a field that did nothing)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from labkit.errors import UnsupportedError
+from labkit.local.topology import HTTP_PROTOCOLS, port_protocol
+
+if TYPE_CHECKING:
+    from labkit.manifests import Resource
+
+ISTIO_GROUPS = ("networking.istio.io", "security.istio.io", "telemetry.istio.io", "extensions.istio.io")
+GATEWAY_API_GROUP = "gateway.networking.k8s.io"
+KIND_BACKEND = "use the kind backend (LAB_BACKEND=kind)"
+
+ANY = None  # any value, not inspected further
+
+
+@dataclass(frozen=True)
+class Enum:
+    values: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class MapOf:
+    """A map with free keys whose values follow ``schema``."""
+
+    schema: Any
+
+
+@dataclass(frozen=True)
+class Pattern:
+    regex: str
+    example: str
+
+
+STRING_MATCH = {"exact": ANY, "prefix": ANY, "regex": ANY}
+DESTINATION = {"host": ANY, "subset": ANY, "port": {"number": ANY}}
+HEADER_OPS = {"set": ANY, "add": ANY, "remove": ANY}
+HEADERS = {"request": HEADER_OPS, "response": HEADER_OPS}
+PERCENT = {"value": ANY}
+TLS_MODES = Enum(("DISABLE", "ISTIO_MUTUAL"))
+MTLS_MODES = Enum(("UNSET", "DISABLE", "PERMISSIVE", "STRICT"))
+TRAFFIC_POLICY = {
+    "loadBalancer": {"simple": Enum(("UNSPECIFIED", "ROUND_ROBIN", "LEAST_REQUEST", "LEAST_CONN", "RANDOM"))},
+    "connectionPool": {
+        "tcp": {"maxConnections": ANY, "connectTimeout": ANY, "maxConnectionDuration": ANY},
+        "http": {
+            "http1MaxPendingRequests": ANY,
+            "http2MaxRequests": ANY,
+            "maxRequestsPerConnection": ANY,
+            "maxRetries": ANY,
+            "idleTimeout": ANY,
+        },
+    },
+    "outlierDetection": {
+        "consecutive5xxErrors": ANY,
+        "consecutiveGatewayErrors": ANY,
+        "interval": ANY,
+        "baseEjectionTime": ANY,
+        "maxEjectionPercent": ANY,
+        "minHealthPercent": ANY,
+    },
+    "tls": {"mode": TLS_MODES},
+}
+
+#: The spec schema of every Istio kind the local backend implements.
+SCHEMAS: dict[str, dict[str, Any]] = {
+    "VirtualService": {
+        "hosts": ANY,
+        "gateways": ANY,
+        "http": [
+            {
+                "name": ANY,
+                "match": [
+                    {
+                        "name": ANY,
+                        "uri": STRING_MATCH,
+                        "headers": MapOf(STRING_MATCH),
+                        "method": STRING_MATCH,
+                        "queryParams": MapOf({"exact": ANY, "regex": ANY}),
+                        "ignoreUriCase": ANY,
+                    }
+                ],
+                "route": [{"destination": DESTINATION, "weight": ANY, "headers": HEADERS}],
+                "timeout": ANY,
+                "retries": {"attempts": ANY, "perTryTimeout": ANY, "retryOn": ANY},
+                "fault": {
+                    "delay": {"fixedDelay": ANY, "percentage": PERCENT},
+                    "abort": {"httpStatus": ANY, "percentage": PERCENT},
+                },
+                "mirror": DESTINATION,
+                "mirrorPercentage": PERCENT,
+                "rewrite": {"uri": ANY, "authority": ANY},
+                "headers": HEADERS,
+            }
+        ],
+    },
+    "DestinationRule": {
+        "host": ANY,
+        "trafficPolicy": TRAFFIC_POLICY,
+        "subsets": [{"name": ANY, "labels": ANY, "trafficPolicy": TRAFFIC_POLICY}],
+    },
+    "PeerAuthentication": {
+        "selector": {"matchLabels": ANY},
+        "mtls": {"mode": MTLS_MODES},
+        "portLevelMtls": MapOf({"mode": MTLS_MODES}),
+    },
+    "AuthorizationPolicy": {
+        "selector": {"matchLabels": ANY},
+        "action": Enum(("ALLOW", "DENY")),
+        "rules": [
+            {
+                "from": [{"source": {"principals": ANY, "namespaces": ANY}}],
+                "to": [{"operation": {"methods": ANY, "paths": ANY}}],
+                "when": [
+                    {
+                        "key": Pattern(r"request\.headers\[[^\]]+\]", "request.headers[x-user]"),
+                        "values": ANY,
+                    }
+                ],
+            }
+        ],
+    },
+    "ServiceEntry": {
+        "hosts": ANY,
+        "ports": [{"number": ANY, "name": ANY, "protocol": ANY, "targetPort": ANY}],
+        "resolution": Enum(("STATIC", "DNS")),
+        "location": Enum(("MESH_EXTERNAL",)),
+        "endpoints": [{"address": ANY, "ports": ANY}],
+    },
+    "Gateway": {
+        "selector": ANY,
+        "servers": [
+            {"port": {"number": ANY, "name": ANY, "protocol": Enum(("HTTP",))}, "hosts": ANY, "name": ANY}
+        ],
+    },
+}
+
+
+def check_supported(resources: list[Resource]) -> None:
+    """Raise UnsupportedError for the first Istio kind, field or value the local backend lacks."""
+    for r in resources:
+        if r.group == GATEWAY_API_GROUP or (r.group in ISTIO_GROUPS and r.kind not in SCHEMAS):
+            raise UnsupportedError(
+                f"{r.where}: kind {r.kind} is not supported by the local backend (it implements "
+                f"{', '.join(SCHEMAS)}); {KIND_BACKEND} or remove it"
+            )
+        if r.kind in SCHEMAS and r.group in ISTIO_GROUPS:
+            _walk(r, r.spec, SCHEMAS[r.kind], "spec")
+            if r.kind == "ServiceEntry":
+                _check_service_entry_protocols(r)
+
+
+def _walk(r: Resource, value: Any, schema: Any, path: str) -> None:
+    if schema is ANY:
+        return
+    if isinstance(schema, Enum):
+        if value not in schema.values:
+            raise UnsupportedError(
+                f"{r.where}: field {path} value {value!r} is not supported by the local backend (it supports "
+                f"{', '.join(schema.values)}); {KIND_BACKEND} or change it"
+            )
+    elif isinstance(schema, Pattern):
+        if not isinstance(value, str) or not re.fullmatch(schema.regex, value):
+            raise UnsupportedError(
+                f"{r.where}: field {path} value {value!r} is not supported by the local backend (it supports "
+                f"keys like {schema.example}); {KIND_BACKEND} or change it"
+            )
+    elif isinstance(schema, MapOf) and isinstance(value, dict):
+        for key, item in value.items():
+            _walk(r, item, schema.schema, f"{path}.{key}")
+    elif isinstance(schema, list) and isinstance(value, list):
+        for i, item in enumerate(value):
+            _walk(r, item, schema[0], f"{path}[{i}]")
+    elif isinstance(schema, dict) and isinstance(value, dict):
+        for key, item in value.items():
+            if key not in schema:
+                raise UnsupportedError(
+                    f"{r.where}: field {path}.{key} is not supported by the local backend; "
+                    f"{KIND_BACKEND} or remove it"
+                )
+            _walk(r, item, schema[key], f"{path}.{key}")
+
+
+def _check_service_entry_protocols(r: Resource) -> None:
+    for i, port in enumerate(r.spec.get("ports") or []):
+        protocol = port.get("protocol") or port_protocol(str(port.get("name", "")))
+        if str(protocol).upper() not in {p.upper() for p in HTTP_PROTOCOLS}:
+            raise UnsupportedError(
+                f"{r.where}: field spec.ports[{i}].protocol value {protocol!r} is not supported by the local "
+                f"backend (it routes HTTP ServiceEntry ports only); {KIND_BACKEND} or use protocol: HTTP"
+            )

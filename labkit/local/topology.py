@@ -1,0 +1,343 @@
+"""The local mesh's shape, from the same app manifests kind applies: services, workloads, their instances
+and the proxies in front of them, each with the 127.0.0.1 ports it binds (no pod IPs, no iptables here).
+
+Ports come from the runtime's ``allocate_port`` in a fixed order, so the same manifests and the same allocator
+sequence always give the same topology.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from labkit.errors import ManifestError, UnsupportedError
+
+if TYPE_CHECKING:
+    from labkit.manifests import Resource
+
+CLUSTER_DOMAIN = "svc.cluster.local"
+GATEWAY_NAMESPACE = "istio-system"
+GATEWAY_WORKLOAD = "istio-ingressgateway"
+GATEWAY_LABELS = {"app": "istio-ingressgateway", "istio": "ingressgateway"}
+GATEWAY_SERVICE_ACCOUNT = "istio-ingressgateway-service-account"
+#: App-manifest kinds that only carry identity or grouping; the local backend needs nothing else from them.
+PASSIVE_KINDS = {"ServiceAccount", "ConfigMap", "Secret"}
+#: Istio's protocol names (``pkg/config/protocol``), keyed by the lower-case port-name prefix or appProtocol.
+PROTOCOLS = {
+    "http": "HTTP",
+    "http2": "HTTP2",
+    "h2c": "HTTP2",
+    "grpc": "GRPC",
+    "grpc-web": "GRPC-Web",
+    "https": "HTTPS",
+    "tls": "TLS",
+    "tcp": "TCP",
+    "udp": "UDP",
+    "mongo": "Mongo",
+    "mysql": "MySQL",
+    "redis": "Redis",
+}
+#: Protocols the local backend routes as HTTP. "" is an unnamed port: Istio sniffs it; lab apps speak HTTP.
+HTTP_PROTOCOLS = {"HTTP", "HTTP2", "GRPC", "GRPC-Web", ""}
+
+
+def port_protocol(name: str, app_protocol: str | None = None) -> str:
+    """Istio's protocol selection: ``appProtocol`` first, then the port name's prefix before ``-``."""
+    if app_protocol:
+        return PROTOCOLS.get(app_protocol.lower(), "")
+    if name.lower() in PROTOCOLS:
+        return PROTOCOLS[name.lower()]
+    return PROTOCOLS.get(name.lower().split("-", 1)[0], "")
+
+
+def safe_name(name: str) -> str:
+    """A file-system-safe form of a proxy id or route name."""
+    return re.sub(r"[^A-Za-z0-9._-]", "_", name)
+
+
+@dataclass
+class ServicePort:
+    name: str
+    port: int
+    target_port: int
+    protocol: str  # Istio's protocol name from the port name or appProtocol; "" = sniffed (treated as HTTP)
+
+
+@dataclass
+class Service:
+    name: str
+    namespace: str
+    ports: list[ServicePort]
+    selector: dict[str, str]
+
+    @property
+    def fqdn(self) -> str:
+        return f"{self.name}.{self.namespace}.{CLUSTER_DOMAIN}"
+
+    def port(self, number: int) -> ServicePort | None:
+        return next((p for p in self.ports if p.port == number), None)
+
+
+@dataclass
+class Workload:
+    name: str  # the Deployment's name, Istio's ``destination_workload``
+    namespace: str
+    labels: dict[str, str]  # pod template labels
+    service_account: str
+    replicas: int
+    env: dict[str, str]  # literal values only; the runtime fills POD_NAME and other downward-API values
+    container_port: int
+    injected: bool
+
+    @property
+    def version(self) -> str | None:
+        return self.labels.get("version")
+
+
+@dataclass
+class Proxy:
+    id: str
+    kind: str  # "sidecar" | "gateway"
+    namespace: str
+    workload: str
+    labels: dict[str, str]
+    service_account: str
+    spiffe: str
+    admin_port: int
+    dir: Path
+    inbound_ports: dict[int, int] = field(default_factory=dict)  # target port -> inbound listener port
+    outbound_ports: dict[int, int] = field(default_factory=dict)  # service port -> outbound listener port
+    gateway_ports: dict[int, int] = field(default_factory=dict)  # Gateway server port -> listener port
+
+    @property
+    def cfg_dir(self) -> Path:
+        return self.dir / "cfg"
+
+    @property
+    def rds_dir(self) -> Path:
+        return self.dir / "rds"
+
+    def route_file(self, name: str) -> Path:
+        return self.rds_dir / f"rds_{safe_name(name)}.yaml"
+
+    @property
+    def cert_file(self) -> Path:
+        return self.dir / "certs" / "cert-chain.pem"
+
+    @property
+    def key_file(self) -> Path:
+        return self.dir / "certs" / "key.pem"
+
+    @property
+    def ca_file(self) -> Path:
+        return self.dir / "certs" / "root-cert.pem"
+
+    @property
+    def access_log(self) -> Path:
+        return self.dir / "access.log"
+
+
+@dataclass
+class Instance:
+    workload: Workload
+    index: int
+    app_port: int  # where the app process listens on 127.0.0.1
+    proxy: Proxy | None
+
+    @property
+    def name(self) -> str:
+        return f"{self.workload.name}-{self.index}"
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """One address a service port's traffic may go to, and the instance behind it (None for a literal IP)."""
+
+    address: str
+    port: int
+    instance: Instance | None
+
+
+@dataclass
+class Topology:
+    services: list[Service]
+    workloads: list[Workload]
+    instances: list[Instance]
+    proxies: dict[str, Proxy]  # every sidecar and the gateway, by id
+    gateway: Proxy
+
+    @property
+    def sidecars(self) -> list[Proxy]:
+        return [p for p in self.proxies.values() if p.kind == "sidecar"]
+
+    def service(self, fqdn: str) -> Service | None:
+        return next((s for s in self.services if s.fqdn == fqdn), None)
+
+    def selected(self, namespace: str, selector: dict[str, str]) -> list[Instance]:
+        """The instances in ``namespace`` whose labels include every ``selector`` pair."""
+        return [
+            i
+            for i in self.instances
+            if i.workload.namespace == namespace and selector.items() <= i.workload.labels.items()
+        ]
+
+    def endpoints(self, service: Service, port: ServicePort) -> list[Endpoint]:
+        """Where a service port's traffic lands: a sidecar's inbound listener, or the bare app without one."""
+        if not service.selector:
+            return []
+        out = []
+        for inst in self.selected(service.namespace, service.selector):
+            if inst.proxy is not None:
+                out.append(Endpoint("127.0.0.1", inst.proxy.inbound_ports[port.target_port], inst))
+            else:
+                out.append(Endpoint("127.0.0.1", inst.app_port, inst))
+        return out
+
+    def instance_of(self, proxy: Proxy) -> Instance | None:
+        return next((i for i in self.instances if i.proxy is proxy), None)
+
+
+def build_topology(
+    apps: list[Resource], state: Path, allocate_port: Callable[[], int], trust_domain: str = "cluster.local"
+) -> Topology:
+    """The topology of ``apps`` (Namespaces, Services, Deployments): one sidecar per injected instance and the
+    ingress gateway, with every listener port the registry's Services need."""
+    namespaces = {r.name: r.labels for r in apps if r.kind == "Namespace"}
+    services, workloads = [], []
+    for r in apps:
+        if r.kind == "Service":
+            services.append(_service(r))
+        elif r.kind == "Deployment":
+            workloads.append(_workload(r, namespaces.get(r.namespace, {})))
+        elif r.kind not in PASSIVE_KINDS and r.kind != "Namespace":
+            raise UnsupportedError(
+                f"{r.where}: kind {r.kind} is not supported by the local backend, which runs Deployments, "
+                "Services, Namespaces and ServiceAccounts; use the kind backend (LAB_BACKEND=kind) "
+                "or remove it"
+            )
+    services.sort(key=lambda s: (s.namespace, s.name))
+    workloads.sort(key=lambda w: (w.namespace, w.name))
+    registry_ports = sorted({p.port for s in services for p in s.ports})
+    instances, proxies = [], {}
+    for w in workloads:
+        targets = sorted(
+            {p.target_port for s in services if _selects(s, w) for p in s.ports} if w.injected else set()
+        )
+        for index in range(w.replicas):
+            inst = Instance(w, index, allocate_port(), None)
+            if w.injected:
+                proxy_id = f"sidecar~{inst.name}.{w.namespace}"
+                inst.proxy = Proxy(
+                    id=proxy_id,
+                    kind="sidecar",
+                    namespace=w.namespace,
+                    workload=w.name,
+                    labels=dict(w.labels),
+                    service_account=w.service_account,
+                    spiffe=f"spiffe://{trust_domain}/ns/{w.namespace}/sa/{w.service_account}",
+                    admin_port=allocate_port(),
+                    dir=state / "proxies" / safe_name(proxy_id),
+                    inbound_ports={t: allocate_port() for t in targets},
+                    outbound_ports={p: allocate_port() for p in registry_ports},
+                )
+                proxies[proxy_id] = inst.proxy
+            instances.append(inst)
+    gateway_id = f"{GATEWAY_WORKLOAD}.{GATEWAY_NAMESPACE}"
+    gateway = Proxy(
+        id=gateway_id,
+        kind="gateway",
+        namespace=GATEWAY_NAMESPACE,
+        workload=GATEWAY_WORKLOAD,
+        labels=dict(GATEWAY_LABELS),
+        service_account=GATEWAY_SERVICE_ACCOUNT,
+        spiffe=f"spiffe://{trust_domain}/ns/{GATEWAY_NAMESPACE}/sa/{GATEWAY_SERVICE_ACCOUNT}",
+        admin_port=allocate_port(),
+        dir=state / "proxies" / safe_name(gateway_id),
+    )
+    proxies[gateway_id] = gateway
+    return Topology(services, workloads, instances, proxies, gateway)
+
+
+def ensure_outbound_port(topo: Topology, port: int, allocate_port: Callable[[], int]) -> bool:
+    """Give every sidecar an outbound listener port for registry port ``port``; True if one was added."""
+    added = False
+    for proxy in topo.sidecars:
+        if port not in proxy.outbound_ports:
+            proxy.outbound_ports[port] = allocate_port()
+            added = True
+    return added
+
+
+def ensure_gateway_port(topo: Topology, port: int, allocate_port: Callable[[], int]) -> bool:
+    """Give the gateway a listener port for Gateway server port ``port``; True if one was added."""
+    if port in topo.gateway.gateway_ports:
+        return False
+    topo.gateway.gateway_ports[port] = allocate_port()
+    return True
+
+
+def _selects(service: Service, w: Workload) -> bool:
+    return (
+        bool(service.selector)
+        and service.namespace == w.namespace
+        and service.selector.items() <= w.labels.items()
+    )
+
+
+def _service(r: Resource) -> Service:
+    spec = r.spec
+    ports = []
+    for i, p in enumerate(spec.get("ports") or []):
+        name = str(p.get("name", ""))
+        target = p.get("targetPort", p.get("port"))
+        if not isinstance(target, int):
+            raise UnsupportedError(
+                f"{r.where}: field spec.ports[{i}].targetPort is the named port {target!r}; the local "
+                "backend needs a number: write the container port number"
+            )
+        protocol = port_protocol(name, p.get("appProtocol"))
+        if protocol not in HTTP_PROTOCOLS:
+            raise UnsupportedError(
+                f"{r.where}: field spec.ports[{i}] is a {protocol} port ({name!r}); the local backend routes "
+                "HTTP only: name the port http or http-<suffix>, or use the kind backend (LAB_BACKEND=kind)"
+            )
+        ports.append(ServicePort(name, int(p["port"]), target, protocol))
+    return Service(r.name, r.namespace, ports, dict(spec.get("selector") or {}))
+
+
+def _workload(r: Resource, namespace_labels: dict[str, str]) -> Workload:
+    template = r.spec.get("template") or {}
+    meta = template.get("metadata") or {}
+    pod = template.get("spec") or {}
+    containers = pod.get("containers") or []
+    ports = (containers[0].get("ports") or []) if containers else []
+    if not ports:
+        raise ManifestError(
+            f"{r.where}: field spec.template.spec.containers[0].ports is empty; the local backend needs the "
+            "containerPort the app listens on: add `ports: [{containerPort: 8080}]`"
+        )
+    labels = {str(k): str(v) for k, v in (meta.get("labels") or {}).items()}
+    return Workload(
+        name=r.name,
+        namespace=r.namespace,
+        labels=labels,
+        service_account=pod.get("serviceAccountName") or "default",
+        replicas=int(r.spec.get("replicas", 1)),
+        env={e["name"]: str(e["value"]) for e in containers[0].get("env") or [] if "value" in e},
+        container_port=int(ports[0]["containerPort"]),
+        injected=_injected(namespace_labels, labels, meta.get("annotations") or {}),
+    )
+
+
+def _injected(namespace_labels: dict[str, str], labels: dict[str, str], annotations: dict[str, str]) -> bool:
+    """Istio's injection decision: the namespace label wins when set; else the pod's label or annotation."""
+    pod = labels.get("sidecar.istio.io/inject", annotations.get("sidecar.istio.io/inject"))
+    ns = namespace_labels.get("istio-injection")
+    if ns == "disabled":
+        return False
+    if ns == "enabled":
+        return pod != "false"
+    return pod == "true"

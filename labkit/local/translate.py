@@ -1,0 +1,158 @@
+"""Istio resources → Envoy config for every local proxy, the way istiod builds it (pure functions).
+
+The runtime keeps the set of applied Istio resources; after every change it calls ``ensure_ports`` (new
+ServiceEntry ports and Gateway servers need listener ports), then ``translate``, and writes each
+``ProxyConfig`` as file-xDS: CDS, then LDS, then one RDS file per route config at ``proxy.route_file(name)``.
+
+outboundTrafficPolicy: REGISTRY_ONLY is implemented as in Istio (the ``block_all`` vhost answers 502 for an
+unknown Host on a port that has a listener; a port without a listener is refused). ALLOW_ANY is not: Istio
+passes unknown traffic to its *original destination*, which only iptables capture knows; here the app talks to
+its sidecar's 127.0.0.1 port, so there is no original destination to pass to, and faking one (DNS from the
+Host header) would reach places the kind cluster cannot. ``translate`` refuses it with UnsupportedError.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from labkit.errors import BackendError, UnsupportedError
+from labkit.local.authn import namespace_mode, port_mode
+from labkit.local.authz import rbac_filters
+from labkit.local.clusters import blackhole_cluster, inbound_cluster, outbound_clusters
+from labkit.local.listeners import gateway_listener, inbound_listener, outbound_listener
+from labkit.local.registry import Host, build_registry, of_kind, selects
+from labkit.local.routes import gateway_route_config, sidecar_route_config
+from labkit.local.supported import check_supported
+from labkit.local.topology import Proxy, Topology, ensure_gateway_port, ensure_outbound_port
+
+if TYPE_CHECKING:
+    from labkit.manifests import Resource
+    from labkit.mesh import MeshSettings
+
+__all__ = ["ProxyConfig", "check_supported", "ensure_ports", "translate"]
+
+
+@dataclass
+class ProxyConfig:
+    """One proxy's Envoy v3 resources (each with ``@type``), ready to write as file-xDS."""
+
+    listeners: list[dict]
+    clusters: list[dict]
+    routes: list[dict]
+
+
+def ensure_ports(resources: list[Resource], topo: Topology, allocate_port: Callable[[], int]) -> bool:
+    """Allocate listener ports the applied resources need: every sidecar one per ServiceEntry port, the
+    gateway one per server port of a Gateway it runs. True if any was added (the runtime persists them)."""
+    added = False
+    for se in of_kind(resources, "ServiceEntry"):
+        for p in se.spec.get("ports") or []:
+            added |= ensure_outbound_port(topo, int(p["number"]), allocate_port)
+    for gw in _gateways_of(resources, topo.gateway):
+        for server in gw.spec.get("servers") or []:
+            added |= ensure_gateway_port(topo, int(server["port"]["number"]), allocate_port)
+    return added
+
+
+def translate(resources: list[Resource], topo: Topology, mesh: MeshSettings) -> dict[str, ProxyConfig]:
+    """The Envoy config of every proxy in ``topo`` (keyed by proxy id) for the applied Istio ``resources``."""
+    check_supported(resources)
+    if mesh.outbound_policy != "REGISTRY_ONLY":
+        raise UnsupportedError(
+            f"meshConfig.outboundTrafficPolicy.mode {mesh.outbound_policy} is not supported by the local "
+            "backend: "
+            "Istio forwards unknown hosts to the connection's original destination, which needs iptables "
+            "capture; local sidecars have none. Use REGISTRY_ONLY (plus a ServiceEntry per external host) in "
+            "cluster-config/istio/install.yaml, or the kind backend (LAB_BACKEND=kind)"
+        )
+    root = mesh.root_namespace
+    pas = of_kind(resources, "PeerAuthentication")
+    aps = of_kind(resources, "AuthorizationPolicy")
+    drs = of_kind(resources, "DestinationRule")
+    vss = of_kind(resources, "VirtualService")
+    hosts = build_registry(topo, of_kind(resources, "ServiceEntry"))
+    auto_mtls = {
+        h.fqdn: not h.external and namespace_mode(pas, h.namespace, root) != "DISABLE" for h in hosts
+    }
+    mesh_vss = [v for v in vss if "mesh" in (v.spec.get("gateways") or ["mesh"])]
+    log_file = mesh.access_log_file is not None
+    ports = sorted({p.port for h in hosts for p in h.ports})
+    out = {}
+    for proxy in topo.sidecars:
+        missing = [p for p in ports if p not in proxy.outbound_ports]
+        if missing:
+            raise BackendError(
+                f"proxy {proxy.id} has no outbound listener port for {missing}: call ensure_ports first"
+            )
+        listeners = [outbound_listener(proxy, p, log_file) for p in ports]
+        clusters = outbound_clusters(proxy, hosts, drs, auto_mtls, root)
+        instance = topo.instance_of(proxy)
+        assert instance is not None
+        rbac = rbac_filters(aps, proxy, root, mesh.trust_domain)
+        for target in sorted(proxy.inbound_ports):
+            mode = port_mode(pas, proxy.namespace, proxy.labels, target, root)
+            service = _inbound_service(topo, proxy, target)
+            listeners.append(inbound_listener(proxy, target, mode, service, rbac, log_file))
+            clusters.append(inbound_cluster(target, instance.app_port))
+        clusters.append(blackhole_cluster())
+        routes = [sidecar_route_config(proxy, p, hosts, mesh_vss, registry_only=True) for p in ports]
+        out[proxy.id] = ProxyConfig(listeners, clusters, routes)
+    out[topo.gateway.id] = _gateway(resources, topo.gateway, hosts, drs, vss, aps, auto_mtls, mesh)
+    return out
+
+
+def _gateway(
+    resources: list[Resource],
+    proxy: Proxy,
+    hosts: list[Host],
+    drs: list[Resource],
+    vss: list[Resource],
+    aps: list[Resource],
+    auto_mtls: dict[str, bool],
+    mesh: MeshSettings,
+) -> ProxyConfig:
+    """The ingress gateway: a listener per Gateway server port, routes from VirtualServices bound to it."""
+    servers: dict[int, list[str]] = {}
+    bound: dict[int, list[Resource]] = {}
+    for gw in _gateways_of(resources, proxy):
+        refs = {f"{gw.namespace}/{gw.name}"}
+        gw_vss = [
+            v for v in vss if refs & {_gateway_ref(g, v.namespace) for g in v.spec.get("gateways") or []}
+        ]
+        for server in gw.spec.get("servers") or []:
+            port = int(server["port"]["number"])
+            servers.setdefault(port, []).extend(h.split("/", 1)[-1] for h in server.get("hosts") or [])
+            bound.setdefault(port, []).extend(v for v in gw_vss if v not in bound.get(port, []))
+    missing = [p for p in servers if p not in proxy.gateway_ports]
+    if missing:
+        raise BackendError(
+            f"the gateway has no listener port for Gateway server ports {missing}: call ensure_ports"
+        )
+    rbac = rbac_filters(aps, proxy, mesh.root_namespace, mesh.trust_domain)
+    log_file = mesh.access_log_file is not None
+    return ProxyConfig(
+        listeners=[gateway_listener(proxy, p, log_file, rbac) for p in sorted(servers)],
+        clusters=[*outbound_clusters(proxy, hosts, drs, auto_mtls, mesh.root_namespace), blackhole_cluster()],
+        routes=[gateway_route_config(proxy, p, servers[p], bound[p], hosts) for p in sorted(servers)],
+    )
+
+
+def _gateways_of(resources: list[Resource], gateway: Proxy) -> list[Resource]:
+    """The Gateways whose selector picks this gateway's pods (an empty selector picks every gateway)."""
+    return [g for g in of_kind(resources, "Gateway") if selects(g.spec.get("selector"), gateway.labels)]
+
+
+def _gateway_ref(ref: str, namespace: str) -> str:
+    """A VirtualService's gateway reference: ``<ns>/<name>``, or a name in the VirtualService's namespace."""
+    return ref if "/" in ref else f"{namespace}/{ref}"
+
+
+def _inbound_service(topo: Topology, proxy: Proxy, target: int) -> str:
+    """The service a request on inbound ``target`` is for (the first Service of the workload targeting it)."""
+    for s in topo.services:
+        ours = s.namespace == proxy.namespace and s.selector and selects(s.selector, proxy.labels)
+        if ours and any(p.target_port == target for p in s.ports):
+            return s.fqdn
+    return "unknown"
