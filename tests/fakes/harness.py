@@ -1,0 +1,58 @@
+"""Puts the fake kind/docker/istioctl/kubectl (tests/fakes/bin) first on PATH for one test, with the lab's
+state folder and HOME in the test's tmp folder. These fakes stand in for tools this machine cannot run."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+BIN = Path(__file__).parent / "bin"
+
+
+class FakeTools:
+    """The fakes' shared folder: what they were called with, and answers a test wants instead."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def calls(self, tool: str | None = None) -> list[list[str]]:
+        log = self.root / "calls.jsonl"
+        rows = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+        return [([r["tool"]] + r["args"]) for r in rows if tool in (None, r["tool"])]
+
+    def respond(
+        self, tool: str, args: list[str], *, stdout: str = "", stderr: str = "", rc: int = 0, sleep: float = 0
+    ):
+        path = self.root / "responses.json"
+        rules = json.loads(path.read_text()) if path.exists() else []
+        rules.append(
+            {"tool": tool, "args": args, "stdout": stdout, "stderr": stderr, "rc": rc, "sleep": sleep}
+        )
+        path.write_text(json.dumps(rules))
+
+    def add_cluster(self, name: str) -> None:
+        with (self.root / "kind-clusters").open("a") as f:
+            f.write(name + "\n")
+
+    def docker_down(self) -> None:
+        (self.root / "docker-down").touch()
+
+
+def install(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeTools:
+    """Fakes first on PATH (run by this interpreter), state and HOME under ``tmp_path``."""
+    root = tmp_path / "fake-cli"
+    root.mkdir()
+    python = tmp_path / "python-bin"
+    python.mkdir()
+    (python / "python3").symlink_to(sys.executable)
+    monkeypatch.setenv("PATH", f"{BIN}{os.pathsep}{python}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("FAKE_CLI_DIR", str(root))
+    monkeypatch.setenv("LAB_STATE", str(tmp_path / "state"))
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("KUBECONFIG", raising=False)
+    monkeypatch.delenv("ISTIO_HOME", raising=False)
+    return FakeTools(root)
