@@ -173,23 +173,33 @@ def latency_percentiles(
 def rolling_shares(
     outcomes: Sequence[Outcome], window: float = 5.0, step: float = 1.0, start: float | None = None
 ) -> tuple[list[float], dict[str, list[float]]]:
-    """Share per version in ``[end - window, end)``, for ends every ``step`` s from ``start``.
+    """Share per version among the versioned responses sent in ``[end - window, end)``, for ends every
+    ``step`` s from ``start`` (default: one step after the first)."""
+    answered = [o for o in outcomes if o.version is not None]
+    return rolling([o.t for o in answered], [o.version or "" for o in answered], window, step, start)
 
-    Only versioned responses count; a window with none gives NaN, so a chart shows a gap, not a false 0 %.
+
+def rolling(
+    times: Sequence[float],
+    labels: Sequence[str],
+    window: float = 5.0,
+    step: float = 1.0,
+    start: float | None = None,
+) -> tuple[list[float], dict[str, list[float]]]:
+    """Share of each label among the events in ``[end - window, end)``, for ends every ``step`` s.
+
+    A window without events gives NaN, so a chart shows a gap rather than a false 0 %.
     """
-    times = np.array([o.t for o in outcomes if o.version is not None])
-    versions = np.array([o.version for o in outcomes if o.version is not None])
     if len(times) == 0:
         return [], {}
     order = np.argsort(times, kind="stable")
-    times, versions = times[order], versions[order]
-    ends = np.arange(times[0] + step if start is None else start, times[-1] + step, step)
-    lo = np.searchsorted(times, ends - window, side="left")
-    hi = np.searchsorted(times, ends, side="left")
+    t, names = np.asarray(times, dtype=float)[order], np.asarray(labels)[order]
+    ends = np.arange(t[0] + step if start is None else start, t[-1] + step, step)
+    lo, hi = np.searchsorted(t, ends - window, side="left"), np.searchsorted(t, ends, side="left")
     totals = hi - lo
     shares: dict[str, list[float]] = {}
-    for v in sorted(set(versions.tolist())):
-        cum = np.concatenate([[0], np.cumsum(versions == v)])
-        k = cum[hi] - cum[lo]
-        shares[v] = np.where(totals > 0, k / np.maximum(totals, 1), np.nan).tolist()
+    for label in sorted(set(names.tolist())):
+        cumulative = np.concatenate([[0], np.cumsum(names == label)])
+        k = cumulative[hi] - cumulative[lo]
+        shares[label] = np.where(totals > 0, k / np.maximum(totals, 1), np.nan).tolist()
     return ends.tolist(), shares

@@ -1,0 +1,302 @@
+"""Plotly figures of the split, latency, status codes and the mesh topology. Every trace has a fixed ``uid``
+so notebook outputs stay stable between runs."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import plotly.graph_objects as go
+
+if TYPE_CHECKING:
+    from labkit.metrics import RequestCount
+    from labkit.stats import SplitReport
+    from labkit.traffic import TrafficResult
+
+COLORS = {"v1": "#1f77b4", "v2": "#ff7f0e", "v3": "#2ca02c"}
+CONFIGURED, OK, DEGRADED, FAILING = "#7f7f7f", "#2ca02c", "#ff9f1c", "#d62728"
+
+
+def color(version: str) -> str:
+    return COLORS.get(version, "#9467bd")
+
+
+def split_bars(report: SplitReport, title: str = "Configured vs observed split") -> go.Figure:
+    """Bars of configured and observed share per version; the observed bars carry their Wilson interval."""
+    versions = list(report.shares)
+    shares = [report.shares[v] for v in versions]
+    fig = go.Figure(
+        layout={"title": title, "barmode": "group", "yaxis": {"title": "share %", "range": [0, 105]}}
+    )
+    if report.expected is not None:
+        configured = [100 * report.expected.get(v, 0.0) for v in versions]
+        fig.add_bar(x=versions, y=configured, name="configured", marker_color=CONFIGURED, uid="configured")
+    fig.add_bar(
+        x=versions,
+        y=[100 * s.share for s in shares],
+        name=f"observed ({100 * report.confidence:g} % interval)",
+        marker_color=[color(v) for v in versions],
+        error_y={
+            "type": "data",
+            "symmetric": False,
+            "array": [100 * (s.high - s.share) for s in shares],
+            "arrayminus": [100 * (s.share - s.low) for s in shares],
+        },
+        uid="observed",
+    )
+    fig.add_annotation(text=report.verdict(), showarrow=False, xref="paper", yref="paper", x=0, y=1.08)
+    return fig
+
+
+def share_over_time(
+    times: Sequence[float],
+    shares: Mapping[str, Sequence[float]],
+    configured: Sequence[tuple[float, Mapping[str, float]]] = (),
+    errors: Sequence[float] | None = None,
+    events: Sequence[tuple[float, str]] = (),
+    title: str = "Observed share over time",
+) -> go.Figure:
+    """Stacked areas of each version's rolling share (the canary at the bottom), the configured weights as a
+    dashed step line on the boundaries the areas should follow, the error rate, and labelled events.
+
+    ``configured`` is ``[(t, {version: share 0..1}), ...]`` in time order, from when each weight took effect.
+    """
+    fig = go.Figure(
+        layout={
+            "title": title,
+            "xaxis": {"title": "time (s)"},
+            "yaxis": {"title": "%", "range": [0, 105]},
+            "legend": {"orientation": "h", "y": -0.2},
+        }
+    )
+    versions = sorted(set(shares) | {v for _, w in configured for v in w}, reverse=True)
+    for v in versions:
+        fig.add_scatter(
+            x=list(times),
+            y=[100 * s for s in shares.get(v, [])],
+            name=f"{v} observed",
+            stackgroup="observed",
+            line={"color": color(v), "width": 0.5},
+            uid=f"observed-{v}",
+        )
+    end = [max(times[-1], configured[-1][0])] if len(times) and configured else []
+    for i, v in enumerate(versions[:-1]):
+        below = versions[: i + 1]
+        boundary = [100 * sum(w.get(u, 0.0) for u in below) for _, w in configured]
+        fig.add_scatter(
+            x=[t for t, _ in configured] + end,
+            y=boundary + boundary[-1:],
+            name=f"{'+'.join(below)} configured",
+            mode="lines",
+            line={"shape": "hv", "dash": "dash", "color": "black"},
+            uid=f"configured-{v}",
+        )
+    if errors is not None:
+        fig.add_scatter(
+            x=list(times),
+            y=[100 * e for e in errors],
+            name="error rate",
+            mode="lines",
+            line={"color": FAILING},
+            uid="error-rate",
+        )
+    fig.add_scatter(
+        x=[t for t, _ in events],
+        y=[102] * len(events),
+        text=[text for _, text in events],
+        name="events",
+        mode="markers+text",
+        textposition="bottom right",
+        marker={"symbol": "triangle-down", "color": "black"},
+        uid="events",
+        showlegend=False,
+    )
+    return fig
+
+
+def latency(result: TrafficResult, percentiles: tuple[float, ...] = (50, 90, 99)) -> go.Figure:
+    """Latency percentiles (ms) per version, one group of bars per percentile."""
+    table = result.latency(percentiles)
+    fig = go.Figure(layout={"title": "Latency by version", "barmode": "group", "yaxis": {"title": "ms"}})
+    for v, values in table.items():
+        fig.add_bar(
+            x=[f"p{p:g}" for p in percentiles],
+            y=[1000 * values[p] for p in percentiles],
+            name=v,
+            marker_color=color(v),
+            uid=f"latency-{v}",
+        )
+    return fig
+
+
+def status_codes(result: TrafficResult) -> go.Figure:
+    """Stacked bars: for each version, how many requests ended with each status code or connection error."""
+    table: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    for o in result.outcomes:
+        table[str(o.status) if o.status is not None else o.error or "error"][o.version or "no response"] += 1
+    versions = sorted({v for row in table.values() for v in row})
+    fig = go.Figure(
+        layout={"title": "Status codes by version", "barmode": "stack", "yaxis": {"title": "requests"}}
+    )
+    for code in sorted(table):
+        fig.add_bar(x=versions, y=[table[code].get(v, 0) for v in versions], name=code, uid=f"code-{code}")
+    return fig
+
+
+def topology(
+    samples: Iterable[RequestCount],
+    before: Iterable[RequestCount] | None = None,
+    seconds: float | None = None,
+    title: str = "Mesh traffic",
+) -> go.Figure:
+    """A Kiali-like graph from ``istio_requests_total``: workloads as nodes; edges labelled with requests
+    (req/s given a snapshot ``before`` taken ``seconds`` earlier), share of the caller's traffic to that
+    service, error rate, and a lock when the connection was mutual TLS."""
+    edges = _edges(samples, before)
+    nodes = _layout(edges)
+    fig = go.Figure(
+        layout={
+            "title": title,
+            "showlegend": False,
+            "xaxis": {
+                "visible": False,
+                "range": [-0.5, max((x for x, _ in nodes.values()), default=0) + 0.5],
+            },
+            "yaxis": {
+                "visible": False,
+                "range": [-0.6, max((y for _, y in nodes.values()), default=0) + 0.6],
+            },
+            "plot_bgcolor": "white",
+        }
+    )
+    for (src, dst), e in sorted(edges.items()):
+        (x0, y0), (x1, y1) = nodes[src], nodes[dst]
+        rate = f"{e.requests / seconds:.1f} req/s" if seconds else f"{e.requests:g} req"
+        security = "mTLS 🔒" if e.mtls else "plaintext"
+        fig.add_annotation(
+            x=x1,
+            y=y1,
+            ax=x0,
+            ay=y0,
+            xref="x",
+            yref="y",
+            axref="x",
+            ayref="y",
+            showarrow=True,
+            arrowhead=2,
+            arrowwidth=2,
+            arrowcolor=_health(e.error_rate),
+            standoff=18,
+            startstandoff=18,
+            text="",
+        )
+        fig.add_annotation(  # 40 % of the way along, so edges that cross mid-way keep their labels apart
+            x=x0 + 0.4 * (x1 - x0),
+            y=y0 + 0.4 * (y1 - y0),
+            showarrow=False,
+            bgcolor="white",
+            font={"size": 10},
+            text=f"{rate} · {e.share:.0%} · {e.error_rate:.1%} err · {security}",
+        )
+    names = sorted(nodes)
+    fig.add_scatter(
+        x=[nodes[n][0] for n in names],
+        y=[nodes[n][1] for n in names],
+        text=[_label(n) for n in names],
+        mode="markers+text",
+        textposition="bottom center",
+        marker={"size": 26, "color": "#e8eef7", "line": {"width": 2, "color": "#1f3b73"}},
+        uid="workloads",
+        hoverinfo="text",
+    )
+    return fig
+
+
+class Edge:
+    """Traffic from one workload to another, as one reporter saw it."""
+
+    def __init__(self) -> None:
+        self.requests = 0.0
+        self.errors = 0.0
+        self.mtls = False
+        self.service = ""
+        self.share = 0.0
+
+    @property
+    def error_rate(self) -> float:
+        return self.errors / self.requests if self.requests else 0.0
+
+
+def _edges(
+    samples: Iterable[RequestCount], before: Iterable[RequestCount] | None
+) -> dict[tuple[str, str], Edge]:
+    """Edges from the destination reporter where it saw the traffic, else from the source reporter (a
+    destination without a sidecar, or a request that never reached it)."""
+    earlier = {_series(s): s.value for s in before or ()}
+    by_reporter: dict[str, dict[tuple[str, str], Edge]] = {"destination": {}, "source": {}}
+    for s in samples:
+        value = s.value - earlier.get(_series(s), 0.0)
+        if value <= 0 or s["reporter"] not in by_reporter:
+            continue
+        edge = by_reporter[s["reporter"]].setdefault(
+            (s["source_workload"], s["destination_workload"]), Edge()
+        )
+        edge.requests += value
+        edge.errors += value if s["response_code"].startswith("5") or s["response_code"] == "0" else 0
+        edge.mtls |= s["connection_security_policy"] == "mutual_tls"
+        edge.service = s["destination_service"]
+    edges = dict(by_reporter["destination"])
+    for key, edge in by_reporter["source"].items():
+        edges.setdefault(key, edge)
+    totals: dict[tuple[str, str], float] = defaultdict(float)
+    for (src, _), e in edges.items():
+        totals[src, e.service] += e.requests
+    for (src, _), e in edges.items():
+        e.share = e.requests / totals[src, e.service]
+    return edges
+
+
+def _series(s: RequestCount) -> tuple[tuple[str, str], ...]:
+    return tuple(sorted(s.labels.items()))
+
+
+def _layout(edges: Mapping[tuple[str, str], Edge]) -> dict[str, tuple[float, float]]:
+    """Callers left, callees right: a node's column is the longest call chain leading to it."""
+    names = sorted({n for edge in edges for n in edge})
+    column = dict.fromkeys(names, 0)
+    for _ in names:  # longest path by relaxation; a cycle simply stops growing after len(names) rounds
+        for src, dst in edges:
+            if src != dst and column[dst] <= column[src]:
+                column[dst] = column[src] + 1
+    rows: dict[int, list[str]] = defaultdict(list)
+    for n in names:
+        rows[column[n]].append(n)
+    tallest = max((len(r) for r in rows.values()), default=1)
+    return {
+        n: (float(c), (tallest - 1) / 2 + (len(members) - 1) / 2 - i)
+        for c, members in rows.items()
+        for i, n in enumerate(members)
+    }
+
+
+def _label(workload: str) -> str:
+    return "outside the mesh<br>(no sidecar)" if workload == "unknown" else workload
+
+
+def _health(error_rate: float) -> str:
+    """Kiali's edge colours: green healthy, orange degraded, red failing."""
+    return OK if error_rate == 0 else DEGRADED if error_rate < 0.05 else FAILING
+
+
+def export(fig: go.Figure, path: str | Path) -> Path:
+    """Write ``fig`` as a self-contained ``.html`` page, or an image (``.png``/``.svg``/``.pdf``) via kaleido,
+    which needs a Chromium (Debian: ``apt-get install chromium``)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix == ".html":
+        fig.write_html(path, include_plotlyjs=True)
+    else:
+        fig.write_image(path)
+    return path
