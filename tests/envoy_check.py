@@ -26,7 +26,7 @@ MESH = MeshSettings(outbound_policy="REGISTRY_ONLY", access_log_file="/dev/stdou
 
 
 def lab_topology(state: Path, start: int = 20000) -> tuple[Topology, itertools.count]:
-    """The topology of the real cluster-config/apps, ports counted up from ``start``; returns the counter too."""
+    """The topology of the real cluster-config/apps, ports counted from ``start``; and the counter."""
     ports = itertools.count(start)
     return build_topology(manifests.load(paths.APPS), state, lambda: next(ports)), ports
 
@@ -73,7 +73,7 @@ def hcms(listener_: dict) -> list[dict]:
 
 
 def envoy_validate(topo: Topology, cfgs: dict[str, ProxyConfig], work: Path) -> None:
-    """Run ``envoy --mode validate`` on every proxy's config; AssertionError with Envoy's words if one fails."""
+    """Run ``envoy --mode validate`` on every proxy's config; AssertionError with Envoy's words."""
     ca = LocalCA(work / "ca")
     for proxy_id, cfg in cfgs.items():
         proxy = topo.proxies[proxy_id]
@@ -88,7 +88,9 @@ def envoy_validate(topo: Topology, cfgs: dict[str, ProxyConfig], work: Path) -> 
                     source = rds["config_source"]["path_config_source"]
                     assert source["path"] == str(proxy.route_file(rds["route_config_name"]))
                     assert source["watched_directory"]["path"] == str(proxy.rds_dir)
-                    hcm["route_config"] = {k: v for k, v in routes[rds["route_config_name"]].items() if k != "@type"}
+                    hcm["route_config"] = {
+                        k: v for k, v in routes[rds["route_config_name"]].items() if k != "@type"
+                    }
             listeners.append({k: v for k, v in lst.items() if k != "@type"})
         bootstrap = {
             "node": {"id": proxy.id, "cluster": proxy.workload},
@@ -100,5 +102,9 @@ def envoy_validate(topo: Topology, cfgs: dict[str, ProxyConfig], work: Path) -> 
         }
         path = work / f"{proxy.dir.name}.yaml"
         path.write_text(yaml.safe_dump(bootstrap, sort_keys=False))
-        run = subprocess.run([binary(), "--mode", "validate", "-c", str(path)], capture_output=True, text=True, timeout=60)
-        assert run.returncode == 0, f"Envoy rejected {proxy_id}'s config:\n{run.stdout[-3000:]}{run.stderr[-3000:]}"
+        run = subprocess.run(
+            [binary(), "--mode", "validate", "-c", str(path)], capture_output=True, text=True, timeout=60
+        )
+        assert run.returncode == 0, (
+            f"Envoy rejected {proxy_id}'s config:\n{run.stdout[-3000:]}{run.stderr[-3000:]}"
+        )
