@@ -1,0 +1,193 @@
+"""The lab's notebooks in a real JupyterLab, in headless Chromium, against the real local mesh.
+
+What a trainee sees: the charts render as plotly graphs (not a text repr), the live canary chart follows the
+weight slider, a failing v2 is rolled back, and the 90/10 notebook shows its chart and its "✔" check.
+Screenshots of each step go to ``$LAB_ARTIFACTS/browser/<test>/`` (default ``artifacts/browser/<test>/``).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from browser.notebook import NotebookPage
+from browser.server import JupyterLab
+
+ROOT = Path(__file__).resolve().parent.parent
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(
+        not CHROMIUM.exists() and not os.environ.get("CI"),
+        reason=f"{CHROMIUM} not found (apt-get install chromium); in CI (CI set) these tests must run",
+    ),
+]
+
+
+@pytest.fixture(scope="module")
+def jupyterlab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[JupyterLab]:
+    """JupyterLab on a copy of notebooks/, its kernels' mesh in a temp LAB_STATE; all stopped afterwards."""
+    work = tmp_path_factory.mktemp("jupyterlab")
+    root = work / "root"
+    shutil.copytree(
+        ROOT / "notebooks", root / "notebooks", ignore=shutil.ignore_patterns(".ipynb_checkpoints")
+    )
+    state = work / "lab-state"
+    server = JupyterLab(root, work, env={"LAB_STATE": str(state)})
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+        with pytest.MonkeyPatch.context() as env:
+            env.setenv("LAB_STATE", str(state))
+            import labkit
+
+            labkit.open().down()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), headless=True, chromium_sandbox=False, args=CHROMIUM_ARGS
+        )
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+@pytest.fixture
+def notebook(jupyterlab: JupyterLab, browser, request: pytest.FixtureRequest) -> Iterator[NotebookPage]:
+    """A fresh page; afterwards a last screenshot, and the test's kernel shut down (its traffic with it)."""
+    base = Path(os.environ.get("LAB_ARTIFACTS", ROOT / "artifacts"))
+    artifacts = base / "browser" / request.node.name
+    shutil.rmtree(artifacts, ignore_errors=True)
+    artifacts.mkdir(parents=True)
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    page = context.new_page()
+    page.set_default_timeout(30_000)
+    nb = NotebookPage(page, jupyterlab, artifacts)
+    try:
+        yield nb
+    finally:
+        try:
+            nb.shot("final")
+        finally:
+            context.close()
+            jupyterlab.remember_processes()
+            for session in jupyterlab.api("GET", "/api/sessions"):
+                jupyterlab.api("DELETE", f"/api/sessions/{session['id']}", timeout=30)
+
+
+def test_canary_90_10_notebook_shows_chart_and_check(notebook: NotebookPage) -> None:
+    notebook.open("notebooks/04-canary-90-10.ipynb")
+    notebook.run_all()
+    notebook.wait_executed(timeout=180)
+    notebook.shot("executed")
+
+    check = notebook.page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stdout']")
+    split_check = check.filter(has_text=re.compile(r"✔ v2 got .*consistent with the configured 10"))
+    split_check.scroll_into_view_if_needed()
+    assert split_check.is_visible()
+    notebook.shot("check-passed")
+
+    plot = notebook.page.locator(".jp-OutputArea-output .js-plotly-plot").last
+    plot.scroll_into_view_if_needed()
+    graph = notebook.poll(
+        lambda: notebook.graph(plot), lambda g: g["svg"] and g["bars"] >= 4, 30, "bars drawn"
+    )
+    notebook.shot("chart")
+    names = " ".join(str(t["name"]) for t in graph["traces"]).lower()
+    assert "configured" in names and "observed" in names, graph["traces"]
+    shown = {t["name"]: dict(zip(t["x"], t["y"], strict=True)) for t in graph["traces"] if t["type"] == "bar"}
+    assert any(values.get("v2") == 10 for values in shown.values()), shown  # the configured bar
+    assert not notebook.page.get_by_text(re.compile(r"^Figure(Widget)?\(")).count(), (
+        "a chart fell back to text"
+    )
+
+
+def test_live_split_follows_slider_and_rolls_back(notebook: NotebookPage) -> None:
+    started = time.monotonic()
+    notebook.open("notebooks/05-live-traffic-split.ipynb")
+    notebook.run_all()
+    notebook.wait_executed(timeout=240)
+    notebook.shot("executed")
+    print(f"05 open + Run All: {time.monotonic() - started:.1f} s")
+
+    page = notebook.page
+    control = page.locator(".jp-OutputArea-output").filter(has=page.locator(".widget-slider")).first
+    chart = control.locator(".js-plotly-plot")
+    status = control.locator(".widget-html").filter(has_text="rollout")
+    control.scroll_into_view_if_needed()
+    assert chart.locator("svg.main-svg").count(), "the chart is not a plotly graph"
+    assert "FigureWidget(" not in control.inner_text(), "the chart fell back to its text repr"
+
+    def trace(uid: str) -> dict:
+        return next((t for t in notebook.graph(chart)["traces"] if t["uid"] == uid), {"x": [], "y": []})
+
+    def observed_v2() -> float | None:
+        y = trace("observed-v2")["y"]
+        return y[-1] if y else None
+
+    # Traffic on: the chart fills with the observed share.
+    control.get_by_role("button", name="Send traffic").click()
+    before = notebook.poll(observed_v2, lambda v: v is not None, 30, "observed v2 share charted")
+    notebook.shot("traffic-on")
+
+    # v2 to 50 % with the keyboard on the slider's handle; the kernel keeps v1 at 100 - v2.
+    slider = control.locator(".widget-slider").filter(has=page.locator(".widget-label", has_text="v2"))
+    handle = slider.locator(".noUi-handle")
+    handle.focus()
+    for _ in range(20):
+        now = int(float(handle.get_attribute("aria-valuenow")))
+        if now == 50:
+            break
+        page.keyboard.press("ArrowRight" if now < 50 else "ArrowLeft")
+    v1 = control.locator(".widget-slider").filter(has=page.locator(".widget-label", has_text="v1"))
+    notebook.poll(
+        lambda: v1.locator(".widget-readout").inner_text(), lambda t: t.strip() == "50", 15, "v1 at 50"
+    )
+    control.get_by_role("button", name="Apply").click()
+    applied = time.monotonic()
+    notebook.poll(
+        lambda: trace("configured-v2")["y"][-1:], lambda y: y == [50], 15, "configured 50 % charted"
+    )
+    notebook.shot("applied-50")
+    assert abs(before - 50) > 20, f"v2 already had {before} % before the change: the test would prove nothing"
+    after = notebook.poll(
+        observed_v2, lambda v: v is not None and abs(v - 50) <= 12, 30, "observed v2 near 50 %"
+    )
+    notebook.shot("observed-50")
+    print(f"observed v2 {before:.0f} % -> {after:.0f} % in {time.monotonic() - applied:.1f} s after Apply")
+
+    # v2 starts failing; the rollout must notice and put all traffic back on v1.
+    out = notebook.add_cell_and_run('lab.apply(lesson.with_env("currency-converter-v2", FAIL_RATE="0.5"))')
+    assert "configured" in out.inner_text(), out.inner_text()
+    control.scroll_into_view_if_needed()
+    control.get_by_role("button", name="Progressive rollout").click()
+    notebook.poll(status.inner_text, lambda t: "rolled back" in t, 60, "status shows the rollback")
+    notebook.shot("rolled-back")
+    assert "ROLLBACK" in " ".join(map(str, trace("events").get("text") or [])), trace("events")
+    assert trace("configured-v2")["y"][-1] == 0
+    assert "ROLLBACK" in control.inner_text()
+    notebook.poll(observed_v2, lambda v: v is not None and v <= 2, 30, "observed v2 back to 0 %")
+    notebook.shot("v2-drained")
