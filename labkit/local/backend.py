@@ -24,12 +24,12 @@ import psutil
 import yaml
 from labkit.local.translate import ProxyConfig, check_supported, translate
 
-from labkit import manifests, paths, validation
+from labkit import manifests, paths
 from labkit.errors import BackendError, LabError, PortInUseError, UnsupportedError
 from labkit.lab import Change, Lab, Status, WorkloadStatus
 from labkit.local import envoy, processes, telemetry
 from labkit.local.ca import LocalCA
-from labkit.local.topology import Proxy, Topology, build_topology, safe_name
+from labkit.local.topology import Proxy, Topology, build_topology, ensure_gateway_port, safe_name
 from labkit.manifests import Resource
 from labkit.mesh import MeshSettings, load_mesh_settings
 
@@ -110,9 +110,21 @@ class LocalLab(Lab):
         by_key.update({r.key: r for r in applied if not _is_istio(r)})
         return list(by_key.values())
 
+    def _validate_apps(self, apps: list[Resource]) -> None:
+        """Validate the apps, skipping it when exactly these were validated before (validation is slow)."""
+        from labkit import validation
+
+        digest = hashlib.sha256(json.dumps([r.body for r in apps], sort_keys=True).encode()).hexdigest()
+        marker = self.state / "apps.validated"
+        if marker.is_file() and marker.read_text() == digest:
+            return
+        validation.check(apps)
+        envoy.write_atomic(marker, digest)
+
     def _topology(self, apps: list[Resource], save: bool = False) -> Topology:
         ports = _Ports(self._ports_file)
         topo = build_topology(apps, self.state, ports)
+        ensure_gateway_port(topo, 80, ports)  # the ingress URL exists from the start, like kind's NodePort
         if save:
             ports.save()
         return topo
@@ -196,7 +208,7 @@ class LocalLab(Lab):
         envoy.binary()  # fail first, with the fix, when Envoy is missing
         applied = self._applied()
         apps = self._apps(applied)
-        validation.check(apps)
+        self._validate_apps(apps)
         topo = self._topology(apps, save=True)
         configs = translate([r for r in applied if _is_istio(r)], topo, self._mesh_settings())
         self._topo = topo
@@ -316,6 +328,8 @@ class LocalLab(Lab):
         applied = self._applied()
         apps = self._apps(applied)
         keys = {r.key for r in incoming}
+        from labkit import validation  # imported on first use: loading its schemas takes seconds
+
         validation.check(incoming, context=[r for r in apps + applied if r.key not in keys])
 
         current = {r.key: r for r in apps + [r for r in applied if _is_istio(r)]}

@@ -1,0 +1,324 @@
+"""The local backend end to end: real Envoy sidecars, real mTLS, real HTTP, driven only through LocalLab.
+
+One lab for the whole module; the scenarios run in file order and each leaves the canary at 90/10 + STRICT.
+"""
+
+from __future__ import annotations
+
+import http.client
+import os
+import socket
+import ssl
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import psutil
+import pytest
+import yaml
+from scipy.stats import binomtest
+
+from labkit import metrics, paths
+from labkit.errors import LabError, ManifestError, PortInUseError, UnsupportedError
+from labkit.local import processes, telemetry
+from labkit.local.backend import LocalLab
+from labkit.local.ca import LocalCA
+
+pytestmark = pytest.mark.mesh
+
+URL = "http://currency-converter.payments-prod:8080/convert?from=NOK&to=EUR&amount=100"
+MESH = paths.CLUSTER_CONFIG / "mesh"
+NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    lab = LocalLab(state=tmp_path_factory.mktemp("lab-state"))
+    try:
+        lab.up()
+        lab.ensure("canary-90-10")
+        yield lab
+    finally:
+        lab.down()
+
+
+def get(lab: LocalLab, url: str = URL, source: str = "client", headers: dict | None = None):
+    """One request through ``source``'s path: (status, body, headers)."""
+    target, extra = lab.resolver(source)(url)
+    req = urllib.request.Request(target, headers={**(headers or {}), **extra})
+    try:
+        with NO_PROXY.open(req, timeout=5) as resp:
+            return resp.status, resp.read().decode(), resp.headers
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode(), e.headers
+
+
+def wilson_contains(k: int, n: int, p: float) -> bool:
+    ci = binomtest(k, n, p).proportion_ci(confidence_level=0.99, method="wilson")
+    return ci.low <= p <= ci.high
+
+
+def vs(http: list[dict]) -> dict:
+    return {
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "VirtualService",
+        "metadata": {"name": "currency-converter", "namespace": "payments-prod"},
+        "spec": {"hosts": ["currency-converter"], "http": http},
+    }
+
+
+def route(subset: str, weight: int | None = None) -> dict:
+    dest: dict = {"destination": {"host": "currency-converter", "subset": subset}}
+    if weight is not None:
+        dest["weight"] = weight
+    return dest
+
+
+def test_up_runs_every_workload_and_is_idempotent(lab):
+    status = lab.status()
+    assert status.healthy, str(status)
+    by_name = {w.name: w for w in status.workloads}
+    assert by_name["currency-converter-v1"].sidecar and by_name["client"].sidecar
+    assert not by_name["legacy-client"].sidecar
+    assert status.ingress_url and status.ingress_url.startswith("http://127.0.0.1:")
+    pids = {r.name: r.pid for r in processes.records(lab.state / "run")}
+    assert lab.up().healthy
+    assert {r.name: r.pid for r in processes.records(lab.state / "run")} == pids  # reused, not restarted
+
+
+def test_canary_90_10_split_within_binomial_interval(lab):
+    result = lab.send(URL, n=2000, concurrency=8, progress=False)
+    counts = result.counts()
+    assert sum(counts.values()) == 2000, result.codes()
+    assert wilson_contains(counts.get("v2", 0), 2000, 0.10), counts
+    samples = lab.metrics()
+    seen = metrics.group(samples, "destination_version", reporter="source", source_workload="client")
+    assert seen.get(("v2",), 0) >= counts["v2"] and seen.get(("v1",), 0) >= counts["v1"]
+
+
+def test_strict_refuses_legacy_and_serves_the_mesh_over_mtls(lab):
+    legacy = lab.send(URL, n=10, source="legacy", concurrency=2)
+    assert legacy.codes() == {"connection reset": 10}
+    assert get(lab)[0] == 200
+    samples = lab.metrics()
+    assert metrics.total(samples, reporter="destination", connection_security_policy="mutual_tls") > 0
+    assert metrics.total(samples, reporter="destination", connection_security_policy="none") == 0
+
+
+def test_strict_sidecar_rejects_a_rogue_ca_with_the_right_spiffe_id(lab, tmp_path):
+    topo = lab._current()
+    server = next(p for p in topo.sidecars if p.workload == "currency-converter-v1")
+    client = next(p for p in topo.sidecars if p.workload == "client")
+    port = server.inbound_ports[8080]
+
+    def call(cert: Path, key: Path) -> int:
+        ctx = ssl.create_default_context(cafile=str(client.ca_file))
+        ctx.check_hostname = False  # Istio checks the SPIFFE SAN, not a host name
+        ctx.set_alpn_protocols(["istio-http/1.1", "istio", "http/1.1"])
+        ctx.load_cert_chain(str(cert), str(key))
+        conn = http.client.HTTPSConnection("127.0.0.1", port, context=ctx, timeout=5)
+        try:
+            conn.request("GET", "/healthz")
+            return conn.getresponse().status
+        finally:
+            conn.close()
+
+    assert call(client.cert_file, client.key_file) == 200
+    rogue = LocalCA(tmp_path / "rogue")
+    rogue.issue(client.spiffe, tmp_path / "cert.pem", tmp_path / "key.pem")
+    with pytest.raises((ssl.SSLError, ConnectionError, http.client.HTTPException)):
+        call(tmp_path / "cert.pem", tmp_path / "key.pem")
+
+
+def test_permissive_accepts_plaintext_and_mtls(lab):
+    assert lab.apply(MESH / "peer-authentication-permissive.yaml")[0].action == "configured"
+    try:
+        assert lab.send(URL, n=10, source="legacy", concurrency=2).codes() == {200: 10}
+        assert get(lab)[0] == 200
+    finally:
+        lab.apply(MESH / "peer-authentication-strict.yaml")
+    assert lab.send(URL, n=4, source="legacy", concurrency=1).codes() == {"connection reset": 4}
+
+
+def test_header_match_routes_testers_to_v2(lab):
+    lab.apply(MESH / "virtual-service-currency-converter-header-match.yaml")
+    try:
+        assert lab.send(URL, n=20, headers={"x-canary": "true"}, concurrency=2).counts() == {"v2": 20}
+        assert lab.send(URL, n=20, concurrency=2).counts() == {"v1": 20}
+    finally:
+        lab.apply(MESH / "virtual-service-currency-converter-90-10.yaml")
+
+
+def test_authorization_policy_denies_with_403_and_delete_restores(lab):
+    lab.apply(MESH / "authorization-policy-currency-converter-allow-client.yaml")
+    assert get(lab)[0] == 200  # the client's SPIFFE identity is allowed
+    changes = lab.apply(MESH / "authorization-policy-currency-converter-deny-all.yaml")
+    assert [c.action for c in changes] == ["created"]
+    status, body, _ = get(lab)
+    assert (status, body) == (403, "RBAC: access denied")
+    assert [c.action for c in lab.delete(MESH / "authorization-policy-currency-converter-deny-all.yaml")] == [
+        "deleted"
+    ]
+    assert get(lab)[0] == 200
+    lab.delete(MESH / "authorization-policy-currency-converter-allow-client.yaml")
+
+
+def test_registry_only_blocks_unknown_hosts_until_a_service_entry(lab):
+    url = "http://api.fxrates.example/rates"
+    assert get(lab, url)[0] == 502
+    lab.apply(MESH / "service-entry-fx-rates.yaml")
+    try:
+        status, body, _ = get(lab, url)
+        assert status == 200, body
+    finally:
+        lab.delete(MESH / "service-entry-fx-rates.yaml")
+    assert get(lab, url)[0] == 502
+
+
+def test_fault_abort_share_matches_the_percentage(lab):
+    lab.apply(MESH / "virtual-service-currency-converter-fault-abort.yaml")
+    try:
+        result = lab.send(URL, n=400, concurrency=8)
+    finally:
+        lab.apply(MESH / "virtual-service-currency-converter-90-10.yaml")
+    aborted = sum(1 for o in result.outcomes if o.status == 503 and o.flags == "FI")
+    assert aborted + result.codes().get(200, 0) == 400, result.codes()
+    assert wilson_contains(aborted, 400, 0.5), aborted
+
+
+def test_missing_subset_gives_503_nc_in_metrics_and_access_log(lab):
+    lab.apply(MESH / "virtual-service-currency-converter-missing-subset.yaml")
+    try:
+        result = lab.send(URL, n=200, concurrency=8)
+    finally:
+        lab.apply(MESH / "virtual-service-currency-converter-90-10.yaml")
+    assert result.codes().get(503, 0) > 0, result.codes()
+    assert metrics.total(lab.metrics(), reporter="source", response_code="503", response_flags="NC") > 0
+    assert any(" 503 NC " in line for line in lab.access_log("client", tail=500))
+
+
+def test_deployment_env_change_restarts_it_and_a_route_timeout_gives_504(lab):
+    docs = [d for d in yaml.safe_load_all((paths.APPS / "currency-converter.yaml").read_text()) if d]
+    v1 = next(d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"].endswith("-v1"))
+    original = yaml.safe_load(yaml.safe_dump(v1))
+    for env in v1["spec"]["template"]["spec"]["containers"][0]["env"]:
+        if env["name"] == "DELAY_MS":
+            env["value"] = "1000"
+    before = processes.record(lab.state / "run", "app.payments-prod.currency-converter-v1-0")
+    assert [c.action for c in lab.apply(v1)] == ["configured"]
+    after = processes.record(lab.state / "run", "app.payments-prod.currency-converter-v1-0")
+    assert after.pid != before.pid and not processes.is_alive(before)
+    try:
+        lab.apply(vs([{"timeout": "0.3s", "route": [route("v1")]}]))
+        status, body, _ = get(lab)
+        assert (status, body) == (504, "upstream request timeout")
+    finally:
+        lab.apply(MESH / "virtual-service-currency-converter-90-10.yaml")
+        assert [c.action for c in lab.apply(original)] == ["configured"]
+    assert lab.status().healthy
+
+
+def test_live_weight_change_under_keepalive_traffic_drops_nothing(lab):
+    lab.set_weights("currency-converter", v1=100, v2=0)
+    box = {}
+    runner = threading.Thread(target=lambda: box.update(r=lab.send(URL, duration=3.0, concurrency=4)))
+    start = time.monotonic()
+    runner.start()
+    time.sleep(1.0)
+    swap = time.monotonic() - start
+    lab.set_weights("currency-converter", v1=0, v2=100)
+    runner.join(timeout=30)
+    lab.apply(MESH / "virtual-service-currency-converter-90-10.yaml")
+    outcomes = box["r"].outcomes
+    assert all(o.status == 200 for o in outcomes), box["r"].codes()
+    assert {o.version for o in outcomes if o.t < swap - 0.1} == {"v1"}
+    late = {o.version for o in outcomes if o.t > swap + 1.0}
+    assert late == {"v2"}
+
+
+def test_resolver_like_dns_and_sidecars(lab):
+    with pytest.raises(LabError, match="no-such-service"):
+        lab.resolver("legacy")("http://no-such-service.payments-prod:8080/")
+    assert get(lab, "http://no-such-service.payments-prod:8080/")[0] == 502  # REGISTRY_ONLY block_all
+    closed = lab.send("http://currency-converter.payments-prod:9999/", n=1, concurrency=1)
+    assert closed.outcomes[0].status is None  # no outbound listener on that port
+    target, headers = lab.resolver("client")("http://127.0.0.1:5/x")
+    assert (target, headers) == ("http://127.0.0.1:5/x", {})
+
+
+def _snapshot(lab: LocalLab) -> dict[Path, bytes]:
+    files = [lab.state / "applied.yaml", *(lab.state / "proxies").rglob("*.yaml")]
+    return {f: f.read_bytes() for f in files if f.is_file()}
+
+
+def test_rejected_input_changes_nothing(lab):
+    before = _snapshot(lab)
+    with pytest.raises(UnsupportedError, match="EnvoyFilter"):
+        lab.apply(
+            {
+                "apiVersion": "networking.istio.io/v1alpha3",
+                "kind": "EnvoyFilter",
+                "metadata": {"name": "x", "namespace": "payments-prod"},
+                "spec": {"configPatches": []},
+            }
+        )
+    with pytest.raises(ManifestError):
+        lab.apply("kind: VirtualService\nmetadata: {name: [unclosed\n")
+    assert _snapshot(lab) == before
+
+
+def test_killed_app_is_reported_and_up_restarts_it(lab):
+    rec = processes.record(lab.state / "run", "app.payments-prod.currency-converter-v2-0")
+    os.kill(rec.pid, 9)
+    psutil.wait_procs([psutil.Process(rec.pid)], timeout=5)
+    status = lab.status()
+    assert not status.healthy
+    assert any("currency-converter-v2-0" in p for p in status.problems)
+    assert {w.name: w.ready for w in status.workloads}["currency-converter-v2"] == 0
+    assert lab.up().healthy
+    assert processes.record(lab.state / "run", "app.payments-prod.currency-converter-v2-0").pid != rec.pid
+
+
+def test_access_log_and_metrics_read_the_proxies(lab):
+    get(lab)
+    lines = telemetry.wait_for_lines(lambda: lab.access_log("client", tail=5), lambda ls: bool(ls))
+    assert lines and '"GET /convert?from=NOK&to=EUR&amount=100 HTTP/1.1"' in lines[-1]
+    with pytest.raises(LabError, match="legacy-client"):
+        lab.access_log("legacy-client")
+
+
+def _lab_children() -> list[psutil.Process]:
+    out = []
+    for p in psutil.Process().children(recursive=True):
+        try:
+            if p.status() != psutil.STATUS_ZOMBIE and any("envoy" in a or "app.py" in a for a in p.cmdline()):
+                out.append(p)
+        except psutil.NoSuchProcess:
+            pass
+    return out
+
+
+def test_a_new_kernel_stops_the_lab_and_nothing_is_left(lab):
+    pids = [r.pid for r in processes.records(lab.state / "run")]
+    assert pids
+    LocalLab(state=lab.state).down()  # what a new kernel does: only the state folder is shared
+    assert not any(psutil.pid_exists(p) and psutil.Process(p).status() != "zombie" for p in pids)
+    assert _lab_children() == []
+    assert not lab.status().up
+
+
+def test_port_clash_is_named_and_leaves_nothing_running(lab):
+    topo = lab._current()
+    port = topo.gateway.admin_port
+    with socket.socket() as squatter:
+        squatter.setsockopt(
+            socket.SOL_SOCKET, socket.SO_REUSEADDR, 1
+        )  # the lab's old sockets may be in TIME_WAIT
+        squatter.bind(("127.0.0.1", port))
+        squatter.listen()
+        with pytest.raises(PortInUseError, match=str(port)):
+            lab.up()
+    assert processes.records(lab.state / "run") == []
+    assert _lab_children() == []
