@@ -1,0 +1,131 @@
+"""Small helpers the notebooks call between steps: show a manifest before applying it, change a
+workload's settings, say what a backend skips.
+
+The notebooks stay thin: every step is one ``lab.*`` call, every check one ``labkit.checks`` call, and
+anything that needs more than a line of code lives here.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+from labkit import paths
+from labkit.errors import LabError
+from labkit.manifests import load
+
+#: The URL every lesson calls: the service's in-mesh name, resolved by the caller's sidecar.
+URL = "http://currency-converter.payments-prod:8080/convert?from=NOK&to=EUR&amount=100"
+#: The stand-in external API of the egress lesson (a ServiceEntry host, not a Kubernetes Service).
+FX_RATES_URL = "http://api.fxrates.example/rates"
+
+
+def manifest_path(name: str | Path) -> Path:
+    """``"mesh/peer-authentication-strict.yaml"`` -> its path under ``cluster-config/``; absolute paths
+    as given.
+
+    Example:
+        >>> lesson.manifest_path("mesh/peer-authentication-strict.yaml").name
+        'peer-authentication-strict.yaml'
+    """
+    path = Path(name)
+    if not path.is_absolute():
+        path = paths.CLUSTER_CONFIG / path
+    if not path.is_file():
+        raise LabError(
+            f"{name}: no such manifest under cluster-config/; check the file name (ls cluster-config/*)"
+        )
+    return path
+
+
+def show(name: str | Path) -> Path:
+    """Print a manifest from ``cluster-config/`` (comments included: they explain why) and return its path.
+
+    Example:
+        >>> path = lesson.show("mesh/peer-authentication-strict.yaml")
+        >>> lab.apply(path)
+    """
+    path = manifest_path(name)
+    print(f"# --- cluster-config/{path.relative_to(paths.CLUSTER_CONFIG).as_posix()} ---")
+    print(path.read_text(encoding="utf-8").rstrip())
+    return path
+
+
+def with_env(deployment: str, namespace: str = "payments-prod", **env: str) -> dict:
+    """The Deployment ``deployment`` from ``cluster-config/apps/`` with some environment variables changed.
+
+    Applying it restarts that workload with the new settings (the sample service's FAIL_RATE and
+    DELAY_MS knobs).
+
+    Example:
+        >>> lab.apply(lesson.with_env("currency-converter-v2", FAIL_RATE="0.5"))
+    """
+    for resource in load(paths.APPS):
+        if resource.kind == "Deployment" and resource.name == deployment and resource.namespace == namespace:
+            body = copy.deepcopy(resource.body)
+            container = body["spec"]["template"]["spec"]["containers"][0]
+            variables = container.setdefault("env", [])
+            for key, value in env.items():
+                for var in variables:
+                    if var.get("name") == key:
+                        var.pop("valueFrom", None)
+                        var["value"] = str(value)
+                        break
+                else:
+                    variables.append({"name": key, "value": str(value)})
+            return body
+    raise LabError(f"no Deployment {namespace}/{deployment} in cluster-config/apps/; check the name")
+
+
+def kind_only(lab_backend: str, what: str) -> bool:
+    """True on kind; on local prints why ``what`` is skipped, so a kind-only cell ends cleanly.
+
+    Example:
+        >>> if lesson.kind_only(lab.backend, "istioctl proxy-config routes"):
+        ...     print(lab.istioctl("proxy-config", "routes", "deploy/client"))
+    """
+    if lab_backend in ("kind", "kube"):
+        return True
+    print(
+        f"(skipped on the {lab_backend} backend: {what} needs Kubernetes; run with LAB_BACKEND=kind to "
+        f"try it)"
+    )
+    return False
+
+
+def run(command: str, timeout: float = 60) -> str:
+    """Run a shell command a kind-only cell shows (kubectl, istioctl), print its output and return it.
+
+    Example:
+        >>> lesson.run("kubectl get pods -n payments-prod")
+    """
+    import shlex
+    import subprocess
+
+    try:
+        done = subprocess.run(shlex.split(command), capture_output=True, text=True, timeout=timeout)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise LabError(f"`{command}` could not run: {exc}") from exc
+    output = (done.stdout + done.stderr).rstrip()
+    print(output)
+    if done.returncode != 0:
+        raise LabError(f"`{command}` exited {done.returncode}; read its output above")
+    return output
+
+
+def install_settings(path: str | Path | None = None) -> dict[str, str | None]:
+    """The install choices notebook 01 teaches, read from ``cluster-config/istio/install.yaml``: the
+    profile, where access logs go, and the outbound traffic policy (the local backend reads the same file)."""
+    import yaml
+
+    from labkit.mesh import load_mesh_settings
+
+    file = Path(path) if path else paths.ISTIO_INSTALL
+    operator = next(d for d in yaml.safe_load_all(file.read_text(encoding="utf-8")) if d)
+    mesh = load_mesh_settings(file)
+    return {
+        "profile": (operator.get("spec") or {}).get("profile", "default"),
+        "access_log": mesh.access_log_file,
+        "outbound": mesh.outbound_policy,
+        "trust_domain": mesh.trust_domain,
+    }

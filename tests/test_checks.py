@@ -1,0 +1,242 @@
+"""The notebooks' check functions: each passes on data showing the step worked, and fails on the wrong
+data with a message that names the problem and what to look at. The data are real TrafficResult, Status
+and RequestCount objects: no mocks."""
+
+from __future__ import annotations
+
+import pytest
+
+from labkit import checks, lesson
+from labkit.errors import CheckFailed, LabError
+from labkit.lab import Status, WorkloadStatus
+from labkit.metrics import RequestCount
+from labkit.traffic import Outcome, TrafficResult
+
+
+def traffic(*groups: tuple[int, int | None, str | None], error: str | None = None, flags: str | None = None):
+    """A TrafficResult from (count, status, version) groups."""
+    outcomes = [
+        Outcome(
+            t=i * 0.01,
+            status=status,
+            version=version,
+            latency=0.01,
+            error=error if status is None else None,
+            flags=flags,
+        )
+        for count, status, version in groups
+        for i in range(count)
+    ]
+    return TrafficResult(outcomes, url=lesson.URL)
+
+
+class FakeLab:
+    """Only the data a check reads: a Status and metric samples."""
+
+    backend = "local"
+
+    def __init__(self, status: Status, samples: list[RequestCount] = (), log: list[str] = ()) -> None:
+        self._status, self._samples, self._log = status, list(samples), list(log)
+
+    def status(self) -> Status:
+        return self._status
+
+    def metrics(self) -> list[RequestCount]:
+        return self._samples
+
+    def access_log(self, workload: str, tail: int = 50) -> list[str]:
+        return self._log[-tail:]
+
+
+def workloads(sidecar_v2: bool = True, ready_v2: int = 1) -> list[WorkloadStatus]:
+    return [
+        WorkloadStatus("currency-converter-v1", "payments-prod", "v1", 1, 1, True),
+        WorkloadStatus("currency-converter-v2", "payments-prod", "v2", 1, ready_v2, sidecar_v2),
+        WorkloadStatus("client", "payments-prod", "v1", 1, 1, True),
+        WorkloadStatus("legacy-client", "legacy", "v1", 1, 1, False),
+    ]
+
+
+def sample(
+    policy: str, source: str = "client", principal: str | None = None, value: float = 10
+) -> RequestCount:
+    labels = {
+        "reporter": "destination",
+        "source_workload": source,
+        "destination_workload": "currency-converter-v1",
+        "destination_version": "v1",
+        "response_code": "200",
+        "connection_security_policy": policy,
+    }
+    if principal:
+        labels["source_principal"] = principal
+    return RequestCount(labels, value)
+
+
+# --- the lab ------------------------------------------------------------------------------------------------
+
+
+def test_lab_is_up_passes_on_a_healthy_lab_and_prints_a_tick(capsys):
+    checks.lab_is_up(FakeLab(Status("local", True, workloads())))
+    assert capsys.readouterr().out.startswith("✔ local lab is up")
+
+
+def test_lab_is_up_fails_when_down_or_unready():
+    with pytest.raises(CheckFailed, match=r"not running[\s\S]*lab.up\(\)"):
+        checks.lab_is_up(FakeLab(Status("local", False)))
+    with pytest.raises(CheckFailed, match="currency-converter-v2 0/1"):
+        checks.lab_is_up(FakeLab(Status("local", True, workloads(ready_v2=0))))
+
+
+def test_check_failed_is_an_assertion_so_a_notebook_cell_fails():
+    with pytest.raises(AssertionError):
+        checks.lab_is_down(FakeLab(Status("local", True, workloads())))
+    checks.lab_is_down(FakeLab(Status("local", False)))
+
+
+def test_sidecars_injected_names_the_workload_without_one():
+    checks.sidecars_injected(FakeLab(Status("local", True, workloads())))
+    with pytest.raises(
+        CheckFailed, match=r"no sidecar in payments-prod: currency-converter-v2[\s\S]*rollout restart"
+    ):
+        checks.sidecars_injected(FakeLab(Status("local", True, workloads(sidecar_v2=False))))
+    with pytest.raises(CheckFailed, match="no workloads in namespace nowhere"):
+        checks.sidecars_injected(FakeLab(Status("local", True, workloads())), "nowhere")
+
+
+def test_versions_running_needs_each_version_ready():
+    checks.versions_running(FakeLab(Status("local", True, workloads())), "v1", "v2")
+    with pytest.raises(CheckFailed, match="currency-converter v2 is not running"):
+        checks.versions_running(FakeLab(Status("local", True, workloads(ready_v2=0))), "v1", "v2")
+
+
+def test_install_settings_compares_the_overlay_with_the_lab_s_choices():
+    settings = lesson.install_settings()
+    checks.install_settings(settings, profile="default", access_log="/dev/stdout", outbound="REGISTRY_ONLY")
+    with pytest.raises(CheckFailed, match="outbound is 'REGISTRY_ONLY', expected 'ALLOW_ANY'"):
+        checks.install_settings(settings, outbound="ALLOW_ANY")
+
+
+# --- traffic ------------------------------------------------------------------------------------------------
+
+
+def test_all_ok_passes_on_200s_and_fails_listing_codes_and_errors():
+    checks.all_ok(traffic((20, 200, "v1")))
+    bad = traffic((18, 200, "v1"), (2, None, None), error="connection reset")
+    with pytest.raises(CheckFailed, match=r"2 of 20 requests[\s\S]*connection reset[\s\S]*NC = missing"):
+        checks.all_ok(bad)
+    with pytest.raises(CheckFailed, match="no requests were sent"):
+        checks.all_ok(traffic())
+
+
+def test_refused_passes_when_no_plaintext_request_is_answered():
+    checks.refused(traffic((20, None, None), error="connection reset"))
+    with pytest.raises(CheckFailed, match=r"still got a 2xx[\s\S]*peer-authentication-strict.yaml"):
+        checks.refused(traffic((19, None, None), (1, 200, "v1"), error="connection reset"))
+
+
+def test_split_matches_accepts_a_90_10_sample_and_rejects_50_50():
+    ninety_ten = traffic((362, 200, "v1"), (38, 200, "v2"))
+    checks.split_matches(ninety_ten, {"v1": 90, "v2": 10})
+    fifty_fifty = traffic((205, 200, "v1"), (195, 200, "v2"))
+    with pytest.raises(
+        CheckFailed, match=r"does not match the configured 90/10[\s\S]*VirtualService is applied"
+    ):
+        checks.split_matches(fifty_fifty, {"v1": 90, "v2": 10})
+
+
+def test_split_matches_rejects_a_version_with_weight_zero_and_no_answers():
+    with pytest.raises(CheckFailed, match="does not match the configured 100/0"):
+        checks.split_matches(traffic((99, 200, "v1"), (1, 200, "v2")), {"v1": 100, "v2": 0})
+    with pytest.raises(CheckFailed, match="no answer carried a version"):
+        checks.split_matches(traffic((10, None, None), error="refused"), {"v1": 90, "v2": 10})
+
+
+def test_only_version():
+    checks.only_version(traffic((30, 200, "v1")), "v1")
+    with pytest.raises(CheckFailed, match="expected every answer from v1, got v2: 3"):
+        checks.only_version(traffic((27, 200, "v1"), (3, 200, "v2")), "v1")
+
+
+def test_status_share_uses_the_interval():
+    checks.status_share(traffic((97, 503, None), (103, 200, "v1")), 503, expected=0.5)
+    with pytest.raises(CheckFailed, match="expected 50%"):
+        checks.status_share(traffic((20, 503, None), (180, 200, "v1")), 503, expected=0.5)
+
+
+def test_forbidden_and_blocked_egress():
+    checks.forbidden(traffic((10, 403, None)))
+    with pytest.raises(CheckFailed, match="expected 403"):
+        checks.forbidden(traffic((9, 403, None), (1, 200, "v1")))
+    checks.blocked_egress(traffic((10, 502, None)))
+    checks.blocked_egress(traffic((10, None, None), error="name does not resolve"))
+    with pytest.raises(CheckFailed, match=r"were not blocked[\s\S]*REGISTRY_ONLY"):
+        checks.blocked_egress(traffic((10, 200, None)))
+
+
+def test_latency_and_error_share_and_flags():
+    fast = traffic((50, 200, "v1"))
+    checks.faster_than(fast, 0.5, quantile=1.0)
+    with pytest.raises(CheckFailed, match="latency is 0.01 s, not below 0.005 s"):
+        checks.faster_than(fast, 0.005)
+    checks.error_share_below(traffic((199, 200, "v1"), (1, 500, "v2")), 0.02)
+    with pytest.raises(CheckFailed, match="10 of 100 requests failed"):
+        checks.error_share_below(traffic((90, 200, "v1"), (10, 500, "v2")), 0.02)
+    checks.flags_seen(traffic((5, 503, None), flags="FI"), "FI")
+    with pytest.raises(CheckFailed, match="no request carried response flag UH"):
+        checks.flags_seen(traffic((5, 503, None), flags="FI"), "UH")
+
+
+# --- telemetry ----------------------------------------------------------------------------------------------
+
+
+def test_mutual_tls_reads_the_connection_security_policy_label():
+    up = Status("local", True, workloads())
+    checks.mutual_tls(FakeLab(up, [sample("mutual_tls")]))
+    with pytest.raises(CheckFailed, match="none: 10"):
+        checks.mutual_tls(FakeLab(up, [sample("mutual_tls"), sample("none")]))
+    with pytest.raises(CheckFailed, match="no requests recorded"):
+        checks.mutual_tls(FakeLab(up, []))
+
+
+def test_peer_identity_needs_the_client_s_spiffe_id():
+    up = Status("local", True, workloads())
+    spiffe = "spiffe://cluster.local/ns/payments-prod/sa/client"
+    checks.peer_identity(FakeLab(up, [sample("mutual_tls", principal=spiffe)]))
+    with pytest.raises(CheckFailed, match="never saw spiffe://cluster.local/ns/payments-prod/sa/client"):
+        checks.peer_identity(FakeLab(up, [sample("none", principal="unknown")]))
+
+
+def test_metrics_recorded_and_access_log_shows():
+    lab = FakeLab(
+        Status("local", True, workloads()), [sample("mutual_tls")], ["[t] GET 200 outbound|8080|v2|x"]
+    )
+    assert checks.metrics_recorded(lab, destination_version="v1") == 10
+    with pytest.raises(CheckFailed, match="no requests with destination_version=v2"):
+        checks.metrics_recorded(lab, destination_version="v2")
+    assert checks.access_log_shows(lab, "client", "outbound|8080|v2")
+    with pytest.raises(CheckFailed, match="no access-log line of client contains"):
+        checks.access_log_shows(lab, "client", "outbound|8080|v3")
+
+
+# --- lesson helpers -----------------------------------------------------------------------------------------
+
+
+def test_show_prints_the_manifest_with_its_comments(capsys):
+    path = lesson.show("mesh/peer-authentication-strict.yaml")
+    out = capsys.readouterr().out
+    assert path.name == "peer-authentication-strict.yaml"
+    assert "mode: STRICT" in out and out.startswith(
+        "# --- cluster-config/mesh/peer-authentication-strict.yaml"
+    )
+    with pytest.raises(LabError, match="no such manifest"):
+        lesson.show("mesh/nope.yaml")
+
+
+def test_with_env_changes_only_the_named_variable():
+    body = lesson.with_env("currency-converter-v2", FAIL_RATE="0.5")
+    env = {e["name"]: e.get("value") for e in body["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["FAIL_RATE"] == "0.5" and env["VERSION"] == "v2" and env["DELAY_MS"] == "0"
+    assert lesson.with_env("currency-converter-v2")["metadata"]["name"] == "currency-converter-v2"
+    with pytest.raises(LabError, match="no Deployment payments-prod/nope"):
+        lesson.with_env("nope")
