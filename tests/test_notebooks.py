@@ -1,5 +1,6 @@
-"""Notebook CI: every notebook runs top to bottom on the local backend (kind: ``LAB_BACKEND=kind``), committed
-notebooks carry no outputs, and a lesson broken on purpose is caught by its CHECK cell with the trainee message.
+"""Notebook CI: every notebook runs top to bottom on the local backend (kind: ``LAB_BACKEND=kind``),
+committed notebooks carry no outputs, and a lesson broken on purpose is caught by its CHECK cell with the
+trainee's message.
 
 The notebooks share one lab (one ``LAB_STATE`` per test run) and run in file order, as a trainee would; each
 starts with ``lab.ensure(...)``, so any one of them also runs alone. Any ``notebooks/*.ipynb`` is collected.
@@ -71,10 +72,19 @@ def test_committed_notebooks_carry_no_outputs() -> None:
 
 
 def test_every_notebook_has_the_lesson_parts() -> None:
-    """Title, goals, time, a CHECK cell, an exercise with a collapsed solution, troubleshooting, navigation."""
+    """Title, goals, time, a CHECK cell, an exercise with a collapsed solution, troubleshooting, nav bar."""
     for path in NOTEBOOKS:
         text = "\n".join(c.source for c in nbformat.read(path, as_version=4).cells)
-        for part in ("# ", "Learning goals", "Time:", "CHECK", "<details>", "Troubleshooting", "<!--NAVIGATION-->"):
+        parts = (
+            "# ",
+            "Learning goals",
+            "Time:",
+            "CHECK",
+            "<details>",
+            "Troubleshooting",
+            "<!--NAVIGATION-->",
+        )
+        for part in parts:
             assert part in text, f"{path.name} lacks {part!r}"
         assert "checks." in text, f"{path.name} has no check call"
 
@@ -90,9 +100,8 @@ def test_a_broken_lesson_is_caught_by_its_check_cell(lab_env) -> None:
     nb.cells.insert(apply_at + 1, nbformat.v4.new_code_cell(f"lab.apply({str(wrong)!r})"))
     check_at = next(i for i, c in enumerate(nb.cells) if "check-split" in c.metadata.get("tags", []))
     nb.cells = nb.cells[: check_at + 1]  # stop at the check: the rest needs the step to have worked
-    client = NotebookClient(
-        nb, timeout=CELL_TIMEOUT, kernel_name="python3", resources={"metadata": {"path": str(paths.NOTEBOOKS)}}
-    )
+    where = {"metadata": {"path": str(paths.NOTEBOOKS)}}
+    client = NotebookClient(nb, timeout=CELL_TIMEOUT, kernel_name="python3", resources=where)
     with pytest.raises(CellExecutionError) as caught:
         client.execute(env={**os.environ, **lab_env})
     message = str(caught.value)

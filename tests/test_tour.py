@@ -1,4 +1,4 @@
-"""`labkit tour` for real on the local backend: every step checked, an offline HTML report, the lab stopped."""
+"""`labkit tour` for real on the local backend: every step checked, an offline HTML report, lab stopped."""
 
 from __future__ import annotations
 
@@ -24,8 +24,8 @@ def test_tour_passes_every_check_writes_an_offline_report_and_stops_the_lab(tmp_
     code, report = run_tour(tmp_path, monkeypatch)
     out = capsys.readouterr().out
     assert code == 0, out
-    for line in ("legacy client (no sidecar) refused", "connection_security_policy=mutual_tls", "consistent with"):
-        assert line in out
+    assert "legacy client (no sidecar) refused" in out
+    assert "connection_security_policy=mutual_tls" in out and "consistent with" in out
     assert "4/4 steps passed" in out
     page = report.read_text(encoding="utf-8")
     assert "every check passed" in page and "Configured vs observed split" in page
