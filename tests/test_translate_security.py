@@ -1,0 +1,202 @@
+"""PeerAuthentication → inbound filter chains (istiod's precedence) and AuthorizationPolicy → RBAC filters."""
+
+from __future__ import annotations
+
+from envoy_check import client, cluster, configs, hcms, listener
+
+CC = "currency-converter.payments-prod.svc.cluster.local"
+V1 = "sidecar~currency-converter-v1-0.payments-prod"
+V2 = "sidecar~currency-converter-v2-0.payments-prod"
+ISTIO_ALPNS = ["istio", "istio-peer-exchange", "istio-http/1.0", "istio-http/1.1", "istio-h2"]
+
+
+def pa(name: str, namespace: str, mode: str | None, selector: str = "", port_level: str = "") -> str:
+    mtls = f"  mtls: {{mode: {mode}}}\n" if mode else ""
+    return (
+        f"apiVersion: security.istio.io/v1\nkind: PeerAuthentication\n"
+        f"metadata: {{name: {name}, namespace: {namespace}}}\nspec:\n{selector}{mtls}{port_level}"
+    )
+
+
+V2_SELECTOR = "  selector: {matchLabels: {app: currency-converter, version: v2}}\n"
+
+
+def chains(cfgs, proxy_id: str) -> list[dict]:
+    return [c["filter_chain_match"] for c in listener(cfgs[proxy_id], "virtualInbound_8080")["filter_chains"]]
+
+
+def test_default_is_permissive_with_an_istio_alpn_tls_chain_and_a_plaintext_chain(tmp_path):
+    topo, cfgs = configs(tmp_path)
+    lst = listener(cfgs[V1], "virtualInbound_8080")
+    assert lst["address"]["socket_address"]["port_value"] == topo.proxies[V1].inbound_ports[8080]
+    assert lst["listener_filters"][0]["name"] == "envoy.filters.listener.tls_inspector"
+    assert chains(cfgs, V1) == [
+        {"transport_protocol": "tls", "application_protocols": ISTIO_ALPNS},
+        {"transport_protocol": "raw_buffer"},
+    ]
+    tls_chain = lst["filter_chains"][0]
+    assert tls_chain["name"] == "0.0.0.0_8080"
+    ctx = tls_chain["transport_socket"]["typed_config"]
+    assert ctx["require_client_certificate"] is True
+    assert ctx["common_tls_context"]["validation_context"] == {
+        "trusted_ca": {"filename": str(topo.proxies[V1].ca_file)}
+    }
+    hcm = hcms(lst)[0]
+    assert hcm["stat_prefix"] == "inbound_0.0.0.0_8080;"
+    [inbound_route] = hcm["route_config"]["virtual_hosts"][0]["routes"]
+    assert inbound_route["route"]["cluster"] == "inbound|8080||" and inbound_route["route"]["timeout"] == "0s"
+    app_port = next(i.app_port for i in topo.instances if i.proxy is topo.proxies[V1])
+    endpoint = cluster(cfgs[V1], "inbound|8080||")["load_assignment"]["endpoints"][0]["lb_endpoints"][0]
+    assert endpoint["endpoint"]["address"]["socket_address"]["port_value"] == app_port
+    # the caller identity headers become metadata and are removed before the app
+    rules = hcm["http_filters"][0]["typed_config"]["request_rules"]
+    assert {r["header"] for r in rules} == {"x-lab-source-workload", "x-lab-source-namespace"}
+    assert all(r["remove"] for r in rules)
+
+
+def test_namespace_strict_leaves_only_the_tls_chain(tmp_path):
+    _, cfgs = configs(tmp_path, "peer-authentication-strict.yaml")
+    assert chains(cfgs, V1) == [{"transport_protocol": "tls"}]
+
+
+def test_workload_policy_beats_namespace_beats_mesh_and_unset_inherits(tmp_path):
+    _, cfgs = configs(
+        tmp_path,
+        pa("default", "istio-system", "STRICT"),
+        pa("ns", "payments-prod", "DISABLE"),
+        pa("v2-unset", "payments-prod", "UNSET", V2_SELECTOR),
+    )
+    assert chains(cfgs, V1) == [{"transport_protocol": "raw_buffer"}]  # namespace DISABLE over mesh STRICT
+    assert chains(cfgs, V2) == [{"transport_protocol": "raw_buffer"}]  # UNSET inherits the namespace
+    _, cfgs = configs(
+        tmp_path, pa("default", "istio-system", "STRICT"), pa("v2", "payments-prod", "DISABLE", V2_SELECTOR)
+    )
+    assert chains(cfgs, V1) == [{"transport_protocol": "tls"}]  # mesh-wide STRICT
+    assert chains(cfgs, V2) == [{"transport_protocol": "raw_buffer"}]
+
+
+def test_the_oldest_policy_wins_at_one_level(tmp_path):
+    _, cfgs = configs(
+        tmp_path, pa("first", "payments-prod", "STRICT"), pa("second", "payments-prod", "DISABLE")
+    )
+    assert chains(cfgs, V1) == [{"transport_protocol": "tls"}]
+
+
+def test_port_level_mtls_overrides_by_target_port(tmp_path):
+    port_level = "  portLevelMtls:\n    8080: {mode: PERMISSIVE}\n"
+    _, cfgs = configs(tmp_path, pa("v2", "payments-prod", "STRICT", V2_SELECTOR, port_level))
+    assert len(chains(cfgs, V2)) == 2  # PERMISSIVE on 8080 despite the workload's STRICT
+
+
+def test_auto_mtls_follows_namespace_policy_but_not_workload_policy(tmp_path):
+    _, cfgs = configs(tmp_path, pa("ns", "payments-prod", "DISABLE"))
+    assert "transport_socket_matches" not in cluster(client(cfgs), f"outbound|8080||{CC}")
+    _, cfgs = configs(tmp_path, pa("v2", "payments-prod", "DISABLE", V2_SELECTOR))
+    assert "transport_socket_matches" in cluster(client(cfgs), f"outbound|8080||{CC}")
+
+
+AUTHZ = """
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: deny-admin, namespace: payments-prod}
+spec:
+  selector: {matchLabels: {app: currency-converter}}
+  action: DENY
+  rules:
+  - to: [{operation: {paths: [/admin*]}}]
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: allow-client, namespace: payments-prod}
+spec:
+  selector: {matchLabels: {app: currency-converter}}
+  action: ALLOW
+  rules:
+  - from: [{source: {principals: [cluster.local/ns/payments-prod/sa/client]}}]
+    to: [{operation: {methods: [GET, HEAD]}}]
+    when: [{key: "request.headers[x-team]", values: [payments]}]
+  - from: [{source: {namespaces: [istio-system]}}]
+"""
+
+
+def test_authorization_policies_become_deny_then_allow_rbac_filters_with_istio_policy_names(tmp_path):
+    _, cfgs = configs(tmp_path, AUTHZ)
+    http_filters = hcms(listener(cfgs[V1], "virtualInbound_8080"))[0]["http_filters"]
+    names = [f["name"] for f in http_filters]
+    assert names == [
+        "envoy.filters.http.header_to_metadata",
+        "envoy.filters.http.rbac",
+        "envoy.filters.http.rbac",
+        "envoy.filters.http.fault",
+        "envoy.filters.http.router",
+    ]
+    deny, allow = (f["typed_config"]["rules"] for f in http_filters[1:3])
+    assert deny["action"] == "DENY" and list(deny["policies"]) == [
+        "ns[payments-prod]-policy[deny-admin]-rule[0]"
+    ]
+    assert deny["policies"]["ns[payments-prod]-policy[deny-admin]-rule[0]"] == {
+        "permissions": [{"and_rules": {"rules": [{"url_path": {"path": {"prefix": "/admin"}}}]}}],
+        "principals": [{"any": True}],
+    }
+    assert allow["action"] == "ALLOW"
+    rule0 = allow["policies"]["ns[payments-prod]-policy[allow-client]-rule[0]"]
+    assert rule0["permissions"] == [
+        {
+            "and_rules": {
+                "rules": [
+                    {
+                        "or_rules": {
+                            "rules": [
+                                {"header": {"name": ":method", "string_match": {"exact": "GET"}}},
+                                {"header": {"name": ":method", "string_match": {"exact": "HEAD"}}},
+                            ]
+                        }
+                    }
+                ]
+            }
+        }
+    ]
+    assert rule0["principals"] == [
+        {
+            "and_ids": {
+                "ids": [
+                    {
+                        "authenticated": {
+                            "principal_name": {"exact": "spiffe://cluster.local/ns/payments-prod/sa/client"}
+                        }
+                    },
+                    {"header": {"name": "x-team", "string_match": {"exact": "payments"}}},
+                ]
+            }
+        }
+    ]
+    rule1 = allow["policies"]["ns[payments-prod]-policy[allow-client]-rule[1]"]
+    assert rule1["principals"] == [
+        {
+            "and_ids": {
+                "ids": [
+                    {
+                        "authenticated": {
+                            "principal_name": {"safe_regex": {"regex": ".*/ns/istio\\-system/.*"}}
+                        }
+                    }
+                ]
+            }
+        }
+    ]
+    assert rule1["permissions"] == [{"any": True}]
+    # on both chains (mTLS and plaintext) of the selected workload; never on the client that is not selected
+    assert all(len(h["http_filters"]) == 5 for h in hcms(listener(cfgs[V1], "virtualInbound_8080")))
+    assert all(len(h["http_filters"]) == 2 for h in hcms(listener(client(cfgs), "0.0.0.0_8080")))
+
+
+def test_an_allow_policy_without_rules_denies_everything(tmp_path):
+    deny_all = (
+        "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\n"
+        "metadata: {name: allow-nothing, namespace: payments-prod}\nspec: {}\n"
+    )
+    _, cfgs = configs(tmp_path, deny_all)
+    rbac = [
+        f for f in hcms(listener(cfgs[V2], "virtualInbound_8080"))[0]["http_filters"] if "rbac" in f["name"]
+    ]
+    assert [f["typed_config"]["rules"] for f in rbac] == [{"action": "ALLOW", "policies": {}}]
