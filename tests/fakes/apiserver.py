@@ -238,7 +238,7 @@ def _handler(fake: FakeApiServer) -> type[BaseHTTPRequestHandler]:
                     200, {"status": "success", "data": {"resultType": "vector", "result": fake.prometheus}}
                 )
             if path.endswith("/log"):
-                _, _, _, ns, _, pod, _ = path.split("/")
+                ns, pod = path.split("/")[4], path.split("/")[6]
                 text = fake.logs.get(f"{ns}/{pod}/{query.get('container', [''])[0]}", "")
                 return self._reply(200, text.encode(), "text/plain")
             found = _discovery(path)
