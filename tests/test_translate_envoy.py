@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from envoy_check import configs, envoy_validate
+from test_translate import FEATURES, GATEWAY, INGRESS_VS, POLICY_DR, SERVICE_ENTRY, vs
+from test_translate_security import AUTHZ, V2_SELECTOR, pa
 
 
 def test_envoy_accepts_the_canary_checkpoint(tmp_path):
@@ -12,4 +14,28 @@ def test_envoy_accepts_the_canary_checkpoint(tmp_path):
         "destination-rule-currency-converter.yaml",
         "virtual-service-currency-converter-90-10.yaml",
     )
+    envoy_validate(topo, cfgs, tmp_path)
+
+
+def test_envoy_accepts_every_supported_feature_at_once(tmp_path):
+    allow_nothing = (
+        "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\n"
+        "metadata: {name: allow-nothing, namespace: istio-system}\n"
+        "spec: {selector: {matchLabels: {istio: ingressgateway}}}\n"
+    )
+    topo, cfgs = configs(
+        tmp_path / "state",
+        vs(FEATURES),
+        POLICY_DR.replace("tls: {mode: DISABLE}", "tls: {mode: ISTIO_MUTUAL}"),
+        AUTHZ,
+        allow_nothing,
+        SERVICE_ENTRY,
+        GATEWAY,
+        INGRESS_VS,
+        pa("default", "istio-system", "PERMISSIVE"),
+        pa("v2", "payments-prod", "STRICT", V2_SELECTOR, "  portLevelMtls:\n    8080: {mode: DISABLE}\n"),
+    )
+    gateway_filters = cfgs["istio-ingressgateway.istio-system"].listeners[0]["filter_chains"][0]["filters"]
+    rbac = gateway_filters[0]["typed_config"]["http_filters"][0]["typed_config"]["rules"]
+    assert rbac == {"action": "ALLOW", "policies": {}}  # Envoy must accept the deny-everything form too
     envoy_validate(topo, cfgs, tmp_path)
