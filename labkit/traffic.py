@@ -420,6 +420,7 @@ class Stream:
             if self.running:
                 return
             self._stopped = threading.Event()
+            self.started = time.monotonic()
             self._future = background().submit(self._go())
 
     def stop(self, timeout: float = 5.0) -> None:
@@ -437,7 +438,7 @@ class Stream:
             self.resolver, self.url, n=None, duration=None, qps=self.qps, concurrency=self.concurrency,
             headers=self.headers, method=self.method, timeout=self.timeout, sink=pending.append,
         )  # fmt: skip
-        self.started = load.start = time.monotonic()
+        load.start = self.started
         sender = asyncio.ensure_future(load.go())
         loop = asyncio.get_running_loop()
         try:

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 import pytest
 from scipy.stats import linregress
 
+import labkit
 from labkit import paths, traffic
 
 URL = "http://currency-converter.payments-prod:8080/convert?from=NOK&to=EUR&amount=100"
@@ -170,3 +171,33 @@ def test_stream_delivers_batches_in_the_background_until_stopped(v1: str) -> Non
     assert delivered >= 4
     assert 100 <= len(outcomes) <= 160 and {o.version for o in outcomes} == {"v1"}
     assert max(o.t for o in outcomes) < 1.7
+
+
+# --- through the local mesh --------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[labkit.Lab]:
+    lab = labkit.open("local", state=tmp_path_factory.mktemp("lab-state"))
+    try:
+        lab.up()
+        lab.ensure("canary-90-10")
+        yield lab
+    finally:
+        lab.down()
+
+
+@pytest.mark.mesh
+def test_mesh_rate_holds_within_5_percent_at_200_rps_and_the_split_is_90_10(lab: labkit.Lab) -> None:
+    result = lab.send(URL, n=1000, qps=200)
+    assert result.codes() == {200: 1000}
+    fit = linregress(range(len(result.outcomes)), sorted(o.t for o in result.outcomes))
+    assert 1 / fit.slope == pytest.approx(200, rel=0.05)
+    assert result.report({"v1": 90, "v2": 10}).consistent
+    assert not result.report({"v1": 50, "v2": 50}).consistent
+
+
+@pytest.mark.mesh
+def test_mesh_strict_mtls_refusal_is_recorded(lab: labkit.Lab) -> None:
+    result = lab.send(URL, n=20, source="legacy")  # plaintext from outside the mesh into STRICT mTLS
+    assert result.codes() == {"connection reset": 20}

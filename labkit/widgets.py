@@ -1,0 +1,380 @@
+"""The live canary control: weights slider, Apply, background traffic, a chart of configured vs observed
+share, and a progressive rollout that rolls back by itself when the canary's error rate is not acceptable.
+
+The rollout decisions live in ``Rollout`` (no widgets), and everything the buttons do is a method of
+``CanaryControl``, so a check cell or a test drives it from code: ``ctrl.slider.value = 30; ctrl.apply()``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+from collections import Counter, deque
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import ipywidgets as w
+import plotly.graph_objects as go
+
+from labkit import stats, traffic, viz
+
+if TYPE_CHECKING:
+    from labkit.lab import Change, Lab
+
+DEFAULT_URL = "http://currency-converter.payments-prod:8080/convert?from=NOK&to=EUR&amount=100"
+
+
+class Rollout:
+    """Progressive delivery by evidence: each step's canary weight holds until the Wilson interval of the
+    canary's error rate says it is below ``max_error`` (advance) or above it (roll back to 0 %).
+
+    Feed it outcomes with ``observe()``; time is the outcomes' own clock, so it needs no timer. A step that
+    reaches no verdict within ``step_timeout`` s rolls back too: not knowing is not healthy.
+    """
+
+    def __init__(
+        self,
+        set_weight: Callable[[int], object],
+        *,
+        steps: Sequence[int] = (10, 25, 50, 100),
+        canary: str = "v2",
+        max_error: float = 0.05,
+        confidence: float = 0.95,
+        min_samples: int = 10,
+        settle: float = 1.0,
+        step_timeout: float = 60.0,
+        on_event: Callable[[float, str, str | None], object] | None = None,
+    ):
+        self.set_weight, self.steps, self.canary = set_weight, list(steps), canary
+        self.max_error, self.confidence, self.min_samples = max_error, confidence, min_samples
+        self.settle, self.step_timeout, self.on_event = settle, step_timeout, on_event
+        self.status = "idle"  # idle | running | done | rolled back
+        self.step = -1
+        self.events: list[tuple[float, str]] = []  # (t, what happened)
+        self._since = 0.0
+        self._failed = self._n = 0
+
+    @property
+    def weight(self) -> int | None:
+        """The canary weight of the current step (0 after a rollback)."""
+        if self.status == "rolled back":
+            return 0
+        return self.steps[self.step] if self.step >= 0 else None
+
+    def start(self, now: float) -> None:
+        self.status = "running"
+        self._enter(0, now)
+
+    def observe(self, outcomes: Iterable[traffic.Outcome]) -> None:
+        """Count the canary's answers sent after the current step settled, then decide."""
+        now = None
+        for o in outcomes:
+            now = o.t if now is None else max(now, o.t)
+            if self.status == "running" and o.version == self.canary and o.t >= self._since + self.settle:
+                self._n += 1
+                self._failed += o.failed
+        if self.status == "running" and now is not None:
+            self._decide(now)
+
+    def _decide(self, now: float) -> None:
+        low, high = stats.interval(self._failed, self._n, self.confidence)
+        evidence = f"{self._failed}/{self._n} failed, error rate ≤ {high:.1%} at {self.confidence:.0%}"
+        if self._n >= self.min_samples and high < self.max_error:
+            if self.step + 1 == len(self.steps):
+                self.status = "done"
+                self._event(
+                    now, f"{self.canary} healthy at {self.weight} % ({evidence}): rollout done", "done"
+                )
+            else:
+                self._event(now, f"{self.canary} healthy at {self.weight} % ({evidence})")
+                self._enter(self.step + 1, now)
+        elif self._n >= self.min_samples and low > self.max_error:
+            self._rollback(
+                now, f"{self._failed}/{self._n} failed, error rate ≥ {low:.1%} > {self.max_error:.0%}"
+            )
+        elif now - self._since > self.step_timeout:
+            self._rollback(now, f"no verdict within {self.step_timeout:g} s ({self._n} samples)")
+
+    def _enter(self, step: int, now: float) -> None:
+        self.step, self._since, self._failed, self._n = step, now, 0, 0
+        self.set_weight(self.steps[step])
+        self._event(
+            now,
+            f"step {step + 1}/{len(self.steps)}: {self.canary} → {self.steps[step]} %",
+            f"{self.steps[step]} %",
+        )
+
+    def _rollback(self, now: float, why: str) -> None:
+        self.set_weight(0)
+        self.status = "rolled back"  # only once the weights are back: a waiting caller then sees them
+        self._event(now, f"ROLLBACK at {self.steps[self.step]} %: {why}; {self.canary} → 0 %", "ROLLBACK")
+
+    def _event(self, now: float, text: str, mark: str | None = None) -> None:
+        """Record ``text``; ``mark`` is the short label a chart puts at ``now`` (steps and the rollback)."""
+        self.events.append((now, text))
+        if self.on_event is not None:
+            self.on_event(now, text, mark)
+
+
+@dataclass(frozen=True)
+class ControlState:
+    """What the control shows, for check cells: configured weights, the last window's split and errors."""
+
+    weights: dict[str, int]
+    observed: dict[str, float]
+    error_rate: float | None
+    samples: int
+    verdict: str
+    traffic: bool
+    rollout: str
+    log: tuple[str, ...]
+
+
+class CanaryControl:
+    """The widget and its logic; display it, or drive it with ``apply``, ``start``, ``stop``, ``rollout``."""
+
+    def __init__(
+        self,
+        lab: Lab,
+        service: str = "currency-converter",
+        url: str = DEFAULT_URL,
+        source: str = "client",
+        qps: float = 50,
+        *,
+        namespace: str = "payments-prod",
+        weights: Mapping[str, int] | None = None,
+        window: float = 5.0,
+        history: float = 60.0,
+    ):
+        """``weights``: what the lab runs now (default 90/10, as in the canary checkpoint); not applied."""
+        self.lab, self.service, self.url, self.source, self.namespace = lab, service, url, source, namespace
+        self.window, self.history = window, history
+        current = dict(weights or {"v1": 90, "v2": 10})
+        self.baseline, self.canary = list(current)
+        self._t0 = time.monotonic()
+        self._lock = threading.RLock()
+        self._outcomes: deque[traffic.Outcome] = deque()
+        self._configured: list[tuple[float, dict[str, int]]] = [(0.0, current)]
+        self._events: list[tuple[float, str]] = []
+        self._log: list[str] = []
+        self._stream: traffic.Stream | None = None
+        self._stream_offset = 0.0
+        self._rollout: Rollout | None = None
+        self._drawn = 0.0
+
+        pct = {"min": 0, "max": 100, "step": 5, "continuous_update": False}
+        self.slider = w.IntSlider(value=current[self.canary], description=f"{self.canary} %", **pct)
+        self.baseline_slider = w.IntSlider(
+            value=current[self.baseline], description=f"{self.baseline} %", **pct
+        )
+        self.slider.observe(lambda c: self._pair(self.baseline_slider, c["new"]), "value")
+        self.baseline_slider.observe(lambda c: self._pair(self.slider, c["new"]), "value")
+        self.apply_button = w.Button(description="Apply", button_style="primary", icon="check")
+        self.apply_button.on_click(lambda _: self.apply())
+        self.qps = w.BoundedIntText(value=int(qps), min=1, max=2000, description="req/s")
+        self.traffic_button = w.ToggleButton(value=False, description="Send traffic", icon="play")
+        self.traffic_button.observe(lambda c: self.start() if c["new"] else self.stop(), "value")
+        self.rollout_button = w.Button(description="Progressive rollout", icon="forward")
+        self.rollout_button.on_click(lambda _: self.rollout())
+        self.status = w.HTML()
+        self.log_view = w.HTML()
+        chart = viz.share_over_time(
+            [], {}, self._configured_shares(), errors=[], title=f"{service}: configured vs observed"
+        )
+        self.figure = go.FigureWidget(chart)
+        for mine, trace in zip(chart.data, self.figure.data, strict=True):
+            trace.uid = mine.uid  # FigureWidget draws fresh random uids; keep viz's, for stable outputs
+        self._trace = {t.uid: t for t in self.figure.data}
+        self.widget = w.VBox(
+            [
+                w.HBox([self.baseline_slider, self.slider, self.apply_button]),
+                w.HBox([self.qps, self.traffic_button, self.rollout_button]),
+                self.status,
+                self.figure,
+                self.log_view,
+            ]
+        )
+        self._render_status()
+
+    # --- what the buttons do ------------------------------------------------------------------------------
+
+    def apply(self, weight: int | None = None) -> list[Change]:
+        """Apply the slider's split (or ``weight`` % to the canary) as the VirtualService."""
+        if weight is not None:
+            self.slider.value = weight
+        return self._set_weight(self.slider.value)
+
+    def start(self) -> None:
+        """Start background traffic at the ``qps`` box's rate."""
+        with self._lock:
+            if self._stream is not None and self._stream.running:
+                return
+            self._stream = traffic.Stream(
+                self.lab.resolver(self.source), self.url, qps=self.qps.value, on_batch=self._on_batch
+            )
+            self._stream.start()
+            self._stream_offset = self._stream.started - self._t0
+        self.traffic_button.value = True
+        self._note(f"traffic on: {self.qps.value} req/s from {self.source}")
+
+    def stop(self) -> None:
+        """Stop the background traffic (a running rollout pauses with it)."""
+        with self._lock:
+            stream, self._stream = self._stream, None
+        if stream is not None:
+            stream.stop()
+            self._note("traffic off")
+        self.traffic_button.value = False
+
+    def rollout(self, *, wait: bool = False, timeout: float = 300.0, **options: Any) -> str:
+        """Start a progressive rollout of the canary (``options`` go to ``Rollout``); with ``wait``, block
+        until it is done or rolled back, and return that status."""
+        self._rollout = Rollout(
+            self._set_weight, canary=self.canary, on_event=self._on_rollout_event, **options
+        )
+        self.start()
+        self._rollout.start(self._now())
+        deadline = time.monotonic() + timeout
+        while wait and self._rollout.status == "running" and time.monotonic() < deadline:
+            time.sleep(0.2)
+        return self._rollout.status
+
+    @property
+    def state(self) -> ControlState:
+        with self._lock:
+            weights = dict(self._configured[-1][1])
+            recent = self._recent(self.window)
+            log = tuple(self._log)
+        counts = Counter(o.version for o in recent if o.version is not None)
+        total = sum(counts.values())
+        return ControlState(
+            weights=weights,
+            observed={v: k / total for v, k in sorted(counts.items())},
+            error_rate=sum(o.failed for o in recent) / len(recent) if recent else None,
+            samples=len(recent),
+            verdict=stats.split_report(counts, weights).verdict(self.canary),
+            traffic=self._stream is not None and self._stream.running,
+            rollout=self._rollout.status if self._rollout else "idle",
+            log=log,
+        )
+
+    def close(self) -> None:
+        """Stop traffic and close the widgets."""
+        self.stop()
+        self.widget.close()
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> Any:
+        return self.widget._repr_mimebundle_(**kwargs)
+
+    # --- internals ------------------------------------------------------------------------------------------
+
+    def _now(self) -> float:
+        return time.monotonic() - self._t0
+
+    @staticmethod
+    def _pair(other: w.IntSlider, value: int) -> None:
+        """Keep the two sliders summing to 100."""
+        if other.value != 100 - value:
+            other.value = 100 - value
+
+    def _set_weight(self, canary_weight: int) -> list[Change]:
+        weights = {self.baseline: 100 - canary_weight, self.canary: canary_weight}
+        changes = self.lab.set_weights(self.service, self.namespace, **weights)
+        with self._lock:
+            self._configured.append((self._now(), weights))
+        if self.slider.value != canary_weight:
+            self.slider.value = canary_weight
+        self._note(f"applied {self.baseline} {100 - canary_weight} % / {self.canary} {canary_weight} %")
+        self._draw(force=True)
+        return changes
+
+    def _on_batch(self, batch: list[traffic.Outcome]) -> None:
+        """Runs on the traffic worker thread, about every 0.25 s."""
+        shifted = [dataclasses.replace(o, t=o.t + self._stream_offset) for o in batch]
+        with self._lock:
+            self._outcomes.extend(shifted)
+            while self._outcomes and self._outcomes[0].t < self._now() - self.history - self.window:
+                self._outcomes.popleft()
+        rollout = self._rollout
+        if rollout is not None and rollout.status == "running":
+            try:
+                rollout.observe(shifted)
+            except Exception as exc:  # e.g. the lab refused the weights: stop, and say why
+                rollout.status = "error"
+                self._note(f"rollout stopped: {exc}")
+        self._draw()
+
+    def _on_rollout_event(self, now: float, text: str, mark: str | None) -> None:
+        if mark is not None:
+            with self._lock:
+                self._events.append((now, mark))
+        self._note(text)
+
+    def _recent(self, seconds: float) -> list[traffic.Outcome]:
+        cutoff = self._now() - seconds
+        return [o for o in self._outcomes if o.t >= cutoff]
+
+    def _configured_shares(self) -> list[tuple[float, dict[str, float]]]:
+        return [(t, stats.normalise(weights)) for t, weights in self._configured]
+
+    def _draw(self, force: bool = False) -> None:
+        """Redraw the chart at most twice a second (and on every weight change)."""
+        now = self._now()
+        if not force and now - self._drawn < 0.5:
+            return
+        self._drawn = now
+        step = 0.5
+        with self._lock:
+            outcomes = self._recent(self.history + self.window)
+            configured = self._configured_shares()
+            events = list(self._events)
+        start = max(0.0, now - self.history)
+        start = round(start / step) * step + step
+        times, shares = stats.rolling_shares(outcomes, self.window, step, start)
+        _, failed = stats.rolling(
+            [o.t for o in outcomes], [str(o.failed) for o in outcomes], self.window, step, start
+        )
+        errors = failed.get("True", [0.0] * len(times)) if failed else []
+        configured = [(max(t, start - step), w) for t, w in configured]
+        with self.figure.batch_update():
+            for v in (self.baseline, self.canary):
+                self._trace[f"observed-{v}"].update(x=times, y=[100 * s for s in shares.get(v, [])])
+            boundary = [100 * w.get(self.canary, 0.0) for _, w in configured]
+            self._trace[f"configured-{self.canary}"].update(
+                x=[t for t, _ in configured] + [now], y=boundary + boundary[-1:]
+            )
+            self._trace["error-rate"].update(x=times, y=[100 * e for e in errors])
+            self._trace["events"].update(
+                x=[t for t, _ in events], y=[102] * len(events), text=[text for _, text in events]
+            )
+        self._render_status()
+
+    def _note(self, text: str) -> None:
+        with self._lock:
+            self._log.append(f"[{self._now():6.1f} s] {text}")
+            lines = self._log[-8:]
+        self.log_view.value = "<pre style='margin:0'>" + "\n".join(lines) + "</pre>"
+        self._render_status()
+
+    def _render_status(self) -> None:
+        state = self.state
+        observed = ", ".join(f"{v} {s:.0%}" for v, s in state.observed.items()) or "no responses yet"
+        errors = "–" if state.error_rate is None else f"{state.error_rate:.1%}"
+        self.status.value = (
+            f"<b>configured</b> {state.weights} · <b>observed</b> (last {self.window:g} s, "
+            f"{state.samples} req) {observed} · <b>errors</b> {errors} · <b>rollout</b> {state.rollout}"
+        )
+
+
+def canary_control(
+    lab: Lab,
+    service: str = "currency-converter",
+    url: str = DEFAULT_URL,
+    source: str = "client",
+    qps: float = 50,
+    **options: Any,
+) -> CanaryControl:
+    """The live canary control for ``service``; display the result in a notebook cell."""
+    return CanaryControl(lab, service, url, source, qps, **options)

@@ -1,0 +1,183 @@
+"""The canary control: rollout decisions on their own, then the whole control headless on the local mesh."""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import labkit
+from labkit import manifests, paths, stats
+from labkit.lab import Lab
+from labkit.traffic import Outcome
+from labkit.widgets import CanaryControl, Rollout, canary_control
+
+
+def answers(
+    start: float, seconds: float, rate: float, canary_share: float, fail_every: int = 0
+) -> list[Outcome]:
+    """``rate`` answers a second; every ``1/canary_share``-th is v2, every ``fail_every``-th v2 fails."""
+    out, every = [], round(1 / canary_share)
+    for i in range(round(start * rate), round((start + seconds) * rate)):
+        v2 = i % every == 0
+        failed = v2 and fail_every and (i // every) % fail_every == 0
+        out.append(Outcome(i / rate, 500 if failed else 200, "v2" if v2 else "v1", 0.01))
+    return out
+
+
+def drive(rollout: Rollout, weights: list[int], seconds: float, fail_every: int = 0) -> None:
+    """Traffic that follows the last applied weight, fed in 0.25 s batches like the Stream does."""
+    t = 0.0
+    while t < seconds and rollout.status == "running":
+        rollout.observe(answers(t, 0.25, 100, max(weights[-1], 1) / 100, fail_every))
+        t += 0.25
+
+
+def test_rollout_advances_step_by_step_with_a_healthy_canary() -> None:
+    weights: list[int] = []
+    rollout = Rollout(weights.append, max_error=0.05, confidence=0.95)
+    rollout.start(0.0)
+    drive(rollout, weights, 120)
+    assert rollout.status == "done" and weights == [10, 25, 50, 100]
+    # each step held until the Wilson upper bound of v2's error rate fell below 5 %: about 73 clean answers
+    assert stats.interval(0, 72, 0.95)[1] >= 0.05 > stats.interval(0, 73, 0.95)[1]
+    steps = [t for t, text in rollout.events if text.startswith("step")]
+    assert steps[1] - steps[0] >= 1.0 + 72 / 10  # settle, then 73 answers at 10 % of 100 req/s
+
+
+def test_rollout_rolls_back_when_the_canary_fails() -> None:
+    weights: list[int] = []
+    rollout = Rollout(weights.append)
+    rollout.start(0.0)
+    drive(rollout, weights, 120, fail_every=3)  # a third of v2's answers are 500s
+    assert rollout.status == "rolled back" and weights == [10, 0] and rollout.weight == 0
+    assert rollout.events[-1][1].startswith("ROLLBACK at 10 %")
+
+
+def test_rollout_without_evidence_rolls_back_at_the_step_timeout() -> None:
+    weights: list[int] = []
+    rollout = Rollout(weights.append, step_timeout=5)
+    rollout.start(0.0)
+    rollout.observe([Outcome(t / 10, 200, "v1", 0.01) for t in range(80)])  # v2 never answers
+    assert rollout.status == "rolled back" and "no verdict within 5 s (0 samples)" in rollout.events[-1][1]
+
+
+def test_answers_before_the_step_settles_do_not_count() -> None:
+    weights: list[int] = []
+    rollout = Rollout(weights.append, settle=2.0)
+    rollout.start(0.0)
+    rollout.observe([Outcome(1.0, 500, "v2", 0.01)] * 50)  # still the old route's traffic
+    assert rollout.status == "running"
+
+
+def test_sliders_keep_summing_to_100_headless(tmp_path: Path) -> None:
+    ctrl = canary_control(labkit.open("local", state=tmp_path))
+    ctrl.slider.value = 30
+    assert ctrl.baseline_slider.value == 70
+    ctrl.baseline_slider.value = 95
+    assert ctrl.slider.value == 5
+    assert ctrl.state.weights == {"v1": 90, "v2": 10} and ctrl.state.traffic is False  # nothing applied
+    assert (
+        ctrl._repr_mimebundle_()["application/vnd.jupyter.widget-view+json"]["model_id"]
+        == ctrl.widget.model_id
+    )
+
+
+# --- on the local mesh ---------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+    lab = labkit.open("local", state=tmp_path_factory.mktemp("lab-state"))
+    try:
+        lab.up()
+        lab.ensure("canary-90-10")
+        yield lab
+    finally:
+        lab.down()
+
+
+@pytest.fixture
+def ctrl(lab: Lab) -> Iterator[CanaryControl]:
+    ctrl = canary_control(lab, qps=100)
+    try:
+        yield ctrl
+    finally:
+        ctrl.close()
+        lab.set_weights("currency-converter", v1=90, v2=10)
+
+
+def since(ctrl: CanaryControl, t: float) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for o in list(ctrl._outcomes):
+        if o.t >= t and o.version:
+            counts[o.version] = counts.get(o.version, 0) + 1
+    return counts
+
+
+@pytest.mark.mesh
+def test_slider_applies_the_virtual_service_and_the_split_converges(ctrl: CanaryControl, lab: Lab) -> None:
+    ctrl.start()
+    ctrl.slider.value = 30
+    changes = ctrl.apply()
+    applied = ctrl._now()
+    assert [(c.kind, c.name, c.action) for c in changes] == [
+        ("VirtualService", "currency-converter", "configured")
+    ]
+    assert ctrl.state.weights == {"v1": 70, "v2": 30} and ctrl.baseline_slider.value == 70
+
+    deadline = time.monotonic() + 15
+    while sum(since(ctrl, applied + 1.0).values()) < 400 and time.monotonic() < deadline:
+        time.sleep(0.25)
+    counts = since(ctrl, applied + 1.0)  # one second for the route change to reach the sidecar
+    assert stats.split_report(counts, {"v1": 70, "v2": 30}).consistent, counts
+    assert not stats.split_report(counts, {"v1": 90, "v2": 10}).consistent, counts
+
+    ctrl._draw(force=True)
+    figure = {t.name: t for t in ctrl.figure.data}
+    assert list(figure["v2 configured"].y)[-1] == 30
+    assert len(figure["v2 observed"].y) > 0 and figure["error rate"].y[-1] == 0
+
+
+@pytest.mark.mesh
+def test_rollout_goes_to_100_with_a_healthy_v2(ctrl: CanaryControl) -> None:
+    assert ctrl.rollout(wait=True, timeout=120, max_error=0.1) == "done"
+    state = ctrl.state
+    assert state.weights == {"v1": 0, "v2": 100} and state.rollout == "done"
+    assert [line.split("] ")[1] for line in state.log if "step" in line] == [
+        f"step {i}/4: v2 → {w} %" for i, w in enumerate((10, 25, 50, 100), 1)
+    ]
+    ctrl._draw(force=True)
+    events = next(t for t in ctrl.figure.data if t.name == "events")
+    assert list(events.text) == ["10 %", "25 %", "50 %", "100 %", "done"]
+
+
+def v2_deployment(fail_rate: str) -> dict:
+    body = next(
+        r.body
+        for r in manifests.load(paths.APPS / "currency-converter.yaml")
+        if r.kind == "Deployment" and r.name == "currency-converter-v2"
+    )
+    body = copy.deepcopy(body)
+    for env in body["spec"]["template"]["spec"]["containers"][0]["env"]:
+        if env["name"] == "FAIL_RATE":
+            env["value"] = fail_rate
+    return body
+
+
+@pytest.mark.mesh
+def test_rollout_rolls_back_with_a_failing_v2(ctrl: CanaryControl, lab: Lab) -> None:
+    lab.apply(v2_deployment("0.5"))
+    try:
+        assert ctrl.rollout(wait=True, timeout=120) == "rolled back"
+        state = ctrl.state
+        assert state.weights == {"v1": 100, "v2": 0}
+        assert "ROLLBACK at 10 %" in state.log[-1]
+        ctrl._draw(force=True)
+        events = next(t for t in ctrl.figure.data if t.name == "events")
+        assert list(events.text) == ["10 %", "ROLLBACK"]
+    finally:
+        lab.apply(v2_deployment("0"))
