@@ -130,13 +130,31 @@ def _schema_findings(r: Resource) -> list[Finding]:
         return [_unknown_kind(r)]
     body = _without_nulls(r.body)  # the API server treats null as "not set"
     errors = sorted(validator.iter_errors(body), key=lambda e: [str(p) for p in e.absolute_path])
-    return [
-        _finding(r, "error", "schema", field, msg, fix) for e in errors for field, msg, fix in _describe(e)
-    ]
+    findings = []
+    for field, message, fix in (described for e in errors for described in _describe(e)):
+        if (
+            r.group.endswith("istio.io")
+            and message.startswith("unknown field")
+            and "did you mean" not in message
+        ):
+            fix += f" ({_ISTIO_MODELS_NOTE})"
+        findings.append(_finding(r, "error", "schema", field, message, fix))
+    return findings
 
 
 def _unknown_kind(r: Resource) -> Finding:
-    versions = [av for av, kind in _known_kinds() if kind == r.kind]
+    known = _known_kinds()
+    versions = [av for av, kind in known if kind == r.kind]
+    if r.group not in {av.rpartition("/")[0] for av, _ in known} and not r.group.endswith("istio.io"):
+        other = f"; {r.kind} of Istio is apiVersion {versions[0]}" if versions else ""
+        return _finding(
+            r,
+            "error",
+            "schema",
+            "apiVersion",
+            f"labkit has no schema for API group {r.group!r} ({r.api_version})",
+            f"this lab checks the Kubernetes {KUBERNETES_VERSION} built-in kinds and Istio's kinds{other}",
+        )
     if versions:
         return _finding(
             r,
@@ -146,16 +164,15 @@ def _unknown_kind(r: Resource) -> Finding:
             f"{r.kind} does not exist in {r.api_version}; it exists in {', '.join(versions)}",
             f"set apiVersion: {versions[0]}",
         )
-    known = sorted({kind for _, kind in _known_kinds()})
-    close = difflib.get_close_matches(r.kind, known, n=1)
+    close = difflib.get_close_matches(r.kind, sorted({kind for _, kind in known}), n=1)
     hint = f"did you mean {close[0]}? " if close else ""
     return _finding(
         r,
         "error",
         "schema",
         "kind",
-        f"unknown kind {r.kind!r} (apiVersion {r.api_version})",
-        f"{hint}labkit knows the Kubernetes {KUBERNETES_VERSION} kinds and Istio's "
+        f"unknown kind {r.kind!r} in {r.api_version}",
+        f"{hint}this lab checks the Kubernetes {KUBERNETES_VERSION} built-in kinds and Istio's kinds "
         "(VirtualService, DestinationRule, Gateway, ServiceEntry, PeerAuthentication, ...)",
     )
 
@@ -252,6 +269,7 @@ def _without_nulls(value: Any) -> Any:
 
 #: Where the Istio models live: one module per API group and version, e.g. ``networking.istio.io/v1``.
 _ISTIO_MODELS = "cloudcoil.models.istio"
+_ISTIO_MODELS_NOTE = "labkit's Istio schemas are Istio 1.24's: a field added since is reported as unknown too"
 
 
 @functools.cache
@@ -596,7 +614,9 @@ def _destination_findings(
                 f"{field}.subset",
                 f"subset {subset!r} of {full} is not defined by any DestinationRule{known}; istiod accepts "
                 "it, but every request routed here fails with 503 and flag NC (no cluster)",
-                f"add subset {subset!r} to the DestinationRule for {host}, or route to a defined subset",
+                f"add subset {subset!r} to the DestinationRule for {host}, or route to a defined subset"
+                if defined
+                else f"apply a DestinationRule for {host} first (or validate it together with this file)",
             )
         ]
     return []
