@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from envoy_check import client, cluster, configs, hcms, listener
+from envoy_check import client, cluster, configs, hcms, listener, route
 
 CC = "currency-converter.payments-prod.svc.cluster.local"
 V1 = "sidecar~currency-converter-v1-0.payments-prod"
@@ -43,8 +43,10 @@ def test_default_is_permissive_with_an_istio_alpn_tls_chain_and_a_plaintext_chai
     }
     hcm = hcms(lst)[0]
     assert hcm["stat_prefix"] == "inbound_0.0.0.0_8080;"
-    [inbound_route] = hcm["route_config"]["virtual_hosts"][0]["routes"]
+    assert hcm["rds"]["route_config_name"] == "inbound|8080||"
+    [inbound_route] = route(cfgs[V1], "inbound|8080||")["virtual_hosts"][0]["routes"]
     assert inbound_route["route"]["cluster"] == "inbound|8080||" and inbound_route["route"]["timeout"] == "0s"
+    assert "typed_per_filter_config" not in inbound_route  # no AuthorizationPolicy: RBAC enforces nothing
     app_port = next(i.app_port for i in topo.instances if i.proxy is topo.proxies[V1])
     endpoint = cluster(cfgs[V1], "inbound|8080||")["load_assignment"]["endpoints"][0]["lb_endpoints"][0]
     assert endpoint["endpoint"]["address"]["socket_address"]["port_value"] == app_port
@@ -119,18 +121,27 @@ spec:
 """
 
 
-def test_authorization_policies_become_deny_then_allow_rbac_filters_with_istio_policy_names(tmp_path):
+def rbac(cfgs, proxy_id: str) -> dict:
+    """The RBAC rules on a sidecar's inbound route, by filter name."""
+    [r] = route(cfgs[proxy_id], "inbound|8080||")["virtual_hosts"][0]["routes"]
+    return {name: cfg["rbac"]["rules"] for name, cfg in r.get("typed_per_filter_config", {}).items()}
+
+
+def test_authorization_policies_become_deny_then_allow_rbac_rules_with_istio_policy_names(tmp_path):
     _, cfgs = configs(tmp_path, AUTHZ)
-    http_filters = hcms(listener(cfgs[V1], "virtualInbound_8080"))[0]["http_filters"]
-    names = [f["name"] for f in http_filters]
-    assert names == [
-        "envoy.filters.http.header_to_metadata",
-        "envoy.filters.http.rbac",
-        "envoy.filters.http.rbac",
-        "envoy.filters.http.fault",
-        "envoy.filters.http.router",
-    ]
-    deny, allow = (f["typed_config"]["rules"] for f in http_filters[1:3])
+    for hcm in hcms(listener(cfgs[V1], "virtualInbound_8080")):  # both chains, mTLS and plaintext
+        assert [f["name"] for f in hcm["http_filters"]] == [
+            "envoy.filters.http.header_to_metadata",
+            "envoy.filters.http.rbac.deny",
+            "envoy.filters.http.rbac.allow",
+            "envoy.filters.http.fault",
+            "envoy.filters.http.router",
+        ]
+        assert all(
+            "rules" not in f["typed_config"] for f in hcm["http_filters"][1:3]
+        )  # the routes carry them
+    rules = rbac(cfgs, V1)
+    deny, allow = rules["envoy.filters.http.rbac.deny"], rules["envoy.filters.http.rbac.allow"]
     assert deny["action"] == "DENY" and list(deny["policies"]) == [
         "ns[payments-prod]-policy[deny-admin]-rule[0]"
     ]
@@ -185,9 +196,8 @@ def test_authorization_policies_become_deny_then_allow_rbac_filters_with_istio_p
         }
     ]
     assert rule1["permissions"] == [{"any": True}]
-    # on both chains (mTLS and plaintext) of the selected workload; never on the client that is not selected
-    assert all(len(h["http_filters"]) == 5 for h in hcms(listener(cfgs[V1], "virtualInbound_8080")))
-    assert all(len(h["http_filters"]) == 2 for h in hcms(listener(client(cfgs), "0.0.0.0_8080")))
+    # policies change routes only: the listeners, and so keep-alive connections, stay as they were
+    assert configs(tmp_path)[1][V1].listeners == cfgs[V1].listeners
 
 
 def test_an_allow_policy_without_rules_denies_everything(tmp_path):
@@ -196,7 +206,4 @@ def test_an_allow_policy_without_rules_denies_everything(tmp_path):
         "metadata: {name: allow-nothing, namespace: payments-prod}\nspec: {}\n"
     )
     _, cfgs = configs(tmp_path, deny_all)
-    rbac = [
-        f for f in hcms(listener(cfgs[V2], "virtualInbound_8080"))[0]["http_filters"] if "rbac" in f["name"]
-    ]
-    assert [f["typed_config"]["rules"] for f in rbac] == [{"action": "ALLOW", "policies": {}}]
+    assert rbac(cfgs, V2) == {"envoy.filters.http.rbac.allow": {"action": "ALLOW", "policies": {}}}

@@ -1,8 +1,12 @@
-"""AuthorizationPolicy → ``envoy.filters.http.rbac`` filters for one proxy, as istiod's authz builder emits
-them: a DENY filter, then an ALLOW filter, one policy per rule named ``ns[<ns>]-policy[<name>]-rule[<i>]``.
+"""AuthorizationPolicy → Envoy RBAC for one proxy, as istiod's authz builder emits it: DENY rules, then ALLOW
+rules, one policy per rule named ``ns[<ns>]-policy[<name>]-rule[<i>]``.
 
-An ALLOW policy with no rules still emits the ALLOW filter (nothing matches, so everything is denied); with no
-ALLOW policy at all there is no ALLOW filter. Envoy answers a denied request ``403 RBAC: access denied``.
+An ALLOW policy with no rules still yields ALLOW rules (nothing matches, so everything is denied); with no
+ALLOW policy at all there are no ALLOW rules. Envoy answers a denied request ``403 RBAC: access denied``.
+
+Unlike istiod, the rules ride on the routes (``RBACPerRoute``) of file-based RDS, not on the listener: the HCM
+always carries two rule-less RBAC filters, so applying a policy rewrites a route file, which Envoy applies to
+keep-alive connections at once (a listener change would only reach new connections, reference §9).
 """
 
 from __future__ import annotations
@@ -17,6 +21,9 @@ if TYPE_CHECKING:
     from labkit.manifests import Resource
 
 RBAC = "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC"
+RBAC_PER_ROUTE = "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBACPerRoute"
+#: One filter per action, in istiod's order; distinct names, because per-route config is keyed by filter name.
+FILTERS = {"DENY": "envoy.filters.http.rbac.deny", "ALLOW": "envoy.filters.http.rbac.allow"}
 _HEADER_KEY = re.compile(r"request\.headers\[([^\]]+)\]")
 
 
@@ -27,30 +34,28 @@ def applies(policy: Resource, proxy: Proxy, root_namespace: str) -> bool:
     return selects((policy.spec.get("selector") or {}).get("matchLabels"), proxy.labels)
 
 
-def rbac_filters(
-    policies: list[Resource], proxy: Proxy, root_namespace: str, trust_domain: str
-) -> list[dict]:
-    """The RBAC HTTP filters for ``proxy``: DENY first, then ALLOW; empty when no policy applies."""
+def rbac_filters() -> list[dict]:
+    """The HCM's RBAC filters, DENY then ALLOW, rule-less (enforcing nothing) unless a route overrides."""
+    return [{"name": name, "typed_config": {"@type": RBAC}} for name in FILTERS.values()]
+
+
+def rbac_per_route(policies: list[Resource], proxy: Proxy, root_namespace: str) -> dict[str, dict]:
+    """``typed_per_filter_config`` entries enforcing the policies that apply to ``proxy`` (empty: none do)."""
     mine = [p for p in policies if applies(p, proxy, root_namespace)]
-    filters = []
-    for action in ("DENY", "ALLOW"):
+    out = {}
+    for action, filter_name in FILTERS.items():
         group = [p for p in mine if (p.spec.get("action") or "ALLOW") == action]
         if not group:
             continue
         rules: dict[str, Any] = {}
         for p in group:
             for i, rule in enumerate(p.spec.get("rules") or []):
-                rules[f"ns[{p.namespace}]-policy[{p.name}]-rule[{i}]"] = _policy(rule or {}, trust_domain)
-        filters.append(
-            {
-                "name": "envoy.filters.http.rbac",
-                "typed_config": {"@type": RBAC, "rules": {"action": action, "policies": rules}},
-            }
-        )
-    return filters
+                rules[f"ns[{p.namespace}]-policy[{p.name}]-rule[{i}]"] = _policy(rule or {})
+        out[filter_name] = {"@type": RBAC_PER_ROUTE, "rbac": {"rules": {"action": action, "policies": rules}}}
+    return out
 
 
-def _policy(rule: dict, trust_domain: str) -> dict:
+def _policy(rule: dict) -> dict:
     """One rule: permissions = one per ``to`` (OR), principals = one per ``from`` (OR), ``when`` ANDed into
     each principal (header conditions are principal matchers in istiod)."""
     when = []

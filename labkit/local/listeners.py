@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from labkit.local.authz import rbac_filters
 from labkit.local.clusters import DOWNSTREAM_TLS, TLS_PARAMS, cert_pair
 from labkit.local.routes import SOURCE_NAMESPACE_HEADER, SOURCE_WORKLOAD_HEADER
 
@@ -172,11 +173,11 @@ def outbound_listener(proxy: Proxy, port: int, log_file: bool) -> dict:
     }
 
 
-def gateway_listener(proxy: Proxy, port: int, log_file: bool, rbac: list[dict]) -> dict:
+def gateway_listener(proxy: Proxy, port: int, log_file: bool) -> dict:
     """The gateway's ``0.0.0.0_<port>`` for a Gateway server, with RDS ``http.<port>``."""
     hcm = _hcm(
         f"outbound_0.0.0.0_{port};",
-        rbac,
+        rbac_filters(),
         access_logs(proxy, log_file, source_tags(proxy)),
         rds=_rds(proxy, f"http.{port}"),
         use_remote_address=True,
@@ -190,9 +191,7 @@ def gateway_listener(proxy: Proxy, port: int, log_file: bool, rbac: list[dict]) 
     }
 
 
-def inbound_listener(
-    proxy: Proxy, target_port: int, mode: str, service: str, rbac: list[dict], log_file: bool
-) -> dict:
+def inbound_listener(proxy: Proxy, target_port: int, mode: str, service: str, log_file: bool) -> dict:
     """``virtualInbound_<port>``: Istio's inbound filter chains ``0.0.0.0_<port>`` for one target port.
 
     STRICT: TLS only; PERMISSIVE: TLS with an Istio ALPN, or plaintext; DISABLE: plaintext only. A client that
@@ -201,7 +200,7 @@ def inbound_listener(
     tls = {"transport_protocol": "tls"}
     chains = []
     if mode == "STRICT":
-        chains.append(_inbound_chain(proxy, target_port, tls, True, service, rbac, log_file))
+        chains.append(_inbound_chain(proxy, target_port, tls, True, service, log_file))
     elif mode == "PERMISSIVE":
         chains.append(
             _inbound_chain(
@@ -210,15 +209,12 @@ def inbound_listener(
                 {**tls, "application_protocols": ISTIO_ALPNS},
                 True,
                 service,
-                rbac,
                 log_file,
             )
         )
     if mode in ("PERMISSIVE", "DISABLE"):
         chains.append(
-            _inbound_chain(
-                proxy, target_port, {"transport_protocol": "raw_buffer"}, False, service, rbac, log_file
-            )
+            _inbound_chain(proxy, target_port, {"transport_protocol": "raw_buffer"}, False, service, log_file)
         )
     return {
         "@type": LISTENER,
@@ -231,32 +227,7 @@ def inbound_listener(
     }
 
 
-def _inbound_chain(
-    proxy: Proxy, port: int, match: dict, mtls: bool, service: str, rbac: list[dict], log_file: bool
-) -> dict:
-    cluster = f"inbound|{port}||"
-    route_config = {
-        "name": cluster,
-        "validate_clusters": False,
-        "virtual_hosts": [
-            {
-                "name": f"inbound|http|{port}",
-                "domains": ["*"],
-                "routes": [
-                    {
-                        "name": "default",
-                        "match": {"prefix": "/"},
-                        "decorator": {"operation": f"{service}:{port}/*"},
-                        "route": {
-                            "cluster": cluster,
-                            "timeout": "0s",
-                            "retry_policy": {"retry_on": "reset-before-request", "num_retries": 2},
-                        },
-                    }
-                ],
-            }
-        ],
-    }
+def _inbound_chain(proxy: Proxy, port: int, match: dict, mtls: bool, service: str, log_file: bool) -> dict:
     source = _filter(
         "envoy.filters.http.header_to_metadata",
         HEADER_TO_METADATA,
@@ -268,9 +239,9 @@ def _inbound_chain(
     security = "mutual_tls" if mtls else "none"
     hcm = _hcm(
         f"inbound_0.0.0.0_{port};",
-        [source, *rbac],
+        [source, *rbac_filters()],
         access_logs(proxy, log_file, destination_tags(proxy, service, security)),
-        route_config=route_config,
+        rds=_rds(proxy, f"inbound|{port}||"),
         forward_client_cert_details="APPEND_FORWARD" if mtls else "SANITIZE",
         **({"set_current_client_cert_details": {"subject": True, "dns": True, "uri": True}} if mtls else {}),
     )

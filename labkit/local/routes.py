@@ -62,10 +62,15 @@ def sidecar_route_config(
 
 
 def gateway_route_config(
-    proxy: Proxy, port: int, server_hosts: list[str], virtual_services: list[Resource], hosts: list[Host]
+    proxy: Proxy,
+    port: int,
+    server_hosts: list[str],
+    virtual_services: list[Resource],
+    hosts: list[Host],
+    rbac: dict[str, dict],
 ) -> dict:
     """Route config ``http.<port>``: a vhost ``<host>:<port>`` per VirtualService host the server accepts;
-    ``blackhole:<port>`` (no routes, so 404 NR) when no VirtualService binds."""
+    ``blackhole:<port>`` (no routes, so 404 NR) when no VirtualService binds. ``rbac``: per-route RBAC."""
     by_fqdn = {h.fqdn: h for h in hosts}
     vhosts, seen = [], set()
     for vs in virtual_services:
@@ -73,12 +78,41 @@ def gateway_route_config(
             if name in seen or not any(host_matches(s, name) or host_matches(name, s) for s in server_hosts):
                 continue
             seen.add(name)
-            vhosts.append(
-                {"name": f"{name}:{port}", "domains": [name], "routes": http_routes(vs, port, by_fqdn)}
-            )
+            routes = [_with_filters(r, rbac) for r in http_routes(vs, port, by_fqdn)]
+            vhosts.append({"name": f"{name}:{port}", "domains": [name], "routes": routes})
     if not vhosts:
         vhosts.append({"name": f"blackhole:{port}", "domains": ["*"], "routes": []})
     return _route_config(f"http.{port}", vhosts, proxy)
+
+
+def inbound_route_config(port: int, service: str, rbac: dict[str, dict]) -> dict:
+    """``inbound|<port>||``: everything to the local app (no timeout), under the proxy's RBAC rules."""
+    cluster = f"inbound|{port}||"
+    route = {
+        "name": "default",
+        "match": {"prefix": "/"},
+        "decorator": {"operation": f"{service}:{port}/*"},
+        "route": {
+            "cluster": cluster,
+            "timeout": "0s",
+            "retry_policy": {"retry_on": "reset-before-request", "num_retries": 2},
+        },
+    }
+    return {
+        "@type": ROUTE_CONFIG,
+        "name": cluster,
+        "validate_clusters": False,
+        "virtual_hosts": [
+            {"name": f"inbound|http|{port}", "domains": ["*"], "routes": [_with_filters(route, rbac)]}
+        ],
+    }
+
+
+def _with_filters(route: dict, per_filter: dict[str, dict]) -> dict:
+    """``route`` with more per-filter config (e.g. RBAC) merged into what it has (e.g. a fault)."""
+    if not per_filter:
+        return route
+    return {**route, "typed_per_filter_config": {**route.get("typed_per_filter_config", {}), **per_filter}}
 
 
 def _route_config(name: str, vhosts: list[dict], proxy: Proxy) -> dict:

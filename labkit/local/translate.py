@@ -19,11 +19,11 @@ from typing import TYPE_CHECKING
 
 from labkit.errors import BackendError, UnsupportedError
 from labkit.local.authn import namespace_mode, port_mode
-from labkit.local.authz import rbac_filters
+from labkit.local.authz import rbac_per_route
 from labkit.local.clusters import blackhole_cluster, inbound_cluster, outbound_clusters
 from labkit.local.listeners import gateway_listener, inbound_listener, outbound_listener
 from labkit.local.registry import Host, build_registry, of_kind, selects
-from labkit.local.routes import gateway_route_config, sidecar_route_config
+from labkit.local.routes import gateway_route_config, inbound_route_config, sidecar_route_config
 from labkit.local.supported import check_supported
 from labkit.local.topology import Proxy, Topology, ensure_gateway_port, ensure_outbound_port
 
@@ -90,14 +90,15 @@ def translate(resources: list[Resource], topo: Topology, mesh: MeshSettings) -> 
         clusters = outbound_clusters(proxy, hosts, drs, auto_mtls, root)
         instance = topo.instance_of(proxy)
         assert instance is not None
-        rbac = rbac_filters(aps, proxy, root, mesh.trust_domain)
+        routes = [sidecar_route_config(proxy, p, hosts, mesh_vss, registry_only=True) for p in ports]
+        rbac = rbac_per_route(aps, proxy, root)
         for target in sorted(proxy.inbound_ports):
             mode = port_mode(pas, proxy.namespace, proxy.labels, target, root)
             service = _inbound_service(topo, proxy, target)
-            listeners.append(inbound_listener(proxy, target, mode, service, rbac, log_file))
+            listeners.append(inbound_listener(proxy, target, mode, service, log_file))
             clusters.append(inbound_cluster(target, instance.app_port))
+            routes.append(inbound_route_config(target, service, rbac))
         clusters.append(blackhole_cluster())
-        routes = [sidecar_route_config(proxy, p, hosts, mesh_vss, registry_only=True) for p in ports]
         out[proxy.id] = ProxyConfig(listeners, clusters, routes)
     out[topo.gateway.id] = _gateway(resources, topo.gateway, hosts, drs, vss, aps, auto_mtls, mesh)
     return out
@@ -130,12 +131,12 @@ def _gateway(
         raise BackendError(
             f"the gateway has no listener port for Gateway server ports {missing}: call ensure_ports"
         )
-    rbac = rbac_filters(aps, proxy, mesh.root_namespace, mesh.trust_domain)
+    rbac = rbac_per_route(aps, proxy, mesh.root_namespace)
     log_file = mesh.access_log_file is not None
     return ProxyConfig(
-        listeners=[gateway_listener(proxy, p, log_file, rbac) for p in sorted(servers)],
+        listeners=[gateway_listener(proxy, p, log_file) for p in sorted(servers)],
         clusters=[*outbound_clusters(proxy, hosts, drs, auto_mtls, mesh.root_namespace), blackhole_cluster()],
-        routes=[gateway_route_config(proxy, p, servers[p], bound[p], hosts) for p in sorted(servers)],
+        routes=[gateway_route_config(proxy, p, servers[p], bound[p], hosts, rbac) for p in sorted(servers)],
     )
 
 
