@@ -30,6 +30,14 @@ POD_SOURCES = {
     "client": ("payments-prod", "client", "client"),
     "legacy": ("legacy", "legacy-client", "legacy-client"),
 }
+#: Istio kinds whose live objects other objects refer to (subsets, hosts, gateways, mTLS).
+LIVE_KINDS = (
+    ("networking.istio.io/v1", "DestinationRule"),
+    ("networking.istio.io/v1", "VirtualService"),
+    ("networking.istio.io/v1", "Gateway"),
+    ("networking.istio.io/v1", "ServiceEntry"),
+    ("security.istio.io/v1", "PeerAuthentication"),
+)
 #: Applied first so the objects inside them can be created in the same call.
 _FIRST = ("CustomResourceDefinition", "Namespace", "ServiceAccount")
 
@@ -87,7 +95,7 @@ class KubeLab(Lab):
                 exists = False  # kind or docker is missing; the checks say which
             checks = doctor.run_checks(cluster_exists=exists)
         else:
-            checks = doctor.check_tools()
+            checks = doctor.check_tools(("kubectl", "istioctl"))  # an existing cluster: no kind, no docker
         for check in checks:
             if check.level == "warning":
                 _say(str(check))
@@ -150,13 +158,35 @@ class KubeLab(Lab):
     # --- manifests ----------------------------------------------------------------------------------------
 
     def apply(self, src: Source) -> list[Change]:
-        """Validate, then server-side apply every object (namespaces first); tool configs are skipped."""
+        """Validate (against the apps and the Istio objects live in the cluster), then server-side apply every
+        object, namespaces first; tool configs (IstioOperator, kind Cluster) are skipped."""
         from labkit import validation
 
         resources = self._load(src)
-        context = self._load(paths.APPS) if src != paths.APPS else []
-        validation.check(resources, context=context)
+        keys = {r.key for r in resources}
+        context = [r for r in self._load(paths.APPS) + self._live_istio() if r.key not in keys]
+        for warning in validation.check(resources, context=context):
+            _say(f"warning: {warning}")
         return self._apply_resources(resources)
+
+    def _live_istio(self) -> list[Resource]:
+        """The cluster's Istio routing and policy objects, for the cross-object checks of ``apply``."""
+        bodies = []
+        for api_version, kind in LIVE_KINDS:
+            try:
+                items = self.kube.objects(api_version, kind)
+            except BackendError:
+                continue  # Istio (or this kind) is not installed
+            for obj in items:
+                meta = {
+                    k: obj["metadata"].get(k)
+                    for k in ("name", "namespace", "labels")
+                    if obj["metadata"].get(k)
+                }
+                bodies.append(
+                    {"apiVersion": api_version, "kind": kind, "metadata": meta, "spec": obj.get("spec", {})}
+                )
+        return self._load(bodies) if bodies else []
 
     def _apply_resources(self, resources: list[Resource]) -> list[Change]:
         ordered = sorted(resources, key=lambda r: _FIRST.index(r.kind) if r.kind in _FIRST else len(_FIRST))

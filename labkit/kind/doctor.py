@@ -7,6 +7,7 @@ import argparse
 import json
 import re
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -73,22 +74,25 @@ def check_docker() -> list[Check]:
     return checks
 
 
-def check_tools() -> list[Check]:
-    """kind, kubectl and istioctl are installed; istioctl is the Istio minor the lab is written for."""
+#: How each tool tells its version, and where the version is in the output.
+VERSION_COMMANDS: dict[str, tuple[list[str], Callable[[str], str]]] = {
+    "kind": (["kind", "version"], lambda out: out.split()[1]),
+    "kubectl": (
+        ["kubectl", "version", "--client", "-o", "json"],
+        lambda out: json.loads(out)["clientVersion"]["gitVersion"],
+    ),
+    "istioctl": (
+        ["istioctl", "version", "--remote=false", "-o", "json"],
+        lambda out: json.loads(out)["clientVersion"]["version"],
+    ),
+}
+
+
+def check_tools(tools: tuple[str, ...] = ("kind", "kubectl", "istioctl")) -> list[Check]:
+    """The tools are installed; istioctl is the Istio minor the lab is written for."""
     checks = []
-    for tool, argv, parse in (
-        ("kind", ["kind", "version"], lambda out: out.split()[1]),
-        (
-            "kubectl",
-            ["kubectl", "version", "--client", "-o", "json"],
-            lambda out: json.loads(out)["clientVersion"]["gitVersion"],
-        ),
-        (
-            "istioctl",
-            ["istioctl", "version", "--remote=false", "-o", "json"],
-            lambda out: json.loads(out)["clientVersion"]["version"],
-        ),
-    ):
+    for tool in tools:
+        argv, parse = VERSION_COMMANDS[tool]
         try:
             version = parse(_run(argv, timeout=30).stdout)
         except LabError as exc:

@@ -6,6 +6,7 @@ the object."""
 from __future__ import annotations
 
 import json
+import os
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -77,7 +78,10 @@ class Kube:
         configuration = client.Configuration()
         try:
             config.load_kube_config(
-                config_file=str(kubeconfig) if kubeconfig else None,
+                # KUBECONFIG read now, not when the client was imported (a notebook may set it later)
+                config_file=str(
+                    kubeconfig or os.environ.get("KUBECONFIG") or Path("~/.kube/config").expanduser()
+                ),
                 context=context,
                 client_configuration=configuration,
             )

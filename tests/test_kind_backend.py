@@ -1,0 +1,235 @@
+"""``KubeLab`` end to end on stand-ins for what this machine cannot run: fake kind/docker/istioctl/kubectl
+executables (tests/fakes/bin) and a stand-in Kubernetes API server on 127.0.0.1 (tests/fakes/apiserver.py)
+that rolls Deployments out at once and injects sidecars as the namespace label says when a pod is created.
+They check the orchestration a trainee relies on: what up() runs and in which order, reuse on a second up(),
+the sidecar diagnosis and repair, in-pod traffic parsed into outcomes, and kube mode never creating or
+deleting a cluster. The real thing is tests/test_kind_live.py (marked ``cluster``)."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+from fakes import harness
+from fakes.apiserver import FakeApiServer
+
+from labkit import manifests, metrics, paths
+from labkit.errors import BackendError
+from labkit.kind import doctor
+from labkit.kind.backend import KubeLab, _ingress
+
+ADDON = """apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: {name}, namespace: istio-system, labels: {{app: {name}}}}}
+spec:
+  replicas: 1
+  selector: {{matchLabels: {{app: {name}}}}}
+  template:
+    metadata: {{labels: {{app: {name}}}}}
+    spec: {{containers: [{{name: {name}, image: {name}}}]}}
+"""
+
+
+def _environment(tmp_path, monkeypatch):
+    fake = harness.install(tmp_path, monkeypatch)
+    api = FakeApiServer().start()
+    monkeypatch.setenv("FAKE_API_SERVER", api.url)
+    addons = tmp_path / "istio-1.31.1" / "samples" / "addons"
+    addons.mkdir(parents=True)
+    for name in ("prometheus", "kiali"):
+        (addons / f"{name}.yaml").write_text(ADDON.format(name=name))
+    monkeypatch.setenv("ISTIO_HOME", str(tmp_path / "istio-1.31.1"))
+    monkeypatch.setattr(
+        doctor, "HOST_PORTS", ()
+    )  # this shared machine's 8080 may be busy; see test_kind_doctor
+    return fake, api
+
+
+@pytest.fixture
+def env(tmp_path, monkeypatch):
+    fake, api = _environment(tmp_path, monkeypatch)
+    yield fake, api
+    api.stop()
+
+
+@pytest.fixture(scope="module")
+def running(tmp_path_factory):
+    """One lab brought up once for the tests that only read from it (up() is the slow part)."""
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        fake, api = _environment(tmp_path_factory.mktemp("running"), monkeypatch)
+        lab = KubeLab("kind")
+        lab.up()
+        yield fake, api, lab
+        api.stop()
+
+
+def _steps(fake) -> list[str]:
+    return [" ".join(c[:3]) for c in fake.calls() if c[1] not in ("version", "info")]
+
+
+def test_up_builds_the_whole_lab_in_order_and_reports_it_healthy(env):
+    fake, api = env
+    status = KubeLab("kind").up()
+    assert _steps(fake) == [
+        "kind get clusters",  # doctor: is the cluster there already?
+        "kind get clusters",  # create: reuse or create
+        "kind create cluster",
+        "docker build -t",
+        "kind load docker-image",
+        "istioctl install -y",
+        "kind get clusters",  # status: the cluster is there
+    ]
+    assert status.healthy, str(status)
+    by_name = {w.name: w for w in status.workloads}
+    assert {"currency-converter-v1", "currency-converter-v2", "client", "legacy-client", "fx-rates"} <= set(
+        by_name
+    )
+    assert by_name["currency-converter-v2"].sidecar and by_name["client"].sidecar
+    assert not by_name["legacy-client"].sidecar  # namespace legacy is outside the mesh on purpose
+    assert status.ingress_url == "http://127.0.0.1:8080"
+    applied = [r for r in api.writes() if "/deployments/currency-converter-v1" in r.path]
+    assert applied and "fieldManager=labkit" in applied[0].path
+
+
+def test_second_up_reuses_the_cluster_and_istio(env):
+    fake, _ = env
+    lab = KubeLab("kind")
+    lab.up()
+    before = len(fake.calls())
+    lab.up()
+    again = _steps(fake)[len([c for c in fake.calls()[:before] if c[1] not in ("version", "info")]) :]
+    assert "kind create cluster" not in again and "istioctl install -y" not in again
+
+
+def test_up_refuses_with_the_doctor_lines_when_docker_is_down(env):
+    fake, _ = env
+    fake.docker_down()
+    with pytest.raises(
+        BackendError, match=r"cannot start \(`labkit doctor`\):\n  \[error\] Docker daemon not reach"
+    ):
+        KubeLab("kind").up()
+    assert not [c for c in fake.calls("kind") if c[1] == "create"]
+
+
+def _pods_started_before_injection(api):
+    """The trainee pitfall: the apps' pods exist from before payments-prod was labelled for injection."""
+    for r in manifests.load(paths.APPS / "currency-converter.yaml") + manifests.load(
+        paths.APPS / "client.yaml"
+    ):
+        body = copy.deepcopy(r.body)
+        if r.kind == "Namespace":
+            body["metadata"]["labels"] = {}
+        if r.kind in ("Namespace", "Deployment"):
+            api.store(body)
+
+
+def test_pods_without_sidecar_are_diagnosed_then_restarted_by_up(env):
+    fake, api = env
+    fake.add_cluster("meshlab")
+    lab = KubeLab("kind")
+    lab.up()
+    _pods_started_before_injection(api)
+    api.objects["/api/v1/namespaces/payments-prod"]["metadata"]["labels"] = {"istio-injection": "enabled"}
+    problems = lab.status().problems
+    assert any(
+        "has no istio-proxy container (1/1, not 2/2)" in p
+        and "kubectl rollout restart deployment/currency-converter-v1 -n payments-prod" in p
+        for p in problems
+    ), problems
+    status = lab.up()
+    assert status.healthy, str(status)
+    restarts = [r for r in api.writes() if r.headers.get("Content-Type") == "application/merge-patch+json"]
+    assert {r.path.split("?")[0].rsplit("/", 1)[1] for r in restarts} == {
+        "currency-converter-v1",
+        "currency-converter-v2",
+        "client",
+    }
+
+
+def test_send_from_client_runs_load_py_in_the_pod_and_parses_outcomes(running):
+    fake, _, lab = running
+    url = "http://currency-converter.payments-prod:8080/convert?from=NOK&to=EUR&amount=100"
+    result = lab.send(url, n=20, qps=50, headers={"x-canary": "true"})
+    assert len(result) == 20
+    assert result.split() == pytest.approx({"v1": 0.9, "v2": 0.1})
+    call = [c for c in fake.calls("kubectl") if "exec" in c][-1]
+    assert call[call.index("exec") :] == [
+        "exec", "-n", "payments-prod", "deploy/client", "-c", "client", "--",
+        "python", "load.py", "--url", url, "--n", "20", "--concurrency", "8", "--qps", "50",
+        "--header", "x-canary: true",
+    ]  # fmt: skip
+    assert call[1:3] == ["--context", "kind-meshlab"]
+
+
+def test_send_from_legacy_uses_the_pod_outside_the_mesh(running):
+    fake, _, lab = running
+    lab.send("http://currency-converter.payments-prod:8080/convert", n=3, source="legacy")
+    call = [c for c in fake.calls("kubectl") if "exec" in c][-1]
+    assert call[call.index("exec") + 1 : call.index("--")] == [
+        "-n",
+        "legacy",
+        "deploy/legacy-client",
+        "-c",
+        "legacy-client",
+    ]
+
+
+def test_ingress_resolver_targets_the_mapped_port_with_the_host_header():
+    assert _ingress("http://cc.example.com/convert?from=NOK") == (
+        "http://127.0.0.1:8080/convert?from=NOK",
+        {"Host": "cc.example.com"},
+    )
+
+
+def test_client_resolver_points_to_send():
+    with pytest.raises(BackendError, match=r"use lab.send\(url, n=..., source='client'\)"):
+        KubeLab("kind").resolver("client")
+
+
+def test_metrics_have_the_local_backends_shape(running):
+    _, api, lab = running
+    labels = {
+        "reporter": "destination",
+        "destination_version": "v2",
+        "connection_security_policy": "mutual_tls",
+    }
+    api.prometheus = [
+        {"metric": {"__name__": "istio_requests_total", **labels}, "value": [1764250000.1, "7"]}
+    ]
+    samples = lab.metrics()
+    assert all(isinstance(s, metrics.RequestCount) for s in samples)
+    assert metrics.total(samples, destination_version="v2", connection_security_policy="mutual_tls") == 7.0
+
+
+def test_access_log_keeps_only_access_lines_of_the_proxy(running):
+    _, api, lab = running
+    [pod] = [o for p, o in api.objects.items() if "/pods/currency-converter-v1-" in p]
+    api.logs[f"payments-prod/{pod['metadata']['name']}/istio-proxy"] = (
+        "2026-11-27T10:00:00.000000Z\tinfo\tEnvoy proxy is ready\n"
+        '[2026-11-27T10:00:01.000Z] "GET /convert HTTP/1.1" 200 - via_upstream - "-" 0 57 3 2 "-" "py" "id" '
+        '"currency-converter:8080" "10.244.0.7:8080" inbound|8080|| 127.0.0.6:0 10.244.0.7:8080 '
+        "10.244.0.9:0 - default\n"
+    )
+    [line] = lab.access_log("currency-converter-v1")
+    assert line.startswith("[2026-11-27T10:00:01.000Z]") and "inbound|8080||" in line
+
+
+def test_down_deletes_the_kind_cluster(env):
+    fake, _ = env
+    fake.add_cluster("meshlab")
+    KubeLab("kind").down()
+    assert fake.calls("kind")[-1][1:4] == ["delete", "cluster", "--name"]
+
+
+def test_kube_mode_never_creates_or_deletes_a_cluster(env, tmp_path, monkeypatch):
+    fake, api = env
+    monkeypatch.setenv(
+        "KUBECONFIG", str(api.kubeconfig(tmp_path / "user-kubeconfig", context="team-cluster"))
+    )
+    lab = KubeLab("kube", context="team-cluster")
+    status = lab.up()
+    lab.down()
+    assert status.up and status.ingress_url is None
+    assert fake.calls("kind") == [] and fake.calls("docker") == []
+    install = [c for c in fake.calls("istioctl") if c[1] == "install"]
+    assert install and install[0][-2:] == ["--context", "team-cluster"]
