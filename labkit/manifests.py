@@ -116,7 +116,8 @@ def display_source(source: str) -> str:
 
 def load(src: Source) -> list[Resource]:
     """Read every object from a file, a folder (``*.yaml``/``*.yml``, recursively, sorted), YAML text, a dict
-    or a list of dicts; ``kind: List`` is expanded. Bad input: ManifestError naming file and document."""
+    or a list of dicts; ``kind: List`` is expanded. Bad input: ManifestError naming file and document.
+    A one-line string is a path unless it holds a colon and names nothing on disk (then it is YAML text)."""
     if isinstance(src, Mapping):
         return _objects(dict(src), "<dict>", 0)
     if isinstance(src, os.PathLike) or (isinstance(src, str) and _looks_like_path(src)):
@@ -134,9 +135,10 @@ def load(src: Source) -> list[Resource]:
 
 
 def _looks_like_path(text: str) -> bool:
+    """One line naming a file/folder, ending in .yaml/.yml, or without a colon (so it cannot be an object)."""
     if "\n" in text:
         return False
-    return text.endswith((".yaml", ".yml")) or os.path.exists(text)
+    return text.endswith((".yaml", ".yml")) or ":" not in text or os.path.exists(text)
 
 
 def _load_path(path: Path) -> list[Resource]:

@@ -23,6 +23,7 @@ import json
 import pkgutil
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import jsonschema
@@ -105,7 +106,7 @@ def main(paths_: Sequence[str]) -> int:
     unreadable = 0
     for path in paths_:
         try:
-            resources += manifests.load(path)
+            resources += manifests.load(Path(path))
         except ManifestError as exc:
             print(f"error: {exc}")
             unreadable += 1
@@ -165,15 +166,23 @@ def _unknown_kind(r: Resource) -> Finding:
             f"set apiVersion: {versions[0]}",
         )
     close = difflib.get_close_matches(r.kind, sorted({kind for _, kind in known}), n=1)
-    hint = f"did you mean {close[0]}? " if close else ""
+    if close:
+        return _finding(
+            r,
+            "error",
+            "schema",
+            "kind",
+            f"unknown kind {r.kind!r} in {r.api_version} (did you mean {close[0]}?)",
+            f"write kind: {close[0]}",
+        )
     return _finding(
         r,
         "error",
         "schema",
         "kind",
         f"unknown kind {r.kind!r} in {r.api_version}",
-        f"{hint}this lab checks the Kubernetes {KUBERNETES_VERSION} built-in kinds and Istio's kinds "
-        "(VirtualService, DestinationRule, Gateway, ServiceEntry, PeerAuthentication, ...)",
+        f"check the spelling; this lab checks the Kubernetes {KUBERNETES_VERSION} built-in kinds and Istio's "
+        "kinds (VirtualService, DestinationRule, Gateway, ServiceEntry, PeerAuthentication, ...)",
     )
 
 

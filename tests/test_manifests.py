@@ -94,7 +94,7 @@ def test_kind_cluster_config_needs_no_metadata() -> None:
     assert (cluster.group, cluster.kind, cluster.name) == ("kind.x-k8s.io", "Cluster", "")
 
 
-@pytest.mark.parametrize("missing", ["no/such/file.yaml", Path("no/such/folder")])
+@pytest.mark.parametrize("missing", ["no/such/file.yaml", "no/such/folder", Path("no/such/folder")])
 def test_missing_path_is_named(missing: str | Path) -> None:
     with pytest.raises(ManifestError, match=r"no/such/(file\.yaml|folder): no such file or folder"):
         manifests.load(missing)
@@ -134,7 +134,7 @@ def test_not_an_object_is_rejected(text: str, expected: str) -> None:
 def test_path_like_strings_are_paths_and_other_strings_yaml(tmp_path: Path) -> None:
     with pytest.raises(ManifestError, match="missing.yml: no such file"):
         manifests.load("missing.yml")
-    # A one-line string that is not a path is YAML text.
+    # A one-line string with a colon that names nothing on disk is YAML text.
     (ns,) = manifests.load("{apiVersion: v1, kind: Namespace, metadata: {name: x}}")
     assert ns.source == "<string>"
 

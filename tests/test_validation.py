@@ -1,0 +1,348 @@
+"""labkit.validation: the lab's own manifests pass, and every typical trainee mistake in tests/broken/ is
+reported with its file, document, object and field, at the stage the real cluster would catch it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from labkit import cli, manifests, paths, validation
+from labkit.errors import ManifestError, ValidationError
+
+BROKEN = Path(__file__).parent / "broken"
+DESTINATION_RULE = paths.MESH / "destination-rule-currency-converter.yaml"
+
+
+@pytest.fixture(scope="module")
+def context() -> list[manifests.Resource]:
+    """The lab as the canary lessons find it: the apps plus the DestinationRule with subsets v1 and v2."""
+    return manifests.load(paths.APPS) + manifests.load(DESTINATION_RULE)
+
+
+def findings_for(name: str, context: list[manifests.Resource]) -> list[validation.Finding]:
+    return validation.validate(manifests.load(BROKEN / name), context=context)
+
+
+def cluster_config_files() -> list[Path]:
+    return sorted(p for p in paths.CLUSTER_CONFIG.rglob("*") if p.suffix in (".yaml", ".yml"))
+
+
+@pytest.mark.parametrize(
+    "path", cluster_config_files(), ids=lambda p: str(p.relative_to(paths.CLUSTER_CONFIG))
+)
+def test_every_cluster_config_file_validates(path: Path, context: list[manifests.Resource]) -> None:
+    resources = manifests.load(path)
+    findings = validation.validate(resources, context=context)
+    if path.name == "virtual-service-currency-converter-missing-subset.yaml":  # the deliberate mistake
+        assert [(f.stage, f.field) for f in findings] == [
+            ("analysis", "spec.http[0].route[1].destination.subset")
+        ]
+    else:
+        assert findings == [], "\n".join(map(str, findings))
+    validation.check(resources, context=context)  # nothing the cluster would reject
+
+
+VS, DR, PA = (
+    "VirtualService/currency-converter",
+    "DestinationRule/currency-converter",
+    "PeerAuthentication/default",
+)
+DEPLOY = "Deployment/currency-converter-v3"
+ROUTE = "spec.http[0].route"
+
+# file, document (1-based), Kind/name, field, stage, severity, words of the message
+BROKEN_CASES = [
+    (
+        "unknown-kind.yaml",
+        1,
+        "VirtualServce/currency-converter",
+        "kind",
+        "schema",
+        "error",
+        "did you mean VirtualService",
+    ),
+    (
+        "unknown-field-weigth.yaml",
+        1,
+        VS,
+        f"{ROUTE}[1].weigth",
+        "schema",
+        "error",
+        "unknown field 'weigth' (did you mean 'weight'?)",
+    ),
+    (
+        "misspelled-destinaton.yaml",
+        1,
+        VS,
+        f"{ROUTE}[0].destinaton",
+        "schema",
+        "error",
+        "did you mean 'destination'",
+    ),
+    (
+        "wrong-type-weight.yaml",
+        1,
+        VS,
+        f"{ROUTE}[0].weight",
+        "schema",
+        "error",
+        "'ninety' is not a whole number",
+    ),
+    (
+        "fault-abort-typo.yaml",
+        1,
+        VS,
+        "spec.http[0].fault.abort.httpStatuss",
+        "schema",
+        "error",
+        "'httpStatus'?",
+    ),
+    ("missing-subset.yaml", 1, VS, f"{ROUTE}[1].destination.subset", "analysis", "error", "subset 'v3'"),
+    ("weight-total-zero.yaml", 1, VS, ROUTE, "admission", "error", "add up to 0"),
+    ("negative-weight.yaml", 1, VS, f"{ROUTE}[1].weight", "admission", "error", "weight -10 is negative"),
+    (
+        "bad-host.yaml",
+        1,
+        VS,
+        f"{ROUTE}[0].destination.host",
+        "analysis",
+        "error",
+        "no Service or ServiceEntry",
+    ),
+    ("http-rule-without-route.yaml", 1, VS, "spec.http[0]", "admission", "error", "no route, redirect or"),
+    (
+        "port-level-mtls-without-selector.yaml",
+        1,
+        PA,
+        "spec.portLevelMtls",
+        "admission",
+        "error",
+        "needs a workload selector",
+    ),
+    (
+        "duplicate-resource.yaml",
+        2,
+        DR,
+        "metadata.name",
+        "admission",
+        "error",
+        "already defined in tests/broken/duplicate-resource.yaml (document 1)",
+    ),
+    (
+        "wrong-api-version.yaml",
+        1,
+        VS,
+        "apiVersion",
+        "schema",
+        "error",
+        "istio.io/v2; it exists in networking.istio.io/v1, networking.istio.io/v1beta1",
+    ),
+    (
+        "virtual-service-in-security-group.yaml",
+        1,
+        VS,
+        "apiVersion",
+        "schema",
+        "error",
+        "not exist in security.istio.io/v1; it exists in networking.istio.io/v1",
+    ),
+    (
+        "deployment-wrong-type.yaml",
+        1,
+        DEPLOY,
+        "spec.replicas",
+        "schema",
+        "error",
+        "'two' is not a whole number",
+    ),
+    (
+        "deployment-unknown-field.yaml",
+        1,
+        DEPLOY,
+        "spec.template.spec.contianers",
+        "schema",
+        "error",
+        "did you mean 'containers'",
+    ),
+    (
+        "peer-authentication-strikt.yaml",
+        1,
+        PA,
+        "spec.mtls.mode",
+        "schema",
+        "error",
+        "'STRIKT' is not an allowed value",
+    ),
+    (
+        "subset-labels-match-nothing.yaml",
+        1,
+        DR,
+        "spec.subsets[1].labels",
+        "analysis",
+        "warning",
+        "has the labels version=v9",
+    ),
+]
+
+
+@pytest.mark.parametrize(("name", "document", "obj", "field", "stage", "severity", "words"), BROKEN_CASES)
+def test_broken_manifest_is_reported_precisely(
+    name: str,
+    document: int,
+    obj: str,
+    field: str,
+    stage: str,
+    severity: str,
+    words: str,
+    context: list[manifests.Resource],
+) -> None:
+    findings = findings_for(name, context)
+    matching = [f for f in findings if f.field == field]
+    assert matching, f"no finding for {field}; got:\n" + "\n".join(map(str, findings))
+    finding = matching[0]
+    assert (f"{finding.kind}/{finding.name}", finding.index + 1) == (obj, document)
+    assert (finding.stage, finding.severity) == (stage, severity)
+    assert words in finding.message
+    assert finding.fix
+    line = str(finding)
+    assert line.startswith(f"{severity}: tests/broken/{name} (document {document}) {obj} {field}: ")
+    assert "\n" not in line and f"Fix: {finding.fix}" in line
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        (
+            "malformed-yaml.yaml",
+            "tests/broken/malformed-yaml.yaml (document 2): invalid YAML at line 15, column 7",
+        ),
+        ("empty.yaml", "tests/broken/empty.yaml: no Kubernetes objects"),
+        ("not-an-object.yaml", "tests/broken/not-an-object.yaml (document 1): expected a Kubernetes object"),
+    ],
+)
+def test_unreadable_manifest_names_file_and_document(name: str, expected: str) -> None:
+    with pytest.raises(ManifestError) as exc:
+        manifests.load(BROKEN / name)
+    assert expected in str(exc.value)
+
+
+def test_every_broken_file_is_covered() -> None:
+    covered = {case[0] for case in BROKEN_CASES} | {"malformed-yaml.yaml", "empty.yaml", "not-an-object.yaml"}
+    assert covered == {p.name for p in BROKEN.glob("*.yaml")}
+
+
+def test_weights_not_summing_to_100_only_warn(context: list[manifests.Resource]) -> None:
+    vs = manifests.canary_virtual_service("currency-converter", {"v1": 75, "v2": 35})
+    findings = validation.check(manifests.load(vs), context=context)
+    assert [(f.severity, f.stage, f.field) for f in findings] == [
+        ("warning", "analysis", "spec.http[0].route")
+    ]
+    assert "add up to 110" in findings[0].message
+    assert "relative weights: v1 68.2%, v2 31.8%" in findings[0].message
+
+
+def test_canary_builder_output_is_clean(context: list[manifests.Resource]) -> None:
+    vs = manifests.canary_virtual_service("currency-converter", {"v1": 90, "v2": 10})
+    assert validation.validate(manifests.load(vs), context=context) == []
+
+
+def test_check_lets_a_missing_subset_through_to_teach_503_nc(context: list[manifests.Resource]) -> None:
+    resources = manifests.load(BROKEN / "missing-subset.yaml")
+    (finding,) = validation.check(resources, context=context)
+    assert (finding.severity, finding.stage) == ("warning", "analysis")
+    assert "503 and flag NC" in finding.message
+    with pytest.raises(ValidationError):
+        validation.check(resources, context=context, strict=True)
+
+
+def test_check_raises_on_what_istiod_rejects(context: list[manifests.Resource]) -> None:
+    with pytest.raises(ValidationError) as exc:
+        validation.check(manifests.load(BROKEN / "weight-total-zero.yaml"), context=context)
+    assert [(f.stage, f.field) for f in exc.value.findings] == [("admission", "spec.http[0].route")]
+    assert "tests/broken/weight-total-zero.yaml (document 1) VirtualService/currency-converter" in str(
+        exc.value
+    )
+
+
+def test_v1beta1_is_validated_like_v1(context: list[manifests.Resource]) -> None:
+    vs = manifests.canary_virtual_service("currency-converter", {"v1": 90, "v2": 10})
+    good = {**vs, "apiVersion": "networking.istio.io/v1beta1"}
+    assert validation.validate(manifests.load(good), context=context) == []
+    route = good["spec"]["http"][0]["route"][0]
+    bad = {**good, "spec": {**good["spec"], "http": [{"route": [{**route, "wieght": 5}]}]}}
+    (finding,) = validation.validate(manifests.load(bad), context=context)
+    assert (finding.field, finding.source) == ("spec.http[0].route[0].wieght", "<dict>")
+
+
+def test_short_host_resolves_in_the_virtual_services_namespace(context: list[manifests.Resource]) -> None:
+    vs = manifests.canary_virtual_service("currency-converter", {"v1": 100}, namespace="default")
+    (finding,) = validation.validate(manifests.load(vs), context=context)
+    assert finding.field == "spec.http[0].route[0].destination.host"
+    assert "means currency-converter.default.svc.cluster.local" in finding.message
+    assert "currency-converter.payments-prod.svc.cluster.local" in finding.fix
+
+
+def test_service_entry_hosts_count_as_known(context: list[manifests.Resource]) -> None:
+    entry = manifests.load(paths.MESH / "service-entry-fx-rates.yaml")
+    vs = {
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "VirtualService",
+        "metadata": {"name": "fx", "namespace": "payments-prod"},
+        "spec": {
+            "hosts": ["api.fxrates.example"],
+            "http": [{"route": [{"destination": {"host": "api.fxrates.example"}}]}],
+        },
+    }
+    assert validation.validate(manifests.load(vs), context=context + entry) == []
+    (finding,) = validation.validate(manifests.load(vs), context=context)
+    assert finding.field == "spec.http[0].route[0].destination.host"
+
+
+def test_free_form_maps_stay_open(context: list[manifests.Resource]) -> None:
+    # Header names, labels and selectors are user data, not schema fields.
+    header_match = manifests.load(paths.MESH / "virtual-service-currency-converter-header-match.yaml")
+    assert validation.validate(header_match, context=context) == []
+    body = header_match[0].body
+    body = {**body, "metadata": {**body["metadata"], "labels": {"team": "payments", "anything-goes": "yes"}}}
+    assert validation.validate(manifests.load(body), context=context) == []
+
+
+def test_cross_file_duplicates_are_alternatives_not_errors(context: list[manifests.Resource]) -> None:
+    both = manifests.load(paths.MESH / "peer-authentication-strict.yaml") + manifests.load(
+        paths.MESH / "peer-authentication-permissive.yaml"
+    )
+    (finding,) = validation.validate(both, context=context)
+    assert (finding.severity, finding.field) == ("warning", "metadata.name")
+    assert "only the last one stays" in finding.message
+
+
+def test_cli_exit_codes_and_output(capsys: pytest.CaptureFixture[str]) -> None:
+    canary = [
+        str(paths.APPS),
+        str(DESTINATION_RULE),
+        str(paths.MESH / "virtual-service-currency-converter-90-10.yaml"),
+    ]
+    assert cli.main(["validate", *canary]) == 0
+    out = capsys.readouterr().out
+    objects = len(manifests.load(paths.APPS)) + 2
+    assert out.strip().splitlines() == [f"{objects} object(s) checked: 0 error(s), 0 warning(s)"]
+
+    assert cli.main(["validate", str(BROKEN / "unknown-field-weigth.yaml"), str(DESTINATION_RULE)]) == 1
+    out = capsys.readouterr().out
+    assert (
+        "error: tests/broken/unknown-field-weigth.yaml (document 1) VirtualService/currency-converter "
+        "spec.http[0].route[1].weigth: unknown field 'weigth'" in out
+    )
+    assert out.strip().splitlines()[-1] == "2 object(s) checked: 1 error(s), 0 warning(s)"
+
+    assert cli.main(["validate", str(BROKEN / "subset-labels-match-nothing.yaml")]) == 0  # warnings only
+    assert "1 warning(s)" in capsys.readouterr().out
+
+    assert cli.main(["validate", str(BROKEN / "empty.yaml"), str(DESTINATION_RULE)]) == 1
+    out = capsys.readouterr().out
+    assert "error: tests/broken/empty.yaml: no Kubernetes objects" in out
+    assert "1 object(s) checked: 1 error(s)" in out
+
+    assert cli.main(["validate", "no/such/dir"]) == 1
+    assert "no/such/dir: no such file or folder" in capsys.readouterr().out
