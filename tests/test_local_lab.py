@@ -9,7 +9,6 @@ import http.client
 import os
 import socket
 import ssl
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -20,7 +19,7 @@ import pytest
 import yaml
 from scipy.stats import binomtest
 
-from labkit import metrics, paths
+from labkit import metrics, paths, traffic
 from labkit.errors import LabError, ManifestError, PortInUseError, UnsupportedError
 from labkit.local import processes, telemetry
 from labkit.local.backend import LocalLab
@@ -135,7 +134,8 @@ def test_strict_sidecar_rejects_a_rogue_ca_with_the_right_spiffe_id(lab, tmp_pat
 def test_permissive_accepts_plaintext_and_mtls(lab):
     assert lab.apply(MESH / "peer-authentication-permissive.yaml")[0].action == "configured"
     try:
-        assert lab.send(URL, n=10, source="legacy", concurrency=2).codes() == {200: 10}
+        plain = lab.send(URL, n=10, source="legacy", concurrency=2)
+        assert plain.codes() == {200: 10}
         assert get(lab)[0] == 200
     finally:
         lab.apply(MESH / "peer-authentication-strict.yaml")
@@ -145,24 +145,27 @@ def test_permissive_accepts_plaintext_and_mtls(lab):
 def test_header_match_routes_testers_to_v2(lab):
     lab.apply(MESH / "virtual-service-currency-converter-header-match.yaml")
     try:
-        assert lab.send(URL, n=20, headers={"x-canary": "true"}, concurrency=2).counts() == {"v2": 20}
-        assert lab.send(URL, n=20, concurrency=2).counts() == {"v1": 20}
+        testers = lab.send(URL, n=20, headers={"x-canary": "true"}, concurrency=2)
+        assert testers.counts() == {"v2": 20}, testers.codes()
+        others = lab.send(URL, n=20, concurrency=2)
+        assert others.counts() == {"v1": 20}, others.codes()
     finally:
         lab.apply(MESH / "virtual-service-currency-converter-90-10.yaml")
 
 
-def test_authorization_policy_denies_with_403_and_delete_restores(lab):
-    lab.apply(MESH / "authorization-policy-currency-converter-allow-client.yaml")
-    assert get(lab)[0] == 200  # the client's SPIFFE identity is allowed
-    changes = lab.apply(MESH / "authorization-policy-currency-converter-deny-all.yaml")
-    assert [c.action for c in changes] == ["created"]
-    status, body, _ = get(lab)
-    assert (status, body) == (403, "RBAC: access denied")
-    assert [c.action for c in lab.delete(MESH / "authorization-policy-currency-converter-deny-all.yaml")] == [
-        "deleted"
-    ]
-    assert get(lab)[0] == 200
-    lab.delete(MESH / "authorization-policy-currency-converter-allow-client.yaml")
+def test_authorization_policy_denies_with_403_and_allow_rules_open_it_again(lab):
+    deny_all = MESH / "authorization-policy-currency-converter-deny-all.yaml"
+    allow_client = MESH / "authorization-policy-currency-converter-allow-client.yaml"
+    try:
+        assert [c.action for c in lab.apply(deny_all)] == ["created"]
+        assert get(lab)[:2] == (403, "RBAC: access denied")
+        lab.apply(allow_client)  # ALLOW policies add up: the client's SPIFFE identity may GET /convert*
+        assert get(lab)[0] == 200
+        assert get(lab, URL.replace("/convert", "/healthz"))[0] == 403
+    finally:
+        deleted = [c.action for c in lab.delete(deny_all) + lab.delete(allow_client)]
+    assert deleted == ["deleted", "deleted"]
+    assert get(lab, URL.replace("/convert", "/healthz"))[0] == 200
 
 
 def test_registry_only_blocks_unknown_hosts_until_a_service_entry(lab):
@@ -222,20 +225,28 @@ def test_deployment_env_change_restarts_it_and_a_route_timeout_gives_504(lab):
 
 def test_live_weight_change_under_keepalive_traffic_drops_nothing(lab):
     lab.set_weights("currency-converter", v1=100, v2=0)
-    box = {}
-    runner = threading.Thread(target=lambda: box.update(r=lab.send(URL, duration=3.0, concurrency=4)))
-    start = time.monotonic()
-    runner.start()
-    time.sleep(1.0)
-    swap = time.monotonic() - start
-    lab.set_weights("currency-converter", v1=0, v2=100)
-    runner.join(timeout=30)
-    lab.apply(MESH / "virtual-service-currency-converter-90-10.yaml")
-    outcomes = box["r"].outcomes
-    assert all(o.status == 200 for o in outcomes), box["r"].codes()
-    assert {o.version for o in outcomes if o.t < swap - 0.1} == {"v1"}
-    late = {o.version for o in outcomes if o.t > swap + 1.0}
-    assert late == {"v2"}
+    outcomes: list[traffic.Outcome] = []
+    stream = traffic.Stream(lab.resolver("client"), URL, qps=200, concurrency=4, on_batch=outcomes.extend)
+
+    def wait_for(predicate) -> None:
+        deadline = time.monotonic() + 20
+        while not predicate() and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+    stream.start()
+    try:
+        wait_for(lambda: len(outcomes) >= 100)
+        swap_start = time.monotonic() - stream.started
+        lab.set_weights("currency-converter", v1=0, v2=100)
+        swap_end = time.monotonic() - stream.started
+        wait_for(lambda: sum(o.t > swap_end for o in outcomes) >= 100)
+    finally:
+        stream.stop()
+        lab.apply(MESH / "virtual-service-currency-converter-90-10.yaml")
+    assert all(o.status == 200 for o in outcomes), [o for o in outcomes if o.status != 200][:3]
+    assert {o.version for o in outcomes if o.t < swap_start} == {"v1"}
+    after = [o.version for o in outcomes if o.t > swap_end]  # set_weights returns once Envoy routes anew
+    assert len(after) >= 100 and set(after) == {"v2"}
 
 
 def test_resolver_like_dns_and_sidecars(lab):

@@ -83,11 +83,11 @@ def test_a_process_that_ignores_sigterm_is_killed(tmp_path):
 
 def test_atomic_write_replaces_by_rename_and_skips_unchanged_content(tmp_path):
     path = tmp_path / "cfg" / "cds.yaml"
-    assert envoy.write_atomic(path, envoy.dump([{"name": "a"}]))
+    assert envoy.write_atomic(path, envoy.dump([{"name": "a"}])[0])
     inode = path.stat().st_ino
-    assert not envoy.write_atomic(path, envoy.dump([{"name": "a"}]))
+    assert not envoy.write_atomic(path, envoy.dump([{"name": "a"}])[0])
     assert path.stat().st_ino == inode  # untouched: Envoy is not woken for nothing
-    assert envoy.write_atomic(path, envoy.dump([{"name": "b"}]))
+    assert envoy.write_atomic(path, envoy.dump([{"name": "b"}])[0])
     assert path.stat().st_ino != inode  # a rename, which is what Envoy's directory watch reacts to
     assert list(path.parent.iterdir()) == [path]  # no temporary file left behind
 

@@ -22,7 +22,6 @@ from urllib.parse import urlsplit, urlunsplit
 
 import psutil
 import yaml
-from labkit.local.translate import ProxyConfig, check_supported, translate
 
 from labkit import manifests, paths
 from labkit.errors import BackendError, LabError, PortInUseError, UnsupportedError
@@ -30,6 +29,7 @@ from labkit.lab import Change, Lab, Status, WorkloadStatus
 from labkit.local import envoy, processes, telemetry
 from labkit.local.ca import LocalCA
 from labkit.local.topology import Proxy, Topology, build_topology, ensure_gateway_port, safe_name
+from labkit.local.translate import ProxyConfig, check_supported, ensure_ports, translate
 from labkit.manifests import Resource
 from labkit.mesh import MeshSettings, load_mesh_settings
 
@@ -51,11 +51,18 @@ def _is_istio(res: Resource) -> bool:
 
 
 class _Ports:
-    """Hands out ports in call order, replaying the persisted list first: the same apps get the same ports."""
+    """The lab's 127.0.0.1 ports, persisted so a new kernel finds the same lab.
+
+    The topology of the apps takes its ports in a fixed call order, so replaying the saved sequence gives it
+    the same ports again. Listener ports added later for applied ServiceEntries and Gateways depend on the
+    order things were applied, so those are saved per proxy instead and restored as they were.
+    """
 
     def __init__(self, file: Path) -> None:
         self.file = file
-        self.ports: list[int] = json.loads(file.read_text()) if file.is_file() else []
+        saved = json.loads(file.read_text()) if file.is_file() else {}
+        self.ports: list[int] = saved.get("sequence", [])
+        self.listeners: dict[str, dict[str, dict[str, int]]] = saved.get("listeners", {})
         self.next = 0
 
     def __call__(self) -> int:
@@ -72,8 +79,22 @@ class _Ports:
             if port not in self.ports:
                 return port
 
-    def save(self) -> None:
-        envoy.write_atomic(self.file, json.dumps(self.ports))
+    def restore(self, topo: Topology) -> None:
+        """Give the proxies their saved extra listener ports; from now on, hand out only new ports."""
+        base = set(self.ports[: self.next])
+        for proxy in topo.proxies.values():
+            saved = self.listeners.get(proxy.id, {})
+            for mine, ports in (("outbound", proxy.outbound_ports), ("gateway", proxy.gateway_ports)):
+                for port, local in saved.get(mine, {}).items():
+                    if local not in base:  # an apps change can hand a saved port to an app: allocate anew
+                        ports.setdefault(int(port), local)
+        self.next = len(self.ports)
+
+    def save(self, topo: Topology) -> None:
+        listeners = {
+            p.id: {"outbound": p.outbound_ports, "gateway": p.gateway_ports} for p in topo.proxies.values()
+        }
+        envoy.write_atomic(self.file, json.dumps({"sequence": self.ports, "listeners": listeners}))
 
 
 class LocalLab(Lab):
@@ -121,18 +142,21 @@ class LocalLab(Lab):
         validation.check(apps)
         envoy.write_atomic(marker, digest)
 
-    def _topology(self, apps: list[Resource], save: bool = False) -> Topology:
+    def _topology(self, apps: list[Resource], istio: list[Resource], save: bool = False) -> Topology:
+        """The topology with its persisted ports, plus listener ports the applied ``istio`` objects need."""
         ports = _Ports(self._ports_file)
         topo = build_topology(apps, self.state, ports)
         ensure_gateway_port(topo, 80, ports)  # the ingress URL exists from the start, like kind's NodePort
-        if save:
-            ports.save()
+        ports.restore(topo)
+        if ensure_ports(istio, topo, ports) or save:
+            ports.save(topo)
         return topo
 
     def _current(self) -> Topology | None:
         """The lab's topology (rebuilt from the state folder in a new kernel), or None if never started."""
         if self._topo is None and self._ports_file.is_file():
-            self._topo = self._topology(self._apps(self._applied()))
+            applied = self._applied()
+            self._topo = self._topology(self._apps(applied), [r for r in applied if _is_istio(r)])
         return self._topo
 
     def _mesh_settings(self) -> MeshSettings:
@@ -209,8 +233,9 @@ class LocalLab(Lab):
         applied = self._applied()
         apps = self._apps(applied)
         self._validate_apps(apps)
-        topo = self._topology(apps, save=True)
-        configs = translate([r for r in applied if _is_istio(r)], topo, self._mesh_settings())
+        istio = [r for r in applied if _is_istio(r)]
+        topo = self._topology(apps, istio, save=True)
+        configs = translate(istio, topo, self._mesh_settings())
         self._topo = topo
 
         ca = LocalCA(self.state / "ca", trust_domain=self._mesh_settings().trust_domain)
@@ -251,7 +276,7 @@ class LocalLab(Lab):
         )
         self._check_ports_free(owners)
 
-        envoy.write_configs([(p, configs[p.id]) for p in proxies])
+        written = envoy.write_configs([(p, configs[p.id]) for p in proxies])
         for name in to_start:
             argv, env, _ = desired[name]
             processes.start(
@@ -264,6 +289,19 @@ class LocalLab(Lab):
                 spec=specs[name],
             )
         self._wait_ready(topo, configs)
+        self._wait_applied(written)
+
+    def _wait_applied(self, written: list[envoy.Written]) -> None:
+        """Return once every Envoy runs the files just written, so the next request sees the change."""
+        rejected = envoy.wait_applied(written)
+        if rejected:
+            files = ", ".join(str(w.path) for w in rejected)
+            tails = "".join(
+                self._log_tail(self._envoy_name(p)) for p in {w.proxy.id: w.proxy for w in rejected}.values()
+            )
+            raise LabError(
+                f"Envoy did not apply {files} (rejected, see its log); this is a labkit bug.{tails}"
+            )
 
     def _wait_ready(self, topo: Topology, configs: dict[str, ProxyConfig]) -> None:
         """Poll until every app answers /healthz and every Envoy is LIVE with its listeners bound."""
@@ -372,8 +410,13 @@ class LocalLab(Lab):
 
     def _write_config(self, applied: list[Resource]) -> None:
         topo = self._require_up()
-        configs = translate([r for r in applied if _is_istio(r)], topo, self._mesh_settings())
-        envoy.write_configs([(p, configs[p.id]) for p in self._all_proxies(topo)])
+        istio = [r for r in applied if _is_istio(r)]
+        ports = _Ports(self._ports_file)
+        ports.next = len(ports.ports)  # the topology has its ports: only new listeners get new ones
+        if ensure_ports(istio, topo, ports):
+            ports.save(topo)
+        configs = translate(istio, topo, self._mesh_settings())
+        self._wait_applied(envoy.write_configs([(p, configs[p.id]) for p in self._all_proxies(topo)]))
 
     # --- observing -----------------------------------------------------------------------------------------
 

@@ -7,12 +7,15 @@ files, so a weight change applies to existing keep-alive connections without res
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
 import sys
-import urllib.error
+import time
+import urllib.parse
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,9 +24,8 @@ import yaml
 from labkit.errors import ToolNotFoundError
 
 if TYPE_CHECKING:
-    from labkit.local.translate import ProxyConfig
-
     from labkit.local.topology import Proxy
+    from labkit.local.translate import ProxyConfig
 
 #: Access-log buffer flush interval (Envoy's default is 10 s; Istio's sidecars show ~1 s): small, so a
 #: notebook reading the log right after sending sees its requests.
@@ -95,9 +97,13 @@ def command(proxy: Proxy, bootstrap_file: Path) -> list[str]:
     ]
 
 
-def dump(resources: list[dict[str, Any]]) -> str:
-    """A file-xDS document: ``{resources: [...]}`` as YAML."""
-    return yaml.dump({"resources": resources}, Dumper=_Dumper, sort_keys=False, default_flow_style=False)
+def dump(resources: list[dict[str, Any]]) -> tuple[str, str]:
+    """A file-xDS document as YAML, and its ``version_info`` (a content hash Envoy reports once applied)."""
+    body = yaml.dump(resources, Dumper=_Dumper, sort_keys=False, default_flow_style=False)
+    version = hashlib.sha256(body.encode()).hexdigest()[:16]
+    return yaml.dump(
+        {"version_info": version, "resources": resources}, Dumper=_Dumper, sort_keys=False
+    ), version
 
 
 def write_atomic(path: Path, text: str) -> bool:
@@ -114,7 +120,17 @@ def write_atomic(path: Path, text: str) -> bool:
     return True
 
 
-def write_configs(targets: list[tuple[Proxy, ProxyConfig]]) -> list[Path]:
+@dataclass(frozen=True)
+class Written:
+    """One xDS file that changed: which proxy, the stat that reports its applied version, and that version."""
+
+    proxy: Proxy
+    path: Path
+    stat: str  # "cluster_manager.cds", "listener_manager.lds" or ".rds.<route name>"
+    version: str
+
+
+def write_configs(targets: list[tuple[Proxy, ProxyConfig]]) -> list[Written]:
     """Write every proxy's xDS files: all CDS, then all LDS, then all RDS; return the files that changed.
 
     A route file a listener is about to reference for the first time is written before LDS, so a new listener
@@ -122,12 +138,59 @@ def write_configs(targets: list[tuple[Proxy, ProxyConfig]]) -> list[Path]:
     """
     cds, lds, new_rds, rds = [], [], [], []
     for proxy, config in targets:
-        cds.append((Path(proxy.cfg_dir) / "cds.yaml", dump(config.clusters)))
-        lds.append((Path(proxy.cfg_dir) / "lds.yaml", dump(config.listeners)))
+        cds.append((proxy, Path(proxy.cfg_dir) / "cds.yaml", "cluster_manager.cds", dump(config.clusters)))
+        lds.append((proxy, Path(proxy.cfg_dir) / "lds.yaml", "listener_manager.lds", dump(config.listeners)))
         for route in config.routes:
             path = Path(proxy.route_file(route["name"]))
-            (rds if path.exists() else new_rds).append((path, dump([route])))
-    return [path for path, text in cds + new_rds + lds + rds if write_atomic(path, text)]
+            item = (proxy, path, f".rds.{route['name']}", dump([route]))
+            (rds if path.exists() else new_rds).append(item)
+    return [
+        Written(proxy, path, stat, version)
+        for proxy, path, stat, (text, version) in cds + new_rds + lds + rds
+        if write_atomic(path, text)
+    ]
+
+
+def wait_applied(written: list[Written], timeout: float = 5.0) -> list[Written]:
+    """Wait until each Envoy reports the written versions applied, with nothing warming or draining, so the
+    next request sees the new config; return what is still not applied after ``timeout`` (a rejection)."""
+    pending = list(written)
+    deadline = time.monotonic() + timeout
+    while pending:
+        by_proxy: dict[str, list[Written]] = {}
+        for w in pending:
+            by_proxy.setdefault(w.proxy.id, []).append(w)
+        pending = []
+        for items in by_proxy.values():
+            applied = _applied_versions(items[0].proxy)
+            pending += [w for w in items if applied is None or applied.get(w.stat) != w.version]
+        if not pending or time.monotonic() > deadline:
+            return pending
+        time.sleep(0.005)
+    return []
+
+
+def _applied_versions(proxy: Proxy) -> dict[str, str] | None:
+    """``{stat: version}`` of every xDS subscription of ``proxy``; None while a listener warms or drains.
+
+    Waiting for the drain too means connections accepted under the old filter chains (say, before a switch
+    to STRICT) are gone, so the next request meets only the new config."""
+    try:
+        query = urllib.parse.quote("version_text|total_listeners_warming|draining")
+        text = admin_get(proxy.admin_port, f"/stats?filter={query}", timeout=1.0)
+    except OSError:
+        return None
+    out: dict[str, str] = {}
+    for line in text.splitlines():
+        name, _, value = line.partition(": ")
+        if name.startswith("listener_manager.total_") and value.strip() != "0":
+            return None  # total_listeners_warming / _draining, total_filter_chains_draining
+        elif name.endswith(".version_text"):
+            stat = name.removesuffix(".version_text")
+            if ".rds." in stat:
+                stat = stat[stat.index(".rds.") :]
+            out[stat] = value.strip().strip('"')
+    return out
 
 
 # --- admin API ---------------------------------------------------------------------------------------------
@@ -162,7 +225,7 @@ def ready(proxy: Proxy, listeners: list[str]) -> bool:
 
 def stats_prometheus(proxy: Proxy, filter_regex: str | None = None) -> str:
     """The admin ``/stats/prometheus`` text (optionally only the stats matching ``filter_regex``)."""
-    query = f"?filter={urllib.request.quote(filter_regex)}" if filter_regex else ""
+    query = f"?filter={urllib.parse.quote(filter_regex)}" if filter_regex else ""
     return admin_get(proxy.admin_port, f"/stats/prometheus{query}")
 
 
