@@ -507,6 +507,7 @@ class _Registry:
         self.entry_hosts: set[str] = set()  # ServiceEntry hosts, wildcards included
         self.subsets: dict[str, set[str]] = {}  # FQDN -> subset names from every DestinationRule
         self.workloads: list[tuple[str, dict[str, str]]] = []  # (namespace, pod labels)
+        self.gateways: set[tuple[str, str]] = set()  # (namespace, name) of Istio Gateways
         rules = []
         for r in world:
             if r.group == "" and r.kind == "Service":
@@ -515,6 +516,8 @@ class _Registry:
                 self.entry_hosts.update(h for h in r.spec.get("hosts") or [] if isinstance(h, str))
             elif r.group == "networking.istio.io" and r.kind == "DestinationRule":
                 rules.append(r)
+            elif r.group == "networking.istio.io" and r.kind == "Gateway":
+                self.gateways.add((r.namespace, r.name))
             elif r.kind in WORKLOAD_KINDS:
                 labels = r.labels if r.kind == "Pod" else _template_labels(r)
                 self.workloads.append((r.namespace, labels))
@@ -553,13 +556,67 @@ def fqdn(host: str, namespace: str) -> str:
 
 
 def _analysis_findings(r: Resource, registry: _Registry) -> list[Finding]:
+    if r.group == "security.istio.io":
+        return _selector_findings(r, registry)
     if r.group != "networking.istio.io":
         return []
     if r.kind == "VirtualService":
-        return _virtual_service_analysis(r, registry)
+        return _virtual_service_analysis(r, registry) + _gateway_findings(r, registry)
     if r.kind == "DestinationRule":
         return _destination_rule_analysis(r, registry)
     return []
+
+
+def _selector_findings(r: Resource, registry: _Registry) -> list[Finding]:
+    """A policy whose selector matches no workload applies to nothing (istioctl analyze IST0127). Policies in
+    istio-system may target the ingress gateway, whose pods istioctl installs: those are not checked."""
+    labels = (r.spec.get("selector") or {}).get("matchLabels") or {}
+    if not labels or r.namespace == "istio-system":
+        return []
+    if any(ns == r.namespace and _matches(labels, pod) for ns, pod in registry.workloads):
+        return []
+    return [
+        _finding(
+            r,
+            "warning",
+            "analysis",
+            "spec.selector.matchLabels",
+            f"no workload in namespace {r.namespace} has the labels {_labels(labels)}, so this policy "
+            "applies to nothing",
+            "match the labels of the pods' template (kubectl get pods --show-labels), or drop the selector "
+            "to apply the policy to the whole namespace",
+        )
+    ]
+
+
+def _gateway_findings(r: Resource, registry: _Registry) -> list[Finding]:
+    """Gateways a VirtualService binds to must exist (``mesh`` means the sidecars; a bare name is looked up in
+    the VirtualService's namespace, ``ns/name`` in ``ns``)."""
+    refs = [(f"spec.gateways[{k}]", g) for k, g in enumerate(r.spec.get("gateways") or [])]
+    for i, rule in enumerate(r.spec.get("http") or []):
+        for k, match in enumerate(rule.get("match") or []):
+            refs += [
+                (f"spec.http[{i}].match[{k}].gateways[{g}]", n)
+                for g, n in enumerate(match.get("gateways") or [])
+            ]
+    findings = []
+    for field, ref in refs:
+        namespace, _, name = ref.rpartition("/")
+        if ref == "mesh" or (namespace or r.namespace, name) in registry.gateways:
+            continue
+        findings.append(
+            _finding(
+                r,
+                "error",
+                "analysis",
+                field,
+                f"Gateway {name!r} does not exist in namespace {namespace or r.namespace}: these routes "
+                "reach no gateway, so requests through the ingress are not routed by them",
+                "create the Gateway (e.g. mesh/gateway-currency-converter.yaml) or correct the name; use "
+                "<namespace>/<name> for a Gateway in another namespace",
+            )
+        )
+    return findings
 
 
 def _virtual_service_analysis(r: Resource, registry: _Registry) -> list[Finding]:

@@ -12,12 +12,13 @@ from labkit.errors import ManifestError, ValidationError
 
 BROKEN = Path(__file__).parent / "broken"
 DESTINATION_RULE = paths.MESH / "destination-rule-currency-converter.yaml"
+GATEWAY = paths.MESH / "gateway-currency-converter.yaml"
 
 
 @pytest.fixture(scope="module")
 def context() -> list[manifests.Resource]:
-    """The lab as the canary lessons find it: the apps plus the DestinationRule with subsets v1 and v2."""
-    return manifests.load(paths.APPS) + manifests.load(DESTINATION_RULE)
+    """The lab as the lessons find it: the apps, the DestinationRule with subsets v1 and v2, the Gateway."""
+    return manifests.load(paths.APPS) + manifests.load(DESTINATION_RULE) + manifests.load(GATEWAY)
 
 
 def findings_for(name: str, context: list[manifests.Resource]) -> list[validation.Finding]:
@@ -182,6 +183,24 @@ BROKEN_CASES = [
         "analysis",
         "warning",
         "has the labels version=v9",
+    ),
+    (
+        "gateway-not-found.yaml",
+        1,
+        "VirtualService/currency-converter-ingress",
+        "spec.gateways[0]",
+        "analysis",
+        "error",
+        "Gateway 'currency-gw' does not exist in namespace payments-prod",
+    ),
+    (
+        "policy-selects-nothing.yaml",
+        1,
+        "AuthorizationPolicy/currency-converter-allow-client",
+        "spec.selector.matchLabels",
+        "analysis",
+        "warning",
+        "no workload in namespace payments-prod has the labels app=currency_converter",
     ),
 ]
 
