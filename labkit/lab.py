@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import abc
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -12,7 +12,7 @@ from labkit import paths
 if TYPE_CHECKING:
     from labkit.manifests import Source
     from labkit.metrics import RequestCount
-    from labkit.traffic import Resolver, TrafficResult
+    from labkit.traffic import Outcome, Resolver, TrafficResult
 
 
 @dataclass(frozen=True)
@@ -148,6 +148,25 @@ class Lab(abc.ABC):
             progress=progress,
             source=source,
         )
+
+    def stream(
+        self,
+        url: str,
+        *,
+        source: str = "client",
+        qps: float = 50,
+        on_batch: Callable[[list[Outcome]], None],
+        concurrency: int = 8,
+        headers: Mapping[str, str] | None = None,
+        method: str = "GET",
+    ) -> Any:
+        """Background traffic for a live chart (``start()``/``stop()``); a backend may send it another way."""
+        from labkit import traffic
+
+        return traffic.Stream(
+            self.resolver(source), url, qps=qps, on_batch=on_batch, concurrency=concurrency, headers=headers,
+            method=method,
+        )  # fmt: skip
 
     def ensure(self, checkpoint: str) -> list[Change]:
         """Bring the lab to a named checkpoint, so a trainee can start at any notebook."""

@@ -211,8 +211,8 @@ class CanaryControl:
         with self._lock:
             if self._stream is not None and self._stream.running:
                 return
-            self._stream = traffic.Stream(
-                self.lab.resolver(self.source), self.url, qps=self.qps.value, on_batch=self._on_batch
+            self._stream = self.lab.stream(
+                self.url, source=self.source, qps=self.qps.value, on_batch=self._on_batch
             )
             self._stream.start()
             self._stream_offset = self._stream.started - self._t0

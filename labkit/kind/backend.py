@@ -3,9 +3,12 @@ mode uses an existing cluster (``context=``) and never creates or deletes it."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
-from collections.abc import Mapping
+import threading
+import time
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -346,6 +349,34 @@ class KubeLab(Lab):
             )
         raise LabError(f"unknown traffic source {source!r}; choose one of: client, legacy, ingress")
 
+    def stream(
+        self,
+        url: str,
+        *,
+        source: str = "client",
+        qps: float = 50,
+        on_batch: Callable[[list[Outcome]], None],
+        concurrency: int = 8,
+        headers: Mapping[str, str] | None = None,
+        method: str = "GET",
+    ) -> Any:
+        """Background traffic for the live chart; from "client"/"legacy" it runs inside that pod."""
+        if source not in POD_SOURCES:
+            return super().stream(
+                url,
+                source=source,
+                qps=qps,
+                on_batch=on_batch,
+                concurrency=concurrency,
+                headers=headers,
+                method=method,
+            )
+        if method != "GET":
+            raise LabError(f"load.py in the {source} pod sends GET only, not {method}")
+        return PodStream(
+            self, url, source=source, qps=qps, on_batch=on_batch, concurrency=concurrency, headers=headers
+        )
+
     def send(
         self,
         url: str,
@@ -390,6 +421,68 @@ class KubeLab(Lab):
             )
         elapsed = max((o.t + o.latency for o in outcomes), default=0.0)
         return TrafficResult(outcomes, source=source, url=url, elapsed=elapsed)
+
+
+class PodStream:
+    """Background traffic from inside a pod, for the live chart: load.py runs in chunks of ``chunk`` seconds
+    and each chunk's outcomes arrive as one batch. Same interface as ``traffic.Stream``, coarser batches."""
+
+    def __init__(
+        self,
+        lab: KubeLab,
+        url: str,
+        *,
+        source: str,
+        qps: float,
+        on_batch: Callable[[list[Outcome]], None],
+        chunk: float = 2.0,
+        concurrency: int = 8,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        self.lab, self.url, self.source, self.qps, self.on_batch = lab, url, source, qps, on_batch
+        self.chunk, self.concurrency, self.headers = chunk, concurrency, headers
+        self.started = 0.0
+        self.error: BaseException | None = None  # the last failure of a chunk or of on_batch
+        self._stopped = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive() and not self._stopped.is_set()
+
+    def start(self) -> None:
+        """Start sending (a no-op when already running)."""
+        if self.running:
+            return
+        self._stopped = threading.Event()
+        self.started = time.monotonic()
+        self._thread = threading.Thread(target=self._loop, name=f"pod-stream-{self.source}", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop after the chunk in flight, waiting up to ``timeout`` seconds for its batch."""
+        self._stopped.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def _loop(self) -> None:
+        n = max(1, round(self.qps * self.chunk))
+        while not self._stopped.is_set():
+            begin = time.monotonic() - self.started
+            try:
+                result = self.lab.send(
+                    self.url,
+                    n,
+                    qps=self.qps,
+                    source=self.source,
+                    concurrency=self.concurrency,
+                    headers=self.headers,
+                )
+                self.on_batch([dataclasses.replace(o, t=o.t + begin) for o in result.outcomes])
+            except Exception as exc:  # noqa: BLE001 - reported through .error, as traffic.Stream does
+                self.error = exc
+                if isinstance(exc, LabError):
+                    self._stopped.set()  # the pod cannot send: retrying every chunk would only repeat it
 
 
 def parse_load_output(text: str) -> list[Outcome]:
