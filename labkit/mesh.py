@@ -5,9 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
-from labkit import paths
+from labkit import manifests, paths
 from labkit.errors import ManifestError
 
 OUTBOUND_POLICIES = ("REGISTRY_ONLY", "ALLOW_ANY")
@@ -25,19 +23,14 @@ class MeshSettings:
 
 def load_mesh_settings(path: Path = paths.ISTIO_INSTALL) -> MeshSettings:
     """Read ``spec.meshConfig`` of the IstioOperator in ``path``; absent fields keep Istio's defaults."""
-    try:
-        docs = [d for d in yaml.safe_load_all(Path(path).read_text()) if d]
-    except (OSError, yaml.YAMLError) as e:
-        raise ManifestError(f"{path}: cannot read the Istio install overlay: {e}") from e
-    operators = [d for d in docs if isinstance(d, dict) and d.get("kind") == "IstioOperator"]
-    if not operators:
+    operator = next((r for r in manifests.load(Path(path)) if r.kind == "IstioOperator"), None)
+    if operator is None:
         raise ManifestError(f"{path}: no IstioOperator document; the local backend reads meshConfig from it")
-    where = f"{path} (document {docs.index(operators[0])}) IstioOperator/{operators[0]['metadata']['name']}"
-    mesh = (operators[0].get("spec") or {}).get("meshConfig") or {}
+    mesh = operator.spec.get("meshConfig") or {}
     policy = (mesh.get("outboundTrafficPolicy") or {}).get("mode", "ALLOW_ANY")
     if policy not in OUTBOUND_POLICIES:
         raise ManifestError(
-            f"{where}: field spec.meshConfig.outboundTrafficPolicy.mode is {policy!r}; "
+            f"{operator.where}: field spec.meshConfig.outboundTrafficPolicy.mode is {policy!r}; "
             f"use one of {', '.join(OUTBOUND_POLICIES)}"
         )
     return MeshSettings(

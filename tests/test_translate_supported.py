@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from labkit import manifests, paths
-from labkit.errors import UnsupportedError
+from labkit.errors import ManifestError, UnsupportedError
 from labkit.local.translate import check_supported
 
 KIND_HINT = "use the kind backend (LAB_BACKEND=kind)"
@@ -123,3 +123,14 @@ def test_unimplemented_istio_features_are_refused_by_name(api, kind, spec, expec
     text = f"apiVersion: {api}\nkind: {kind}\nmetadata: {{name: x, namespace: ns}}\nspec: {spec}\n"
     assert f"{kind}/x: " in refused(text)
     assert expected in refused(text)
+
+
+def test_a_malformed_duration_is_named_with_its_field():
+    vs = (
+        "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: t, namespace: ns}\n"
+        "spec: {hosts: [a], http: [{timeout: 5 seconds, route: [{destination: {host: a}}]}]}\n"
+    )
+    with pytest.raises(
+        ManifestError, match=r"VirtualService/t: field spec.http\[0\].timeout value '5 seconds' is not"
+    ):
+        check_supported(manifests.load(vs))

@@ -74,7 +74,7 @@ def outbound_clusters(
         top = (dr.spec.get("trafficPolicy") or {}) if dr else {}
         for port in host.ports:
             out.append(
-                _cluster(proxy, host, port.port, "", host.endpoints[port.port], top, auto_mtls[host.fqdn], dr)
+                _cluster(proxy, host, port.port, "", host.endpoints[port.port], top, auto_mtls[host.fqdn])
             )
             for subset in (dr.spec.get("subsets") or []) if dr else []:
                 policy = merge_policy(top, subset.get("trafficPolicy") or {})
@@ -85,7 +85,7 @@ def outbound_clusters(
                     if e.instance is not None and labels.items() <= e.instance.workload.labels.items()
                 ]
                 out.append(
-                    _cluster(proxy, host, port.port, subset["name"], eps, policy, auto_mtls[host.fqdn], dr)
+                    _cluster(proxy, host, port.port, subset["name"], eps, policy, auto_mtls[host.fqdn])
                 )
     return out
 
@@ -105,10 +105,8 @@ def _cluster(
     endpoints: list[Endpoint],
     policy: dict,
     auto_mtls: bool,
-    dr: Resource | None,
 ) -> dict:
     name = cluster_name(port, subset, host.fqdn)
-    where = dr.where if dr else name
     cluster: dict[str, Any] = {
         "@type": CLUSTER,
         "name": name,
@@ -127,17 +125,15 @@ def _cluster(
     pool = policy.get("connectionPool") or {}
     tcp, http = pool.get("tcp") or {}, pool.get("http") or {}
     if "connectTimeout" in tcp:
-        cluster["connect_timeout"] = duration(
-            tcp["connectTimeout"], where, "trafficPolicy.connectionPool.tcp"
-        )
+        cluster["connect_timeout"] = duration(tcp["connectTimeout"])
     common = {
         key: value
         for key, value in (
             ("max_requests_per_connection", http.get("maxRequestsPerConnection")),
-            ("idle_timeout", duration(http.get("idleTimeout"), where, "connectionPool.http.idleTimeout")),
+            ("idle_timeout", duration(http.get("idleTimeout"))),
             (
                 "max_connection_duration",
-                duration(tcp.get("maxConnectionDuration"), where, "connectionPool.tcp.maxConnectionDuration"),
+                duration(tcp.get("maxConnectionDuration")),
             ),
         )
         if value is not None
@@ -151,7 +147,7 @@ def _cluster(
             }
         }
     if policy.get("outlierDetection") is not None:
-        _outlier(cluster, policy["outlierDetection"], where)
+        _outlier(cluster, policy["outlierDetection"])
     tls_mode = (policy.get("tls") or {}).get("mode")
     if tls_mode == "ISTIO_MUTUAL":
         cluster["transport_socket"] = istio_mutual(proxy, host, port, subset)
@@ -185,7 +181,7 @@ def _thresholds(pool: dict) -> dict:
     }
 
 
-def _outlier(cluster: dict, od: dict, where: str) -> None:
+def _outlier(cluster: dict, od: dict) -> None:
     """``applyOutlierDetection``: success-rate ejection off, consecutive-error counters enforced at 100%, and
     the panic threshold set to minHealthPercent (0 by default: panic mode off, as in Istio)."""
     out: dict[str, Any] = {"enforcing_success_rate": 0}
@@ -200,9 +196,7 @@ def _outlier(cluster: dict, od: dict, where: str) -> None:
         }
     for istio_field, envoy_field in (("interval", "interval"), ("baseEjectionTime", "base_ejection_time")):
         if istio_field in od:
-            out[envoy_field] = duration(
-                od[istio_field], where, f"trafficPolicy.outlierDetection.{istio_field}"
-            )
+            out[envoy_field] = duration(od[istio_field])
     if int(od.get("maxEjectionPercent", 0)) > 0:
         out["max_ejection_percent"] = int(od["maxEjectionPercent"])
     cluster["outlier_detection"] = out

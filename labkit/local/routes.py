@@ -182,7 +182,7 @@ def _action(vs: Resource, http: dict, path: str, port: int, hosts: dict[str, Hos
     dests = http.get("route") or []
     if not dests:
         raise ManifestError(f"{where}: field {path}.route is empty; add at least one destination")
-    action: dict[str, Any] = {"timeout": duration(http.get("timeout"), where, f"{path}.timeout") or "0s"}
+    action: dict[str, Any] = {"timeout": duration(http.get("timeout")) or "0s"}
     route: dict[str, Any] = {}
     targets = [(d, _destination(vs, d["destination"], port, hosts)) for d in dests]
     if len(targets) > 1:
@@ -204,7 +204,7 @@ def _action(vs: Resource, http: dict, path: str, port: int, hosts: dict[str, Hos
             ]
         }
     fqdn, number, _ = targets[0][1]
-    retry = _retry_policy(http.get("retries"), where, f"{path}.retries")
+    retry = _retry_policy(http.get("retries"))
     if retry is not None:
         action["retry_policy"] = retry
     mirror = _mirror(vs, http, port, hosts)
@@ -217,7 +217,7 @@ def _action(vs: Resource, http: dict, path: str, port: int, hosts: dict[str, Hos
         action["host_rewrite_literal"] = rewrite["authority"]
     route["route"] = action
     route["decorator"] = {"operation": f"{fqdn}:{number}/*"}
-    fault = _fault(http.get("fault"), where, f"{path}.fault")
+    fault = _fault(http.get("fault"))
     if fault is not None:
         route["typed_per_filter_config"] = {"envoy.filters.http.fault": fault}
     for key, value in _header_ops(http.get("headers") or {}).items():
@@ -266,7 +266,7 @@ def _header_match(name: str, m: dict) -> dict:
     return {"name": name, "string_match": _string_match(m)}
 
 
-def _retry_policy(retries: dict | None, where: str, path: str) -> dict | None:
+def _retry_policy(retries: dict | None) -> dict | None:
     """``retry.ConvertPolicy``: unset → the default; ``attempts: 0`` → none; else the default, overridden."""
     if retries is None:
         return default_retry_policy()
@@ -285,7 +285,7 @@ def _retry_policy(retries: dict | None, where: str, path: str) -> dict | None:
                 on.append("retriable-status-codes")
         policy["retry_on"] = ",".join(on)
     if retries.get("perTryTimeout"):
-        policy["per_try_timeout"] = duration(retries["perTryTimeout"], where, f"{path}.perTryTimeout")
+        policy["per_try_timeout"] = duration(retries["perTryTimeout"])
     return policy
 
 
@@ -296,14 +296,14 @@ def _percent(p: dict | None) -> dict | None:
     return {"numerator": round(float(p.get("value", 0)) * 10000), "denominator": "MILLION"}
 
 
-def _fault(fault: dict | None, where: str, path: str) -> dict | None:
+def _fault(fault: dict | None) -> dict | None:
     """``TranslateFault``; an unset percentage stays unset, which Envoy reads as 0% (as in Istio)."""
     if not fault:
         return None
     out: dict[str, Any] = {"@type": HTTP_FAULT}
     if "delay" in fault:
         delay = fault["delay"]
-        out["delay"] = {"fixed_delay": duration(delay.get("fixedDelay"), where, f"{path}.delay.fixedDelay")}
+        out["delay"] = {"fixed_delay": duration(delay.get("fixedDelay"))}
         if delay.get("percentage") is not None:
             out["delay"]["percentage"] = _percent(delay["percentage"])
     if "abort" in fault:

@@ -7,7 +7,8 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from labkit.errors import UnsupportedError
+from labkit.errors import ManifestError, UnsupportedError
+from labkit.local.registry import DURATION_RE
 from labkit.local.topology import HTTP_PROTOCOLS, port_protocol
 
 if TYPE_CHECKING:
@@ -38,6 +39,13 @@ class Pattern:
     example: str
 
 
+class Duration:
+    """A Go/protobuf duration such as ``1s``, ``0.5s``, ``300ms`` or ``1m30s``."""
+
+
+DURATION = Duration()
+
+
 STRING_MATCH = {"exact": ANY, "prefix": ANY, "regex": ANY}
 DESTINATION = {"host": ANY, "subset": ANY, "port": {"number": ANY}}
 HEADER_OPS = {"set": ANY, "add": ANY, "remove": ANY}
@@ -48,20 +56,20 @@ MTLS_MODES = Enum(("UNSET", "DISABLE", "PERMISSIVE", "STRICT"))
 TRAFFIC_POLICY = {
     "loadBalancer": {"simple": Enum(("UNSPECIFIED", "ROUND_ROBIN", "LEAST_REQUEST", "LEAST_CONN", "RANDOM"))},
     "connectionPool": {
-        "tcp": {"maxConnections": ANY, "connectTimeout": ANY, "maxConnectionDuration": ANY},
+        "tcp": {"maxConnections": ANY, "connectTimeout": DURATION, "maxConnectionDuration": DURATION},
         "http": {
             "http1MaxPendingRequests": ANY,
             "http2MaxRequests": ANY,
             "maxRequestsPerConnection": ANY,
             "maxRetries": ANY,
-            "idleTimeout": ANY,
+            "idleTimeout": DURATION,
         },
     },
     "outlierDetection": {
         "consecutive5xxErrors": ANY,
         "consecutiveGatewayErrors": ANY,
-        "interval": ANY,
-        "baseEjectionTime": ANY,
+        "interval": DURATION,
+        "baseEjectionTime": DURATION,
         "maxEjectionPercent": ANY,
         "minHealthPercent": ANY,
     },
@@ -87,10 +95,10 @@ SCHEMAS: dict[str, dict[str, Any]] = {
                     }
                 ],
                 "route": [{"destination": DESTINATION, "weight": ANY, "headers": HEADERS}],
-                "timeout": ANY,
-                "retries": {"attempts": ANY, "perTryTimeout": ANY, "retryOn": ANY},
+                "timeout": DURATION,
+                "retries": {"attempts": ANY, "perTryTimeout": DURATION, "retryOn": ANY},
                 "fault": {
-                    "delay": {"fixedDelay": ANY, "percentage": PERCENT},
+                    "delay": {"fixedDelay": DURATION, "percentage": PERCENT},
                     "abort": {"httpStatus": ANY, "percentage": PERCENT},
                 },
                 "mirror": DESTINATION,
@@ -159,7 +167,12 @@ def check_supported(resources: list[Resource]) -> None:
 def _walk(r: Resource, value: Any, schema: Any, path: str) -> None:
     if schema is ANY:
         return
-    if isinstance(schema, Enum):
+    if isinstance(schema, Duration):
+        if not DURATION_RE.fullmatch(str(value)):
+            raise ManifestError(
+                f"{r.where}: field {path} value {value!r} is not a duration; write e.g. 1s, 0.5s or 300ms"
+            )
+    elif isinstance(schema, Enum):
         if value not in schema.values:
             raise UnsupportedError(
                 f"{r.where}: field {path} value {value!r} is not supported by the local backend (it supports "
