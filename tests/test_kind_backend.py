@@ -8,6 +8,7 @@ deleting a cluster. The real thing is tests/test_kind_live.py (marked ``cluster`
 from __future__ import annotations
 
 import copy
+import time
 
 import pytest
 from fakes import harness
@@ -233,3 +234,21 @@ def test_kube_mode_never_creates_or_deletes_a_cluster(env, tmp_path, monkeypatch
     assert fake.calls("kind") == [] and fake.calls("docker") == []
     install = [c for c in fake.calls("istioctl") if c[1] == "install"]
     assert install and install[0][-2:] == ["--context", "team-cluster"]
+
+
+def test_live_chart_stream_from_client_delivers_batches_from_the_pod(running):
+    fake, _, lab = running
+    batches: list[list] = []
+    stream = lab.stream(
+        "http://currency-converter.payments-prod:8080/convert", qps=10, on_batch=batches.append
+    )
+    stream.start()
+    deadline = time.monotonic() + 60
+    while len(batches) < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    stream.stop(timeout=30)
+    assert stream.error is None and not stream.running
+    assert len(batches) >= 2 and all(len(b) == 20 for b in batches)  # qps 10 x 2 s chunks
+    assert batches[1][0].t > batches[0][0].t  # t counts from the stream's start, across chunks
+    call = [c for c in fake.calls("kubectl") if "exec" in c][-1]
+    assert call[call.index("--qps") + 1] == "10"
