@@ -128,6 +128,7 @@ def _hcm(stat_prefix: str, filters: list[dict], logs: list[dict], **routing: Any
         "envoy.filters.network.http_connection_manager",
         HCM,
         stat_prefix=stat_prefix,
+        normalize_path=True,  # meshConfig.pathNormalization BASE, so RBAC paths match what the app sees
         **routing,
         http_filters=[
             *filters,
@@ -242,8 +243,8 @@ def _inbound_chain(proxy: Proxy, port: int, match: dict, mtls: bool, service: st
         [source, *rbac_filters()],
         access_logs(proxy, log_file, destination_tags(proxy, service, security)),
         rds=_rds(proxy, f"inbound|{port}||"),
-        forward_client_cert_details="APPEND_FORWARD" if mtls else "SANITIZE",
-        **({"set_current_client_cert_details": {"subject": True, "dns": True, "uri": True}} if mtls else {}),
+        forward_client_cert_details="APPEND_FORWARD",
+        set_current_client_cert_details={"subject": True, "dns": True, "uri": True},
     )
     chain: dict[str, Any] = {"name": f"0.0.0.0_{port}", "filter_chain_match": match, "filters": [hcm]}
     if mtls:
