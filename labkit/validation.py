@@ -76,15 +76,18 @@ def validate(resources: Iterable[Resource], *, context: Iterable[Resource] = ())
     """Every finding for ``resources``; ``context`` is the rest of the lab (its apps) for cross-checks."""
     resources = list(resources)
     findings = _duplicates(resources)
-    world: dict[tuple[str, str, str, str], Resource] = {r.key: r for r in context}
-    world.update((r.key, r) for r in resources)  # what the cluster holds once these are applied
-    registry = _Registry(world.values())
+    valid = []
     for r in resources:
         schema = _schema_findings(r)
         findings += schema
         if not schema:  # the semantic checks rely on the shapes the schema guarantees
+            valid.append(r)
             findings += _admission_findings(r)
-            findings += _analysis_findings(r, registry)
+    world: dict[tuple[str, str, str, str], Resource] = {r.key: r for r in context}
+    world.update((r.key, r) for r in valid)  # what the cluster holds once these are applied
+    registry = _Registry(world.values())
+    for r in valid:
+        findings += _analysis_findings(r, registry)
     return findings
 
 
@@ -448,7 +451,7 @@ def _admission_findings(r: Resource) -> list[Finding]:
                         "put fault, timeout and retries in the same http entry as the route they apply to",
                     )
                 )
-            weights = [d.get("weight", 0) for d in routes]
+            weights = [d.get("weight") or 0 for d in routes]
             for j, weight in enumerate(weights):
                 if weight < 0:
                     findings.append(
@@ -629,7 +632,7 @@ def _virtual_service_analysis(r: Resource, registry: _Registry) -> list[Finding]
             )
         for mirror_field, mirror in _mirrors(field, rule):
             findings += _destination_findings(r, registry, mirror_field, mirror)
-        weights = [d.get("weight", 0) for d in routes]
+        weights = [d.get("weight") or 0 for d in routes]
         total = sum(weights)
         if len(routes) > 1 and total > 0 and total != 100 and min(weights) >= 0:
             shares = ", ".join(

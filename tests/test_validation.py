@@ -365,3 +365,18 @@ def test_cli_exit_codes_and_output(capsys: pytest.CaptureFixture[str]) -> None:
 
     assert cli.main(["validate", "no/such/dir"]) == 1
     assert "no/such/dir: no such file or folder" in capsys.readouterr().out
+
+
+def test_an_object_with_schema_errors_does_not_derail_the_others(context: list[manifests.Resource]) -> None:
+    broken_rule = {
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "DestinationRule",
+        "metadata": {"name": "broken", "namespace": "payments-prod"},
+        "spec": {"host": 8080, "subsets": [{"name": "v3", "labels": {"version": "v3"}}]},
+    }
+    vs = manifests.canary_virtual_service("currency-converter", {"v1": 90, "v2": 10})
+    vs["spec"]["http"][0]["route"][1]["weight"] = None  # null means "not set": a weight of 0
+    findings = validation.validate(manifests.load([broken_rule, vs]), context=context)
+    assert [(f.name, f.field) for f in findings] == [("broken", "spec.host"), ("currency-converter", ROUTE)]
+    assert findings[0].message == "8080 is not a string"
+    assert "add up to 90, not 100" in findings[1].message
