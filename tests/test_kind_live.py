@@ -72,8 +72,10 @@ def test_prometheus_counts_mutual_tls_requests_by_version(lab):
 def test_ingress_on_host_port_8080(lab):
     lab.apply(paths.MESH / "gateway-currency-converter.yaml")
     lab.apply(paths.MESH / "virtual-service-currency-converter-ingress.yaml")
-    ok = _eventually(
-        lambda: lab.send("http://localhost/convert?from=NOK&to=EUR&amount=1", n=5, source="ingress")
-    )
-    assert ok and all(o.status == 200 for o in ok.outcomes), ok.summary()
+
+    def answered():
+        result = lab.send("http://localhost/convert?from=NOK&to=EUR&amount=1", n=5, source="ingress")
+        return all(o.status == 200 for o in result.outcomes)
+
+    assert _eventually(answered), "the gateway on 127.0.0.1:8080 did not answer 200 within 90 s"
     assert lab.access_log("currency-converter-v1"), "the sidecar's access log has lines"
