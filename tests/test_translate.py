@@ -457,3 +457,38 @@ def _tags(lst: dict) -> list[dict]:
         }
         for hcm in hcms(lst)
     ]
+
+
+def test_the_destination_rule_in_the_callers_namespace_wins_and_the_oldest_virtual_service_wins(tmp_path):
+    def dr(namespace: str, lb: str) -> str:
+        return (
+            "apiVersion: networking.istio.io/v1\nkind: DestinationRule\n"
+            f"metadata: {{name: cc, namespace: {namespace}}}\n"
+            f"spec: {{host: {CC}, trafficPolicy: {{loadBalancer: {{simple: {lb}}}}}}}\n"
+        )
+
+    to = "  - route:\n    - destination: {{host: currency-converter, subset: {}}}\n"
+    _, cfgs = configs(
+        tmp_path, dr("istio-system", "RANDOM"), dr("payments-prod", "ROUND_ROBIN"), vs(to.format("v1"))
+    )
+    assert cluster(client(cfgs), f"outbound|8080||{CC}")["lb_policy"] == "ROUND_ROBIN"
+    _, cfgs = configs(
+        tmp_path, dr("istio-system", "RANDOM"), vs(to.format("v1")), vs(to.format("v2"), name="later")
+    )
+    assert (
+        cluster(client(cfgs), f"outbound|8080||{CC}")["lb_policy"] == "RANDOM"
+    )  # the root namespace applies
+    [r] = vhost(client(cfgs), "8080", f"{CC}:8080")["routes"]
+    assert r["route"]["cluster"] == f"outbound|8080|v1|{CC}"
+
+
+def test_a_gateway_reference_resolves_in_the_virtual_service_namespace(tmp_path):
+    elsewhere = INGRESS_VS.replace("namespace: payments-prod", "namespace: legacy")
+    _, cfgs = configs(tmp_path, GATEWAY, elsewhere)  # legacy/meshlab-gateway does not exist
+    assert (
+        route(cfgs["istio-ingressgateway.istio-system"], "http.80")["virtual_hosts"][0]["name"]
+        == "blackhole:80"
+    )
+    qualified = elsewhere.replace("gateways: [meshlab-gateway]", "gateways: [payments-prod/meshlab-gateway]")
+    _, cfgs = configs(tmp_path, GATEWAY, qualified)
+    assert route(cfgs["istio-ingressgateway.istio-system"], "http.80")["virtual_hosts"][0]["name"] == "*:80"
