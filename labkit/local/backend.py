@@ -9,6 +9,7 @@ keeps healthy processes, restarts dead or outdated ones, and rewrites the Envoy 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import random
@@ -133,12 +134,12 @@ class LocalLab(Lab):
 
     def _validate_apps(self, apps: list[Resource]) -> None:
         """Validate the apps, skipping it when exactly these were validated before (validation is slow)."""
-        from labkit import validation
-
         digest = hashlib.sha256(json.dumps([r.body for r in apps], sort_keys=True).encode()).hexdigest()
         marker = self.state / "apps.validated"
         if marker.is_file() and marker.read_text() == digest:
             return
+        from labkit import validation
+
         validation.check(apps)
         envoy.write_atomic(marker, digest)
 
@@ -307,19 +308,19 @@ class LocalLab(Lab):
         """Poll until every app answers /healthz and every Envoy is LIVE with its listeners bound."""
         checks: dict[str, Callable[[], bool]] = {}
         for inst in topo.instances:
-            checks[self._app_name(inst)] = lambda i=inst: envoy.http_ok(
-                f"http://127.0.0.1:{i.app_port}/healthz", timeout=0.5
-            )
+            url = f"http://127.0.0.1:{inst.app_port}/healthz"
+            checks[self._app_name(inst)] = functools.partial(envoy.http_ok, url, timeout=0.5)
         for proxy in self._all_proxies(topo):
             names = [lis["name"] for lis in configs[proxy.id].listeners]
-            checks[self._envoy_name(proxy)] = lambda p=proxy, n=names: envoy.ready(p, n)
+            checks[self._envoy_name(proxy)] = functools.partial(envoy.ready, proxy, names)
         deadline = time.monotonic() + READY_TIMEOUT
+        recs = {r.name: r for r in processes.records(self._run)}
         while checks:
             for name, check in list(checks.items()):
                 if check():
                     del checks[name]
                     continue
-                rec = processes.record(self._run, name)
+                rec = recs.get(name)
                 if rec is None or not processes.is_alive(rec):
                     raise LabError(f"{name} exited while starting.{self._log_tail(name)}")
             if checks and time.monotonic() > deadline:

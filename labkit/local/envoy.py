@@ -136,7 +136,10 @@ def write_configs(targets: list[tuple[Proxy, ProxyConfig]]) -> list[Written]:
     A route file a listener is about to reference for the first time is written before LDS, so a new listener
     never waits on a missing file; an existing route file changes last, after the clusters it names exist.
     """
-    cds, lds, new_rds, rds = [], [], [], []
+    cds: list[tuple[Proxy, Path, str, tuple[str, str]]] = []
+    lds: list[tuple[Proxy, Path, str, tuple[str, str]]] = []
+    new_rds: list[tuple[Proxy, Path, str, tuple[str, str]]] = []
+    rds: list[tuple[Proxy, Path, str, tuple[str, str]]] = []
     for proxy, config in targets:
         cds.append((proxy, Path(proxy.cfg_dir) / "cds.yaml", "cluster_manager.cds", dump(config.clusters)))
         lds.append((proxy, Path(proxy.cfg_dir) / "lds.yaml", "listener_manager.lds", dump(config.listeners)))
