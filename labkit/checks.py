@@ -274,6 +274,28 @@ def status_share(
     return result
 
 
+def slow_share(
+    result: TrafficResult, seconds: float, expected: float, confidence: float = 0.99
+) -> TrafficResult:
+    """The share of requests slower than ``seconds`` is consistent with ``expected`` (an injected delay)."""
+    from labkit import stats
+
+    outcomes = _requests(result, "latency")
+    slow = sum(1 for o in outcomes if o.latency >= seconds)
+    low, high = stats.interval(slow, len(outcomes), confidence)
+    share = slow / len(outcomes)
+    if not low <= expected <= high:
+        raise fail(
+            f"{share:.0%} of {len(outcomes)} requests took {seconds:g} s or more [{low:.0%}–{high:.0%}], "
+            f"expected {expected:.0%}",
+            "fault.delay (fixedDelay, percentage) in the applied VirtualService; flag DI in the access log",
+        )
+    passed(
+        f"{share:.0%} of requests took {seconds:g} s or more (expected {expected:.0%}): the injected delay"
+    )
+    return result
+
+
 def forbidden(result: TrafficResult, what: str = "this caller") -> TrafficResult:
     """Every request was denied with 403 (an AuthorizationPolicy said no)."""
     outcomes = _requests(result, what)

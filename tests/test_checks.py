@@ -164,6 +164,13 @@ def test_status_share_uses_the_interval():
         checks.status_share(traffic((20, 503, None), (180, 200, "v1")), 503, expected=0.5)
 
 
+def test_slow_share_counts_requests_over_the_delay():
+    delayed = [Outcome(t=0, status=200, version="v1", latency=2.01 if i % 2 else 0.01) for i in range(40)]
+    checks.slow_share(TrafficResult(delayed), 2.0, expected=0.5)
+    with pytest.raises(CheckFailed, match=r"0% of 50 requests took 2 s or more[\s\S]*fault.delay"):
+        checks.slow_share(traffic((50, 200, "v1")), 2.0, expected=0.5)
+
+
 def test_forbidden_and_blocked_egress():
     checks.forbidden(traffic((10, 403, None)))
     with pytest.raises(CheckFailed, match="expected 403"):
