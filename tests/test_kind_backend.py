@@ -252,3 +252,19 @@ def test_live_chart_stream_from_client_delivers_batches_from_the_pod(running):
     assert batches[1][0].t > batches[0][0].t  # t counts from the stream's start, across chunks
     call = [c for c in fake.calls("kubectl") if "exec" in c][-1]
     assert call[call.index("--qps") + 1] == "10"
+
+
+def test_set_weights_waits_until_the_client_proxy_holds_the_split(running, monkeypatch, capsys):
+    fake, api, lab = running
+    for r in manifests.load(paths.MESH / "destination-rule-currency-converter.yaml"):
+        api.put(r.body)  # the subsets the split refers to, as on the cluster
+    lab.set_weights("currency-converter", v1=90, v2=10)  # the fake proxy holds 90/10 (recorded JSON)
+    assert "warning" not in capsys.readouterr().out
+    vs = api.objects[
+        "/apis/networking.istio.io/v1/namespaces/payments-prod/virtualservices/currency-converter"
+    ]
+    assert [d["weight"] for d in vs["spec"]["http"][0]["route"]] == [90, 10]
+    monkeypatch.setattr("labkit.kind.backend.PROPAGATION_TIMEOUT", 0.0)
+    lab.set_weights("currency-converter", v1=50, v2=50)
+    out = capsys.readouterr().out
+    assert "client's proxy still routes {'v1': 90, 'v2': 10}, not {'v1': 50, 'v2': 50}" in out

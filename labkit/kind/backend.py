@@ -28,6 +28,8 @@ if TYPE_CHECKING:
 LAB_NAMESPACES = ("payments-prod", "legacy", "external")
 #: kind/cluster.yaml publishes the ingress gateway's NodePort here.
 INGRESS_URL = "http://127.0.0.1:8080"
+#: How long set_weights waits for istiod to push a new split to the client's proxy.
+PROPAGATION_TIMEOUT = 30.0
 #: In-cluster traffic sources: namespace, Deployment and container that run load.py.
 POD_SOURCES = {
     "client": ("payments-prod", "client", "client"),
@@ -317,6 +319,23 @@ class KubeLab(Lab):
         ns, deploy, _ = POD_SOURCES[source]
         pod = self._first_pod(ns, deploy)
         return istio.route_weights(self.target, pod, ns, f"{service}.{namespace}.svc.cluster.local")
+
+    def set_weights(self, service: str, namespace: str = "payments-prod", **weights: int) -> list[Change]:
+        """Apply the canary split, then wait until the client's proxy holds it (``proxy-config routes``)."""
+        changes = super().set_weights(service, namespace, **weights)
+        wanted = {subset: w for subset, w in weights.items() if w}
+        deadline = time.monotonic() + PROPAGATION_TIMEOUT
+        while True:
+            held = {subset: w for subset, w in self.route_weights(service, namespace).items() if w}
+            if held == wanted:
+                return changes
+            if time.monotonic() > deadline:
+                _say(
+                    f"warning: after {PROPAGATION_TIMEOUT:g}s the client's proxy still routes {held}, not "
+                    f"{wanted}; check lab.analyze() and `istioctl proxy-status`"
+                )
+                return changes
+            time.sleep(1)
 
     def mtls_mode(
         self, workload: str = "currency-converter-v1", namespace: str = "payments-prod"

@@ -5,6 +5,7 @@ the object."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import time
@@ -98,7 +99,8 @@ class Kube:
     @property
     def dynamic(self) -> DynamicClient:
         if self._dynamic is None:
-            cache = paths.state_dir() / "kind" / f"discovery-{abs(hash(self.host))}.json"
+            key = hashlib.sha256(self.host.encode()).hexdigest()[:12]
+            cache = paths.state_dir() / "kind" / f"discovery-{key}.json"
             cache.parent.mkdir(parents=True, exist_ok=True)
             self._dynamic = self._call(
                 "discover the API", lambda: DynamicClient(self.api, cache_file=str(cache))
