@@ -38,7 +38,7 @@ def default_retry_policy() -> dict:
 
 
 def sidecar_route_config(
-    proxy: Proxy, port: int, hosts: list[Host], virtual_services: list[Resource], registry_only: bool
+    proxy: Proxy, port: int, hosts: list[Host], virtual_services: list[Resource]
 ) -> dict:
     """Route config ``"<port>"``: a vhost ``<fqdn>:<port>`` per registry host on it, then a catch-all."""
     by_fqdn = {h.fqdn: h for h in hosts}
@@ -48,16 +48,8 @@ def sidecar_route_config(
         routes = http_routes(vs, port, by_fqdn) if vs else [_default_route(host, port)]
         domains = [host.fqdn, *alt_names(host.fqdn, proxy.namespace)]
         vhosts.append({"name": f"{host.fqdn}:{port}", "domains": domains, "routes": routes})
-    if registry_only:
-        vhosts.append(
-            {
-                "name": "block_all",
-                "domains": ["*"],
-                "routes": [
-                    {"name": "block_all", "match": {"prefix": "/"}, "direct_response": {"status": 502}}
-                ],
-            }
-        )
+    block_all = {"name": "block_all", "match": {"prefix": "/"}, "direct_response": {"status": 502}}
+    vhosts.append({"name": "block_all", "domains": ["*"], "routes": [block_all]})  # REGISTRY_ONLY
     return _route_config(str(port), vhosts, proxy)
 
 

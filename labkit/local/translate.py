@@ -62,10 +62,9 @@ def translate(resources: list[Resource], topo: Topology, mesh: MeshSettings) -> 
     if mesh.outbound_policy != "REGISTRY_ONLY":
         raise UnsupportedError(
             f"meshConfig.outboundTrafficPolicy.mode {mesh.outbound_policy} is not supported by the local "
-            "backend: "
-            "Istio forwards unknown hosts to the connection's original destination, which needs iptables "
-            "capture; local sidecars have none. Use REGISTRY_ONLY (plus a ServiceEntry per external host) in "
-            "cluster-config/istio/install.yaml, or the kind backend (LAB_BACKEND=kind)"
+            "backend: Istio forwards unknown hosts to the connection's original destination, which needs "
+            "iptables capture; local sidecars have none. Use REGISTRY_ONLY (plus a ServiceEntry per external "
+            "host) in cluster-config/istio/install.yaml, or the kind backend (LAB_BACKEND=kind)"
         )
     root = mesh.root_namespace
     pas = of_kind(resources, "PeerAuthentication")
@@ -90,7 +89,7 @@ def translate(resources: list[Resource], topo: Topology, mesh: MeshSettings) -> 
         clusters = outbound_clusters(proxy, hosts, drs, auto_mtls, root)
         instance = topo.instance_of(proxy)
         assert instance is not None
-        routes = [sidecar_route_config(proxy, p, hosts, mesh_vss, registry_only=True) for p in ports]
+        routes = [sidecar_route_config(proxy, p, hosts, mesh_vss) for p in ports]
         rbac = rbac_per_route(aps, proxy, root)
         for target in sorted(proxy.inbound_ports):
             mode = port_mode(pas, proxy.namespace, proxy.labels, target, root)
@@ -125,7 +124,8 @@ def _gateway(
         for server in gw.spec.get("servers") or []:
             port = int(server["port"]["number"])
             servers.setdefault(port, []).extend(h.split("/", 1)[-1] for h in server.get("hosts") or [])
-            bound.setdefault(port, []).extend(v for v in gw_vss if v not in bound.get(port, []))
+            bound.setdefault(port, [])
+            bound[port] += [v for v in gw_vss if v not in bound[port]]
     missing = [p for p in servers if p not in proxy.gateway_ports]
     if missing:
         raise BackendError(
