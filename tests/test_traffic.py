@@ -83,7 +83,7 @@ def test_versions_split_codes_and_summary_from_real_responses(v1: str) -> None:
 
 
 def test_rate_holds_within_5_percent_at_200_rps(v1: str) -> None:
-    result = traffic.send(direct(v1), URL, n=1000, qps=200)
+    result = traffic.send(direct(v1), URL, n=1000, qps=200, concurrency=32)
     assert result.codes() == {200: 1000}
     # The slope of send time against request number is the schedule actually kept (robust to start-up jitter).
     fit = linregress(range(len(result.outcomes)), sorted(o.t for o in result.outcomes))
@@ -189,7 +189,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[labkit.Lab]:
 
 @pytest.mark.mesh
 def test_mesh_rate_holds_within_5_percent_at_200_rps_and_the_split_is_90_10(lab: labkit.Lab) -> None:
-    result = lab.send(URL, n=1000, qps=200)
+    result = lab.send(URL, n=1000, qps=200, concurrency=32)  # headroom: a loaded machine adds latency
     assert result.codes() == {200: 1000}
     fit = linregress(range(len(result.outcomes)), sorted(o.t for o in result.outcomes))
     assert 1 / fit.slope == pytest.approx(200, rel=0.05)
