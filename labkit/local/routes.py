@@ -185,7 +185,7 @@ def _action(vs: Resource, http: dict, path: str, port: int, hosts: dict[str, Hos
                 "one a positive weight"
             )
     if len(targets) == 1:
-        d, (fqdn, number, name) = targets[0]
+        d, (_, _, name) = targets[0]
         action["cluster"] = name
         route.update(_header_ops(d.get("headers") or {}))
     else:
