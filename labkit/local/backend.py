@@ -486,7 +486,11 @@ class LocalLab(Lab):
         straight to one Service endpoint (like kube-proxy, plaintext), "ingress" through the gateway."""
         topo = self._require_up()
         if source == "client":
-            client = next(p for p in topo.proxies.values() if p.workload == "client")
+            client = next((p for p in topo.sidecars if p.workload == "client"), None)
+            if client is None:
+                raise LabError(
+                    "no `client` workload with a sidecar: is cluster-config/apps/client.yaml there?"
+                )
             return lambda url: _via(url, client.outbound_ports.get(_port(url), CLOSED_PORT))
         if source == "ingress":
             return lambda url: _via(url, topo.gateway.gateway_ports.get(_port(url), CLOSED_PORT))
