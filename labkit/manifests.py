@@ -16,7 +16,27 @@ from labkit.errors import LabError, ManifestError
 
 Source = str | os.PathLike | Mapping[str, Any] | Sequence[Mapping[str, Any]]
 
-_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+class _Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
+    """Safe YAML that, like kubectl's strict decoding, refuses a key written twice in one mapping (PyYAML
+    would silently keep the last: a second ``weight:`` line overrides the first)."""
+
+
+def _mapping_without_duplicates(loader: yaml.SafeLoader, node: yaml.MappingNode) -> dict:
+    seen = set()
+    for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *anchor` merges keys; it is not a key itself
+            continue
+        key = loader.construct_object(key_node, deep=True)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"the key {key!r} appears twice in one mapping; keep one", key_node.start_mark
+            )
+        seen.add(key)
+    return yaml.SafeLoader.construct_mapping(loader, node, deep=True)
+
+
+_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping_without_duplicates)
 
 #: Kinds that live outside any namespace (``metadata.namespace`` is ignored for them, as the API server does).
 CLUSTER_SCOPED = frozenset(
@@ -151,7 +171,13 @@ def _load_path(path: Path) -> list[Resource]:
         raise ManifestError(
             f"{display_source(str(path))}: no such file or folder; check the path and the current folder"
         )
-    return _load_text(path.read_text(encoding="utf-8"), str(path))
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ManifestError(
+            f"{display_source(str(path))}: not a text file (not UTF-8): {exc.reason}"
+        ) from exc
+    return _load_text(text, str(path))
 
 
 def _load_text(text: str, source: str) -> list[Resource]:
@@ -165,9 +191,10 @@ def _load_text(text: str, source: str) -> list[Resource]:
         mark = exc.problem_mark or exc.context_mark
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = f"{exc.problem} ({exc.context})" if exc.context else str(exc.problem)
+        if not isinstance(exc, yaml.constructor.ConstructorError):
+            problem += ". Check the indentation and the brackets/quotes on that line and the line above"
         raise ManifestError(
-            f"{display_source(source)} (document {index + 2}): invalid YAML{at}: {problem}. "
-            "Check the indentation and the brackets/quotes on that line and the line above."
+            f"{display_source(source)} (document {index + 2}): invalid YAML{at}: {problem}"
         ) from exc
     except yaml.YAMLError as exc:
         raise ManifestError(f"{display_source(source)}: invalid YAML: {exc}") from exc

@@ -167,3 +167,18 @@ def test_canary_virtual_service_keeps_the_order_given() -> None:
 def test_canary_virtual_service_rejects_bad_weights(weights: dict, expected: str) -> None:
     with pytest.raises(LabError, match=expected):
         manifests.canary_virtual_service("currency-converter", weights)
+
+
+def test_yaml_merge_keys_work_and_duplicate_keys_are_refused() -> None:
+    text = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\ndata:\n  <<: {a: '1'}\n  b: '2'\n"
+    (cm,) = manifests.load(text)
+    assert cm.body["data"] == {"a": "1", "b": "2"}
+    with pytest.raises(ManifestError, match=r"line 7, column 3: the key 'b' appears twice in one mapping"):
+        manifests.load(text + "  b: '3'\n")
+
+
+def test_binary_file_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "image.yaml"
+    path.write_bytes(b"\xff\xfe\x00binary")
+    with pytest.raises(ManifestError, match="image.yaml: not a text file"):
+        manifests.load(path)

@@ -238,6 +238,11 @@ def test_broken_manifest_is_reported_precisely(
         ),
         ("empty.yaml", "tests/broken/empty.yaml: no Kubernetes objects"),
         ("not-an-object.yaml", "tests/broken/not-an-object.yaml (document 1): expected a Kubernetes object"),
+        (
+            "duplicate-key.yaml",
+            "tests/broken/duplicate-key.yaml (document 1): invalid YAML at line 16, column 11: "
+            "the key 'weight' appears twice",
+        ),
     ],
 )
 def test_unreadable_manifest_names_file_and_document(name: str, expected: str) -> None:
@@ -247,7 +252,8 @@ def test_unreadable_manifest_names_file_and_document(name: str, expected: str) -
 
 
 def test_every_broken_file_is_covered() -> None:
-    covered = {case[0] for case in BROKEN_CASES} | {"malformed-yaml.yaml", "empty.yaml", "not-an-object.yaml"}
+    unreadable = {"malformed-yaml.yaml", "empty.yaml", "not-an-object.yaml", "duplicate-key.yaml"}
+    covered = {case[0] for case in BROKEN_CASES} | unreadable
     assert covered == {p.name for p in BROKEN.glob("*.yaml")}
 
 
