@@ -123,6 +123,7 @@ class ControlState:
     """What the control shows, for check cells: configured weights, the last window's split and errors."""
 
     weights: dict[str, int]
+    counts: dict[str, int]  # responses per version in the last window
     observed: dict[str, float]
     error_rate: float | None
     samples: int
@@ -163,6 +164,7 @@ class CanaryControl:
         self._stream_offset = 0.0
         self._rollout: Rollout | None = None
         self._drawn = 0.0
+        self._draw_lock = threading.Lock()
 
         pct = {"min": 0, "max": 100, "step": 5, "continuous_update": False}
         self.slider = w.IntSlider(value=current[self.canary], description=f"{self.canary} %", **pct)
@@ -251,6 +253,7 @@ class CanaryControl:
         total = sum(counts.values())
         return ControlState(
             weights=weights,
+            counts=dict(sorted(counts.items())),
             observed={v: k / total for v, k in sorted(counts.items())},
             error_rate=sum(o.failed for o in recent) / len(recent) if recent else None,
             samples=len(recent),
@@ -319,6 +322,10 @@ class CanaryControl:
     def _configured_shares(self) -> list[tuple[float, dict[str, float]]]:
         return [(t, stats.normalise(weights)) for t, weights in self._configured]
 
+    def redraw(self) -> None:
+        """Redraw the chart now (it redraws by itself twice a second while traffic flows)."""
+        self._draw(force=True)
+
     def _draw(self, force: bool = False) -> None:
         """Redraw the chart at most twice a second (and on every weight change)."""
         now = self._now()
@@ -333,19 +340,23 @@ class CanaryControl:
         start = max(0.0, now - self.history)
         start = round(start / step) * step + step
         times, shares = stats.rolling_shares(outcomes, self.window, step, start)
-        _, failed = stats.rolling(
-            [o.t for o in outcomes], [str(o.failed) for o in outcomes], self.window, step, start
+        error_times, failed = stats.rolling(
+            [o.t for o in outcomes],
+            ["failed" if o.failed else "ok" for o in outcomes],
+            self.window,
+            step,
+            start,
         )
-        errors = failed.get("True", [0.0] * len(times)) if failed else []
+        errors = failed.get("failed", [0.0] * len(error_times))
         configured = [(max(t, start - step), w) for t, w in configured]
-        with self.figure.batch_update():
+        with self._draw_lock, self.figure.batch_update():  # the traffic thread and the kernel both draw
             for v in (self.baseline, self.canary):
                 self._trace[f"observed-{v}"].update(x=times, y=[100 * s for s in shares.get(v, [])])
             boundary = [100 * w.get(self.canary, 0.0) for _, w in configured]
             self._trace[f"configured-{self.canary}"].update(
                 x=[t for t, _ in configured] + [now], y=boundary + boundary[-1:]
             )
-            self._trace["error-rate"].update(x=times, y=[100 * e for e in errors])
+            self._trace["error-rate"].update(x=error_times, y=[100 * e for e in errors])
             self._trace["events"].update(
                 x=[t for t, _ in events], y=[102] * len(events), text=[text for _, text in events]
             )

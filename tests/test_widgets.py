@@ -110,36 +110,31 @@ def ctrl(lab: Lab) -> Iterator[CanaryControl]:
         lab.set_weights("currency-converter", v1=90, v2=10)
 
 
-def since(ctrl: CanaryControl, t: float) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for o in list(ctrl._outcomes):
-        if o.t >= t and o.version:
-            counts[o.version] = counts.get(o.version, 0) + 1
-    return counts
-
-
 @pytest.mark.mesh
 def test_slider_applies_the_virtual_service_and_the_split_converges(ctrl: CanaryControl, lab: Lab) -> None:
     ctrl.start()
     ctrl.slider.value = 30
     changes = ctrl.apply()
-    applied = ctrl._now()
     assert [(c.kind, c.name, c.action) for c in changes] == [
         ("VirtualService", "currency-converter", "configured")
     ]
     assert ctrl.state.weights == {"v1": 70, "v2": 30} and ctrl.baseline_slider.value == 70
 
-    deadline = time.monotonic() + 15
-    while sum(since(ctrl, applied + 1.0).values()) < 400 and time.monotonic() < deadline:
-        time.sleep(0.25)
-    counts = since(ctrl, applied + 1.0)  # one second for the route change to reach the sidecar
-    assert stats.split_report(counts, {"v1": 70, "v2": 30}).consistent, counts
+    # The state's window is the last 5 s: once it holds only traffic sent after the change, the split matches.
+    time.sleep(ctrl.window + 1.0)
+    deadline = time.monotonic() + 10
+    while not stats.split_report(ctrl.state.counts, {"v1": 70, "v2": 30}).consistent:
+        assert time.monotonic() < deadline, ctrl.state
+        time.sleep(0.5)
+    counts = ctrl.state.counts
+    assert sum(counts.values()) >= 300, counts
     assert not stats.split_report(counts, {"v1": 90, "v2": 10}).consistent, counts
 
-    ctrl._draw(force=True)
+    ctrl.redraw()
     figure = {t.name: t for t in ctrl.figure.data}
     assert list(figure["v2 configured"].y)[-1] == 30
-    assert len(figure["v2 observed"].y) > 0 and figure["error rate"].y[-1] == 0
+    assert figure["v2 observed"].y[-1] == pytest.approx(100 * ctrl.state.observed["v2"], abs=10)
+    assert figure["error rate"].y[-1] == 0
 
 
 @pytest.mark.mesh
@@ -150,7 +145,7 @@ def test_rollout_goes_to_100_with_a_healthy_v2(ctrl: CanaryControl) -> None:
     assert [line.split("] ")[1] for line in state.log if "step" in line] == [
         f"step {i}/4: v2 → {w} %" for i, w in enumerate((10, 25, 50, 100), 1)
     ]
-    ctrl._draw(force=True)
+    ctrl.redraw()
     events = next(t for t in ctrl.figure.data if t.name == "events")
     assert list(events.text) == ["10 %", "25 %", "50 %", "100 %", "done"]
 
@@ -176,7 +171,7 @@ def test_rollout_rolls_back_with_a_failing_v2(ctrl: CanaryControl, lab: Lab) -> 
         state = ctrl.state
         assert state.weights == {"v1": 100, "v2": 0}
         assert "ROLLBACK at 10 %" in state.log[-1]
-        ctrl._draw(force=True)
+        ctrl.redraw()
         events = next(t for t in ctrl.figure.data if t.name == "events")
         assert list(events.text) == ["10 %", "ROLLBACK"]
     finally:
