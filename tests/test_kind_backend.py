@@ -17,7 +17,7 @@ from fakes.apiserver import FakeApiServer
 from labkit import manifests, metrics, paths
 from labkit.errors import BackendError
 from labkit.kind import doctor
-from labkit.kind.backend import KubeLab, _ingress
+from labkit.kind.backend import KubeLab, _ingress, parse_load_output
 
 ADDON = """apiVersion: apps/v1
 kind: Deployment
@@ -268,3 +268,14 @@ def test_set_weights_waits_until_the_client_proxy_holds_the_split(running, monke
     lab.set_weights("currency-converter", v1=50, v2=50)
     out = capsys.readouterr().out
     assert "client's proxy still routes {'v1': 90, 'v2': 10}, not {'v1': 50, 'v2': 50}" in out
+
+
+def test_load_py_wall_clock_times_become_seconds_since_the_first_request():
+    text = (
+        '{"t": 1764250000.50, "status": 200, "version": "v2", "latency": 0.01, "error": null}\n'
+        'Defaulted container "client" out of: client, istio-proxy (init)\n'
+        '{"t": 1764250000.25, "status": null, "version": null, "latency": 5.0, "error": "TimeoutError"}\n'
+    )
+    first, second = parse_load_output(text)
+    assert (first.t, first.status, first.error) == (0.0, None, "TimeoutError")
+    assert (second.t, second.version) == (0.25, "v2")

@@ -85,6 +85,10 @@ class KubeLab(Lab):
             _say(f"building {cluster.IMAGE} and loading it into the cluster")
             cluster.build_image()
             cluster.load_image(cluster.IMAGE, self.name)
+        else:
+            _say(
+                f"kube mode: the cluster's nodes must be able to pull {cluster.IMAGE} (push it to their registry)"
+            )
         self._install_istio()
         self.addons()
         _say("applying cluster-config/apps")
@@ -505,28 +509,30 @@ class PodStream:
 
 
 def parse_load_output(text: str) -> list[Outcome]:
-    """load.py's JSON lines (``{"t","status","version","latency","error"}``) as traffic Outcomes."""
+    """load.py's JSON lines (``{"t","status","version","latency","error"}``, ``t`` a wall-clock time) as
+    traffic Outcomes, ``t`` counted from the first request as TrafficResult expects."""
     from labkit.traffic import Outcome
 
-    outcomes = []
+    rows = []
     for line in text.splitlines():
         try:
             row = json.loads(line)
         except ValueError:
             continue  # kubectl or Python warnings between the results
-        if not isinstance(row, dict) or "latency" not in row:
-            continue
-        outcomes.append(
-            Outcome(
-                t=float(row.get("t") or 0.0),
-                status=row.get("status"),
-                version=row.get("version"),
-                latency=float(row["latency"]),
-                error=row.get("error"),
-                flags=row.get("flags"),
-            )
+        if isinstance(row, dict) and "latency" in row:
+            rows.append(row)
+    start = min((float(row.get("t") or 0.0) for row in rows), default=0.0)
+    return [
+        Outcome(
+            t=float(row.get("t") or start) - start,
+            status=row.get("status"),
+            version=row.get("version"),
+            latency=float(row["latency"]),
+            error=row.get("error"),
+            flags=row.get("flags"),
         )
-    return outcomes
+        for row in sorted(rows, key=lambda row: float(row.get("t") or start))
+    ]
 
 
 def _ingress(url: str) -> tuple[str, dict[str, str]]:

@@ -205,7 +205,7 @@ def kubectl(args: list[str]) -> tuple[str, str, int]:
         n = int(_flag(words, "--n", "10"))
         rows = [
             {
-                "t": i * 0.01,
+                "t": 1764250000.0 + i * 0.01,  # load.py prints wall-clock time.time()
                 "status": 200,
                 "version": "v2" if i % 10 == 9 else "v1",
                 "latency": 0.004,
