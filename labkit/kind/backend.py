@@ -86,9 +86,7 @@ class KubeLab(Lab):
             cluster.build_image()
             cluster.load_image(cluster.IMAGE, self.name)
         else:
-            _say(
-                f"kube mode: the cluster's nodes must be able to pull {cluster.IMAGE} (push it to their registry)"
-            )
+            _say(f"kube mode: the nodes must be able to pull {cluster.IMAGE} (push it to their registry)")
         self._install_istio()
         self.addons()
         _say("applying cluster-config/apps")
