@@ -201,3 +201,16 @@ def test_mesh_rate_holds_within_5_percent_at_200_rps_and_the_split_is_90_10(lab:
 def test_mesh_strict_mtls_refusal_is_recorded(lab: labkit.Lab) -> None:
     result = lab.send(URL, n=20, source="legacy")  # plaintext from outside the mesh into STRICT mTLS
     assert result.codes() == {"connection reset": 20}
+
+
+@pytest.mark.mesh
+def test_mesh_envoy_fault_replies_carry_their_response_flag(lab: labkit.Lab) -> None:
+    lab.apply(paths.MESH / "virtual-service-currency-converter-fault-abort.yaml")  # 50 % aborted with 503
+    try:
+        result = lab.send(URL, n=200)
+    finally:
+        lab.apply(paths.MESH / "virtual-service-currency-converter-90-10.yaml")
+    aborted = [o for o in result.outcomes if o.status == 503]
+    assert 60 < len(aborted) < 140
+    assert all(o.flags == "FI" and o.version is None for o in aborted)
+    assert all(o.flags is None and o.version in ("v1", "v2") for o in result.outcomes if o.status == 200)
