@@ -286,7 +286,7 @@ _ISTIO_MODELS_NOTE = "labkit's Istio schemas are Istio 1.24's: a field added sin
 
 @functools.cache
 def _istio_api_versions() -> list[str]:
-    """Every Istio apiVersion the models cover, stable first (from module names: an import takes seconds)."""
+    """Every Istio apiVersion the models cover (one module each), stable first."""
     package = importlib.import_module(_ISTIO_MODELS)
     found = []
     for info in pkgutil.walk_packages(package.__path__, f"{_ISTIO_MODELS}."):
@@ -325,7 +325,7 @@ def _istio_validator(api_version: str, kind: str) -> jsonschema.Draft202012Valid
 
 
 def _known_kinds() -> list[tuple[str, str]]:
-    """(apiVersion, kind) of every kind we can validate; imports every Istio model: error messages only."""
+    """(apiVersion, kind) of every kind we can validate, stable versions first, for error messages."""
     istio = [(av, kind) for av in _istio_api_versions() for kind in _istio_kinds(av)]
     return istio + list(_kubernetes_kinds())
 
