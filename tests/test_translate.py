@@ -414,6 +414,9 @@ def test_every_connection_manager_logs_istio_text_format_and_counts_requests_wit
     out_tags = _tags(listener(client(cfgs), "0.0.0.0_8080"))[0]
     assert out_tags["reporter"] == "source" and out_tags["source_workload"] == "client"
     assert out_tags["destination_workload"] == "%UPSTREAM_METADATA(istio:workload)%"
+    assert out_tags["destination_service"] == "%METADATA(ROUTE:istio:service)%"
+    [canary] = vhost(client(cfgs), "8080", f"{CC}:8080")["routes"]
+    assert canary["metadata"] == {"filter_metadata": {"istio": {"service": CC}}}
     assert out_tags["connection_security_policy"] == "unknown"
     tls_chain, plain_chain = _tags(
         listener(cfgs["sidecar~currency-converter-v2-0.payments-prod"], "virtualInbound_8080")

@@ -88,14 +88,14 @@ def access_logs(proxy: Proxy, log_file: bool, tags: dict[str, str]) -> list[dict
 
 
 def source_tags(proxy: Proxy) -> dict[str, str]:
-    """Labels the calling proxy reports; destination labels come from endpoint/cluster metadata."""
+    """Labels the calling proxy reports; destination labels come from endpoint and route metadata."""
     return {
         "reporter": "source",
         "source_workload": proxy.workload,
         "source_workload_namespace": proxy.namespace,
         "destination_workload": "%UPSTREAM_METADATA(istio:workload)%",
         "destination_workload_namespace": "%UPSTREAM_METADATA(istio:namespace)%",
-        "destination_service": "%CLUSTER_METADATA(istio:service)%",
+        "destination_service": "%METADATA(ROUTE:istio:service)%",
         "destination_version": "%UPSTREAM_METADATA(istio:version)%",
         "response_code": "%RESPONSE_CODE%",
         "response_flags": "%RESPONSE_FLAGS%",

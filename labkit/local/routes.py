@@ -130,12 +130,18 @@ def _default_route(host: Host, port: int) -> dict:
         "name": "default",
         "match": {"prefix": "/", "case_sensitive": True},
         "decorator": {"operation": f"{host.fqdn}:{port}/*"},
+        "metadata": _service_metadata(host.fqdn),
         "route": {
             "cluster": cluster_name(port, "", host.fqdn),
             "timeout": "0s",
             "retry_policy": default_retry_policy(),
         },
     }
+
+
+def _service_metadata(fqdn: str) -> dict:
+    """The destination service, for the request counter: known even when the cluster is not (503 NC)."""
+    return {"filter_metadata": {"istio": {"service": fqdn}}}
 
 
 def http_routes(vs: Resource, port: int, hosts: dict[str, Host]) -> list[dict]:
@@ -209,6 +215,7 @@ def _action(vs: Resource, http: dict, path: str, port: int, hosts: dict[str, Hos
         action["host_rewrite_literal"] = rewrite["authority"]
     route["route"] = action
     route["decorator"] = {"operation": f"{fqdn}:{number}/*"}
+    route["metadata"] = _service_metadata(fqdn)
     fault = _fault(http.get("fault"))
     if fault is not None:
         route["typed_per_filter_config"] = {"envoy.filters.http.fault": fault}
