@@ -85,3 +85,13 @@ def test_missing_istioctl_is_an_error_naming_the_install(fake, monkeypatch):
 def test_ports_are_not_checked_when_the_lab_cluster_already_holds_them(fake, monkeypatch):
     monkeypatch.setattr(doctor, "check_ports", lambda: pytest.fail("ports checked for an existing cluster"))
     doctor.run_checks(cluster_exists=True)
+
+
+def test_a_tool_missing_from_path_is_one_line_with_where_to_get_it(fake, monkeypatch):
+    monkeypatch.setenv("PATH", str(harness.BIN.parent / "no-such-dir"))
+    [check] = doctor.check_tools(("istioctl",))
+    assert check.level == "error"
+    assert str(check) == (
+        "[error] `istioctl` was not found on PATH; run `labkit tools install` (pinned istioctl), "
+        "or see https://istio.io/latest/docs/setup"
+    )

@@ -14,7 +14,7 @@ from pathlib import Path
 import yaml
 
 from labkit import paths
-from labkit.errors import CommandError, LabError
+from labkit.errors import CommandError, LabError, ToolNotFoundError
 from labkit.kind import cluster
 from labkit.kind.commands import _run
 
@@ -46,9 +46,11 @@ def check_docker() -> list[Check]:
         out = _run(
             ["docker", "info", "--format", "{{.NCPU}} {{.MemTotal}} {{.ServerVersion}}"], timeout=30
         ).stdout
-    except LabError as exc:
-        last = str(exc).strip().splitlines()
-        reason = last[1] if isinstance(exc, CommandError) and len(last) > 1 else last[0]
+    except ToolNotFoundError as exc:
+        return [Check("error", str(exc))]
+    except CommandError as exc:
+        # docker prints empty fields on stdout and the reason on stderr: the reason is the last line
+        reason = ([ln for ln in exc.output.splitlines() if ln.strip()] or ["no output"])[-1]
         fix = "start Docker (Docker Desktop, or `sudo systemctl start docker`), then rerun `labkit doctor`"
         return [Check("error", f"Docker daemon not reachable: {reason}", fix)]
     cpus, memory, version = (out.split() + ["?", "?", "?"])[:3]
@@ -95,9 +97,12 @@ def check_tools(tools: tuple[str, ...] = ("kind", "kubectl", "istioctl")) -> lis
         argv, parse = VERSION_COMMANDS[tool]
         try:
             version = parse(_run(argv, timeout=30).stdout)
-        except LabError as exc:
+        except ToolNotFoundError as exc:
+            checks.append(Check("error", str(exc)))  # the message says how to install it
+            continue
+        except CommandError as exc:
             checks.append(
-                Check("error", str(exc).splitlines()[0], f"reinstall {tool}; `labkit tools install`")
+                Check("error", str(exc).splitlines()[0], f"reinstall {tool} (`labkit tools install`)")
             )
             continue
         except (ValueError, KeyError, IndexError):

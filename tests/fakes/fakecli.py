@@ -104,7 +104,7 @@ def docker(args: list[str]) -> tuple[str, str, int]:
     if (STATE / "docker-down").exists():
         msg = "Cannot connect to the Docker daemon at unix:///var/run/docker.sock. "
         msg += "Is the docker daemon running?\n"
-        return "", msg, 1
+        return ("0 0 \n" if args[:1] == ["info"] else ""), msg, 1  # docker info --format prints empty fields
     if args[:1] == ["info"]:
         return os.environ.get("FAKE_DOCKER_INFO", "8 16663109632 28.3.2") + "\n", "", 0
     if args[:1] == ["build"]:
