@@ -192,14 +192,10 @@ class _Load:
         if qps is not None and qps <= 0:
             raise LabError(f"qps is {qps}; use a positive rate, or None to send as fast as possible")
         self.resolver, self.url, self.n, self.duration, self.qps = resolver, url, n, duration, qps
-        self.concurrency, self.headers, self.method, self.timeout = (
-            concurrency,
-            dict(headers or {}),
-            method,
-            timeout,
-        )
+        self.concurrency, self.method, self.timeout = concurrency, method, timeout
+        self.headers = dict(headers or {})
         self.sink = sink
-        self.outcomes: list[Outcome] = []
+        self.outcomes: list[Outcome] = []  # kept only without a sink: a stream may run for hours
         self.start = 0.0
         self.elapsed = 0.0
         self.finished = threading.Event()
@@ -208,9 +204,8 @@ class _Load:
     async def go(self) -> None:
         self.start = self.start or time.monotonic()
         try:
-            connector = aiohttp.TCPConnector(
-                limit=self.concurrency
-            )  # keep-alive pool, one connection per worker
+            # a keep-alive pool with one connection per worker
+            connector = aiohttp.TCPConnector(limit=self.concurrency)
             timeout = aiohttp.ClientTimeout(total=self.timeout)
             async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
                 await asyncio.gather(*(self._worker(session) for _ in range(self.concurrency)))
@@ -233,8 +228,9 @@ class _Load:
             elif self.duration is not None and now >= self.duration:
                 return
             outcome = await self._one(session)
-            self.outcomes.append(outcome)
-            if self.sink is not None:
+            if self.sink is None:
+                self.outcomes.append(outcome)
+            else:
                 self.sink(outcome)
 
     async def _one(self, session: aiohttp.ClientSession) -> Outcome:
