@@ -386,3 +386,112 @@ def test_an_object_with_schema_errors_does_not_derail_the_others(context: list[m
     assert [(f.name, f.field) for f in findings] == [("broken", "spec.host"), ("currency-converter", ROUTE)]
     assert findings[0].message == "8080 is not a string"
     assert "add up to 90, not 100" in findings[1].message
+
+
+# Fields whose generated models use nullable wrappers, "exactly one of" variants, maps and numbers:
+# all valid in Istio 1.31, so none may be reported.
+VALID_ISTIO = """
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: zoo, namespace: payments-prod}
+spec:
+  hosts: [currency-converter]
+  http:
+    - match:
+        - headers: {end-user: {exact: jason}, x-trace: {regex: ".*"}}
+          uri: {prefix: /convert}
+          queryParams: {debug: {exact: "1"}}
+          ignoreUriCase: true
+          method: {exact: GET}
+      fault:
+        delay: {fixedDelay: 0.5s, percentage: {value: 12.5}}
+        abort: {grpcStatus: UNAVAILABLE, percentage: {value: 1}}
+      retries: {attempts: 3, perTryTimeout: 0.2s, retryOn: "5xx,connect-failure"}
+      timeout: 1.5s
+      mirror: {host: currency-converter, subset: v2, port: {number: 8080}}
+      mirrorPercentage: {value: 5.5}
+      headers:
+        request: {set: {x-lab: "yes"}, remove: [x-debug]}
+        response: {add: {x-served-by: mesh}}
+      rewrite: {uri: /v1/convert}
+      route:
+        - destination: {host: currency-converter, subset: v1, port: {number: 8080}}
+          weight: 100
+          headers: {response: {set: {x-version: v1}}}
+    - redirect: {uri: /convert, redirectCode: 301}
+    - directResponse: {status: 503, body: {string: "maintenance"}}
+---
+apiVersion: networking.istio.io/v1beta1
+kind: DestinationRule
+metadata: {name: zoo, namespace: payments-prod}
+spec:
+  host: currency-converter
+  trafficPolicy:
+    connectionPool:
+      tcp: {maxConnections: 1, connectTimeout: 30ms}
+      http: {http1MaxPendingRequests: 1, maxRequestsPerConnection: 1, idleTimeout: 5s}
+    outlierDetection: {consecutive5xxErrors: 1, interval: 1s, baseEjectionTime: 3m, maxEjectionPercent: 100}
+    loadBalancer: {consistentHash: {httpHeaderName: x-user}}
+    tls: {mode: ISTIO_MUTUAL}
+    portLevelSettings:
+      - port: {number: 8080}
+        loadBalancer: {simple: ROUND_ROBIN}
+  subsets:
+    - name: v1
+      labels: {version: v1}
+      trafficPolicy: {loadBalancer: {simple: LEAST_REQUEST}}
+---
+apiVersion: security.istio.io/v1beta1
+kind: PeerAuthentication
+metadata: {name: zoo, namespace: payments-prod}
+spec:
+  selector: {matchLabels: {app: currency-converter}}
+  mtls: {mode: STRICT}
+  portLevelMtls:
+    8080: {mode: PERMISSIVE}
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: zoo, namespace: payments-prod}
+spec:
+  selector: {matchLabels: {app: currency-converter}}
+  action: DENY
+  rules:
+    - from: [{source: {notNamespaces: [payments-prod], ipBlocks: [10.0.0.0/8]}}]
+      to: [{operation: {methods: [POST], notPaths: [/healthz], ports: ["8080"]}}]
+      when: [{key: "request.headers[x-token]", values: ["*"]}]
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: zoo, namespace: payments-prod}
+spec:
+  hosts: [api.example.com]
+  ports: [{number: 443, name: https, protocol: TLS}]
+  resolution: DNS
+  location: MESH_EXTERNAL
+  endpoints: [{address: api.example.com, ports: {https: 8443}, weight: 1}]
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: zoo, namespace: payments-prod}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+    - port: {number: 443, name: https, protocol: HTTPS}
+      hosts: ["payments-prod/*"]
+      tls: {mode: SIMPLE, credentialName: zoo-cert}
+"""
+
+
+def test_valid_istio_fields_are_not_reported(context: list[manifests.Resource]) -> None:
+    resources = manifests.load(VALID_ISTIO)
+    assert [r.kind for r in resources] == [
+        "VirtualService",
+        "DestinationRule",
+        "PeerAuthentication",
+        "AuthorizationPolicy",
+        "ServiceEntry",
+        "Gateway",
+    ]
+    findings = validation.validate(resources, context=context)
+    assert findings == [], "\n".join(map(str, findings))
