@@ -21,7 +21,7 @@ ANALYZE_79 = [
         "documentationUrl": "https://istio.io/v1.31/docs/reference/config/analysis/ist0101/?ref=istioctl",
         "level": "Error",
         "message": 'Referenced host+subset in destinationrule not found: "currency-converter+v3"',
-        "origin": "VirtualService payments-prod/currency-converter",
+        "origin": "VirtualService currency-converter.payments-prod",  # istioctl's <kind> <name>.<namespace>
         "reference": "",
     },
     {
