@@ -47,6 +47,9 @@ KUBE_KINDS = {"Namespace", "ServiceAccount", "Service", "Deployment"}
 CLOSED_PORT = 1
 
 
+_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when present: re-read on every apply
+
+
 def _is_istio(res: Resource) -> bool:
     return res.group.endswith("istio.io")
 
@@ -119,7 +122,7 @@ class LocalLab(Lab):
         """Resources applied on top of cluster-config/apps: Istio config, and edited Kubernetes objects."""
         if not self._applied_file.is_file():
             return []
-        entries = yaml.safe_load(self._applied_file.read_text()) or []
+        entries = yaml.load(self._applied_file.read_text(), Loader=_Loader) or []
         return [Resource(body=e["body"], source=e["source"], index=e["index"]) for e in entries]
 
     def _save_applied(self, resources: list[Resource]) -> None:

@@ -19,8 +19,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import yaml
-
 from labkit.errors import ToolNotFoundError
 
 if TYPE_CHECKING:
@@ -37,7 +35,6 @@ ADMIN_TIMEOUT = 2.0
 
 # No proxy: every call goes to 127.0.0.1, whatever http_proxy says.
 _opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-_Dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 
 
 def binary() -> str:
@@ -98,12 +95,13 @@ def command(proxy: Proxy, bootstrap_file: Path) -> list[str]:
 
 
 def dump(resources: list[dict[str, Any]]) -> tuple[str, str]:
-    """A file-xDS document as YAML, and its ``version_info`` (a content hash Envoy reports once applied)."""
-    body = yaml.dump(resources, Dumper=_Dumper, sort_keys=False, default_flow_style=False)
+    """A file-xDS document and its ``version_info`` (a content hash Envoy reports once it applied the file).
+
+    Compact JSON, which Envoy's YAML parser reads too: Python's C JSON encoder is ~50x faster than PyYAML,
+    which keeps a weight change quick (``/config_dump`` shows the same config readably)."""
+    body = json.dumps(resources, separators=(",", ":"))
     version = hashlib.sha256(body.encode()).hexdigest()[:16]
-    return yaml.dump(
-        {"version_info": version, "resources": resources}, Dumper=_Dumper, sort_keys=False
-    ), version
+    return f'{{"version_info":"{version}","resources":{body}}}\n', version
 
 
 def write_atomic(path: Path, text: str) -> bool:
