@@ -251,6 +251,8 @@ def _type_name(types: str | list[str]) -> str:
 
 
 def _type_fix(types: str) -> str:
+    if "a string" in types and "whole number" in types:  # Kubernetes IntOrString, e.g. a port
+        return "write a number (8080) or a name (http)"
     if "whole number" in types or "a number" in types:
         return "write a number without quotes, e.g. 90"
     if "a mapping" in types or "a list" in types:

@@ -495,3 +495,21 @@ def test_valid_istio_fields_are_not_reported(context: list[manifests.Resource]) 
     ]
     findings = validation.validate(resources, context=context)
     assert findings == [], "\n".join(map(str, findings))
+
+
+def test_int_or_string_accepts_both_and_explains_either() -> None:
+    service = next(
+        r.body for r in manifests.load(paths.APPS / "currency-converter.yaml") if r.kind == "Service"
+    )
+    named = {
+        **service,
+        "spec": {**service["spec"], "ports": [{"name": "http", "port": 80, "targetPort": "http"}]},
+    }
+    assert validation.validate(manifests.load(named)) == []
+    listed = {**service, "spec": {**service["spec"], "ports": [{"port": 80, "targetPort": [8080]}]}}
+    (finding,) = validation.validate(manifests.load(listed))
+    assert (finding.field, finding.message) == (
+        "spec.ports[0].targetPort",
+        "[8080] is not a string or a whole number",
+    )
+    assert finding.fix == "write a number (8080) or a name (http)"
