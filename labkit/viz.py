@@ -3,6 +3,7 @@ so notebook outputs stay stable between runs."""
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -21,6 +22,11 @@ CONFIGURED, OK, DEGRADED, FAILING = "#7f7f7f", "#2ca02c", "#ff9f1c", "#d62728"
 
 def color(version: str) -> str:
     return COLORS.get(version, "#9467bd")
+
+
+def percent(shares: Iterable[float]) -> list[float | None]:
+    """Shares 0..1 as percentages; NaN (an empty window) becomes None: a gap in the line, valid in JSON."""
+    return [None if math.isnan(s) else 100 * s for s in shares]
 
 
 def split_bars(report: SplitReport, title: str = "Configured vs observed split") -> go.Figure:
@@ -75,7 +81,7 @@ def share_over_time(
     for v in versions:
         fig.add_scatter(
             x=list(times),
-            y=[100 * s for s in shares.get(v, [])],
+            y=percent(shares.get(v, [])),
             name=f"{v} observed",
             stackgroup="observed",
             line={"color": color(v), "width": 0.5},
@@ -96,7 +102,7 @@ def share_over_time(
     if errors is not None:
         fig.add_scatter(
             x=list(times),
-            y=[100 * e for e in errors],
+            y=percent(errors),
             name="error rate",
             mode="lines",
             line={"color": FAILING},

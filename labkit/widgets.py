@@ -351,12 +351,12 @@ class CanaryControl:
         configured = [(max(t, start - step), w) for t, w in configured]
         with self._draw_lock, self.figure.batch_update():  # the traffic thread and the kernel both draw
             for v in (self.baseline, self.canary):
-                self._trace[f"observed-{v}"].update(x=times, y=[100 * s for s in shares.get(v, [])])
+                self._trace[f"observed-{v}"].update(x=times, y=viz.percent(shares.get(v, [])))
             boundary = [100 * w.get(self.canary, 0.0) for _, w in configured]
             self._trace[f"configured-{self.canary}"].update(
                 x=[t for t, _ in configured] + [now], y=boundary + boundary[-1:]
             )
-            self._trace["error-rate"].update(x=error_times, y=[100 * e for e in errors])
+            self._trace["error-rate"].update(x=error_times, y=viz.percent(errors))
             self._trace["events"].update(
                 x=[t for t, _ in events], y=[102] * len(events), text=[text for _, text in events]
             )

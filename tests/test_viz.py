@@ -116,3 +116,10 @@ def test_export_html(tmp_path: Path) -> None:
 def test_export_png(tmp_path: Path) -> None:
     path = viz.export(viz.split_bars(stats.split_report({"v1": 9, "v2": 1})), tmp_path / "split.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 5000
+
+
+def test_an_empty_window_is_a_gap_not_an_invalid_json_number() -> None:
+    times, shares = stats.rolling([0.5, 9.5], ["v1", "v1"], window=1.0, step=1.0, start=1.0)
+    fig = viz.share_over_time(times, shares)
+    assert by_uid(fig, "observed-v1").y[1] is None
+    assert "NaN" not in fig.to_json()
