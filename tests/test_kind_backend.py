@@ -279,3 +279,15 @@ def test_load_py_wall_clock_times_become_seconds_since_the_first_request():
     first, second = parse_load_output(text)
     assert (first.t, first.status, first.error) == (0.0, None, "TimeoutError")
     assert (second.t, second.version) == (0.25, "v2")
+
+
+def test_apply_then_delete_report_what_happened_like_kubectl(running):
+    _, api, lab = running
+    dr = paths.MESH / "destination-rule-currency-converter-outlier.yaml"
+    assert [str(c) for c in lab.apply(dr)] in (
+        ["destinationrule/currency-converter (payments-prod) created"],
+        ["destinationrule/currency-converter (payments-prod) configured"],
+    )
+    assert [c.action for c in lab.apply(dr)] == ["unchanged"]
+    assert [c.action for c in lab.delete(dr)] == ["deleted"]
+    assert [c.action for c in lab.delete(dr)] == ["not found"]

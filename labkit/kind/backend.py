@@ -196,13 +196,11 @@ class KubeLab(Lab):
         return self._load(bodies) if bodies else []
 
     def _apply_resources(self, resources: list[Resource]) -> list[Change]:
-        ordered = sorted(resources, key=lambda r: _FIRST.index(r.kind) if r.kind in _FIRST else len(_FIRST))
-        return [Change(r.kind, self._ns(r), r.name, self.kube.apply(r.body)) for r in ordered]
+        return [Change(r.kind, self._ns(r), r.name, self.kube.apply(r.body)) for r in _ordered(resources)]
 
     def delete(self, src: Source) -> list[Change]:
         """Delete the objects ``src`` names, in reverse order (namespaces last)."""
-        resources = self._load(src)
-        ordered = sorted(resources, key=lambda r: _FIRST.index(r.kind) if r.kind in _FIRST else len(_FIRST))
+        ordered = _ordered(self._load(src))
         return [Change(r.kind, self._ns(r), r.name, self.kube.delete(r.body)) for r in reversed(ordered)]
 
     @staticmethod
@@ -298,14 +296,11 @@ class KubeLab(Lab):
         pods = self._pods(deployment)
         if not pods:
             raise BackendError(f"deployment/{workload} ({ns}) has no pods; see `kubectl get pods -n {ns}`")
-        container = "istio-proxy"
-        if not has_sidecar(pods[0]) and workload != "istio-ingressgateway":
+        if not has_sidecar(pods[0]):  # the ingress gateway's own container is called istio-proxy too
             raise BackendError(
                 f"deployment/{workload} ({ns}) has no sidecar, so no access log; see lab.status()"
             )
-        if workload == "istio-ingressgateway":
-            container = pods[0]["spec"]["containers"][0]["name"]
-        text = self.kube.logs(ns, pods[0]["metadata"]["name"], container, tail=max(tail * 5, 200))
+        text = self.kube.logs(ns, pods[0]["metadata"]["name"], "istio-proxy", tail=max(tail * 5, 200))
         return [line for line in text.splitlines() if line.startswith("[")][-tail:]
 
     # --- Istio's view ---------------------------------------------------------------------------------------
@@ -538,6 +533,11 @@ def _ingress(url: str) -> tuple[str, dict[str, str]]:
     parts = urlsplit(url)
     target = urlsplit(INGRESS_URL)
     return urlunsplit((target.scheme, target.netloc, parts.path, parts.query, "")), {"Host": parts.netloc}
+
+
+def _ordered(resources: list[Resource]) -> list[Resource]:
+    """Namespaces (and CRDs, service accounts) first, so the objects inside them can follow in one call."""
+    return sorted(resources, key=lambda r: _FIRST.index(r.kind) if r.kind in _FIRST else len(_FIRST))
 
 
 def _safe_rollout(deployment: dict) -> bool:
