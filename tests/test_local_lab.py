@@ -297,6 +297,9 @@ def test_rejected_input_changes_nothing(lab):
                 "spec": {"configPatches": []},
             }
         )
+    cors = vs([{"route": [route("v2")], "corsPolicy": {"allowOrigins": [{"exact": "https://x.example"}]}}])
+    with pytest.raises(UnsupportedError, match=r"spec\.http\[0\]\.corsPolicy"):
+        lab.apply(cors)
     with pytest.raises(ManifestError):
         lab.apply("kind: VirtualService\nmetadata: {name: [unclosed\n")
     assert _snapshot(lab) == before

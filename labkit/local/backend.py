@@ -18,7 +18,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 from urllib.parse import urlsplit, urlunsplit
 
 import psutil
@@ -29,7 +29,7 @@ from labkit.errors import BackendError, LabError, PortInUseError, UnsupportedErr
 from labkit.lab import Change, Lab, Status, WorkloadStatus
 from labkit.local import envoy, processes, telemetry
 from labkit.local.ca import LocalCA
-from labkit.local.topology import Proxy, Topology, build_topology, ensure_gateway_port, safe_name
+from labkit.local.topology import Instance, Proxy, Topology, build_topology, ensure_gateway_port, safe_name
 from labkit.local.translate import ProxyConfig, check_supported, ensure_ports, translate
 from labkit.manifests import Resource
 from labkit.mesh import MeshSettings, load_mesh_settings
@@ -101,6 +101,23 @@ class _Ports:
         envoy.write_atomic(self.file, json.dumps({"sequence": self.ports, "listeners": listeners}))
 
 
+class _Wanted(NamedTuple):
+    """One process the lab runs: command, extra environment, the ports it binds, a fingerprint of it all."""
+
+    argv: list[str]
+    env: dict[str, str]
+    ports: list[int]
+    spec: str
+
+
+def _spec(argv: list[str], env: dict[str, str], extra: str = "") -> str:
+    return hashlib.sha256(json.dumps([argv, sorted(env.items()), extra]).encode()).hexdigest()[:16]
+
+
+def _bootstrap_text(proxy: Proxy) -> str:
+    return yaml.safe_dump(envoy.bootstrap(proxy), sort_keys=False)
+
+
 class LocalLab(Lab):
     """The local backend (no Kubernetes, no Docker): see the module docstring."""
 
@@ -149,7 +166,7 @@ class LocalLab(Lab):
     def _topology(self, apps: list[Resource], istio: list[Resource], save: bool = False) -> Topology:
         """The topology with its persisted ports, plus listener ports the applied ``istio`` objects need."""
         ports = _Ports(self._ports_file)
-        topo = build_topology(apps, self.state, ports)
+        topo = build_topology(apps, self.state, ports, trust_domain=self._mesh_settings().trust_domain)
         ensure_gateway_port(topo, 80, ports)  # the ingress URL exists from the start, like kind's NodePort
         ports.restore(topo)
         if ensure_ports(istio, topo, ports) or save:
@@ -175,24 +192,26 @@ class LocalLab(Lab):
         return list(topo.proxies.values())
 
     @staticmethod
-    def _app_name(inst) -> str:
+    def _app_name(inst: Instance) -> str:
         return f"app.{inst.workload.namespace}.{inst.name}"
 
     @staticmethod
     def _envoy_name(proxy: Proxy) -> str:
         return f"envoy.{safe_name(proxy.id)}"
 
-    def _desired(self, topo: Topology) -> dict[str, tuple[list[str], dict[str, str], int]]:
-        """name -> (argv, env, ports it binds) for every process the lab runs."""
+    def _wanted(self, topo: Topology) -> dict[str, _Wanted]:
+        """Every process the lab runs, by name: the app instances and one Envoy per proxy."""
         app = str(paths.SERVICE_DIR / "app.py")
-        out: dict[str, tuple[list[str], dict[str, str], int]] = {}
+        out: dict[str, _Wanted] = {}
         for inst in topo.instances:
             env = {str(k): str(v) for k, v in inst.workload.env.items()}
             env.update(PORT=str(inst.app_port), HOST="127.0.0.1", POD_NAME=inst.name, PYTHONUNBUFFERED="1")
-            out[self._app_name(inst)] = ([sys.executable, app], env, inst.app_port)
+            argv = [sys.executable, app]
+            out[self._app_name(inst)] = _Wanted(argv, env, [inst.app_port], _spec(argv, env))
         for proxy in self._all_proxies(topo):
             argv = envoy.command(proxy, Path(proxy.dir) / "bootstrap.yaml")
-            out[self._envoy_name(proxy)] = (argv, {}, proxy.admin_port)
+            spec = _spec(argv, {}, _bootstrap_text(proxy))
+            out[self._envoy_name(proxy)] = _Wanted(argv, {}, self._ports_of(proxy), spec)
         return out
 
     @staticmethod
@@ -203,10 +222,6 @@ class LocalLab(Lab):
             *proxy.outbound_ports.values(),
             *proxy.gateway_ports.values(),
         ]
-
-    @staticmethod
-    def _spec(argv: list[str], env: dict[str, str], extra: str = "") -> str:
-        return hashlib.sha256(json.dumps([argv, sorted(env.items()), extra]).encode()).hexdigest()[:16]
 
     def _check_ports_free(self, ports: dict[int, str]) -> None:
         for port, owner in sorted(ports.items()):
@@ -249,48 +264,28 @@ class LocalLab(Lab):
             for p in proxies
             if ca.ensure(p.spiffe, Path(p.cert_file), Path(p.key_file), Path(p.ca_file))
         }
-        specs: dict[str, str] = {}
-        desired = self._desired(topo)
-        for name, (argv, env, _) in desired.items():
-            specs[name] = self._spec(argv, env)
-        for proxy in proxies:
-            text = yaml.safe_dump(envoy.bootstrap(proxy), sort_keys=False)
-            envoy.write_atomic(Path(proxy.dir) / "bootstrap.yaml", text)
-            name = self._envoy_name(proxy)
-            specs[name] = self._spec(desired[name][0], {}, text)
+        wanted = self._wanted(topo)
 
         # Keep what runs as wanted; stop the dead, the outdated, the unknown, and Envoys with a new cert.
         keep, stale = set(), []
         for rec in processes.records(self._run):
-            if specs.get(rec.name) == rec.spec and rec.name not in reissued and processes.is_alive(rec):
+            want = wanted.get(rec.name)
+            if want and want.spec == rec.spec and rec.name not in reissued and processes.is_alive(rec):
                 keep.add(rec.name)
             else:
                 stale.append(rec)
         processes.stop(stale, self._run)
+        to_start = [name for name in wanted if name not in keep]
+        self._check_ports_free({port: name for name in to_start for port in wanted[name].ports})
 
-        to_start = [name for name in desired if name not in keep]
-        owners = {desired[n][2]: n for n in to_start}
-        owners.update(
-            {
-                port: name
-                for p in proxies
-                if (name := self._envoy_name(p)) in to_start
-                for port in self._ports_of(p)
-            }
-        )
-        self._check_ports_free(owners)
-
+        for proxy in proxies:
+            envoy.write_atomic(Path(proxy.dir) / "bootstrap.yaml", _bootstrap_text(proxy))
         written = envoy.write_configs([(p, configs[p.id]) for p in proxies])
         for name in to_start:
-            argv, env, _ = desired[name]
+            want = wanted[name]
+            log = self._logs / f"{name}.log"
             processes.start(
-                name,
-                argv,
-                pid_dir=self._run,
-                log_file=self._logs / f"{name}.log",
-                env=env,
-                cwd=paths.ROOT,
-                spec=specs[name],
+                name, want.argv, pid_dir=self._run, log_file=log, env=want.env, cwd=paths.ROOT, spec=want.spec
             )
         self._wait_ready(topo, configs)
         self._wait_applied(written)
@@ -432,7 +427,7 @@ class LocalLab(Lab):
             return Status(self.backend, up=False)
         alive = {name for name, rec in recs.items() if processes.is_alive(rec)}
         problems = []
-        for name in self._desired(topo):
+        for name in self._wanted(topo):
             if name not in alive:
                 rec = recs.get(name)
                 what = f"process {rec.pid} is not running" if rec else "was never started"
