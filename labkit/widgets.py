@@ -264,9 +264,13 @@ class CanaryControl:
         )
 
     def close(self) -> None:
-        """Stop traffic and close the widgets."""
+        """Stop traffic and close the widgets (each of them: closing a box leaves its children open)."""
         self.stop()
-        self.widget.close()
+        pending: list[w.Widget] = [self.widget]
+        while pending:
+            widget = pending.pop()
+            pending.extend(getattr(widget, "children", ()))
+            widget.close()
 
     def _repr_mimebundle_(self, **kwargs: Any) -> Any:
         return self.widget._repr_mimebundle_(**kwargs)

@@ -176,3 +176,9 @@ def test_rollout_rolls_back_with_a_failing_v2(ctrl: CanaryControl, lab: Lab) -> 
         assert list(events.text) == ["10 %", "ROLLBACK"]
     finally:
         lab.apply(v2_deployment("0"))
+
+
+def test_close_closes_every_widget(tmp_path: Path) -> None:
+    ctrl = canary_control(labkit.open("local", state=tmp_path))
+    ctrl.close()
+    assert ctrl.slider.comm is None and ctrl.figure.comm is None and ctrl.widget.comm is None
