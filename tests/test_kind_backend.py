@@ -8,6 +8,7 @@ deleting a cluster. The real thing is tests/test_kind_live.py (marked ``cluster`
 from __future__ import annotations
 
 import copy
+import os
 import time
 
 import pytest
@@ -16,7 +17,7 @@ from fakes.apiserver import FakeApiServer
 
 from labkit import manifests, metrics, paths
 from labkit.errors import BackendError
-from labkit.kind import doctor
+from labkit.kind import cluster, doctor
 from labkit.kind.backend import KubeLab, _ingress, parse_load_output
 
 ADDON = """apiVersion: apps/v1
@@ -88,6 +89,9 @@ def test_up_builds_the_whole_lab_in_order_and_reports_it_healthy(env):
     assert by_name["currency-converter-v2"].sidecar and by_name["client"].sidecar
     assert not by_name["legacy-client"].sidecar  # namespace legacy is outside the mesh on purpose
     assert status.ingress_url == "http://127.0.0.1:8080"
+    assert os.environ["KUBECONFIG"] == str(cluster.kubeconfig()), (
+        "kubectl cells in the notebook reach the lab"
+    )
     applied = [r for r in api.writes() if "/deployments/currency-converter-v1" in r.path]
     assert applied and "fieldManager=labkit" in applied[0].path
 

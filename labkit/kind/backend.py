@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -82,6 +83,8 @@ class KubeLab(Lab):
             _say(f"cluster {self.name}: creating or reusing (the first time takes a few minutes)")
             cluster.create(self.name)
             self._kube = None
+            # kubectl/istioctl cells in this kernel reach the lab's cluster; ~/.kube/config stays untouched
+            os.environ["KUBECONFIG"] = str(self.target.kubeconfig)
             _say(f"building {cluster.IMAGE} and loading it into the cluster")
             cluster.build_image()
             cluster.load_image(cluster.IMAGE, self.name)

@@ -53,6 +53,7 @@ def install(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeTools:
     monkeypatch.setenv("FAKE_CLI_DIR", str(root))
     monkeypatch.setenv("LAB_STATE", str(tmp_path / "state"))
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    monkeypatch.delenv("KUBECONFIG", raising=False)
+    monkeypatch.setenv("KUBECONFIG", "")  # recorded, so a KUBECONFIG that up() sets is undone afterwards
+    monkeypatch.delenv("KUBECONFIG")
     monkeypatch.delenv("ISTIO_HOME", raising=False)
     return FakeTools(root)
