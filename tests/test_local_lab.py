@@ -224,13 +224,20 @@ def test_missing_subset_gives_503_nc_in_metrics_and_access_log(lab):
     assert any(" 503 NC " in line for line in lab.access_log("client", tail=500))
 
 
+def _deployment(name: str) -> dict:
+    docs = yaml.safe_load_all((paths.APPS / "currency-converter.yaml").read_text())
+    return next(d for d in docs if d and d["kind"] == "Deployment" and d["metadata"]["name"] == name)
+
+
+def _set_env(deployment: dict, name: str, value: str) -> None:
+    for env in deployment["spec"]["template"]["spec"]["containers"][0]["env"]:
+        if env["name"] == name:
+            env["value"] = value
+
+
 def test_deployment_env_change_restarts_it_and_a_route_timeout_gives_504(lab):
-    docs = [d for d in yaml.safe_load_all((paths.APPS / "currency-converter.yaml").read_text()) if d]
-    v1 = next(d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"].endswith("-v1"))
-    original = yaml.safe_load(yaml.safe_dump(v1))
-    for env in v1["spec"]["template"]["spec"]["containers"][0]["env"]:
-        if env["name"] == "DELAY_MS":
-            env["value"] = "1000"
+    v1, original = _deployment("currency-converter-v1"), _deployment("currency-converter-v1")
+    _set_env(v1, "DELAY_MS", "1000")
     before = processes.record(lab.state / "run", "app.payments-prod.currency-converter-v1-0")
     assert [c.action for c in lab.apply(v1)] == ["configured"]
     after = processes.record(lab.state / "run", "app.payments-prod.currency-converter-v1-0")
@@ -243,6 +250,15 @@ def test_deployment_env_change_restarts_it_and_a_route_timeout_gives_504(lab):
         lab.apply(MESH / "virtual-service-currency-converter-90-10.yaml")
         assert [c.action for c in lab.apply(original)] == ["configured"]
     assert lab.status().healthy
+
+
+def test_a_deployment_change_that_cannot_run_is_rolled_back(lab):
+    v2 = _deployment("currency-converter-v2")
+    _set_env(v2, "FAIL_RATE", "2")  # the app refuses to start: FAIL_RATE must be 0..1
+    with pytest.raises(LabError, match="FAIL_RATE"):
+        lab.apply(v2)
+    assert lab.status().healthy
+    assert lab.send(URL, n=20, concurrency=2).codes() == {200: 20}
 
 
 def test_live_weight_change_under_keepalive_traffic_drops_nothing(lab):

@@ -367,9 +367,10 @@ class LocalLab(Lab):
         keys = {r.key for r in incoming}
         from labkit import validation  # imported on first use: loading its schemas takes seconds
 
-        validation.check(incoming, context=[r for r in apps + applied if r.key not in keys])
+        istio = [r for r in applied if _is_istio(r)]
+        validation.check(incoming, context=[r for r in apps + istio if r.key not in keys])
 
-        current = {r.key: r for r in apps + [r for r in applied if _is_istio(r)]}
+        current = {r.key: r for r in apps + istio}
         changes, updated = [], {r.key: r for r in applied}
         for res in incoming:
             old = current.get(res.key)
@@ -382,7 +383,12 @@ class LocalLab(Lab):
         new_applied = list(updated.values())
         if any(not _is_istio(r) and c.action != "unchanged" for r, c in zip(incoming, changes, strict=True)):
             self._save_applied(new_applied)
-            self.up()  # reconcile: restarts exactly the processes whose command or environment changed
+            try:
+                self.up()  # reconcile: restarts exactly the processes whose command or environment changed
+            except LabError:
+                self._save_applied(applied)  # the change does not run: bring the lab back as it was
+                self.up()
+                raise
         else:
             self._write_config(new_applied)  # translate first: a failure leaves the saved set untouched
             self._save_applied(new_applied)
