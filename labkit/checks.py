@@ -251,7 +251,7 @@ def split_matches(
 
 
 def status_share(
-    result: TrafficResult, code: int, expected: float, confidence: float = 0.99
+    result: TrafficResult, code: int, expected: float, confidence: float = 0.999
 ) -> TrafficResult:
     """The share of answers with status ``code`` is consistent with ``expected`` (0..1), e.g. 503 at 0.5."""
     from labkit import stats
@@ -275,7 +275,7 @@ def status_share(
 
 
 def slow_share(
-    result: TrafficResult, seconds: float, expected: float, confidence: float = 0.99
+    result: TrafficResult, seconds: float, expected: float, confidence: float = 0.999
 ) -> TrafficResult:
     """The share of requests slower than ``seconds`` is consistent with ``expected`` (an injected delay)."""
     from labkit import stats
