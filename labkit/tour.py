@@ -104,7 +104,9 @@ def run(lab: Lab) -> Tour:
         print(result.summary(CANARY))
         tour.figures.append(("Status codes", _viz().status_codes(result)))
         tour.figures.append(("Latency", _viz().latency(result)))
-        tour.figures.insert(0, ("Configured vs observed split", _viz().split_bars(result.report(CANARY))))
+        tour.figures.insert(
+            0, ("Configured vs observed split", _viz().split_bars(result.report(CANARY, CONFIDENCE)))
+        )
         checks.all_ok(result)
         checks.split_matches(result, CANARY, confidence=CONFIDENCE)
         return result
