@@ -21,7 +21,7 @@ from scipy.stats import binomtest
 
 from labkit import metrics, paths, traffic
 from labkit.errors import LabError, ManifestError, PortInUseError, UnsupportedError
-from labkit.local import processes, telemetry
+from labkit.local import envoy, processes, telemetry
 from labkit.local.backend import LocalLab
 from labkit.local.ca import LocalCA
 
@@ -95,6 +95,29 @@ def test_canary_90_10_split_within_binomial_interval(lab):
     samples = lab.metrics()
     seen = metrics.group(samples, "destination_version", reporter="source", source_workload="client")
     assert seen.get(("v2",), 0) >= counts["v2"] and seen.get(("v1",), 0) >= counts["v1"]
+
+
+def _find(node, key: str):
+    """Every value stored under ``key`` anywhere in a JSON document."""
+    if isinstance(node, dict):
+        if key in node:
+            yield node[key]
+        node = list(node.values())
+    if isinstance(node, list):
+        for item in node:
+            yield from _find(item, key)
+
+
+def test_admin_api_shows_what_the_client_sidecar_runs(lab):
+    client = next(p for p in lab._current().sidecars if p.workload == "client")
+    fqdn = "currency-converter.payments-prod.svc.cluster.local"
+    split = [c for wc in _find(envoy.config_dump(client), "weighted_clusters") for c in wc["clusters"]]
+    assert {c["name"]: c["weight"] for c in split} == {
+        f"outbound|8080|v1|{fqdn}": 90,
+        f"outbound|8080|v2|{fqdn}": 10,
+    }
+    hosts = {c["name"]: len(c.get("host_statuses", [])) for c in envoy.clusters(client)["cluster_statuses"]}
+    assert hosts[f"outbound|8080|v1|{fqdn}"] == 1
 
 
 def test_strict_refuses_legacy_and_serves_the_mesh_over_mtls(lab):
