@@ -9,10 +9,14 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from labkit import paths
 from labkit.errors import LabError
 from labkit.manifests import load
+
+if TYPE_CHECKING:
+    from labkit.lab import Change, Lab
 
 #: The URL every lesson calls: the service's in-mesh name, resolved by the caller's sidecar.
 URL = "http://currency-converter.payments-prod:8080/convert?from=NOK&to=EUR&amount=100"
@@ -129,3 +133,19 @@ def install_settings(path: str | Path | None = None) -> dict[str, str | None]:
         "outbound": mesh.outbound_policy,
         "trust_domain": mesh.trust_domain,
     }
+
+
+def set_env(lab: Lab, deployment: str, namespace: str = "payments-prod", **env: str) -> list[Change]:
+    """Apply ``with_env(...)`` and return once the workload runs with the new settings (on kind: the rollout).
+
+    Example:
+        >>> lesson.set_env(lab, "currency-converter-v2", FAIL_RATE="0.5")   # v2 fails half of its calls
+        >>> lesson.set_env(lab, "currency-converter-v2", FAIL_RATE="0")     # healthy again
+    """
+    changes = lab.apply(with_env(deployment, namespace, **env))
+    kube = getattr(lab, "kube", None)  # the kind backend; the local one restarts the process within apply()
+    if kube is not None:
+        kube.wait_rollout(namespace, deployment, timeout=300)
+    for change in changes:
+        print(change)
+    return changes
