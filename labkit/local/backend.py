@@ -131,6 +131,7 @@ class LocalLab(Lab):
         self._applied_file = self.state / "applied.yaml"
         self._ports_file = self.state / "ports.json"
         self._topo: Topology | None = None
+        self._topo_stamp = (0, 0)
         self._mesh: MeshSettings | None = None
 
     # --- persisted state -----------------------------------------------------------------------------------
@@ -145,6 +146,7 @@ class LocalLab(Lab):
     def _save_applied(self, resources: list[Resource]) -> None:
         entries = [{"source": r.source, "index": r.index, "body": r.body} for r in resources]
         envoy.write_atomic(self._applied_file, yaml.safe_dump(entries, sort_keys=False))
+        self._topo_stamp = self._stamp()  # the cached topology already matches what was saved
 
     def _apps(self, applied: list[Resource]) -> list[Resource]:
         """cluster-config/apps/*.yaml, with the Kubernetes objects a trainee re-applied replacing theirs."""
@@ -173,11 +175,22 @@ class LocalLab(Lab):
             ports.save(topo)
         return topo
 
+    def _stamp(self) -> tuple[int, int]:
+        """Changes whenever the topology may have: ports or applied objects saved (by any kernel)."""
+        ports, applied = (
+            f.stat().st_mtime_ns if f.is_file() else 0 for f in (self._ports_file, self._applied_file)
+        )
+        return ports, applied
+
     def _current(self) -> Topology | None:
-        """The lab's topology (rebuilt from the state folder in a new kernel), or None if never started."""
-        if self._topo is None and self._ports_file.is_file():
+        """The lab's topology (rebuilt from the state folder when another kernel changed it), or None if
+        never started."""
+        if not self._ports_file.is_file():
+            return None
+        if self._topo is None or self._topo_stamp != self._stamp():
             applied = self._applied()
             self._topo = self._topology(self._apps(applied), [r for r in applied if _is_istio(r)])
+            self._topo_stamp = self._stamp()
         return self._topo
 
     def _mesh_settings(self) -> MeshSettings:
@@ -255,7 +268,7 @@ class LocalLab(Lab):
         istio = [r for r in applied if _is_istio(r)]
         topo = self._topology(apps, istio, save=True)
         configs = translate(istio, topo, self._mesh_settings())
-        self._topo = topo
+        self._topo, self._topo_stamp = topo, self._stamp()
 
         ca = LocalCA(self.state / "ca", trust_domain=self._mesh_settings().trust_domain)
         proxies = self._all_proxies(topo)
