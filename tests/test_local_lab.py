@@ -308,6 +308,8 @@ def test_live_weight_change_under_keepalive_traffic_drops_nothing(lab):
     assert {o.version for o in outcomes if o.t < swap_start} == {"v1"}
     after = [o.version for o in outcomes if o.t > swap_end]  # set_weights returns once Envoy routes anew
     assert len(after) >= 100 and set(after) == {"v2"}
+    first_v2 = min(o.t + o.latency for o in outcomes if o.version == "v2")
+    assert first_v2 - swap_start < 1.0  # the lesson's promise: a weight change shows within a second
 
 
 def test_resolver_like_dns_and_sidecars(lab):
