@@ -5,6 +5,11 @@ Istio YAML as the kind backend.
 Everything a new Python kernel needs to find the lab lives in the state folder (``.lab/``): the ports
 (allocated once), the CA, pidfiles, logs, the Envoy config and the applied resources. ``up()`` reconciles: it
 keeps healthy processes, restarts dead or outdated ones, and rewrites the Envoy config files that changed.
+
+State folder: ``ports.json``, ``applied.yaml`` (Istio objects and re-applied Kubernetes objects),
+``apps.validated``, ``ca/`` (root key 0600), ``run/<process>.json`` (pidfiles), ``logs/<process>.log``, and
+per proxy ``proxies/<id>/`` with ``bootstrap.yaml``, ``cfg/{cds,lds}.yaml``, ``rds/``, ``certs/``,
+``access.log``.
 """
 
 from __future__ import annotations
