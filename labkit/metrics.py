@@ -18,6 +18,7 @@ LABELS = (
     "response_code",
     "response_flags",
     "connection_security_policy",
+    "source_principal",  # the caller's SPIFFE ID from its mTLS certificate ("unknown" for plaintext)
 )
 
 

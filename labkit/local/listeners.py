@@ -100,6 +100,7 @@ def source_tags(proxy: Proxy) -> dict[str, str]:
         "response_code": "%RESPONSE_CODE%",
         "response_flags": "%RESPONSE_FLAGS%",
         "connection_security_policy": "unknown",
+        "source_principal": proxy.spiffe,
     }
 
 
@@ -116,6 +117,7 @@ def destination_tags(proxy: Proxy, service: str, security: str) -> dict[str, str
         "response_code": "%RESPONSE_CODE%",
         "response_flags": "%RESPONSE_FLAGS%",
         "connection_security_policy": security,
+        "source_principal": "%DOWNSTREAM_PEER_URI_SAN%",  # the caller's certificate; empty when plaintext
     }
 
 
