@@ -126,14 +126,29 @@ def test_canary_90_10_notebook_shows_chart_and_check(notebook: NotebookPage) -> 
 
 
 def test_live_split_follows_slider_and_rolls_back(notebook: NotebookPage) -> None:
+    page = notebook.page
     notebook.open("notebooks/05-live-traffic-split.ipynb")
     notebook.run_all()
-    notebook.wait_executed(timeout=240)
 
-    page = notebook.page
-    control = page.locator(".jp-OutputArea-output").filter(has=page.locator(".widget-slider")).first
+    # While Run All works through the lesson (apply 25 %, a healthy rollout, a failing one), the control's
+    # chart is a live plotly graph with data, not a text repr. The last cell closes that control.
+    first_chart = page.locator(".jp-OutputArea-output .widget-vbox .js-plotly-plot").first
+    notebook.poll(
+        lambda: first_chart.count() and notebook.graph(first_chart),
+        lambda g: bool(g) and g["svg"] and any(t["uid"] == "observed-v2" and t["y"] for t in g["traces"]),
+        180,
+        "the control's chart holds data during Run All",
+    )
+    notebook.shot("chart-during-run-all")
+    notebook.wait_executed(timeout=240)
+    notebook.shot("executed")
+
+    # A fresh control, as the exercise makes one, driven through the page.
+    control = notebook.add_cell_and_run(
+        'control = widgets.canary_control(lab, service="currency-converter", qps=200)\ncontrol'
+    )
     chart = control.locator(".js-plotly-plot")
-    status = control.locator(".widget-html").filter(has_text="rollout")
+    status = control.locator(".widget-html").filter(has_text="rollout").first  # the log view is below
 
     def slider(version: str) -> Locator:
         return control.locator(".widget-slider").filter(has=page.locator(".widget-label", has_text=version))
@@ -148,15 +163,11 @@ def test_live_split_follows_slider_and_rolls_back(notebook: NotebookPage) -> Non
     def rollbacks() -> int:
         return sum("ROLLBACK" in str(text) for text in trace("events").get("text") or [])
 
-    # After Run All the control is a live plotly chart (not a text repr) showing the notebook's own rollback.
     chart.scroll_into_view_if_needed()
     assert chart.locator("svg.main-svg").count(), "the chart is not a plotly graph"
     assert "FigureWidget(" not in control.inner_text(), "the chart fell back to its text repr"
-    assert "rolled back" in status.inner_text(), status.inner_text()
-    assert rollbacks() == 1, trace("events")
-    notebook.shot("executed")
 
-    # Traffic on: the chart fills with the observed share (the lab is back at 90/10).
+    # Traffic on: the chart fills with the observed share (the notebook left the lab at 90/10).
     control.get_by_role("button", name="Send traffic").click()
     before = notebook.poll(observed_v2, lambda v: v is not None and v < 30, 30, "observed v2 share charted")
     notebook.shot("traffic-on")
@@ -181,14 +192,17 @@ def test_live_split_follows_slider_and_rolls_back(notebook: NotebookPage) -> Non
     print(f"observed v2 {before:.0f} % -> {after:.0f} % {time.monotonic() - applied:.1f} s after Apply")
 
     # v2 starts failing (as in the notebook's step 3); the rollout must put all traffic back on v1.
-    out = notebook.add_cell_and_run('lab.apply(lesson.with_env("currency-converter-v2", FAIL_RATE="0.5"))')
-    assert "configured" in out.inner_text(), out.inner_text()
+    notebook.add_cell_and_run('lesson.set_env(lab, "currency-converter-v2", FAIL_RATE="0.5")')
     chart.scroll_into_view_if_needed()
+    errors = notebook.poll(
+        lambda: trace("error-rate")["y"][-1:], lambda y: y and y[0] > 5, 30, "errors charted"
+    )
     control.get_by_role("button", name="Progressive rollout").click()
-    notebook.poll(rollbacks, lambda n: n == 2, 60, "a second ROLLBACK on the chart")
+    notebook.poll(rollbacks, lambda n: n == 1, 60, "a ROLLBACK mark on the chart")
     notebook.poll(status.inner_text, lambda text: "rolled back" in text, 10, "status shows the rollback")
     assert trace("configured-v2")["y"][-1] == 0, trace("configured-v2")
     assert slider("v2").locator(".noUi-handle").get_attribute("aria-valuenow") in ("0", "0.0")
     notebook.shot("rolled-back")
+    print(f"rolled back with {errors[0]:.0f} % errors charted: {status.inner_text()}")
     notebook.poll(observed_v2, lambda v: v <= 2, 30, "observed v2 back to 0 %")
     notebook.shot("v2-drained")

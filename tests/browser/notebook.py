@@ -29,11 +29,10 @@ GRAPH_JS = """el => ({
     })),
 })"""
 
-#: Text of error outputs (tracebacks), so a failing cell is reported instead of a timeout.
-ERRORS_JS = """() => [...document.querySelectorAll(
-    ".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr'],"
-    + " .jp-OutputArea-output[data-mime-type='application/vnd.jupyter.error']")]
-    .map(e => e.innerText).filter(t => /Error|Traceback/.test(t))"""
+#: Tracebacks shown in the page (JupyterLab renders errors as stderr), so a failing cell is reported at once.
+ERRORS_JS = """() => [...document.querySelectorAll(".jp-OutputArea-output[data-mime-type$='stderr'],"
+    + " .jp-OutputArea-output[data-mime-type$='error']")]
+    .map(e => e.innerText).filter(t => t.includes('Traceback (most recent call last)'))"""
 
 
 class NotebookPage:
@@ -106,13 +105,13 @@ class NotebookPage:
         return value
 
     def add_cell_and_run(self, code: str, timeout: float = 60) -> Locator:
-        """Insert a code cell below the last one, type ``code``, Shift+Enter; return its output area."""
+        """Insert a code cell below the last one, type ``code``, Ctrl+Enter; return its output area."""
         self.page.locator(".jp-Notebook .jp-Cell").last.click()
         self.page.keyboard.press("Escape")
         self.page.keyboard.press("b")
         self.page.keyboard.press("Enter")
         self.page.keyboard.insert_text(code)
-        self.page.keyboard.press("Shift+Enter")
+        self.page.keyboard.press("Control+Enter")  # run it and stay on it
         cell = self.page.locator(".jp-Notebook .jp-CodeCell").last
         prompt = cell.locator(".jp-InputArea-prompt")
         self.poll(
