@@ -9,31 +9,40 @@ Schemas are never typed by hand:
   1.24.2.1: the newest release that installs on Python < 3.14 (Istio 1.31 serves the same kinds and versions).
   The models ignore unknown fields, so ``additionalProperties: false`` is added to every object schema that
   lists its properties (free-form maps such as labels, selectors and headers list none and stay open): a
-  misspelled ``weigth`` is the most common trainee mistake and must be reported.
+  misspelled ``weigth`` is the most common trainee mistake and must be reported. Generating them takes
+  seconds, so they are cached as JSON (``LAB_CACHE``, else ``~/.cache/meshlab``): a warm process never
+  imports the models.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
 import functools
+import hashlib
 import importlib
+import importlib.metadata
 import importlib.resources
 import json
+import os
 import pkgutil
+import sys
+import tempfile
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import jsonschema
-import pydantic
 import referencing
-from jsonschema.exceptions import ValidationError as SchemaError
 
 from labkit import manifests, paths
 from labkit.errors import ManifestError, ValidationError
 from labkit.manifests import Resource
+
+if TYPE_CHECKING:
+    import jsonschema
+    from jsonschema.exceptions import ValidationError as SchemaError
 
 #: The Kubernetes version whose schemas we validate against: the kind node image's (kind/cluster.yaml), inside
 #: Istio 1.31's supported range 1.32-1.36.
@@ -285,50 +294,118 @@ def _without_nulls(value: Any) -> Any:
 _ISTIO_MODELS = "cloudcoil.models.istio"
 _ISTIO_MODELS_NOTE = "labkit's Istio schemas are Istio 1.24's: a field added since is reported as unknown too"
 
-
-@functools.cache
-def _istio_api_versions() -> list[str]:
-    """Every Istio apiVersion the models cover (one module each), stable first."""
-    package = importlib.import_module(_ISTIO_MODELS)
-    found = []
-    for info in pkgutil.walk_packages(package.__path__, f"{_ISTIO_MODELS}."):
-        group, _, version = info.name.removeprefix(f"{_ISTIO_MODELS}.").partition(".")
-        if version and not info.ispkg:
-            found.append(f"{group}.istio.io/{version}")
-    return sorted(found, key=_version_rank)
-
-
-@functools.cache
-def _istio_kinds(api_version: str) -> dict[str, type[pydantic.BaseModel]]:
-    """kind -> generated model, for the top-level kinds of one Istio apiVersion."""
-    if api_version not in _istio_api_versions():
-        return {}
-    group, _, version = api_version.partition("/")
-    module = importlib.import_module(f"{_ISTIO_MODELS}.{group.split('.')[0]}.{version}")
-    kinds = {}
-    for model in vars(module).values():
-        if (
-            isinstance(model, type)
-            and issubclass(model, pydantic.BaseModel)
-            and model.__module__ == module.__name__
-        ):
-            fields = {f.alias or name: f for name, f in model.model_fields.items()}
-            if fields.get("apiVersion") and fields.get("kind") and "spec" in fields:
-                kinds[fields["kind"].default] = model
-    return kinds
+#: apiVersion -> kind -> JSON Schema
+_IstioSchemas = dict[str, dict[str, dict[str, Any]]]
 
 
 @functools.cache
 def _istio_validator(api_version: str, kind: str) -> jsonschema.Draft202012Validator | None:
-    model = _istio_kinds(api_version).get(kind)
-    if model is None:
+    if not api_version.partition("/")[0].endswith("istio.io"):  # spares Kubernetes kinds the Istio schemas
         return None
-    return jsonschema.Draft202012Validator(_closed(model.model_json_schema(by_alias=True)))
+    schema = _istio_schemas().get(api_version, {}).get(kind)
+    return None if schema is None else _validator_class()(schema)
+
+
+@functools.cache
+def _istio_schemas() -> _IstioSchemas:
+    """Every Istio kind's closed schema, stable versions first. Importing the models and generating schemas
+    from them costs seconds of CPU, so they are generated once and kept in a cache file; a cache file that is
+    missing or damaged is regenerated, one that cannot be written leaves the schemas in memory only."""
+    path = _schema_cache_file()
+    schemas = _read_schemas(path)
+    if schemas is None:
+        schemas = _generate_istio_schemas()
+        _write_atomically(path, json.dumps(schemas))
+    return schemas
+
+
+def _schema_cache_file() -> Path:
+    """One file per version of the models, of pydantic (which writes the schemas) and of this module (which
+    post-processes them), so an upgrade or an edit never reads stale schemas. The folder: ``LAB_CACHE``, else
+    ``$XDG_CACHE_HOME/meshlab``, else ``~/.cache/meshlab``."""
+    models = importlib.metadata.version(_ISTIO_MODELS)
+    key = hashlib.sha256(f"{models} {importlib.metadata.version('pydantic')}".encode())
+    key.update(Path(__file__).read_bytes())
+    return _cache_folder() / f"istio-schemas-{models}-{key.hexdigest()[:16]}.json"
+
+
+def _cache_folder() -> Path:
+    if os.environ.get("LAB_CACHE"):
+        return Path(os.environ["LAB_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "meshlab"
+
+
+def _read_schemas(path: Path) -> _IstioSchemas | None:
+    """The cached schemas, or None when the file is missing, unreadable or not what we write."""
+    try:
+        schemas = json.loads(path.read_bytes())
+    except (OSError, ValueError):
+        return None
+    if isinstance(schemas, dict) and schemas and all(isinstance(kinds, dict) for kinds in schemas.values()):
+        return schemas
+    return None
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    """Write a temporary file and rename it over ``path``, so a process reading in parallel (pytest workers,
+    notebook kernels) sees the whole file or none. A read-only or unusable folder is skipped silently: the
+    cache only saves time."""
+    with contextlib.suppress(OSError):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}-", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as file:
+                file.write(text)
+            os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide a shared LAB_CACHE from other users
+            os.replace(tmp, path)
+        except OSError:
+            os.unlink(tmp)
+            raise
+
+
+def _generate_istio_schemas() -> _IstioSchemas:
+    """The closed JSON Schema of every top-level kind in the models (the slow path: seconds of CPU)."""
+    import pydantic  # imported here, with the models: a warm cache needs neither
+
+    package = importlib.import_module(_ISTIO_MODELS)
+    schemas: _IstioSchemas = {}
+    for info in pkgutil.walk_packages(package.__path__, f"{_ISTIO_MODELS}."):
+        group, _, version = info.name.removeprefix(f"{_ISTIO_MODELS}.").partition(".")
+        if not version or info.ispkg:
+            continue
+        module = importlib.import_module(info.name)
+        kinds = schemas.setdefault(f"{group}.istio.io/{version}", {})
+        for model in vars(module).values():
+            if (
+                isinstance(model, type)
+                and issubclass(model, pydantic.BaseModel)
+                and model.__module__ == info.name
+            ):
+                fields = {f.alias or name: f for name, f in model.model_fields.items()}
+                if fields.get("apiVersion") and fields.get("kind") and "spec" in fields:
+                    kinds[fields["kind"].default] = _closed(model.model_json_schema(by_alias=True))
+    return dict(sorted(schemas.items(), key=lambda item: _version_rank(item[0])))
+
+
+@functools.cache
+def _validator_class() -> type[jsonschema.Draft202012Validator]:
+    """jsonschema's validator, imported without its optional "iri" format checker: when ``rfc3987_syntax``
+    is installed (by Jupyter's ``jsonschema[format-nongpl]``), importing jsonschema compiles its grammars,
+    ~2.5 s of CPU. labkit passes no format checker, so it loses nothing; the block lasts for this import."""
+    block = "rfc3987_syntax" not in sys.modules
+    if block:
+        sys.modules["rfc3987_syntax"] = None  # type: ignore[assignment]  # makes its import raise ImportError
+    try:
+        from jsonschema import Draft202012Validator
+    finally:
+        if block:
+            del sys.modules["rfc3987_syntax"]
+    return Draft202012Validator
 
 
 def _known_kinds() -> list[tuple[str, str]]:
     """(apiVersion, kind) of every kind we can validate, stable versions first, for error messages."""
-    istio = [(av, kind) for av in _istio_api_versions() for kind in _istio_kinds(av)]
+    istio = [(av, kind) for av, kinds in _istio_schemas().items() for kind in kinds]
     return istio + list(_kubernetes_kinds())
 
 
@@ -362,6 +439,7 @@ def _closed(node: Any) -> Any:
 
 @functools.cache
 def _kubernetes_definitions() -> dict:
+    _validator_class()  # kubernetes_validate imports jsonschema: let it find it imported without the grammars
     folder = importlib.resources.files("kubernetes_validate") / "kubernetes-json-schema"
     text = (folder / f"v{KUBERNETES_VERSION}.0-local-strict" / "_definitions.json").read_text(
         encoding="utf-8"
@@ -391,7 +469,7 @@ def _kubernetes_validator(api_version: str, kind: str) -> jsonschema.Draft202012
     resource = referencing.Resource.from_contents(definitions)
     registry: referencing.Registry = resource @ referencing.Registry()
     schema = {"$id": "https://kubernetes.io/api/labkit", "$ref": f"/api/_definitions.json#/$defs/{name}"}
-    return jsonschema.Draft202012Validator(schema, registry=registry)
+    return _validator_class()(schema, registry=registry)
 
 
 # --- admission stage: what istiod's validating webhook rejects ---------------------------------------------

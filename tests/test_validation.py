@@ -3,6 +3,10 @@ reported with its file, document, object and field, at the stage the real cluste
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -513,3 +517,51 @@ def test_int_or_string_accepts_both_and_explains_either() -> None:
         "[8080] is not a string or a whole number",
     )
     assert finding.fix == "write a number (8080) or a name (http)"
+
+
+# --- the schema cache: a fresh process with a warm cache must not import the Istio models -----------------
+
+FRESH_PROCESS = """
+import json, sys
+from labkit import manifests, paths, validation
+findings = validation.validate(manifests.load(sys.argv[1]), context=manifests.load(paths.APPS))
+models = sorted({name.partition(".")[0] for name in sys.modules} & {"cloudcoil", "pydantic"})
+print(json.dumps({"findings": [str(f) for f in findings], "imported": models}))
+"""
+WEIGTH = (
+    "error: tests/broken/unknown-field-weigth.yaml (document 1) VirtualService/currency-converter "
+    "spec.http[0].route[1].weigth: unknown field 'weigth' (did you mean 'weight'?). "
+    "Fix: rename it to 'weight'"
+)
+REGENERATED = {"findings": [WEIGTH], "imported": ["cloudcoil", "pydantic"]}
+FROM_CACHE = {"findings": [WEIGTH], "imported": []}
+
+
+def validate_in_fresh_process(cache: Path) -> dict:
+    """Findings for a VirtualService with a misspelled field, and which model packages got imported."""
+    argv = [sys.executable, "-c", FRESH_PROCESS, str(BROKEN / "unknown-field-weigth.yaml")]
+    env = {**os.environ, "LAB_CACHE": str(cache)}
+    run = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=600, check=True)
+    return json.loads(run.stdout)
+
+
+def test_warm_schema_cache_spares_importing_the_models(tmp_path: Path) -> None:
+    cache = tmp_path / "not" / "yet"
+    assert validate_in_fresh_process(cache) == REGENERATED
+    assert len(list(cache.glob("istio-schemas-*.json"))) == 1
+    assert validate_in_fresh_process(cache) == FROM_CACHE
+
+
+def test_damaged_schema_cache_is_regenerated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LAB_CACHE", str(tmp_path))
+    cut_short = '{"networking.istio.io/v1": {"VirtualService": {"type": "obj'
+    validation._schema_cache_file().write_text(cut_short)
+    assert validate_in_fresh_process(tmp_path) == REGENERATED
+    assert validate_in_fresh_process(tmp_path) == FROM_CACHE
+
+
+def test_unusable_schema_cache_folder_leaves_schemas_in_memory(tmp_path: Path) -> None:
+    # A folder below a regular file cannot be created, even by root (who may write to read-only folders).
+    (tmp_path / "a-file").write_text("")
+    assert validate_in_fresh_process(tmp_path / "a-file" / "cache") == REGENERATED
+    assert [p.name for p in tmp_path.iterdir()] == ["a-file"]
