@@ -15,7 +15,7 @@ BACKENDS = ("local", "kind", "kube")
 
 
 def open(backend: str | None = None, **options: Any) -> Lab:  # noqa: A001 - the brief's public name
-    """Return a Lab for ``backend`` (default: ``LAB_BACKEND``, else "local"); nothing starts until ``up()``."""
+    """A Lab for ``backend`` (default ``LAB_BACKEND``, else "local"); nothing starts before ``up()``."""
     name = (backend or os.environ.get("LAB_BACKEND") or "local").strip().lower()
     if name == "local":
         from labkit.local.backend import LocalLab
@@ -25,4 +25,6 @@ def open(backend: str | None = None, **options: Any) -> Lab:  # noqa: A001 - the
         from labkit.kind.backend import KubeLab
 
         return KubeLab(mode=name, **options)
-    raise BackendError(f"unknown backend {name!r} (from LAB_BACKEND or labkit.open); use one of {', '.join(BACKENDS)}")
+    raise BackendError(
+        f"unknown backend {name!r} (from LAB_BACKEND or labkit.open); use one of {', '.join(BACKENDS)}"
+    )

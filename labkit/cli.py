@@ -58,7 +58,9 @@ def cmd_weights(args):
 
 
 def cmd_send(args):
-    result = _lab(args).send(args.url, n=args.n, qps=args.qps, source=args.source, concurrency=args.concurrency)
+    result = _lab(args).send(
+        args.url, n=args.n, qps=args.qps, source=args.source, concurrency=args.concurrency
+    )
     print(result.summary())
 
 
@@ -93,17 +95,26 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("up", help="start the mesh and the lab's workloads").set_defaults(func=cmd_up)
     sub.add_parser("down", help="stop everything the lab started").set_defaults(func=cmd_down)
     sub.add_parser("status", help="what runs and what is wrong").set_defaults(func=cmd_status)
-    for name, func, helptext in (("apply", cmd_apply, "apply manifests"), ("delete", cmd_delete, "delete manifests")):
+    for name, func, helptext in (
+        ("apply", cmd_apply, "apply manifests"),
+        ("delete", cmd_delete, "delete manifests"),
+    ):
         p = sub.add_parser(name, help=helptext)
         p.add_argument("paths", nargs="+")
         p.set_defaults(func=func)
-    p = sub.add_parser("weights", help="set the canary weights, e.g. `labkit weights currency-converter v1=90 v2=10`")
+    p = sub.add_parser(
+        "weights", help="set the canary weights, e.g. `labkit weights currency-converter v1=90 v2=10`"
+    )
     p.add_argument("service")
     p.add_argument("weights", nargs="+", metavar="SUBSET=WEIGHT")
     p.add_argument("--namespace", default="payments-prod")
     p.set_defaults(func=cmd_weights)
     p = sub.add_parser("send", help="send requests and print the split")
-    p.add_argument("url", nargs="?", default="http://currency-converter.payments-prod:8080/convert?from=NOK&to=EUR&amount=100")
+    p.add_argument(
+        "url",
+        nargs="?",
+        default="http://currency-converter.payments-prod:8080/convert?from=NOK&to=EUR&amount=100",
+    )
     p.add_argument("-n", type=int, default=1000)
     p.add_argument("--qps", type=float)
     p.add_argument("--concurrency", type=int, default=8)

@@ -1,4 +1,4 @@
-"""The lab's exceptions: one small class per failure kind, each message naming the object and the next step."""
+"""The lab's exceptions: one small class per failure kind; messages name the object and the next step."""
 
 from __future__ import annotations
 

@@ -55,7 +55,9 @@ class Status:
         lines = [f"backend {self.backend}: {'up' if self.up else 'down'}"]
         for w in self.workloads:
             side = "+sidecar" if w.sidecar else "no sidecar"
-            lines.append(f"  {w.namespace}/{w.name}: {w.ready}/{w.replicas} ready, {side} {w.detail}".rstrip())
+            lines.append(
+                f"  {w.namespace}/{w.name}: {w.ready}/{w.replicas} ready, {side} {w.detail}".rstrip()
+            )
         if self.ingress_url:
             lines.append(f"  ingress: {self.ingress_url}")
         lines += [f"  problem: {p}" for p in self.problems]
@@ -115,7 +117,7 @@ class Lab(abc.ABC):
     # --- shared behaviour, built on the methods above -------------------------------------------------
 
     def set_weights(self, service: str, namespace: str = "payments-prod", **weights: int) -> list[Change]:
-        """Render the canary VirtualService for ``{subset: weight}`` and apply it (the seed's one-integer revert)."""
+        """Render the canary VirtualService for ``{subset: weight}`` and apply it (one-integer revert)."""
         from labkit.manifests import canary_virtual_service
 
         return self.apply(canary_virtual_service(service, weights, namespace=namespace))
@@ -133,7 +135,7 @@ class Lab(abc.ABC):
         method: str = "GET",
         progress: bool | None = None,
     ) -> TrafficResult:
-        """Send ``n`` requests (or for ``duration`` seconds) to ``url`` from ``source`` and record every outcome."""
+        """Send ``n`` requests (or for ``duration`` s) from ``source`` to ``url``; record each outcome."""
         from labkit import traffic
 
         return traffic.send(

@@ -17,7 +17,7 @@ NOTEBOOKS = ROOT / "notebooks"
 
 
 def state_dir() -> Path:
-    """The lab's state folder (certificates, Envoy config, pidfiles, logs); ``LAB_STATE`` overrides ``.lab/``."""
+    """The state folder (certificates, Envoy config, pidfiles, logs); ``LAB_STATE`` overrides ``.lab/``."""
     path = Path(os.environ.get("LAB_STATE", ROOT / ".lab"))
     path.mkdir(parents=True, exist_ok=True)
     return path

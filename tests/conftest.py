@@ -10,7 +10,9 @@ import pytest
 def pytest_collection_modifyitems(config, items):
     if shutil.which("docker") and shutil.which("kind") and _docker_engine_up():
         return
-    skip = pytest.mark.skip(reason="needs a Docker engine and kind (live-cluster test); this machine has neither")
+    skip = pytest.mark.skip(
+        reason="needs a Docker engine and kind (live-cluster test); this machine has neither"
+    )
     for item in items:
         if "cluster" in item.keywords:
             item.add_marker(skip)

@@ -1,11 +1,11 @@
-"""The project's own promises: one source of truth for dependencies, and a README whose first commands exist."""
+"""The project's promises: one source of truth for dependencies, a README whose first commands exist."""
 
 from __future__ import annotations
 
 import re
-import tomllib
 from pathlib import Path
 
+import tomllib
 import yaml
 from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
@@ -35,7 +35,9 @@ def test_environment_yml_installs_what_pyproject_declares():
     for extra in project["optional-dependencies"].values():
         declared |= {Requirement(r).name.lower() for r in extra}
     for other in (p for p in pip if not p.startswith("-e ")):
-        assert Requirement(other).name.lower() in declared, f"{other} is in environment.yml but not pyproject.toml"
+        assert Requirement(other).name.lower() in declared, (
+            f"{other} is in environment.yml but not pyproject.toml"
+        )
     for pkg in conda:
         name = re.split(r"[=<>]", pkg)[0]
         assert name in {"python", "pip", "make"}, f"conda package {name} is not declared in pyproject.toml"
