@@ -95,6 +95,7 @@ def run(lab: Lab) -> Tour:
         checks.refused(lab.send(lesson.URL, n=20, source="legacy"), what="the legacy client (no sidecar)")
         checks.all_ok(lab.send(lesson.URL, n=50, source="client"), what="the mesh client")
         checks.mutual_tls(lab, source="client")
+        checks.peer_identity(lab, source="client")
 
     def canary() -> Any:
         for rel in ("mesh/destination-rule-currency-converter.yaml", CANARY_FILE):

@@ -26,6 +26,7 @@ def test_tour_passes_every_check_writes_an_offline_report_and_stops_the_lab(tmp_
     assert code == 0, out
     assert "legacy client (no sidecar) refused" in out
     assert "connection_security_policy=mutual_tls" in out and "consistent with" in out
+    assert "client authenticated as spiffe://cluster.local/ns/payments-prod/sa/client" in out
     assert "4/4 steps passed" in out
     page = report.read_text(encoding="utf-8")
     assert "every check passed" in page and "Configured vs observed split" in page
