@@ -106,13 +106,16 @@ class NotebookPage:
 
     def add_cell_and_run(self, code: str, timeout: float = 60) -> Locator:
         """Insert a code cell below the last one, type ``code``, Ctrl+Enter; return its output area."""
-        self.page.locator(".jp-Notebook .jp-Cell").last.click()
+        self.page.locator(".jp-Notebook .jp-Cell").last.locator(
+            ".jp-InputArea-prompt"
+        ).click()  # not a widget
         self.page.keyboard.press("Escape")
         self.page.keyboard.press("b")
         self.page.keyboard.press("Enter")
         self.page.keyboard.insert_text(code)
         self.page.keyboard.press("Control+Enter")  # run it and stay on it
-        cell = self.page.locator(".jp-Notebook .jp-CodeCell").last
+        cells = self.page.locator(".jp-Notebook .jp-CodeCell")
+        cell = cells.nth(cells.count() - 1)  # pinned: later cells must not move this locator
         prompt = cell.locator(".jp-InputArea-prompt")
         self.poll(
             prompt.text_content, lambda p: bool(re.search(r"\[\d+\]", p or "")), timeout, "new cell ran"
