@@ -139,7 +139,7 @@ def test_live_split_follows_slider_and_rolls_back(notebook: NotebookPage) -> Non
         180,
         "the control's chart holds data during Run All",
     )
-    notebook.shot("chart-during-run-all")
+    notebook.shot("chart-during-run-all", first_chart)
     notebook.wait_executed(timeout=240)
     notebook.shot("executed")
 

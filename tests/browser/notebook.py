@@ -44,9 +44,13 @@ class NotebookPage:
         self.artifacts = artifacts
         self.shots: list[Path] = []
 
-    def shot(self, name: str) -> Path:
+    def shot(self, name: str, element: Locator | None = None) -> Path:
+        """Save the page (or just ``element``, scrolled into view) as the next numbered PNG."""
         path = self.artifacts / f"{len(self.shots) + 1:02d}-{name}.png"
-        self.page.screenshot(path=path, full_page=False)
+        if element is not None:
+            element.screenshot(path=path)
+        else:
+            self.page.screenshot(path=path)
         self.shots.append(path)
         return path
 
