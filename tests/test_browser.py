@@ -40,6 +40,12 @@ pytestmark = [
 ]
 
 
+def artifacts_dir() -> Path:
+    path = Path(os.environ.get("LAB_ARTIFACTS", ROOT / "artifacts")) / "browser"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
 @pytest.fixture(scope="module")
 def jupyterlab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[JupyterLab]:
     """JupyterLab on a copy of notebooks/, its kernels' mesh in a temp LAB_STATE; all stopped afterwards."""
@@ -55,6 +61,7 @@ def jupyterlab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[JupyterLab]
         yield server
     finally:
         server.stop()
+        shutil.copy(server.log, artifacts_dir() / "jupyterlab.log")
         with pytest.MonkeyPatch.context() as env:
             env.setenv("LAB_STATE", str(state))
             import labkit
@@ -79,13 +86,15 @@ def browser() -> Iterator:
 @pytest.fixture
 def notebook(jupyterlab: JupyterLab, browser, request: pytest.FixtureRequest) -> Iterator[NotebookPage]:
     """A fresh page; afterwards a last screenshot, and the test's kernel shut down (its traffic with it)."""
-    base = Path(os.environ.get("LAB_ARTIFACTS", ROOT / "artifacts"))
-    artifacts = base / "browser" / request.node.name
+    artifacts = artifacts_dir() / request.node.name
     shutil.rmtree(artifacts, ignore_errors=True)
     artifacts.mkdir(parents=True)
     context = browser.new_context(viewport={"width": 1400, "height": 1000})
     page = context.new_page()
     page.set_default_timeout(30_000)
+    console: list[str] = []  # the page's errors, kept with the screenshots
+    page.on("console", lambda msg: console.append(f"{msg.type}: {msg.text}") if msg.type == "error" else None)
+    page.on("pageerror", lambda error: console.append(f"pageerror: {error}"))
     nb = NotebookPage(page, jupyterlab, artifacts)
     try:
         yield nb
@@ -93,6 +102,7 @@ def notebook(jupyterlab: JupyterLab, browser, request: pytest.FixtureRequest) ->
         try:
             nb.shot("final")
         finally:
+            (artifacts / "console-errors.txt").write_text("\n".join(console))
             context.close()
             jupyterlab.remember_processes()
             for session in jupyterlab.api("GET", "/api/sessions"):
