@@ -108,8 +108,8 @@ class Rollout:
 
     def _rollback(self, now: float, why: str) -> None:
         self.set_weight(0)
-        self.status = "rolled back"  # only once the weights are back: a waiting caller then sees them
         self._event(now, f"ROLLBACK at {self.steps[self.step]} %: {why}; {self.canary} → 0 %", "ROLLBACK")
+        self.status = "rolled back"  # last: a waiting caller then sees the weights back and the rollback drawn
 
     def _event(self, now: float, text: str, mark: str | None = None) -> None:
         """Record ``text``; ``mark`` is the short label a chart puts at ``now`` (steps and the rollback)."""
@@ -318,6 +318,7 @@ class CanaryControl:
             with self._lock:
                 self._events.append((now, mark))
         self._note(text)
+        self._draw(force=True)  # the mark must show even when no traffic batch triggers the next redraw
 
     def _recent(self, seconds: float) -> list[traffic.Outcome]:
         cutoff = self._now() - seconds

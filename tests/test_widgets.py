@@ -89,17 +89,6 @@ def test_sliders_keep_summing_to_100_headless(tmp_path: Path) -> None:
 # --- on the local mesh ---------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
-    lab = labkit.open("local", state=tmp_path_factory.mktemp("lab-state"))
-    try:
-        lab.up()
-        lab.ensure("canary-90-10")
-        yield lab
-    finally:
-        lab.down()
-
-
 @pytest.fixture
 def ctrl(lab: Lab) -> Iterator[CanaryControl]:
     ctrl = canary_control(lab, qps=100)
@@ -171,7 +160,7 @@ def test_rollout_rolls_back_with_a_failing_v2(ctrl: CanaryControl, lab: Lab) -> 
         state = ctrl.state
         assert state.weights == {"v1": 100, "v2": 0}
         assert "ROLLBACK at 10 %" in state.log[-1]
-        ctrl.redraw()
+        ctrl.stop()  # no more traffic batches: the rollback must already be on the chart, no redraw() here
         events = next(t for t in ctrl.figure.data if t.name == "events")
         assert list(events.text) == ["10 %", "ROLLBACK"]
     finally:
