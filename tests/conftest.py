@@ -1,10 +1,13 @@
-"""Shared test configuration: live-cluster tests run only where docker and kind exist."""
+"""Shared test configuration: a local mesh per test module; live-cluster tests only where docker+kind run."""
 
 from __future__ import annotations
 
 import shutil
+from collections.abc import Iterator
 
 import pytest
+
+import labkit
 
 
 def pytest_collection_modifyitems(config, items):
@@ -25,3 +28,15 @@ def _docker_engine_up() -> bool:
         return subprocess.run(["docker", "info"], capture_output=True, timeout=10).returncode == 0
     except (OSError, subprocess.TimeoutExpired):
         return False
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[labkit.Lab]:
+    """A local real-Envoy lab at the 90/10 canary checkpoint, with its own state folder; always stopped."""
+    lab = labkit.open("local", state=tmp_path_factory.mktemp("lab-state"))
+    try:
+        lab.up()
+        lab.ensure("canary-90-10")
+        yield lab
+    finally:
+        lab.down()

@@ -32,17 +32,6 @@ MESH = paths.CLUSTER_CONFIG / "mesh"
 NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
-@pytest.fixture(scope="module")
-def lab(tmp_path_factory):
-    lab = LocalLab(state=tmp_path_factory.mktemp("lab-state"))
-    try:
-        lab.up()
-        lab.ensure("canary-90-10")
-        yield lab
-    finally:
-        lab.down()
-
-
 def get(lab: LocalLab, url: str = URL, source: str = "client", headers: dict | None = None):
     """One request through ``source``'s path: (status, body, headers)."""
     target, extra = lab.resolver(source)(url)

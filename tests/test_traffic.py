@@ -176,17 +176,6 @@ def test_stream_delivers_batches_in_the_background_until_stopped(v1: str) -> Non
 # --- through the local mesh --------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[labkit.Lab]:
-    lab = labkit.open("local", state=tmp_path_factory.mktemp("lab-state"))
-    try:
-        lab.up()
-        lab.ensure("canary-90-10")
-        yield lab
-    finally:
-        lab.down()
-
-
 @pytest.mark.mesh
 def test_mesh_rate_holds_within_5_percent_at_200_rps_and_the_split_is_90_10(lab: labkit.Lab) -> None:
     result = lab.send(URL, n=1000, qps=200, concurrency=32)  # headroom: a loaded machine adds latency
