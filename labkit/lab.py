@@ -25,7 +25,8 @@ class Change:
     action: str  # created | configured | unchanged | deleted | not found
 
     def __str__(self) -> str:
-        return f"{self.kind.lower()}/{self.name} ({self.namespace}) {self.action}"
+        where = f" ({self.namespace})" if self.namespace else ""  # cluster-scoped kinds have no namespace
+        return f"{self.kind.lower()}/{self.name}{where} {self.action}"
 
 
 @dataclass

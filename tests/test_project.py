@@ -55,3 +55,13 @@ def test_readme_starts_with_the_two_setup_commands():
 def test_ci_runs_the_readme_test_command():
     ci = (ROOT / ".ci" / "run").read_text()
     assert re.search(r"^make test$", ci, re.M)
+
+
+def test_changes_print_like_kubectl():
+    from labkit.lab import Change
+
+    assert str(Change("Namespace", "", "payments-prod", "unchanged")) == "namespace/payments-prod unchanged"
+    assert (
+        str(Change("VirtualService", "payments-prod", "currency-converter", "configured"))
+        == "virtualservice/currency-converter (payments-prod) configured"
+    )
