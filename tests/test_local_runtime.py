@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 import subprocess
@@ -51,6 +52,21 @@ def test_started_process_is_found_from_its_pidfile_and_stopped(tmp_path):
         processes.stop([rec], tmp_path / "run", timeout=5)
     assert not processes.is_alive(rec)
     assert processes.records(tmp_path / "run") == []
+
+
+def test_a_pidfile_from_an_older_labkit_still_stops_its_process(tmp_path):
+    rec = _sleeper(tmp_path)
+    pidfile = tmp_path / "run" / f"{rec.name}.json"
+    try:
+        old = json.loads(pidfile.read_text())
+        del old["spec"], old["log"]  # fields a newer labkit added
+        pidfile.write_text(json.dumps(old))
+        (found,) = processes.records(tmp_path / "run")
+        assert (found.name, found.pid) == (rec.name, rec.pid) and processes.is_alive(found)
+        processes.stop([found], tmp_path / "run", timeout=5)
+        assert not processes.is_alive(rec)
+    finally:
+        processes.stop([rec], tmp_path / "run", timeout=5)
 
 
 def test_a_reused_pid_is_never_signalled(tmp_path):

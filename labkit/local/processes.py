@@ -12,7 +12,7 @@ import os
 import signal
 import subprocess
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import psutil
@@ -78,9 +78,17 @@ def start(
 def records(pid_dir: Path) -> list[ProcessRecord]:
     """Every pidfile in ``pid_dir`` (alive or not), sorted by name."""
     out = []
+    known = {f.name for f in fields(ProcessRecord)}
     for path in sorted(pid_dir.glob("*.json")) if pid_dir.is_dir() else []:
         try:
-            out.append(ProcessRecord(**json.loads(path.read_text())))
+            data = json.loads(path.read_text())
+            # name, pid and create_time identify a process; a pidfile from an older labkit may lack the rest,
+            # and dropping it would orphan a process that is still running.
+            out.append(
+                ProcessRecord(
+                    **{"cmdline": [], "log": "", "spec": ""} | {k: data[k] for k in known & set(data)}
+                )
+            )
         except (ValueError, TypeError):
             path.unlink(missing_ok=True)  # a torn or foreign file: it cannot identify a process
     return out
