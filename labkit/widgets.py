@@ -109,7 +109,7 @@ class Rollout:
     def _rollback(self, now: float, why: str) -> None:
         self.set_weight(0)
         self._event(now, f"ROLLBACK at {self.steps[self.step]} %: {why}; {self.canary} → 0 %", "ROLLBACK")
-        self.status = "rolled back"  # last: a waiting caller then sees the weights back and the rollback drawn
+        self.status = "rolled back"  # last: a waiting caller then sees the weights back and the mark drawn
 
     def _event(self, now: float, text: str, mark: str | None = None) -> None:
         """Record ``text``; ``mark`` is the short label a chart puts at ``now`` (steps and the rollback)."""
