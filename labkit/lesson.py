@@ -104,16 +104,12 @@ def run(command: str, timeout: float = 60) -> str:
         >>> lesson.run("kubectl get pods -n payments-prod")
     """
     import shlex
-    import subprocess
 
-    try:
-        done = subprocess.run(shlex.split(command), capture_output=True, text=True, timeout=timeout)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise LabError(f"`{command}` could not run: {exc}") from exc
+    from labkit.kind.commands import _run
+
+    done = _run(shlex.split(command), timeout=timeout)  # CommandError names the command, exit code and output
     output = (done.stdout + done.stderr).rstrip()
     print(output)
-    if done.returncode != 0:
-        raise LabError(f"`{command}` exited {done.returncode}; read its output above")
     return output
 
 
@@ -136,16 +132,13 @@ def install_settings(path: str | Path | None = None) -> dict[str, str | None]:
 
 
 def set_env(lab: Lab, deployment: str, namespace: str = "payments-prod", **env: str) -> list[Change]:
-    """Apply ``with_env(...)`` and return once the workload runs with the new settings (on kind: the rollout).
+    """Apply ``with_env(...)``; ``apply`` returns once the workload runs with the new settings (any backend).
 
     Example:
         >>> lesson.set_env(lab, "currency-converter-v2", FAIL_RATE="0.5")   # v2 fails half of its calls
         >>> lesson.set_env(lab, "currency-converter-v2", FAIL_RATE="0")     # healthy again
     """
     changes = lab.apply(with_env(deployment, namespace, **env))
-    kube = getattr(lab, "kube", None)  # the kind backend; the local one restarts the process within apply()
-    if kube is not None:
-        kube.wait_rollout(namespace, deployment, timeout=300)
     for change in changes:
         print(change)
     return changes

@@ -247,27 +247,3 @@ def test_with_env_changes_only_the_named_variable():
     assert lesson.with_env("currency-converter-v2")["metadata"]["name"] == "currency-converter-v2"
     with pytest.raises(LabError, match="no Deployment payments-prod/nope"):
         lesson.with_env("nope")
-
-
-def test_set_env_applies_the_edited_deployment_and_waits_for_the_rollout_on_kind():
-    class Kube:
-        waited: list[tuple[str, str]] = []
-
-        def wait_rollout(self, namespace: str, name: str, timeout: float = 300) -> None:
-            self.waited.append((namespace, name))
-
-    class RecordingLab:
-        backend, applied = "kind", []
-        kube = Kube()
-
-        def apply(self, src):
-            self.applied.append(src)
-            return []
-
-    lab = RecordingLab()
-    lesson.set_env(lab, "currency-converter-v2", FAIL_RATE="1")
-    env = {
-        e["name"]: e.get("value") for e in lab.applied[0]["spec"]["template"]["spec"]["containers"][0]["env"]
-    }
-    assert env["FAIL_RATE"] == "1"
-    assert lab.kube.waited == [("payments-prod", "currency-converter-v2")]

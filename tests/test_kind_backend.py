@@ -15,7 +15,7 @@ import pytest
 from fakes import harness
 from fakes.apiserver import FakeApiServer
 
-from labkit import manifests, metrics, paths
+from labkit import lesson, manifests, metrics, paths
 from labkit.errors import BackendError
 from labkit.kind import cluster, doctor
 from labkit.kind.backend import KubeLab, _ingress, parse_load_output
@@ -295,3 +295,17 @@ def test_apply_then_delete_report_what_happened_like_kubectl(running):
     assert [c.action for c in lab.apply(dr)] == ["unchanged"]
     assert [c.action for c in lab.delete(dr)] == ["deleted"]
     assert [c.action for c in lab.delete(dr)] == ["not found"]
+
+
+def test_apply_returns_once_a_changed_deployment_has_rolled_out(running):
+    _, api, lab = running
+    path = "/apis/apps/v1/namespaces/payments-prod/deployments/currency-converter-v2"
+    try:
+        before = len(api.requests)
+        changes = lab.apply(lesson.with_env("currency-converter-v2", FAIL_RATE="0.5"))
+        assert [(c.kind, c.action) for c in changes] == [("Deployment", "configured")]
+        calls = [(r.method, r.path.split("?")[0]) for r in api.requests[before:]]
+        patched = calls.index(("PATCH", path))
+        assert ("GET", path) in calls[patched + 1 :], "apply() did not wait for the rollout"
+    finally:
+        lab.apply(lesson.with_env("currency-converter-v2", FAIL_RATE="0"))

@@ -177,7 +177,12 @@ class KubeLab(Lab):
         context = [r for r in self._load(paths.APPS) + self._live_istio() if r.key not in keys]
         for warning in validation.check(resources, context=context):
             _say(f"warning: {warning}")
-        return self._apply_resources(resources)
+        changes = self._apply_resources(resources)
+        # As on the local backend: return once a changed workload runs with its new settings.
+        for change in changes:
+            if change.kind == "Deployment" and change.action in ("created", "configured"):
+                self.kube.wait_rollout(change.namespace, change.name)
+        return changes
 
     def _live_istio(self) -> list[Resource]:
         """The cluster's Istio routing and policy objects, for the cross-object checks of ``apply``."""
