@@ -6,6 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from labkit import lesson
 from labkit.errors import LabError
 
 
@@ -113,7 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "url",
         nargs="?",
-        default="http://currency-converter.payments-prod:8080/convert?from=NOK&to=EUR&amount=100",
+        default=lesson.URL,
     )
     p.add_argument("-n", type=int, default=1000)
     p.add_argument("--qps", type=float)

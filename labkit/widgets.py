@@ -19,11 +19,10 @@ import ipywidgets as w
 import plotly.graph_objects as go
 
 from labkit import stats, traffic, viz
+from labkit.lesson import URL as DEFAULT_URL
 
 if TYPE_CHECKING:
     from labkit.lab import Change, Lab
-
-DEFAULT_URL = "http://currency-converter.payments-prod:8080/convert?from=NOK&to=EUR&amount=100"
 
 
 class Rollout:

@@ -19,7 +19,7 @@ import pytest
 import yaml
 from scipy.stats import binomtest
 
-from labkit import metrics, paths, traffic
+from labkit import lesson, metrics, paths, traffic
 from labkit.errors import LabError, ManifestError, PortInUseError, UnsupportedError
 from labkit.local import envoy, processes, telemetry
 from labkit.local.backend import LocalLab
@@ -27,7 +27,7 @@ from labkit.local.ca import LocalCA
 
 pytestmark = pytest.mark.mesh
 
-URL = "http://currency-converter.payments-prod:8080/convert?from=NOK&to=EUR&amount=100"
+URL = lesson.URL
 MESH = paths.CLUSTER_CONFIG / "mesh"
 NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 

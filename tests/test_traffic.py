@@ -17,9 +17,9 @@ import pytest
 from scipy.stats import linregress
 
 import labkit
-from labkit import paths, traffic
+from labkit import lesson, paths, traffic
 
-URL = "http://currency-converter.payments-prod:8080/convert?from=NOK&to=EUR&amount=100"
+URL = lesson.URL
 
 
 def free_port() -> int:

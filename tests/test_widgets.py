@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,7 +9,7 @@ from pathlib import Path
 import pytest
 
 import labkit
-from labkit import manifests, paths, stats
+from labkit import lesson, stats
 from labkit.lab import Lab
 from labkit.traffic import Outcome
 from labkit.widgets import CanaryControl, Rollout, canary_control
@@ -139,22 +138,9 @@ def test_rollout_goes_to_100_with_a_healthy_v2(ctrl: CanaryControl) -> None:
     assert list(events.text) == ["10 %", "25 %", "50 %", "100 %", "done"]
 
 
-def v2_deployment(fail_rate: str) -> dict:
-    body = next(
-        r.body
-        for r in manifests.load(paths.APPS / "currency-converter.yaml")
-        if r.kind == "Deployment" and r.name == "currency-converter-v2"
-    )
-    body = copy.deepcopy(body)
-    for env in body["spec"]["template"]["spec"]["containers"][0]["env"]:
-        if env["name"] == "FAIL_RATE":
-            env["value"] = fail_rate
-    return body
-
-
 @pytest.mark.mesh
 def test_rollout_rolls_back_with_a_failing_v2(ctrl: CanaryControl, lab: Lab) -> None:
-    lab.apply(v2_deployment("0.5"))
+    lab.apply(lesson.with_env("currency-converter-v2", FAIL_RATE="0.5"))
     try:
         assert ctrl.rollout(wait=True, timeout=120) == "rolled back"
         state = ctrl.state
@@ -164,7 +150,7 @@ def test_rollout_rolls_back_with_a_failing_v2(ctrl: CanaryControl, lab: Lab) -> 
         events = next(t for t in ctrl.figure.data if t.name == "events")
         assert list(events.text) == ["10 %", "ROLLBACK"]
     finally:
-        lab.apply(v2_deployment("0"))
+        lab.apply(lesson.with_env("currency-converter-v2", FAIL_RATE="0"))
 
 
 def test_close_closes_every_widget(tmp_path: Path) -> None:
