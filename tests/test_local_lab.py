@@ -20,7 +20,7 @@ import yaml
 from scipy.stats import binomtest
 
 from labkit import lesson, metrics, paths, traffic
-from labkit.errors import LabError, ManifestError, PortInUseError, UnsupportedError
+from labkit.errors import LabError, ManifestError, PortInUseError, ToolNotFoundError, UnsupportedError
 from labkit.local import envoy, processes, telemetry
 from labkit.local.backend import LocalLab
 from labkit.local.ca import LocalCA
@@ -267,9 +267,12 @@ def test_deployment_env_change_restarts_it_and_a_route_timeout_gives_504(lab):
 def test_a_deployment_change_that_cannot_run_is_rolled_back(lab):
     v2 = _deployment("currency-converter-v2")
     _set_env(v2, "FAIL_RATE", "2")  # the app refuses to start: FAIL_RATE must be 0..1
+    before = {r.name: r.pid for r in processes.records(lab.state / "run") if "-v2-" not in r.name}
     with pytest.raises(LabError, match="FAIL_RATE"):
         lab.apply(v2)
     assert lab.status().healthy
+    after = {r.name: r.pid for r in processes.records(lab.state / "run") if "-v2-" not in r.name}
+    assert after == before  # the other apps and every Envoy kept running: connections and counters survive
     assert lab.send(URL, n=20, concurrency=2).codes() == {200: 20}
 
 
@@ -333,6 +336,14 @@ def test_rejected_input_changes_nothing(lab):
     with pytest.raises(ManifestError):
         lab.apply("kind: VirtualService\nmetadata: {name: [unclosed\n")
     assert _snapshot(lab) == before
+
+
+def test_status_needs_no_envoy_binary(lab, monkeypatch):
+    def missing() -> str:
+        raise ToolNotFoundError("envoy")
+
+    monkeypatch.setattr(envoy, "binary", missing)  # status() names processes; it builds no Envoy command
+    assert lab.status().healthy
 
 
 def test_killed_app_is_reported_and_up_restarts_it(lab):

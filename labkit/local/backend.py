@@ -402,7 +402,7 @@ class LocalLab(Lab):
         if any(not _is_istio(r) and c.action != "unchanged" for r, c in zip(incoming, changes, strict=True)):
             self._save_applied(new_applied)
             try:
-                self.up()  # reconcile: restarts exactly the processes whose command or environment changed
+                self._reconcile()  # restarts exactly the processes whose command or environment changed
             except LabError:
                 self._save_applied(applied)  # the change does not run: bring the lab back as it was
                 self.up()
@@ -451,7 +451,10 @@ class LocalLab(Lab):
             return Status(self.backend, up=False)
         alive = {name for name, rec in recs.items() if processes.is_alive(rec)}
         problems = []
-        for name in self._wanted(topo):
+        names = [self._app_name(i) for i in topo.instances] + [
+            self._envoy_name(p) for p in self._all_proxies(topo)
+        ]
+        for name in names:
             if name not in alive:
                 rec = recs.get(name)
                 what = f"process {rec.pid} is not running" if rec else "was never started"
