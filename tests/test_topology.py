@@ -9,7 +9,7 @@ import pytest
 from envoy_check import lab_topology
 
 from labkit import manifests
-from labkit.errors import ManifestError, UnsupportedError
+from labkit.errors import UnsupportedError
 from labkit.local.topology import build_topology, ensure_gateway_port, ensure_outbound_port, port_protocol
 
 CC = "currency-converter.payments-prod.svc.cluster.local"
@@ -148,7 +148,7 @@ def test_unsupported_app_kinds_and_ports_are_named(tmp_path):
     with pytest.raises(UnsupportedError, match=r"Service/db: field spec.ports\[0\] is a TCP port"):
         build_topology(manifests.load(tcp), tmp_path, lambda: 1)
     portless = INJECTION.split("---")[4].replace("ports: [{containerPort: 9000}]", "image: x")
-    with pytest.raises(
-        ManifestError, match=r"Deployment/default-off: field spec.template.spec.containers\[0\].ports"
-    ):
-        build_topology(manifests.load(portless), tmp_path, lambda: 1)
+    # the app's port comes from the lab (PORT), so a Deployment without containerPort builds
+    assert [w.name for w in build_topology(manifests.load(portless), tmp_path, lambda: 1).workloads] == [
+        "default-off"
+    ]

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from labkit.errors import ManifestError, UnsupportedError
+from labkit.errors import UnsupportedError
 
 if TYPE_CHECKING:
     from labkit.manifests import Resource
@@ -89,7 +89,6 @@ class Workload:
     service_account: str
     replicas: int
     env: dict[str, str]  # literal values only; the runtime fills POD_NAME and other downward-API values
-    container_port: int
     injected: bool
 
     @property
@@ -313,12 +312,6 @@ def _workload(r: Resource, namespace_labels: dict[str, str]) -> Workload:
     meta = template.get("metadata") or {}
     pod = template.get("spec") or {}
     containers = pod.get("containers") or []
-    ports = (containers[0].get("ports") or []) if containers else []
-    if not ports:
-        raise ManifestError(
-            f"{r.where}: field spec.template.spec.containers[0].ports is empty; the local backend needs the "
-            "containerPort the app listens on: add `ports: [{containerPort: 8080}]`"
-        )
     labels = {str(k): str(v) for k, v in (meta.get("labels") or {}).items()}
     return Workload(
         name=r.name,
@@ -327,7 +320,6 @@ def _workload(r: Resource, namespace_labels: dict[str, str]) -> Workload:
         service_account=pod.get("serviceAccountName") or "default",
         replicas=int(r.spec.get("replicas", 1)),
         env={e["name"]: str(e["value"]) for e in containers[0].get("env") or [] if "value" in e},
-        container_port=int(ports[0]["containerPort"]),
         injected=_injected(namespace_labels, labels, meta.get("annotations") or {}),
     )
 
