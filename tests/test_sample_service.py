@@ -6,6 +6,7 @@ settings) and always stops it again.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import http.client
 import json
@@ -14,6 +15,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -22,6 +24,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 import yaml
+from aiohttp import web
 from scipy.stats import binomtest
 
 from labkit import paths
@@ -250,6 +253,48 @@ def test_load_tool_records_connection_errors_instead_of_crashing():
     for record in records:
         assert record["status"] is None and record["version"] is None
         assert record["error"]
+
+
+@contextlib.contextmanager
+def replying(status: int, body: str, headers: dict[str, str]) -> Iterator[int]:
+    """A small aiohttp server on 127.0.0.1 answering every request the same way; yields its port."""
+
+    async def handle(_: web.Request) -> web.Response:
+        return web.Response(status=status, text=body, headers=headers)
+
+    loop = asyncio.new_event_loop()
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", handle)
+    runner = web.AppRunner(app)
+    loop.run_until_complete(runner.setup())
+    port = free_port()
+    loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", port).start())
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    try:
+        yield port
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        loop.run_until_complete(runner.cleanup())
+        loop.close()
+
+
+def test_load_tool_reports_envoys_local_reply_as_response_flags():
+    with replying(503, "no healthy upstream", {"server": "envoy"}) as port:
+        records = run_load("--url", f"http://127.0.0.1:{port}{CONVERT}", "--n", "2")
+    assert [(r["status"], r["flags"], r["error"]) for r in records] == [(503, "UH", None)] * 2
+
+
+def test_load_tool_reports_the_envoy_response_flags_header():
+    with replying(500, "boom", {"x-envoy-response-flags": "FI"}) as port:
+        records = run_load("--url", f"http://127.0.0.1:{port}{CONVERT}", "--n", "1")
+    assert [(r["status"], r["flags"]) for r in records] == [(500, "FI")]
+
+
+def test_load_tool_names_a_refused_connection_as_labkit_does():
+    records = run_load("--url", f"http://127.0.0.1:{free_port()}{CONVERT}", "--n", "2", "--timeout", "2")
+    assert [(r["status"], r["error"], r["flags"]) for r in records] == [(None, "refused", None)] * 2
 
 
 def test_load_tool_rejects_a_malformed_header():

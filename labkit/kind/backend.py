@@ -510,8 +510,8 @@ class PodStream:
 
 
 def parse_load_output(text: str) -> list[Outcome]:
-    """load.py's JSON lines (``{"t","status","version","latency","error"}``, ``t`` a wall-clock time) as
-    traffic Outcomes, ``t`` counted from the first request as TrafficResult expects."""
+    """load.py's JSON lines (``{"t","status","version","latency","error","flags"}``, ``t`` a wall-clock
+    time) as traffic Outcomes, ``t`` counted from the first request as TrafficResult expects."""
     from labkit.traffic import Outcome
 
     rows = []

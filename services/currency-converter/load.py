@@ -3,10 +3,13 @@
 Requests must leave from a pod with a sidecar for the VirtualService weights to apply, so the lab's traffic
 starts here rather than on the laptop. Prints one JSON line per request, as it completes:
 
-    {"t": <unix start>, "status": 200 | null, "version": "v2" | null, "latency": <s>, "error": null | "..."}
+    {"t": <unix start>, "status": 200 | null, "version": "v2" | null, "latency": <s>, "error": null | "...",
+     "flags": null | "UH"}
 
-`version` is the answer's `x-version` header. Timeouts and connection errors are recorded, never raised, so
-one refused connection (e.g. STRICT mTLS against a plaintext caller) does not lose the rest of the run.
+`version` is the answer's `x-version` header; `flags` Envoy's response flags (as `labkit.traffic` reports
+them). Timeouts and connection errors are recorded, never raised, so one refused connection (e.g. STRICT mTLS
+against a plaintext caller) does not lose the rest of the run; `error` uses labkit's short names ("refused",
+"connection reset", "timeout").
 
     python load.py --url 'http://currency-converter:8080/convert?from=NOK&to=EUR&amount=100' --n 200 \
         --concurrency 8 --qps 50 --header 'x-canary: true'
@@ -16,12 +19,50 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import aiohttp
+
+# Copies of labkit.traffic.ENVOY_LOCAL_REPLIES, _flags and _error: this file runs in the client pod, which has
+# no labkit, and the kind backend must report what the local one does. Keep them in step.
+ENVOY_LOCAL_REPLIES = {
+    "no healthy upstream": "UH",
+    "upstream connect error or disconnect/reset before headers": "UF",
+    "upstream request timeout": "UT",
+    "fault filter abort": "FI",
+    "RBAC: access denied": "RBAC",
+}
+
+
+def flags(headers: Mapping[str, str], body: bytes) -> str | None:
+    """Envoy response flags: header `x-envoy-response-flags` if the proxy adds it, else its local reply."""
+    if "x-envoy-response-flags" in headers:
+        return headers["x-envoy-response-flags"]
+    if headers.get("server", "").endswith("envoy") and len(body) < 200:
+        text = body.decode(errors="replace")
+        for prefix, flag in ENVOY_LOCAL_REPLIES.items():
+            if text.startswith(prefix):
+                return flag
+    return None
+
+
+def error_name(exc: BaseException) -> str:
+    """A short, stable name for a failed request ("refused", "connection reset", "timeout")."""
+    if isinstance(exc, asyncio.TimeoutError):
+        return "timeout"
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        exc = exc.os_error  # a reset can arrive before the loop sees the connection complete
+        if isinstance(exc, ConnectionRefusedError):
+            return "refused"
+    if isinstance(exc, aiohttp.ServerDisconnectedError | aiohttp.ClientPayloadError | ConnectionResetError):
+        return "connection reset"
+    if isinstance(exc, OSError) and exc.errno in (errno.ECONNRESET, errno.EPIPE):
+        return "connection reset"
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
 def header(text: str) -> tuple[str, str]:
@@ -61,16 +102,18 @@ async def one(session: aiohttp.ClientSession, url: str) -> dict[str, Any]:
     start, t0 = time.time(), time.perf_counter()
     try:
         async with session.get(url, allow_redirects=False) as response:
-            await response.read()
+            body = await response.read()
             status, version, error = response.status, response.headers.get("x-version"), None
-    except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-        status, version, error = None, None, f"{type(exc).__name__}: {exc}".rstrip(": ")
+            flag = flags(response.headers, body)
+    except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+        status, version, error, flag = None, None, error_name(exc), None
     return {
         "t": start,
         "status": status,
         "version": version,
         "latency": time.perf_counter() - t0,
         "error": error,
+        "flags": flag,
     }
 
 
