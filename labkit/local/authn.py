@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from labkit.local.registry import selects
+from labkit.local.topology import selects
 
 if TYPE_CHECKING:
     from labkit.manifests import Resource

@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Any
 
-from labkit.local.registry import selects
+from labkit.local.topology import selects
 
 if TYPE_CHECKING:
     from labkit.local.topology import Proxy

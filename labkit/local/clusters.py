@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from labkit.local.registry import Host, duration, host_matches, resolve_host
+from labkit.local.topology import selects
 
 if TYPE_CHECKING:
     from labkit.local.topology import Endpoint, Proxy
@@ -82,7 +83,7 @@ def outbound_clusters(
                 eps = [
                     e
                     for e in host.endpoints[port.port]
-                    if e.instance is not None and labels.items() <= e.instance.workload.labels.items()
+                    if e.instance is not None and selects(labels, e.instance.workload.labels)
                 ]
                 out.append(
                     _cluster(proxy, host, port.port, subset["name"], eps, policy, auto_mtls[host.fqdn])

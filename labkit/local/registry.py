@@ -75,11 +75,6 @@ def alt_names(fqdn: str, proxy_namespace: str) -> list[str]:
     return [name, *names] if ns == proxy_namespace else names
 
 
-def selects(selector: dict[str, str] | None, labels: dict[str, str]) -> bool:
-    """A label selector (``matchLabels``); an empty or missing one selects every workload."""
-    return (selector or {}).items() <= labels.items()
-
-
 def duration(value: str | None) -> str | None:
     """An Istio duration (``1s``, ``300ms``, ``1m30s``, vetted by check_supported) as Envoy's ``<n>s``."""
     if value is None:

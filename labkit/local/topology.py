@@ -180,7 +180,7 @@ class Topology:
         return [
             i
             for i in self.instances
-            if i.workload.namespace == namespace and selector.items() <= i.workload.labels.items()
+            if i.workload.namespace == namespace and selects(selector, i.workload.labels)
         ]
 
     def endpoints(self, service: Service, port: ServicePort) -> list[Endpoint]:
@@ -278,12 +278,14 @@ def ensure_gateway_port(topo: Topology, port: int, allocate_port: Callable[[], i
     return True
 
 
+def selects(selector: dict[str, str] | None, labels: dict[str, str]) -> bool:
+    """A label selector (``matchLabels``); an empty or missing one selects every workload."""
+    return (selector or {}).items() <= labels.items()
+
+
 def _selects(service: Service, w: Workload) -> bool:
-    return (
-        bool(service.selector)
-        and service.namespace == w.namespace
-        and service.selector.items() <= w.labels.items()
-    )
+    """A Service's endpoints: an empty selector selects nothing (Kubernetes leaves it to manual Endpoints)."""
+    return bool(service.selector) and service.namespace == w.namespace and selects(service.selector, w.labels)
 
 
 def _service(r: Resource) -> Service:

@@ -22,10 +22,10 @@ from labkit.local.authn import namespace_mode, port_mode
 from labkit.local.authz import rbac_per_route
 from labkit.local.clusters import blackhole_cluster, inbound_cluster, outbound_clusters
 from labkit.local.listeners import gateway_listener, inbound_listener, outbound_listener
-from labkit.local.registry import Host, build_registry, of_kind, selects
+from labkit.local.registry import Host, build_registry, of_kind
 from labkit.local.routes import gateway_route_config, inbound_route_config, sidecar_route_config
 from labkit.local.supported import check_supported
-from labkit.local.topology import Proxy, Topology, ensure_gateway_port, ensure_outbound_port
+from labkit.local.topology import Proxy, Topology, ensure_gateway_port, ensure_outbound_port, selects
 
 if TYPE_CHECKING:
     from labkit.manifests import Resource
