@@ -17,7 +17,17 @@ def fake(tmp_path, monkeypatch):
     return harness.install(tmp_path, monkeypatch)
 
 
-def test_healthy_machine_reports_versions_and_exits_0(fake, capsys, monkeypatch):
+def _istio_release(tmp_path, monkeypatch):
+    """An unpacked Istio release's samples/addons, as ISTIO_HOME points to it on a trainee's laptop."""
+    addons = tmp_path / "istio-1.31.1" / "samples" / "addons"
+    addons.mkdir(parents=True)
+    for name in ("prometheus.yaml", "kiali.yaml"):
+        (addons / name).write_text("kind: List\n")
+    monkeypatch.setenv("ISTIO_HOME", str(tmp_path / "istio-1.31.1"))
+
+
+def test_healthy_machine_reports_versions_and_exits_0(fake, capsys, monkeypatch, tmp_path):
+    _istio_release(tmp_path, monkeypatch)
     monkeypatch.setattr(
         doctor, "HOST_PORTS", ()
     )  # this shared machine's 8080 may be busy; ports tested below
@@ -95,3 +105,11 @@ def test_a_tool_missing_from_path_is_one_line_with_where_to_get_it(fake, monkeyp
         "[error] `istioctl` was not found on PATH; run `labkit tools install` (pinned istioctl), "
         "or see https://istio.io/latest/docs/setup"
     )
+
+
+def test_missing_istio_addons_are_found_before_the_slow_steps(fake, tmp_path, monkeypatch):
+    assert doctor.check_addons().level == "error"
+    assert "ISTIO_HOME" in doctor.check_addons().fix
+    _istio_release(tmp_path, monkeypatch)
+    assert doctor.check_addons().level == "ok"
+    assert any("Istio addons" in c.message for c in doctor.run_checks(cluster_exists=True))

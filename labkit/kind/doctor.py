@@ -15,7 +15,7 @@ import yaml
 
 from labkit import paths
 from labkit.errors import CommandError, LabError, ToolNotFoundError
-from labkit.kind import cluster
+from labkit.kind import cluster, istio
 from labkit.kind.commands import _run
 
 MIN_CPUS = 4
@@ -149,7 +149,7 @@ def check_ports(ports: tuple[int, ...] = HOST_PORTS) -> list[Check]:
                 sock.bind(("127.0.0.1", port))
             except OSError:
                 fix = (
-                    f"stop the program using it (`lsof -i :{port}`) or change hostPort in {paths.KIND_CONFIG}"
+                    f"stop the program using it (`lsof -i :{port}`); the lab's ingress URL expects this port"
                 )
                 checks.append(
                     Check("error", f"host port {port} is in use; kind maps the ingress gateway there", fix)
@@ -159,9 +159,21 @@ def check_ports(ports: tuple[int, ...] = HOST_PORTS) -> list[Check]:
     return checks
 
 
+def check_addons() -> Check:
+    """The Istio release's samples/addons (Prometheus, Kiali): up() needs them late, after the slow steps."""
+    found = istio.addons_dir()
+    if found is None:
+        return Check(
+            "error",
+            "Istio's samples/addons (Prometheus, Kiali) not found",
+            "set ISTIO_HOME to an unpacked Istio 1.31 release (or put its bin/istioctl first on PATH)",
+        )
+    return Check("ok", f"Istio addons in {found}")
+
+
 def run_checks(*, cluster_exists: bool) -> list[Check]:
     """Every preflight check; ports are skipped when the lab's cluster already holds them."""
-    checks = check_docker() + check_tools() + [check_node_image()]
+    checks = check_docker() + check_tools() + [check_node_image(), check_addons()]
     if not cluster_exists:
         checks += check_ports()
     return checks

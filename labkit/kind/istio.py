@@ -42,7 +42,8 @@ def skew_problem(client: str, control_plane: list[str]) -> str | None:
         return None
     return (
         f"istioctl {client} but the control plane runs {', '.join(others)}: use the matching istioctl "
-        "(`labkit tools install`) or reinstall Istio with lab.up()"
+        "(`labkit tools install`), or reinstall Istio with it: "
+        "`istioctl install -y -f cluster-config/istio/install.yaml`"
     )
 
 
