@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -189,7 +189,3 @@ class Lab(abc.ABC):
     def __exit__(self, *exc: Any) -> None:
         self.down()
 
-
-def changed(changes: Iterable[Change]) -> list[Change]:
-    """Only the changes that did something (for printing)."""
-    return [c for c in changes if c.action != "unchanged"]
