@@ -188,4 +188,3 @@ class Lab(abc.ABC):
 
     def __exit__(self, *exc: Any) -> None:
         self.down()
-
