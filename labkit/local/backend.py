@@ -34,6 +34,7 @@ from labkit.errors import BackendError, LabError, PortInUseError, UnsupportedErr
 from labkit.lab import Change, Lab, Status, WorkloadStatus
 from labkit.local import envoy, processes, telemetry
 from labkit.local.ca import LocalCA
+from labkit.local.registry import alt_names
 from labkit.local.topology import Instance, Proxy, Topology, build_topology, ensure_gateway_port, safe_name
 from labkit.local.translate import ProxyConfig, check_supported, ensure_ports, translate
 from labkit.manifests import Resource
@@ -545,18 +546,12 @@ def _kube_proxy(topo: Topology, url: str, namespace: str) -> int:
     host = parts.hostname or ""
     if host == "127.0.0.1":
         return parts.port or 80
-    labels = host.split(".")
-    name, ns = labels[0], labels[1] if len(labels) > 1 else namespace
-    candidates = {f"{name}.{ns}", f"{name}.{ns}.svc", f"{name}.{ns}.svc.cluster.local"} | (
-        {name} if len(labels) == 1 else set()
-    )
-    service = next(
-        (s for s in topo.services if s.name == name and s.namespace == ns and (host in candidates)), None
-    )
+    service = next((s for s in topo.services if host in (s.fqdn, *alt_names(s.fqdn, namespace))), None)
     if service is None:
         raise LabError(
             f"{host}: no such Service (name resolution fails, as DNS would in namespace {namespace})"
         )
+    name, ns = service.name, service.namespace
     port = service.port(_port(url))
     if port is None:
         have = ", ".join(str(p.port) for p in service.ports)
