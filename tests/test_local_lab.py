@@ -335,6 +335,11 @@ def test_rejected_input_changes_nothing(lab):
         lab.apply(cors)
     with pytest.raises(ManifestError):
         lab.apply("kind: VirtualService\nmetadata: {name: [unclosed\n")
+    statefulset = "apiVersion: apps/v1\nkind: StatefulSet\nmetadata: {name: db, namespace: data}\nspec: {}\n"
+    with pytest.raises(
+        UnsupportedError, match="ConfigMap, Deployment, Namespace, Secret, Service, ServiceAccount"
+    ):
+        lab.apply(statefulset)  # the kinds named are those the topology builds
     assert _snapshot(lab) == before
 
 

@@ -35,7 +35,15 @@ from labkit.lab import Change, Lab, Status, WorkloadStatus
 from labkit.local import envoy, processes, telemetry
 from labkit.local.ca import LocalCA
 from labkit.local.registry import alt_names
-from labkit.local.topology import Instance, Proxy, Topology, build_topology, ensure_gateway_port, safe_name
+from labkit.local.topology import (
+    KUBE_KINDS,
+    Instance,
+    Proxy,
+    Topology,
+    build_topology,
+    ensure_gateway_port,
+    safe_name,
+)
 from labkit.local.translate import ProxyConfig, check_supported, ensure_ports, translate
 from labkit.manifests import Resource
 from labkit.mesh import MeshSettings, load_mesh_settings
@@ -47,8 +55,6 @@ if TYPE_CHECKING:
 
 #: How long up() waits for every process to become ready (generous: CI machines are slow and shared).
 READY_TIMEOUT = 30.0
-#: The Kubernetes kinds the local backend runs (those of cluster-config/apps); other kinds are rejected.
-KUBE_KINDS = {"Namespace", "ServiceAccount", "Service", "Deployment"}
 #: A port nothing listens on: where a sidecar without a listener for the URL's port sends you (refused).
 CLOSED_PORT = 1
 

@@ -25,6 +25,8 @@ GATEWAY_LABELS = {"app": "istio-ingressgateway", "istio": "ingressgateway"}
 GATEWAY_SERVICE_ACCOUNT = "istio-ingressgateway-service-account"
 #: App-manifest kinds that only carry identity or grouping; the local backend needs nothing else from them.
 PASSIVE_KINDS = {"ServiceAccount", "ConfigMap", "Secret"}
+#: The Kubernetes kinds the local backend runs (those of cluster-config/apps); other kinds are rejected.
+KUBE_KINDS = {"Namespace", "Service", "Deployment"} | PASSIVE_KINDS
 #: Istio's protocol names (``pkg/config/protocol``), keyed by the lower-case port-name prefix or appProtocol.
 PROTOCOLS = {
     "http": "HTTP",
@@ -211,11 +213,10 @@ def build_topology(
             services.append(_service(r))
         elif r.kind == "Deployment":
             workloads.append(_workload(r, namespaces.get(r.namespace, {})))
-        elif r.kind not in PASSIVE_KINDS and r.kind != "Namespace":
+        elif r.kind not in KUBE_KINDS:
             raise UnsupportedError(
-                f"{r.where}: kind {r.kind} is not supported by the local backend, which runs Deployments, "
-                "Services, Namespaces and ServiceAccounts; use the kind backend (LAB_BACKEND=kind) "
-                "or remove it"
+                f"{r.where}: kind {r.kind} is not supported by the local backend, which runs "
+                f"{', '.join(sorted(KUBE_KINDS))}; use the kind backend (LAB_BACKEND=kind) or remove it"
             )
     services.sort(key=lambda s: (s.namespace, s.name))
     workloads.sort(key=lambda w: (w.namespace, w.name))
