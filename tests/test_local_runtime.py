@@ -106,6 +106,9 @@ def test_atomic_write_replaces_by_rename_and_skips_unchanged_content(tmp_path):
     assert envoy.write_atomic(path, envoy.dump([{"name": "b"}])[0])
     assert path.stat().st_ino != inode  # a rename, which is what Envoy's directory watch reacts to
     assert list(path.parent.iterdir()) == [path]  # no temporary file left behind
+    (path.parent / f".{path.name}.tmp").mkdir()  # another writer's fixed-name temporary file cannot clash
+    assert envoy.write_atomic(path, b"c", mode=0o600)
+    assert path.read_bytes() == b"c" and stat.S_IMODE(path.stat().st_mode) == 0o600
 
 
 def test_missing_envoy_names_the_fix(tmp_path, monkeypatch):

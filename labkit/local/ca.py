@@ -7,7 +7,6 @@ reused across up() calls, and a workload certificate is reissued when it expires
 from __future__ import annotations
 
 import datetime as dt
-import os
 from pathlib import Path
 
 from cryptography import x509
@@ -15,6 +14,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from labkit.local.envoy import write_atomic
 
 ROOT_LIFETIME = dt.timedelta(days=365)
 CERT_LIFETIME = dt.timedelta(hours=24)
@@ -24,17 +25,6 @@ RENEW_BEFORE = dt.timedelta(hours=2)
 
 def _now() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
-
-
-def _write(path: Path, data: bytes, mode: int) -> None:
-    """Write atomically with ``mode`` from the start (a key is never readable by others, even briefly)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    os.chmod(tmp, mode)
-    os.replace(tmp, path)
 
 
 def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
@@ -102,8 +92,8 @@ class LocalCA:
             .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
             .sign(key, hashes.SHA256())
         )
-        _write(self.key_file, _pem_key(key), 0o600)
-        _write(self.cert_file, cert.public_bytes(serialization.Encoding.PEM), 0o644)
+        write_atomic(self.key_file, _pem_key(key), 0o600)
+        write_atomic(self.cert_file, cert.public_bytes(serialization.Encoding.PEM), 0o644)
         return key, cert
 
     def issue(self, spiffe_id: str, cert_file: Path, key_file: Path, ca_file: Path | None = None) -> None:
@@ -145,10 +135,10 @@ class LocalCA:
             )
             .sign(self.key, hashes.SHA256())
         )
-        _write(key_file, _pem_key(key), 0o600)
-        _write(cert_file, cert.public_bytes(serialization.Encoding.PEM), 0o644)
+        write_atomic(key_file, _pem_key(key), 0o600)
+        write_atomic(cert_file, cert.public_bytes(serialization.Encoding.PEM), 0o644)
         if ca_file is not None:
-            _write(ca_file, self.cert_file.read_bytes(), 0o644)
+            write_atomic(ca_file, self.cert_file.read_bytes(), 0o644)
 
     def ensure(self, spiffe_id: str, cert_file: Path, key_file: Path, ca_file: Path) -> bool:
         """Issue unless a valid certificate for ``spiffe_id`` from this root is there; True if it issued."""

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import psutil
 
+from labkit.local.envoy import write_atomic
+
 #: psutil rounds create_time; two readings of the same process differ by far less than this.
 _SAME_START = 0.05
 #: Popen handles of the processes this kernel started, so they are reaped (no zombies) when they exit.
@@ -69,9 +71,7 @@ def start(
     except psutil.NoSuchProcess:  # exited at once; the caller's readiness check reports it with the log
         create_time = 0.0
     record = ProcessRecord(name, proc.pid, create_time, list(argv), str(log_file), spec)
-    tmp = _pidfile(pid_dir, name).with_suffix(".tmp")
-    tmp.write_text(json.dumps(asdict(record)))
-    os.replace(tmp, _pidfile(pid_dir, name))
+    write_atomic(_pidfile(pid_dir, name), json.dumps(asdict(record)))
     return record
 
 
