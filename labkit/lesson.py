@@ -116,15 +116,11 @@ def run(command: str, timeout: float = 60) -> str:
 def install_settings(path: str | Path | None = None) -> dict[str, str | None]:
     """The install choices notebook 01 teaches, read from ``cluster-config/istio/install.yaml``: the
     profile, where access logs go, and the outbound traffic policy (the local backend reads the same file)."""
-    import yaml
-
     from labkit.mesh import load_mesh_settings
 
-    file = Path(path) if path else paths.ISTIO_INSTALL
-    operator = next(d for d in yaml.safe_load_all(file.read_text(encoding="utf-8")) if d)
-    mesh = load_mesh_settings(file)
+    mesh = load_mesh_settings(Path(path) if path else paths.ISTIO_INSTALL)
     return {
-        "profile": (operator.get("spec") or {}).get("profile", "default"),
+        "profile": mesh.profile,
         "access_log": mesh.access_log_file,
         "outbound": mesh.outbound_policy,
         "trust_domain": mesh.trust_domain,

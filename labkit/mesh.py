@@ -11,31 +11,41 @@ from labkit.errors import ManifestError
 OUTBOUND_POLICIES = ("REGISTRY_ONLY", "ALLOW_ANY")
 
 
+#: Istio's meshConfig.outboundTrafficPolicy.mode when the install file does not set it.
+ISTIO_DEFAULT_OUTBOUND = "ALLOW_ANY"
+
+
 @dataclass(frozen=True)
 class MeshSettings:
-    """The meshConfig fields the local backend honours (the file falls back to Istio's defaults)."""
+    """The install choices the lab honours. The defaults are Istio's, except ``outbound_policy``: the local
+    backend implements only REGISTRY_ONLY (ALLOW_ANY is refused), so a ``MeshSettings()`` must be runnable;
+    ``load_mesh_settings`` falls back to Istio's ALLOW_ANY instead."""
 
     outbound_policy: str = "REGISTRY_ONLY"
     access_log_file: str | None = None
     root_namespace: str = "istio-system"
     trust_domain: str = "cluster.local"
+    profile: str = "default"  # the IstioOperator's spec.profile
 
 
 def load_mesh_settings(path: Path = paths.ISTIO_INSTALL) -> MeshSettings:
-    """Read ``spec.meshConfig`` of the IstioOperator in ``path``; absent fields keep Istio's defaults."""
+    """Read ``spec.profile`` and ``spec.meshConfig`` of the IstioOperator in ``path``; absent fields take
+    Istio's defaults."""
     operator = next((r for r in manifests.load(Path(path)) if r.kind == "IstioOperator"), None)
     if operator is None:
         raise ManifestError(f"{path}: no IstioOperator document; the local backend reads meshConfig from it")
     mesh = operator.spec.get("meshConfig") or {}
-    policy = (mesh.get("outboundTrafficPolicy") or {}).get("mode", "ALLOW_ANY")
+    policy = (mesh.get("outboundTrafficPolicy") or {}).get("mode", ISTIO_DEFAULT_OUTBOUND)
     if policy not in OUTBOUND_POLICIES:
         raise ManifestError(
             f"{operator.where}: field spec.meshConfig.outboundTrafficPolicy.mode is {policy!r}; "
             f"use one of {', '.join(OUTBOUND_POLICIES)}"
         )
+    defaults = MeshSettings()
     return MeshSettings(
         outbound_policy=policy,
-        access_log_file=mesh.get("accessLogFile") or None,
-        root_namespace=mesh.get("rootNamespace", "istio-system"),
-        trust_domain=mesh.get("trustDomain", "cluster.local"),
+        access_log_file=mesh.get("accessLogFile") or defaults.access_log_file,
+        root_namespace=mesh.get("rootNamespace", defaults.root_namespace),
+        trust_domain=mesh.get("trustDomain", defaults.trust_domain),
+        profile=operator.spec.get("profile", defaults.profile),
     )

@@ -117,6 +117,16 @@ def test_install_settings_compares_the_overlay_with_the_lab_s_choices():
         checks.install_settings(settings, outbound="ALLOW_ANY")
 
 
+def test_install_settings_reads_the_istio_operator_like_the_local_backend(tmp_path):
+    path = tmp_path / "install.yaml"
+    path.write_text(
+        "apiVersion: v1\nkind: Namespace\nmetadata: {name: istio-system}\n---\n"
+        "apiVersion: install.istio.io/v1alpha1\nkind: IstioOperator\nmetadata: {name: x}\n"
+        "spec: {profile: minimal}\n"
+    )
+    assert lesson.install_settings(path)["profile"] == "minimal"  # the operator, not the first document
+
+
 # --- traffic ------------------------------------------------------------------------------------------------
 
 
