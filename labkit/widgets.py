@@ -8,6 +8,7 @@ The rollout decisions live in ``Rollout`` (no widgets), and everything the butto
 from __future__ import annotations
 
 import dataclasses
+import html
 import threading
 import time
 from collections import Counter, deque
@@ -226,7 +227,8 @@ class CanaryControl:
             stream, self._stream = self._stream, None
         if stream is not None:
             stream.stop()
-            self._note("traffic off")
+            error = getattr(stream, "error", None)
+            self._note("traffic off" + ("" if error is None else f" ({type(error).__name__}: {error})"))
         self.traffic_button.value = False
 
     def rollout(self, *, wait: bool = False, timeout: float = 300.0, **options: Any) -> str:
@@ -380,7 +382,17 @@ class CanaryControl:
         self.status.value = (
             f"<b>configured</b> {state.weights} · <b>observed</b> (last {self.window:g} s, "
             f"{state.samples} req) {observed} · <b>errors</b> {errors} · <b>rollout</b> {state.rollout}"
-        )
+        ) + self._stream_problem(state.traffic)
+        if not state.traffic and self.traffic_button.value and self._stream is not None:
+            self.traffic_button.value = False  # the stream died by itself: stop() logs why
+
+    def _stream_problem(self, running: bool) -> str:
+        """The traffic stream's last failure (the pod cannot send, on_batch raised), else ""."""
+        error = getattr(self._stream, "error", None)
+        if error is None:
+            return ""
+        what = "traffic error" if running else "traffic stopped"
+        return f" · <b style='color:#c00'>{what}</b> {html.escape(f'{type(error).__name__}: {error}')}"
 
 
 def canary_control(

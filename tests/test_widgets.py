@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 import labkit
-from labkit import lesson, stats
+from labkit import lesson, stats, traffic
+from labkit.errors import LabError
 from labkit.lab import Lab
 from labkit.traffic import Outcome
 from labkit.widgets import CanaryControl, Rollout, canary_control
@@ -157,3 +159,57 @@ def test_close_closes_every_widget(tmp_path: Path) -> None:
     ctrl = canary_control(labkit.open("local", state=tmp_path))
     ctrl.close()
     assert ctrl.slider.comm is None and ctrl.figure.comm is None and ctrl.widget.comm is None
+
+
+def test_a_failing_traffic_stream_shows_its_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """on_batch raising is recorded in Stream.error: the status line must show it, not hide it."""
+    lab = labkit.open("local", state=tmp_path)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]
+
+    def stream(url: str, *, on_batch: Callable[[list[Outcome]], None], **_: object) -> traffic.Stream:
+        def broken(batch: list[Outcome]) -> None:
+            on_batch(batch)
+            raise RuntimeError("chart broke")
+
+        return traffic.Stream(lambda u: (f"http://127.0.0.1:{closed}/", {}), url, qps=20, on_batch=broken)
+
+    monkeypatch.setattr(lab, "stream", stream)
+    ctrl = canary_control(lab)
+    try:
+        ctrl.start()
+        deadline = time.monotonic() + 10
+        while "chart broke" not in ctrl.status.value:
+            assert time.monotonic() < deadline, ctrl.status.value
+            time.sleep(0.1)
+        assert "traffic error" in ctrl.status.value and "RuntimeError" in ctrl.status.value
+    finally:
+        ctrl.close()
+
+
+def test_a_stream_that_died_turns_traffic_off_and_logs_why(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """kind's PodStream stops by itself when the pod cannot send: the status and the toggle must follow."""
+
+    class PodStream:
+        started, running, error = time.monotonic(), True, None
+
+        def start(self) -> None: ...
+
+        def stop(self) -> None: ...
+
+    pod = PodStream()
+    lab = labkit.open("local", state=tmp_path)
+    monkeypatch.setattr(lab, "stream", lambda *_, **__: pod)
+    ctrl = canary_control(lab)
+    try:
+        ctrl.start()
+        assert ctrl.traffic_button.value is True
+        pod.running, pod.error = False, LabError("deploy/client cannot send")
+        ctrl.redraw()
+        assert ctrl.traffic_button.value is False and ctrl.state.traffic is False
+        assert ctrl.state.log[-1].endswith("traffic off (LabError: deploy/client cannot send)")
+    finally:
+        ctrl.close()
