@@ -499,7 +499,7 @@ class LocalLab(Lab):
     def access_log(self, workload: str, tail: int = 50) -> list[str]:
         """The last ``tail`` lines of ``workload``'s proxy access log (all its replicas, in time order).
 
-        Envoy flushes file logs every ``envoy.FLUSH_INTERVAL_MS``; this waits one interval first, so requests
+        Envoy flushes file logs every ``envoy.FLUSH_INTERVAL_MS``; this waits two intervals first, so requests
         that were already answered are in the file."""
         topo = self._require_up()
         proxies = [p for p in self._all_proxies(topo) if workload in (p.workload, p.id)]

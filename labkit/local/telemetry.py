@@ -3,7 +3,8 @@
 The translator has every proxy count requests with Envoy's stats access logger as
 ``envoy_istiolocal_requests_total{reporter=..., ...}``; here it gets Istio's name back. Envoy writes file
 access logs from a buffer flushed every ``envoy.FLUSH_INTERVAL_MS``, so a line shows up that long after its
-request: ``wait_for_lines`` waits for that honestly instead of sleeping.
+request: ``LocalLab.access_log`` sleeps two intervals before reading; ``wait_for_lines`` re-reads until an
+expected line is there, for callers (the tests) that know what they wait for.
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ if TYPE_CHECKING:
     from labkit.local.topology import Proxy
 
 ENVOY_NAME = "envoy_istiolocal_requests_total"
-ISTIO_NAME = "istio_requests_total"
 
 
 def parse_requests_total(text: str) -> list[RequestCount]:
