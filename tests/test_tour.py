@@ -48,3 +48,17 @@ def test_tour_exits_1_and_reports_the_failed_check_when_the_split_is_wrong(tmp_p
     lab = LocalLab(tmp_path / "state")
     assert lab.status().up  # --keep left it running
     lab.down()
+
+
+def test_an_unexpected_error_still_leaves_the_steps_so_far_in_the_report(tmp_path, monkeypatch):
+    """Only LabError is a failed check; anything else propagates, after the report records the step."""
+
+    def broken_up(self):
+        print("starting...")
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(LocalLab, "up", broken_up)
+    with pytest.raises(RuntimeError, match="boom"):
+        run_tour(tmp_path, monkeypatch)
+    page = (tmp_path / "report" / "tour.html").read_text(encoding="utf-8")
+    assert "<span class='bad'>✘</span> 1. Start the mesh (lab.up)" in page and "starting..." in page
