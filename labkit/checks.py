@@ -152,18 +152,9 @@ def versions_running(lab: Lab, *versions: str, app: str = "currency-converter") 
 # --- traffic ------------------------------------------------------------------------------------------------
 
 
-def _codes(result: TrafficResult) -> Counter:
-    """Count of answers by status code, with "error" for requests that got no HTTP answer."""
-    return Counter("error" if o.status is None else o.status for o in result.outcomes)
-
-
 def _describe(result: TrafficResult) -> str:
-    counts = _codes(result)
-    parts = [f"{code}: {n}" for code, n in sorted(counts.items(), key=lambda kv: str(kv[0]))]
-    errors = Counter(o.error for o in result.outcomes if o.error)
-    if errors:
-        error, n = errors.most_common(1)[0]
-        parts.append(f"most common error ({n}x): {error}")
+    """Answers by status code, requests without one by their error ("refused", "connection reset"...)."""
+    parts = [f"{code}: {n}" for code, n in sorted(result.codes().items(), key=lambda kv: str(kv[0]))]
     return ", ".join(parts) or "no requests"
 
 
@@ -447,7 +438,7 @@ def lab_is_down(lab: Lab) -> None:
 def error_share_below(result: TrafficResult, limit: float) -> TrafficResult:
     """Fewer than ``limit`` (0..1) of the requests failed (no answer, or a 5xx)."""
     outcomes = _requests(result, "errors")
-    bad = sum(1 for o in outcomes if o.status is None or o.status >= 500)
+    bad = sum(o.failed for o in outcomes)
     if bad / len(outcomes) >= limit:
         raise fail(
             f"{bad} of {len(outcomes)} requests failed ({bad / len(outcomes):.1%}), expected under "
