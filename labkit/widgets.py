@@ -251,14 +251,14 @@ class CanaryControl:
             recent = self._recent(self.window)
             log = tuple(self._log)
         counts = Counter(o.version for o in recent if o.version is not None)
-        total = sum(counts.values())
+        report = stats.split_report(counts, weights)
         return ControlState(
             weights=weights,
             counts=dict(sorted(counts.items())),
-            observed={v: k / total for v, k in sorted(counts.items())},
+            observed={v: s.share for v, s in report.shares.items() if s.k},  # versions that answered
             error_rate=sum(o.failed for o in recent) / len(recent) if recent else None,
             samples=len(recent),
-            verdict=stats.split_report(counts, weights).verdict(self.canary),
+            verdict=report.verdict(self.canary),
             traffic=self._stream is not None and self._stream.running,
             rollout=self._rollout.status if self._rollout else "idle",
             log=log,
