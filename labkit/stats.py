@@ -131,31 +131,6 @@ def split_report(
     return SplitReport(shares, n, confidence, expected, p_value, test)
 
 
-@dataclass(frozen=True)
-class ErrorRate:
-    """Failed requests (no response or 5xx) of one version, with the Wilson interval of the rate."""
-
-    version: str
-    failed: int
-    n: int
-    rate: float
-    low: float
-    high: float
-
-
-def error_rates(outcomes: Iterable[Outcome], confidence: float = 0.95) -> dict[str, ErrorRate]:
-    """Error rate per version; requests that got no answer at all are counted under ``"none"``."""
-    tally: dict[str, list[int]] = {}
-    for o in outcomes:
-        entry = tally.setdefault(o.version or "none", [0, 0])
-        entry[0] += o.failed
-        entry[1] += 1
-    return {
-        v: ErrorRate(v, failed, n, failed / n, *interval(failed, n, confidence))
-        for v, (failed, n) in sorted(tally.items())
-    }
-
-
 def latency_percentiles(
     outcomes: Iterable[Outcome], percentiles: Sequence[float] = (50, 90, 99)
 ) -> dict[str, dict[float, float]]:
