@@ -93,7 +93,7 @@ def share_over_time(
         boundary = [100 * sum(w.get(u, 0.0) for u in below) for _, w in configured]
         fig.add_scatter(
             x=[t for t, _ in configured] + end,
-            y=boundary + boundary[-1:],
+            y=boundary + (boundary[-1:] if end else []),  # the last weight holds until `end`, if any
             name=f"{'+'.join(below)} configured",
             mode="lines",
             line={"shape": "hv", "dash": "dash", "color": "black"},

@@ -44,6 +44,12 @@ def test_share_over_time_plots_the_rolling_shares_and_configured_steps() -> None
     assert list(by_uid(fig, "events").text) == ["50 %"]
 
 
+def test_share_over_time_without_data_points_draws_the_configured_steps_as_given() -> None:
+    configured = [(0.0, {"v1": 0.9, "v2": 0.1}), (10.0, {"v1": 0.5, "v2": 0.5})]
+    step = by_uid(viz.share_over_time([], {}, configured), "configured-v2")
+    assert list(step.x) == [0.0, 10.0] and list(step.y) == [10, 50]  # one y per x
+
+
 def test_latency_and_codes_per_version() -> None:
     result = TrafficResult(
         [Outcome(0, 200, "v1", 0.010), Outcome(0, 200, "v1", 0.030), Outcome(0, 500, "v2", 0.020)]
