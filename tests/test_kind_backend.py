@@ -309,3 +309,21 @@ def test_apply_returns_once_a_changed_deployment_has_rolled_out(running):
         assert ("GET", path) in calls[patched + 1 :], "apply() did not wait for the rollout"
     finally:
         lab.apply(lesson.with_env("currency-converter-v2", FAIL_RATE="0"))
+
+
+def test_status_reports_a_rollout_past_its_progress_deadline(running):
+    _, api, lab = running
+    path = "/apis/apps/v1/namespaces/payments-prod/deployments/currency-converter-v2"
+    healthy = copy.deepcopy(api.objects[path])
+    stuck = copy.deepcopy(healthy)
+    stuck["status"]["conditions"] = [
+        {"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded"}
+    ]
+    api.put(stuck)
+    try:
+        status = lab.status()
+        assert not status.healthy
+        assert any("currency-converter-v2" in p and "progress deadline" in p for p in status.problems)
+    finally:
+        api.put(healthy)
+    assert lab.status().healthy

@@ -204,24 +204,18 @@ class KubeLab(Lab):
         return self._load(bodies) if bodies else []
 
     def _apply_resources(self, resources: list[Resource]) -> list[Change]:
-        return [Change(r.kind, self._ns(r), r.name, self.kube.apply(r.body)) for r in _ordered(resources)]
+        return [Change(r.kind, r.namespace, r.name, self.kube.apply(r.body)) for r in _ordered(resources)]
 
     def delete(self, src: Source) -> list[Change]:
         """Delete the objects ``src`` names, in reverse order (namespaces last)."""
         ordered = _ordered(self._load(src))
-        return [Change(r.kind, self._ns(r), r.name, self.kube.delete(r.body)) for r in reversed(ordered)]
+        return [Change(r.kind, r.namespace, r.name, self.kube.delete(r.body)) for r in reversed(ordered)]
 
     @staticmethod
     def _load(src: Source) -> list[Resource]:
         from labkit import manifests, validation
 
         return [r for r in manifests.load(src) if (r.group, r.kind) not in validation.TOOL_CONFIGS]
-
-    @staticmethod
-    def _ns(r: Resource) -> str:
-        from labkit.manifests import CLUSTER_SCOPED
-
-        return "" if r.kind in CLUSTER_SCOPED else r.namespace
 
     # --- state ----------------------------------------------------------------------------------------------
 
@@ -266,7 +260,11 @@ class KubeLab(Lab):
         for d in deployments:
             pods = self._pods(d)
             st = d.get("status") or {}
-            done = _safe_rollout(d)
+            try:
+                done = rollout_complete(d)
+            except BackendError as exc:  # the progress deadline passed: it will not finish by itself
+                done = False
+                status.problems.append(str(exc))
             status.workloads.append(
                 WorkloadStatus(
                     name=d["metadata"]["name"],
@@ -546,10 +544,3 @@ def _ingress(url: str) -> tuple[str, dict[str, str]]:
 def _ordered(resources: list[Resource]) -> list[Resource]:
     """Namespaces (and CRDs, service accounts) first, so the objects inside them can follow in one call."""
     return sorted(resources, key=lambda r: _FIRST.index(r.kind) if r.kind in _FIRST else len(_FIRST))
-
-
-def _safe_rollout(deployment: dict) -> bool:
-    try:
-        return rollout_complete(deployment)
-    except BackendError:
-        return False
