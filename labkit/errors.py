@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shlex
+
 
 class LabError(Exception):
     """Base of every error labkit raises on purpose; its message is meant for a trainee to read."""
@@ -26,18 +28,31 @@ class UnsupportedError(LabError):
 
 
 class CommandError(LabError):
-    """An external command (kind, docker, istioctl, kubectl) failed or timed out."""
+    """An external command (envoy, kind, docker, istioctl, kubectl) failed or timed out."""
 
-    def __init__(self, argv: list[str], returncode: int | None, output: str, fix: str = "") -> None:
-        self.argv, self.returncode, self.output, self.fix = list(argv), returncode, output, fix
+    def __init__(
+        self, argv: list[str], returncode: int | None, stdout: str, stderr: str = "", fix: str = ""
+    ) -> None:
+        self.argv, self.returncode, self.stdout, self.stderr, self.fix = (
+            list(argv),
+            returncode,
+            stdout,
+            stderr,
+            fix,
+        )
         status = "timed out" if returncode is None else f"exited {returncode}"
-        tail = "\n".join(output.strip().splitlines()[-15:])
-        msg = f"`{' '.join(argv)}` {status}"
+        tail = "\n".join((stdout.strip() + "\n" + stderr.strip()).strip().splitlines()[-15:])
+        msg = f"`{shlex.join(self.argv)}` {status}"
         if tail:
             msg += f":\n{tail}"
         if fix:
             msg += f"\nWhat to do: {fix}"
         super().__init__(msg)
+
+    @property
+    def output(self) -> str:
+        """stdout and stderr together, for matching a tool's message wherever it printed it."""
+        return self.stdout + self.stderr
 
 
 class ToolNotFoundError(LabError):

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from labkit import paths
+from labkit.scenario import CHECKPOINTS
 
 if TYPE_CHECKING:
     from labkit.manifests import Source
@@ -63,19 +64,6 @@ class Status:
             lines.append(f"  ingress: {self.ingress_url}")
         lines += [f"  problem: {p}" for p in self.problems]
         return "\n".join(lines)
-
-
-#: Checkpoints a notebook can reach in one call (``lab.ensure("mtls-strict")``): cumulative manifest lists.
-CHECKPOINTS: dict[str, list[str]] = {
-    "deployed": ["apps/currency-converter.yaml"],
-    "mtls-strict": ["apps/currency-converter.yaml", "mesh/peer-authentication-strict.yaml"],
-    "canary-90-10": [
-        "apps/currency-converter.yaml",
-        "mesh/peer-authentication-strict.yaml",
-        "mesh/destination-rule-currency-converter.yaml",
-        "mesh/virtual-service-currency-converter-90-10.yaml",
-    ],
-}
 
 
 class Lab(abc.ABC):

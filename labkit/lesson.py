@@ -105,9 +105,9 @@ def run(command: str, timeout: float = 60) -> str:
     """
     import shlex
 
-    from labkit.kind.commands import _run
+    from labkit.command import run
 
-    done = _run(shlex.split(command), timeout=timeout)  # CommandError names the command, exit code and output
+    done = run(shlex.split(command), timeout=timeout)  # CommandError names the command, exit code and output
     output = (done.stdout + done.stderr).rstrip()
     print(output)
     return output

@@ -7,9 +7,9 @@ from __future__ import annotations
 import pytest
 from fakes import harness
 
+from labkit.command import run
 from labkit.errors import CommandError, ToolNotFoundError
 from labkit.kind import cluster
-from labkit.kind.commands import _run
 
 
 @pytest.fixture
@@ -89,14 +89,14 @@ def test_loading_an_image_that_was_not_built_says_to_build_it(fake):
 def test_run_times_out_with_the_command_named(fake):
     fake.respond("kind", ["get", "clusters"], sleep=5)
     with pytest.raises(CommandError) as err:
-        _run(["kind", "get", "clusters"], timeout=1)
+        run(["kind", "get", "clusters"], timeout=1)
     assert err.value.returncode is None
     assert "`kind get clusters` timed out" in str(err.value)
 
 
 def test_run_merges_the_environment_and_passes_input(fake, monkeypatch):
     monkeypatch.setenv("LAB_ONLY_IN_PARENT", "kept")
-    result = _run(
+    result = run(
         [
             "python3",
             "-c",

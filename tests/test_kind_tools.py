@@ -12,9 +12,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from labkit.command import which
 from labkit.errors import LabError
 from labkit.kind import tools
-from labkit.kind.commands import which
 
 KIND = b"#!/bin/sh\necho kind v0.32.0 fake\n"
 

@@ -14,9 +14,10 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 from labkit import paths
+from labkit.command import run
 from labkit.errors import BackendError, LabError
 from labkit.kind import cluster, doctor, istio
-from labkit.kind.commands import Target, _run
+from labkit.kind.commands import Target
 from labkit.kind.kube import Kube, has_sidecar, rollout_complete
 from labkit.lab import Change, Lab, Status, WorkloadStatus
 from labkit.metrics import RequestCount
@@ -435,7 +436,7 @@ class KubeLab(Lab):
             argv += ["--header", f"{key}: {value}"]
         expected = n / qps if qps else 2.0 * n / max(concurrency, 1)
         fix = f"check `kubectl get pods -n {ns}` (lab.status()); lab.up() repairs the lab"
-        result = _run(argv, env=self.target.env(), timeout=120 + expected, fix=fix)
+        result = run(argv, env=self.target.env(), timeout=120 + expected, fix=fix)
         outcomes = parse_load_output(result.stdout)
         if n and not outcomes:
             raise BackendError(

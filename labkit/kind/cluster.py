@@ -6,8 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from labkit import paths
+from labkit.command import run
 from labkit.errors import CommandError
-from labkit.kind.commands import _run
 
 NAME = "meshlab"
 IMAGE = "meshlab/currency-converter:0.1.0"
@@ -29,7 +29,7 @@ def context(name: str = NAME) -> str:
 
 def exists(name: str = NAME) -> bool:
     """Whether kind knows a cluster called ``name`` (``kind get clusters`` prints one name per line)."""
-    out = _run(
+    out = run(
         ["kind", "get", "clusters"], timeout=60, fix="check that Docker is running: `docker info`"
     ).stdout
     return name in out.split()
@@ -47,7 +47,7 @@ def create(name: str = NAME, config: Path = paths.KIND_CONFIG, wait: str = "300s
         f"--name {name}` and run lab.up() again"
     )
     try:
-        _run(argv, timeout=900, fix=fix)
+        run(argv, timeout=900, fix=fix)
     except CommandError as exc:
         if ALREADY_EXISTS not in exc.output:
             raise
@@ -59,22 +59,22 @@ def create(name: str = NAME, config: Path = paths.KIND_CONFIG, wait: str = "300s
 def export_kubeconfig(name: str = NAME) -> Path:
     """Write the cluster's credentials into the lab's own kubeconfig (for a cluster created elsewhere)."""
     path = kubeconfig(name)
-    _run(["kind", "export", "kubeconfig", "--name", name, "--kubeconfig", str(path)], timeout=60)
+    run(["kind", "export", "kubeconfig", "--name", name, "--kubeconfig", str(path)], timeout=60)
     return path
 
 
 def delete(name: str = NAME) -> None:
     """Delete the cluster; a cluster that does not exist is fine (kind exits 0)."""
-    _run(["kind", "delete", "cluster", "--name", name, "--kubeconfig", str(kubeconfig(name))], timeout=300)
+    run(["kind", "delete", "cluster", "--name", name, "--kubeconfig", str(kubeconfig(name))], timeout=300)
 
 
 def build_image(image: str = IMAGE, context_dir: Path = paths.SERVICE_DIR) -> None:
     """Build the sample service's image in the local Docker daemon (the Dockerfile pins its base image)."""
     fix = f"read the build log above; the Dockerfile is {context_dir / 'Dockerfile'}"
-    _run(["docker", "build", "-t", image, str(context_dir)], timeout=900, fix=fix)
+    run(["docker", "build", "-t", image, str(context_dir)], timeout=900, fix=fix)
 
 
 def load_image(image: str = IMAGE, name: str = NAME) -> None:
     """Copy an image from the local Docker daemon into the cluster's nodes, so pods never pull it."""
     fix = f"build it first (`docker build -t {image} {paths.SERVICE_DIR}`); is {name} in `kind get clusters`?"
-    _run(["kind", "load", "docker-image", image, "--name", name], timeout=600, fix=fix)
+    run(["kind", "load", "docker-image", image, "--name", name], timeout=600, fix=fix)

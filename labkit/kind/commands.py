@@ -1,80 +1,9 @@
-"""The one way the kind backend runs an external program (kind, docker, istioctl, kubectl): found in the lab's
-own tool folder first, with a timeout, captured output, the parent environment plus overrides, and a
-CommandError that names the command, its exit code, its output and what to do next."""
+"""How kubectl and istioctl address the lab's cluster (the commands themselves run through labkit.command)."""
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-
-from labkit import paths
-from labkit.errors import CommandError, ToolNotFoundError
-
-#: Where to get each tool when it is missing; ``labkit tools install`` covers the pinned ones.
-INSTALL_HINTS = {
-    "docker": "install Docker Desktop or Docker Engine (https://docs.docker.com/get-docker/) and start it",
-    "kind": "run `labkit tools install` (pinned kind), or see https://kind.sigs.k8s.io/docs/user/quick-start",
-    "istioctl": "run `labkit tools install` (pinned istioctl), or see https://istio.io/latest/docs/setup",
-    "kubectl": "install kubectl (https://kubernetes.io/docs/tasks/tools/) within one minor of the cluster",
-}
-
-
-def bin_dir() -> Path:
-    """The folder ``labkit tools install`` puts pinned binaries in; searched before PATH."""
-    return paths.state_dir() / "bin"
-
-
-def which(tool: str) -> str:
-    """The executable for ``tool``: the lab's pinned copy if installed, else the first one on PATH."""
-    pinned = bin_dir() / tool
-    if pinned.is_file() and os.access(pinned, os.X_OK):
-        return str(pinned)
-    found = shutil.which(tool)
-    if not found:
-        raise ToolNotFoundError(
-            f"`{tool}` was not found on PATH; {INSTALL_HINTS.get(tool, f'install {tool}')}"
-        )
-    return found
-
-
-def _run(
-    argv: Sequence[str],
-    *,
-    timeout: float,
-    env: Mapping[str, str] | None = None,
-    input: str | None = None,  # noqa: A002 - mirrors subprocess.run
-    fix: str = "",
-    ok: tuple[int, ...] = (0,),
-) -> subprocess.CompletedProcess[str]:
-    """Run ``argv`` and return its result; CommandError on an exit code not in ``ok`` or on timeout."""
-    argv = list(argv)
-    command = [which(argv[0]), *argv[1:]]
-    try:
-        result = subprocess.run(
-            command,
-            input=input,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            env={**os.environ, **(env or {})},
-            check=False,
-        )
-    except subprocess.TimeoutExpired as exc:
-        output = _text(exc.stdout) + _text(exc.stderr)
-        raise CommandError(argv, None, output, fix or f"it took longer than {timeout:g}s; retry") from exc
-    if result.returncode not in ok:
-        raise CommandError(argv, result.returncode, result.stdout + result.stderr, fix)
-    return result
-
-
-def _text(data: str | bytes | None) -> str:
-    if isinstance(data, bytes):
-        return data.decode(errors="replace")
-    return data or ""
 
 
 @dataclass(frozen=True)

@@ -14,9 +14,9 @@ from pathlib import Path
 import yaml
 
 from labkit import paths
+from labkit.command import run
 from labkit.errors import CommandError, LabError, ToolNotFoundError
 from labkit.kind import cluster, istio
-from labkit.kind.commands import _run
 
 MIN_CPUS = 4
 #: 8 GiB asked of Docker; Docker Desktop set to "8 GB" reports about 7.7 GiB of MemTotal, so allow that.
@@ -43,7 +43,7 @@ class Check:
 def check_docker() -> list[Check]:
     """The Docker daemon answers, and has the CPUs and memory Istio plus the lab need."""
     try:
-        out = _run(
+        out = run(
             ["docker", "info", "--format", "{{.NCPU}} {{.MemTotal}} {{.ServerVersion}}"], timeout=30
         ).stdout
     except ToolNotFoundError as exc:
@@ -96,7 +96,7 @@ def check_tools(tools: tuple[str, ...] = ("kind", "kubectl", "istioctl")) -> lis
     for tool in tools:
         argv, parse = VERSION_COMMANDS[tool]
         try:
-            version = parse(_run(argv, timeout=30).stdout)
+            version = parse(run(argv, timeout=30).stdout)
         except ToolNotFoundError as exc:
             checks.append(Check("error", str(exc)))  # the message says how to install it
             continue

@@ -11,8 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from labkit import paths
+from labkit.command import run, which
 from labkit.errors import LabError
-from labkit.kind.commands import Target, _run, which
+from labkit.kind.commands import Target
 
 #: istioctl's exit code when ``analyze`` found issues at or above the failure threshold (cmd/sysexits.go).
 ANALYZE_FOUND_ISSUES = 79
@@ -23,12 +24,12 @@ def install(target: Target) -> None:
     """``istioctl install`` with the lab's IstioOperator; it waits for the control plane to be ready."""
     argv = ["istioctl", "install", "-y", "-f", str(paths.ISTIO_INSTALL), "--readiness-timeout", "600s"]
     fix = "see istioctl's output above; `kubectl get pods -n istio-system` shows Pending or failing pods"
-    _run(argv + target.args(), env=target.env(), timeout=900, fix=fix)
+    run(argv + target.args(), env=target.env(), timeout=900, fix=fix)
 
 
 def versions(target: Target) -> tuple[str, list[str]]:
     """istioctl's own version and the control plane's (istiod) versions."""
-    out = _run(["istioctl", "version", "-o", "json", *target.args()], env=target.env(), timeout=60).stdout
+    out = run(["istioctl", "version", "-o", "json", *target.args()], env=target.env(), timeout=60).stdout
     data = json.loads(out)
     mesh = [c.get("Info", {}).get("version", "") for c in data.get("meshVersion") or []]
     return data["clientVersion"]["version"], sorted({v for v in mesh if v})
@@ -52,7 +53,7 @@ def analyze(target: Target, namespace: str | None = None) -> list[Any]:
     from labkit.validation import Finding
 
     scope = ["-n", namespace] if namespace else ["-A"]
-    result = _run(
+    result = run(
         ["istioctl", "analyze", "-o", "json", *scope, *target.args()],
         env=target.env(),
         timeout=120,
@@ -92,7 +93,7 @@ def _json_list(text: str) -> list[dict]:
 def route_weights(target: Target, pod: str, namespace: str, host: str, port: int = 8080) -> dict[str, int]:
     """``{subset: weight}`` for ``host`` as pod's proxy holds them (``proxy-config routes -o json``)."""
     argv = ["istioctl", "proxy-config", "routes", f"{pod}.{namespace}", "--name", str(port), "-o", "json"]
-    out = _run(argv + target.args(), env=target.env(), timeout=60).stdout
+    out = run(argv + target.args(), env=target.env(), timeout=60).stdout
     weights: dict[str, int] = {}
     for route_config in json.loads(out) or []:
         for vhost in route_config.get("virtualHosts") or []:
@@ -114,7 +115,7 @@ def route_weights(target: Target, pod: str, namespace: str, host: str, port: int
 def mtls_mode(target: Target, pod: str, namespace: str) -> str | None:
     """The workload mTLS mode ``istioctl x describe pod`` reports (STRICT, PERMISSIVE), None if not shown."""
     argv = ["istioctl", "x", "describe", "pod", pod, "-n", namespace, *target.args()]
-    out = _run(argv, env=target.env(), timeout=60).stdout
+    out = run(argv, env=target.env(), timeout=60).stdout
     match = re.search(r"Workload mTLS mode:\s*(\w+)", out)
     return match[1] if match else None
 

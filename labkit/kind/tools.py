@@ -1,5 +1,5 @@
 """``labkit tools install``: pinned kind and istioctl release binaries in the state folder, each checked
-against the SHA-256 pinned here AND the one the release publishes, before ``_run`` can find it.
+against the SHA-256 pinned here AND the one the release publishes, before ``labkit.command.run`` can find it.
 
 A tool whose checksum is not pinned below is refused: fill ``sha256`` from the release's published checksum
 file (after checking it) rather than trusting whatever a download says."""
@@ -19,8 +19,8 @@ from pathlib import Path
 import urllib3
 
 from labkit import paths
+from labkit.command import bin_dir
 from labkit.errors import LabError
-from labkit.kind.commands import bin_dir
 
 CONNECT_TIMEOUT, READ_TIMEOUT = 10.0, 60.0
 

@@ -31,6 +31,7 @@ import yaml
 
 from labkit import manifests, paths
 from labkit.errors import BackendError, LabError, PortInUseError, UnsupportedError
+from labkit.files import write_atomic
 from labkit.lab import Change, Lab, Status, WorkloadStatus
 from labkit.local import envoy, processes, telemetry
 from labkit.local.ca import LocalCA
@@ -110,7 +111,7 @@ class _Ports:
         listeners = {
             p.id: {"outbound": p.outbound_ports, "gateway": p.gateway_ports} for p in topo.proxies.values()
         }
-        envoy.write_atomic(self.file, json.dumps({"sequence": self.ports, "listeners": listeners}))
+        write_atomic(self.file, json.dumps({"sequence": self.ports, "listeners": listeners}))
 
 
 class _Wanted(NamedTuple):
@@ -157,7 +158,7 @@ class LocalLab(Lab):
 
     def _save_applied(self, resources: list[Resource]) -> None:
         entries = [{"source": r.source, "index": r.index, "body": r.body} for r in resources]
-        envoy.write_atomic(self._applied_file, yaml.safe_dump(entries, sort_keys=False))
+        write_atomic(self._applied_file, yaml.safe_dump(entries, sort_keys=False))
         self._topo_stamp = self._stamp()  # the cached topology already matches what was saved
 
     def _apps(self, applied: list[Resource]) -> list[Resource]:
@@ -175,7 +176,7 @@ class LocalLab(Lab):
         from labkit import validation
 
         validation.check(apps)
-        envoy.write_atomic(marker, digest)
+        write_atomic(marker, digest)
 
     def _topology(self, apps: list[Resource], istio: list[Resource], save: bool = False) -> Topology:
         """The topology with its persisted ports, plus listener ports the applied ``istio`` objects need."""
@@ -304,7 +305,7 @@ class LocalLab(Lab):
         self._check_ports_free({port: name for name in to_start for port in wanted[name].ports})
 
         for proxy in proxies:
-            envoy.write_atomic(Path(proxy.dir) / "bootstrap.yaml", _bootstrap_text(proxy))
+            write_atomic(Path(proxy.dir) / "bootstrap.yaml", _bootstrap_text(proxy))
         written = envoy.write_configs([(p, configs[p.id]) for p in proxies])
         for name in to_start:
             want = wanted[name]

@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from labkit.local.envoy import write_atomic
+from labkit.files import write_atomic
 
 ROOT_LIFETIME = dt.timedelta(days=365)
 CERT_LIFETIME = dt.timedelta(hours=24)

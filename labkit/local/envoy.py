@@ -12,7 +12,6 @@ import json
 import os
 import shutil
 import sys
-import tempfile
 import time
 import urllib.parse
 import urllib.request
@@ -21,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from labkit.errors import ToolNotFoundError
+from labkit.files import write_atomic
 
 if TYPE_CHECKING:
     from labkit.local.topology import Proxy
@@ -103,30 +103,6 @@ def dump(resources: list[dict[str, Any]]) -> tuple[str, str]:
     body = json.dumps(resources, separators=(",", ":"))
     version = hashlib.sha256(body.encode()).hexdigest()[:16]
     return f'{{"version_info":"{version}","resources":{body}}}\n', version
-
-
-def write_atomic(path: Path, data: str | bytes, mode: int | None = None) -> bool:
-    """Replace ``path`` by a rename in its directory (what Envoy's watcher reacts to; readers never see half
-    a file); False if unchanged. The temporary file has a unique name (two kernels may write the same file);
-    it is created 0600 and gets ``mode`` (default 0644) before the rename, so a key is never readable by
-    others."""
-    raw = data.encode() if isinstance(data, str) else data
-    try:
-        if path.read_bytes() == raw:
-            return False
-    except FileNotFoundError:
-        pass
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(raw)
-        os.chmod(tmp, 0o644 if mode is None else mode)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return True
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import psutil
 
-from labkit.local.envoy import write_atomic
+from labkit.files import write_atomic
 
 #: psutil rounds create_time; two readings of the same process differ by far less than this.
 _SAME_START = 0.05
