@@ -335,7 +335,11 @@ def test_rejected_input_changes_nothing(lab):
         lab.apply(cors)
     with pytest.raises(ManifestError):
         lab.apply("kind: VirtualService\nmetadata: {name: [unclosed\n")
-    statefulset = "apiVersion: apps/v1\nkind: StatefulSet\nmetadata: {name: db, namespace: data}\nspec: {}\n"
+    statefulset = (  # valid, so it passes validation and reaches the local backend's capability check
+        "apiVersion: apps/v1\nkind: StatefulSet\nmetadata: {name: db, namespace: data}\nspec:\n"
+        "  selector: {matchLabels: {app: db}}\n  serviceName: db\n"
+        "  template:\n    metadata: {labels: {app: db}}\n    spec: {containers: [{name: db, image: db}]}\n"
+    )
     with pytest.raises(
         UnsupportedError, match="ConfigMap, Deployment, Namespace, Secret, Service, ServiceAccount"
     ):

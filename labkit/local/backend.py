@@ -50,7 +50,6 @@ from labkit.manifests import Resource
 from labkit.mesh import MeshSettings, load_mesh_settings
 
 if TYPE_CHECKING:
-    from labkit.manifests import Source
     from labkit.metrics import RequestCount
     from labkit.traffic import Resolver
 
@@ -376,26 +375,35 @@ class LocalLab(Lab):
 
     # --- configuration -------------------------------------------------------------------------------------
 
-    def apply(self, src: Source) -> list[Change]:
-        """Validate, then apply: Istio objects change Envoy config live (file xDS, no restart); an edited
-        Deployment restarts its processes. On any error nothing changes."""
-        self._require_up()
-        incoming = manifests.load(src)
-        for res in incoming:
-            if not _is_istio(res) and res.kind not in KUBE_KINDS:
+    def _context(self, incoming: list[Resource]) -> list[Resource]:
+        keys = {r.key for r in incoming}
+        applied = self._applied()
+        return [r for r in self._apps(applied) + [r for r in applied if _is_istio(r)] if r.key not in keys]
+
+    def _check_capabilities(self, resources: list[Resource], deleting: bool = False) -> None:
+        for res in resources:
+            if _is_istio(res):
+                continue
+            if deleting:
+                raise UnsupportedError(
+                    f"{res.where}: the local backend always runs the apps of cluster-config/apps; "
+                    "What to do: re-apply an edited manifest instead, or stop the lab with lab.down()"
+                )
+            if res.kind not in KUBE_KINDS:
                 raise UnsupportedError(
                     f"{res.where}: the local backend runs only {', '.join(sorted(KUBE_KINDS))} and Istio "
-                    "objects; use the kind backend (LAB_BACKEND=kind) for other Kubernetes kinds"
+                    "objects. What to do: use the kind backend (LAB_BACKEND=kind) for other Kubernetes kinds"
                 )
-        check_supported([r for r in incoming if _is_istio(r)])
+        if not deleting:
+            check_supported([r for r in resources if _is_istio(r)])
+
+    def _apply(self, incoming: list[Resource]) -> list[Change]:
+        """Istio objects change Envoy config live (file xDS, no restart); an edited Deployment restarts its
+        processes. On any error nothing changes."""
+        self._require_up()
         applied = self._applied()
         apps = self._apps(applied)
-        keys = {r.key for r in incoming}
-        from labkit import validation  # imported on first use: loading its schemas takes seconds
-
         istio = [r for r in applied if _is_istio(r)]
-        validation.check(incoming, context=[r for r in apps + istio if r.key not in keys])
-
         current = {r.key: r for r in apps + istio}
         changes, updated = [], {r.key: r for r in applied}
         for res in incoming:
@@ -420,16 +428,9 @@ class LocalLab(Lab):
             self._save_applied(new_applied)
         return changes
 
-    def delete(self, src: Source) -> list[Change]:
+    def _delete(self, incoming: list[Resource]) -> list[Change]:
         """Remove Istio objects (config updated live); the apps from cluster-config/apps cannot be deleted."""
         self._require_up()
-        incoming = manifests.load(src)
-        for res in incoming:
-            if not _is_istio(res):
-                raise UnsupportedError(
-                    f"{res.where}: the local backend always runs the apps of cluster-config/apps; "
-                    "re-apply an edited manifest instead, or stop the lab with lab.down()"
-                )
         applied = {r.key: r for r in self._applied()}
         changes = []
         for res in incoming:
