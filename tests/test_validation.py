@@ -230,7 +230,7 @@ def test_broken_manifest_is_reported_precisely(
     assert finding.fix
     line = str(finding)
     assert line.startswith(f"{severity}: tests/broken/{name} (document {document}) {obj} {field}: ")
-    assert "\n" not in line and f"Fix: {finding.fix}" in line
+    assert "\n" not in line and f"What to do: {finding.fix}" in line
 
 
 @pytest.mark.parametrize(
@@ -531,7 +531,7 @@ print(json.dumps({"findings": [str(f) for f in findings], "imported": models}))
 WEIGTH = (
     "error: tests/broken/unknown-field-weigth.yaml (document 1) VirtualService/currency-converter "
     "spec.http[0].route[1].weigth: unknown field 'weigth' (did you mean 'weight'?). "
-    "Fix: rename it to 'weight'"
+    "What to do: rename it to 'weight'"
 )
 REGENERATED = {"findings": [WEIGTH], "imported": ["cloudcoil", "pydantic"]}
 FROM_CACHE = {"findings": [WEIGTH], "imported": []}
@@ -555,7 +555,7 @@ def test_warm_schema_cache_spares_importing_the_models(tmp_path: Path) -> None:
 def test_damaged_schema_cache_is_regenerated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LAB_CACHE", str(tmp_path))
     cut_short = '{"networking.istio.io/v1": {"VirtualService": {"type": "obj'
-    validation._schema_cache_file().write_text(cut_short)
+    validation.schemas.cache_file().write_text(cut_short)
     assert validate_in_fresh_process(tmp_path) == REGENERATED
     assert validate_in_fresh_process(tmp_path) == FROM_CACHE
 
