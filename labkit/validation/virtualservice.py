@@ -174,6 +174,12 @@ def _fault(field: str, fault: Mapping | None) -> Problems:
     if delay:
         yield from _percentage(f"{field}.delay.percentage", delay.get("percentage"))
         yield from duration_problems(f"{field}.delay.fixedDelay", delay.get("fixedDelay"))
+        if delay.get("exponentialDelay") is not None:
+            yield (
+                f"{field}.delay.exponentialDelay",
+                "exponentialDelay is not supported yet; istiod rejects it",
+                "use fixedDelay, e.g. fixedDelay: 2s",
+            )
 
 
 def _percentage(field: str, percent: Mapping | None, minimum: float = 0.0001) -> Problems:
