@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Any
 
-from labkit.local.topology import selects
+from labkit.meshmodel import selects
 
 if TYPE_CHECKING:
     from labkit.local.topology import Proxy

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from labkit.local.registry import Host, duration, host_matches, resolve_host
-from labkit.local.topology import selects
+from labkit.local.registry import Host
+from labkit.meshmodel import envoy_duration as duration
+from labkit.meshmodel import fqdn as resolve_host
+from labkit.meshmodel import host_matches, selects
 
 if TYPE_CHECKING:
     from labkit.local.topology import Endpoint, Proxy

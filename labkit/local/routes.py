@@ -10,7 +10,10 @@ from typing import TYPE_CHECKING, Any
 
 from labkit.errors import ManifestError
 from labkit.local.clusters import cluster_name
-from labkit.local.registry import Host, alt_names, duration, host_matches, resolve_host
+from labkit.local.registry import Host
+from labkit.meshmodel import alt_names, host_matches, weights_route_nothing
+from labkit.meshmodel import envoy_duration as duration
+from labkit.meshmodel import fqdn as resolve_host
 
 if TYPE_CHECKING:
     from labkit.local.topology import Proxy
@@ -183,13 +186,13 @@ def _action(vs: Resource, http: dict, path: str, port: int, hosts: dict[str, Hos
     action: dict[str, Any] = {"timeout": duration(http.get("timeout")) or "0s"}
     route: dict[str, Any] = {}
     targets = [(d, _destination(vs, d["destination"], port, hosts)) for d in dests]
+    if weights_route_nothing(d.get("weight") for d in dests):
+        raise ManifestError(
+            f"{where}: field {path}.route has several destinations whose weights total 0; give at least "
+            "one a positive weight"
+        )
     if len(targets) > 1:
         targets = [(d, t) for d, t in targets if int(d.get("weight", 0)) > 0]
-        if not targets:
-            raise ManifestError(
-                f"{where}: field {path}.route has several destinations whose weights total 0; give at least "
-                "one a positive weight"
-            )
     if len(targets) == 1:
         d, (_, _, name) = targets[0]
         action["cluster"] = name

@@ -25,7 +25,8 @@ from labkit.local.listeners import gateway_listener, inbound_listener, outbound_
 from labkit.local.registry import Host, build_registry, of_kind
 from labkit.local.routes import gateway_route_config, inbound_route_config, sidecar_route_config
 from labkit.local.supported import check_supported
-from labkit.local.topology import Proxy, Topology, ensure_gateway_port, ensure_outbound_port, selects
+from labkit.local.topology import Proxy, Topology, ensure_gateway_port, ensure_outbound_port
+from labkit.meshmodel import selects
 
 if TYPE_CHECKING:
     from labkit.manifests import Resource
