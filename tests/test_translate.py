@@ -103,10 +103,16 @@ def test_subset_clusters_select_endpoints_by_label_and_use_auto_mtls(tmp_path):
     }
     meta = endpoint["metadata"]["filter_metadata"]
     assert meta["envoy.transport_socket_match"] == {"tlsMode": "istio"}
-    assert meta["istio"] == {
+    assert meta[
+        "istio"
+    ] == {  # the destination_* labels the client reports (CanonicalService for the last two)
         "workload": "currency-converter-v2",
-        "namespace": "payments-prod",
+        "workload_namespace": "payments-prod",
+        "app": "currency-converter",
         "version": "v2",
+        "canonical_service": "currency-converter",
+        "canonical_revision": "v2",
+        "cluster": "Kubernetes",
     }
     istio, plain = v2["transport_socket_matches"]
     assert (istio["match"], plain["match"]) == ({"tlsMode": "istio"}, {})
@@ -419,7 +425,15 @@ def test_every_connection_manager_logs_istio_text_format_and_counts_requests_wit
     assert out_tags["destination_workload"] == "%UPSTREAM_METADATA(istio:workload)%"
     assert out_tags["destination_service"] == "%METADATA(ROUTE:istio:service)%"
     [canary] = vhost(client(cfgs), "8080", f"{CC}:8080")["routes"]
-    assert canary["metadata"] == {"filter_metadata": {"istio": {"service": CC}}}
+    assert canary["metadata"] == {
+        "filter_metadata": {
+            "istio": {"service": CC, "name": "currency-converter", "namespace": "payments-prod"}
+        }
+    }
+    assert (out_tags["source_principal"], out_tags["destination_principal"]) == (
+        "%UPSTREAM_LOCAL_URI_SAN%",  # unknown over plaintext
+        "%UPSTREAM_PEER_URI_SAN%",
+    )
     assert out_tags["connection_security_policy"] == "unknown"
     tls_chain, plain_chain = _tags(
         listener(cfgs["sidecar~currency-converter-v2-0.payments-prod"], "virtualInbound_8080")
@@ -440,7 +454,12 @@ def test_every_connection_manager_logs_istio_text_format_and_counts_requests_wit
         for h in vhost(client(cfgs), "8080", f"{CC}:8080")["request_headers_to_add"]
     } == {
         "x-lab-source-workload": "client",
-        "x-lab-source-namespace": "payments-prod",
+        "x-lab-source-workload-namespace": "payments-prod",
+        "x-lab-source-app": "client",
+        "x-lab-source-version": "v1",
+        "x-lab-source-canonical-service": "client",
+        "x-lab-source-canonical-revision": "v1",
+        "x-lab-source-cluster": "Kubernetes",
     }
 
 

@@ -68,8 +68,12 @@ def test_default_is_permissive_with_an_istio_alpn_tls_chain_and_a_plaintext_chai
     ]
     # the caller identity headers become metadata and are removed before the app
     rules = hcm["http_filters"][0]["typed_config"]["request_rules"]
-    assert {r["header"] for r in rules} == {"x-lab-source-workload", "x-lab-source-namespace"}
+    assert {r["header"] for r in rules} >= {"x-lab-source-workload", "x-lab-source-workload-namespace"}
     assert all(r["remove"] for r in rules)
+    plain_rules = hcms(lst)[1]["http_filters"][0]["typed_config"]["request_rules"]
+    assert all(
+        r["on_header_present"]["value"] == "unknown" for r in plain_rules
+    )  # a plaintext caller can't forge
 
 
 def test_namespace_strict_leaves_only_the_tls_chain(tmp_path):

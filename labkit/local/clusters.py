@@ -37,6 +37,20 @@ LB_POLICIES = {
     "UNSPECIFIED": "LEAST_REQUEST",
 }
 POLICY_BLOCKS = ("loadBalancer", "connectionPool", "outlierDetection", "tls")
+CANONICAL_NAME = ("service.istio.io/canonical-name", "app.kubernetes.io/name", "app")
+CANONICAL_REVISION = ("service.istio.io/canonical-revision", "app.kubernetes.io/version", "version")
+#: The keys of ``peer_labels``.
+PEER_KEYS = (
+    "workload",
+    "workload_namespace",
+    "app",
+    "version",
+    "canonical_service",
+    "canonical_revision",
+    "cluster",
+)
+#: Istio's default cluster ID (``CLUSTER_ID``), the ``*_cluster`` label of a single-cluster mesh.
+CLUSTER_ID = "Kubernetes"
 
 
 def cluster_name(port: int, subset: str, fqdn: str) -> str:
@@ -233,6 +247,23 @@ def _outlier(cluster: dict, od: dict) -> None:
     cluster["common_lb_config"] = {"healthy_panic_threshold": {"value": float(od.get("minHealthPercent", 0))}}
 
 
+def peer_labels(workload: str, namespace: str, labels: dict[str, str]) -> dict[str, str]:
+    """What Istio's stats report about a workload, keyed as the ``source_``/``destination_`` label suffixes:
+    app and version from the pod labels, canonical service and revision as ``CanonicalService``
+    (pkg/kube/labels/labels.go) derives them."""
+    name = next((labels[k] for k in CANONICAL_NAME if k in labels), workload)
+    revision = next((labels[k] for k in CANONICAL_REVISION if k in labels), "latest")
+    return {
+        "workload": workload,
+        "workload_namespace": namespace,
+        "app": labels.get("app", "unknown"),
+        "version": labels.get("version", "unknown"),
+        "canonical_service": name,
+        "canonical_revision": revision,
+        "cluster": CLUSTER_ID,
+    }
+
+
 def _lb_endpoint(e: Endpoint, host: Host) -> dict:
     """An endpoint; in-mesh instances carry the metadata auto mTLS and the request counter read."""
     lb: dict[str, Any] = {
@@ -241,9 +272,7 @@ def _lb_endpoint(e: Endpoint, host: Host) -> dict:
     if e.instance is None or host.external:
         return lb
     w = e.instance.workload
-    metadata: dict[str, Any] = {
-        "istio": {"workload": w.name, "namespace": w.namespace, "version": w.version or "unknown"}
-    }
+    metadata: dict[str, Any] = {"istio": peer_labels(w.name, w.namespace, w.labels)}
     if e.instance.proxy is not None:
         metadata["envoy.transport_socket_match"] = {"tlsMode": "istio"}
     lb["metadata"] = {"filter_metadata": metadata}

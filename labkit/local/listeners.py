@@ -13,8 +13,9 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Any
 
-from labkit.local.clusters import DOWNSTREAM_TLS, TLS_PARAMS, cert_pair
-from labkit.local.routes import SOURCE_NAMESPACE_HEADER, SOURCE_WORKLOAD_HEADER
+from labkit.local.clusters import DOWNSTREAM_TLS, PEER_KEYS, TLS_PARAMS, cert_pair, peer_labels
+from labkit.local.routes import PEER_HEADERS
+from labkit.metrics import LABELS
 
 if TYPE_CHECKING:
     from labkit.local.topology import Proxy
@@ -92,37 +93,45 @@ def access_logs(proxy: Proxy, log_file: bool, tags: dict[str, str]) -> list[dict
 
 
 def source_tags(proxy: Proxy) -> dict[str, str]:
-    """Labels the calling proxy reports; destination labels come from endpoint and route metadata."""
-    return {
+    """Labels the calling proxy reports: itself as constants, the destination from endpoint and route
+    metadata and the upstream connection's certificates (empty, so ``unknown``, over plaintext)."""
+    tags = {f"source_{k}": v for k, v in peer_labels(proxy.workload, proxy.namespace, proxy.labels).items()}
+    tags |= {f"destination_{k}": f"%UPSTREAM_METADATA(istio:{k})%" for k in PEER_KEYS}
+    tags |= {
         "reporter": "source",
-        "source_workload": proxy.workload,
-        "source_workload_namespace": proxy.namespace,
-        "destination_workload": "%UPSTREAM_METADATA(istio:workload)%",
-        "destination_workload_namespace": "%UPSTREAM_METADATA(istio:namespace)%",
+        "source_principal": "%UPSTREAM_LOCAL_URI_SAN%",
+        "destination_principal": "%UPSTREAM_PEER_URI_SAN%",
         "destination_service": "%METADATA(ROUTE:istio:service)%",
-        "destination_version": "%UPSTREAM_METADATA(istio:version)%",
-        "response_code": "%RESPONSE_CODE%",
-        "response_flags": "%RESPONSE_FLAGS%",
+        "destination_service_name": "%METADATA(ROUTE:istio:name)%",
+        "destination_service_namespace": "%METADATA(ROUTE:istio:namespace)%",
         "connection_security_policy": "unknown",
-        "source_principal": proxy.spiffe,
     }
+    return _ordered(tags)
 
 
 def destination_tags(proxy: Proxy, service: str, security: str) -> dict[str, str]:
     """Labels the serving sidecar reports: itself as constants, the caller from the stripped headers."""
-    return {
+    peer = peer_labels(proxy.workload, proxy.namespace, proxy.labels)
+    tags = {f"destination_{k}": v for k, v in peer.items()}
+    tags |= {f"source_{k}": f"%DYNAMIC_METADATA({SOURCE_METADATA}:{k})%" for k in PEER_KEYS}
+    known = service != "unknown"
+    tags |= {
         "reporter": "destination",
-        "source_workload": f"%DYNAMIC_METADATA({SOURCE_METADATA}:source_workload)%",
-        "source_workload_namespace": f"%DYNAMIC_METADATA({SOURCE_METADATA}:source_namespace)%",
-        "destination_workload": proxy.workload,
-        "destination_workload_namespace": proxy.namespace,
-        "destination_service": service,
-        "destination_version": proxy.labels.get("version") or "unknown",
-        "response_code": "%RESPONSE_CODE%",
-        "response_flags": "%RESPONSE_FLAGS%",
-        "connection_security_policy": security,
         "source_principal": "%DOWNSTREAM_PEER_URI_SAN%",  # the caller's certificate; empty when plaintext
+        "destination_principal": "%DOWNSTREAM_LOCAL_URI_SAN%",
+        "destination_service": service,
+        "destination_service_name": service.split(".")[0] if known else "unknown",
+        "destination_service_namespace": proxy.namespace if known else "unknown",
+        "connection_security_policy": security,
     }
+    return _ordered(tags)
+
+
+def _ordered(tags: dict[str, str]) -> dict[str, str]:
+    """Every label of ``metrics.LABELS`` in its order; HTTP is all the local proxies speak."""
+    common = {"request_protocol": "http", "response_code": "%RESPONSE_CODE%"}
+    common["response_flags"] = "%RESPONSE_FLAGS%"
+    return {k: {**tags, **common}[k] for k in LABELS}
 
 
 def _filter(name: str, type_url: str, **config: Any) -> dict:
@@ -273,10 +282,7 @@ def _inbound_chain(
     source = _filter(
         "envoy.filters.http.header_to_metadata",
         HEADER_TO_METADATA,
-        request_rules=[
-            _source_rule(SOURCE_WORKLOAD_HEADER, "source_workload", mtls),
-            _source_rule(SOURCE_NAMESPACE_HEADER, "source_namespace", mtls),
-        ],
+        request_rules=[_source_rule(header, key, mtls) for key, header in PEER_HEADERS.items()],
     )
     security = "mutual_tls" if mtls else "none"
     hcm = _hcm(

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from labkit.errors import ManifestError
-from labkit.local.clusters import cluster_name
+from labkit.local.clusters import PEER_KEYS, cluster_name, peer_labels
 from labkit.local.registry import Host, alt_names, duration, host_matches, resolve_host
 
 if TYPE_CHECKING:
@@ -20,9 +20,9 @@ ROUTE_CONFIG = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
 HTTP_FAULT = "type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault"
 PREVIOUS_HOSTS = "type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate"
 DEFAULT_RETRY_ON = "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes"
-#: Headers a client proxy adds so the server proxy can report ``source_workload`` (no metadata exchange here).
-SOURCE_WORKLOAD_HEADER = "x-lab-source-workload"
-SOURCE_NAMESPACE_HEADER = "x-lab-source-namespace"
+#: Headers a client proxy adds so the server proxy can report the ``source_*`` labels (Istio's metadata
+#: exchange sends ``x-envoy-peer-metadata``), by ``peer_labels`` key.
+PEER_HEADERS = {key: f"x-lab-source-{key.replace('_', '-')}" for key in PEER_KEYS}
 
 
 def default_retry_policy() -> dict:
@@ -64,10 +64,8 @@ def _in_mesh(host: Host) -> bool:
 def identity_headers(proxy: Proxy) -> list[dict]:
     """The caller's workload for the server's ``source_workload`` label (Istio's metadata exchange does this
     with ``x-envoy-peer-metadata``). Only sent to in-mesh hosts; the server trusts it only over mTLS."""
-    return [
-        _header_value(SOURCE_WORKLOAD_HEADER, proxy.workload, "OVERWRITE_IF_EXISTS_OR_ADD"),
-        _header_value(SOURCE_NAMESPACE_HEADER, proxy.namespace, "OVERWRITE_IF_EXISTS_OR_ADD"),
-    ]
+    peer = peer_labels(proxy.workload, proxy.namespace, proxy.labels)
+    return [_header_value(h, peer[k], "OVERWRITE_IF_EXISTS_OR_ADD") for k, h in PEER_HEADERS.items()]
 
 
 def _vhost(name: str, domains: list[str], routes: list[dict]) -> dict:
@@ -204,7 +202,7 @@ def _default_route(host: Host, port: int) -> dict:
         "name": "default",
         "match": {"prefix": "/", "case_sensitive": True},
         "decorator": {"operation": f"{host.fqdn}:{port}/*"},
-        "metadata": _service_metadata(host.fqdn),
+        "metadata": _service_metadata(host.fqdn, {host.fqdn: host}),
         "route": {
             "cluster": cluster_name(port, "", host.fqdn),
             "timeout": "0s",
@@ -213,9 +211,14 @@ def _default_route(host: Host, port: int) -> dict:
     }
 
 
-def _service_metadata(fqdn: str) -> dict:
-    """The destination service, for the request counter: known even when the cluster is not (503 NC)."""
-    return {"filter_metadata": {"istio": {"service": fqdn}}}
+def _service_metadata(fqdn: str, hosts: dict[str, Host]) -> dict:
+    """The destination service, for the request counter: known even when the cluster is not (503 NC).
+    Name and namespace as Istio's ``destination_service_name/namespace``: a Kubernetes Service's own, else
+    the host itself in its ServiceEntry's namespace (``unknown`` for a host not in the registry)."""
+    host = hosts.get(fqdn)
+    name = fqdn.split(".")[0] if host is not None and not host.external else fqdn
+    namespace = host.namespace if host is not None else "unknown"
+    return {"filter_metadata": {"istio": {"service": fqdn, "name": name, "namespace": namespace}}}
 
 
 def http_routes(vs: Resource, port: int, hosts: dict[str, Host]) -> list[dict]:
@@ -296,7 +299,7 @@ def _action(vs: Resource, http: dict, path: str, port: int, hosts: dict[str, Hos
         action["retry_policy"] = retry
     route["route"] = action
     route["decorator"] = {"operation": f"{fqdn}:{number}/*"}
-    route["metadata"] = _service_metadata(fqdn)
+    route["metadata"] = _service_metadata(fqdn, hosts)
     fault = _fault(http.get("fault"))
     if fault is not None:
         route["typed_per_filter_config"] = {"envoy.filters.http.fault": fault}
