@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from labkit import paths
 from labkit.manifests import TOOL_CONFIGS, load
-from labkit.scenario import CHECKPOINTS
+from labkit.scenario import CHECKPOINTS, NAMESPACE
 
 if TYPE_CHECKING:
     from labkit.manifests import Resource, Source
@@ -152,7 +152,7 @@ class Lab(abc.ABC):
 
     # --- shared behaviour, built on the methods above -------------------------------------------------
 
-    def set_weights(self, service: str, namespace: str = "payments-prod", **weights: int) -> list[Change]:
+    def set_weights(self, service: str, namespace: str = NAMESPACE, **weights: int) -> list[Change]:
         """Render the canary VirtualService for ``{subset: weight}`` and apply it (one-integer revert)."""
         from labkit.manifests import canary_virtual_service
 
