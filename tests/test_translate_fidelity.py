@@ -343,6 +343,16 @@ def test_counters_survive_a_peer_authentication_change_and_carry_istio_labels(la
     assert seen_headers(lab)["x-envoy-attempt-count"] == "1"
 
 
+def test_counters_survive_an_authorization_policy_change(lab):
+    """Counters reset only when the proxy restarts: RBAC config arrives by ECDS, the listener stays."""
+    assert get(lab)[0] == 200
+    before = metrics.total(lab.metrics(), reporter="destination")
+    policy = MESH / "authorization-policy-currency-converter-allow-client.yaml"
+    lab.apply(policy)
+    lab.delete(policy)
+    assert metrics.total(lab.metrics(), reporter="destination") >= before > 0
+
+
 def test_identity_headers_never_reach_apps(lab):
     outside = seen_headers(lab, "http://fx-rates.external/headers")  # no sidecar there
     assert not [h for h in outside if h.startswith("x-lab-")], outside

@@ -8,9 +8,10 @@ with no ALLOW policy at all there is no ALLOW filter. ``istio.io/dry-run: "true"
 ``shadow_rules`` (stats ``istio_dry_run_{allow,deny}_``): evaluated, logged and counted, never enforced.
 Envoy answers a denied request ``403 RBAC: access denied``, before routing, so also where no route matches.
 
-The rules live in the listener: a policy change is an LDS update, which Envoy applies to new connections and
-drains the old ones (``envoy.DRAIN_TIME_S``); the runtime waits for the drain, so keep-alive clients reconnect
-and meet the new policy.
+The filters sit on the connection manager as istiod puts them, but their config comes from file-based ECDS
+(``config_discovery``), one resource per filter: a policy change then leaves the listener as it is, so it
+reaches keep-alive connections at their next request (ECDS applies to new streams) and the listener's
+request counters are not re-created (a re-created filter chain would take its stats scope with it).
 """
 
 from __future__ import annotations
@@ -25,8 +26,9 @@ if TYPE_CHECKING:
     from labkit.manifests import Resource
 
 RBAC = "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC"
-RBAC_FILTER = "envoy.filters.http.rbac"
-ACTIONS = ("DENY", "ALLOW")  # istiod's filter order (after AUDIT, which the local backend refuses)
+#: The HCM's RBAC filters by action, in istiod's order (after AUDIT, which the local backend refuses); each
+#: is also the name of the filter's ECDS resource.
+FILTERS = {"DENY": "envoy.filters.http.rbac.deny", "ALLOW": "envoy.filters.http.rbac.allow"}
 DRY_RUN = "istio.io/dry-run"
 SHADOW_PREFIX = {"ALLOW": "istio_dry_run_allow_", "DENY": "istio_dry_run_deny_"}  # authz/model/model.go
 #: ``rbacPolicyMatchNever``: the one policy of an AuthorizationPolicy without rules.
@@ -47,14 +49,13 @@ def dry_run(policy: Resource) -> bool:
     return value in ("1", "t", "T", "TRUE", "true", "True")
 
 
-def rbac_filters(policies: list[Resource], proxy: Proxy, root_namespace: str) -> list[dict]:
-    """The HCM's RBAC filters for the policies that apply to ``proxy`` (none when none do)."""
+def rbac_configs(policies: list[Resource], proxy: Proxy, root_namespace: str) -> dict[str, dict]:
+    """The RBAC filter config per action (``FILTERS``) for the policies that apply to ``proxy``: istiod's
+    ``buildHTTP`` output, or a rule-less config (enforcing nothing) where istiod emits no filter."""
     mine = [p for p in policies if applies(p, proxy, root_namespace)]
-    out = []
-    for action in ACTIONS:
+    out = {}
+    for action, name in FILTERS.items():
         group = [p for p in mine if (p.spec.get("action") or "ALLOW") == action]
-        if not group:
-            continue
         config: dict[str, Any] = {"@type": RBAC}
         enforced = [p for p in group if not dry_run(p)]
         shadow = [p for p in group if dry_run(p)]
@@ -63,7 +64,7 @@ def rbac_filters(policies: list[Resource], proxy: Proxy, root_namespace: str) ->
         if shadow:
             config["shadow_rules"] = {"action": action, "policies": _policies(shadow)}
             config["shadow_rules_stat_prefix"] = SHADOW_PREFIX[action]
-        out.append({"name": RBAC_FILTER, "typed_config": config})
+        out[name] = config
     return out
 
 
