@@ -368,3 +368,43 @@ def test_a_caller_without_a_sidecar_cannot_forge_its_identity(lab):
     finally:
         lab.apply(MESH / "peer-authentication-strict.yaml")
     assert metrics.total(lab.metrics(), reporter="destination", source_workload="forged") == 0
+
+
+def allow(name: str, source: dict | None = None, paths_: list[str] | None = None) -> dict:
+    rule: dict = {}
+    if source:
+        rule["from"] = [{"source": source}]
+    if paths_:
+        rule["to"] = [{"operation": {"paths": paths_}}]
+    spec = {"selector": {"matchLabels": {"app": "currency-converter"}}, "action": "ALLOW", "rules": [rule]}
+    return doc("AuthorizationPolicy", name, "payments-prod", spec)
+
+
+def test_authorization_namespace_wildcards_and_path_templates(lab):
+    """srcNamespaceGenerator (``*`` in a namespace), pathGenerator (``{*}`` templates)."""
+    for pattern, status in (("payments-*", 200), ("legacy*", 403)):
+        by_namespace = allow("ns-wildcard", source={"namespaces": [pattern]})
+        try:
+            lab.apply(by_namespace)
+            assert get(lab)[0] == status, pattern
+        finally:
+            lab.delete(by_namespace)
+    by_template = allow("template", paths_=["/{*}"])  # one path segment
+    try:
+        lab.apply(by_template)
+        assert get(lab)[0] == 200
+        assert get(lab, URL.replace("/convert", "/convert/more"))[0] == 403
+    finally:
+        lab.delete(by_template)
+
+
+def test_an_empty_query_parameter_match_is_a_presence_match(lab):
+    """translateQueryParamMatch / canBeConvertedToPresentMatch."""
+    try:
+        lab.apply(
+            vs([{"match": [{"queryParams": {"canary": {}}}], "route": [dest("v2")]}, {"route": [dest("v1")]}])
+        )
+        assert lab.send(URL + "&canary=1", n=10, concurrency=2, progress=False).counts() == {"v2": 10}
+        assert lab.send(URL, n=10, concurrency=2, progress=False).counts() == {"v1": 10}
+    finally:
+        restore(lab)

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from labkit.manifests import Resource
 
 RBAC = "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC"
+URI_TEMPLATE = "type.googleapis.com/envoy.extensions.path.match.uri_template.v3.UriTemplateMatchConfig"
 #: The HCM's RBAC filters by action, in istiod's order (after AUDIT, which the local backend refuses); each
 #: is also the name of the filter's ECDS resource.
 FILTERS = {"DENY": "envoy.filters.http.rbac.deny", "ALLOW": "envoy.filters.http.rbac.allow"}
@@ -102,7 +103,7 @@ def _policy(rule: dict) -> dict:
         if op.get("methods"):
             rules.append(_or_rules([{"header": {"name": ":method", **_match(m)}} for m in op["methods"]]))
         if op.get("paths"):
-            rules.append(_or_rules([{"url_path": {"path": _string_match(p)}} for p in op["paths"]]))
+            rules.append(_or_rules([_path(p) for p in op["paths"]]))
         permissions.append({"and_rules": {"rules": rules}} if rules else {"any": True})
     return {"permissions": permissions, "principals": principals}
 
@@ -111,30 +112,47 @@ def _header(name: str, value: str) -> dict:
     return {"header": {"name": name, **_match(value)}}
 
 
+def _path(value: str) -> dict:
+    """``pathGenerator``: a path with ``{*}``/``{**}`` is a URI template (``PathTemplateMatcher``), else a
+    wildcard string."""
+    if "{*}" in value or "{**}" in value:
+        template = value.replace("{**}", "**").replace("{*}", "*")
+        return {
+            "uri_template": {
+                "name": "uri-template",
+                "typed_config": {"@type": URI_TEMPLATE, "path_template": template},
+            }
+        }
+    return {"url_path": {"path": _string_match(value)}}
+
+
 def _principal(value: str) -> dict:
-    """``cluster.local/ns/x/sa/y`` is matched as the peer certificate's ``spiffe://`` URI SAN."""
-    if value == "*":
-        return {"authenticated": {"principal_name": {"safe_regex": {"regex": ".+"}}}}
+    """``srcPrincipalGenerator``: ``cluster.local/ns/x/sa/y`` as the peer's ``spiffe://`` URI SAN."""
     return {"authenticated": {"principal_name": _string_match(value, prefix="spiffe://")}}
 
 
 def _namespace(ns: str) -> dict:
-    return {"authenticated": {"principal_name": {"safe_regex": {"regex": f".*/ns/{re.escape(ns)}/.*"}}}}
+    """``srcNamespaceGenerator``: each ``*`` in the namespace matches any characters."""
+    pattern = ".*".join(re.escape(part) for part in ns.split("*"))
+    return {"authenticated": {"principal_name": {"safe_regex": {"regex": f".*/ns/{pattern}/.*"}}}}
 
 
 def _string_match(value: str, prefix: str = "") -> dict:
-    """Istio's wildcard strings: ``*`` any, ``x*`` prefix, ``*x`` suffix, else exact."""
+    """``StringMatcherWithPrefix`` (authz/matcher/string.go): ``*`` any, ``*x`` suffix (a regex after
+    ``prefix``), ``x*`` prefix, else exact."""
     if value == "*":
         return {"safe_regex": {"regex": ".+"}}
+    if value.startswith("*"):
+        if not prefix:
+            return {"suffix": value[1:]}
+        return {"safe_regex": {"regex": prefix + ".*" + re.escape(value[1:])}}
     if value.endswith("*"):
         return {"prefix": prefix + value[:-1]}
-    if value.startswith("*"):
-        return {"suffix": value[1:]}
     return {"exact": prefix + value}
 
 
 def _match(value: str) -> dict:
-    """A header matcher body (``present_match`` for ``*``)."""
+    """``matcher.HeaderMatcher``: ``present_match`` for ``*``, ``*x`` suffix, ``x*`` prefix, else exact."""
     if value == "*":
         return {"present_match": True}
     return {"string_match": _string_match(value)}

@@ -334,13 +334,15 @@ def _match(match: dict) -> dict:
         headers.append(_header_match(":method", match["method"]))
     if headers:
         out["headers"] = headers
-    params = [
-        {"name": name, "string_match": _string_match(m)}
-        for name, m in sorted((match.get("queryParams") or {}).items())
-    ]
+    params = [_header_match(name, m) for name, m in sorted((match.get("queryParams") or {}).items())]
     if params:
         out["query_parameters"] = params
     return out
+
+
+def _present(m: dict) -> bool:
+    """``canBeConvertedToPresentMatch``: an empty match, or regex ``*`` (not RE2, read as presence)."""
+    return not any(k in m for k in ("exact", "prefix", "regex")) or m.get("regex") == "*"
 
 
 def _string_match(m: dict) -> dict:
@@ -352,7 +354,8 @@ def _string_match(m: dict) -> dict:
 
 
 def _header_match(name: str, m: dict) -> dict:
-    if m.get("regex") == "*":
+    """``translateHeaderMatch`` and ``translateQueryParamMatch`` (the same shape)."""
+    if _present(m or {}):
         return {"name": name, "present_match": True}
     return {"name": name, "string_match": _string_match(m)}
 
