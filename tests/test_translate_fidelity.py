@@ -227,6 +227,25 @@ def test_gateway_hosts_intersect_virtual_services_merge_and_port_80_listens_on_8
             lab.delete(d)
 
 
+def test_gateway_virtual_service_short_hosts_are_fully_qualified(lab):
+    """ResolveVirtualServiceShortnames: a short VS host is its FQDN, also on the gateway."""
+    any_host = {
+        **GATEWAY,
+        "spec": {**GATEWAY["spec"], "servers": [{**GATEWAY["spec"]["servers"][0], "hosts": ["*"]}]},
+    }
+    short = gw_vs(
+        "short", [{"route": [{"destination": {"host": CC, "subset": "v1"}}]}], hosts=["currency-converter"]
+    )
+    try:
+        lab.apply(any_host)
+        lab.apply(short)
+        assert get(lab, f"http://{CC}/healthz", source="ingress")[0] == 200
+        assert get(lab, "http://currency-converter/healthz", source="ingress")[0] == 404
+    finally:
+        lab.delete(short)
+        lab.delete(any_host)
+
+
 def _find(node, key: str):
     if isinstance(node, dict):
         if key in node:

@@ -95,7 +95,8 @@ def gateway_route_config(
             if not _bound(vs, gw):
                 continue
             server_hosts = _names_for_namespace(server.get("hosts") or [], vs.namespace, gw.namespace)
-            for hostname in _intersection(server_hosts, [str(h) for h in vs.spec.get("hosts") or []]):
+            vs_hosts = [resolve_host(str(h), vs.namespace) for h in vs.spec.get("hosts") or []]
+            for hostname in _intersection(server_hosts, vs_hosts):  # ResolveVirtualServiceShortnames
                 key = (vs.namespace, vs.name)
                 if key not in built:
                     built[key] = http_routes(vs, port, by_fqdn)
