@@ -427,3 +427,21 @@ def test_an_empty_query_parameter_match_is_a_presence_match(lab):
         assert lab.send(URL, n=10, concurrency=2, progress=False).counts() == {"v1": 10}
     finally:
         restore(lab)
+
+
+def test_a_case_insensitive_catch_all_ends_the_route_list(lab):
+    """BuildHTTPRoutesForVirtualService / IsCatchAllRoute: prefix ``/`` ignores case sensitivity."""
+    http = [
+        {"match": [{"uri": {"prefix": "/"}, "ignoreUriCase": True}], "route": [dest("v1")]},
+        {"match": [{"uri": {"prefix": "/convert"}}], "route": [dest("v2")]},
+    ]
+    try:
+        lab.apply(vs(http))
+        routes = [r for r in _find(envoy.config_dump(_client(lab)), "routes") if isinstance(r, list)]
+        assert not any(r.get("match", {}).get("prefix") == "/convert" for rs in routes for r in rs)
+    finally:
+        restore(lab)
+
+
+def _client(lab: LocalLab):
+    return next(p for p in lab._current().sidecars if p.workload == "client")

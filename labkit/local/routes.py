@@ -237,7 +237,7 @@ def http_routes(vs: Resource, port: int, hosts: dict[str, Host]) -> list[dict]:
             if name:
                 route["name"] = name
             routes.append(route)
-            if route["match"] == {"prefix": "/", "case_sensitive": True}:
+            if _catch_all(route):  # BuildHTTPRoutesForVirtualService: nothing after it can match
                 return routes
     return routes
 
