@@ -1,11 +1,12 @@
 """Envoy listeners for the local proxies, shaped like istiod's: outbound ``0.0.0.0_<port>`` with RDS
-``"<port>"``, inbound filter chains per PeerAuthentication mode, the gateway's ``0.0.0.0_<port>`` with RDS
-``http.<port>``.
+``"<port>"``, inbound filter chains per PeerAuthentication mode, the gateway's ``0.0.0.0_<target port>`` with
+RDS ``http.<target port>``; inbound and gateway connection managers carry the RBAC filters (config by ECDS).
 
 Every HCM writes Istio's default TEXT access log to ``proxy.access_log`` and counts each request with Envoy's
 stats access logger as ``istiolocal.requests_total`` tagged with ``labkit.metrics.LABELS`` (upstream Envoy
 has no Istio stats filter). The client side reports ``source``, the server side ``destination``; the server
-learns the caller's workload from headers the caller's proxy adds (routes.py) and strips them before the app.
+learns the caller's labels from headers the caller's proxy adds (routes.py), trusted only over mTLS, and
+strips them before the app.
 """
 
 from __future__ import annotations

@@ -21,9 +21,10 @@ from labkit.errors import BackendError, UnsupportedError
 from labkit.local.authn import namespace_mode, port_mode
 from labkit.local.authz import rbac_configs
 from labkit.local.clusters import blackhole_cluster, inbound_cluster, outbound_clusters
+from labkit.local.gateway_routes import gateway_route_config
 from labkit.local.listeners import gateway_listener, inbound_listener, outbound_listener
 from labkit.local.registry import Host, build_registry, of_kind
-from labkit.local.routes import gateway_route_config, inbound_route_config, sidecar_route_config
+from labkit.local.routes import inbound_route_config, sidecar_route_config
 from labkit.local.supported import check_supported
 from labkit.local.topology import Proxy, Topology, ensure_gateway_port, ensure_outbound_port, selects
 
