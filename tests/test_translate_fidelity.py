@@ -227,6 +227,20 @@ def test_gateway_hosts_intersect_virtual_services_merge_and_port_80_listens_on_8
             lab.delete(d)
 
 
+def test_the_gateway_takes_the_services_destination_rule_before_the_root_namespace(lab):
+    """PushContext.destinationRule: a proxy in the root namespace starts at the service's namespace."""
+    root_dr = dr("no-subsets", "istio-system", CC, [])
+    to_v1 = gw_vs("to-v1", [{"route": [{"destination": {"host": CC, "subset": "v1"}}]}])
+    try:
+        for d in (GATEWAY, to_v1, root_dr):
+            lab.apply(d)
+        status, _, headers = get(lab, "http://payments.example/healthz", source="ingress")
+        assert (status, headers.get("x-version")) == (200, "v1")  # the canary DR in payments-prod has v1
+    finally:
+        for d in (root_dr, to_v1, GATEWAY):
+            lab.delete(d)
+
+
 def test_gateway_virtual_service_short_hosts_are_fully_qualified(lab):
     """ResolveVirtualServiceShortnames: a short VS host is its FQDN, also on the gateway."""
     any_host = {
