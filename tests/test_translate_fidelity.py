@@ -6,9 +6,11 @@ what it changed. docs/fidelity.md names the istiod source of each behaviour and 
 
 from __future__ import annotations
 
+import http.client
 import json
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 
 import pytest
@@ -333,6 +335,27 @@ def test_a_policy_change_reaches_keep_alive_connections(lab):
         lab.delete(deny_all)
     after = [o.status for o in outcomes if o.t > applied]
     assert len(after) >= 50 and set(after) == {403}, after[:5]
+
+
+def test_a_policy_change_reaches_the_same_open_connection(lab):
+    """ECDS: the new RBAC config applies to the next request on a connection opened before the change."""
+    deny_all = MESH / "authorization-policy-currency-converter-deny-all.yaml"
+    target, headers = lab.resolver("client")(URL)
+    parts = urllib.parse.urlsplit(target)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=5)
+    path = f"{parts.path}?{parts.query}"
+    try:
+        conn.request("GET", path, headers=headers)
+        assert conn.getresponse().read() and conn.sock is not None
+        local = conn.sock.getsockname()
+        lab.apply(deny_all)
+        conn.request("GET", path, headers=headers)
+        response = conn.getresponse()
+        assert (response.status, response.read()) == (403, b"RBAC: access denied")
+        assert conn.sock is not None and conn.sock.getsockname() == local  # the same TCP connection
+    finally:
+        conn.close()
+        lab.delete(deny_all)
 
 
 def test_counters_survive_a_peer_authentication_change_and_carry_istio_labels(lab):
