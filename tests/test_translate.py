@@ -211,7 +211,7 @@ FEATURES = """\
     match:
     - name: jason
       uri: {prefix: /convert}
-      headers: {end-user: {exact: jason}, x-b: {regex: "*"}}
+      headers: {end-user: {exact: jason}, x-b: {}}  # {} = present (regex "*" is no RE2: rejected)
       method: {exact: GET}
       queryParams: {debug: {exact: "1"}}
     - uri: {regex: "/v[0-9]+/.*"}

@@ -35,11 +35,8 @@ def test_envoy_accepts_every_supported_feature_at_once(tmp_path):
         pa("default", "istio-system", "PERMISSIVE"),
         pa("v2", "payments-prod", "STRICT", V2_SELECTOR, "  portLevelMtls:\n    8080: {mode: DISABLE}\n"),
     )
-    [gateway] = cfgs["istio-ingressgateway.istio-system"].listeners
-    filters = gateway["filter_chains"][0]["filters"][0]["typed_config"]["http_filters"]
-    assert [f["name"] for f in filters][-3:] == [
-        "envoy.filters.http.rbac",  # the deny-everything form (rbacPolicyMatchNever), which Envoy must accept
-        "envoy.filters.http.fault",
-        "envoy.filters.http.router",
+    allow = cfgs["istio-ingressgateway.istio-system"].extensions["envoy.filters.http.rbac.allow"]
+    assert list(allow["rules"]["policies"]) == [  # rbacPolicyMatchNever, which Envoy must accept too
+        "ns[istio-system]-policy[allow-nothing]-rule[0]"
     ]
     envoy_validate(topo, cfgs, tmp_path)

@@ -6,9 +6,11 @@ what it changed. docs/fidelity.md names the istiod source of each behaviour and 
 
 from __future__ import annotations
 
+import http.client
 import json
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 
 import pytest
@@ -227,6 +229,39 @@ def test_gateway_hosts_intersect_virtual_services_merge_and_port_80_listens_on_8
             lab.delete(d)
 
 
+def test_the_gateway_takes_the_services_destination_rule_before_the_root_namespace(lab):
+    """PushContext.destinationRule: a proxy in the root namespace starts at the service's namespace."""
+    root_dr = dr("no-subsets", "istio-system", CC, [])
+    to_v1 = gw_vs("to-v1", [{"route": [{"destination": {"host": CC, "subset": "v1"}}]}])
+    try:
+        for d in (GATEWAY, to_v1, root_dr):
+            lab.apply(d)
+        status, _, headers = get(lab, "http://payments.example/healthz", source="ingress")
+        assert (status, headers.get("x-version")) == (200, "v1")  # the canary DR in payments-prod has v1
+    finally:
+        for d in (root_dr, to_v1, GATEWAY):
+            lab.delete(d)
+
+
+def test_gateway_virtual_service_short_hosts_are_fully_qualified(lab):
+    """ResolveVirtualServiceShortnames: a short VS host is its FQDN, also on the gateway."""
+    any_host = {
+        **GATEWAY,
+        "spec": {**GATEWAY["spec"], "servers": [{**GATEWAY["spec"]["servers"][0], "hosts": ["*"]}]},
+    }
+    short = gw_vs(
+        "short", [{"route": [{"destination": {"host": CC, "subset": "v1"}}]}], hosts=["currency-converter"]
+    )
+    try:
+        lab.apply(any_host)
+        lab.apply(short)
+        assert get(lab, f"http://{CC}/healthz", source="ingress")[0] == 200
+        assert get(lab, "http://currency-converter/healthz", source="ingress")[0] == 404
+    finally:
+        lab.delete(short)
+        lab.delete(any_host)
+
+
 def _find(node, key: str):
     if isinstance(node, dict):
         if key in node:
@@ -302,6 +337,27 @@ def test_a_policy_change_reaches_keep_alive_connections(lab):
     assert len(after) >= 50 and set(after) == {403}, after[:5]
 
 
+def test_a_policy_change_reaches_the_same_open_connection(lab):
+    """ECDS: the new RBAC config applies to the next request on a connection opened before the change."""
+    deny_all = MESH / "authorization-policy-currency-converter-deny-all.yaml"
+    target, headers = lab.resolver("client")(URL)
+    parts = urllib.parse.urlsplit(target)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=5)
+    path = f"{parts.path}?{parts.query}"
+    try:
+        conn.request("GET", path, headers=headers)
+        assert conn.getresponse().read() and conn.sock is not None
+        local = conn.sock.getsockname()
+        lab.apply(deny_all)
+        conn.request("GET", path, headers=headers)
+        response = conn.getresponse()
+        assert (response.status, response.read()) == (403, b"RBAC: access denied")
+        assert conn.sock is not None and conn.sock.getsockname() == local  # the same TCP connection
+    finally:
+        conn.close()
+        lab.delete(deny_all)
+
+
 def test_counters_survive_a_peer_authentication_change_and_carry_istio_labels(lab):
     """Per-proxy cumulative counters; Istio's label set, ``server: istio-envoy``, x-envoy-attempt-count."""
     try:
@@ -343,6 +399,16 @@ def test_counters_survive_a_peer_authentication_change_and_carry_istio_labels(la
     assert seen_headers(lab)["x-envoy-attempt-count"] == "1"
 
 
+def test_counters_survive_an_authorization_policy_change(lab):
+    """Counters reset only when the proxy restarts: RBAC config arrives by ECDS, the listener stays."""
+    assert get(lab)[0] == 200
+    before = metrics.total(lab.metrics(), reporter="destination")
+    policy = MESH / "authorization-policy-currency-converter-allow-client.yaml"
+    lab.apply(policy)
+    lab.delete(policy)
+    assert metrics.total(lab.metrics(), reporter="destination") >= before > 0
+
+
 def test_identity_headers_never_reach_apps(lab):
     outside = seen_headers(lab, "http://fx-rates.external/headers")  # no sidecar there
     assert not [h for h in outside if h.startswith("x-lab-")], outside
@@ -358,3 +424,61 @@ def test_a_caller_without_a_sidecar_cannot_forge_its_identity(lab):
     finally:
         lab.apply(MESH / "peer-authentication-strict.yaml")
     assert metrics.total(lab.metrics(), reporter="destination", source_workload="forged") == 0
+
+
+def allow(name: str, source: dict | None = None, paths_: list[str] | None = None) -> dict:
+    rule: dict = {}
+    if source:
+        rule["from"] = [{"source": source}]
+    if paths_:
+        rule["to"] = [{"operation": {"paths": paths_}}]
+    spec = {"selector": {"matchLabels": {"app": "currency-converter"}}, "action": "ALLOW", "rules": [rule]}
+    return doc("AuthorizationPolicy", name, "payments-prod", spec)
+
+
+def test_authorization_namespace_wildcards_and_path_templates(lab):
+    """srcNamespaceGenerator (``*`` in a namespace), pathGenerator (``{*}`` templates)."""
+    for pattern, status in (("payments-*", 200), ("legacy*", 403)):
+        by_namespace = allow("ns-wildcard", source={"namespaces": [pattern]})
+        try:
+            lab.apply(by_namespace)
+            assert get(lab)[0] == status, pattern
+        finally:
+            lab.delete(by_namespace)
+    by_template = allow("template", paths_=["/{*}"])  # one path segment
+    try:
+        lab.apply(by_template)
+        assert get(lab)[0] == 200
+        assert get(lab, URL.replace("/convert", "/convert/more"))[0] == 403
+    finally:
+        lab.delete(by_template)
+
+
+def test_an_empty_query_parameter_match_is_a_presence_match(lab):
+    """translateQueryParamMatch / canBeConvertedToPresentMatch."""
+    try:
+        lab.apply(
+            vs([{"match": [{"queryParams": {"canary": {}}}], "route": [dest("v2")]}, {"route": [dest("v1")]}])
+        )
+        assert lab.send(URL + "&canary=1", n=10, concurrency=2, progress=False).counts() == {"v2": 10}
+        assert lab.send(URL, n=10, concurrency=2, progress=False).counts() == {"v1": 10}
+    finally:
+        restore(lab)
+
+
+def test_a_case_insensitive_catch_all_ends_the_route_list(lab):
+    """BuildHTTPRoutesForVirtualService / IsCatchAllRoute: prefix ``/`` ignores case sensitivity."""
+    http = [
+        {"match": [{"uri": {"prefix": "/"}, "ignoreUriCase": True}], "route": [dest("v1")]},
+        {"match": [{"uri": {"prefix": "/convert"}}], "route": [dest("v2")]},
+    ]
+    try:
+        lab.apply(vs(http))
+        routes = [r for r in _find(envoy.config_dump(_client(lab)), "routes") if isinstance(r, list)]
+        assert not any(r.get("match", {}).get("prefix") == "/convert" for rs in routes for r in rs)
+    finally:
+        restore(lab)
+
+
+def _client(lab: LocalLab):
+    return next(p for p in lab._current().sidecars if p.workload == "client")

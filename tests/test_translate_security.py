@@ -61,11 +61,7 @@ def test_default_is_permissive_with_an_istio_alpn_tls_chain_and_a_plaintext_chai
     app_port = next(i.app_port for i in topo.instances if i.proxy is topo.proxies[V1])
     endpoint = cluster(cfgs[V1], "inbound|8080||")["load_assignment"]["endpoints"][0]["lb_endpoints"][0]
     assert endpoint["endpoint"]["address"]["socket_address"]["port_value"] == app_port
-    assert [f["name"] for f in hcm["http_filters"]] == [  # no AuthorizationPolicy: no RBAC filter
-        "envoy.filters.http.header_to_metadata",
-        "envoy.filters.http.fault",
-        "envoy.filters.http.router",
-    ]
+    assert rbac(cfgs, V1) == {}  # no AuthorizationPolicy: the RBAC filters enforce nothing
     # the caller identity headers become metadata and are removed before the app
     rules = hcm["http_filters"][0]["typed_config"]["request_rules"]
     assert {r["header"] for r in rules} >= {"x-lab-source-workload", "x-lab-source-workload-namespace"}
@@ -142,11 +138,19 @@ spec:
 
 
 def rbac(cfgs, proxy_id: str) -> dict:
-    """The RBAC rules on a sidecar's inbound connection manager, by action (DENY, ALLOW)."""
+    """The enforced RBAC rules of a sidecar's inbound connection manager (its ECDS configs), by action."""
     [hcm, plaintext] = hcms(listener(cfgs[proxy_id], "virtualInbound_8080"))
-    filters = [f["typed_config"] for f in hcm["http_filters"] if f["name"] == "envoy.filters.http.rbac"]
-    assert filters == [f["typed_config"] for f in plaintext["http_filters"] if f["name"].endswith("rbac")]
-    return {f["rules"]["action"]: f["rules"] for f in filters}
+    names = [f["name"] for f in hcm["http_filters"] if "config_discovery" in f]
+    assert (
+        names
+        == [f["name"] for f in plaintext["http_filters"] if "config_discovery" in f]
+        == [
+            "envoy.filters.http.rbac.deny",
+            "envoy.filters.http.rbac.allow",
+        ]
+    )
+    configs_ = [cfgs[proxy_id].extensions[n] for n in names]
+    return {c["rules"]["action"]: c["rules"] for c in configs_ if "rules" in c}
 
 
 def test_authorization_policies_become_deny_then_allow_rbac_rules_with_istio_policy_names(tmp_path):
@@ -154,8 +158,8 @@ def test_authorization_policies_become_deny_then_allow_rbac_rules_with_istio_pol
     for hcm in hcms(listener(cfgs[V1], "virtualInbound_8080")):  # both chains, mTLS and plaintext
         assert [f["name"] for f in hcm["http_filters"]] == [
             "envoy.filters.http.header_to_metadata",
-            "envoy.filters.http.rbac",  # DENY
-            "envoy.filters.http.rbac",  # ALLOW
+            "envoy.filters.http.rbac.deny",
+            "envoy.filters.http.rbac.allow",
             "envoy.filters.http.fault",
             "envoy.filters.http.router",
         ]

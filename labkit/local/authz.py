@@ -8,9 +8,10 @@ with no ALLOW policy at all there is no ALLOW filter. ``istio.io/dry-run: "true"
 ``shadow_rules`` (stats ``istio_dry_run_{allow,deny}_``): evaluated, logged and counted, never enforced.
 Envoy answers a denied request ``403 RBAC: access denied``, before routing, so also where no route matches.
 
-The rules live in the listener: a policy change is an LDS update, which Envoy applies to new connections and
-drains the old ones (``envoy.DRAIN_TIME_S``); the runtime waits for the drain, so keep-alive clients reconnect
-and meet the new policy.
+The filters sit on the connection manager as istiod puts them, but their config comes from file-based ECDS
+(``config_discovery``), one resource per filter: a policy change then leaves the listener as it is, so it
+reaches keep-alive connections at their next request (ECDS applies to new streams) and the listener's
+request counters are not re-created (a re-created filter chain would take its stats scope with it).
 """
 
 from __future__ import annotations
@@ -25,8 +26,10 @@ if TYPE_CHECKING:
     from labkit.manifests import Resource
 
 RBAC = "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC"
-RBAC_FILTER = "envoy.filters.http.rbac"
-ACTIONS = ("DENY", "ALLOW")  # istiod's filter order (after AUDIT, which the local backend refuses)
+URI_TEMPLATE = "type.googleapis.com/envoy.extensions.path.match.uri_template.v3.UriTemplateMatchConfig"
+#: The HCM's RBAC filters by action, in istiod's order (after AUDIT, which the local backend refuses); each
+#: is also the name of the filter's ECDS resource.
+FILTERS = {"DENY": "envoy.filters.http.rbac.deny", "ALLOW": "envoy.filters.http.rbac.allow"}
 DRY_RUN = "istio.io/dry-run"
 SHADOW_PREFIX = {"ALLOW": "istio_dry_run_allow_", "DENY": "istio_dry_run_deny_"}  # authz/model/model.go
 #: ``rbacPolicyMatchNever``: the one policy of an AuthorizationPolicy without rules.
@@ -47,14 +50,13 @@ def dry_run(policy: Resource) -> bool:
     return value in ("1", "t", "T", "TRUE", "true", "True")
 
 
-def rbac_filters(policies: list[Resource], proxy: Proxy, root_namespace: str) -> list[dict]:
-    """The HCM's RBAC filters for the policies that apply to ``proxy`` (none when none do)."""
+def rbac_configs(policies: list[Resource], proxy: Proxy, root_namespace: str) -> dict[str, dict]:
+    """The RBAC filter config per action (``FILTERS``) for the policies that apply to ``proxy``: istiod's
+    ``buildHTTP`` output, or a rule-less config (enforcing nothing) where istiod emits no filter."""
     mine = [p for p in policies if applies(p, proxy, root_namespace)]
-    out = []
-    for action in ACTIONS:
+    out = {}
+    for action, name in FILTERS.items():
         group = [p for p in mine if (p.spec.get("action") or "ALLOW") == action]
-        if not group:
-            continue
         config: dict[str, Any] = {"@type": RBAC}
         enforced = [p for p in group if not dry_run(p)]
         shadow = [p for p in group if dry_run(p)]
@@ -63,7 +65,7 @@ def rbac_filters(policies: list[Resource], proxy: Proxy, root_namespace: str) ->
         if shadow:
             config["shadow_rules"] = {"action": action, "policies": _policies(shadow)}
             config["shadow_rules_stat_prefix"] = SHADOW_PREFIX[action]
-        out.append({"name": RBAC_FILTER, "typed_config": config})
+        out[name] = config
     return out
 
 
@@ -101,7 +103,7 @@ def _policy(rule: dict) -> dict:
         if op.get("methods"):
             rules.append(_or_rules([{"header": {"name": ":method", **_match(m)}} for m in op["methods"]]))
         if op.get("paths"):
-            rules.append(_or_rules([{"url_path": {"path": _string_match(p)}} for p in op["paths"]]))
+            rules.append(_or_rules([_path(p) for p in op["paths"]]))
         permissions.append({"and_rules": {"rules": rules}} if rules else {"any": True})
     return {"permissions": permissions, "principals": principals}
 
@@ -110,30 +112,47 @@ def _header(name: str, value: str) -> dict:
     return {"header": {"name": name, **_match(value)}}
 
 
+def _path(value: str) -> dict:
+    """``pathGenerator``: a path with ``{*}``/``{**}`` is a URI template (``PathTemplateMatcher``), else a
+    wildcard string."""
+    if "{*}" in value or "{**}" in value:
+        template = value.replace("{**}", "**").replace("{*}", "*")
+        return {
+            "uri_template": {
+                "name": "uri-template",
+                "typed_config": {"@type": URI_TEMPLATE, "path_template": template},
+            }
+        }
+    return {"url_path": {"path": _string_match(value)}}
+
+
 def _principal(value: str) -> dict:
-    """``cluster.local/ns/x/sa/y`` is matched as the peer certificate's ``spiffe://`` URI SAN."""
-    if value == "*":
-        return {"authenticated": {"principal_name": {"safe_regex": {"regex": ".+"}}}}
+    """``srcPrincipalGenerator``: ``cluster.local/ns/x/sa/y`` as the peer's ``spiffe://`` URI SAN."""
     return {"authenticated": {"principal_name": _string_match(value, prefix="spiffe://")}}
 
 
 def _namespace(ns: str) -> dict:
-    return {"authenticated": {"principal_name": {"safe_regex": {"regex": f".*/ns/{re.escape(ns)}/.*"}}}}
+    """``srcNamespaceGenerator``: each ``*`` in the namespace matches any characters."""
+    pattern = ".*".join(re.escape(part) for part in ns.split("*"))
+    return {"authenticated": {"principal_name": {"safe_regex": {"regex": f".*/ns/{pattern}/.*"}}}}
 
 
 def _string_match(value: str, prefix: str = "") -> dict:
-    """Istio's wildcard strings: ``*`` any, ``x*`` prefix, ``*x`` suffix, else exact."""
+    """``StringMatcherWithPrefix`` (authz/matcher/string.go): ``*`` any, ``*x`` suffix (a regex after
+    ``prefix``), ``x*`` prefix, else exact."""
     if value == "*":
         return {"safe_regex": {"regex": ".+"}}
+    if value.startswith("*"):
+        if not prefix:
+            return {"suffix": value[1:]}
+        return {"safe_regex": {"regex": prefix + ".*" + re.escape(value[1:])}}
     if value.endswith("*"):
         return {"prefix": prefix + value[:-1]}
-    if value.startswith("*"):
-        return {"suffix": value[1:]}
     return {"exact": prefix + value}
 
 
 def _match(value: str) -> dict:
-    """A header matcher body (``present_match`` for ``*``)."""
+    """``matcher.HeaderMatcher``: ``present_match`` for ``*``, ``*x`` suffix, ``x*`` prefix, else exact."""
     if value == "*":
         return {"present_match": True}
     return {"string_match": _string_match(value)}

@@ -31,6 +31,9 @@ if TYPE_CHECKING:
 FLUSH_INTERVAL_MS = 100
 #: How long a listener removed or replaced via LDS keeps draining old connections (Envoy's default is 600 s).
 DRAIN_TIME_S = 1
+#: ECDS resources and the stat prefix of their subscriptions (``<prefix><filter name>.version_text``).
+EXTENSION = "type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig"
+ECDS_STAT = "extension_config_discovery.http_filter."
 #: Timeout of one admin API call.
 ADMIN_TIMEOUT = 2.0
 
@@ -131,6 +134,11 @@ def write_configs(targets: list[tuple[Proxy, ProxyConfig]]) -> list[Written]:
         for route in config.routes:
             path = Path(proxy.route_file(route["name"]))
             item = (proxy, path, f".rds.{route['name']}", dump([route]))
+            (rds if path.exists() else new_rds).append(item)
+        for name, typed_config in config.extensions.items():  # ECDS: a TypedExtensionConfig per filter
+            path = Path(proxy.route_file(f"ecds.{name}"))
+            resource = {"@type": EXTENSION, "name": name, "typed_config": typed_config}
+            item = (proxy, path, f"{ECDS_STAT}{name}", dump([resource]))
             (rds if path.exists() else new_rds).append(item)
     return [
         Written(proxy, path, stat, version)

@@ -1,18 +1,21 @@
 """Envoy listeners for the local proxies, shaped like istiod's: outbound ``0.0.0.0_<port>`` with RDS
-``"<port>"``, inbound filter chains per PeerAuthentication mode, the gateway's ``0.0.0.0_<port>`` with RDS
-``http.<port>``.
+``"<port>"``, inbound filter chains per PeerAuthentication mode, the gateway's ``0.0.0.0_<target port>`` with
+RDS ``http.<target port>``; inbound and gateway connection managers carry the RBAC filters (config by ECDS).
 
 Every HCM writes Istio's default TEXT access log to ``proxy.access_log`` and counts each request with Envoy's
 stats access logger as ``istiolocal.requests_total`` tagged with ``labkit.metrics.LABELS`` (upstream Envoy
 has no Istio stats filter). The client side reports ``source``, the server side ``destination``; the server
-learns the caller's workload from headers the caller's proxy adds (routes.py) and strips them before the app.
+learns the caller's labels from headers the caller's proxy adds (routes.py), trusted only over mTLS, and
+strips them before the app.
 """
 
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from labkit.local.authz import FILTERS, RBAC
 from labkit.local.clusters import DOWNSTREAM_TLS, PEER_KEYS, TLS_PARAMS, cert_pair, peer_labels
 from labkit.local.routes import PEER_HEADERS
 from labkit.metrics import LABELS
@@ -155,18 +158,35 @@ def _hcm(stat_prefix: str, filters: list[dict], logs: list[dict], **routing: Any
     )
 
 
+def rbac_filters(proxy: Proxy) -> list[dict]:
+    """The HCM's RBAC filters (DENY, then ALLOW), each configured by its ECDS file (authz.rbac_configs)."""
+    return [
+        {
+            "name": name,
+            "config_discovery": {
+                "config_source": _file_source(proxy, extension_file(proxy, name)),
+                "type_urls": [RBAC],
+            },
+        }
+        for name in FILTERS.values()
+    ]
+
+
+def extension_file(proxy: Proxy, name: str) -> Path:
+    """Where an ECDS resource lives: beside the route files, in the directory watched for RDS."""
+    return proxy.route_file(f"ecds.{name}")
+
+
+def _file_source(proxy: Proxy, path: Path) -> dict:
+    return {
+        "resource_api_version": "V3",
+        "path_config_source": {"path": str(path), "watched_directory": {"path": str(proxy.rds_dir)}},
+    }
+
+
 def _rds(proxy: Proxy, name: str) -> dict:
     """File-based RDS in its own watched directory: a weight change applies even on keep-alive connections."""
-    return {
-        "route_config_name": name,
-        "config_source": {
-            "resource_api_version": "V3",
-            "path_config_source": {
-                "path": str(proxy.route_file(name)),
-                "watched_directory": {"path": str(proxy.rds_dir)},
-            },
-        },
-    }
+    return {"route_config_name": name, "config_source": _file_source(proxy, proxy.route_file(name))}
 
 
 def _address(port: int) -> dict:
@@ -190,12 +210,12 @@ def outbound_listener(proxy: Proxy, port: int, log_file: bool) -> dict:
     }
 
 
-def gateway_listener(proxy: Proxy, server_port: int, target: int, log_file: bool, rbac: list[dict]) -> dict:
+def gateway_listener(proxy: Proxy, server_port: int, target: int, log_file: bool) -> dict:
     """The gateway's ``0.0.0.0_<target>`` for Gateway server port ``server_port``, with RDS ``http.<target>``
     (``resolvePorts``: the listener is on the ingress Service's targetPort) and the HCM's RBAC filters."""
     hcm = _hcm(
         f"outbound_0.0.0.0_{target};",
-        rbac,
+        rbac_filters(proxy),
         access_logs(proxy, log_file, source_tags(proxy)),
         rds=_rds(proxy, f"http.{target}"),
         use_remote_address=True,
@@ -209,9 +229,7 @@ def gateway_listener(proxy: Proxy, server_port: int, target: int, log_file: bool
     }
 
 
-def inbound_listener(
-    proxy: Proxy, target_port: int, mode: str, service: str, log_file: bool, rbac: list[dict]
-) -> dict:
+def inbound_listener(proxy: Proxy, target_port: int, mode: str, service: str, log_file: bool) -> dict:
     """``virtualInbound_<port>``: Istio's inbound filter chains for one target port (filterchain_options.go).
 
     STRICT: TLS only; PERMISSIVE: TLS with an Istio ALPN, or plaintext; DISABLE: plaintext only. A client that
@@ -247,8 +265,8 @@ def inbound_listener(
     if mode in ("PERMISSIVE", "DISABLE"):
         by_transport["raw_buffer"] = _to_chain(plain)
     chains = [
-        _inbound_chain(proxy, target_port, mtls, True, service, log_file, rbac),
-        _inbound_chain(proxy, target_port, plain, False, service, log_file, rbac),
+        _inbound_chain(proxy, target_port, mtls, True, service, log_file),
+        _inbound_chain(proxy, target_port, plain, False, service, log_file),
     ]
     return {
         "@type": LISTENER,
@@ -276,9 +294,7 @@ def _to_chain(name: str) -> dict:
     return {"action": {"name": name, "typed_config": {"@type": STRING_VALUE, "value": name}}}
 
 
-def _inbound_chain(
-    proxy: Proxy, port: int, name: str, mtls: bool, service: str, log_file: bool, rbac: list[dict]
-) -> dict:
+def _inbound_chain(proxy: Proxy, port: int, name: str, mtls: bool, service: str, log_file: bool) -> dict:
     source = _filter(
         "envoy.filters.http.header_to_metadata",
         HEADER_TO_METADATA,
@@ -287,7 +303,7 @@ def _inbound_chain(
     security = "mutual_tls" if mtls else "none"
     hcm = _hcm(
         f"inbound_0.0.0.0_{port};",
-        [source, *rbac],
+        [source, *rbac_filters(proxy)],
         access_logs(proxy, log_file, destination_tags(proxy, service, security)),
         rds=_rds(proxy, f"inbound|{port}||"),
         forward_client_cert_details="APPEND_FORWARD",

@@ -1,8 +1,8 @@
 """VirtualService → RouteConfiguration, as istiod's ``TranslateRoute`` does: one route per match, weighted
 clusters without 0-weight entries, the mesh's default retry policy, ``timeout: 0s`` unless set, faults as
 per-route fault-filter config, mirrors, rewrites and header operations. Sidecars get one config per port
-(``"<port>"``, a vhost per host plus the outboundTrafficPolicy catch-all), the gateway one per server port
-(``http.<port>``)."""
+(``"<port>"``, a vhost per host plus the outboundTrafficPolicy catch-all), the gateway one per listener
+(``http.<target port>``, built as ``buildGatewayHTTPRouteConfig`` does)."""
 
 from __future__ import annotations
 
@@ -50,13 +50,13 @@ def sidecar_route_config(
         vs = next((v for v in virtual_services if _binds(v, host.fqdn)), None)
         routes = http_routes(vs, port, by_fqdn) if vs else [_default_route(host, port)]
         domains = [host.fqdn, *alt_names(host.fqdn, proxy.namespace)]
-        vhost = _vhost(f"{host.fqdn}:{port}", domains, routes)
+        vh = vhost(f"{host.fqdn}:{port}", domains, routes)
         if _in_mesh(host):
-            vhost["request_headers_to_add"] = identity_headers(proxy)
-        vhosts.append(vhost)
+            vh["request_headers_to_add"] = identity_headers(proxy)
+        vhosts.append(vh)
     block_all = {"name": "block_all", "match": {"prefix": "/"}, "direct_response": {"status": 502}}
-    vhosts.append(_vhost("block_all", ["*"], [block_all]))  # REGISTRY_ONLY (buildCatchAllVirtualHost)
-    return _route_config(str(port), vhosts)
+    vhosts.append(vhost("block_all", ["*"], [block_all]))  # REGISTRY_ONLY (buildCatchAllVirtualHost)
+    return route_config(str(port), vhosts)
 
 
 def _in_mesh(host: Host) -> bool:
@@ -71,94 +71,13 @@ def identity_headers(proxy: Proxy) -> list[dict]:
     return [_header_value(h, peer[k], "OVERWRITE_IF_EXISTS_OR_ADD") for k, h in PEER_HEADERS.items()]
 
 
-def _vhost(name: str, domains: list[str], routes: list[dict]) -> dict:
+def vhost(name: str, domains: list[str], routes: list[dict]) -> dict:
     """A vhost with ``include_request_attempt_count``, as ``GetProxyHeaders`` defaults it (the upstream
     sees ``x-envoy-attempt-count``)."""
     return {"name": name, "domains": domains, "routes": routes, "include_request_attempt_count": True}
 
 
-def gateway_route_config(
-    proxy: Proxy,
-    name: str,
-    servers: list[tuple[dict, Resource]],
-    virtual_services: list[Resource],
-    hosts: list[Host],
-) -> dict:
-    """Route config ``name`` (``http.<target port>``), as ``buildGatewayHTTPRouteConfig`` (core/gateway.go)
-    builds it: per (server, bound VirtualService) the hosts in both (``NamesForNamespace`` honours a server's
-    ``ns/`` prefix, ``Names.Intersection`` keeps the narrower name), one vhost per host merging the routes of
-    every VirtualService (oldest first) with catch-alls last (``SortVHostRoutes``), vhosts sorted by name;
-    ``blackhole:<port>`` (no routes: 404 NR) when none."""
-    by_fqdn = {h.fqdn: h for h in hosts}
-    vhosts: dict[str, dict] = {}
-    built: dict[tuple[str, str], list[dict]] = {}
-    for server, gw in servers:
-        port = int(server["port"]["number"])
-        for vs in virtual_services:
-            if not _bound(vs, gw):
-                continue
-            server_hosts = _names_for_namespace(server.get("hosts") or [], vs.namespace, gw.namespace)
-            for hostname in _intersection(server_hosts, [str(h) for h in vs.spec.get("hosts") or []]):
-                key = (vs.namespace, vs.name)
-                if key not in built:
-                    built[key] = http_routes(vs, port, by_fqdn)
-                hostname = hostname.lower()
-                if hostname in vhosts:
-                    vhosts[hostname]["routes"] += built[key]
-                else:
-                    vhosts[hostname] = _vhost(f"{hostname}:{port}", [hostname], list(built[key]))
-    if not vhosts:
-        port = int(servers[0][0]["port"]["number"])
-        return _route_config(name, [{"name": f"blackhole:{port}", "domains": ["*"], "routes": []}])
-    for v in vhosts.values():
-        v["routes"] = sorted(v["routes"], key=_catch_all)  # stable: catch-alls last, order kept
-    config = _route_config(name, sorted(vhosts.values(), key=lambda v: v["name"]))
-    config["request_headers_to_add"] = identity_headers(proxy)
-    return config
-
-
-def _bound(vs: Resource, gateway: Resource) -> bool:
-    """The VirtualService lists ``gateway`` (``<ns>/<name>``, or a name in the VirtualService's namespace)."""
-    refs = [g if "/" in g else f"{vs.namespace}/{g}" for g in vs.spec.get("gateways") or []]
-    return f"{gateway.namespace}/{gateway.name}" in refs
-
-
-def _names_for_namespace(server_hosts: list[str], namespace: str, gateway_namespace: str) -> list[str]:
-    """``host.NamesForNamespace`` after ``sanitizeServerHostNamespace``: ``ns/host`` only for VirtualServices
-    in ``ns`` (``.`` is the Gateway's namespace), ``*/host`` and ``host`` for all."""
-    out = []
-    for h in server_hosts:
-        ns, sep, name = h.partition("/")
-        if sep:
-            ns = gateway_namespace if ns == "." else ns
-            if ns not in (namespace, "*"):
-                continue
-            h = name
-        out.append(h)
-    return out
-
-
-def _subset_of(a: str, b: str) -> bool:
-    """``host.Name.SubsetOf``: every name ``a`` matches is matched by ``b``."""
-    if b == "*":
-        return True
-    if b.startswith("*."):
-        return a.endswith(b[1:])
-    return a == b
-
-
-def _intersection(server_hosts: list[str], vs_hosts: list[str]) -> list[str]:
-    """``host.Names.Intersection``: for each pair, the narrower of the two when one contains the other."""
-    out: list[str] = []
-    for s in server_hosts:
-        for v in vs_hosts:
-            pick = s if _subset_of(s, v) else v if _subset_of(v, s) else None
-            if pick is not None and pick not in out:
-                out.append(pick)
-    return out
-
-
-def _catch_all(route: dict) -> bool:
+def catch_all(route: dict) -> bool:
     """``IsCatchAllRoute``: prefix ``/`` (or regex ``.*``) with no header or query match."""
     match = route["match"]
     path = match.get("prefix") == "/" or (match.get("safe_regex") or {}).get("regex") == ".*"
@@ -186,7 +105,7 @@ def inbound_route_config(port: int, service: str) -> dict:
     }
 
 
-def _route_config(name: str, vhosts: list[dict]) -> dict:
+def route_config(name: str, vhosts: list[dict]) -> dict:
     return {
         "@type": ROUTE_CONFIG,
         "name": name,
@@ -239,7 +158,7 @@ def http_routes(vs: Resource, port: int, hosts: dict[str, Host]) -> list[dict]:
             if name:
                 route["name"] = name
             routes.append(route)
-            if route["match"] == {"prefix": "/", "case_sensitive": True}:
+            if catch_all(route):  # BuildHTTPRoutesForVirtualService: nothing after it can match
                 return routes
     return routes
 
@@ -337,13 +256,15 @@ def _match(match: dict) -> dict:
         headers.append(_header_match(":method", match["method"]))
     if headers:
         out["headers"] = headers
-    params = [
-        {"name": name, "string_match": _string_match(m)}
-        for name, m in sorted((match.get("queryParams") or {}).items())
-    ]
+    params = [_header_match(name, m) for name, m in sorted((match.get("queryParams") or {}).items())]
     if params:
         out["query_parameters"] = params
     return out
+
+
+def _present(m: dict) -> bool:
+    """``canBeConvertedToPresentMatch``: an empty match, or regex ``*`` (not RE2, read as presence)."""
+    return not any(k in m for k in ("exact", "prefix", "regex")) or m.get("regex") == "*"
 
 
 def _string_match(m: dict) -> dict:
@@ -355,7 +276,8 @@ def _string_match(m: dict) -> dict:
 
 
 def _header_match(name: str, m: dict) -> dict:
-    if m.get("regex") == "*":
+    """``translateHeaderMatch`` and ``translateQueryParamMatch`` (the same shape)."""
+    if _present(m or {}):
         return {"name": name, "present_match": True}
     return {"name": name, "string_match": _string_match(m)}
 

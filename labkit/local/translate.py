@@ -14,16 +14,17 @@ Host header) would reach places the kind cluster cannot. ``translate`` refuses i
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from labkit.errors import BackendError, UnsupportedError
 from labkit.local.authn import namespace_mode, port_mode
-from labkit.local.authz import rbac_filters
+from labkit.local.authz import rbac_configs
 from labkit.local.clusters import blackhole_cluster, inbound_cluster, outbound_clusters
+from labkit.local.gateway_routes import gateway_route_config
 from labkit.local.listeners import gateway_listener, inbound_listener, outbound_listener
 from labkit.local.registry import Host, build_registry, of_kind
-from labkit.local.routes import gateway_route_config, inbound_route_config, sidecar_route_config
+from labkit.local.routes import inbound_route_config, sidecar_route_config
 from labkit.local.supported import check_supported
 from labkit.local.topology import Proxy, Topology, ensure_gateway_port, ensure_outbound_port
 from labkit.meshmodel import selects
@@ -41,11 +42,13 @@ INGRESS_TARGET_PORTS = {15021: 15021, 80: 8080, 443: 8443}
 
 @dataclass
 class ProxyConfig:
-    """One proxy's Envoy v3 resources (each with ``@type``), ready to write as file-xDS."""
+    """One proxy's Envoy v3 resources (each with ``@type``), ready to write as file-xDS; ``extensions`` are
+    ECDS filter configs by filter name (written to ``listeners.extension_file``)."""
 
     listeners: list[dict]
     clusters: list[dict]
     routes: list[dict]
+    extensions: dict[str, dict] = field(default_factory=dict)
 
 
 def ensure_ports(resources: list[Resource], topo: Topology, allocate_port: Callable[[], int]) -> bool:
@@ -95,15 +98,15 @@ def translate(resources: list[Resource], topo: Topology, mesh: MeshSettings) -> 
         instance = topo.instance_of(proxy)
         assert instance is not None
         routes = [sidecar_route_config(proxy, p, hosts, mesh_vss) for p in ports]
-        rbac = rbac_filters(aps, proxy, root)
         for target in sorted(proxy.inbound_ports):
             mode = port_mode(pas, proxy.namespace, proxy.labels, target, root)
             service = _inbound_service(topo, proxy, target)
-            listeners.append(inbound_listener(proxy, target, mode, service, log_file, rbac))
+            listeners.append(inbound_listener(proxy, target, mode, service, log_file))
             clusters.append(inbound_cluster(target, instance.app_port))
             routes.append(inbound_route_config(target, service))
         clusters.append(blackhole_cluster())
-        out[proxy.id] = ProxyConfig(listeners, clusters, routes)
+        rbac = rbac_configs(aps, proxy, root) if proxy.inbound_ports else {}
+        out[proxy.id] = ProxyConfig(listeners, clusters, routes, rbac)
     out[topo.gateway.id] = _gateway(resources, topo.gateway, hosts, drs, vss, aps, auto_mtls, mesh)
     return out
 
@@ -130,17 +133,17 @@ def _gateway(
         raise BackendError(
             f"the gateway has no listener port for Gateway server ports {missing}: call ensure_ports"
         )
-    rbac = rbac_filters(aps, proxy, mesh.root_namespace)
     log_file = mesh.access_log_file is not None
     listeners, routes = [], []
     for port in sorted(servers):
         target = INGRESS_TARGET_PORTS.get(port, port)
-        listeners.append(gateway_listener(proxy, port, target, log_file, rbac))
+        listeners.append(gateway_listener(proxy, port, target, log_file))
         routes.append(gateway_route_config(proxy, f"http.{target}", servers[port], vss, hosts))
     return ProxyConfig(
         listeners=listeners,
         clusters=[*outbound_clusters(proxy, hosts, drs, auto_mtls, mesh.root_namespace), blackhole_cluster()],
         routes=routes,
+        extensions=rbac_configs(aps, proxy, mesh.root_namespace) if servers else {},
     )
 
 
