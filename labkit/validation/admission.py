@@ -105,22 +105,30 @@ def _slug(name: str) -> str:
 def _destination_rule(spec: Mapping) -> Problems:
     """istiod's ValidateDestinationRule (validation.go)."""
     yield from names.host_problems("spec.host", str(spec.get("host", "")))
-    yield from traffic_policy("spec.trafficPolicy", spec.get("trafficPolicy"))
+    yield from _traffic_policy("spec.trafficPolicy", spec.get("trafficPolicy"))
+    subsets = spec.get("subsets") or []
+    yield from _repeated_names("spec.subsets", subsets, "subset")
+    for i, subset in enumerate(subsets):
+        yield from names.subset_name_problems(f"spec.subsets[{i}].name", str(subset.get("name", "")))
+        yield from _traffic_policy(f"spec.subsets[{i}].trafficPolicy", subset.get("trafficPolicy"))
+
+
+def _repeated_names(field: str, items: list, what: str) -> Problems:
+    """A name used twice in one list: istiod's "duplicate subset names" (ValidateDestinationRule) and
+    "service entry port name already defined" (ValidateServiceEntry)."""
     seen: set[str] = set()
-    for i, subset in enumerate(spec.get("subsets") or []):
-        name = str(subset.get("name", ""))
+    for i, item in enumerate(items):
+        name = str(item.get("name", ""))
         if name in seen:
             yield (
-                f"spec.subsets[{i}].name",
-                f"duplicate subset name {name!r}; istiod rejects it (duplicate subset names)",
-                "give every subset its own name",
+                f"{field}[{i}].name",
+                f"duplicate {what} name {name!r}; istiod rejects it",
+                f"give every {what} its own name",
             )
         seen.add(name)
-        yield from names.subset_name_problems(f"spec.subsets[{i}].name", name)
-        yield from traffic_policy(f"spec.subsets[{i}].trafficPolicy", subset.get("trafficPolicy"))
 
 
-def traffic_policy(field: str, policy: Mapping | None) -> Problems:
+def _traffic_policy(field: str, policy: Mapping | None) -> Problems:
     """istiod's validateTrafficPolicy: connection pool and outlier detection durations and percentages, for
     the policy and each of its portLevelSettings."""
     if not policy:
@@ -144,7 +152,7 @@ def traffic_policy(field: str, policy: Mapping | None) -> Problems:
                 "use a whole number from 0 to 100",
             )
     for i, port_policy in enumerate(policy.get("portLevelSettings") or []):
-        yield from traffic_policy(f"{field}.portLevelSettings[{i}]", port_policy)
+        yield from _traffic_policy(f"{field}.portLevelSettings[{i}]", port_policy)
 
 
 def _service_entry(spec: Mapping) -> Problems:
@@ -161,16 +169,9 @@ def _service_entry(spec: Mapping) -> Problems:
             )
         else:
             yield from names.host_problems(f"spec.hosts[{i}]", str(host))
-    port_names: set[str] = set()
-    for i, port in enumerate(spec.get("ports") or []):
-        name = str(port.get("name", ""))
-        if name in port_names:
-            yield (
-                f"spec.ports[{i}].name",
-                f"port name {name!r} is already defined",
-                "give each port its own name",
-            )
-        port_names.add(name)
+    ports = spec.get("ports") or []
+    yield from _repeated_names("spec.ports", ports, "port")
+    port_names = {str(port.get("name", "")) for port in ports}
     resolution = spec.get("resolution") or "NONE"
     for i, endpoint in enumerate(spec.get("endpoints") or []):
         yield from _endpoint(f"spec.endpoints[{i}]", endpoint, resolution, port_names)
