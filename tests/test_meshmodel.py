@@ -30,6 +30,29 @@ def test_the_cluster_domain_comes_from_the_install() -> None:
     assert load_mesh_settings().cluster_domain == "cluster.local"
 
 
+SERVICE_AND_RULE = """
+apiVersion: v1
+kind: Service
+metadata: {name: reviews, namespace: shop}
+spec: {ports: [{port: 80}]}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: r, namespace: shop}
+spec: {host: HOST}
+"""
+
+
+def test_validation_expands_short_names_in_the_cluster_domain() -> None:
+    from labkit import validation  # imported here: only these tests need its schemas
+
+    short = manifests.load(SERVICE_AND_RULE.replace("HOST", "reviews"))
+    assert validation.validate(short, domain="corp.example") == []
+    dotted = manifests.load(SERVICE_AND_RULE.replace("HOST", "reviews.shop"))
+    (unknown,) = validation.validate(dotted, domain="corp.example")
+    assert "write the full name reviews.shop.svc.corp.example" in unknown.fix
+
+
 def test_a_custom_cluster_domain_is_read_from_the_install(tmp_path: Path) -> None:
     path = tmp_path / "install.yaml"
     path.write_text(
