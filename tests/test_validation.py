@@ -809,6 +809,42 @@ ISTIOD_RULES = [
     ),
     (
         "ServiceEntry",
+        "{hosts: [a.example], ports: [{number: 80, name: a}, {number: 80, name: b}], resolution: DNS}",
+        "spec.ports[1].number",
+        "port 80 is already defined",
+    ),
+    (
+        "ServiceEntry",
+        "{hosts: [a.example], ports: [{number: 80, name: http, targetPort: 70000}], resolution: DNS}",
+        "spec.ports[0].targetPort",
+        "not in range 1..65535",
+    ),
+    (
+        "PeerAuthentication",
+        "{selector: {matchLabels: {app: a}}, portLevelMtls: {0: {mode: STRICT}}}",
+        "spec.portLevelMtls.0",
+        "not in range 1..65535",
+    ),
+    (
+        "PeerAuthentication",
+        "{selector: {matchLabels: {app: '*'}}, mtls: {mode: STRICT}}",
+        "spec.selector.matchLabels.app",
+        "wildcard is not supported in a selector",
+    ),
+    (
+        "DestinationRule",
+        "{host: a, trafficPolicy: {connectionPool: {tcp: {tcpKeepalive: {time: 0s}}}}}",
+        "spec.trafficPolicy.connectionPool.tcp.tcpKeepalive.time",
+        "at least 1ms",
+    ),
+    (
+        "VirtualService",
+        "{hosts: [a], http: [{route: [{destination: {host: a, port: {number: 0}}}]}]}",
+        "spec.http[0].route[0].destination.port.number",
+        "not in range 1..65535",
+    ),
+    (
+        "ServiceEntry",
         "{hosts: [], ports: [{number: 80, name: http}], resolution: DNS}",
         "spec.hosts",
         "needs at least 1 item",

@@ -59,8 +59,32 @@ def findings(r: Resource) -> list[Finding]:
     out = list(_metadata(r))
     if is_istio(r.group):
         rules = _RULES.get(r.kind)
-        out += [_as_finding(r, f) for f in rules(r.spec)] if rules else []
+        problems = [*_workload_selector(r.spec.get("selector")), *(rules(r.spec) if rules else [])]
+        out += [_as_finding(r, p) for p in problems]
     return out
+
+
+def _workload_selector(selector: Mapping | None) -> Problems:
+    """istiod's validateWorkloadSelector (and the CRDs' "wildcard is not supported in selector"): no empty
+    key, no ``*`` in a key or value; a selector without labels selects every workload (a warning)."""
+    if not isinstance(selector, Mapping) or "matchLabels" not in selector:
+        return
+    labels = selector.get("matchLabels") or {}
+    for key, value in labels.items():
+        if not key or "*" in str(key) or "*" in str(value):
+            yield (
+                f"spec.selector.matchLabels.{key}",
+                f"{key}={value}: an empty key or a wildcard is not supported in a selector; istiod "
+                "rejects it",
+                "match exact label values, e.g. app: currency-converter",
+            )
+    if not labels:
+        yield (
+            "warning",
+            "spec.selector.matchLabels",
+            "workload selector specified without labels: it selects every workload in the namespace",
+            "name the workload's labels, or drop the selector to say 'the whole namespace' plainly",
+        )
 
 
 def _as_finding(r: Resource, problem: tuple[str, str, str] | tuple[str, str, str, str]) -> Finding:
@@ -135,12 +159,17 @@ def _traffic_policy(field: str, policy: Mapping | None) -> Problems:
         return
     pool = policy.get("connectionPool") or {}
     outlier = policy.get("outlierDetection") or {}
+    tcp = pool.get("tcp") or {}
     durations = {
-        "connectionPool.tcp.connectTimeout": (pool.get("tcp") or {}).get("connectTimeout"),
-        "connectionPool.tcp.maxConnectionDuration": (pool.get("tcp") or {}).get("maxConnectionDuration"),
+        "connectionPool.tcp.connectTimeout": tcp.get("connectTimeout"),
+        "connectionPool.tcp.maxConnectionDuration": tcp.get("maxConnectionDuration"),
+        "connectionPool.tcp.idleTimeout": tcp.get("idleTimeout"),
+        "connectionPool.tcp.tcpKeepalive.time": (tcp.get("tcpKeepalive") or {}).get("time"),
+        "connectionPool.tcp.tcpKeepalive.interval": (tcp.get("tcpKeepalive") or {}).get("interval"),
         "connectionPool.http.idleTimeout": (pool.get("http") or {}).get("idleTimeout"),
         "outlierDetection.interval": outlier.get("interval"),
         "outlierDetection.baseEjectionTime": outlier.get("baseEjectionTime"),
+        "loadBalancer.warmupDurationSecs": (policy.get("loadBalancer") or {}).get("warmupDurationSecs"),
     }
     for name, value in durations.items():
         yield from duration_problems(f"{field}.{name}", value)
@@ -171,6 +200,17 @@ def _service_entry(spec: Mapping) -> Problems:
             yield from names.host_problems(f"spec.hosts[{i}]", str(host))
     ports = spec.get("ports") or []
     yield from _repeated_names("spec.ports", ports, "port")
+    numbers: set[object] = set()
+    for i, port in enumerate(ports):
+        if port.get("number") in numbers:
+            yield (
+                f"spec.ports[{i}].number",
+                f"port {port['number']} is already defined; istiod rejects it",
+                "list each port number once",
+            )
+        numbers.add(port.get("number"))
+        yield from names.port_problems(f"spec.ports[{i}].number", port.get("number"))
+        yield from names.port_problems(f"spec.ports[{i}].targetPort", port.get("targetPort"))
     port_names = {str(port.get("name", "")) for port in ports}
     resolution = spec.get("resolution") or "NONE"
     for i, endpoint in enumerate(spec.get("endpoints") or []):
@@ -201,7 +241,8 @@ def _endpoint(field: str, endpoint: Mapping, resolution: str, port_names: set[st
             f"endpoint address {address!r} is not a valid FQDN or an IP address; istiod rejects it",
             "write a host name such as api.example.com, or an IP address",
         )
-    for name in endpoint.get("ports") or {}:
+    for name, number in (endpoint.get("ports") or {}).items():
+        yield from names.port_problems(f"{field}.ports.{name}", number)
         if name not in port_names:
             yield (
                 f"{field}.ports.{name}",
@@ -213,6 +254,10 @@ def _endpoint(field: str, endpoint: Mapping, resolution: str, port_names: set[st
 def _peer_authentication(spec: Mapping) -> Problems:
     """istiod's ValidatePeerAuthentication: port-level mTLS needs a selector with labels."""
     selector = spec.get("selector")
+    for port in spec.get("portLevelMtls") or {}:
+        yield from names.port_problems(
+            f"spec.portLevelMtls.{port}", int(port) if str(port).isdigit() else port
+        )
     if spec.get("portLevelMtls") and not (selector or {}).get("matchLabels"):
         yield (
             "spec.portLevelMtls",

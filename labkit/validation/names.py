@@ -133,3 +133,9 @@ def duration_problems(field: str, value: object) -> Problems:
             f"{problem}; istiod rejects it",
             "write a duration of 1ms or more, e.g. 1s, 0.5s or 300ms",
         )
+
+
+def port_problems(field: str, port: object) -> Problems:
+    """istiod's agent.ValidatePort (and the CRDs' "port must be between 1-65535") for an optional port."""
+    if port is not None and (not isinstance(port, int) or not 1 <= port <= 65535):
+        yield field, f"port {port} is not in range 1..65535; istiod rejects it", "use a port from 1 to 65535"

@@ -11,6 +11,7 @@ from labkit.validation.names import (
     Problems,
     duration_problems,
     host_problems,
+    port_problems,
     regex_problem,
     subset_name_problems,
 )
@@ -268,3 +269,4 @@ def _destination(field: str, destination: Mapping) -> Problems:
         yield from host_problems(f"{field}.host", host)
     if destination.get("subset"):
         yield from subset_name_problems(f"{field}.subset", str(destination["subset"]))
+    yield from port_problems(f"{field}.port.number", (destination.get("port") or {}).get("number"))
