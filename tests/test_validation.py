@@ -843,6 +843,32 @@ ISTIOD_RULES = [
         "spec.http[0].route[0].destination.port.number",
         "not in range 1..65535",
     ),
+    ("Gateway", "{servers: []}", "spec.servers", "at least one server"),
+    (
+        "Gateway",
+        "{servers: [{port: {number: 80, name: http, protocol: HTTP}, hosts: []}]}",
+        "spec.servers[0].hosts",
+        "at least one host",
+    ),
+    (
+        "Gateway",
+        "{servers: [{port: {number: 443, name: https, protocol: HTTPS}, hosts: ['*']}]}",
+        "spec.servers[0].tls",
+        "needs TLS settings",
+    ),
+    (
+        "Gateway",
+        "{servers: [{port: {number: 80, name: http, protocol: HTTP}, hosts: ['*']}, "
+        "{port: {number: 8080, name: http, protocol: HTTP}, hosts: ['*']}]}",
+        "spec.servers[1].port.name",
+        "already used by another server",
+    ),
+    (
+        "Gateway",
+        "{servers: [{port: {number: 80, name: http, protocol: HTTP}, hosts: ['Bad_NS/*']}]}",
+        "spec.servers[0].hosts[0]",
+        "namespace 'Bad_NS'",
+    ),
     (
         "ServiceEntry",
         "{hosts: [], ports: [{number: 80, name: http}], resolution: DNS}",

@@ -98,6 +98,8 @@ def _metadata(r: Resource) -> Iterator[Finding]:
     """Kubernetes' ValidateObjectMeta: the name (a DNS-1123 subdomain; a DNS-1035 label for a Service) and
     the namespace (a DNS-1123 label), as the API server checks them before any webhook."""
     problem = names.object_name_problem(r.kind, r.name)
+    if not problem and is_istio(r.group) and r.kind == "Gateway" and "." in r.name:  # ValidateGateway
+        problem = f"Gateway name {r.name!r} must be a DNS-1123 label (no dots)"
     if problem:
         yield error(
             r,
@@ -267,9 +269,67 @@ def _peer_authentication(spec: Mapping) -> Problems:
         )
 
 
+def _gateway(spec: Mapping) -> Problems:
+    """istiod's ValidateGateway and validateServer (validation.go): servers with hosts (``ns/host`` allowed),
+    a named port in range, TLS settings exactly for HTTPS/TLS servers, port names unique."""
+    servers = spec.get("servers") or []
+    if not servers:
+        yield "spec.servers", "a Gateway must have at least one server; istiod rejects it", "add a server"
+    port_names: set[str] = set()
+    for i, server in enumerate(servers):
+        field = f"spec.servers[{i}]"
+        if not server.get("hosts"):
+            yield (
+                f"{field}.hosts",
+                "a server must list at least one host; istiod rejects it",
+                "add hosts: ['*']",
+            )
+        for k, host in enumerate(server.get("hosts") or []):
+            yield from _gateway_host(f"{field}.hosts[{k}]", str(host))
+        port = server.get("port") or {}
+        yield from names.port_problems(f"{field}.port.number", port.get("number"))
+        name = str(port.get("name") or "")
+        if not name or name in port_names:
+            yield (
+                f"{field}.port.name",
+                f"port name {name!r} is {'already used by another server' if name else 'missing'}; istiod "
+                "rejects it (port names in servers must be unique)",
+                "give each server's port its own name, e.g. http or https",
+            )
+        port_names.add(name)
+        tls_protocol = str(port.get("protocol", "")).upper() in ("HTTPS", "TLS")
+        tls = server.get("tls")
+        if tls_protocol and not tls:
+            yield (
+                f"{field}.tls",
+                "an HTTPS/TLS server needs TLS settings; istiod rejects it",
+                "add tls: {mode: SIMPLE, credentialName: <secret>}",
+            )
+        elif tls and not tls_protocol and set(tls) - {"httpsRedirect"}:
+            yield (
+                f"{field}.tls",
+                "a plain-text server cannot have TLS settings (only httpsRedirect); istiod rejects it",
+                "set port.protocol: HTTPS, or keep only tls.httpsRedirect",
+            )
+
+
+def _gateway_host(field: str, host: str) -> Problems:
+    """agent.ValidateNamespaceSlashWildcardHostname: ``[namespace/]host``; the namespace is ``*``, ``.`` or
+    a DNS-1123 label."""
+    namespace, _, name = host.rpartition("/")
+    if namespace and namespace not in ("*", ".") and not names.is_dns1123_label(namespace):
+        yield (
+            field,
+            f"namespace {namespace!r} in {host!r} is not valid; istiod rejects it",
+            "write <namespace>/<host>",
+        )
+    yield from names.host_problems(field, name)
+
+
 _RULES = {
     "VirtualService": virtualservice.problems,
     "DestinationRule": _destination_rule,
     "ServiceEntry": _service_entry,
     "PeerAuthentication": _peer_authentication,
+    "Gateway": _gateway,
 }
