@@ -912,3 +912,10 @@ def test_a_service_name_must_be_a_dns_1035_label() -> None:
     text += "spec: {ports: [{port: 80}]}\n"
     (finding,) = validation.validate(manifests.load(text))
     assert finding.field == "metadata.name" and "not a valid DNS-1035 label" in finding.message
+
+
+def test_rbac_names_follow_their_own_rule() -> None:
+    role = (
+        "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata: {name: 'system:lab-reader'}\n"
+    )
+    assert validation.validate(manifests.load(role + "rules: []\n")) == []
