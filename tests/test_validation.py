@@ -259,7 +259,7 @@ BROKEN_CASES = [
         "spec.http[0].retries.attempts",
         "admission",
         "error",
-        "attempts is 0 (retries disabled) but perTryTimeout, retryOn is set",
+        "attempts is 0 (retries disabled) but perTryTimeout and retryOn are set",
     ),
     (
         "regex-not-re2.yaml",
@@ -844,6 +844,18 @@ ISTIOD_RULES = [
         "not in range 1..65535",
     ),
     ("Gateway", "{servers: []}", "spec.servers", "at least one server"),
+    (
+        "ServiceEntry",
+        "{hosts: ['*.example.com'], ports: [{number: 80, name: http, protocol: HTTP}], resolution: DNS}",
+        "spec.hosts[0]",
+        "not a full name, which resolution DNS without endpoints",
+    ),
+    (
+        "ServiceEntry",
+        "{hosts: [a.example, b.example], ports: [{number: 5432, name: tcp, protocol: TCP}], resolution: DNS}",
+        "spec.hosts",
+        "several hosts with a non-HTTP, non-TLS port",
+    ),
     (
         "Gateway",
         "{servers: [{port: {number: 80, name: http, protocol: HTTP}, hosts: []}]}",

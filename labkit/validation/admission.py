@@ -215,8 +215,35 @@ def _service_entry(spec: Mapping) -> Problems:
         yield from names.port_problems(f"spec.ports[{i}].targetPort", port.get("targetPort"))
     port_names = {str(port.get("name", "")) for port in ports}
     resolution = spec.get("resolution") or "NONE"
-    for i, endpoint in enumerate(spec.get("endpoints") or []):
+    endpoints = spec.get("endpoints") or []
+    for i, endpoint in enumerate(endpoints):
         yield from _endpoint(f"spec.endpoints[{i}]", endpoint, resolution, port_names)
+    if resolution in ("DNS", "DNS_ROUND_ROBIN") and not endpoints:
+        for i, host in enumerate(hosts):
+            if host != "*" and names.fqdn_problem(str(host)):
+                yield (
+                    f"spec.hosts[{i}]",
+                    f"host {host!r} is not a full name, which resolution {resolution} without endpoints "
+                    "resolves itself; istiod rejects it",
+                    "name the host exactly (no wildcard), or add endpoints",
+                )
+    if resolution == "DNS_ROUND_ROBIN" and len(endpoints) > 1:
+        yield (
+            "spec.endpoints",
+            "resolution DNS_ROUND_ROBIN takes 0 or 1 endpoint; istiod rejects it",
+            "keep one",
+        )
+    plain_tcp = [p for p in ports if str(p.get("protocol") or "TCP").upper() not in _HTTP_OR_TLS]
+    if resolution != "NONE" and len(hosts) > 1 and plain_tcp:
+        yield (
+            "spec.hosts",
+            "several hosts with a non-HTTP, non-TLS port cannot be told apart; istiod rejects it",
+            "use one ServiceEntry per host, or HTTP/TLS ports",
+        )
+
+
+#: Protocols istiod can tell hosts apart on (Host header or SNI): protocol.IsHTTP() or IsTLS().
+_HTTP_OR_TLS = frozenset({"HTTP", "HTTP2", "HTTP_PROXY", "GRPC", "GRPC-WEB", "HTTPS", "TLS"})
 
 
 def _endpoint(field: str, endpoint: Mapping, resolution: str, port_names: set[str]) -> Problems:

@@ -212,11 +212,13 @@ def _retries(field: str, retries: Mapping | None) -> Problems:
         k for k in ("perTryTimeout", "retryOn", "retryRemoteLocalities") if retries.get(k) is not None
     ]
     if attempts == 0 and configured:
+        listed = " and ".join(configured)
         yield (
             f"{field}.attempts",
-            f"attempts is 0 (retries disabled) but {', '.join(configured)} is set; istiod rejects it "
+            f"attempts is 0 (retries disabled) but {listed} {'is' if len(configured) == 1 else 'are'} set; "
+            "istiod rejects it "
             "(http retry policy configured when attempts are set to 0)",
-            f"set attempts to 1 or more, or remove {', '.join(configured)}",
+            f"set attempts to 1 or more, or remove {listed}",
         )
     yield from duration_problems(f"{field}.perTryTimeout", retries.get("perTryTimeout"))
     yield from duration_problems(f"{field}.backoff", retries.get("backoff"))
