@@ -844,6 +844,51 @@ ISTIOD_RULES = [
         "not in range 1..65535",
     ),
     ("Gateway", "{servers: []}", "spec.servers", "at least one server"),
+    ("AuthorizationPolicy", "{action: DENY}", "spec.rules", "DENY action without rules is meaningless"),
+    ("AuthorizationPolicy", "{action: CUSTOM, rules: [{}]}", "spec.provider.name", "needs provider.name"),
+    (
+        "AuthorizationPolicy",
+        "{provider: {name: x}, rules: [{}]}",
+        "spec.provider",
+        "only for the CUSTOM action",
+    ),
+    ("AuthorizationPolicy", "{rules: [{from: []}]}", "spec.rules[0].from", "must not be empty"),
+    (
+        "AuthorizationPolicy",
+        "{rules: [{to: [{operation: {}}]}]}",
+        "spec.rules[0].to[0].operation",
+        "must not be empty",
+    ),
+    (
+        "AuthorizationPolicy",
+        "{rules: [{from: [{source: {principals: ['']}}]}]}",
+        "spec.rules[0].from[0].source.principals[0]",
+        "empty value not allowed",
+    ),
+    (
+        "AuthorizationPolicy",
+        "{rules: [{when: [{key: 'request.header[x-user]', values: [a]}]}]}",
+        "spec.rules[0].when[0].key",
+        "unknown attribute 'request.header[x-user]'",
+    ),
+    (
+        "AuthorizationPolicy",
+        "{rules: [{when: [{key: 'request.headers[]', values: [a]}]}]}",
+        "spec.rules[0].when[0].key",
+        "should have the format a[b]",
+    ),
+    (
+        "AuthorizationPolicy",
+        "{rules: [{when: [{key: 'destination.labels[app]', values: [a]}]}]}",
+        "spec.rules[0].when[0].key",
+        "replaced by the workload selector",
+    ),
+    (
+        "AuthorizationPolicy",
+        "{rules: [{when: [{key: source.ip}]}]}",
+        "spec.rules[0].when[0]",
+        "values or notValues",
+    ),
     (
         "ServiceEntry",
         "{hosts: ['*.example.com'], ports: [{number: 80, name: http, protocol: HTTP}], resolution: DNS}",
@@ -905,7 +950,11 @@ ISTIOD_RULES = [
 
 @pytest.mark.parametrize(("kind", "spec", "field", "words"), ISTIOD_RULES)
 def test_istiod_rules_are_enforced_with_their_field(kind: str, spec: str, field: str, words: str) -> None:
-    api = "security.istio.io/v1" if kind == "PeerAuthentication" else "networking.istio.io/v1"
+    api = (
+        "security.istio.io/v1"
+        if kind in ("PeerAuthentication", "AuthorizationPolicy")
+        else "networking.istio.io/v1"
+    )
     text = f"apiVersion: {api}\nkind: {kind}\nmetadata: {{name: x, namespace: ns}}\nspec: {spec}\n"
     findings = [f for f in validation.validate(manifests.load(text)) if f.field == field]
     assert findings, "\n".join(map(str, validation.validate(manifests.load(text))))

@@ -9,7 +9,7 @@ from collections.abc import Iterator, Mapping
 from labkit import manifests
 from labkit.manifests import TOOL_CONFIGS, Resource
 from labkit.meshmodel import is_istio
-from labkit.validation import names, virtualservice
+from labkit.validation import authorization, names, virtualservice
 from labkit.validation.findings import Finding, error, finding
 from labkit.validation.names import Problems, duration_problems
 
@@ -359,4 +359,5 @@ _RULES = {
     "ServiceEntry": _service_entry,
     "PeerAuthentication": _peer_authentication,
     "Gateway": _gateway,
+    "AuthorizationPolicy": authorization.problems,
 }
