@@ -170,7 +170,8 @@ def entry_hosts(entries: Iterable[Resource], known: Iterable[str]) -> tuple[list
     """The ServiceEntry hosts added to a registry that already holds ``known`` hosts, and the ones that were
     already in it (a Service's host or an earlier ServiceEntry's): the first definition wins."""
     taken = set(known)
-    added, repeated = [], []
+    added: list[EntryHost] = []
+    repeated: list[EntryHost] = []
     for entry in entries:
         for i, name in enumerate(entry.spec.get("hosts") or []):
             if not isinstance(name, str):

@@ -21,27 +21,29 @@ _DNS1035_LABEL = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?")
 # istiod pkg/config/labels/instance.go: dns1123LabelFmt (upper case allowed in hosts) and wildcardPrefix.
 _HOST_LABEL = re.compile(r"[a-zA-Z0-9](?:[-a-zA-Z0-9]*[a-zA-Z0-9])?")
 _WILDCARD_LABEL = re.compile(rf"\*|(\*|\*-)?{_HOST_LABEL.pattern}")
-#: Kinds whose names the API server checks with a stricter rule than a DNS-1123 subdomain (Kubernetes
-#: pkg/apis/core/validation: ValidateServiceName is a DNS-1035 label, ValidateNamespaceName a DNS-1123 label).
-_NAME_RULES = {
-    "Service": ("DNS-1035 label", _DNS1035_LABEL, 63),
-    "Namespace": ("DNS-1123 label", _DNS1123_LABEL, 63),
-}
-_DEFAULT_RULE = ("DNS-1123 subdomain", _DNS1123_SUBDOMAIN, 253)
+# RBAC kinds take any path segment name (ValidateRBACName: no '/' or '%', not '.' or '..'), e.g. system:x.
+_PATH_SEGMENT = re.compile(r"(?!\.\.?$)[^/%]+")
+#: The API server's name rule per kind (Kubernetes pkg/apis/core/validation: ValidateServiceName is a DNS-1035
+#: label, ValidateNamespaceName a DNS-1123 label; pkg/apis/rbac/validation: ValidateRBACName); the rest,
+#: custom resources included, take a DNS-1123 subdomain.
+_SERVICE_RULE = (
+    "DNS-1035 label",
+    _DNS1035_LABEL,
+    63,
+    "lower-case letters, digits and '-', starting with a letter",
+)
+_LABEL_RULE = ("DNS-1123 label", _DNS1123_LABEL, 63, "lower-case letters, digits and '-'")
+_RBAC_RULE = ("path segment name", _PATH_SEGMENT, 253, "no '/' or '%'")
+_NAME_RULES = {"Service": _SERVICE_RULE, "Namespace": _LABEL_RULE}
+_NAME_RULES |= dict.fromkeys(("Role", "ClusterRole", "RoleBinding", "ClusterRoleBinding"), _RBAC_RULE)
+_DEFAULT_RULE = ("DNS-1123 subdomain", _DNS1123_SUBDOMAIN, 253, "lower-case letters, digits, '-' and '.'")
 
 
 def object_name_problem(kind: str, name: str) -> str | None:
     """Why the API server refuses ``name`` for an object of ``kind`` (ValidateObjectMeta's name check)."""
-    rule, pattern, limit = _NAME_RULES.get(kind, _DEFAULT_RULE)
+    rule, pattern, limit, allowed = _NAME_RULES.get(kind, _DEFAULT_RULE)
     if len(name) > limit or not pattern.fullmatch(name):
-        return (
-            f"{name!r} is not a valid {rule} (at most {limit} characters: lower-case letters, digits and '-'"
-            + (
-                ", starting with a letter)"
-                if pattern is _DNS1035_LABEL
-                else ", starting and ending with one)"
-            )
-        )
+        return f"{name!r} is not a valid {rule} (at most {limit} characters: {allowed})"
     return None
 
 
@@ -133,3 +135,9 @@ def duration_problems(field: str, value: object) -> Problems:
             f"{problem}; istiod rejects it",
             "write a duration of 1ms or more, e.g. 1s, 0.5s or 300ms",
         )
+
+
+def port_problems(field: str, port: object) -> Problems:
+    """istiod's agent.ValidatePort (and the CRDs' "port must be between 1-65535") for an optional port."""
+    if port is not None and (not isinstance(port, int) or not 1 <= port <= 65535):
+        yield field, f"port {port} is not in range 1..65535; istiod rejects it", "use a port from 1 to 65535"

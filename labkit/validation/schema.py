@@ -123,6 +123,10 @@ def _describe(err: SchemaError) -> Iterator[tuple[str, str, str]]:
         allowed = [v for v in err.validator_value if v is not None]
         yield field, f"{value!r} is not an allowed value", f"use one of: {', '.join(map(str, allowed))}"
         return
+    if err.validator == "minItems":
+        count = err.validator_value
+        yield field, f"needs at least {count} item{'s' if count != 1 else ''}", "add the missing list items"
+        return
     if err.validator == "const":
         yield field, f"{value!r} is not allowed here", f"use {err.validator_value!r}"
         return

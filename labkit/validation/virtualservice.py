@@ -11,6 +11,7 @@ from labkit.validation.names import (
     Problems,
     duration_problems,
     host_problems,
+    port_problems,
     regex_problem,
     subset_name_problems,
 )
@@ -211,11 +212,13 @@ def _retries(field: str, retries: Mapping | None) -> Problems:
         k for k in ("perTryTimeout", "retryOn", "retryRemoteLocalities") if retries.get(k) is not None
     ]
     if attempts == 0 and configured:
+        listed = " and ".join(configured)
         yield (
             f"{field}.attempts",
-            f"attempts is 0 (retries disabled) but {', '.join(configured)} is set; istiod rejects it "
+            f"attempts is 0 (retries disabled) but {listed} {'is' if len(configured) == 1 else 'are'} set; "
+            "istiod rejects it "
             "(http retry policy configured when attempts are set to 0)",
-            f"set attempts to 1 or more, or remove {', '.join(configured)}",
+            f"set attempts to 1 or more, or remove {listed}",
         )
     yield from duration_problems(f"{field}.perTryTimeout", retries.get("perTryTimeout"))
     yield from duration_problems(f"{field}.backoff", retries.get("backoff"))
@@ -268,3 +271,4 @@ def _destination(field: str, destination: Mapping) -> Problems:
         yield from host_problems(f"{field}.host", host)
     if destination.get("subset"):
         yield from subset_name_problems(f"{field}.subset", str(destination["subset"]))
+    yield from port_problems(f"{field}.port.number", (destination.get("port") or {}).get("number"))
