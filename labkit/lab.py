@@ -70,6 +70,8 @@ class Lab(abc.ABC):
     """A running (or startable) mesh. Obtain one with ``labkit.open()``."""
 
     backend: str = "abstract"
+    #: How long ``metrics()`` may take to count a request just answered (a telemetry split waits for it).
+    telemetry_lag: float = 2.0
 
     @abc.abstractmethod
     def up(self) -> Status:
@@ -124,10 +126,13 @@ class Lab(abc.ABC):
         method: str = "GET",
         progress: bool | None = None,
     ) -> TrafficResult:
-        """Send ``n`` requests (or for ``duration`` s) from ``source`` to ``url``; record each outcome."""
-        from labkit import traffic
+        """Send ``n`` requests (or for ``duration`` s) from ``source`` to ``url``; record each outcome.
 
-        return traffic.send(
+        When no answer says its version, the split comes from mesh telemetry (``result.measured_by``)."""
+        from labkit import telemetry_split, traffic
+
+        meter = telemetry_split.Meter(self.metrics, source=source, url=url, lag=self.telemetry_lag)
+        return meter.finish(traffic.send(
             self.resolver(source),
             url,
             n=n,
@@ -138,7 +143,7 @@ class Lab(abc.ABC):
             method=method,
             progress=progress,
             source=source,
-        )
+        ))  # fmt: skip
 
     def stream(
         self,
