@@ -221,6 +221,13 @@ def test_root_says_who_answered_from_the_pods_labels_when_version_is_not_set():
     assert reply.headers["x-version"] == "v2"
 
 
+def test_a_local_backend_pod_names_its_deployment_before_the_index():
+    pod = meshlab_pod("orders-v1-1", "shop", version="v1")
+    with service(VERSION=None, POD_NAME=None, MESHLAB_POD=pod) as svc:
+        reply = svc.get("/")
+    assert (reply.body["workload"], reply.body["pod"]) == ("orders-v1", "orders-v1-1")
+
+
 def test_version_env_wins_over_the_label():
     pod = meshlab_pod("orders-v2-5d8f7b9c4-x2k9q", "shop", version="v2")
     with service(VERSION="canary", MESHLAB_POD=pod, POD_NAME=None) as svc:

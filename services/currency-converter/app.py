@@ -40,6 +40,8 @@ MAX_DELAY_SECONDS = 30
 #: alphabet (apiserver pkg/storage/names/generate.go). Istio's workload name strips both the same way.
 _SAFE = "[bcdfghjklmnpqrstvwxz2456789]"
 DEPLOYMENT_POD = re.compile(rf"^(?P<workload>.+)-{_SAFE}{{1,10}}-{_SAFE}{{5}}$")
+#: The local backend names its pods <deployment>-<index> (labkit/local/topology.py, Instance.name).
+LOCAL_POD = re.compile(r"^(?P<workload>.+)-\d+$")
 
 
 @dataclass(frozen=True)
@@ -64,10 +66,10 @@ def identity_from_env(env: dict[str, str]) -> Identity:
         sys.exit(f"currency-converter: MESHLAB_POD={raw!r} is not a JSON object; the lab sets it, leave it")
     labels = pod.get("labels") or {}
     name = env.get("POD_NAME") or pod.get("name") or socket.gethostname()
-    match = DEPLOYMENT_POD.match(name)
+    match = DEPLOYMENT_POD.match(name) or (LOCAL_POD.match(name) if pod else None)
     return Identity(
         namespace=env.get("POD_NAMESPACE") or pod.get("namespace") or "unknown",
-        workload=pod.get("workload") or (match["workload"] if match else name),
+        workload=match["workload"] if match else name,
         version=env.get("VERSION") or labels.get("version") or env.get("POD_VERSION") or "unknown",
         pod=name,
         service_account=pod.get("serviceAccount") or "unknown",
