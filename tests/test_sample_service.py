@@ -272,6 +272,14 @@ def test_report_version_false_hides_the_version_everywhere():
     assert result.codes() == {200: 5} and result.counts() == {}
 
 
+def test_an_app_that_knows_no_version_claims_none():
+    with service(VERSION=None, POD_NAME="orders-5d8f7b9c4-x2k9q") as svc:
+        root, convert = svc.get("/"), svc.get(CONVERT)
+    assert "x-version" not in root.headers and "version" not in root.body
+    assert "x-version" not in convert.headers and "version" not in convert.body
+    assert root.body == {"namespace": "unknown", "workload": "orders", "pod": "orders-5d8f7b9c4-x2k9q"}
+
+
 def test_status_answers_the_code_asked_for():
     with service(VERSION="v2") as svc:
         unavailable, empty, teapot = svc.get("/status/503"), svc.get("/status/204"), svc.get("/status/418")

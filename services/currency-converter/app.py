@@ -50,7 +50,7 @@ class Identity:
 
     namespace: str
     workload: str
-    version: str
+    version: str | None  # None: nothing says it, so no answer claims one (the lab measures from telemetry)
     pod: str
     service_account: str
 
@@ -70,7 +70,7 @@ def identity_from_env(env: dict[str, str]) -> Identity:
     return Identity(
         namespace=env.get("POD_NAMESPACE") or pod.get("namespace") or "unknown",
         workload=match["workload"] if match else name,
-        version=env.get("VERSION") or labels.get("version") or env.get("POD_VERSION") or "unknown",
+        version=env.get("VERSION") or labels.get("version") or env.get("POD_VERSION"),
         pod=name,
         service_account=pod.get("serviceAccount") or "unknown",
     )
@@ -85,6 +85,11 @@ class Settings:
     fail_rate: float
     delay_ms: float
     mode: str
+
+    @property
+    def version(self) -> str | None:
+        """The version every answer carries; None (unknown, or REPORT_VERSION=false): no answer claims one."""
+        return self.identity.version if self.report_version else None
 
 
 def settings_from_env(env: dict[str, str]) -> Settings:
@@ -126,7 +131,8 @@ def bad_request(parameter: str, problem: str) -> web.Response:
 def make_app(settings: Settings) -> web.Application:
     """The aiohttp application: the currency API (or /rates), /healthz and the httpbin-like routing set."""
     me = settings.identity
-    version = {"version": me.version} if settings.report_version else {}
+    shown = settings.version
+    version = {"version": shown} if shown else {}
     who = {**version, "instance": me.pod}  # the lesson's currency answers, unchanged since the first lesson
     identity = {"namespace": me.namespace, "workload": me.workload, **version, "pod": me.pod}
     currencies = ", ".join(RATES)
@@ -198,10 +204,10 @@ def make_app(settings: Settings) -> web.Application:
         return web.json_response({"delay": seconds, **identity})
 
     async def add_version_header(request: web.Request, response: web.StreamResponse) -> None:
-        response.headers["x-version"] = me.version  # on every answer, errors and 404s included
+        response.headers["x-version"] = shown or ""  # on every answer, errors and 404s included
 
     app = web.Application()
-    if settings.report_version:
+    if shown:
         app.on_response_prepare.append(add_version_header)
     app.router.add_get("/", whoami)
     app.router.add_get("/healthz", healthz)
@@ -230,7 +236,8 @@ def main() -> None:
     settings = settings_from_env(dict(os.environ))
     me = settings.identity
     print(
-        f"currency-converter {me.namespace}/{me.workload} {me.version} pod {me.pod} ({settings.mode}) "
+        f"currency-converter {me.namespace}/{me.workload} {settings.version or '(no version)'} pod {me.pod} "
+        f"({settings.mode}) "
         f"on {settings.host}:{settings.port} "
         f"FAIL_RATE={settings.fail_rate:g} DELAY_MS={settings.delay_ms:g}",
         flush=True,
