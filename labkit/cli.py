@@ -81,11 +81,10 @@ def cmd_send(args):
     with --expect, exit 1 when the split is not consistent with those weights."""
     from collections import Counter
 
-    expect = _weights(args.expect) if args.expect else None
+    expect, headers = _weights(args.expect) if args.expect else None, _headers(args.header)
     result = _lab(args).send(
-        args.url, n=args.n, qps=args.qps, source=args.source, concurrency=args.concurrency,
-        headers=_headers(args.header),
-    )  # fmt: skip
+        args.url, n=args.n, qps=args.qps, source=args.source, concurrency=args.concurrency, headers=headers
+    )
     print(result.summary())
     report = result.report(expect, confidence=CONFIDENCE)
     if report.n:
