@@ -8,10 +8,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from labkit import paths
-from labkit.scenario import CHECKPOINTS
+from labkit.scenario import CHECKPOINTS, NAMESPACE, SERVICE
 
 if TYPE_CHECKING:
-    from labkit.manifests import Source
+    from labkit.manifests import Resource, Source
     from labkit.metrics import RequestCount
     from labkit.traffic import Outcome, Resolver, TrafficResult
 
@@ -103,7 +103,29 @@ class Lab(abc.ABC):
 
     @abc.abstractmethod
     def resolver(self, source: str) -> Resolver:
-        """How a request from ``source`` ("client", "legacy", "ingress") reaches a URL on this backend."""
+        """How a request from ``source`` (a workload, ``namespace/workload``, an alias of
+        ``scenario.SOURCES``, or ``scenario.INGRESS``) reaches a URL on this backend."""
+
+    # Looking at what the mesh runs. Not abstract until every backend has them; a backend without one says so.
+
+    def get(self, kind: str, namespace: str | None = None) -> list[Resource]:
+        """The objects of ``kind`` (as kubectl names it: VirtualService, virtualservices, vs) the lab runs,
+        in ``namespace`` or in all namespaces, like ``kubectl get``."""
+        raise NotImplementedError(f"lab.get on the {self.backend} backend")
+
+    def proxy_config(self, workload: str, what: str = "routes") -> list[dict[str, Any]]:
+        """What ``workload``'s Envoy runs: "routes", "clusters", "listeners", "endpoints" or "secrets"."""
+        raise NotImplementedError(f"lab.proxy_config on the {self.backend} backend")
+
+    def route_weights(
+        self, service: str = SERVICE, namespace: str = NAMESPACE, source: str = "client"
+    ) -> dict[str, int]:
+        """``{subset: weight}`` for ``service`` as ``source``'s sidecar holds them."""
+        raise NotImplementedError(f"lab.route_weights on the {self.backend} backend")
+
+    def mtls_mode(self, workload: str, namespace: str = NAMESPACE) -> str | None:
+        """The inbound mTLS mode (STRICT, PERMISSIVE, ...) of ``workload``'s sidecar; None without one."""
+        raise NotImplementedError(f"lab.mtls_mode on the {self.backend} backend")
 
     # --- shared behaviour, built on the methods above -------------------------------------------------
 
