@@ -38,7 +38,8 @@ def proxy_config(proxy: Proxy, what: str) -> list[dict[str, Any]]:
     if what == "secrets":
         return json.loads(envoy.admin_get(proxy.admin_port, "/certs")).get("certificates", [])
     dump = next(
-        (c for c in envoy.config_dump(proxy)["configs"] if c.get("@type", "").endswith(SECTIONS[what])), {}
+        (c for c in envoy.config_dump(proxy)["configs"] if c.get("@type", "").endswith(f".{SECTIONS[what]}")),
+        {},
     )
     if what == "routes":
         entries = dump.get("static_route_configs", []) + dump.get("dynamic_route_configs", [])
