@@ -10,8 +10,10 @@ import pytest
 import yaml
 
 from labkit import paths, scenario
+from labkit.errors import BackendError
 from labkit.metrics import RequestCount
-from labkit.telemetry_split import destination_of, source_of, version_counts
+from labkit.telemetry_split import Meter, destination_of, source_of, version_counts
+from labkit.traffic import Outcome, TrafficResult
 
 CC = f"{scenario.SERVICE}.{scenario.NAMESPACE}.svc.cluster.local"
 
@@ -62,6 +64,27 @@ def test_a_caller_without_a_sidecar_is_counted_by_the_destinations_and_a_restart
     counts = version_counts(before, after, source="legacy", url=scenario.URL)
     assert counts == ({"v1": 6, "v2": 3}, "destination")
     assert version_counts(after, after, source="legacy", url=scenario.URL) == ({}, "")
+
+
+def unversioned(n: int) -> TrafficResult:
+    return TrafficResult([Outcome(0.0, 200, None, 0.01) for _ in range(n)], "client", scenario.URL, 1.0)
+
+
+def test_without_readable_telemetry_the_result_says_why_there_is_no_split():
+    def prometheus_down() -> list[RequestCount]:
+        raise BackendError("the addon Prometheus does not answer")
+
+    result = Meter(prometheus_down, source="client", url=scenario.URL).finish(unversioned(5))
+    assert (result.measured_by, result.counts()) == ("none", {})
+    assert "the addon Prometheus does not answer" in result.summary()
+
+
+def test_a_meter_waits_for_counters_that_lag_behind_the_answers():
+    """Prometheus on kind scrapes every 15 s: the first readings after a run may not hold it all yet."""
+    readings = iter([[], [], [sample(3)], [sample(3), sample(2, version="v2")]])
+    meter = Meter(lambda: next(readings), source="client", url=scenario.URL, lag=10)
+    result = meter.finish(unversioned(5))
+    assert (result.measured_by, result.counts()) == ("telemetry", {"v1": 3, "v2": 2})
 
 
 @pytest.mark.mesh
