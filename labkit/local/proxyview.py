@@ -19,6 +19,7 @@ from labkit.local import envoy
 if TYPE_CHECKING:
     from labkit.local.topology import Proxy
 
+ADMIN_TYPE = "type.googleapis.com/envoy.admin.v3."
 #: What ``proxy_config`` can show, and the ``/config_dump`` section each lives in.
 SECTIONS = {
     "routes": "RoutesConfigDump",
@@ -38,7 +39,7 @@ def proxy_config(proxy: Proxy, what: str) -> list[dict[str, Any]]:
     if what == "secrets":
         return json.loads(envoy.admin_get(proxy.admin_port, "/certs")).get("certificates", [])
     dump = next(
-        (c for c in envoy.config_dump(proxy)["configs"] if c.get("@type", "").endswith(SECTIONS[what])), {}
+        (c for c in envoy.config_dump(proxy)["configs"] if c.get("@type") == ADMIN_TYPE + SECTIONS[what]), {}
     )
     if what == "routes":
         entries = dump.get("static_route_configs", []) + dump.get("dynamic_route_configs", [])
