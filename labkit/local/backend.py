@@ -331,7 +331,7 @@ class LocalLab(Lab):
         takes it (VirtualService, virtualservices, vs); every namespace when ``namespace`` is None."""
         applied = self._applied()
         objects = self._apps(applied) + [r for r in applied if _is_istio(r)]
-        wanted = _kind(kind, KUBE_KINDS | set(SCHEMAS) | {r.kind for r in objects})
+        wanted = resolve.kind(kind, KUBE_KINDS | set(SCHEMAS) | {r.kind for r in objects})
         found = [r for r in objects if r.kind == wanted and namespace in (None, r.namespace)]
         return sorted(found, key=lambda r: (r.namespace, r.name))
 
@@ -397,20 +397,3 @@ class LocalLab(Lab):
         topo = self._require_up()
         found = resolve.proxies(topo, f"{namespace}/{workload}")
         return proxyview.mtls_mode(proxyview.proxy_config(found[0], "listeners")) if found else None
-
-
-def _kind(name: str, kinds: set[str]) -> str:
-    """The kind ``name`` means, as kubectl reads it: the kind, its lower-case plural or a short name."""
-    short = {"vs": "VirtualService", "dr": "DestinationRule", "se": "ServiceEntry", "gw": "Gateway",
-             "pa": "PeerAuthentication", "ra": "RequestAuthentication", "ap": "AuthorizationPolicy",
-             "svc": "Service", "deploy": "Deployment", "ns": "Namespace", "sa": "ServiceAccount",
-             "cm": "ConfigMap"}  # fmt: skip
-    lowered = name.lower().split(".")[0]  # virtualservices.networking.istio.io
-    if lowered in short:
-        return short[lowered]
-    for kind in kinds:
-        low = kind.lower()
-        plural = low[:-1] + "ies" if low.endswith("y") and low[-2:-1] not in "aeiou" else low + "s"
-        if lowered in (low, plural):
-            return kind
-    raise LabError(f"unknown kind {name!r}. What to do: use one of {', '.join(sorted(kinds))}")

@@ -60,15 +60,30 @@ class Limits:
 
 def inotify_in_use() -> int:
     """The inotify instances this user's processes hold now (fd links to ``anon_inode:inotify``)."""
-    uid, count = os.getuid(), 0
-    for proc in Path("/proc").glob("[0-9]*"):
-        try:
-            if proc.stat().st_uid != uid:
-                continue
-            count += sum(os.readlink(fd) == "anon_inode:inotify" for fd in (proc / "fd").iterdir())
-        except OSError:  # exited meanwhile, or not ours to read
-            continue
-    return count
+    uid = os.getuid()
+    return sum(inotify_held(proc) for proc in Path("/proc").glob("[0-9]*") if _owner(proc) == uid)
+
+
+def inotify_held(proc: Path) -> int:
+    """The inotify instances the process ``/proc/<pid>`` holds (0 once it exited or when not ours to read)."""
+    try:
+        return sum(_link(fd) == "anon_inode:inotify" for fd in (proc / "fd").iterdir())
+    except OSError:
+        return 0
+
+
+def _link(fd: Path) -> str:
+    try:
+        return os.readlink(fd)
+    except OSError:  # closed meanwhile
+        return ""
+
+
+def _owner(proc: Path) -> int | None:
+    try:
+        return proc.stat().st_uid
+    except OSError:
+        return None
 
 
 def threads_in_use() -> int:
