@@ -16,15 +16,13 @@ from labkit import manifests, paths
 from labkit.errors import CapacityError, LabError, UnsupportedError
 from labkit.local import capacity, resolve, supervisor
 from labkit.local.topology import (
-    CLUSTER_DOMAIN as CLUSTER,
-)
-from labkit.local.topology import (
     Topology,
     build_topology,
     ensure_gateway_port,
     ensure_outbound_port,
     port_protocol,
 )
+from labkit.meshmodel import service_fqdn
 
 CC = "currency-converter.payments-prod.svc.cluster.local"
 
@@ -200,7 +198,7 @@ def test_a_source_is_a_workload_by_namespace_bare_name_or_alias(tmp_path):
     # Without a sidecar: straight to one endpoint of the Service (kube-proxy), the short name resolving in
     # the caller's namespace like DNS would.
     target, headers = resolve.resolver(topo, "shop/batch")("http://orders:9000/x")
-    orders = topo.service(f"orders.shop.{CLUSTER}")
+    orders = topo.service(service_fqdn("orders", "shop"))
     endpoints = {e.port for e in topo.endpoints(orders, orders.port(9000))}
     assert int(target.split(":")[2].split("/")[0]) in endpoints and headers == {"Host": "orders:9000"}
     web = topo.proxies["sidecar~web-0.shop"]

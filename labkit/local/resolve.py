@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlsplit, urlunsplit
 
 from labkit.errors import LabError
-from labkit.local.registry import alt_names
+from labkit.meshmodel import alt_names
 from labkit.scenario import INGRESS, SOURCES
 
 if TYPE_CHECKING:
