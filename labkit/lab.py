@@ -8,12 +8,25 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from labkit import paths
+from labkit.manifests import TOOL_CONFIGS, load
 from labkit.scenario import CHECKPOINTS, NAMESPACE, SERVICE
 
 if TYPE_CHECKING:
     from labkit.manifests import Resource, Source
     from labkit.metrics import RequestCount
     from labkit.traffic import Outcome, Resolver, TrafficResult
+
+
+def show(message: str) -> None:
+    """How the lab tells the user something on the way (a warning, a step): printed, so it appears under the
+    notebook cell and in the terminal alike."""
+    print(message, flush=True)
+
+
+def _applicable(src: Source) -> list[Resource]:
+    """The objects of ``src`` a backend applies: tool configs (kind's Cluster, the IstioOperator) are read
+    by their tools, not applied."""
+    return [r for r in load(src) if (r.group, r.kind) not in TOOL_CONFIGS]
 
 
 @dataclass(frozen=True)
@@ -81,13 +94,47 @@ class Lab(abc.ABC):
     def down(self) -> None:
         """Stop everything this lab started; leaves no process behind."""
 
-    @abc.abstractmethod
+    # --- the one apply pipeline: every backend goes through it, so a typo reads the same everywhere --------
+
     def apply(self, src: Source) -> list[Change]:
-        """Validate, then apply manifests (path, folder, YAML text, dict or list)."""
+        """Load ``src`` (path, folder, YAML text, dict or list), validate it, check that this backend runs
+        what it asks for, show the warnings, then apply it. Schema and admission errors raise
+        ValidationError and apply nothing; analysis findings (a subset no DestinationRule defines) are
+        warnings, shown here once, because the lab's job is to let you see their runtime outcome."""
+        resources = _applicable(src)
+        # imported here, not at module level: its schemas take seconds to load; `import labkit` stays fast
+        from labkit import validation
+
+        warnings = validation.check(resources, context=self._context(resources))
+        self._check_capabilities(resources)
+        for finding in warnings:
+            show(str(finding))  # a Finding reads "warning: <file> (document N) Kind/name field: ..."
+        return self._apply(resources)
+
+    def delete(self, src: Source) -> list[Change]:
+        """Remove the resources ``src`` names (only their kind, namespace and name matter)."""
+        resources = _applicable(src)
+        self._check_capabilities(resources, deleting=True)
+        return self._delete(resources)
+
+    # --- what each backend implements ---------------------------------------------------------------------
+
+    def _context(self, incoming: list[Resource]) -> list[Resource]:
+        """The lab's other objects (applied or live), minus those ``incoming`` replaces: what the analysis
+        stage checks references against (subsets, hosts, gateways)."""
+        return []
+
+    def _check_capabilities(self, resources: list[Resource], deleting: bool = False) -> None:  # noqa: B027
+        """Refuse, by name, a valid resource or field this backend does not run (UnsupportedError); a backend
+        that runs everything Istio accepts (kind) keeps this default."""
 
     @abc.abstractmethod
-    def delete(self, src: Source) -> list[Change]:
-        """Remove the resources named by ``src``."""
+    def _apply(self, resources: list[Resource]) -> list[Change]:
+        """Apply validated resources; on an error nothing changes."""
+
+    @abc.abstractmethod
+    def _delete(self, resources: list[Resource]) -> list[Change]:
+        """Delete the named resources."""
 
     @abc.abstractmethod
     def status(self) -> Status:

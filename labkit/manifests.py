@@ -57,8 +57,9 @@ CLUSTER_SCOPED = frozenset(
     }
 )
 
-#: Configuration files read by a command-line tool, not objects of the Kubernetes API: they carry no metadata.
-TOOL_CONFIGS = frozenset({("kind.x-k8s.io", "Cluster")})
+#: Configuration files read by a command-line tool (kind, istioctl), not objects of the Kubernetes API: no
+#: metadata is required, the tool checks them, and the lab never applies them.
+TOOL_CONFIGS = frozenset({("kind.x-k8s.io", "Cluster"), ("install.istio.io", "IstioOperator")})
 
 
 @dataclass(frozen=True)

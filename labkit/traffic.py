@@ -270,7 +270,7 @@ class _Load:
                 body = await resp.read()
                 status, version, flags = resp.status, _version(resp.headers, body), _flags(resp.headers, body)
             error = None
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             status, version, flags, error = None, None, None, _error(exc)
         done = time.monotonic()
         return Outcome(sent - self.start, status, version, done - sent, error, flags)

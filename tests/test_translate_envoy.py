@@ -35,7 +35,11 @@ def test_envoy_accepts_every_supported_feature_at_once(tmp_path):
         pa("default", "istio-system", "PERMISSIVE"),
         pa("v2", "payments-prod", "STRICT", V2_SELECTOR, "  portLevelMtls:\n    8080: {mode: DISABLE}\n"),
     )
-    [gateway_route] = cfgs["istio-ingressgateway.istio-system"].routes[0]["virtual_hosts"][0]["routes"]
-    rbac = gateway_route["typed_per_filter_config"]["envoy.filters.http.rbac.allow"]["rbac"]["rules"]
-    assert rbac == {"action": "ALLOW", "policies": {}}  # Envoy must accept the deny-everything form too
+    [gateway] = cfgs["istio-ingressgateway.istio-system"].listeners
+    filters = gateway["filter_chains"][0]["filters"][0]["typed_config"]["http_filters"]
+    assert [f["name"] for f in filters][-3:] == [
+        "envoy.filters.http.rbac",  # the deny-everything form (rbacPolicyMatchNever), which Envoy must accept
+        "envoy.filters.http.fault",
+        "envoy.filters.http.router",
+    ]
     envoy_validate(topo, cfgs, tmp_path)

@@ -200,6 +200,151 @@ BROKEN_CASES = [
         "Gateway 'currency-gw' does not exist in namespace payments-prod",
     ),
     (
+        "peer-authentication-strlct.yaml",
+        1,
+        PA,
+        "spec.mtls.mode",
+        "schema",
+        "error",
+        "'STRlCT' is not an allowed value",
+    ),
+    # admission parity with istiod (pkg/config/validation) and the API server
+    (
+        "virtual-service-without-hosts.yaml",
+        1,
+        VS,
+        "spec.hosts",
+        "analysis",
+        "error",
+        "delegate VirtualService",
+    ),
+    (
+        "virtual-service-mesh-wildcard-host.yaml",
+        1,
+        VS,
+        "spec.hosts[0]",
+        "admission",
+        "error",
+        "wildcard host * is not allowed for a VirtualService bound to the mesh",
+    ),
+    (
+        "duplicate-subset-names.yaml",
+        1,
+        DR,
+        "spec.subsets[1].name",
+        "admission",
+        "error",
+        "duplicate subset name 'v1'",
+    ),
+    (
+        "name-not-dns1123.yaml",
+        1,
+        "VirtualService/Currency_Converter",
+        "metadata.name",
+        "admission",
+        "error",
+        "'Currency_Converter' is not a valid DNS-1123 subdomain",
+    ),
+    (
+        "service-entry-wildcard-host.yaml",
+        1,
+        "ServiceEntry/everything",
+        "spec.hosts[0]",
+        "admission",
+        "error",
+        "host '*' is not allowed in a ServiceEntry",
+    ),
+    (
+        "retries-attempts-zero.yaml",
+        1,
+        VS,
+        "spec.http[0].retries.attempts",
+        "admission",
+        "error",
+        "attempts is 0 (retries disabled) but perTryTimeout, retryOn is set",
+    ),
+    (
+        "regex-not-re2.yaml",
+        1,
+        VS,
+        "spec.http[0].match[0].headers.x-canary.regex",
+        "admission",
+        "error",
+        "regex '*' is not valid RE2 syntax: no argument for repetition operator",
+    ),
+    (
+        "regex-not-re2.yaml",
+        2,
+        "VirtualService/currency-converter-admin",
+        "spec.http[0].match[0].uri.regex",
+        "admission",
+        "error",
+        "regex '/(?!health).*' is not valid RE2 syntax: invalid perl operator: (?!",
+    ),
+    (
+        "fault-percentage-out-of-range.yaml",
+        1,
+        VS,
+        "spec.http[0].fault.abort.percentage.value",
+        "admission",
+        "error",
+        "percentage 150 is not in range 0, or 0.0001 to 100",
+    ),
+    (
+        "retry-on-unknown.yaml",
+        1,
+        VS,
+        "spec.http[0].retries.retryOn",
+        "admission",
+        "error",
+        "'gateway-errors' is not a valid retryOn policy",
+    ),
+    (
+        "service-entry-none-with-endpoints.yaml",
+        1,
+        "ServiceEntry/fx-rates",
+        "spec.endpoints[0]",
+        "admission",
+        "error",
+        "resolution NONE takes no endpoints",
+    ),
+    (
+        "service-entry-static-hostname.yaml",
+        1,
+        "ServiceEntry/fx-rates",
+        "spec.endpoints[0].address",
+        "admission",
+        "error",
+        "'fx-rates.external.svc.cluster.local' is not an IP address, which resolution STATIC needs",
+    ),
+    (
+        "service-entry-undeclared-port.yaml",
+        1,
+        "ServiceEntry/fx-rates",
+        "spec.endpoints[0].ports.https",
+        "admission",
+        "error",
+        "endpoint port 'https' is not defined by the ServiceEntry's ports",
+    ),
+    (
+        "port-level-mtls-empty-match-labels.yaml",
+        1,
+        PA,
+        "spec.portLevelMtls",
+        "admission",
+        "error",
+        "portLevelMtls needs a workload selector with labels",
+    ),
+    (
+        "timeout-not-a-duration.yaml",
+        1,
+        VS,
+        "spec.http[0].timeout",
+        "admission",
+        "error",
+        "'5 seconds' is not a duration",
+    ),
+    (
         "policy-selects-nothing.yaml",
         1,
         "AuthorizationPolicy/currency-converter-allow-client",
@@ -223,7 +368,7 @@ def test_broken_manifest_is_reported_precisely(
     context: list[manifests.Resource],
 ) -> None:
     findings = findings_for(name, context)
-    matching = [f for f in findings if f.field == field]
+    matching = [f for f in findings if f.field == field and f.index + 1 == document]
     assert matching, f"no finding for {field}; got:\n" + "\n".join(map(str, findings))
     finding = matching[0]
     assert (f"{finding.kind}/{finding.name}", finding.index + 1) == (obj, document)
@@ -232,7 +377,7 @@ def test_broken_manifest_is_reported_precisely(
     assert finding.fix
     line = str(finding)
     assert line.startswith(f"{severity}: tests/broken/{name} (document {document}) {obj} {field}: ")
-    assert "\n" not in line and f"Fix: {finding.fix}" in line
+    assert "\n" not in line and f"What to do: {finding.fix}" in line
 
 
 @pytest.mark.parametrize(
@@ -533,7 +678,7 @@ print(json.dumps({"findings": [str(f) for f in findings], "imported": models}))
 WEIGTH = (
     "error: tests/broken/unknown-field-weigth.yaml (document 1) VirtualService/currency-converter "
     "spec.http[0].route[1].weigth: unknown field 'weigth' (did you mean 'weight'?). "
-    "Fix: rename it to 'weight'"
+    "What to do: rename it to 'weight'"
 )
 REGENERATED = {"findings": [WEIGTH], "imported": ["cloudcoil", "pydantic"]}
 FROM_CACHE = {"findings": [WEIGTH], "imported": []}
@@ -557,7 +702,7 @@ def test_warm_schema_cache_spares_importing_the_models(tmp_path: Path) -> None:
 def test_damaged_schema_cache_is_regenerated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LAB_CACHE", str(tmp_path))
     cut_short = '{"networking.istio.io/v1": {"VirtualService": {"type": "obj'
-    validation._schema_cache_file().write_text(cut_short)
+    validation.schemas.cache_file().write_text(cut_short)
     assert validate_in_fresh_process(tmp_path) == REGENERATED
     assert validate_in_fresh_process(tmp_path) == FROM_CACHE
 

@@ -1,12 +1,16 @@
-"""AuthorizationPolicy → Envoy RBAC for one proxy, as istiod's authz builder emits it: DENY rules, then ALLOW
-rules, one policy per rule named ``ns[<ns>]-policy[<name>]-rule[<i>]``.
+"""AuthorizationPolicy → Envoy RBAC for one proxy, as istiod's authz builder emits it
+(pilot/pkg/security/authz/builder/builder.go ``build``/``buildHTTP``): one ``envoy.filters.http.rbac``
+filter per action on the connection manager, DENY before ALLOW, one policy per rule named
+``ns[<ns>]-policy[<name>]-rule[<i>]``.
 
-An ALLOW policy with no rules still yields ALLOW rules (nothing matches, so everything is denied); with no
-ALLOW policy at all there are no ALLOW rules. Envoy answers a denied request ``403 RBAC: access denied``.
+A policy with no rules is one never-matching policy (so an ALLOW policy with no rules denies everything);
+with no ALLOW policy at all there is no ALLOW filter. ``istio.io/dry-run: "true"`` policies go to
+``shadow_rules`` (stats ``istio_dry_run_{allow,deny}_``): evaluated, logged and counted, never enforced.
+Envoy answers a denied request ``403 RBAC: access denied``, before routing, so also where no route matches.
 
-Unlike istiod, the rules ride on the routes (``RBACPerRoute``) of file-based RDS, not on the listener: the HCM
-always carries two rule-less RBAC filters, so applying a policy rewrites a route file, which Envoy applies to
-keep-alive connections at once (a listener change would only reach new connections, reference §9).
+The rules live in the listener: a policy change is an LDS update, which Envoy applies to new connections and
+drains the old ones (``envoy.DRAIN_TIME_S``); the runtime waits for the drain, so keep-alive clients reconnect
+and meet the new policy.
 """
 
 from __future__ import annotations
@@ -14,16 +18,19 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Any
 
-from labkit.local.topology import selects
+from labkit.meshmodel import selects
 
 if TYPE_CHECKING:
     from labkit.local.topology import Proxy
     from labkit.manifests import Resource
 
 RBAC = "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC"
-RBAC_PER_ROUTE = "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBACPerRoute"
-#: One filter per action, in istiod's order; distinct names, because per-route config is keyed by filter name.
-FILTERS = {"DENY": "envoy.filters.http.rbac.deny", "ALLOW": "envoy.filters.http.rbac.allow"}
+RBAC_FILTER = "envoy.filters.http.rbac"
+ACTIONS = ("DENY", "ALLOW")  # istiod's filter order (after AUDIT, which the local backend refuses)
+DRY_RUN = "istio.io/dry-run"
+SHADOW_PREFIX = {"ALLOW": "istio_dry_run_allow_", "DENY": "istio_dry_run_deny_"}  # authz/model/model.go
+#: ``rbacPolicyMatchNever``: the one policy of an AuthorizationPolicy without rules.
+MATCH_NEVER = {"permissions": [{"not_rule": {"any": True}}], "principals": [{"not_id": {"any": True}}]}
 _HEADER_KEY = re.compile(r"request\.headers\[([^\]]+)\]")
 
 
@@ -34,25 +41,40 @@ def applies(policy: Resource, proxy: Proxy, root_namespace: str) -> bool:
     return selects((policy.spec.get("selector") or {}).get("matchLabels"), proxy.labels)
 
 
-def rbac_filters() -> list[dict]:
-    """The HCM's RBAC filters, DENY then ALLOW, rule-less (enforcing nothing) unless a route overrides."""
-    return [{"name": name, "typed_config": {"@type": RBAC}} for name in FILTERS.values()]
+def dry_run(policy: Resource) -> bool:
+    """``isDryRun``: the annotation parsed as a Go bool (``strconv.ParseBool``)."""
+    value = str((policy.metadata.get("annotations") or {}).get(DRY_RUN, "false"))
+    return value in ("1", "t", "T", "TRUE", "true", "True")
 
 
-def rbac_per_route(policies: list[Resource], proxy: Proxy, root_namespace: str) -> dict[str, dict]:
-    """``typed_per_filter_config`` entries enforcing the policies that apply to ``proxy`` (empty: none do)."""
+def rbac_filters(policies: list[Resource], proxy: Proxy, root_namespace: str) -> list[dict]:
+    """The HCM's RBAC filters for the policies that apply to ``proxy`` (none when none do)."""
     mine = [p for p in policies if applies(p, proxy, root_namespace)]
-    out = {}
-    for action, filter_name in FILTERS.items():
+    out = []
+    for action in ACTIONS:
         group = [p for p in mine if (p.spec.get("action") or "ALLOW") == action]
         if not group:
             continue
-        rules: dict[str, Any] = {}
-        for p in group:
-            for i, rule in enumerate(p.spec.get("rules") or []):
-                rules[f"ns[{p.namespace}]-policy[{p.name}]-rule[{i}]"] = _policy(rule or {})
-        out[filter_name] = {"@type": RBAC_PER_ROUTE, "rbac": {"rules": {"action": action, "policies": rules}}}
+        config: dict[str, Any] = {"@type": RBAC}
+        enforced = [p for p in group if not dry_run(p)]
+        shadow = [p for p in group if dry_run(p)]
+        if enforced:
+            config["rules"] = {"action": action, "policies": _policies(enforced)}
+        if shadow:
+            config["shadow_rules"] = {"action": action, "policies": _policies(shadow)}
+            config["shadow_rules_stat_prefix"] = SHADOW_PREFIX[action]
+        out.append({"name": RBAC_FILTER, "typed_config": config})
     return out
+
+
+def _policies(group: list[Resource]) -> dict[str, dict]:
+    rules: dict[str, dict] = {}
+    for p in group:
+        for i, rule in enumerate(p.spec.get("rules") or []):
+            rules[f"ns[{p.namespace}]-policy[{p.name}]-rule[{i}]"] = _policy(rule or {})
+        if not p.spec.get("rules"):
+            rules[f"ns[{p.namespace}]-policy[{p.name}]-rule[0]"] = MATCH_NEVER
+    return rules
 
 
 def _policy(rule: dict) -> dict:

@@ -32,11 +32,11 @@ from labkit.local.topology import KUBE_KINDS, Topology, build_topology, ensure_g
 from labkit.local.translate import ProxyConfig, ensure_ports, translate
 from labkit.manifests import Resource
 from labkit.mesh import MeshSettings, load_mesh_settings
+from labkit.meshmodel import is_istio
 from labkit.state import LocalState
 
 if TYPE_CHECKING:
     from labkit.local.topology import Proxy
-    from labkit.manifests import Source
     from labkit.metrics import RequestCount
     from labkit.traffic import Resolver
 
@@ -44,7 +44,7 @@ _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when present:
 
 
 def _is_istio(res: Resource) -> bool:
-    return res.group.endswith("istio.io")
+    return is_istio(res.group)
 
 
 class _Plan(NamedTuple):
@@ -196,21 +196,29 @@ class LocalLab(Lab):
 
     def _context(self, incoming: list[Resource]) -> list[Resource]:
         """The apps and the applied Istio objects, minus those ``incoming`` replaces (for analysis)."""
-        self._require_up()
         applied = self._applied()
         keys = {r.key for r in incoming}
         return [r for r in self._apps(applied) + [r for r in applied if _is_istio(r)] if r.key not in keys]
 
-    def _check_capabilities(self, resources: list[Resource]) -> None:
-        """Refuse, by name, valid Kubernetes kinds and Istio fields the local backend does not run."""
+    def _check_capabilities(self, resources: list[Resource], deleting: bool = False) -> None:
+        """Refuse, by name, valid Kubernetes kinds and Istio fields the local backend does not run, and the
+        deletion of an app (the lab always runs cluster-config/apps)."""
         for res in resources:
-            if not _is_istio(res) and res.kind not in KUBE_KINDS:
+            if _is_istio(res):
+                continue
+            if deleting:
+                raise UnsupportedError(
+                    f"{res.where}: the local backend always runs the apps of cluster-config/apps. What to "
+                    "do: re-apply an edited manifest instead, or stop the lab with lab.down()"
+                )
+            if res.kind not in KUBE_KINDS:
                 raise UnsupportedError(
                     f"{res.where}: kind {res.kind} is not supported by the local backend, which runs only "
                     f"{', '.join(sorted(KUBE_KINDS))} and Istio objects. What to do: use the kind backend "
                     "(LAB_BACKEND=kind) for other Kubernetes kinds"
                 )
-        check_supported([r for r in resources if _is_istio(r)])
+        if not deleting:
+            check_supported([r for r in resources if _is_istio(r)])
 
     def _apply(self, resources: list[Resource]) -> list[Change]:
         """Istio objects change Envoy config live (file xDS, no restart); an edited Deployment restarts its
@@ -248,12 +256,6 @@ class LocalLab(Lab):
     def _delete(self, resources: list[Resource]) -> list[Change]:
         """Remove Istio objects (config updated live); the apps from cluster-config/apps cannot be deleted."""
         self._require_up()
-        for res in resources:
-            if not _is_istio(res):
-                raise UnsupportedError(
-                    f"{res.where}: the local backend always runs the apps of cluster-config/apps. What to "
-                    "do: re-apply an edited manifest instead, or stop the lab with lab.down()"
-                )
         with self.files.lock():
             applied = {r.key: r for r in self._applied()}
             changes = []
@@ -273,22 +275,6 @@ class LocalLab(Lab):
             ports.save(topo)
         configs = translate(istio, topo, self._mesh_settings())
         self._procs.wait_applied(envoy.write_configs([(p, configs[p.id]) for p in topo.proxies.values()]))
-
-    # INTERIM, until the lead's final Lab.apply/Lab.delete (lab.py) run the pipeline: delete these two then.
-    def apply(self, src: Source) -> list[Change]:
-        """Load, validate (warnings printed), check capabilities, then ``_apply``."""
-        from labkit import validation  # imported on first use: loading its schemas takes seconds
-
-        resources = [r for r in manifests.load(src) if (r.group, r.kind) not in validation.TOOL_CONFIGS]
-        warnings = validation.check(resources, context=self._context(resources))
-        self._check_capabilities(resources)
-        for warning in warnings:
-            print(f"warning: {warning}")
-        return self._apply(resources)
-
-    def delete(self, src: Source) -> list[Change]:
-        """Load, then ``_delete``."""
-        return self._delete(manifests.load(src))
 
     # --- observing -----------------------------------------------------------------------------------------
 
@@ -331,7 +317,7 @@ class LocalLab(Lab):
         takes it (VirtualService, virtualservices, vs); every namespace when ``namespace`` is None."""
         applied = self._applied()
         objects = self._apps(applied) + [r for r in applied if _is_istio(r)]
-        wanted = _kind(kind, KUBE_KINDS | set(SCHEMAS) | {r.kind for r in objects})
+        wanted = resolve.kind(kind, KUBE_KINDS | set(SCHEMAS) | {r.kind for r in objects})
         found = [r for r in objects if r.kind == wanted and namespace in (None, r.namespace)]
         return sorted(found, key=lambda r: (r.namespace, r.name))
 
@@ -397,20 +383,3 @@ class LocalLab(Lab):
         topo = self._require_up()
         found = resolve.proxies(topo, f"{namespace}/{workload}")
         return proxyview.mtls_mode(proxyview.proxy_config(found[0], "listeners")) if found else None
-
-
-def _kind(name: str, kinds: set[str]) -> str:
-    """The kind ``name`` means, as kubectl reads it: the kind, its lower-case plural or a short name."""
-    short = {"vs": "VirtualService", "dr": "DestinationRule", "se": "ServiceEntry", "gw": "Gateway",
-             "pa": "PeerAuthentication", "ra": "RequestAuthentication", "ap": "AuthorizationPolicy",
-             "svc": "Service", "deploy": "Deployment", "ns": "Namespace", "sa": "ServiceAccount",
-             "cm": "ConfigMap"}  # fmt: skip
-    lowered = name.lower().split(".")[0]  # virtualservices.networking.istio.io
-    if lowered in short:
-        return short[lowered]
-    for kind in kinds:
-        low = kind.lower()
-        plural = low[:-1] + "ies" if low.endswith("y") and low[-2:-1] not in "aeiou" else low + "s"
-        if lowered in (low, plural):
-            return kind
-    raise LabError(f"unknown kind {name!r}. What to do: use one of {', '.join(sorted(kinds))}")

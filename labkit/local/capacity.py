@@ -21,13 +21,13 @@ if TYPE_CHECKING:
     from labkit.local.topology import Topology, Workload
 
 #: inotify instances one Envoy holds: its watched cfg/ and rds/ folders plus the dispatcher's own watchers
-#: (4-5 measured with Envoy 1.40; the larger figure keeps the estimate on the safe side).
+#: (measured with Envoy 1.40: 5 for a sidecar, 4-2 for fewer watched folders; the larger figure is used).
 INOTIFY_PER_ENVOY = 5
-#: Resident memory and threads per process, measured on this lab's processes (Envoy --concurrency 1; the
-#: sample app under CPython), rounded up.
-MEMORY_PER_ENVOY = 60 * 2**20
-MEMORY_PER_APP = 45 * 2**20
-THREADS_PER_ENVOY = 12
+#: Resident memory and threads per process, measured on this lab's processes (Envoy --concurrency 1: 68 MiB,
+#: 7 threads; the sample app under CPython: 36 MiB, 1 thread), rounded up.
+MEMORY_PER_ENVOY = 72 * 2**20
+MEMORY_PER_APP = 40 * 2**20
+THREADS_PER_ENVOY = 8
 THREADS_PER_APP = 2
 INOTIFY_LIMIT_FILE = Path("/proc/sys/fs/inotify/max_user_instances")
 
@@ -60,15 +60,30 @@ class Limits:
 
 def inotify_in_use() -> int:
     """The inotify instances this user's processes hold now (fd links to ``anon_inode:inotify``)."""
-    uid, count = os.getuid(), 0
-    for proc in Path("/proc").glob("[0-9]*"):
-        try:
-            if proc.stat().st_uid != uid:
-                continue
-            count += sum(os.readlink(fd) == "anon_inode:inotify" for fd in (proc / "fd").iterdir())
-        except OSError:  # exited meanwhile, or not ours to read
-            continue
-    return count
+    uid = os.getuid()
+    return sum(inotify_held(proc) for proc in Path("/proc").glob("[0-9]*") if _owner(proc) == uid)
+
+
+def inotify_held(proc: Path) -> int:
+    """The inotify instances the process ``/proc/<pid>`` holds (0 once it exited or when not ours to read)."""
+    try:
+        return sum(_link(fd) == "anon_inode:inotify" for fd in (proc / "fd").iterdir())
+    except OSError:
+        return 0
+
+
+def _link(fd: Path) -> str:
+    try:
+        return os.readlink(fd)
+    except OSError:  # closed meanwhile
+        return ""
+
+
+def _owner(proc: Path) -> int | None:
+    try:
+        return proc.stat().st_uid
+    except OSError:
+        return None
 
 
 def threads_in_use() -> int:

@@ -19,6 +19,7 @@ from labkit.local import envoy
 if TYPE_CHECKING:
     from labkit.local.topology import Proxy
 
+ADMIN_TYPE = "type.googleapis.com/envoy.admin.v3."
 #: What ``proxy_config`` can show, and the ``/config_dump`` section each lives in.
 SECTIONS = {
     "routes": "RoutesConfigDump",
@@ -37,9 +38,8 @@ def proxy_config(proxy: Proxy, what: str) -> list[dict[str, Any]]:
         return envoy.clusters(proxy).get("cluster_statuses", [])
     if what == "secrets":
         return json.loads(envoy.admin_get(proxy.admin_port, "/certs")).get("certificates", [])
-    dump: dict[str, Any] = next(
-        (c for c in envoy.config_dump(proxy)["configs"] if c.get("@type", "").endswith(f".{SECTIONS[what]}")),
-        {},
+    dump = next(
+        (c for c in envoy.config_dump(proxy)["configs"] if c.get("@type") == ADMIN_TYPE + SECTIONS[what]), {}
     )
     if what == "routes":
         entries = dump.get("static_route_configs", []) + dump.get("dynamic_route_configs", [])
@@ -75,14 +75,16 @@ def route_weights(routes: list[dict[str, Any]], host: str, port: int) -> dict[st
 
 
 def mtls_mode(listeners: list[dict[str, Any]]) -> str | None:
-    """The inbound mTLS mode the listeners enforce: STRICT (TLS chains only), PERMISSIVE (TLS and plaintext),
-    DISABLE (plaintext only); None without an inbound listener. Reads the chains Istio's inbound listener
-    builds (pilot/pkg/networking/core/listener_builder.go), one ``virtualInbound_<port>`` per port here."""
+    """The inbound mTLS mode the listeners enforce: STRICT (TLS only), PERMISSIVE (TLS and plaintext), DISABLE
+    (plaintext only); None without an inbound listener. Reads which transports the inbound listener accepts,
+    from its ``filter_chain_matcher`` (as istiod builds it, pilot/pkg/networking/core/filterchain_options.go)
+    or else its chains' ``filter_chain_match``; one ``virtualInbound_<port>`` per port here."""
     modes = []
     for listener in sorted(listeners, key=lambda x: x.get("name", "")):
         if listener.get("traffic_direction") != "INBOUND":
             continue
-        kinds = {
+        tree = (listener.get("filter_chain_matcher") or {}).get("matcher_tree") or {}
+        kinds = set((tree.get("exact_match_map") or {}).get("map") or {}) or {
             (c.get("filter_chain_match") or {}).get("transport_protocol")
             for c in listener.get("filter_chains") or []
         }

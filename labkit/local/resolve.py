@@ -1,4 +1,5 @@
-"""Who sends, and how a request reaches a logical URL on the local backend (no DNS, no iptables here).
+"""Names on the local backend: who sends, how a request reaches a logical URL (no DNS, no iptables here),
+and which kind a kubectl-style name means.
 
 A source is any workload (``"shop/web"``, or a bare name when unique), the lesson's aliases
 (``labkit.scenario.SOURCES``) or the ingress gateway (``labkit.scenario.INGRESS``). A workload with a sidecar
@@ -14,13 +15,27 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlsplit, urlunsplit
 
 from labkit.errors import LabError
-from labkit.local.registry import alt_names
+from labkit.meshmodel import alt_names
 from labkit.scenario import INGRESS, SOURCES
 
 if TYPE_CHECKING:
     from labkit.local.topology import Proxy, Topology, Workload
     from labkit.traffic import Resolver
 
+#: kubectl's short names: the ``shortNames`` Istio's CRDs declare, and those of the Kubernetes kinds the local
+#: backend runs.
+SHORT_NAMES = {
+    "vs": "VirtualService",
+    "dr": "DestinationRule",
+    "se": "ServiceEntry",
+    "gw": "Gateway",
+    "pa": "PeerAuthentication",
+    "svc": "Service",
+    "deploy": "Deployment",
+    "ns": "Namespace",
+    "sa": "ServiceAccount",
+    "cm": "ConfigMap",
+}
 #: A port nothing listens on: where a sidecar without a listener for the URL's port sends you (refused).
 CLOSED_PORT = 1
 
@@ -98,3 +113,16 @@ def _kube_proxy(topo: Topology, url: str, namespace: str) -> int:
     if not endpoints:
         raise LabError(f"Service {name}.{ns} has no endpoints (no running instance matches its selector)")
     return random.choice(endpoints)
+
+
+def kind(name: str, kinds: set[str]) -> str:
+    """The kind ``name`` means, as kubectl reads it: the kind, its lower-case plural or a short name."""
+    lowered = name.lower().split(".")[0]  # virtualservices.networking.istio.io
+    if lowered in SHORT_NAMES:
+        return SHORT_NAMES[lowered]
+    for known in kinds:
+        low = known.lower()
+        plural = low[:-1] + "ies" if low.endswith("y") and low[-2:-1] not in "aeiou" else low + "s"
+        if lowered in (low, plural):
+            return known
+    raise LabError(f"unknown kind {name!r}. What to do: use one of {', '.join(sorted(kinds))}")

@@ -14,12 +14,12 @@ from typing import TYPE_CHECKING
 
 from labkit.errors import UnsupportedError
 from labkit.local import downward
+from labkit.meshmodel import selects, service_fqdn
 from labkit.state import LocalState, ProxyFiles
 
 if TYPE_CHECKING:
     from labkit.manifests import Resource
 
-CLUSTER_DOMAIN = "svc.cluster.local"
 GATEWAY_NAMESPACE = "istio-system"
 GATEWAY_WORKLOAD = "istio-ingressgateway"
 GATEWAY_LABELS = {"app": "istio-ingressgateway", "istio": "ingressgateway"}
@@ -73,7 +73,7 @@ class Service:
 
     @property
     def fqdn(self) -> str:
-        return f"{self.name}.{self.namespace}.{CLUSTER_DOMAIN}"
+        return service_fqdn(self.name, self.namespace)
 
     def port(self, number: int) -> ServicePort | None:
         return next((p for p in self.ports if p.port == number), None)
@@ -253,11 +253,6 @@ def ensure_gateway_port(topo: Topology, port: int, allocate_port: Callable[[], i
         return False
     topo.gateway.gateway_ports[port] = allocate_port()
     return True
-
-
-def selects(selector: dict[str, str] | None, labels: dict[str, str]) -> bool:
-    """A label selector (``matchLabels``); an empty or missing one selects every workload."""
-    return (selector or {}).items() <= labels.items()
 
 
 def _selects(service: Service, w: Workload) -> bool:
