@@ -153,6 +153,8 @@ class TrafficResult:
                 f"split measured from the mesh's telemetry: istio_requests_total by destination_version, "
                 f"reporter={self.telemetry_reporter} (the answers did not say their version)"
             )
+        if all(o.status is None for o in self.outcomes):
+            return "no split: no request got an answer"
         return "no split: the answers did not say their version" + (
             f", and {self.telemetry_problem}" if self.telemetry_problem else ""
         )

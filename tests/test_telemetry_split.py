@@ -79,6 +79,14 @@ def test_without_readable_telemetry_the_result_says_why_there_is_no_split():
     assert "the addon Prometheus does not answer" in result.summary()
 
 
+def test_without_any_answer_there_is_nothing_to_measure():
+    refused = TrafficResult(
+        [Outcome(0.0, None, None, 0.01, "connection reset")] * 3, "legacy", scenario.URL, 1.0
+    )
+    result = Meter(lambda: [sample(9)], source="legacy", url=scenario.URL).finish(refused)
+    assert result.measured_by == "none" and "no split: no request got an answer" in result.summary()
+
+
 def test_a_meter_waits_for_counters_that_lag_behind_the_answers():
     """Prometheus on kind scrapes every 15 s: the first readings after a run may not hold it all yet."""
     readings = iter([[], [], [sample(3)], [sample(3), sample(2, version="v2")]])
