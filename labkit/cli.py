@@ -116,10 +116,11 @@ def cmd_get(args):
     """``kubectl get``: what the lab has applied of one kind, in one namespace or all."""
     from labkit import tables
 
-    kind = tables.kind_of(args.kind)
-    lines = tables.resources(kind, _lab(args).get(kind, namespace=args.namespace))
-    where = f"in the {args.namespace} namespace" if args.namespace else "in any namespace"
-    print("\n".join(lines) if lines else f"No {kind} found {where}.")
+    lines = tables.resources(
+        _lab(args).get(args.kind, namespace=args.namespace)
+    )  # the backend reads the name
+    where = f" in {args.namespace} namespace" if args.namespace else ""
+    print("\n".join(lines) if lines else f"No resources found{where}.")  # kubectl's words
 
 
 def cmd_validate(args):

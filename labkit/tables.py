@@ -6,35 +6,6 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from labkit.errors import LabError
-
-#: Kind -> (kubectl's plural, its short name): the names ``labkit get`` takes, beside the singular.
-NAMES: dict[str, tuple[str, str]] = {
-    "VirtualService": ("virtualservices", "vs"),
-    "DestinationRule": ("destinationrules", "dr"),
-    "PeerAuthentication": ("peerauthentications", "pa"),
-    "ServiceEntry": ("serviceentries", "se"),
-    "Gateway": ("gateways", "gw"),
-    "AuthorizationPolicy": ("authorizationpolicies", ""),
-    "Deployment": ("deployments", "deploy"),
-    "Service": ("services", "svc"),
-    "ServiceAccount": ("serviceaccounts", "sa"),
-    "Namespace": ("namespaces", "ns"),
-}
-KINDS = {alias: kind for kind, names in NAMES.items() for alias in (kind.lower(), *names) if alias}
-
-
-def kind_of(name: str) -> str:
-    """The Kind a ``kubectl get``-style name means (``vs``, ``virtualservices``, ``VirtualService``...)."""
-    kind = KINDS.get(name.lower())
-    if kind is None:
-        short = ", ".join(short for _, short in NAMES.values() if short)
-        raise LabError(
-            f"unknown resource type {name!r}. What to do: use a plural name such as virtualservices, or a "
-            f"short name: {short}"
-        )
-    return kind
-
 
 def _body(obj: Any) -> dict:
     return (
@@ -67,13 +38,13 @@ def _detail(kind: str, body: dict) -> str:
     return ""
 
 
-def resources(kind: str, items: Iterable[Any]) -> list[str]:
+def resources(items: Iterable[Any]) -> list[str]:
     """``kubectl get``-style lines: NAMESPACE, NAME and what matters about each object."""
     rows = []
     for item in items:
         body = _body(item)
         meta = body.get("metadata") or {}
-        rows.append((meta.get("namespace", ""), meta.get("name", ""), _detail(kind, body)))
+        rows.append((meta.get("namespace", ""), meta.get("name", ""), _detail(body.get("kind", ""), body)))
     if not rows:
         return []
     width = max(len("NAMESPACE"), *(len(r[0]) for r in rows)), max(len("NAME"), *(len(r[1]) for r in rows))

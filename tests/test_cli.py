@@ -34,11 +34,11 @@ def labkit(*args: str, state: Path | None = None, timeout: float = 180) -> subpr
     )
 
 
-def test_get_names_the_unknown_type_and_the_short_names(tmp_path: Path):
+def test_get_names_the_unknown_kind_and_what_to_use(tmp_path: Path):
     done = labkit("get", "virtualservise", state=tmp_path)
     assert done.returncode == 2
-    assert "unknown resource type 'virtualservise'" in done.stderr
-    assert "What to do:" in done.stderr and "vs, dr, pa, se, gw, deploy, svc" in done.stderr
+    assert "unknown kind 'virtualservise'" in done.stderr
+    assert "What to do:" in done.stderr and "VirtualService" in done.stderr
 
 
 def test_send_refuses_a_header_without_a_colon(tmp_path: Path):
@@ -126,4 +126,6 @@ def test_get_lists_what_is_applied_by_short_name(shop: Path):
         line.split()[1] for line in deploys.splitlines()[1:]
     }
     none = labkit("get", "pa", "-n", "shop", state=shop)
-    assert none.returncode == 0 and "No PeerAuthentication found in the shop namespace." in none.stdout
+    assert none.returncode == 0 and "No resources found in shop namespace." in none.stdout
+    everywhere = labkit("get", "virtualservices", state=shop).stdout  # every namespace, full plural name
+    assert any(line.split()[:2] == ["shop", "orders"] for line in everywhere.splitlines())
