@@ -40,7 +40,7 @@ def test_a_reachable_rate_passes_and_reports_its_figures(capsys: pytest.CaptureF
     assert checks.measurement_sound(points) == points
     assert "2 runs, each ≥ 200 requests" in capsys.readouterr().out
     [row] = cost.latency_rows(points)
-    assert row["path"] == "direct" and row["rate"] == "200" and "[" in row["p99 ms"]  # median [min–max]
+    assert row["path"] == "direct" and row["rate"] == "200" and "[" in row["p99 ms"]  # median [min, max]
 
 
 def test_errors_fail_the_check() -> None:
@@ -50,9 +50,9 @@ def test_errors_fail_the_check() -> None:
         checks.measurement_sound([point])
 
 
-def result_of(latencies_ms: list[float]) -> TrafficResult:
-    outcomes = [Outcome(i / 100, 200, "v1", ms / 1000) for i, ms in enumerate(latencies_ms)]
-    return TrafficResult(outcomes, elapsed=len(outcomes) / 100)
+def result_of(latencies_ms: list[float], rate: float = 100) -> TrafficResult:
+    outcomes = [Outcome(i / rate, 200, "v1", ms / 1000) for i, ms in enumerate(latencies_ms)]
+    return TrafficResult(outcomes, elapsed=len(outcomes) / rate)
 
 
 def test_too_few_requests_for_a_p99_fail_the_check() -> None:
@@ -71,19 +71,23 @@ def test_added_latency_pairs_runs_of_the_same_round() -> None:
         cost.Point(cost.BOTH, 100, 2.0, 1, result_of([2.5] * 200)),
     ]
     [row] = cost.added_rows(points)
-    assert row["path"] == cost.BOTH and row["+p50 ms"] == "1.25 [0.50–2.00]"  # +2.0 and +0.5
+    assert row["path"] == cost.BOTH and row["+p50 ms"] == "1.25 [0.50, 2.00]"  # +2.0 and +0.5
 
 
 def test_vcpu_per_1000_rps_is_cpu_seconds_per_second_per_thousand_requests() -> None:
     point = cost.Point(
-        cost.BOTH, 500, 2.0, 0, result_of([1.0] * 1000), {"client sidecar": 0.2}, {"client sidecar": 30.0}
+        cost.BOTH,
+        500,
+        2.0,
+        0,
+        result_of([1.0] * 1000, rate=500),
+        {"client sidecar": 0.2},
+        {"client sidecar": 30.0},
     )
     assert point.achieved == 500
     assert point.vcpu_per_1000("client sidecar") == pytest.approx(0.2)  # 0.1 vCPU at 0.5 thousand rps
     [row] = cost.resource_rows([point])
-    assert (
-        row["Istio's vCPU"] == "0.20" and row["vCPU per 1,000 rps"] == "0.20" and row["memory MB"] == "30.00"
-    )
+    assert row["Istio's vCPU"] == "0.20" and row["vCPU per 1,000 rps"] == "0.20" and row["memory MB"] == "30"
 
 
 def test_the_sustained_rate_is_the_last_rate_reached() -> None:
