@@ -1,7 +1,8 @@
-"""Telemetry ``accessLogging`` → whether a proxy writes its file access log, the way istiod picks the
-Telemetry that applies to a proxy (pilot/pkg/model/telemetry.go in istio/istio): a workload's own Telemetry
-(selector) over its namespace's (no selector) over the mesh's (root namespace, no selector). Without one,
-``meshConfig.accessLogFile`` decides, as in Istio. Only the ``envoy`` provider exists here (supported.py)."""
+"""Telemetry ``accessLogging`` → whether a proxy writes its file access log, as istiod decides it
+(pilot/pkg/model/telemetry.go in istio/istio, ``Telemetries.AccessLogging`` and ``mergeLogs``): a workload's
+own Telemetry (selector) over its namespace's (no selector) over the mesh's (root namespace, no selector);
+with none, the legacy ``meshConfig.accessLogFile`` decides. Only the ``envoy`` provider exists here
+(supported.py), so "most specific wins" is istiod's per-provider merge."""
 
 from __future__ import annotations
 
