@@ -145,10 +145,11 @@ def _cpu_seconds(proc: Any) -> float:
 
 def sustained_rate(path: Path, mode: Mode, start: float = 100) -> tuple[float | None, list[Point]]:
     """Double the rate from ``start`` until a point is not sound (rate missed or errors) or ``mode.ceiling``
-    is passed; the last sound rate, or None if even ``start`` was not, and every probe."""
+    is passed; the last sound rate, or None if even ``start`` was not, and every probe. Each probe lasts as
+    long as a table point: a rate held for one second may not hold for four."""
     rate, best, probes = start, None, []
     while rate <= mode.ceiling:
-        point = measure(path, rate, 1.0)
+        point = measure(path, rate, mode.seconds)
         probes.append(point)
         if problems([point]):
             break
@@ -181,21 +182,25 @@ def run(lab: Lab, paths: Sequence[Path], rates: Sequence[float], mode: Mode) -> 
     return points
 
 
-def with_and_without(lab: Lab, path: Path, rate: float, mode: Mode, manifest: str, label: str) -> list[Point]:
-    """``path`` at ``rate`` as the lab runs, and with ``manifest`` applied (its points named
-    ``"<path> (<label>)"``), alternating per repeat; the manifest is deleted again at the end."""
+def with_and_without(
+    lab: Lab, path: Path, rate: float, mode: Mode, change: str | dict, label: str
+) -> list[Point]:
+    """``path`` at ``rate`` as the lab runs, and with ``change`` applied (a cluster-config file name or a
+    manifest dict; its points are named ``"<path> (<label>)"``), alternating per round; ``change`` is deleted
+    again at the end."""
     from labkit import lesson  # imported here: the notebook layer's helpers, used only when measuring
 
+    source = lesson.manifest_path(change) if isinstance(change, str) else change
     changed = replace(path, name=f"{path.name} ({label})")
     points = []
     try:
         for repeat in range(mode.repeats):
             points.append(measure(path, rate, mode.seconds, repeat))
-            lab.apply(lesson.manifest_path(manifest))
+            lab.apply(source)
             points.append(measure(changed, rate, mode.seconds, repeat))
-            lab.delete(lesson.manifest_path(manifest))
+            lab.delete(source)
     finally:
-        lab.delete(lesson.manifest_path(manifest))
+        lab.delete(source)
     return points
 
 
