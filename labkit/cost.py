@@ -54,7 +54,7 @@ class Mode:
         """``LAB_QUICK=1`` (set by notebook CI): two rates, two repeats, one second each."""
         if os.environ.get("LAB_QUICK", "") not in ("", "0"):
             return cls(fractions=(0.25, 0.5), repeats=2, seconds=1.0, ceiling=800)
-        return cls(fractions=(0.25, 0.5, 0.75), repeats=5, seconds=4.0, ceiling=5000)
+        return cls(fractions=(0.2, 0.4, 0.6), repeats=5, seconds=4.0, ceiling=5000)
 
 
 @dataclass(frozen=True)
