@@ -46,6 +46,8 @@ def test_on_kind_the_two_mesh_paths_run_in_their_pods_and_the_check_judges_them(
     assert [len(p.result) for p in points] == [200, 200]  # 2 s at 100 rps: the 200 a p99 needs
     checks.measurement_sound(points)
     assert cost.resource_rows(points) == []
+    [added] = cost.added_rows(points, baseline=paths[0].name)  # the notebook's baseline on kind
+    assert added["path"] == cost.BOTH and added["+p99 ms"] == "0.00"  # the fake's latencies are all 4 ms
     modes = [
         '"PERMISSIVE"' in w.body
         for w in api.writes()
