@@ -333,6 +333,16 @@ def _snapshot(lab: LocalLab) -> dict[Path, bytes]:
     return {f: f.read_bytes() for f in files if f.is_file()}
 
 
+def test_the_lab_s_apps_cannot_be_deleted_and_nothing_stops(lab):
+    pids = {r.name: r.pid for r in processes.records(lab.files.run_dir)}
+    with pytest.raises(
+        UnsupportedError,
+        match=r"(?s)client.yaml \(document 1\) ServiceAccount/client: the local backend always runs.*down",
+    ):
+        lab.delete(paths.APPS / "client.yaml")
+    assert {r.name: r.pid for r in processes.records(lab.files.run_dir)} == pids
+
+
 def test_rejected_input_changes_nothing(lab):
     before = _snapshot(lab)
     with pytest.raises(UnsupportedError, match="EnvoyFilter"):
