@@ -26,7 +26,6 @@ from labkit.local.gateway_routes import gateway_route_config
 from labkit.local.listeners import gateway_listener, inbound_listener, outbound_listener
 from labkit.local.registry import Host, build_registry, of_kind
 from labkit.local.routes import inbound_route_config, sidecar_route_config
-from labkit.local.supported import check_supported
 from labkit.local.topology import Proxy, Topology, ensure_gateway_port, ensure_outbound_port
 from labkit.meshmodel import selects
 
@@ -34,7 +33,7 @@ if TYPE_CHECKING:
     from labkit.manifests import Resource
     from labkit.mesh import MeshSettings
 
-__all__ = ["ProxyConfig", "check_supported", "ensure_ports", "translate"]
+__all__ = ["ProxyConfig", "ensure_ports", "translate"]
 
 #: The default ``istio-ingressgateway`` Service's ports → targetPorts (manifests/charts/gateways/istio-ingress
 #: values.yaml: status-port 15021, http2 80 → 8080, https 443 → 8443); other server ports bind as they are.
@@ -66,8 +65,8 @@ def ensure_ports(resources: list[Resource], topo: Topology, allocate_port: Calla
 
 
 def translate(resources: list[Resource], topo: Topology, mesh: MeshSettings) -> dict[str, ProxyConfig]:
-    """The Envoy config of every proxy in ``topo`` (keyed by proxy id) for the applied Istio ``resources``."""
-    check_supported(resources)
+    """The Envoy config of every proxy in ``topo`` (keyed by proxy id) for the applied Istio ``resources``
+    (checked by ``supported.check_supported`` once, when they were applied)."""
     if mesh.outbound_policy != "REGISTRY_ONLY":
         raise UnsupportedError(
             f"meshConfig.outboundTrafficPolicy.mode {mesh.outbound_policy} is not supported by the local "
