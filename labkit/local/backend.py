@@ -63,7 +63,8 @@ _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when present:
 
 
 def _is_istio(res: Resource) -> bool:
-    return res.group.endswith("istio.io")
+    """Mesh configuration, applied live: Istio's APIs and the Gateway API (translated like them)."""
+    return res.group.endswith("istio.io") or res.group == "gateway.networking.k8s.io"
 
 
 class _Ports:

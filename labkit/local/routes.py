@@ -9,7 +9,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from labkit.errors import ManifestError
+from labkit.local.answers import answer
 from labkit.local.clusters import PEER_KEYS, cluster_name, peer_labels
+from labkit.local.httproute import ROUTE_SEMANTICS
 from labkit.local.registry import Host
 from labkit.meshmodel import alt_names, host_matches, weights_route_nothing
 from labkit.meshmodel import envoy_duration as duration
@@ -146,12 +148,19 @@ def _service_metadata(fqdn: str, hosts: dict[str, Host]) -> dict:
 def http_routes(vs: Resource, port: int, hosts: dict[str, Host]) -> list[dict]:
     """The Envoy routes of a VirtualService's ``http`` list; a catch-all match ends the list."""
     routes: list[dict] = []
+    gateway_semantics = (vs.metadata.get("annotations") or {}).get(ROUTE_SEMANTICS) == "gateway"
     for i, http in enumerate(vs.spec.get("http") or []):
         path = f"spec.http[{i}]"
         action = _action(vs, http, path, port, hosts)
+        if gateway_semantics and "route" in action:
+            # An HTTPRoute backend that does not resolve answers 500 (TranslateRoute, route/route.go).
+            action["route"]["cluster_not_found_response_code"] = "INTERNAL_SERVER_ERROR"
         for match in http.get("match") or [None]:
             route = dict(action)
             route["match"] = _match(match or {})
+            if gateway_semantics and route["match"].get("prefix", "/") != "/":
+                # PathPrefix matches whole segments (TranslateRouteMatch: path_separated_prefix).
+                route["match"]["path_separated_prefix"] = route["match"].pop("prefix")
             name = http.get("name", "")
             if match and match.get("name"):
                 name = f"{name}.{match['name']}"
@@ -180,6 +189,10 @@ def _action(vs: Resource, http: dict, path: str, port: int, hosts: dict[str, Hos
     destination's only when the route has none); several destinations are always ``weighted_clusters``,
     without 0-weight entries."""
     where = vs.where
+    if http.get("redirect") or http.get("directResponse"):
+        answered = _header_ops(http.get("headers") or {})  # response headers still apply
+        answered.pop("authority", None)
+        return {**answered, **answer(http)}
     dests = http.get("route") or []
     if not dests:
         raise ManifestError(f"{where}: field {path}.route is empty; add at least one destination")
@@ -189,6 +202,9 @@ def _action(vs: Resource, http: dict, path: str, port: int, hosts: dict[str, Hos
     rewrite = http.get("rewrite") or {}
     if "uri" in rewrite:
         action["prefix_rewrite"] = rewrite["uri"]
+    if "uriRegexRewrite" in rewrite:
+        regex = rewrite["uriRegexRewrite"]
+        action["regex_rewrite"] = {"pattern": {"regex": regex["match"]}, "substitution": regex["rewrite"]}
     authority = rewrite.get("authority") or authority
     if authority:
         action["host_rewrite_literal"] = authority
