@@ -73,3 +73,7 @@ class BackendError(LabError):
 
 class CheckFailed(LabError, AssertionError):
     """A notebook check cell found that a step did not work; the message says what to look at."""
+
+
+class CapacityError(LabError):
+    """What the lab would start passes a limit of this machine (inotify instances, memory, threads)."""

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from labkit import paths
 from labkit.manifests import TOOL_CONFIGS, load
-from labkit.scenario import CHECKPOINTS, NAMESPACE
+from labkit.scenario import CHECKPOINTS, NAMESPACE, SERVICE
 
 if TYPE_CHECKING:
     from labkit.manifests import Resource, Source
@@ -83,6 +83,8 @@ class Lab(abc.ABC):
     """A running (or startable) mesh. Obtain one with ``labkit.open()``."""
 
     backend: str = "abstract"
+    #: How long ``metrics()`` may take to count a request just answered (a telemetry split waits for it).
+    telemetry_lag: float = 2.0
 
     @abc.abstractmethod
     def up(self) -> Status:
@@ -148,7 +150,29 @@ class Lab(abc.ABC):
 
     @abc.abstractmethod
     def resolver(self, source: str) -> Resolver:
-        """How a request from ``source`` ("client", "legacy", "ingress") reaches a URL on this backend."""
+        """How a request from ``source`` (a workload, ``namespace/workload``, an alias of
+        ``scenario.SOURCES``, or ``scenario.INGRESS``) reaches a URL on this backend."""
+
+    # Looking at what the mesh runs. Not abstract until every backend has them; a backend without one says so.
+
+    def get(self, kind: str, namespace: str | None = None) -> list[Resource]:
+        """The objects of ``kind`` (as kubectl names it: VirtualService, virtualservices, vs) the lab runs,
+        in ``namespace`` or in all namespaces, like ``kubectl get``."""
+        raise NotImplementedError(f"lab.get on the {self.backend} backend")
+
+    def proxy_config(self, workload: str, what: str = "routes") -> list[dict[str, Any]]:
+        """What ``workload``'s Envoy runs: "routes", "clusters", "listeners", "endpoints" or "secrets"."""
+        raise NotImplementedError(f"lab.proxy_config on the {self.backend} backend")
+
+    def route_weights(
+        self, service: str = SERVICE, namespace: str = NAMESPACE, source: str = "client"
+    ) -> dict[str, int]:
+        """``{subset: weight}`` for ``service`` as ``source``'s sidecar holds them."""
+        raise NotImplementedError(f"lab.route_weights on the {self.backend} backend")
+
+    def mtls_mode(self, workload: str, namespace: str = NAMESPACE) -> str | None:
+        """The inbound mTLS mode (STRICT, PERMISSIVE, ...) of ``workload``'s sidecar; None without one."""
+        raise NotImplementedError(f"lab.mtls_mode on the {self.backend} backend")
 
     # --- shared behaviour, built on the methods above -------------------------------------------------
 
@@ -171,10 +195,13 @@ class Lab(abc.ABC):
         method: str = "GET",
         progress: bool | None = None,
     ) -> TrafficResult:
-        """Send ``n`` requests (or for ``duration`` s) from ``source`` to ``url``; record each outcome."""
-        from labkit import traffic
+        """Send ``n`` requests (or for ``duration`` s) from ``source`` to ``url``; record each outcome.
 
-        return traffic.send(
+        When no answer says its version, the split comes from mesh telemetry (``result.measured_by``)."""
+        from labkit import telemetry_split, traffic
+
+        meter = telemetry_split.Meter(self.metrics, source=source, url=url, lag=self.telemetry_lag)
+        return meter.finish(traffic.send(
             self.resolver(source),
             url,
             n=n,
@@ -185,7 +212,7 @@ class Lab(abc.ABC):
             method=method,
             progress=progress,
             source=source,
-        )
+        ))  # fmt: skip
 
     def stream(
         self,

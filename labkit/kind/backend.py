@@ -56,6 +56,8 @@ def _say(message: str) -> None:
 class KubeLab(Lab):
     """The mesh on Kubernetes: ``labkit.open("kind")`` or ``labkit.open("kube", context="my-cluster")``."""
 
+    telemetry_lag = 45.0  # the addon Prometheus scrapes every 15 s; a telemetry-measured split waits for it
+
     def __init__(self, mode: str = "kind", context: str | None = None, name: str = cluster.NAME) -> None:
         if mode not in ("kind", "kube"):
             raise BackendError(f"unknown mode {mode!r} for the Kubernetes backend; use kind or kube")
@@ -407,6 +409,7 @@ class KubeLab(Lab):
                 url, n, duration=duration, qps=qps, concurrency=concurrency, source=source,
                 headers=headers, method=method, progress=progress,
             )  # fmt: skip
+        from labkit import telemetry_split
         from labkit.traffic import TrafficResult
 
         if method != "GET":
@@ -424,6 +427,7 @@ class KubeLab(Lab):
             argv += ["--header", f"{key}: {value}"]
         expected = n / qps if qps else 2.0 * n / max(concurrency, 1)
         fix = f"check `kubectl get pods -n {ns}` (lab.status()); lab.up() repairs the lab"
+        meter = telemetry_split.Meter(self.metrics, source=source, url=url, lag=self.telemetry_lag)
         result = run(argv, env=self.target.env(), timeout=120 + expected, fix=fix)
         outcomes = parse_load_output(result.stdout)
         if n and not outcomes:
@@ -431,7 +435,7 @@ class KubeLab(Lab):
                 f"load.py in deploy/{deploy} ({ns}) printed no results:\n{result.stdout[-500:]}"
             )
         elapsed = max((o.t + o.latency for o in outcomes), default=0.0)
-        return TrafficResult(outcomes, source=source, url=url, elapsed=elapsed)
+        return meter.finish(TrafficResult(outcomes, source=source, url=url, elapsed=elapsed))
 
 
 class PodStream:

@@ -57,18 +57,17 @@ def binary() -> str:
 
 def bootstrap(proxy: Proxy) -> dict[str, Any]:
     """The bootstrap: node identity, admin on 127.0.0.1, LDS/CDS from the proxy's watched config directory."""
-    cfg = Path(proxy.cfg_dir)
 
-    def source(name: str) -> dict[str, Any]:
+    def source(path: Path) -> dict[str, Any]:
         return {
             "resource_api_version": "V3",
-            "path_config_source": {"path": str(cfg / name), "watched_directory": {"path": str(cfg)}},
+            "path_config_source": {"path": str(path), "watched_directory": {"path": str(proxy.cfg_dir)}},
         }
 
     return {
         "node": {"id": proxy.id, "cluster": f"{proxy.workload}.{proxy.namespace}"},
         "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": proxy.admin_port}}},
-        "dynamic_resources": {"lds_config": source("lds.yaml"), "cds_config": source("cds.yaml")},
+        "dynamic_resources": {"lds_config": source(proxy.lds_file), "cds_config": source(proxy.cds_file)},
         "stats_config": {
             "use_all_default_tags": False,
             "stats_tags": [
@@ -129,10 +128,10 @@ def write_configs(targets: list[tuple[Proxy, ProxyConfig]]) -> list[Written]:
     new_rds: list[tuple[Proxy, Path, str, tuple[str, str]]] = []
     rds: list[tuple[Proxy, Path, str, tuple[str, str]]] = []
     for proxy, config in targets:
-        cds.append((proxy, Path(proxy.cfg_dir) / "cds.yaml", "cluster_manager.cds", dump(config.clusters)))
-        lds.append((proxy, Path(proxy.cfg_dir) / "lds.yaml", "listener_manager.lds", dump(config.listeners)))
+        cds.append((proxy, proxy.cds_file, "cluster_manager.cds", dump(config.clusters)))
+        lds.append((proxy, proxy.lds_file, "listener_manager.lds", dump(config.listeners)))
         for route in config.routes:
-            path = Path(proxy.route_file(route["name"]))
+            path = proxy.route_file(route["name"])
             item = (proxy, path, f".rds.{route['name']}", dump([route]))
             (rds if path.exists() else new_rds).append(item)
         for name, typed_config in config.extensions.items():  # ECDS: a TypedExtensionConfig per filter

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from labkit.local.registry import resolve_host
 from labkit.local.routes import catch_all, http_routes, identity_headers, route_config, vhost
+from labkit.meshmodel import fqdn as resolve_host
 
 if TYPE_CHECKING:
     from labkit.local.registry import Host
