@@ -201,3 +201,15 @@ spec:
     (accepted,) = status["parents"][0]["conditions"]
     assert (accepted["status"], accepted["reason"]) == ("False", reason)
     assert routes_of(cfgs)[0]["name"] == "default"  # the Service keeps its default route
+
+
+def test_an_http_route_in_the_callers_namespace_wins_over_an_older_virtual_service(tmp_path):
+    mesh = paths.CLUSTER_CONFIG / "mesh"
+    _, cfgs, _ = translated(
+        tmp_path,
+        mesh / "destination-rule-currency-converter.yaml",
+        mesh / "virtual-service-currency-converter-90-10.yaml",
+        GATEWAY_API / "http-route-currency-converter-0-100.yaml",
+    )
+    (only,) = routes_of(cfgs)  # the client runs in payments-prod, the HTTPRoute's namespace
+    assert only["route"]["cluster"] == V2

@@ -32,6 +32,11 @@ def is_gateway_api(r: Resource) -> bool:
     return r.group == GROUP
 
 
+def is_gateway_semantics(vs: Resource) -> bool:
+    """An internal VirtualService made from an HTTPRoute (``UseGatewaySemantics``, pilot/pkg/model)."""
+    return (vs.metadata.get("annotations") or {}).get(ROUTE_SEMANTICS) == "gateway"
+
+
 @dataclass
 class Conversion:
     """The internal Istio resources, and the status istiod would write, by the route's key."""

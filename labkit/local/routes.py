@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from labkit.errors import ManifestError
 from labkit.local.answers import answer
 from labkit.local.clusters import PEER_KEYS, cluster_name, peer_labels
-from labkit.local.httproute import ROUTE_SEMANTICS
+from labkit.local.httproute import is_gateway_semantics
 from labkit.local.registry import Host
 from labkit.meshmodel import alt_names, host_matches, weights_route_nothing
 from labkit.meshmodel import envoy_duration as duration
@@ -148,7 +148,7 @@ def _service_metadata(fqdn: str, hosts: dict[str, Host]) -> dict:
 def http_routes(vs: Resource, port: int, hosts: dict[str, Host]) -> list[dict]:
     """The Envoy routes of a VirtualService's ``http`` list; a catch-all match ends the list."""
     routes: list[dict] = []
-    gateway_semantics = (vs.metadata.get("annotations") or {}).get(ROUTE_SEMANTICS) == "gateway"
+    gateway_semantics = is_gateway_semantics(vs)
     for i, http in enumerate(vs.spec.get("http") or []):
         path = f"spec.http[{i}]"
         action = _action(vs, http, path, port, hosts)

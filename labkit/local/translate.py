@@ -22,7 +22,7 @@ from labkit.local.authn import namespace_mode, port_mode
 from labkit.local.authz import rbac_configs
 from labkit.local.clusters import blackhole_cluster, inbound_cluster, outbound_clusters
 from labkit.local.gateway_routes import gateway_route_config
-from labkit.local.httproute import convert
+from labkit.local.httproute import convert, is_gateway_semantics
 from labkit.local.listeners import gateway_listener, inbound_listener, outbound_listener
 from labkit.local.registry import Host, build_registry, of_kind
 from labkit.local.routes import inbound_route_config, sidecar_route_config
@@ -100,7 +100,8 @@ def translate(resources: list[Resource], topo: Topology, mesh: MeshSettings) -> 
         clusters = outbound_clusters(proxy, hosts, drs, auto_mtls, root)
         instance = topo.instance_of(proxy)
         assert instance is not None
-        routes = [sidecar_route_config(proxy, p, hosts, mesh_vss) for p in ports]
+        own = _favour_own_routes(mesh_vss, proxy.namespace)
+        routes = [sidecar_route_config(proxy, p, hosts, own) for p in ports]
         for target in sorted(proxy.inbound_ports):
             mode = port_mode(pas, proxy.namespace, proxy.labels, target, root)
             service = _inbound_service(topo, proxy, target)
@@ -148,6 +149,13 @@ def _gateway(
         routes=routes,
         extensions=rbac_configs(aps, proxy, mesh.root_namespace) if servers else {},
     )
+
+
+def _favour_own_routes(vss: list[Resource], namespace: str) -> list[Resource]:
+    """``VirtualServicesForGateway`` (pilot/pkg/model/push_context.go): HTTPRoutes (gateway semantics) in
+    the proxy's namespace come first, the "consumer override"; the first VirtualService for a host wins."""
+    mine = [v for v in vss if v.namespace == namespace and is_gateway_semantics(v)]
+    return mine + [v for v in vss if v not in mine]
 
 
 def _istio_view(resources: list[Resource], topo: Topology, domain: str = CLUSTER_DOMAIN) -> list[Resource]:

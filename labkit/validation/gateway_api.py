@@ -184,8 +184,10 @@ def admission(r: Resource) -> list[Finding]:
 
 def conflicts(r: Resource, world: Iterable[Resource], domain: str = CLUSTER_DOMAIN) -> list[Finding]:
     """A VirtualService and a mesh HTTPRoute for the same Service: both are accepted, but a sidecar applies
-    only one route table per host (istioctl analyze reports routing conflicts on a host, IST0109
-    ConflictingMeshGatewayVirtualServiceHosts for VirtualServices); reported on the newcomer."""
+    one route table per host (istioctl analyze reports such host conflicts, IST0109
+    ConflictingMeshGatewayVirtualServiceHosts for two VirtualServices). Which one: istiod puts HTTPRoutes
+    in the caller's own namespace first (``VirtualServicesForGateway``, pilot/pkg/model/push_context.go),
+    else the older object wins."""
     hosts = _hosts(r, domain)
     if not hosts:
         return []
@@ -202,7 +204,7 @@ def conflicts(r: Resource, world: Iterable[Resource], domain: str = CLUSTER_DOMA
                     "analysis",
                     "spec.parentRefs" if _is_route(r) else "spec.hosts",
                     f"{what} also routes mesh traffic for {', '.join(shared)}; a sidecar applies only one of "
-                    "them per host (the older), so the other is ignored",
+                    "them per host: the HTTPRoute for callers in its namespace, the older one elsewhere",
                     f"route {shared[0]} with one API: delete {what}, or this one",
                 )
             )
