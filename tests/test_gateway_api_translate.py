@@ -10,6 +10,7 @@ import pytest
 from envoy_check import MESH, client, envoy_validate, route
 
 from labkit import manifests, paths
+from labkit.local.httproute import with_status
 from labkit.local.topology import build_topology
 from labkit.local.translate import ensure_ports, route_status, translate
 
@@ -213,3 +214,14 @@ def test_an_http_route_in_the_callers_namespace_wins_over_an_older_virtual_servi
     )
     (only,) = routes_of(cfgs)  # the client runs in payments-prod, the HTTPRoute's namespace
     assert only["route"]["cluster"] == V2
+
+
+def test_with_status_puts_the_route_status_on_the_http_route_only(tmp_path):
+    missing = GATEWAY_API / "http-route-currency-converter-missing-backend.yaml"
+    topo, _, resources = translated(tmp_path, GATEWAY_API / "gateway-currency-ingress.yaml", missing)
+    gateway, route_ = with_status(resources, route_status(resources, topo, MESH))
+    assert "status" not in gateway.body
+    (parent,) = route_.body["status"]["parents"]
+    assert parent["controllerName"] == "istio.io/gateway-controller"
+    assert parent["parentRef"] == {"group": "", "kind": "Service", "name": "currency-converter", "port": 8080}
+    assert [c["reason"] for c in parent["conditions"]] == ["Accepted", "BackendNotFound"]

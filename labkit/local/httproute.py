@@ -78,6 +78,16 @@ def convert(
     return out
 
 
+def with_status(objects: list[Resource], status: dict[tuple[str, str, str, str], dict]) -> list[Resource]:
+    """``objects`` with the status istiod writes on each HTTPRoute, as ``kubectl get -o yaml`` shows it."""
+    return [
+        Resource(body={**r.body, "status": status[r.key]}, source=r.source, index=r.index)
+        if r.key in status
+        else r
+        for r in objects
+    ]
+
+
 def _condition(kind: str, ok: bool, reason: str, message: str) -> dict:
     return {"type": kind, "status": "True" if ok else "False", "reason": reason, "message": message}
 
