@@ -5,6 +5,10 @@ answers 500 as istiod's conversion makes it (pilot/pkg/config/kube/gateway/conve
 
 from __future__ import annotations
 
+import http.client
+import json
+import urllib.parse
+
 import pytest
 
 from labkit import checks, lesson, paths
@@ -123,3 +127,65 @@ def test_unimplemented_http_route_filter_is_refused_by_field_path(gw_lab):
         UnsupportedError, match=r"spec\.rules\[0\]\.filters\[0\]\.type value 'CORS' is not supported"
     ):
         gw_lab.apply(text)
+
+
+FILTERS = """
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: currency-converter, namespace: payments-prod}
+spec:
+  parentRefs: [{group: "", kind: Service, name: currency-converter, port: 8080}]
+  rules:
+    - matches: [{path: {type: PathPrefix, value: /delay}}]
+      timeouts: {request: 300ms}
+      backendRefs: [{name: currency-converter-v1, port: 8080}]
+    - matches:
+        - {path: {type: Exact, value: /headers}, method: GET, queryParams: [{name: canary, value: "1"}]}
+      backendRefs: [{name: currency-converter-v2, port: 8080}]
+    - matches: [{path: {type: Exact, value: /headers}}]
+      filters:
+        - type: RequestHeaderModifier
+          requestHeaderModifier: {set: [{name: X-Lab, value: gateway-api}]}
+        - type: ResponseHeaderModifier
+          responseHeaderModifier: {add: [{name: x-served-by, value: httproute}]}
+      backendRefs: [{name: currency-converter-v1, port: 8080}]
+    - matches: [{path: {type: PathPrefix, value: /api}}]
+      filters: [{type: URLRewrite, urlRewrite: {path: {type: ReplacePrefixMatch, replacePrefixMatch: /}}}]
+      backendRefs: [{name: currency-converter-v1, port: 8080}]
+    - matches: [{path: {type: PathPrefix, value: /old}}]
+      filters:
+        - type: RequestRedirect
+          requestRedirect: {path: {type: ReplacePrefixMatch, replacePrefixMatch: /new}, statusCode: 301}
+"""
+
+
+def request(lab, path: str, headers: dict | None = None):
+    """One GET from the client's sidecar, redirects not followed: (status, response headers, body)."""
+    base = URL.split("/convert")[0]
+    target, extra = lab.resolver("client")(base + path)
+    parts = urllib.parse.urlsplit(target)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=5)
+    try:
+        conn.request(
+            "GET",
+            parts.path + (f"?{parts.query}" if parts.query else ""),
+            headers={**extra, **(headers or {})},
+        )
+        resp = conn.getresponse()
+        return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read().decode()
+    finally:
+        conn.close()
+
+
+def test_matches_filters_and_timeout_through_envoy(gw_lab):
+    gw_lab.apply(FILTERS)
+    status, _, _ = request(gw_lab, "/delay/1")
+    assert status == 504  # timeouts.request 300ms against a 1 s answer
+    status, headers, body = request(gw_lab, "/headers")
+    assert status == 200 and headers["x-served-by"] == "httproute"
+    seen = {k.lower(): v for k, v in json.loads(body)["headers"].items()}
+    assert seen["x-lab"] == "gateway-api"
+    assert json.loads(request(gw_lab, "/headers?canary=1")[2])["version"] == "v2"  # query + method match
+    assert request(gw_lab, "/api/headers")[0] == 200  # /api stripped: the app serves /headers
+    status, headers, _ = request(gw_lab, "/old/rates")
+    assert status == 301 and headers["location"].endswith("/new/rates")

@@ -105,15 +105,15 @@ def test_every_implemented_match_and_filter(tmp_path):
     assert exact["match"]["headers"] == [{"name": ":method", "string_match": {"exact": "POST"}}]
     assert exact["route"]["timeout"] == "0.5s"
     redirect = by_path["/old"]  # PathPrefix: the trailing / ignored, whole segments only
-    assert redirect["redirect"] == {
+    assert redirect["redirect"] == {  # no port: the scheme's default (FROM_PROTOCOL_DEFAULT)
         "response_code": "MOVED_PERMANENTLY",
         "scheme_redirect": "https",
-        "port_redirect": 443,
         "prefix_rewrite": "/new",
     }
     api = by_path["/api"]
     assert api["match"]["headers"] == [{"name": "X-User", "string_match": {"safe_regex": {"regex": "a.*"}}}]
-    assert api["route"]["prefix_rewrite"] == "/"
+    assert "prefix_rewrite" not in api["route"]  # removing the prefix must not leave "//"
+    assert api["route"]["regex_rewrite"] == {"pattern": {"regex": "^/api(/?)(.*)"}, "substitution": "/\\2"}
     assert api["request_headers_to_add"] == [
         {"header": {"key": "x-env", "value": "lab"}, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}
     ]

@@ -13,6 +13,7 @@ from labkit.local.answers import answer
 from labkit.local.clusters import PEER_KEYS, cluster_name, peer_labels
 from labkit.local.httproute import is_gateway_semantics
 from labkit.local.registry import Host
+from labkit.local.semantics import gateway_route
 from labkit.meshmodel import alt_names, host_matches, weights_route_nothing
 from labkit.meshmodel import envoy_duration as duration
 from labkit.meshmodel import fqdn as resolve_host
@@ -152,15 +153,11 @@ def http_routes(vs: Resource, port: int, hosts: dict[str, Host]) -> list[dict]:
     for i, http in enumerate(vs.spec.get("http") or []):
         path = f"spec.http[{i}]"
         action = _action(vs, http, path, port, hosts)
-        if gateway_semantics and "route" in action:
-            # An HTTPRoute backend that does not resolve answers 500 (TranslateRoute, route/route.go).
-            action["route"]["cluster_not_found_response_code"] = "INTERNAL_SERVER_ERROR"
         for match in http.get("match") or [None]:
             route = dict(action)
             route["match"] = _match(match or {})
-            if gateway_semantics and route["match"].get("prefix", "/") != "/":
-                # PathPrefix matches whole segments (TranslateRouteMatch: path_separated_prefix).
-                route["match"]["path_separated_prefix"] = route["match"].pop("prefix")
+            if gateway_semantics:
+                route = gateway_route(route)
             name = http.get("name", "")
             if match and match.get("name"):
                 name = f"{name}.{match['name']}"
@@ -192,7 +189,7 @@ def _action(vs: Resource, http: dict, path: str, port: int, hosts: dict[str, Hos
     if http.get("redirect") or http.get("directResponse"):
         answered = _header_ops(http.get("headers") or {})  # response headers still apply
         answered.pop("authority", None)
-        return {**answered, **answer(http)}
+        return {**answered, **answer(http, port)}
     dests = http.get("route") or []
     if not dests:
         raise ManifestError(f"{where}: field {path}.route is empty; add at least one destination")
