@@ -216,11 +216,17 @@ def test_an_http_route_in_the_callers_namespace_wins_over_an_older_virtual_servi
     assert only["route"]["cluster"] == V2
 
 
-def test_with_status_puts_the_route_status_on_the_http_route_only(tmp_path):
+def test_with_status_puts_istiods_status_on_routes_and_gateways(tmp_path):
     missing = GATEWAY_API / "http-route-currency-converter-missing-backend.yaml"
-    topo, _, resources = translated(tmp_path, GATEWAY_API / "gateway-currency-ingress.yaml", missing)
-    gateway, route_ = with_status(resources, route_status(resources, topo, MESH))
-    assert "status" not in gateway.body
+    ingress = GATEWAY_API / "http-route-currency-converter-ingress.yaml"
+    topo, _, resources = translated(tmp_path, GATEWAY_API / "gateway-currency-ingress.yaml", missing, ingress)
+    gateway, route_, _ = with_status(resources, route_status(resources, topo, MESH))
+    assert [c["type"] for c in gateway.body["status"]["conditions"]] == ["Accepted", "Programmed"]
+    (listener,) = gateway.body["status"]["listeners"]
+    assert (listener["name"], listener["attachedRoutes"]) == (
+        "http",
+        1,
+    )  # the ingress route; not the mesh one
     (parent,) = route_.body["status"]["parents"]
     assert parent["controllerName"] == "istio.io/gateway-controller"
     assert parent["parentRef"] == {"group": "", "kind": "Service", "name": "currency-converter", "port": 8080}

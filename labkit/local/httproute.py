@@ -10,6 +10,7 @@ host. A parentRef to a Gateway binds to that Gateway's listeners, whose hosts ca
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -39,7 +40,7 @@ def is_gateway_semantics(vs: Resource) -> bool:
 
 @dataclass
 class Conversion:
-    """The internal Istio resources, and the status istiod would write, by the route's key."""
+    """The internal Istio resources, and the status istiod would write, by HTTPRoute or Gateway key."""
 
     resources: list[Resource] = field(default_factory=list)
     status: dict[tuple[str, str, str, str], dict] = field(default_factory=dict)
@@ -58,6 +59,7 @@ def convert(
         if is_gateway_api(g) and g.kind == "Gateway" and g.spec.get("gatewayClassName") == "istio"
     }
     out = Conversion()
+    attached: Counter[str] = Counter()  # internal gateway name -> routes bound to it
     for r in resources:
         if not is_gateway_api(r):
             out.resources.append(r)
@@ -69,13 +71,36 @@ def convert(
                 vs, accepted = _bind(r, i, ref, gateways, known, domain)
                 if vs is not None:
                     out.resources.append(vs)
+                    attached.update(g for g in vs.spec["gateways"] if g != "mesh")
                 parents.append({"parentRef": ref, "controllerName": CONTROLLER, "conditions": accepted})
             resolved = _resolved_refs(r, known, domain)
             for parent in parents:
                 if parent["conditions"][0]["status"] == "True":
                     parent["conditions"].append(resolved)
             out.status[r.key] = {"parents": parents}
+    for gw in gateways.values():
+        out.status[gw.key] = _gateway_status(gw, attached)
     return out
+
+
+def _gateway_status(gw: Resource, attached: Counter[str]) -> dict:
+    """Accepted and Programmed, and per listener the number of routes attached (``attachedRoutes``), as
+    istiod reports a Gateway it serves (conditions.go); here every Gateway is served by the lab's ingress."""
+    programmed = "Resource programmed, served by the lab's ingress gateway (lab.status().ingress_url)"
+    ready = [
+        _condition("Accepted", True, "Accepted", "Resource accepted"),
+        _condition("Programmed", True, "Programmed", programmed),
+    ]
+    listeners = [
+        {
+            "name": lis.get("name"),
+            "attachedRoutes": attached[f"{gw.namespace}/{_internal_name(gw, lis)}"],
+            "supportedKinds": [{"group": GROUP, "kind": "HTTPRoute"}],
+            "conditions": [*ready, _condition("ResolvedRefs", True, "ResolvedRefs", "No errors found")],
+        }
+        for lis in gw.spec.get("listeners") or []
+    ]
+    return {"conditions": ready, "listeners": listeners}
 
 
 def with_status(objects: list[Resource], status: dict[tuple[str, str, str, str], dict]) -> list[Resource]:

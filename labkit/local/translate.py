@@ -164,7 +164,8 @@ def _istio_view(resources: list[Resource], topo: Topology, domain: str = CLUSTER
 
 
 def route_status(resources: list[Resource], topo: Topology, mesh: MeshSettings) -> dict:
-    """The status istiod writes on each HTTPRoute (parents with Accepted and ResolvedRefs), by its key."""
+    """The status istiod writes on each HTTPRoute (parents with Accepted and ResolvedRefs) and Gateway
+    (Accepted, Programmed, attachedRoutes per listener), by its key."""
     return convert(resources, _services(topo), mesh.cluster_domain).status
 
 
