@@ -118,3 +118,14 @@ def test_schema_errors_block_the_apply_and_the_conflict_only_warns(context) -> N
     conflicts = [f for f in validation.check(both, context=context) if "also routes mesh" in f.message]
     assert {f.kind for f in conflicts} == {"VirtualService", "HTTPRoute"}  # each names the other
     assert all(f.severity == "warning" and f.stage == "analysis" for f in conflicts)
+
+
+@pytest.mark.parametrize(("v1", "v2"), [(100, 0), (90, 10), (50, 50), (0, 100)])
+def test_http_route_canaries_replace_each_other_and_carry_the_weights_in_their_name(v1, v2):
+    (route,) = manifests.load(GATEWAY_API / f"http-route-currency-converter-{v1}-{v2}.yaml")
+    assert (route.name, route.namespace) == ("currency-converter", "payments-prod")
+    (parent,) = route.spec["parentRefs"]
+    assert parent == {"group": "", "kind": "Service", "name": "currency-converter", "port": 8080}
+    (rule,) = route.spec["rules"]
+    weights = {ref["name"]: ref["weight"] for ref in rule["backendRefs"]}
+    assert weights == {"currency-converter-v1": v1, "currency-converter-v2": v2}
