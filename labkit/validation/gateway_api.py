@@ -29,6 +29,15 @@ API_VERSIONS = (f"{GROUP}/v1", f"{GROUP}/v1beta1")
 STRING: dict = {"type": "string"}
 #: PortNumber: +kubebuilder:validation:Minimum=1, Maximum=65535.
 PORT = {"type": "integer", "minimum": 1, "maximum": 65535}
+#: Duration (GEP-2257, shared_types.go): up to four number+unit pairs.
+DURATION = {"type": "string", "pattern": "^([0-9]{1,5}(h|m|s|ms)){1,4}$", "examples": ["500ms", "1m30s"]}
+#: The backendRef kinds istiod resolves (conversion.go ``buildDestination``): Services, and Istio's
+#: ServiceEntry hosts (networking.istio.io Hostname); any other kind is ResolvedRefs=False, InvalidKind.
+ISTIO_BACKENDS = {
+    ("", "Service"),
+    ("networking.istio.io", "Hostname"),
+    ("networking.istio.io", "ServiceEntry"),
+}
 
 
 def _object(required: tuple[str, ...] = (), **properties: Any) -> dict:
@@ -114,7 +123,7 @@ HTTP_ROUTE_SPEC = _object(
             matches=_list(MATCH, 64),
             filters=_list(FILTER, 16),
             backendRefs=_list(_object(("name",), **BACKEND_REF["properties"], filters=_list(FILTER, 16)), 16),
-            timeouts=_object(request=STRING, backendRequest=STRING),
+            timeouts=_object(request=DURATION, backendRequest=DURATION),
             sessionPersistence={"type": "object"},
         ),
         16,
@@ -162,11 +171,25 @@ def validator(api_version: str, kind: str) -> jsonschema.Draft202012Validator | 
 
 def admission(r: Resource) -> list[Finding]:
     """The CRD's CEL rules on a schema-valid HTTPRoute: a Service backend needs a port
-    (BackendObjectReference: "Must have port for Service reference")."""
+    (BackendObjectReference: "Must have port for Service reference"), an Exact or PathPrefix path is absolute
+    (HTTPPathMatch: "value must be an absolute path and start with '/'")."""
     if r.group != GROUP or r.kind != "HTTPRoute":
         return []
     out = []
     for i, rule in enumerate(r.spec.get("rules") or []):
+        for k, match in enumerate(rule.get("matches") or []):
+            path = match.get("path") or {}
+            value = str(path.get("value", "/"))
+            if path.get("type", "PathPrefix") in ("Exact", "PathPrefix") and not value.startswith("/"):
+                out.append(
+                    error(
+                        r,
+                        "admission",
+                        f"spec.rules[{i}].matches[{k}].path.value",
+                        f"{value!r} is not an absolute path (the CRD rejects it)",
+                        f"start it with /, e.g. /{value}",
+                    )
+                )
         for k, ref in enumerate(rule.get("backendRefs") or []):
             service = ref.get("group", "") == "" and ref.get("kind", "Service") == "Service"
             if service and "port" not in ref:
@@ -177,6 +200,30 @@ def admission(r: Resource) -> list[Finding]:
                         f"spec.rules[{i}].backendRefs[{k}].port",
                         "a backendRef to a Service must have a port (the CRD rejects it)",
                         "add the Service port, e.g. port: 8080",
+                    )
+                )
+    return out
+
+
+def backend_kinds(r: Resource) -> list[Finding]:
+    """A backendRef of a kind istiod cannot resolve is accepted by the API server, but the route's status
+    says ResolvedRefs=False (InvalidKind) and its share of requests answers 500."""
+    if r.group != GROUP or r.kind != "HTTPRoute":
+        return []
+    out = []
+    for i, rule in enumerate(r.spec.get("rules") or []):
+        for k, ref in enumerate(rule.get("backendRefs") or []):
+            group, kind = ref.get("group", ""), ref.get("kind", "Service")
+            if (group, kind) not in ISTIO_BACKENDS:
+                out.append(
+                    finding(
+                        r,
+                        "warning",
+                        "analysis",
+                        f"spec.rules[{i}].backendRefs[{k}].kind",
+                        f"Istio does not route to a backend of group {group!r} kind {kind!r}: the route's "
+                        "status says ResolvedRefs=False (InvalidKind) and its share of requests answers 500",
+                        'point the backendRef at a Service (group: "", kind: Service)',
                     )
                 )
     return out

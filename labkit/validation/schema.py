@@ -133,6 +133,11 @@ def _describe(err: SchemaError) -> Iterator[tuple[str, str, str]]:
         bound = "at least" if err.validator == "minimum" else "at most"
         yield field, f"{value!r} is out of range", f"use a number {bound} {err.validator_value}"
         return
+    if err.validator == "pattern":
+        examples = schema.get("examples")
+        fix = f"write it like {' or '.join(examples)}" if examples else f"match {err.validator_value}"
+        yield field, f"{value!r} is not in the expected format", fix
+        return
     if err.validator == "maxItems":
         count = err.validator_value
         yield field, f"has {len(value)} items, more than the {count} allowed", f"keep at most {count} items"
