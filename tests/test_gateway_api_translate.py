@@ -231,3 +231,38 @@ def test_with_status_puts_istiods_status_on_routes_and_gateways(tmp_path):
     assert parent["controllerName"] == "istio.io/gateway-controller"
     assert parent["parentRef"] == {"group": "", "kind": "Service", "name": "currency-converter", "port": 8080}
     assert [c["reason"] for c in parent["conditions"]] == ["Accepted", "BackendNotFound"]
+
+
+MULTI_PORT = """
+apiVersion: v1
+kind: Service
+metadata: {name: multi, namespace: payments-prod}
+spec:
+  selector: {app: currency-converter}
+  ports:
+    - {name: http, port: 8080, targetPort: 8080}
+    - {name: http-alt, port: 9090, targetPort: 8080}
+"""
+
+
+def test_a_service_parent_port_limits_the_route_to_that_port(tmp_path):
+    ports = itertools.count(22000)
+    apps = manifests.load(paths.APPS) + manifests.load(MULTI_PORT)
+    apps += manifests.load(GATEWAY_API / "service-currency-converter-versions.yaml")
+    topo = build_topology(apps, tmp_path, lambda: next(ports))
+    route_text = (GATEWAY_API / "http-route-currency-converter-90-10.yaml").read_text()
+    resources = manifests.load(
+        route_text.replace("name: currency-converter\n      port: 8080", "name: multi\n      port: 9090")
+    )
+    ensure_ports(resources, topo, lambda: next(ports))
+    cfgs = translate(resources, topo, MESH)
+    host = "multi.payments-prod.svc.cluster.local"
+    (on_9090,) = next(v for v in route(client(cfgs), "9090")["virtual_hosts"] if v["name"] == f"{host}:9090")[
+        "routes"
+    ]
+    assert on_9090["match"] == {"prefix": "/", "case_sensitive": True}  # augmentPortMatch: port 9090 only
+    assert [c["weight"] for c in on_9090["route"]["weighted_clusters"]["clusters"]] == [90, 10]
+    (on_8080,) = next(v for v in route(client(cfgs), "8080")["virtual_hosts"] if v["name"] == f"{host}:8080")[
+        "routes"
+    ]
+    assert on_8080["name"] == "default"  # the other port keeps the Service's default route

@@ -132,7 +132,7 @@ def _bind(
         if (namespace, name) not in services:
             message = f"parent service: {name!r} not found"
             return None, [_condition("Accepted", False, "NoMatchingParent", message)]
-        hosts, binding = [service_fqdn(name, namespace, domain)], ["mesh"]
+        hosts, binding, port = [service_fqdn(name, namespace, domain)], ["mesh"], ref.get("port")
     else:
         gw = gateways.get((namespace, name))
         if gw is None:
@@ -150,7 +150,7 @@ def _bind(
                 f"no listener of Gateway {namespace}/{name} allows routes from namespace {route.namespace}"
             )
             return None, [_condition("Accepted", False, "NotAllowedByListeners", message)]
-        hosts = [str(h) for h in route.spec.get("hostnames") or ["*"]]
+        hosts, port = [str(h) for h in route.spec.get("hostnames") or ["*"]], None
         binding = [f"{gw.namespace}/{_internal_name(gw, lis)}" for lis in allowed]
     body = {
         "apiVersion": "networking.istio.io/v1",
@@ -160,7 +160,7 @@ def _bind(
             "namespace": route.namespace,
             "annotations": {ROUTE_SEMANTICS: "gateway"},
         },
-        "spec": {"hosts": hosts, "gateways": binding, "http": _http(route, domain)},
+        "spec": {"hosts": hosts, "gateways": binding, "http": _http(route, domain, port)},
     }
     accepted = _condition("Accepted", True, "Accepted", "Route was valid")
     return Resource(body=body, source=route.source, index=route.index), [accepted]
@@ -198,25 +198,28 @@ def _istio_gateways(gw: Resource) -> list[Resource]:
     return out
 
 
-def _http(route: Resource, domain: str) -> list[dict]:
-    """``convertHTTPRoute`` for every rule, one entry per match, sorted as ``sortHTTPRoutes`` does."""
+def _http(route: Resource, domain: str, port: int | None) -> list[dict]:
+    """``convertHTTPRoute`` for every rule, one entry per match, sorted as ``sortHTTPRoutes`` does; a
+    Service parent's ``port`` is added to every match (``augmentPortMatch``)."""
     out = []
     for pos, rule in enumerate(route.spec.get("rules") or []):
         base = _rule(route, pos, rule, domain)
-        matches = rule.get("matches") or []
+        matches = [_match(m) for m in rule.get("matches") or []]
+        if port is not None:
+            matches = [{**m, "port": int(port)} for m in matches] or [{"port": int(port)}]
         if not matches:
             out.append(base)
         for match in matches:
-            out.append({**base, "match": [_match(match)]})
+            out.append({**base, "match": [match]})
     return sorted(out, key=_rank)  # stable, like sort.SliceStable
 
 
 def _rank(http: dict) -> tuple:
     """``sortHTTPRoutes``: no match last; then Exact > Prefix > Regex, longer paths, a method, more headers,
     more query parameters first."""
-    if not http.get("match"):
+    m = (http.get("match") or [{}])[0]
+    if "uri" not in m:
         return (1,)
-    m = http["match"][0]
     kind, value = next(iter(m["uri"].items()))
     rank = {"exact": 3, "prefix": 2, "regex": 1}[kind]
     return (

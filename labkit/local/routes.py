@@ -51,7 +51,9 @@ def sidecar_route_config(
     vhosts = []
     for host in sorted((h for h in hosts if h.port(port)), key=lambda h: h.fqdn):
         vs = next((v for v in virtual_services if _binds(v, host.fqdn)), None)
-        routes = http_routes(vs, port, by_fqdn) if vs else [_default_route(host, port)]
+        # A VirtualService with no route on this port (a match for another port) leaves the default route
+        # (BuildSidecarVirtualHostWrapper skips it).
+        routes = (http_routes(vs, port, by_fqdn) if vs else []) or [_default_route(host, port)]
         domains = [host.fqdn, *alt_names(host.fqdn, proxy.namespace)]
         vh = vhost(f"{host.fqdn}:{port}", domains, routes)
         if _in_mesh(host):
@@ -154,6 +156,8 @@ def http_routes(vs: Resource, port: int, hosts: dict[str, Host]) -> list[dict]:
         path = f"spec.http[{i}]"
         action = _action(vs, http, path, port, hosts)
         for match in http.get("match") or [None]:
+            if match and match.get("port") not in (None, port):
+                continue  # translateRoute: a match for another port yields no route here
             route = dict(action)
             route["match"] = _match(match or {})
             if gateway_semantics:
