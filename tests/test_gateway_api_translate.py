@@ -54,6 +54,8 @@ spec:
           responseHeaderModifier: {add: [{name: x-served-by, value: gateway-api}]}
         - type: RequestMirror
           requestMirror: {backendRef: {name: currency-converter-v2, port: 8080}, percent: 25}
+        - type: RequestMirror
+          requestMirror: {backendRef: {name: currency-converter-v1, port: 8080}}
       backendRefs:
         - {name: currency-converter-v1, port: 8080, weight: 3}
         - {name: currency-converter-v2, port: 8080, weight: 1}

@@ -265,9 +265,12 @@ def _rule(route: Resource, pos: int, rule: dict, domain: str) -> dict:
             http["redirect"] = _redirect(f.get("requestRedirect") or {})
         elif kind == "RequestMirror":
             mirror = f.get("requestMirror") or {}
-            http["mirror"] = _destination(route, mirror.get("backendRef") or {}, domain)
+            policy: dict[str, Any] = {
+                "destination": _destination(route, mirror.get("backendRef") or {}, domain)
+            }
             if mirror.get("percent") is not None:
-                http["mirrorPercentage"] = {"value": float(mirror["percent"])}
+                policy["percentage"] = {"value": float(mirror["percent"])}
+            http.setdefault("mirrors", []).append(policy)  # createMirrorFilter: one per filter
         elif kind == "URLRewrite":
             rewrite = _rewrite(f.get("urlRewrite") or {})
             if rewrite:

@@ -209,9 +209,12 @@ def _action(vs: Resource, http: dict, path: str, port: int, hosts: dict[str, Hos
     authority = rewrite.get("authority") or authority
     if authority:
         action["host_rewrite_literal"] = authority
-    mirror = _mirror(vs, http, port, hosts)
-    if mirror is not None:
-        action["request_mirror_policies"] = [mirror]
+    mirrors = [(http.get("mirror"), http.get("mirrorPercentage"))] + [
+        (m.get("destination"), m.get("percentage")) for m in http.get("mirrors") or []
+    ]  # applyHTTPRouteDestination: ``mirror`` first, then each of ``mirrors``
+    policies = [p for dest, pct in mirrors if dest and (p := _mirror(vs, dest, pct, port, hosts))]
+    if policies:
+        action["request_mirror_policies"] = policies
     targets = [(d, _destination(vs, d["destination"], port, hosts)) for d in dests]
     if len(targets) == 1:
         d, (_, _, name) = targets[0]
@@ -348,12 +351,12 @@ def _fault(fault: dict | None) -> dict | None:
     return out if len(out) > 1 else None
 
 
-def _mirror(vs: Resource, http: dict, port: int, hosts: dict[str, Host]) -> dict | None:
-    """``mirror`` + ``mirrorPercentage`` (unset = 100%, 0 = no mirror)."""
-    if not http.get("mirror"):
-        return None
-    _, _, name = _destination(vs, http["mirror"], port, hosts)
-    percent = _percent(http.get("mirrorPercentage")) or {"numerator": 1000000, "denominator": "MILLION"}
+def _mirror(
+    vs: Resource, dest: dict, percentage: dict | None, port: int, hosts: dict[str, Host]
+) -> dict | None:
+    """One mirror destination and its percentage (unset = 100%, 0 = no mirror)."""
+    _, _, name = _destination(vs, dest, port, hosts)
+    percent = _percent(percentage) or {"numerator": 1000000, "denominator": "MILLION"}
     if percent["numerator"] == 0:
         return None
     # TranslateRequestMirrorPolicy: DISABLE_SHADOW_HOST_SUFFIX defaults to true (features/pilot.go), so the
