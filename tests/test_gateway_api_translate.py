@@ -186,6 +186,7 @@ def test_a_route_from_another_namespace_is_not_allowed_by_the_same_namespace_lis
     [
         ('{group: "", kind: Service, name: no-such-service, port: 8080}', "NoMatchingParent"),
         ("{name: no-such-gateway}", "NoMatchingParent"),
+        ("{kind: Service, name: currency-converter, port: 8080}", "UnsupportedValue"),  # group defaulted
     ],
 )
 def test_a_missing_parent_is_not_accepted(tmp_path, parent, reason):

@@ -101,6 +101,14 @@ CASES = [
         "ResolvedRefs=False (InvalidKind)",
     ),
     (
+        "http-route-parent-service-without-group.yaml",
+        "warning",
+        1,
+        "HTTPRoute/currency-converter",
+        "spec.parentRefs[0].group",
+        "gateway.networking.k8s.io/Service is no parent Istio attaches routes to",
+    ),
+    (
         "gateway-listener-without-protocol.yaml",
         "error",
         1,

@@ -128,7 +128,11 @@ def _bind(
     """The internal VirtualService for one parentRef and its Accepted condition (``referenceAllowed``)."""
     namespace = ref.get("namespace") or route.namespace
     name = str(ref.get("name", ""))
-    if ref.get("kind") == "Service" and ref.get("group", "") == "":
+    group, kind = ref.get("group", GROUP), ref.get("kind", "Gateway")  # the API's defaults
+    if (group, kind) not in (("", "Service"), (GROUP, "Gateway")):
+        message = f"unsupported parent: {group}/{kind}"  # toInternalParentReference
+        return None, [_condition("Accepted", False, "UnsupportedValue", message)]
+    if kind == "Service":
         if (namespace, name) not in services:
             message = f"parent service: {name!r} not found"
             return None, [_condition("Accepted", False, "NoMatchingParent", message)]

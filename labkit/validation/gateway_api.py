@@ -33,6 +33,8 @@ PORT = {"type": "integer", "minimum": 1, "maximum": 65535}
 DURATION = {"type": "string", "pattern": "^([0-9]{1,5}(h|m|s|ms)){1,4}$", "examples": ["500ms", "1m30s"]}
 #: The backendRef kinds istiod resolves (conversion.go ``buildDestination``): Services, and Istio's
 #: ServiceEntry hosts (networking.istio.io Hostname); any other kind is ResolvedRefs=False, InvalidKind.
+#: The parent kinds istiod attaches routes to (conversion.go ``allowedParentReferences``, standard channel).
+ISTIO_PARENTS = {("", "Service"), (GROUP, "Gateway"), ("networking.istio.io", "ServiceEntry")}
 ISTIO_BACKENDS = {
     ("", "Service"),
     ("networking.istio.io", "Hostname"),
@@ -205,12 +207,27 @@ def admission(r: Resource) -> list[Finding]:
     return out
 
 
-def backend_kinds(r: Resource) -> list[Finding]:
-    """A backendRef of a kind istiod cannot resolve is accepted by the API server, but the route's status
-    says ResolvedRefs=False (InvalidKind) and its share of requests answers 500."""
+def references(r: Resource) -> list[Finding]:
+    """References the API server accepts and Istio cannot follow: a parentRef ``kind: Service`` without
+    ``group: ""`` (the group defaults to the Gateway API's, where no Service kind exists), and a backendRef
+    of a kind istiod cannot resolve (the route's status says ResolvedRefs=False, InvalidKind; its share of
+    requests answers 500)."""
     if r.group != GROUP or r.kind != "HTTPRoute":
         return []
-    out = []
+    out = [
+        finding(
+            r,
+            "warning",
+            "analysis",
+            f"spec.parentRefs[{i}].group",
+            f"{ref.get('group', GROUP) or 'core'}/{ref.get('kind', 'Gateway')} is no parent Istio attaches "
+            f"routes to (an unset group means {GROUP}), so the route attaches to nothing (Accepted=False)",
+            'for a Service write group: "" (the core API group); for a Gateway leave group and kind out',
+        )
+        for i, ref in enumerate(r.spec.get("parentRefs") or [])
+        if isinstance(ref, dict)
+        and (ref.get("group", GROUP), ref.get("kind", "Gateway")) not in ISTIO_PARENTS
+    ]
     for i, rule in enumerate(r.spec.get("rules") or []):
         for k, ref in enumerate(rule.get("backendRefs") or []):
             group, kind = ref.get("group", ""), ref.get("kind", "Service")

@@ -34,7 +34,7 @@ def validate(
     registry = Registry(world.values(), domain)
     for r in valid:
         findings += analysis.findings(r, registry) + gateway_api.conflicts(r, world.values(), domain)
-        findings += gateway_api.backend_kinds(r)
+        findings += gateway_api.references(r)
     return findings
 
 
