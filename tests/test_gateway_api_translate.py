@@ -7,7 +7,7 @@ from __future__ import annotations
 import itertools
 
 import pytest
-from envoy_check import MESH, client, envoy_validate, route
+from support.envoy import MESH, client, envoy_validate, route
 
 from labkit import manifests, paths
 from labkit.local.httproute import with_status

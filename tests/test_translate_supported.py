@@ -7,7 +7,7 @@ import pytest
 
 from labkit import manifests, paths, validation
 from labkit.errors import UnsupportedError, ValidationError
-from labkit.local.translate import check_supported
+from labkit.local.supported import check_supported
 
 KIND_HINT = "What to do: use the kind backend (LAB_BACKEND=kind)"
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from labkit.errors import BackendError, UnsupportedError
+from labkit.local.access_logging import access_log_on
 from labkit.local.authn import namespace_mode, port_mode
 from labkit.local.authz import rbac_configs
 from labkit.local.clusters import blackhole_cluster, inbound_cluster, outbound_clusters
@@ -26,7 +27,6 @@ from labkit.local.httproute import convert, is_gateway_semantics
 from labkit.local.listeners import gateway_listener, inbound_listener, outbound_listener
 from labkit.local.registry import Host, build_registry, of_kind
 from labkit.local.routes import inbound_route_config, sidecar_route_config
-from labkit.local.supported import check_supported
 from labkit.local.topology import Proxy, Topology, ensure_gateway_port, ensure_outbound_port
 from labkit.meshmodel import CLUSTER_DOMAIN, selects
 
@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from labkit.manifests import Resource
     from labkit.mesh import MeshSettings
 
-__all__ = ["ProxyConfig", "check_supported", "ensure_ports", "route_status", "translate"]
+__all__ = ["ProxyConfig", "ensure_ports", "route_status", "translate"]
 
 #: The default ``istio-ingressgateway`` Service's ports → targetPorts (manifests/charts/gateways/istio-ingress
 #: values.yaml: status-port 15021, http2 80 → 8080, https 443 → 8443); other server ports bind as they are.
@@ -67,8 +67,8 @@ def ensure_ports(resources: list[Resource], topo: Topology, allocate_port: Calla
 
 
 def translate(resources: list[Resource], topo: Topology, mesh: MeshSettings) -> dict[str, ProxyConfig]:
-    """The Envoy config of every proxy in ``topo`` (keyed by proxy id) for the applied Istio ``resources``."""
-    check_supported(resources)
+    """The Envoy config of every proxy in ``topo`` (keyed by proxy id) for the applied Istio ``resources``
+    (checked by ``supported.check_supported`` once, when they were applied)."""
     if mesh.outbound_policy != "REGISTRY_ONLY":
         raise UnsupportedError(
             f"meshConfig.outboundTrafficPolicy.mode {mesh.outbound_policy} is not supported by the local "
@@ -87,10 +87,11 @@ def translate(resources: list[Resource], topo: Topology, mesh: MeshSettings) -> 
         h.fqdn: not h.external and namespace_mode(pas, h.namespace, root) != "DISABLE" for h in hosts
     }
     mesh_vss = [v for v in vss if "mesh" in (v.spec.get("gateways") or ["mesh"])]
-    log_file = mesh.access_log_file is not None
+    telemetries = of_kind(resources, "Telemetry")
     ports = sorted({p.port for h in hosts for p in h.ports})
     out = {}
     for proxy in topo.sidecars:
+        log_file = access_log_on(telemetries, proxy, root, mesh.access_log_file is not None)
         missing = [p for p in ports if p not in proxy.outbound_ports]
         if missing:
             raise BackendError(
@@ -137,7 +138,8 @@ def _gateway(
         raise BackendError(
             f"the gateway has no listener port for Gateway server ports {missing}: call ensure_ports"
         )
-    log_file = mesh.access_log_file is not None
+    telemetries = of_kind(resources, "Telemetry")
+    log_file = access_log_on(telemetries, proxy, mesh.root_namespace, mesh.access_log_file is not None)
     listeners, routes = [], []
     for port in sorted(servers):
         target = INGRESS_TARGET_PORTS.get(port, port)
