@@ -13,7 +13,6 @@ import pytest
 
 from labkit import checks, lesson, paths
 from labkit.errors import UnsupportedError, ValidationError
-from labkit.local.translate import route_status
 
 pytestmark = pytest.mark.mesh
 
@@ -33,10 +32,9 @@ def gw_lab(lab):
 
 
 def status_of(lab, name: str) -> dict:
-    """The HTTPRoute's status as istiod writes it (what lab.get will show once wired)."""
-    topo = lab._require_up()
-    statuses = route_status(lab._applied(), topo, lab._mesh_settings())
-    return statuses[("gateway.networking.k8s.io", "HTTPRoute", "payments-prod", name)]
+    """The HTTPRoute's status as istiod writes it, read like `kubectl get httproute -o yaml`."""
+    (route,) = [r for r in lab.get("httproutes", "payments-prod") if r.name == name]
+    return route.body["status"]
 
 
 def conditions(status: dict) -> dict[str, tuple[str, str]]:

@@ -26,11 +26,12 @@ from labkit.files import write_atomic
 from labkit.lab import Change, Lab, Status, WorkloadStatus
 from labkit.local import capacity, envoy, proxyview, resolve, telemetry
 from labkit.local.ca import LocalCA
+from labkit.local.httproute import with_status
 from labkit.local.ports import Ports
 from labkit.local.supervisor import Supervisor, app_name, envoy_name
 from labkit.local.supported import SCHEMAS, check_supported
 from labkit.local.topology import KUBE_KINDS, Topology, build_topology, ensure_gateway_port
-from labkit.local.translate import ProxyConfig, ensure_ports, translate
+from labkit.local.translate import ProxyConfig, ensure_ports, route_status, translate
 from labkit.manifests import Resource
 from labkit.mesh import MeshSettings, load_mesh_settings
 from labkit.meshmodel import is_istio
@@ -323,9 +324,11 @@ class LocalLab(Lab):
         takes it (VirtualService, virtualservices, vs); every namespace when ``namespace`` is None."""
         applied = self._applied()
         objects = self._apps(applied) + [r for r in applied if _is_istio(r)]
-        wanted = resolve.kind(kind, KUBE_KINDS | set(SCHEMAS) | {r.kind for r in objects})
+        wanted = resolve.kind(kind, KUBE_KINDS | set(SCHEMAS) | {"HTTPRoute"} | {r.kind for r in objects})
         found = [r for r in objects if r.kind == wanted and namespace in (None, r.namespace)]
-        return sorted(found, key=lambda r: (r.namespace, r.name))
+        # Gateway API objects carry the status istiod writes on them (Accepted, ResolvedRefs ...)
+        status = route_status([r for r in applied if _is_istio(r)], self._require_up(), self._mesh_settings())
+        return sorted(with_status(found, status), key=lambda r: (r.namespace, r.name))
 
     def _live_proxies(self, topo: Topology) -> list[Proxy]:
         live = self._procs.alive()

@@ -139,7 +139,7 @@ LISTENER = _object(
     protocol=STRING,
     tls={"type": "object"},
     allowedRoutes=_object(
-        namespaces=_object(**{"from": _enum("All", "Same", "Selector")}, selector={"type": "object"}),
+        namespaces=_object((), **{"from": _enum("All", "Same", "Selector")}, selector={"type": "object"}),
         kinds=_list(_object(("kind",), group=STRING, kind=STRING), 8),
     ),
 )
