@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from labkit import lesson
+from labkit import lesson, scenario
 from labkit.errors import LabError
 
 #: The lab's confidence level for a measured split (as the tour and the notebooks' checks use).
@@ -166,7 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("service")
     p.add_argument("weights", nargs="+", metavar="SUBSET=WEIGHT")
-    p.add_argument("--namespace", default="payments-prod")
+    p.add_argument("--namespace", default=scenario.NAMESPACE)
     p.set_defaults(func=cmd_weights)
     p = sub.add_parser(
         "send",
