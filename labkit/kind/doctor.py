@@ -17,13 +17,11 @@ from labkit import paths
 from labkit.command import run
 from labkit.errors import CommandError, LabError, ToolNotFoundError
 from labkit.kind import cluster, istio
+from labkit.versions import ISTIO_MINOR, K8S_SUPPORTED  # the one place for versions
 
 MIN_CPUS = 4
 #: 8 GiB asked of Docker; Docker Desktop set to "8 GB" reports about 7.7 GiB of MemTotal, so allow that.
 MIN_MEMORY_GIB = 7.5
-#: Kubernetes minors Istio 1.31 supports (its release notes; istioctl's MinK8SVersion is 32).
-K8S_SUPPORTED = ((1, 32), (1, 36))
-ISTIO_MINOR = "1.31"
 HOST_PORTS = (8080, 8443)
 
 
