@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install tour test lint pytest lab system-deps clean bench test-envoy-oldest
+.PHONY: install tour test lint pytest lab system-deps clean bench test-envoy-oldest hub-deps
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -19,7 +19,7 @@ tour: install
 	$(BIN)/labkit tour --report artifacts/tour.html
 
 ## The whole suite: lint, types, unit + mesh + notebooks + browser tests.
-test: install system-deps lint pytest test-envoy-oldest
+test: install system-deps hub-deps lint pytest test-envoy-oldest
 
 lint: install
 	$(BIN)/ruff check labkit tests bench services
@@ -45,6 +45,17 @@ system-deps:
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null; \
 	else echo "note: chromium not found and not root: browser tests will be skipped (sudo apt-get install chromium)"; fi
+
+## configurable-http-proxy for the JupyterHub test (tests/test_jupyterhub.py), from npm into .ci/node.
+CHP := .ci/node/node_modules/.bin/configurable-http-proxy
+hub-deps:
+	@if [ -x $(CHP) ]; then :; \
+	elif ! command -v npm >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends npm >/dev/null; \
+	fi; \
+	if [ ! -x $(CHP) ] && command -v npm >/dev/null 2>&1; then \
+	  npm install --silent --no-save --no-audit --no-fund --prefix .ci/node configurable-http-proxy@5 >/dev/null; \
+	elif [ ! -x $(CHP) ]; then echo "note: npm not found: the JupyterHub test will be skipped"; fi
 
 ## JupyterLab on the notebooks.
 lab: install
