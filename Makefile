@@ -64,6 +64,7 @@ lab: install
 bench: install
 	$(BIN)/python bench/bench_local.py
 	$(BIN)/python bench/bench_traffic.py
+	$(BIN)/python bench/bench_capacity.py
 
 clean:
 	-$(BIN)/labkit down

@@ -27,6 +27,7 @@ from labkit.local import processes
 from labkit.local.backend import LocalLab
 
 NODE_CORES, NODE_GIB, RESERVED_GIB = 4, 16, 2.0  # a room's node; the OS, the hub and JupyterLab's own share
+CPU_TARGET = 0.75  # of the node's cores, so a rollout's steps and the live chart keep their timing
 
 
 class Sampler:
@@ -36,6 +37,7 @@ class Sampler:
         self.procs, self.interval = procs, interval
         self.peak_rss = 0
         self.rss: list[int] = []
+        self.totals: list[tuple[float, float]] = []  # (time, CPU seconds used so far)
         self._stop = threading.Event()
         self._cpu: dict[int, float] = {}  # pid -> last cpu seconds seen
         self._cpu0: dict[int, float] = {}
@@ -48,10 +50,12 @@ class Sampler:
                     rss += proc.memory_info().rss
                     times = proc.cpu_times()
                     self._cpu[proc.pid] = times.user + times.system
-                    self._cpu0.setdefault(proc.pid, self._cpu[proc.pid] if self._started else 0.0)
+                    self._cpu0.setdefault(proc.pid, 0.0 if self._started else self._cpu[proc.pid])
             except psutil.Error:
                 continue
         self.rss.append(rss)
+        used = sum(self._cpu[p] - self._cpu0.get(p, 0.0) for p in self._cpu)
+        self.totals.append((time.monotonic(), used))
         self.peak_rss = max(self.peak_rss, rss)
 
     def __enter__(self) -> Sampler:
@@ -78,6 +82,12 @@ class Sampler:
     def cores(self) -> float:
         used = sum(self._cpu[p] - self._cpu0.get(p, 0.0) for p in self._cpu) - self._own
         return max(used, 0.0) / self.seconds
+
+    @property
+    def peak_cores(self) -> float:
+        """The busiest sampling interval (the sampler's own CPU included: a small overestimate)."""
+        pairs = zip(self.totals, self.totals[1:], strict=False)
+        return max(((c1 - c0) / (t1 - t0) for (t0, c0), (t1, c1) in pairs if t1 > t0), default=0.0)
 
     @property
     def mean_rss(self) -> float:
@@ -161,25 +171,27 @@ def main() -> None:
             lab.down()
 
     print(f"one trainee's lab on the local backend ({lab_only} processes: Envoys and apps, plus the kernel)")
-    print(f"{'phase':<34}{'CPU (cores)':>12}{'RSS mean':>11}{'RSS peak':>11}")
+    print(f"{'phase':<34}{'CPU mean':>10}{'CPU peak':>10}{'RSS mean':>10}{'RSS peak':>10}")
     rows = [
         ("idle (canary checkpoint)", idle),
         (f"200 req/s for {args.traffic:g} s ({achieved:.0f} achieved)", busy),
         (f"notebook {args.notebook} ({notebook.seconds:.0f} s)", notebook),
     ]
     for label, s in rows:
-        print(f"{label:<34}{s.cores:>12.2f}{s.mean_rss / gib:>10.2f}G{s.peak_rss / gib:>10.2f}G")
+        memory = f"{s.mean_rss / gib:>9.2f}G{s.peak_rss / gib:>9.2f}G"
+        print(f"{label:<34}{s.cores:>10.2f}{s.peak_cores:>10.2f}{memory}")
     max_instances, max_watches = _sysctl("max_user_instances"), _sysctl("max_user_watches")
     print(f"inotify instances held by one lab: {inotify} (this host: max_user_instances {max_instances}, ")
     print(f"  max_user_watches {max_watches}); 127.0.0.1 ports listening: {ports}")
 
     peak_gib = max(notebook.peak_rss, busy.peak_rss) / gib
     by_memory = math.floor((NODE_GIB - RESERVED_GIB) / peak_gib)
-    by_cpu_all_busy = math.floor(NODE_CORES / busy.cores)
-    by_cpu_notebook = math.floor(NODE_CORES / notebook.cores)
+    by_cpu_all_busy = math.floor(NODE_CORES * CPU_TARGET / busy.cores)
+    by_cpu_notebook = math.floor(NODE_CORES * CPU_TARGET / notebook.cores)
     by_inotify = math.floor(max_instances / inotify) if inotify else None
     print(
-        f"sizing, per {NODE_CORES}-core / {NODE_GIB} GiB node ({RESERVED_GIB:g} GiB for the OS and the hub):"
+        f"sizing, per {NODE_CORES}-core / {NODE_GIB} GiB node ({RESERVED_GIB:g} GiB for the OS and the hub, "
+        f"CPU to {CPU_TARGET:.0%}):"
     )
     print(f"  memory at the peak: {by_memory} trainees")
     print(f"  CPU, everyone in notebook {args.notebook} at once: {by_cpu_notebook} trainees")
