@@ -62,13 +62,25 @@ class TrafficResult:
 
     def __init__(self, outcomes: list[Outcome], source: str = "client", url: str = "", elapsed: float = 0.0):
         self.outcomes, self.source, self.url, self.elapsed = outcomes, source, url, elapsed
+        # Filled by labkit.telemetry_split when no answer said its version: requests per destination_version.
+        self.telemetry: dict[str, int] | None = None
+        self.telemetry_reporter = ""  # which proxies counted them: "source" or "destination"
+        self.telemetry_problem = ""  # why there is no telemetry split either
 
     def __len__(self) -> int:
         return len(self.outcomes)
 
+    @property
+    def measured_by(self) -> str:
+        """How the split was measured: "responses" (their version), "telemetry" (mesh counters), "none"."""
+        if any(o.version is not None for o in self.outcomes):
+            return "responses"
+        return "telemetry" if self.telemetry else "none"
+
     def counts(self) -> dict[str, int]:
-        """Responses per version (requests that got no version are left out)."""
-        return dict(Counter(o.version for o in self.outcomes if o.version is not None))
+        """Requests per version: from the answers, else from the mesh telemetry (unversioned left out)."""
+        counted = Counter(o.version for o in self.outcomes if o.version is not None)
+        return dict(counted) if counted or not self.telemetry else dict(self.telemetry)
 
     def split(self) -> dict[str, float]:
         """Share of the versioned responses each version answered."""
@@ -111,11 +123,14 @@ class TrafficResult:
         head = f"{len(self.outcomes)} requests from {self.source} to {self.url}"
         lines = [f"{head} in {self.elapsed:.1f} s ({rate:.1f}/s)"]
         counts, split, latency = self.counts(), self.split(), self.latency()
+        lines.append("  " + self.measured())
         for version in sorted(counts):
-            p = latency[version]
+            share = f"  {version}: {counts[version]} ({split[version]:.1%})"
+            p = latency.get(version)  # per-version latency only when the answers said their version
             lines.append(
-                f"  {version}: {counts[version]} ({split[version]:.1%})  "
-                f"p50 {p[50] * 1000:.1f} ms  p90 {p[90] * 1000:.1f} ms  p99 {p[99] * 1000:.1f} ms"
+                share + f"  p50 {p[50] * 1000:.1f} ms  p90 {p[90] * 1000:.1f} ms  p99 {p[99] * 1000:.1f} ms"
+                if p and self.measured_by == "responses"
+                else share
             )
         lines.append(
             "  codes: " + ", ".join(f"{code}: {k}" for code, k in sorted(self.codes().items(), key=str))
@@ -128,6 +143,21 @@ class TrafficResult:
         if weights:
             lines.append("  " + self.verdict(weights))
         return "\n".join(lines)
+
+    def measured(self) -> str:
+        """One line saying which way the split was measured."""
+        if self.measured_by == "responses":
+            return "split measured from the answers (their x-version header or version field)"
+        if self.measured_by == "telemetry":
+            return (
+                f"split measured from the mesh's telemetry: istio_requests_total by destination_version, "
+                f"reporter={self.telemetry_reporter} (the answers did not say their version)"
+            )
+        if all(o.status is None for o in self.outcomes):
+            return "no split: no request got an answer"
+        return "no split: the answers did not say their version" + (
+            f", and {self.telemetry_problem}" if self.telemetry_problem else ""
+        )
 
     def __repr__(self) -> str:
         return f"<TrafficResult {len(self.outcomes)} requests {self.split()}>"
@@ -242,7 +272,7 @@ class _Load:
                 body = await resp.read()
                 status, version, flags = resp.status, _version(resp.headers, body), _flags(resp.headers, body)
             error = None
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             status, version, flags, error = None, None, None, _error(exc)
         done = time.monotonic()
         return Outcome(sent - self.start, status, version, done - sent, error, flags)

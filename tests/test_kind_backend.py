@@ -20,27 +20,12 @@ from labkit.errors import BackendError
 from labkit.kind import cluster, doctor
 from labkit.kind.backend import KubeLab, _ingress, parse_load_output
 
-ADDON = """apiVersion: apps/v1
-kind: Deployment
-metadata: {{name: {name}, namespace: istio-system, labels: {{app: {name}}}}}
-spec:
-  replicas: 1
-  selector: {{matchLabels: {{app: {name}}}}}
-  template:
-    metadata: {{labels: {{app: {name}}}}}
-    spec: {{containers: [{{name: {name}, image: {name}}}]}}
-"""
-
 
 def _environment(tmp_path, monkeypatch):
     fake = harness.install(tmp_path, monkeypatch)
     api = FakeApiServer().start()
     monkeypatch.setenv("FAKE_API_SERVER", api.url)
-    addons = tmp_path / "istio-1.31.1" / "samples" / "addons"
-    addons.mkdir(parents=True)
-    for name in ("prometheus", "kiali"):
-        (addons / f"{name}.yaml").write_text(ADDON.format(name=name))
-    monkeypatch.setenv("ISTIO_HOME", str(tmp_path / "istio-1.31.1"))
+    harness.istio_release(tmp_path, monkeypatch)
     monkeypatch.setattr(
         doctor, "HOST_PORTS", ()
     )  # this shared machine's 8080 may be busy; see test_kind_doctor

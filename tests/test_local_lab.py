@@ -109,6 +109,19 @@ def test_admin_api_shows_what_the_client_sidecar_runs(lab):
     assert hosts[f"outbound|8080|v1|{fqdn}"] == 1
 
 
+def test_the_kind_only_views_of_the_notebooks_run_locally(lab):
+    assert lab.route_weights("currency-converter", "payments-prod") == {"v1": 90, "v2": 10}  # source client
+    assert lab.mtls_mode("currency-converter-v1", "payments-prod") == "STRICT"
+    assert lab.mtls_mode("legacy-client", "legacy") is None  # no sidecar
+    assert [(r.kind, r.name) for r in lab.get("peerauthentications", "payments-prod")] == [
+        ("PeerAuthentication", "default")
+    ]
+    gateway = {
+        c["name"] for c in lab.proxy_config("ingress", "clusters")
+    }  # the gateway reaches every Service
+    assert "outbound|8080|v2|currency-converter.payments-prod.svc.cluster.local" in gateway
+
+
 def test_strict_refuses_legacy_and_serves_the_mesh_over_mtls(lab):
     legacy = lab.send(URL, n=10, source="legacy", concurrency=2)
     assert legacy.codes() == {"connection reset": 10}
@@ -335,7 +348,11 @@ def test_rejected_input_changes_nothing(lab):
         lab.apply(cors)
     with pytest.raises(ManifestError):
         lab.apply("kind: VirtualService\nmetadata: {name: [unclosed\n")
-    statefulset = "apiVersion: apps/v1\nkind: StatefulSet\nmetadata: {name: db, namespace: data}\nspec: {}\n"
+    statefulset = (  # valid, so it passes validation and reaches the local backend's capability check
+        "apiVersion: apps/v1\nkind: StatefulSet\nmetadata: {name: db, namespace: data}\nspec:\n"
+        "  selector: {matchLabels: {app: db}}\n  serviceName: db\n"
+        "  template:\n    metadata: {labels: {app: db}}\n    spec: {containers: [{name: db, image: db}]}\n"
+    )
     with pytest.raises(
         UnsupportedError, match="ConfigMap, Deployment, Namespace, Secret, Service, ServiceAccount"
     ):

@@ -7,11 +7,11 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tomllib
 import types
 from pathlib import Path
 
 import pytest
-import tomllib
 from packaging.requirements import Requirement
 
 from labkit import cli

@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
-from labkit import paths
+from labkit import manifests, paths
 from labkit.command import run
 from labkit.errors import BackendError, LabError
 from labkit.kind import cluster, doctor, istio
@@ -23,7 +23,7 @@ from labkit.lab import Change, Lab, Status, WorkloadStatus
 from labkit.metrics import RequestCount
 
 if TYPE_CHECKING:
-    from labkit.manifests import Resource, Source
+    from labkit.manifests import Resource
     from labkit.traffic import Outcome, Resolver, TrafficResult
 
 #: Namespaces the lab's apps live in (cluster-config/apps).
@@ -55,6 +55,8 @@ def _say(message: str) -> None:
 
 class KubeLab(Lab):
     """The mesh on Kubernetes: ``labkit.open("kind")`` or ``labkit.open("kube", context="my-cluster")``."""
+
+    telemetry_lag = 45.0  # the addon Prometheus scrapes every 15 s; a telemetry-measured split waits for it
 
     def __init__(self, mode: str = "kind", context: str | None = None, name: str = cluster.NAME) -> None:
         if mode not in ("kind", "kube"):
@@ -134,7 +136,7 @@ class KubeLab(Lab):
                 "`labkit tools install`, or set ISTIO_HOME to the unpacked Istio release"
             )
         for name in istio.ADDONS:
-            self._apply_resources(self._load(folder / name))
+            self._apply(manifests.load(folder / name))  # Istio's own addons: applied as shipped
         for name in ("prometheus", "kiali"):
             self.kube.wait_rollout("istio-system", name, timeout=300)
         return self.dashboard_url()
@@ -168,17 +170,14 @@ class KubeLab(Lab):
 
     # --- manifests ----------------------------------------------------------------------------------------
 
-    def apply(self, src: Source) -> list[Change]:
-        """Validate (against the apps and the Istio objects live in the cluster), then server-side apply every
-        object, namespaces first; tool configs (IstioOperator, kind Cluster) are skipped."""
-        from labkit import validation
+    def _context(self, incoming: list[Resource]) -> list[Resource]:
+        """The apps and the Istio objects live in the cluster, for the cross-object checks."""
+        keys = {r.key for r in incoming}
+        return [r for r in manifests.load(paths.APPS) + self._live_istio() if r.key not in keys]
 
-        resources = self._load(src)
-        keys = {r.key for r in resources}
-        context = [r for r in self._load(paths.APPS) + self._live_istio() if r.key not in keys]
-        for warning in validation.check(resources, context=context):
-            _say(f"warning: {warning}")
-        changes = self._apply_resources(resources)
+    def _apply(self, resources: list[Resource]) -> list[Change]:
+        """Server-side apply every object, namespaces first."""
+        changes = [Change(r.kind, r.namespace, r.name, self.kube.apply(r.body)) for r in _ordered(resources)]
         # As on the local backend: return once a changed workload runs with its new settings.
         for change in changes:
             if change.kind == "Deployment" and change.action in ("created", "configured"):
@@ -202,21 +201,12 @@ class KubeLab(Lab):
                 bodies.append(
                     {"apiVersion": api_version, "kind": kind, "metadata": meta, "spec": obj.get("spec", {})}
                 )
-        return self._load(bodies) if bodies else []
+        return manifests.load(bodies) if bodies else []
 
-    def _apply_resources(self, resources: list[Resource]) -> list[Change]:
-        return [Change(r.kind, r.namespace, r.name, self.kube.apply(r.body)) for r in _ordered(resources)]
-
-    def delete(self, src: Source) -> list[Change]:
-        """Delete the objects ``src`` names, in reverse order (namespaces last)."""
-        ordered = _ordered(self._load(src))
+    def _delete(self, resources: list[Resource]) -> list[Change]:
+        """Delete the objects, in reverse order (namespaces last)."""
+        ordered = _ordered(resources)
         return [Change(r.kind, r.namespace, r.name, self.kube.delete(r.body)) for r in reversed(ordered)]
-
-    @staticmethod
-    def _load(src: Source) -> list[Resource]:
-        from labkit import manifests, validation
-
-        return [r for r in manifests.load(src) if (r.group, r.kind) not in validation.TOOL_CONFIGS]
 
     # --- state ----------------------------------------------------------------------------------------------
 
@@ -419,6 +409,7 @@ class KubeLab(Lab):
                 url, n, duration=duration, qps=qps, concurrency=concurrency, source=source,
                 headers=headers, method=method, progress=progress,
             )  # fmt: skip
+        from labkit import telemetry_split
         from labkit.traffic import TrafficResult
 
         if method != "GET":
@@ -436,6 +427,7 @@ class KubeLab(Lab):
             argv += ["--header", f"{key}: {value}"]
         expected = n / qps if qps else 2.0 * n / max(concurrency, 1)
         fix = f"check `kubectl get pods -n {ns}` (lab.status()); lab.up() repairs the lab"
+        meter = telemetry_split.Meter(self.metrics, source=source, url=url, lag=self.telemetry_lag)
         result = run(argv, env=self.target.env(), timeout=120 + expected, fix=fix)
         outcomes = parse_load_output(result.stdout)
         if n and not outcomes:
@@ -443,7 +435,7 @@ class KubeLab(Lab):
                 f"load.py in deploy/{deploy} ({ns}) printed no results:\n{result.stdout[-500:]}"
             )
         elapsed = max((o.t + o.latency for o in outcomes), default=0.0)
-        return TrafficResult(outcomes, source=source, url=url, elapsed=elapsed)
+        return meter.finish(TrafficResult(outcomes, source=source, url=url, elapsed=elapsed))
 
 
 class PodStream:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from labkit import paths
+from labkit import paths, state
 from labkit.command import run
 from labkit.errors import CommandError
 
@@ -18,7 +18,7 @@ ALREADY_EXISTS = "node(s) already exist for a cluster with the name"
 
 def kubeconfig(name: str = NAME) -> Path:
     """The kubeconfig kind writes for this lab's cluster (context ``kind-<name>``)."""
-    path = paths.state_dir() / "kind" / ("kubeconfig" if name == NAME else f"kubeconfig-{name}")
+    path = state.kind_dir() / ("kubeconfig" if name == NAME else f"kubeconfig-{name}")
     path.parent.mkdir(parents=True, exist_ok=True)
     return path
 

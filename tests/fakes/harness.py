@@ -57,3 +57,26 @@ def install(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeTools:
     monkeypatch.delenv("KUBECONFIG")
     monkeypatch.delenv("ISTIO_HOME", raising=False)
     return FakeTools(root)
+
+
+ADDON = """apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: {name}, namespace: istio-system, labels: {{app: {name}}}}}
+spec:
+  replicas: 1
+  selector: {{matchLabels: {{app: {name}}}}}
+  template:
+    metadata: {{labels: {{app: {name}}}}}
+    spec: {{containers: [{{name: {name}, image: {name}}}]}}
+"""
+
+
+def istio_release(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, version: str = "1.31.1") -> Path:
+    """An unpacked Istio release as far as the lab reads one (samples/addons), named by ISTIO_HOME."""
+    home = tmp_path / f"istio-{version}"
+    addons = home / "samples" / "addons"
+    addons.mkdir(parents=True)
+    for name in ("prometheus", "kiali"):
+        (addons / f"{name}.yaml").write_text(ADDON.format(name=name))
+    monkeypatch.setenv("ISTIO_HOME", str(home))
+    return home
