@@ -116,7 +116,7 @@ def check_tools(tools: tuple[str, ...] = ("kind", "kubectl", "istioctl")) -> lis
 
 
 def check_node_image(config: Path = paths.KIND_CONFIG) -> Check:
-    """The kind node image's Kubernetes is inside Istio 1.31's supported range."""
+    """The kind node image's Kubernetes is inside the range the lab's Istio supports (labkit/versions)."""
     low, high = K8S_SUPPORTED
     supported = f"{low[0]}.{low[1]}-{high[0]}.{high[1]}"
     nodes = (yaml.safe_load(config.read_text()) or {}).get("nodes") or [{}]
@@ -164,7 +164,7 @@ def check_addons() -> Check:
         return Check(
             "error",
             "Istio's samples/addons (Prometheus, Kiali) not found",
-            "set ISTIO_HOME to an unpacked Istio 1.31 release (or put its bin/istioctl first on PATH)",
+            f"set ISTIO_HOME to an unpacked Istio {ISTIO_MINOR} release (or its bin/istioctl first on PATH)",
         )
     return Check("ok", f"Istio addons in {found}")
 
