@@ -46,6 +46,8 @@ def _home(spawner) -> str:
 # The lab's state (certificates, Envoy config, pidfiles, logs) in the trainee's home: one lab per trainee,
 # ports picked free by each lab, so labs never meet. LAB_HOME is the shared, read-only repository.
 c.Spawner.environment = {
+    # the venv's bin first, so `labkit status` / `labkit reset` work in a trainee's JupyterLab terminal
+    "PATH": os.pathsep.join([str(Path(PYTHON).parent), os.environ.get("PATH", "/usr/bin:/bin")]),
     "LAB_BACKEND": "local",
     "LAB_HOME": str(REPO),
     "LAB_STATE": lambda spawner: os.path.join(_home(spawner), ".meshlab"),
