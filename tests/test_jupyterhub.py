@@ -268,6 +268,7 @@ def test_three_trainees_run_the_canary_lesson_in_isolated_labs(hub):
         home = Path(pwd.getpwnam(user).pw_dir)
         assert got["uid"] == pwd.getpwnam(user).pw_uid  # the kernel runs as the trainee
         assert Path(got["state"]) == home / ".meshlab" and Path(got["state"]).stat().st_uid == got["uid"]
+        assert (home / "notebooks" / "04-canary-90-10.ipynb").stat().st_uid == got["uid"]  # their own copy
     assert len({got["state"] for got in results.values()}) == 3
     port_sets = [set(_ints(json.loads(got["ports"]))) for got in results.values()]
     assert all(port_sets) and all(
