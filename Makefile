@@ -23,8 +23,8 @@ tour: install
 test: install system-deps hub-deps lint pytest test-envoy-oldest
 
 lint: install
-	$(BIN)/ruff check labkit tests bench services
-	$(BIN)/ruff format --check labkit tests bench services
+	$(BIN)/ruff check labkit tests bench services hub
+	$(BIN)/ruff format --check labkit tests bench services hub
 	$(BIN)/mypy
 
 pytest: install
