@@ -60,6 +60,8 @@ PINS: dict[str, Release] = {
         KIND_VERSION,
         _KIND,
         _KIND + ".sha256sum",
+        # each digest: cashapp/hermit-packages kind.hcl @ f0517fd and cert-manager/makefile-modules
+        # modules/tools/00_mod.mk @ b903033, identical in both
         sha256={
             "linux-amd64": "50030de23cf40a18505f20426f6a8506bedf13c6e509244bd1fa9463721b0f54",
             "linux-arm64": "b92cd615e97585de8ddade28ed5cd7feb4248d717c233eea5b03c37298900f5d",
@@ -72,6 +74,7 @@ PINS: dict[str, Release] = {
         ISTIO_VERSION,
         _ISTIO,
         _ISTIO + ".sha256",
+        # each digest: cert-manager/makefile-modules modules/tools/00_mod.mk, row 1.30.3 (commit bbf85270)
         sha256={
             "linux-amd64": "55ada076ba1b37af49e8a24e5e539b4abccabdb33894c923279edd293eea3993",
             "linux-arm64": "926d265818e8ab69de9f81bfe78447c3bc8f4ae32a356a39545b790bfcfd63e5",
