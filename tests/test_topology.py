@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from envoy_check import lab_topology
+from support.envoy import lab_topology
 
 from labkit import manifests, paths
 from labkit.errors import CapacityError, LabError, UnsupportedError

@@ -46,7 +46,8 @@ _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when present:
 
 
 def _is_istio(res: Resource) -> bool:
-    return is_istio(res.group)
+    """Mesh configuration, applied live: Istio's APIs and the Gateway API (translated like them)."""
+    return is_istio(res.group) or res.group == "gateway.networking.k8s.io"
 
 
 class _Plan(NamedTuple):
