@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -130,7 +131,10 @@ def cmd_validate(args):
 
 
 def cmd_doctor(args):
-    from labkit.kind import doctor
+    if (args.backend or os.environ.get("LAB_BACKEND") or "local").strip().lower() == "local":
+        from labkit.local import doctor
+    else:
+        from labkit.kind import doctor  # type: ignore[no-redef]
 
     return doctor.main(args)
 
@@ -199,7 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("validate", help="validate manifests; exit 1 on errors")
     p.add_argument("paths", nargs="+")
     p.set_defaults(func=cmd_validate)
-    p = sub.add_parser("doctor", help="preflight checks for the kind backend")
+    p = sub.add_parser("doctor", help="preflight checks for the backend (Envoy for local; Docker, kind...)")
     p.set_defaults(func=cmd_doctor)
     p = sub.add_parser("tools", help="manage pinned kind/istioctl binaries")
     p.add_argument("action", choices=["install"])
