@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import pytest
 
-from labkit import lesson, paths
+from labkit import lesson, manifests, paths
+from labkit.errors import UnsupportedError
 from labkit.local import authz
+from labkit.local.translate import check_supported
 
 pytestmark = pytest.mark.mesh
 
@@ -116,3 +118,18 @@ def test_a_deny_policy_at_the_ingress_gateway_guards_the_edge_only(lab):
     finally:
         for path in (policy, *reversed(applied)):
             lab.delete(path)
+
+
+def test_the_task_manifests_are_supported_and_the_other_negations_are_refused_by_name():
+    """Only what the lessons need is implemented (notPaths, notValues): notMethods, say, is refused."""
+    check_supported(manifests.load(TASKS))
+    policy = {
+        "apiVersion": "security.istio.io/v1",
+        "kind": "AuthorizationPolicy",
+        "metadata": {"name": "p", "namespace": "payments-prod"},
+        "spec": {"action": "DENY", "rules": [{"to": [{"operation": {"notMethods": ["GET"]}}]}]},
+    }
+    with pytest.raises(
+        UnsupportedError, match=r"spec\.rules\[0\]\.to\[0\]\.operation\.notMethods is not supported"
+    ):
+        check_supported(manifests.load(policy))

@@ -13,6 +13,7 @@ import pytest
 
 from labkit import lesson, paths
 from labkit.local import telemetry
+from labkit.manifests import load
 
 pytestmark = pytest.mark.mesh
 
@@ -82,8 +83,6 @@ def test_a_failing_mirror_does_not_hurt_the_caller(lab):
 def test_mirror_percentage_zero_sends_no_copy(lab):
     """MirrorPercent: 0 means no mirror policy at all."""
     marker = f"none-{uuid.uuid4().hex[:8]}"
-    from labkit.manifests import load
-
     vs = load(TASKS / "virtual-service-currency-converter-mirror.yaml")[0].body
     vs["spec"]["http"][0]["mirrorPercentage"] = {"value": 0.0}
     try:
