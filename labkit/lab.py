@@ -171,6 +171,12 @@ class Lab(abc.ABC):
         """``{subset: weight}`` for ``service`` as ``source``'s sidecar holds them."""
         raise self._missing("route_weights")
 
+    def proxy_stats(self, workload: str, contains: str = "") -> dict[str, int]:
+        """``workload``'s Envoy counters and gauges whose names contain ``contains``, from its admin
+        ``/stats`` (on kind ``pilot-agent request GET stats`` in its istio-proxy container, as Istio's tasks
+        read them), e.g. ``upstream_rq_pending_overflow`` of a circuit breaker."""
+        raise NotImplementedError(f"lab.proxy_stats on the {self.backend} backend")
+
     def mtls_mode(self, workload: str, namespace: str = NAMESPACE) -> str | None:
         """The inbound mTLS mode (STRICT, PERMISSIVE, ...) of ``workload``'s sidecar; None without one."""
         raise self._missing("mtls_mode")

@@ -59,3 +59,15 @@ def group(samples: Iterable[RequestCount], *by: str, **match: str) -> dict[tuple
         if all(s[k] == v for k, v in match.items()):
             out[tuple(s[b] for b in by)] += s.value
     return dict(out)
+
+
+def envoy_stats(text: str, contains: str = "") -> dict[str, int]:
+    """Envoy's admin ``/stats`` text (``name: value`` lines; what ``pilot-agent request GET stats`` prints on
+    kind) as ``{name: value}`` for the counters and gauges whose name contains ``contains``; histogram lines
+    (``P0(...)`` quantiles) are left out."""
+    out: dict[str, int] = {}
+    for line in text.splitlines():
+        name, sep, value = line.rpartition(": ")
+        if sep and contains in name and value.strip().isdigit():
+            out[name.strip()] = int(value)
+    return out

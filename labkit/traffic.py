@@ -30,6 +30,8 @@ Resolver = Callable[[str], tuple[str, dict[str, str]]]
 #: Bodies of Envoy's own replies, mapped to the response flag its access log would show.
 ENVOY_LOCAL_REPLIES = {
     "no healthy upstream": "UH",
+    # A circuit breaker's overflow: the same words with its reset reason (first: the longer prefix wins)
+    "upstream connect error or disconnect/reset before headers. reset reason: overflow": "UO",
     "upstream connect error or disconnect/reset before headers": "UF",
     "upstream request timeout": "UT",
     "fault filter abort": "FI",

@@ -312,3 +312,13 @@ def test_status_reports_a_rollout_past_its_progress_deadline(running):
     finally:
         api.put(healthy)
     assert lab.status().healthy
+
+
+def test_proxy_stats_reads_the_istio_proxy_counters_with_pilot_agent(running):
+    """As Istio's circuit-breaking task does: pilot-agent request GET stats in the pod's istio-proxy."""
+    fake, _, lab = running
+    stats = lab.proxy_stats("client", "pending")
+    cc = "cluster.outbound|8080||currency-converter.payments-prod.svc.cluster.local"
+    assert stats == {f"{cc}.upstream_rq_pending_overflow": 7, f"{cc}.upstream_rq_pending_total": 23}
+    call = [c for c in fake.calls("kubectl") if "exec" in c][-1]
+    assert call[call.index("-c") :] == ["-c", "istio-proxy", "--", "pilot-agent", "request", "GET", "stats"]

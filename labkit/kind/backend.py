@@ -20,7 +20,7 @@ from labkit.kind import cluster, doctor, istio
 from labkit.kind.commands import Target
 from labkit.kind.kube import Kube, has_sidecar, rollout_complete
 from labkit.lab import Change, Lab, Status, WorkloadStatus
-from labkit.metrics import RequestCount
+from labkit.metrics import RequestCount, envoy_stats
 
 if TYPE_CHECKING:
     from labkit.manifests import Resource
@@ -281,6 +281,21 @@ class KubeLab(Lab):
 
     def access_log(self, workload: str, tail: int = 50) -> list[str]:
         """The last ``tail`` access-log lines of ``workload``'s istio-proxy (lines in Istio's TEXT format)."""
+        ns, pod = self._proxy_pod(workload)
+        text = self.kube.logs(ns, pod, "istio-proxy", tail=max(tail * 5, 200))
+        return [line for line in text.splitlines() if line.startswith("[")][-tail:]
+
+    def proxy_stats(self, workload: str, contains: str = "") -> dict[str, int]:
+        """``workload``'s Envoy counters, as Istio's tasks read them: ``kubectl exec <pod> -c istio-proxy --
+        pilot-agent request GET stats``."""
+        ns, pod = self._proxy_pod(workload)
+        argv = ["kubectl", *self.target.args(), "exec", "-n", ns, pod, "-c", "istio-proxy", "--"]
+        argv += ["pilot-agent", "request", "GET", "stats"]
+        fix = f"check `kubectl get pods -n {ns}` (lab.status()); lab.up() repairs the lab"
+        return envoy_stats(run(argv, env=self.target.env(), timeout=60, fix=fix).stdout, contains)
+
+    def _proxy_pod(self, workload: str) -> tuple[str, str]:
+        """(namespace, pod) of ``workload``'s first pod with an istio-proxy container (the gateway's too)."""
         for ns in (*LAB_NAMESPACES, "istio-system"):
             deployment = self.kube.get("apps/v1", "Deployment", workload, ns)
             if deployment is not None:
@@ -295,10 +310,9 @@ class KubeLab(Lab):
             raise BackendError(f"deployment/{workload} ({ns}) has no pods; see `kubectl get pods -n {ns}`")
         if not has_sidecar(pods[0]):  # the ingress gateway's own container is called istio-proxy too
             raise BackendError(
-                f"deployment/{workload} ({ns}) has no sidecar, so no access log; see lab.status()"
+                f"deployment/{workload} ({ns}) has no sidecar, so no proxy to read; see lab.status()"
             )
-        text = self.kube.logs(ns, pods[0]["metadata"]["name"], "istio-proxy", tail=max(tail * 5, 200))
-        return [line for line in text.splitlines() if line.startswith("[")][-tail:]
+        return ns, pods[0]["metadata"]["name"]
 
     # --- Istio's view ---------------------------------------------------------------------------------------
 

@@ -80,13 +80,19 @@ def _policies(group: list[Resource]) -> dict[str, dict]:
 
 
 def _policy(rule: dict) -> dict:
-    """One rule: permissions = one per ``to`` (OR), principals = one per ``from`` (OR), ``when`` ANDed into
-    each principal (header conditions are principal matchers in istiod)."""
+    """One rule (authz/model/model.go ``New``): permissions = one per ``to`` (OR), principals = one per
+    ``from`` (OR), ``when`` ANDed into each principal (header conditions are principal matchers in istiod);
+    a field's values are ORed and its ``not`` values are one negated OR after them."""
     when = []
     for condition in rule.get("when") or []:
         header = _HEADER_KEY.fullmatch(condition["key"])  # check_supported admits request.headers[...] only
-        if header and condition.get("values"):
+        if header is None:
+            continue
+        # model.go ``rule.principal``: the values ORed, then the notValues ORed under one ``not_id``
+        if condition.get("values"):
             when.append(_or_ids([_header(header.group(1), v) for v in condition["values"]]))
+        if condition.get("notValues"):
+            when.append({"not_id": _or_ids([_header(header.group(1), v) for v in condition["notValues"]])})
     principals = []
     for f in rule.get("from") or [{}]:
         source = (f or {}).get("source") or {}
@@ -104,6 +110,8 @@ def _policy(rule: dict) -> dict:
             rules.append(_or_rules([{"header": {"name": ":method", **_match(m)}} for m in op["methods"]]))
         if op.get("paths"):
             rules.append(_or_rules([_path(p) for p in op["paths"]]))
+        if op.get("notPaths"):  # model.go ``rule.permission``: ``permissionNot(permissionOr(...))``
+            rules.append({"not_rule": _or_rules([_path(p) for p in op["notPaths"]])})
         permissions.append({"and_rules": {"rules": rules}} if rules else {"any": True})
     return {"permissions": permissions, "principals": principals}
 

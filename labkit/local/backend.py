@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import yaml
 
-from labkit import manifests, paths
+from labkit import manifests, metrics, paths
 from labkit.errors import BackendError, LabError, UnsupportedError
 from labkit.files import write_atomic
 from labkit.lab import Change, Lab, Status, WorkloadStatus
@@ -377,6 +377,10 @@ class LocalLab(Lab):
         """What ``workload``'s Envoy runs (routes, clusters, listeners, endpoints, secrets), from its admin
         API; see proxyview.py for the shapes."""
         return proxyview.proxy_config(self._proxy(workload), what)
+
+    def proxy_stats(self, workload: str, contains: str = "") -> dict[str, int]:
+        """``workload``'s Envoy counters whose names contain ``contains``, from its admin ``/stats``."""
+        return metrics.envoy_stats(envoy.admin_get(self._proxy(workload).admin_port, "/stats"), contains)
 
     def route_weights(
         self, service: str = SERVICE, namespace: str = NAMESPACE, source: str = "client"

@@ -120,11 +120,12 @@ SCHEMAS: dict[str, dict[str, Any]] = {
         "rules": [
             {
                 "from": [{"source": {"principals": ANY, "namespaces": ANY}}],
-                "to": [{"operation": {"methods": ANY, "paths": ANY}}],
+                "to": [{"operation": {"methods": ANY, "paths": ANY, "notPaths": ANY}}],
                 "when": [
                     {
                         "key": Pattern(r"request\.headers\[[^\]]+\]", "request.headers[x-user]"),
                         "values": ANY,
+                        "notValues": ANY,
                     }
                 ],
             }

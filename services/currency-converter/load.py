@@ -31,6 +31,8 @@ import aiohttp
 # no labkit, and the kind backend must report what the local one does. Keep them in step.
 ENVOY_LOCAL_REPLIES = {
     "no healthy upstream": "UH",
+    # A circuit breaker's overflow: the same words with its reset reason (first: the longer prefix wins)
+    "upstream connect error or disconnect/reset before headers. reset reason: overflow": "UO",
     "upstream connect error or disconnect/reset before headers": "UF",
     "upstream request timeout": "UT",
     "fault filter abort": "FI",

@@ -193,6 +193,14 @@ def istioctl(args: list[str]) -> tuple[str, str, int]:
     return "", f"Error: unknown command {args}\n", 64
 
 
+#: A few lines of an istio-proxy's admin ``/stats`` (pilot-agent request GET stats), a histogram among them.
+CC_CLUSTER = "cluster.outbound|8080||currency-converter.payments-prod.svc.cluster.local"
+STATS = (
+    f"{CC_CLUSTER}.upstream_rq_pending_overflow: 7\n{CC_CLUSTER}.upstream_rq_pending_total: 23\n"
+    f"{CC_CLUSTER}.upstream_rq_time: P0(nan,1) P25(nan,2)\nserver.live: 1\n"
+)
+
+
 def kubectl(args: list[str]) -> tuple[str, str, int]:
     if args[:1] == ["version"]:
         return (
@@ -214,6 +222,8 @@ def kubectl(args: list[str]) -> tuple[str, str, int]:
             for i in range(n)
         ]
         return "".join(json.dumps(r) + "\n" for r in rows), "", 0
+    if "exec" in args and words == ["pilot-agent", "request", "GET", "stats"]:
+        return STATS, "", 0
     return "", f"error: unknown command {args}\n", 1
 
 

@@ -1,0 +1,136 @@
+"""Notebooks 13-16 (Istio's tasks) broken on purpose, as a trainee would break them: the CHECK cell must
+fail with the trainee's message (the pattern of tests/test_notebooks.py). The lessons themselves run top to
+bottom in tests/test_notebooks.py, which collects every notebook."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+from nbclient.exceptions import CellExecutionError
+
+from labkit import paths
+
+pytestmark = pytest.mark.notebooks
+
+CELL_TIMEOUT = 180
+#: A policy with ``values`` where ``notValues`` was meant: it denies exactly the admins.
+VALUES_FOR_NOT_VALUES = """
+from labkit.manifests import load
+wrong = load(deny)[0].body
+wrong["spec"]["rules"][0]["when"][0] = {"key": "request.headers[x-token]", "values": ["admin"]}
+lab.apply(wrong)
+"""
+#: The edge policy in the service's namespace instead of the gateway's: it selects no gateway.
+EDGE_POLICY_IN_WRONG_NAMESPACE = """
+from labkit.manifests import load
+wrong = load(edge_policy)[0].body
+wrong["metadata"]["namespace"] = "payments-prod"
+edge_policy = wrong
+"""
+
+#: (notebook, the cell after which the lesson is broken, the breaking code, the CHECK cell, what it must say)
+BROKEN = [
+    (
+        "13-request-routing",
+        "print(*lab.apply(vs)",
+        "lab.apply(lesson.manifest_path('mesh/virtual-service-currency-converter-header-match.yaml'))",
+        'checks.only_version(jason, "v2")',
+        ["expected every answer from v2", "What to look at: the VirtualService that is applied"],
+    ),
+    (
+        "14-traffic-mirroring",
+        "print(*lab.apply(vs)",
+        "lab.apply(lesson.manifest_path('mesh/virtual-service-currency-converter-100-0.yaml'))  # no mirror",
+        'checks.mirrored(lab, "currency-converter-v2", run, sent=50)',
+        ["received 0 mirrored copies of 50 requests", "What to look at: the applied VirtualService's mirror"],
+    ),
+    (
+        "15-circuit-breaking",
+        "print(*lab.apply(dr)",
+        "lab.apply(lesson.manifest_path('mesh/destination-rule-currency-converter.yaml'))  # no pool",
+        "checks.circuit_breaker_trips(levels)",
+        ["the circuit breaker did not trip", "What to look at: the applied DestinationRule's"],
+    ),
+    (
+        "16-explicit-deny",
+        "print(*lab.apply(deny)",
+        VALUES_FOR_NOT_VALUES,
+        'checks.forbidden(no_token, what="a call without x-token")',
+        ["expected 403 (RBAC: access denied) for a call without x-token"],
+    ),
+    (
+        "16-explicit-deny",
+        'edge_policy = lesson.show("tasks/authorization-policy-ingress-only-convert.yaml")',
+        EDGE_POLICY_IN_WRONG_NAMESPACE,
+        'checks.forbidden(outside_headers, what="/headers from outside")',
+        ["expected 403 (RBAC: access denied) for /headers from outside"],
+    ),
+]
+
+
+@pytest.fixture(scope="module")
+def lab_env(tmp_path_factory: pytest.TempPathFactory):
+    """The kernels' environment: the local backend in a state folder of this module; stopped at the end."""
+    state = tmp_path_factory.mktemp("lab-state")
+    yield {"LAB_BACKEND": "local", "LAB_STATE": str(state)}
+    from labkit.local.backend import LocalLab
+
+    LocalLab(Path(state)).down()
+
+
+def _cell(nb: nbformat.NotebookNode, text: str) -> int:
+    """The index of the one cell whose source contains ``text``."""
+    hits = [i for i, c in enumerate(nb.cells) if text in c.source]
+    assert len(hits) == 1, f"{text!r} is in cells {hits}"
+    return hits[0]
+
+
+def _put_back(state: str) -> None:
+    """What a broken run may leave: the task's policies, gateway and routes; then the canary checkpoint."""
+    from labkit.local.backend import LocalLab
+
+    lab = LocalLab(Path(state))
+    for path in sorted((paths.CLUSTER_CONFIG / "tasks").glob("authorization-policy-*.yaml")):
+        lab.delete(path)
+    for doc in (
+        "tasks/virtual-service-currency-converter-ingress-all.yaml",
+        "mesh/gateway-currency-converter.yaml",
+    ):
+        lab.delete(paths.CLUSTER_CONFIG / doc)
+    lab.delete(
+        {
+            "apiVersion": "security.istio.io/v1",
+            "kind": "AuthorizationPolicy",
+            "metadata": {"name": "ingress-only-convert", "namespace": "payments-prod"},
+        }
+    )
+    lab.ensure("canary-90-10")
+
+
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize(
+    ("name", "after", "breaking", "check", "says"),
+    BROKEN,
+    ids=[f"{b[0][:2]}-{i}" for i, b in enumerate(BROKEN)],
+)
+def test_a_broken_task_lesson_is_caught_by_its_check_cell(
+    lab_env, name, after, breaking, check, says
+) -> None:
+    nb = nbformat.read(paths.NOTEBOOKS / f"{name}.ipynb", as_version=4)
+    nb.cells.insert(_cell(nb, after) + 1, nbformat.v4.new_code_cell(breaking.strip()))
+    nb.cells = nb.cells[: _cell(nb, check) + 1]  # stop at the check: the rest needs the step to have worked
+    where = {"metadata": {"path": str(paths.NOTEBOOKS)}}
+    client = NotebookClient(nb, timeout=CELL_TIMEOUT, kernel_name="python3", resources=where)
+    try:
+        with pytest.raises(CellExecutionError) as caught:
+            client.execute(env={**os.environ, **lab_env})
+    finally:
+        _put_back(lab_env["LAB_STATE"])
+    message = str(caught.value)
+    assert "CheckFailed" in message
+    for text in says:
+        assert text in message
