@@ -18,7 +18,8 @@ from fakes.apiserver import FakeApiServer
 from labkit import lesson, manifests, metrics, paths
 from labkit.errors import BackendError
 from labkit.kind import cluster, doctor
-from labkit.kind.backend import KubeLab, _ingress, parse_load_output
+from labkit.kind.backend import KubeLab, _ingress
+from labkit.kind.podtraffic import parse_load_output
 
 ADDON = """apiVersion: apps/v1
 kind: Deployment

@@ -1,22 +1,18 @@
 """``KubeLab``: the Lab API on a real Istio mesh. ``kind`` mode builds and owns a kind cluster; ``kube``
-mode uses an existing cluster (``context=``) and never creates or deletes it."""
+mode uses an existing cluster (``context=``) and never creates or deletes it. Traffic from inside pods lives
+in ``podtraffic``; the Kubernetes API in ``kube``; istioctl in ``istio``."""
 
 from __future__ import annotations
 
-import dataclasses
-import json
-import math
 import os
-import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
-from labkit import paths
-from labkit.command import run
+from labkit import paths, scenario
 from labkit.errors import BackendError, LabError
-from labkit.kind import cluster, doctor, istio
+from labkit.kind import cluster, doctor, images, istio, podtraffic
 from labkit.kind.commands import Target
 from labkit.kind.kube import Kube, has_sidecar, rollout_complete
 from labkit.lab import Change, Lab, Status, WorkloadStatus
@@ -26,17 +22,10 @@ if TYPE_CHECKING:
     from labkit.manifests import Resource, Source
     from labkit.traffic import Outcome, Resolver, TrafficResult
 
-#: Namespaces the lab's apps live in (cluster-config/apps).
-LAB_NAMESPACES = ("payments-prod", "legacy", "external")
 #: kind/cluster.yaml publishes the ingress gateway's NodePort here.
 INGRESS_URL = "http://127.0.0.1:8080"
 #: How long set_weights waits for istiod to push a new split to the client's proxy.
 PROPAGATION_TIMEOUT = 30.0
-#: In-cluster traffic sources: namespace, Deployment and container that run load.py.
-POD_SOURCES = {
-    "client": ("payments-prod", "client", "client"),
-    "legacy": ("legacy", "legacy-client", "legacy-client"),
-}
 #: Istio kinds whose live objects other objects refer to (subsets, hosts, gateways, mTLS).
 LIVE_KINDS = (
     ("networking.istio.io/v1", "DestinationRule"),
@@ -47,6 +36,8 @@ LIVE_KINDS = (
 )
 #: Applied first so the objects inside them can be created in the same call.
 _FIRST = ("CustomResourceDefinition", "Namespace", "ServiceAccount")
+#: What ``proxy_config`` can ask a proxy for (``istioctl proxy-config <what>``).
+PROXY_CONFIG = ("routes", "clusters", "listeners", "endpoints", "secrets")
 
 
 def _say(message: str) -> None:
@@ -82,13 +73,21 @@ class KubeLab(Lab):
         self._preflight()
         if self.backend == "kind":
             _say(f"cluster {self.name}: creating or reusing (the first time takes a few minutes)")
-            cluster.create(self.name)
+            created = cluster.create(self.name)
+            problem = None if created else cluster.port_mapping_problem(self.name)
+            if problem:
+                raise BackendError(problem)
             self._kube = None
             # kubectl/istioctl cells in this kernel reach the lab's cluster; ~/.kube/config stays untouched
             os.environ["KUBECONFIG"] = str(self.target.kubeconfig)
+            self.kube.wait_nodes_ready()  # `kind create --wait` exits 0 even when it timed out
             _say(f"building {cluster.IMAGE} and loading it into the cluster")
             cluster.build_image()
             cluster.load_image(cluster.IMAGE, self.name)
+            if images.prepull():
+                wanted = images.istio_images() + images.addon_images(istio.addons_dir())
+                _say(f"pre-pull mode: pulling {len(wanted)} images on this host and loading them")
+                images.pull_and_load(wanted, self.name)
         else:
             _say(f"kube mode: the nodes must be able to pull {cluster.IMAGE} (push it to their registry)")
         self._install_istio()
@@ -166,24 +165,41 @@ class KubeLab(Lab):
         else:
             _say(f"kube mode: cluster {self.target.context or '(current context)'} left running (not ours)")
 
-    # --- manifests ----------------------------------------------------------------------------------------
+    # --- manifests: the apply pipeline's hooks (lab.py loads, validates and shows warnings) ----------------
 
     def apply(self, src: Source) -> list[Change]:
-        """Validate (against the apps and the Istio objects live in the cluster), then server-side apply every
-        object, namespaces first; tool configs (IstioOperator, kind Cluster) are skipped."""
-        from labkit import validation
+        """Until lab.py's final ``Lab.apply`` lands: load, validate against ``_context``, print the warnings,
+        then ``_apply``. The lead deletes this and ``delete`` below at merge."""
+        from labkit import validation  # validation loads schemas: kept out of `import labkit`
 
         resources = self._load(src)
-        keys = {r.key for r in resources}
-        context = [r for r in self._load(paths.APPS) + self._live_istio() if r.key not in keys]
-        for warning in validation.check(resources, context=context):
+        for warning in validation.check(resources, context=self._context(resources)):
             _say(f"warning: {warning}")
+        return self._apply(resources)
+
+    def delete(self, src: Source) -> list[Change]:
+        """Until lab.py's final ``Lab.delete`` lands (see ``apply``)."""
+        return self._delete(self._load(src))
+
+    def _context(self, incoming: list[Resource]) -> list[Resource]:
+        """The lab's apps and the Istio objects live in the cluster, minus those ``incoming`` replaces: what
+        the analysis stage checks references (subsets, hosts, gateways) against."""
+        keys = {r.key for r in incoming}
+        return [r for r in self._load(paths.APPS) + self._live_istio() if r.key not in keys]
+
+    def _apply(self, resources: list[Resource]) -> list[Change]:
+        """Server-side apply every object, namespaces first; return once a changed Deployment has rolled out
+        (as on the local backend: the workload runs with its new settings)."""
         changes = self._apply_resources(resources)
-        # As on the local backend: return once a changed workload runs with its new settings.
         for change in changes:
             if change.kind == "Deployment" and change.action in ("created", "configured"):
                 self.kube.wait_rollout(change.namespace, change.name)
         return changes
+
+    def _delete(self, resources: list[Resource]) -> list[Change]:
+        """Delete the objects, in reverse order (namespaces last)."""
+        ordered = _ordered(resources)
+        return [Change(r.kind, r.namespace, r.name, self.kube.delete(r.body)) for r in reversed(ordered)]
 
     def _live_istio(self) -> list[Resource]:
         """The cluster's Istio routing and policy objects, for the cross-object checks of ``apply``."""
@@ -207,21 +223,25 @@ class KubeLab(Lab):
     def _apply_resources(self, resources: list[Resource]) -> list[Change]:
         return [Change(r.kind, r.namespace, r.name, self.kube.apply(r.body)) for r in _ordered(resources)]
 
-    def delete(self, src: Source) -> list[Change]:
-        """Delete the objects ``src`` names, in reverse order (namespaces last)."""
-        ordered = _ordered(self._load(src))
-        return [Change(r.kind, r.namespace, r.name, self.kube.delete(r.body)) for r in reversed(ordered)]
-
     @staticmethod
     def _load(src: Source) -> list[Resource]:
-        from labkit import manifests, validation
+        from labkit import manifests, validation  # validation loads schemas: kept out of `import labkit`
 
         return [r for r in manifests.load(src) if (r.group, r.kind) not in validation.TOOL_CONFIGS]
+
+    def get(self, kind: str, namespace: str | None = None) -> list[dict]:
+        """The live objects of ``kind`` ("virtualservices", "VirtualService", "vs", ...), in ``namespace`` or
+        in all namespaces, as the API server holds them (managedFields left out), like ``kubectl get``."""
+        api_version, kind_name = self.kube.kind_named(kind)
+        items = self.kube.objects(api_version, kind_name, namespace)
+        for item in items:
+            item.get("metadata", {}).pop("managedFields", None)
+        return items
 
     # --- state ----------------------------------------------------------------------------------------------
 
     def _deployments(self) -> list[dict]:
-        return [d for ns in LAB_NAMESPACES for d in self.kube.objects("apps/v1", "Deployment", ns)]
+        return [d for ns in scenario.NAMESPACES for d in self.kube.objects("apps/v1", "Deployment", ns)]
 
     def _pods(self, deployment: dict) -> list[dict]:
         meta = deployment["metadata"]
@@ -291,7 +311,7 @@ class KubeLab(Lab):
 
     def access_log(self, workload: str, tail: int = 50) -> list[str]:
         """The last ``tail`` access-log lines of ``workload``'s istio-proxy (lines in Istio's TEXT format)."""
-        for ns in (*LAB_NAMESPACES, "istio-system"):
+        for ns in (*scenario.NAMESPACES, "istio-system"):
             deployment = self.kube.get("apps/v1", "Deployment", workload, ns)
             if deployment is not None:
                 break
@@ -312,19 +332,21 @@ class KubeLab(Lab):
 
     # --- Istio's view ---------------------------------------------------------------------------------------
 
-    def analyze(self, namespace: str | None = "payments-prod") -> list[Any]:
+    def analyze(self, namespace: str | None = scenario.NAMESPACE) -> list[Any]:
         """``istioctl analyze`` on the cluster as validation Findings (errors and warnings)."""
         return istio.analyze(self.target, namespace)
 
     def route_weights(
-        self, service: str = "currency-converter", namespace: str = "payments-prod", source: str = "client"
+        self, service: str = scenario.SERVICE, namespace: str = scenario.NAMESPACE, source: str = "client"
     ) -> dict[str, int]:
         """``{subset: weight}`` as ``source``'s sidecar holds them: the VirtualService reached the proxy."""
-        ns, deploy, _ = POD_SOURCES[source]
-        pod = self._first_pod(ns, deploy)
-        return istio.route_weights(self.target, pod, ns, f"{service}.{namespace}.svc.cluster.local")
+        workload = self._workload(source)
+        pod = self._first_pod(workload.namespace, workload.name)
+        return istio.route_weights(
+            self.target, pod, workload.namespace, f"{service}.{namespace}.svc.cluster.local"
+        )
 
-    def set_weights(self, service: str, namespace: str = "payments-prod", **weights: int) -> list[Change]:
+    def set_weights(self, service: str, namespace: str = scenario.NAMESPACE, **weights: int) -> list[Change]:
         """Apply the canary split, then wait until the client's proxy holds it (``proxy-config routes``)."""
         changes = super().set_weights(service, namespace, **weights)
         wanted = {subset: w for subset, w in weights.items() if w}
@@ -342,35 +364,52 @@ class KubeLab(Lab):
             time.sleep(1)
 
     def mtls_mode(
-        self, workload: str = "currency-converter-v1", namespace: str = "payments-prod"
+        self, workload: str = "currency-converter-v1", namespace: str = scenario.NAMESPACE
     ) -> str | None:
-        """The workload mTLS mode (STRICT/PERMISSIVE) ``istioctl x describe pod`` reports for ``workload``."""
-        return istio.mtls_mode(self.target, self._first_pod(namespace, workload), namespace)
+        """The workload mTLS mode (STRICT/PERMISSIVE) ``istioctl x describe pod`` reports for ``workload``
+        (a Deployment name in ``namespace``, or ``namespace/name``)."""
+        ns, _, name = workload.rpartition("/")
+        ns = ns or namespace
+        return istio.mtls_mode(self.target, self._first_pod(ns, name), ns)
+
+    def proxy_config(self, workload: str, what: str = "routes") -> Any:
+        """What ``workload``'s proxy runs (``istioctl proxy-config <what> <pod>.<ns> -o json``), parsed:
+        ``workload`` is a lesson alias, ``namespace/name`` or a unique Deployment name."""
+        if what not in PROXY_CONFIG:
+            raise LabError(
+                f"proxy_config cannot show {what!r}\nWhat to do: choose one of: {', '.join(PROXY_CONFIG)}"
+            )
+        found = self._workload(workload)
+        return istio.proxy_config(
+            self.target, self._first_pod(found.namespace, found.name), found.namespace, what
+        )
+
+    def _workload(self, source: str) -> podtraffic.Workload:
+        return podtraffic.find_workload(self.kube, source)
 
     def _first_pod(self, namespace: str, deployment: str) -> str:
         d = self.kube.get("apps/v1", "Deployment", deployment, namespace)
         pods = self._pods(d) if d else []
         if not pods:
-            raise BackendError(f"deployment/{deployment} ({namespace}) has no pods; run lab.up()")
+            raise BackendError(f"deployment/{deployment} ({namespace}) has no pods\nWhat to do: run lab.up()")
         return pods[0]["metadata"]["name"]
 
     # --- traffic --------------------------------------------------------------------------------------------
 
     def resolver(self, source: str) -> Resolver:
-        """ "ingress": the gateway on 127.0.0.1:8080 with the URL's host as Host header. In-cluster sources
-        ("client", "legacy") cannot be reached from here: ``send()`` runs them inside their pod."""
-        if source == "ingress":
+        """ "ingress": the gateway on 127.0.0.1:8080 with the URL's host as Host header. Workloads in the
+        cluster cannot be reached from here: ``send()`` runs load.py inside their pod."""
+        if source == scenario.INGRESS:
             if self.backend != "kind":
                 raise BackendError(
-                    "source='ingress' needs the kind port mapping; use source='client' in kube mode"
+                    "source='ingress' needs the kind port mapping\n"
+                    "What to do: use source='client' in kube mode"
                 )
             return _ingress
-        if source in POD_SOURCES:
-            raise BackendError(
-                f"requests from {source!r} run inside its pod on the Kubernetes backend; use "
-                f"lab.send(url, n=..., source={source!r}) instead of a resolver"
-            )
-        raise LabError(f"unknown traffic source {source!r}; choose one of: client, legacy, ingress")
+        raise BackendError(
+            f"requests from {source!r} run inside its pod on the Kubernetes backend\nWhat to do: use "
+            f"lab.send(url, n=..., source={source!r}) instead of a resolver"
+        )
 
     def stream(
         self,
@@ -383,21 +422,21 @@ class KubeLab(Lab):
         headers: Mapping[str, str] | None = None,
         method: str = "GET",
     ) -> Any:
-        """Background traffic for the live chart; from "client"/"legacy" it runs inside that pod."""
-        if source not in POD_SOURCES:
+        """Background traffic for the live chart; from a workload it runs inside that workload's pod."""
+        if source == scenario.INGRESS:
             return super().stream(
-                url,
-                source=source,
-                qps=qps,
-                on_batch=on_batch,
-                concurrency=concurrency,
-                headers=headers,
+                url, source=source, qps=qps, on_batch=on_batch, concurrency=concurrency, headers=headers,
                 method=method,
-            )
-        if method != "GET":
-            raise LabError(f"load.py in the {source} pod sends GET only, not {method}")
-        return PodStream(
-            self, url, source=source, qps=qps, on_batch=on_batch, concurrency=concurrency, headers=headers
+            )  # fmt: skip
+        _get_only(source, method)
+        return podtraffic.PodStream(
+            self.send,
+            url,
+            source=source,
+            qps=qps,
+            on_batch=on_batch,
+            concurrency=concurrency,
+            headers=headers,
         )
 
     def send(
@@ -413,126 +452,24 @@ class KubeLab(Lab):
         method: str = "GET",
         progress: bool | None = None,
     ) -> TrafficResult:
-        """Like ``Lab.send``; for "client" and "legacy" the requests leave from inside that pod (load.py)."""
-        if source not in POD_SOURCES:
+        """Like ``Lab.send``; from a workload (``client``, ``legacy``, ``shop/web``, ``web``) the requests
+        leave from inside one of its pods, through its sidecar (``podtraffic``)."""
+        if source == scenario.INGRESS:
             return super().send(
                 url, n, duration=duration, qps=qps, concurrency=concurrency, source=source,
                 headers=headers, method=method, progress=progress,
             )  # fmt: skip
-        from labkit.traffic import TrafficResult
-
-        if method != "GET":
-            raise LabError(f"load.py in the {source} pod sends GET only, not {method}")
-        if n is None:
-            if duration is not None and not qps:
-                raise LabError("load.py counts requests: give n=, or duration= together with qps=")
-            n = math.ceil(duration * qps) if duration is not None and qps else 100
-        ns, deploy, container = POD_SOURCES[source]
-        argv = ["kubectl", *self.target.args(), "exec", "-n", ns, f"deploy/{deploy}", "-c", container, "--"]
-        argv += ["python", "load.py", "--url", url, "--n", str(n), "--concurrency", str(concurrency)]
-        if qps:
-            argv += ["--qps", f"{qps:g}"]
-        for key, value in (headers or {}).items():
-            argv += ["--header", f"{key}: {value}"]
-        expected = n / qps if qps else 2.0 * n / max(concurrency, 1)
-        fix = f"check `kubectl get pods -n {ns}` (lab.status()); lab.up() repairs the lab"
-        result = run(argv, env=self.target.env(), timeout=120 + expected, fix=fix)
-        outcomes = parse_load_output(result.stdout)
-        if n and not outcomes:
-            raise BackendError(
-                f"load.py in deploy/{deploy} ({ns}) printed no results:\n{result.stdout[-500:]}"
-            )
-        elapsed = max((o.t + o.latency for o in outcomes), default=0.0)
-        return TrafficResult(outcomes, source=source, url=url, elapsed=elapsed)
+        _get_only(source, method)
+        return podtraffic.send(
+            self.kube, self.target, self._workload(source), url, n=n, duration=duration, qps=qps,
+            concurrency=concurrency, headers=headers, source=source,
+        )  # fmt: skip
 
 
-class PodStream:
-    """Background traffic from inside a pod, for the live chart: load.py runs in chunks of ``chunk`` seconds
-    and each chunk's outcomes arrive as one batch. Same interface as ``traffic.Stream``, coarser batches."""
-
-    def __init__(
-        self,
-        lab: KubeLab,
-        url: str,
-        *,
-        source: str,
-        qps: float,
-        on_batch: Callable[[list[Outcome]], None],
-        chunk: float = 2.0,
-        concurrency: int = 8,
-        headers: Mapping[str, str] | None = None,
-    ) -> None:
-        self.lab, self.url, self.source, self.qps, self.on_batch = lab, url, source, qps, on_batch
-        self.chunk, self.concurrency, self.headers = chunk, concurrency, headers
-        self.started = 0.0
-        self.error: BaseException | None = None  # the last failure of a chunk or of on_batch
-        self._stopped = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    @property
-    def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive() and not self._stopped.is_set()
-
-    def start(self) -> None:
-        """Start sending (a no-op when already running)."""
-        if self.running:
-            return
-        self._stopped = threading.Event()
-        self.started = time.monotonic()
-        self._thread = threading.Thread(target=self._loop, name=f"pod-stream-{self.source}", daemon=True)
-        self._thread.start()
-
-    def stop(self, timeout: float = 5.0) -> None:
-        """Stop after the chunk in flight, waiting up to ``timeout`` seconds for its batch."""
-        self._stopped.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-
-    def _loop(self) -> None:
-        n = max(1, round(self.qps * self.chunk))
-        while not self._stopped.is_set():
-            begin = time.monotonic() - self.started
-            try:
-                result = self.lab.send(
-                    self.url,
-                    n,
-                    qps=self.qps,
-                    source=self.source,
-                    concurrency=self.concurrency,
-                    headers=self.headers,
-                )
-                self.on_batch([dataclasses.replace(o, t=o.t + begin) for o in result.outcomes])
-            except Exception as exc:  # noqa: BLE001 - reported through .error, as traffic.Stream does
-                self.error = exc
-                if isinstance(exc, LabError):
-                    self._stopped.set()  # the pod cannot send: retrying every chunk would only repeat it
-
-
-def parse_load_output(text: str) -> list[Outcome]:
-    """load.py's JSON lines (``{"t","status","version","latency","error","flags"}``, ``t`` a wall-clock
-    time) as traffic Outcomes, ``t`` counted from the first request as TrafficResult expects."""
-    from labkit.traffic import Outcome
-
-    rows = []
-    for line in text.splitlines():
-        try:
-            row = json.loads(line)
-        except ValueError:
-            continue  # kubectl or Python warnings between the results
-        if isinstance(row, dict) and "latency" in row:
-            rows.append(row)
-    start = min((float(row.get("t") or 0.0) for row in rows), default=0.0)
-    return [
-        Outcome(
-            t=float(row.get("t") or start) - start,
-            status=row.get("status"),
-            version=row.get("version"),
-            latency=float(row["latency"]),
-            error=row.get("error"),
-            flags=row.get("flags"),
-        )
-        for row in sorted(rows, key=lambda row: float(row.get("t") or start))
-    ]
+def _get_only(source: str, method: str) -> None:
+    if method != "GET":
+        raise LabError(f"load.py in the {source} pod sends GET only, not {method}\nWhat to do: send GET, or "
+                       "send from source='ingress'")  # fmt: skip
 
 
 def _ingress(url: str) -> tuple[str, dict[str, str]]:

@@ -1,7 +1,8 @@
 """The Kubernetes API through the official client: server-side apply of any kind (Istio's too) via the
-dynamic client, kubectl's rollout-complete rule, sidecar checks, pod logs, and Prometheus through the API
-server's service proxy (no port-forward). Every request has a timeout; API errors become LabErrors that name
-the object."""
+dynamic client, kubectl's rollout-complete rule, sidecar checks (classic and native), pod logs, ephemeral
+containers, and Prometheus through the API server's service proxy (no port-forward). Every request has a
+timeout; API errors become ``ApiError`` (the server's status and reason kept), and a client this code cannot
+drive becomes a LabError that says which versions work."""
 
 from __future__ import annotations
 
@@ -9,10 +10,12 @@ import hashlib
 import json
 import os
 import time
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import kubernetes
 from kubernetes import client, config
 from kubernetes.dynamic import DynamicClient
 from kubernetes.dynamic.exceptions import DynamicApiError, NotFoundError, ResourceNotFoundError
@@ -23,9 +26,43 @@ from labkit.errors import BackendError, LabError
 
 FIELD_MANAGER = "labkit"
 REQUEST_TIMEOUT = 30.0
+#: The official client's majors this module is written for (pyproject pins the same range): 37.x is the
+#: OpenAPI Generator v7 regeneration whose ``call_api(method, url, header_params, ...)`` and
+#: ``param_serialize`` the code below calls; 31-36 have neither (kubernetes-client/python#2631, #2647).
+CLIENT_MAJORS = range(37, 38)
 #: Prometheus from Istio's samples/addons, through the API server (the path is used as is, not %-encoded).
 PROMETHEUS_QUERY = "/api/v1/namespaces/istio-system/services/prometheus:9090/proxy/api/v1/query"
 SIDECAR = "istio-proxy"
+
+
+class ApiError(LabError):
+    """The API server refused a request: ``status`` (404, 409, 422, ...) and ``reason`` (NotFound, Conflict,
+    Invalid, ...) as it answered, ``message`` its own words, ``fix`` what to do."""
+
+    def __init__(self, what: str, status: int, reason: str, message: str, fix: str) -> None:
+        self.what, self.status, self.reason, self.message, self.fix = what, status, reason, message, fix
+        super().__init__(f"{what}: {message} ({status} {reason})\nWhat to do: {fix}")
+
+
+#: What to do, by the API server's status code, when the caller has nothing more precise to say.
+_FIXES = {
+    403: "the kubeconfig's user may not do this; use the kind cluster's own kubeconfig (lab.up()) or ask "
+    "the cluster's admin for the permission",
+    404: "create what it refers to first (its Namespace, or install Istio for Istio kinds: lab.up())",
+    409: "another client changed it at the same time, or owns these fields; apply it again",
+    422: "fix the field the message names in the manifest and apply it again (`labkit validate FILE`)",
+}
+
+
+def check_client_version(version: str = kubernetes.__version__) -> None:
+    """Refuse a ``kubernetes`` client outside CLIENT_MAJORS before its first call fails with a TypeError."""
+    major = version.split(".")[0]
+    if not (major.isdigit() and int(major) in CLIENT_MAJORS):
+        wanted = f">={CLIENT_MAJORS.start},<{CLIENT_MAJORS.stop}"
+        raise LabError(
+            f"the kind backend needs the kubernetes Python client {wanted}, but {version} is installed\n"
+            f"What to do: pip install 'kubernetes{wanted}' (or `make install`, which pins it)"
+        )
 
 
 class _TimedApiClient(client.ApiClient):
@@ -65,16 +102,29 @@ def rollout_complete(deployment: dict) -> bool:
 
 
 def has_sidecar(pod: dict) -> bool:
-    """Whether the pod runs Istio's proxy (a container, or a native-sidecar init container)."""
+    """Whether the pod runs Istio's proxy: a container, or (Kubernetes >= 1.29 with Istio's
+    ENABLE_NATIVE_SIDECARS, on by default from 1.36 with Istio 1.31) an init container with
+    ``restartPolicy: Always`` - a native sidecar (istio/istio pkg/kube/inject/inject.go, KEP-753). A plain
+    init container named istio-proxy would exit before the app starts, so it does not count."""
     spec = pod.get("spec", {})
-    containers = (spec.get("containers") or []) + (spec.get("initContainers") or [])
-    return any(c.get("name") == SIDECAR for c in containers)
+    if any(c.get("name") == SIDECAR for c in spec.get("containers") or []):
+        return True
+    return any(
+        c.get("name") == SIDECAR and c.get("restartPolicy") == "Always"
+        for c in spec.get("initContainers") or []
+    )
+
+
+def app_containers(pod: dict) -> list[dict]:
+    """The pod's own containers, the sidecar left out (wherever Istio injected it)."""
+    return [c for c in pod.get("spec", {}).get("containers") or [] if c.get("name") != SIDECAR]
 
 
 class Kube:
     """One cluster, reached through ``kubeconfig`` (default: KUBECONFIG or ~/.kube/config) and ``context``."""
 
     def __init__(self, kubeconfig: Path | None = None, context: str | None = None) -> None:
+        check_client_version()
         self.kubeconfig, self.context = kubeconfig, context
         configuration = client.Configuration()
         try:
@@ -89,7 +139,7 @@ class Kube:
         except (config.ConfigException, OSError) as exc:
             where = kubeconfig or "KUBECONFIG / ~/.kube/config"
             raise BackendError(
-                f"cannot read context {context or '(current)'} from {where}: {exc}; "
+                f"cannot read context {context or '(current)'} from {where}: {exc}\nWhat to do: "
                 "for the kind backend run lab.up(); for another cluster check `kubectl config get-contexts`"
             ) from exc
         self.api = _TimedApiClient(configuration)
@@ -107,13 +157,24 @@ class Kube:
             )
         return self._dynamic
 
-    def _call(self, what: str, fn: Any) -> Any:
+    def _call(self, what: str, fn: Callable[[], Any], fix: str = "") -> Any:
+        """``fn()``, with the API server's refusals as ApiError and the client's own failures as LabErrors."""
         try:
             return fn()
         except (HTTPError, OSError) as exc:
             raise BackendError(
-                f"cannot reach the Kubernetes API server at {self.host} to {what}: {exc}; is the cluster up? "
-                "(`kind get clusters`, `docker ps`); lab.up() starts it"
+                f"cannot reach the Kubernetes API server at {self.host} to {what}: {exc}\nWhat to do: is the "
+                "cluster up? (`kind get clusters`, `docker ps`); lab.up() starts it"
+            ) from exc
+        except NotFoundError:
+            raise  # "does not exist" is an answer the callers handle
+        except (DynamicApiError, client.ApiException) as exc:
+            raise _api_error(what, exc, fix) from exc
+        except (TypeError, AttributeError, ValueError) as exc:  # a client whose API differs from 37.x's
+            raise LabError(
+                f"the kubernetes client {kubernetes.__version__} failed ({what}): {type(exc).__name__}: {exc}"
+                f"\nWhat to do: install the range labkit is tested with: pip install "
+                f"'kubernetes>={CLIENT_MAJORS.start},<{CLIENT_MAJORS.stop}' (`make install` pins it)"
             ) from exc
 
     def _resource(self, api_version: str, kind: str) -> Any:
@@ -123,9 +184,52 @@ class Kube:
             )
         except ResourceNotFoundError as exc:
             raise BackendError(
-                f"the cluster does not know {kind} ({api_version}); if it is an Istio kind, Istio is not "
-                "installed yet: run lab.up()"
+                f"the cluster does not know {kind} ({api_version})\nWhat to do: if it is an Istio kind, "
+                "Istio is not installed yet: run lab.up()"
             ) from exc
+
+    def kind_named(self, name: str) -> tuple[str, str]:
+        """``(apiVersion, kind)`` for a name as kubectl takes it: a kind, its plural, singular or short name,
+        in any case; Istio's group first where a name is in several (``gateways``)."""
+        wanted = name.lower()
+        found = [
+            r
+            for r in self._call("look up kinds", lambda: self.dynamic.resources.search())
+            if "/" not in (r.name or "")  # subresources (pods/log)
+            and wanted in {r.kind.lower(), r.name, r.singular_name, *(r.short_names or [])}
+        ]
+        if not found:
+            raise LabError(
+                f"the cluster knows no kind {name!r}\nWhat to do: `kubectl api-resources` lists them "
+                "(an Istio kind before Istio is installed: run lab.up())"
+            )
+        found.sort(key=lambda r: (not (r.group or "").endswith("istio.io"), not r.preferred))
+        return found[0].group_version, found[0].kind
+
+    def wait_nodes_ready(self, timeout: float = 300) -> None:
+        """Wait until every node reports Ready: ``kind create --wait`` only warns and exits 0 on timeout
+        (kind pkg/cluster/internal/create/actions/waitforready/waitforready.go)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            nodes = self.objects("v1", "Node")
+            not_ready = [
+                n["metadata"]["name"]
+                for n in nodes
+                if not any(
+                    c.get("type") == "Ready" and c.get("status") == "True"
+                    for c in (n.get("status") or {}).get("conditions") or []
+                )
+            ]
+            if nodes and not not_ready:
+                return
+            if time.monotonic() > deadline:
+                raise BackendError(
+                    f"node(s) {', '.join(not_ready) or '(none yet)'} not Ready after {timeout:g}s\n"
+                    "What to do: "
+                    "`kubectl describe nodes` (a CNI or disk-pressure problem); lab.down() then lab.up() "
+                    "starts over"
+                )
+            time.sleep(min(2.0, max(0.1, timeout / 20)))
 
     # --- objects ------------------------------------------------------------------------------------------
 
@@ -135,9 +239,10 @@ class Kube:
         meta = body.get("metadata", {})
         name, namespace = meta.get("name"), (meta.get("namespace") or "default") if res.namespaced else None
         before = self.get(body["apiVersion"], body["kind"], name, namespace)
+        where = f" in {namespace}" if namespace else ""
         try:
             after = self._call(
-                f"apply {body['kind']}/{name}",
+                f"the API server rejected {body['kind']}/{name}{where}",
                 lambda: res.server_side_apply(
                     body=body,
                     namespace=namespace,
@@ -146,10 +251,12 @@ class Kube:
                     _request_timeout=REQUEST_TIMEOUT,
                 ),
             )
-        except DynamicApiError as exc:
-            raise LabError(
-                f"the API server rejected {body['kind']}/{name}{f' in {namespace}' if namespace else ''}: "
-                f"{_reason(exc)}; fix the manifest and apply it again"
+        except NotFoundError as exc:  # the namespace does not exist (the server answers 404 for it)
+            raise _api_error(
+                f"the API server rejected {body['kind']}/{name}{where}",
+                exc,
+                f"create namespace {namespace} first: put its Namespace in the same apply, or apply it "
+                "before",
             ) from exc
         if before is None:
             return "created"
@@ -163,15 +270,13 @@ class Kube:
         namespace = (meta.get("namespace") or "default") if res.namespaced else None
         try:
             self._call(
-                f"delete {body['kind']}/{meta.get('name')}",
+                f"cannot delete {body['kind']}/{meta.get('name')}",
                 lambda: res.delete(
                     name=meta.get("name"), namespace=namespace, _request_timeout=REQUEST_TIMEOUT
                 ),
             )
         except NotFoundError:
             return "not found"
-        except DynamicApiError as exc:
-            raise LabError(f"cannot delete {body['kind']}/{meta.get('name')}: {_reason(exc)}") from exc
         return "deleted"
 
     def get(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> dict | None:
@@ -179,13 +284,11 @@ class Kube:
         res = self._resource(api_version, kind)
         try:
             obj = self._call(
-                f"read {kind}/{name}",
+                f"cannot read {kind}/{name}",
                 lambda: res.get(name=name, namespace=namespace, _request_timeout=REQUEST_TIMEOUT),
             )
         except NotFoundError:
             return None
-        except DynamicApiError as exc:
-            raise LabError(f"cannot read {kind}/{name}: {_reason(exc)}") from exc
         return obj.to_dict()
 
     def objects(
@@ -195,13 +298,13 @@ class Kube:
         res = self._resource(api_version, kind)
         try:
             objs = self._call(
-                f"list {kind}",
+                f"cannot list {kind} in {namespace or 'any namespace'}",
                 lambda: res.get(
                     namespace=namespace, label_selector=selector, _request_timeout=REQUEST_TIMEOUT
                 ),
             )
-        except DynamicApiError as exc:
-            raise LabError(f"cannot list {kind} in {namespace}: {_reason(exc)}") from exc
+        except NotFoundError:
+            return []  # the namespace does not exist: nothing in it
         return objs.to_dict().get("items") or []
 
     # --- workloads ------------------------------------------------------------------------------------------
@@ -221,10 +324,12 @@ class Kube:
                     else "absent"
                 )
                 raise BackendError(
-                    f"deployment/{name} ({namespace}) not ready after {timeout:g}s ({seen}); look for Pending"
-                    f" or ImagePullBackOff in `kubectl get pods -n {namespace}` and `kubectl describe pod`"
+                    f"deployment/{name} ({namespace}) not ready after {timeout:g}s ({seen})\nWhat to do: "
+                    "look "
+                    f"for Pending or ImagePullBackOff in `kubectl get pods -n {namespace}` and `kubectl "
+                    "describe pod`"
                 )
-            time.sleep(2)
+            time.sleep(0.5)
 
     def pods(self, namespace: str, selector: dict[str, str]) -> list[dict]:
         """Running or pending pods matching the labels ``selector``."""
@@ -240,7 +345,7 @@ class Kube:
         }
         res = self._resource("apps/v1", "Deployment")
         self._call(
-            f"restart deployment/{name}",
+            f"cannot restart deployment/{name}",
             lambda: res.patch(
                 name=name,
                 namespace=namespace,
@@ -250,42 +355,102 @@ class Kube:
             ),
         )
 
-    def logs(self, namespace: str, pod: str, container: str, tail: int) -> str:
-        """The last ``tail`` lines a container wrote."""
+    def logs(self, namespace: str, pod: str, container: str, tail: int | None = None) -> str:
+        """What a container wrote (its last ``tail`` lines)."""
         core = client.CoreV1Api(self.api)
-        try:
-            return self._call(
-                f"read logs of {pod}",
-                lambda: core.read_namespaced_pod_log(
-                    pod, namespace, container=container, tail_lines=tail, _request_timeout=REQUEST_TIMEOUT
-                ),
+        extra = {"tail_lines": tail} if tail else {}
+        return self._call(
+            f"cannot read the {container} log of pod {pod} ({namespace})",
+            lambda: core.read_namespaced_pod_log(
+                pod, namespace, container=container, _request_timeout=REQUEST_TIMEOUT, **extra
+            ),
+        )
+
+    def add_ephemeral_container(self, namespace: str, pod: str, container: dict) -> None:
+        """Add ``container`` to a running pod through the ``ephemeralcontainers`` subresource, with a
+        strategic merge patch, as ``kubectl debug`` does (kubernetes/kubectl pkg/cmd/debug/debug.go
+        ``debugByEphemeralContainer``). It shares the pod's network namespace, so its traffic goes through
+        the pod's sidecar."""
+        res = self._resource("v1", "Pod")
+        sub = res.subresources.get("ephemeralcontainers")
+        if sub is None:
+            raise BackendError(
+                "this cluster does not offer pods/ephemeralcontainers (Kubernetes < 1.25?)\nWhat to do: use "
+                "a cluster with Kubernetes 1.25 or newer (the lab's kind node is 1.36)"
             )
-        except client.ApiException as exc:
-            raise LabError(
-                f"cannot read the {container} log of pod {pod} ({namespace}): {exc.reason}"
-            ) from exc
+        body = {"spec": {"ephemeralContainers": [container]}}
+        self._call(
+            f"cannot add an ephemeral container to pod {pod} ({namespace})",
+            lambda: self.dynamic.patch(
+                sub,
+                body=body,
+                name=pod,
+                namespace=namespace,
+                content_type="application/strategic-merge-patch+json",
+                _request_timeout=REQUEST_TIMEOUT,
+            ),
+        )
+
+    def wait_ephemeral(self, namespace: str, pod: str, container: str, timeout: float) -> int:
+        """Wait until ephemeral ``container`` of ``pod`` has run to its end; its exit code."""
+        deadline = time.monotonic() + timeout
+        while True:
+            obj = self.get("v1", "Pod", pod, namespace) or {}
+            for st in (obj.get("status") or {}).get("ephemeralContainerStatuses") or []:
+                if st.get("name") != container:
+                    continue
+                state = st.get("state") or {}
+                if "terminated" in state:
+                    return int(state["terminated"].get("exitCode", 0))
+                waiting = (state.get("waiting") or {}).get("reason", "")
+                if waiting in ("ErrImagePull", "ImagePullBackOff", "InvalidImageName"):
+                    raise BackendError(
+                        f"pod {pod} ({namespace}) cannot start the load container: {waiting}\nWhat to do: "
+                        "load the lab's image into the nodes (lab.up() does it on kind)"
+                    )
+            if time.monotonic() > deadline:
+                raise BackendError(
+                    f"the load container {container} in pod {pod} ({namespace}) did not finish within "
+                    f"{timeout:g}s\nWhat to do: `kubectl describe pod {pod} -n {namespace}` shows why"
+                )
+            time.sleep(0.2)
 
     # --- Prometheus -----------------------------------------------------------------------------------------
 
     def prometheus(self, query: str) -> list[dict]:
         """Run an instant PromQL query on the addon Prometheus through the API server's service proxy."""
-        method, url, headers, body, _ = self.api.param_serialize(
-            "GET", PROMETHEUS_QUERY, query_params=[("query", query)], auth_settings=["BearerToken"]
+        method, url, headers, body, _ = self._call(
+            "prepare a Prometheus query",
+            lambda: self.api.param_serialize(
+                "GET", PROMETHEUS_QUERY, query_params=[("query", query)], auth_settings=["BearerToken"]
+            ),
         )
         response = self._call(
             "query Prometheus", lambda: self.api.call_api(method, url, header_params=headers)
         )
         data = response.read()
         if response.status != 200:
-            raise BackendError(
-                f"Prometheus (service prometheus:9090 in istio-system) answered {response.status}: "
-                f"{data[:200]!r}; install the addons with lab.up() and wait for deployment/prometheus"
+            try:  # the API server's own Status (503 "no endpoints available" while the addon starts)
+                answer = json.loads(data)
+            except ValueError:
+                answer = {"message": data[:200].decode(errors="replace")}
+            raise ApiError(
+                "cannot query Prometheus (service prometheus:9090 in istio-system)",
+                response.status,
+                str(answer.get("reason") or getattr(response, "reason", "") or ""),
+                str(answer.get("message", "")),
+                "install the addons with lab.up() and wait for deployment/prometheus in istio-system",
             )
         return json.loads(data)["data"]["result"]
 
 
-def _reason(exc: DynamicApiError) -> str:
+def _api_error(what: str, exc: Exception, fix: str = "") -> ApiError:
+    """The server's Status (code, reason, message) from a client exception, with what to do."""
+    status = int(getattr(exc, "status", 0) or 0)
+    reason, message = str(getattr(exc, "reason", "") or ""), ""
     try:
-        return json.loads(exc.body or "")["message"]
-    except (TypeError, ValueError, KeyError):
-        return f"{exc.status} {exc.reason}"
+        payload = json.loads(getattr(exc, "body", None) or "")
+        reason, message = payload.get("reason") or reason, payload.get("message") or ""
+    except (TypeError, ValueError, AttributeError):
+        pass
+    return ApiError(what, status, reason, message or reason, fix or _FIXES.get(status, "retry; lab.status()"))

@@ -12,8 +12,12 @@ import json
 import os
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
+
+import yaml
+from loadtool import output as load_output
 
 STATE = Path(os.environ.get("FAKE_CLI_DIR", "."))
 
@@ -47,6 +51,68 @@ def _lines(name: str) -> list[str]:
     return path.read_text().split() if path.exists() else []
 
 
+def _api(path: str) -> dict | None:
+    """GET an object from the fake API server (None: 404, or no API server in this test)."""
+    if not os.environ.get("FAKE_API_SERVER"):
+        return None
+    try:
+        with urllib.request.urlopen(os.environ["FAKE_API_SERVER"] + path, timeout=10) as response:
+            return json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        if exc.code == 404:
+            return None
+        raise
+
+
+def _deployment_pods(namespace: str, name: str) -> list[dict]:
+    deployment = _api(f"/apis/apps/v1/namespaces/{namespace}/deployments/{name}")
+    if deployment is None:
+        return []
+    labels = deployment["spec"]["selector"].get("matchLabels") or {}
+    query = ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
+    return (_api(f"/api/v1/namespaces/{namespace}/pods?labelSelector={query}") or {}).get("items") or []
+
+
+#: The kind Cluster config fields kind v0.32 knows (kubernetes-sigs/kind pkg/internal/apis/config/types.go,
+#: v1alpha4); kind decodes --config strictly (pkg/internal/apis/config/encoding/load.go), so any other is an
+#: error.
+KIND_CLUSTER_FIELDS = {"kind", "apiVersion", "name", "nodes", "networking", "featureGates", "runtimeConfig",
+                       "kubeadmConfigPatches", "kubeadmConfigPatchesJSON6902", "containerdConfigPatches",
+                       "containerdConfigPatchesJSON6902"}  # fmt: skip
+KIND_NODE_FIELDS = {"role", "image", "labels", "extraMounts", "extraPortMappings", "kubeadmConfigPatches",
+                    "kubeadmConfigPatchesJSON6902"}  # fmt: skip
+KIND_PORT_FIELDS = {"containerPort", "hostPort", "listenAddress", "protocol"}
+
+
+def _kind_config_error(path: str) -> str | None:
+    """kind's complaint about a --config file, or None when kind would accept it."""
+    try:
+        config = yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        return f"ERROR: failed to create cluster: error reading file: {exc}"
+    if config.get("kind") != "Cluster" or config.get("apiVersion") != "kind.x-k8s.io/v1alpha4":
+        return (f'ERROR: failed to create cluster: unknown apiVersion/kind: {config.get("apiVersion")}, '
+                f'Kind={config.get("kind")}')  # fmt: skip
+    unknown = [f"{k}" for k in config if k not in KIND_CLUSTER_FIELDS]
+    for node in config.get("nodes") or []:
+        unknown += [k for k in node if k not in KIND_NODE_FIELDS]
+        for mapping in node.get("extraPortMappings") or []:
+            unknown += [k for k in mapping if k not in KIND_PORT_FIELDS]
+        if node.get("role") not in ("control-plane", "worker"):
+            return (
+                f'ERROR: failed to create cluster: invalid configuration: unknown role "{node.get("role")}"'
+            )
+    if unknown:
+        return (f"ERROR: failed to create cluster: unable to decode config: error unmarshaling JSON: while "
+                f'decoding JSON: json: unknown field "{unknown[0]}"')  # fmt: skip
+    return None
+
+
+def _lines_raw(name: str) -> list[str]:
+    path = STATE / name
+    return path.read_text().splitlines() if path.exists() else []
+
+
 def _write_kubeconfig(path: str, cluster: str) -> None:
     server = os.environ.get("FAKE_API_SERVER", "https://127.0.0.1:6443")
     Path(path).write_text(
@@ -70,6 +136,15 @@ def kind(args: list[str]) -> tuple[str, str, int]:
             )
             msg += "\n"
             return "", msg, 1
+        if "--config" in args:
+            problem = _kind_config_error(_flag(args, "--config"))
+            if problem:
+                return "", problem + "\n", 1
+            config = yaml.safe_load(Path(_flag(args, "--config")).read_text())
+            ports = [f"{m['containerPort']}/{m.get('protocol', 'TCP').lower()} -> "
+                     f"{m.get('listenAddress', '0.0.0.0')}:{m['hostPort']}"
+                     for m in (config.get("nodes") or [{}])[0].get("extraPortMappings") or []]  # fmt: skip
+            (STATE / f"docker-ports-{name}").write_text("".join(p + "\n" for p in ports))
         (STATE / "kind-clusters").write_text("\n".join([*clusters, name]) + "\n")
         _write_kubeconfig(_flag(args, "--kubeconfig"), name)
         return (
@@ -86,17 +161,38 @@ def kind(args: list[str]) -> tuple[str, str, int]:
         (STATE / "kind-clusters").write_text("".join(c + "\n" for c in clusters if c != name))
         return "", f'Deleting cluster "{name}" ...\n', 0
     if args[:2] == ["load", "docker-image"]:
+        # kubernetes-sigs/kind pkg/cmd/kind/load/docker-image/docker-image.go: the image, then the nodes
         image = args[2]
         if image not in _lines("docker-images"):
             return "", f'ERROR: image: "{image}" not present locally\n', 1
+        if name not in clusters:
+            return "", f'ERROR: no nodes found for cluster "{name}"\n', 1
+        if (STATE / "containerd-store").exists():  # Docker's containerd image store (kind#3795)
+            return (
+                "",
+                (
+                    'ERROR: failed to load image: command "docker exec --privileged -i '
+                    f"{name}-control-plane ctr --namespace=k8s.io images import --all-platforms --digests "
+                    '--snapshotter=overlayfs -" failed with error: exit status 1\n'
+                    "Command Output: ctr: content "
+                    "digest sha256:9b7f2e1c0a4d: not found\n"
+                ),
+                1,
+            )
         return (
             "",
             f'Image: "{image}" with ID "sha256:0f1e" not yet present on node "{name}-control-plane", '
             "loading...\n",
             0,
         )
+    if args[:2] == ["load", "image-archive"]:  # pkg/cmd/kind/load/image-archive/image-archive.go
+        if not Path(args[2]).is_file():
+            return "", f"ERROR: failed to load image archive: open {args[2]}: no such file or directory\n", 1
+        if name not in clusters:
+            return "", f'ERROR: no nodes found for cluster "{name}"\n', 1
+        return "", "", 0
     if args[:1] == ["version"]:
-        return "kind v0.32.0 go1.24.4 linux/amd64\n", "", 0
+        return os.environ.get("FAKE_KIND_VERSION", "kind v0.32.0 go1.24.4 linux/amd64") + "\n", "", 0
     return "", f"ERROR: unknown command {args}\n", 1
 
 
@@ -107,6 +203,30 @@ def docker(args: list[str]) -> tuple[str, str, int]:
         return ("0 0 \n" if args[:1] == ["info"] else ""), msg, 1  # docker info --format prints empty fields
     if args[:1] == ["info"]:
         return os.environ.get("FAKE_DOCKER_INFO", "8 16663109632 28.3.2") + "\n", "", 0
+    if args[:1] == ["pull"]:
+        image = [a for a in args[1:] if not a.startswith("-")][0]
+        if image in _lines("docker-pull-refused"):
+            return "", f"Error response from daemon: pull access denied for {image}\n", 1
+        (STATE / "docker-images").write_text("\n".join([*_lines("docker-images"), image]) + "\n")
+        return f"Status: Downloaded newer image for {image}\n", "", 0
+    if args[:1] == ["tag"]:
+        if args[1] not in _lines("docker-images"):
+            return "", f"Error response from daemon: No such image: {args[1]}\n", 1
+        (STATE / "docker-images").write_text("\n".join([*_lines("docker-images"), args[2]]) + "\n")
+        return "", "", 0
+    if args[:1] == ["save"]:
+        image = args[-1]
+        if image not in _lines("docker-images"):
+            return "", f"Error response from daemon: reference does not exist: {image}\n", 1
+        Path(_flag(args, "-o")).write_text(f"image archive of {image}\n")
+        return "", "", 0
+    if args[:1] == ["port"]:
+        container, port = args[1], args[2]
+        cluster = container.removesuffix("-control-plane")
+        lines = [ln.split(" -> ")[1] for ln in _lines_raw(f"docker-ports-{cluster}") if ln.startswith(port)]
+        if not lines:
+            return "", f"Error: No public port '{port}' published for {container}\n", 1
+        return "".join(ln + "\n" for ln in lines), "", 0
     if args[:1] == ["build"]:
         image = _flag(args, "-t")
         (STATE / "docker-images").write_text("\n".join([*_lines("docker-images"), image]) + "\n")
@@ -157,10 +277,66 @@ DestinationRule: currency-converter for "currency-converter"
    No Traffic Policy
 --------------------
 Effective PeerAuthentication:
-   Workload mTLS mode: STRICT
+   Workload mTLS mode: {mode}
 Applied PeerAuthentication:
-   default.payments-prod
+{applied}
 """
+
+
+#: IstioOperator spec fields istioctl 1.31 knows (istio/istio operator/pkg/apis/types.go); `install` refuses
+#: others ("unknown field") after reading -f strictly (operator/pkg/manifest/...).
+IOP_SPEC_FIELDS = {"profile", "revision", "hub", "tag", "namespace", "meshConfig", "components", "values",
+                   "unvalidatedValues", "compatibilityVersion", "installPackagePath"}  # fmt: skip
+
+
+def _iop_error(path: str) -> str | None:
+    try:
+        iop = yaml.safe_load(Path(path).read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        return f"Error: could not read {path}: {exc}"
+    if iop.get("kind") != "IstioOperator" or not str(iop.get("apiVersion", "")).startswith(
+        "install.istio.io/"
+    ):
+        return (
+            f"Error: {path}: expected kind IstioOperator (install.istio.io/v1alpha1), got {iop.get('kind')}"
+        )
+    unknown = [k for k in iop.get("spec") or {} if k not in IOP_SPEC_FIELDS]
+    if unknown:
+        return f'Error: generate config: unknown field "{unknown[0]}" in IstioOperator spec'
+    return None
+
+
+def _pod_with_sidecar(ref: str) -> tuple[dict | None, str]:
+    """The pod ``<name>.<namespace>`` and istioctl's complaint when it has no sidecar to ask."""
+    name, _, namespace = ref.rpartition(".")
+    pod = _api(f"/api/v1/namespaces/{namespace}/pods/{name}")
+    if pod is None:
+        return None, f'Error: pods "{name}" not found\n'
+    spec = pod.get("spec") or {}
+    names = [c["name"] for c in spec.get("containers") or []] + [
+        c["name"] for c in spec.get("initContainers") or [] if c.get("restartPolicy") == "Always"
+    ]
+    if "istio-proxy" not in names:  # istioctl/pkg/proxyconfig: it execs into the istio-proxy container
+        return (
+            None,
+            "Error: failed to execute command on sidecar: container istio-proxy is not valid for pod "
+            f"{name}\n",
+        )
+    return pod, ""
+
+
+def _mtls_mode(namespace: str) -> tuple[str, list[str]]:
+    """The workload mTLS mode istiod applies: the namespace's PeerAuthentication, else the root namespace's,
+    else PERMISSIVE (istio/istio pilot/pkg/security/authn/policy_applier.go)."""
+    for ns in (namespace, "istio-system"):
+        items = (_api(f"/apis/security.istio.io/v1/namespaces/{ns}/peerauthentications") or {}).get(
+            "items"
+        ) or []
+        for pa in items:
+            if not (pa.get("spec") or {}).get("selector"):
+                mode = ((pa.get("spec") or {}).get("mtls") or {}).get("mode", "PERMISSIVE")
+                return mode, [f"{pa['metadata']['name']}.{ns}"]
+    return "PERMISSIVE", []
 
 
 def istioctl(args: list[str]) -> tuple[str, str, int]:
@@ -168,11 +344,19 @@ def istioctl(args: list[str]) -> tuple[str, str, int]:
         client = {
             "clientVersion": {"version": "1.31.1", "revision": "fake", "status": "Clean", "tag": "1.31.1"}
         }
-        if "--remote=false" in args:
+        istiod = (
+            None
+            if "--remote=false" in args
+            else _api("/apis/apps/v1/namespaces/istio-system/deployments/istiod")
+        )
+        if istiod is None:  # istioctl/pkg/version: no control plane found, no meshVersion
             return json.dumps(client) + "\n", "", 0
         mesh = [{"Component": "istiod", "Revision": "default", "Info": {"version": "1.31.1"}}]
         return json.dumps({**client, "meshVersion": mesh}) + "\n", "", 0
     if args[:1] == ["install"]:
+        problem = _iop_error(_flag(args, "-f")) if "-f" in args else None
+        if problem:
+            return "", problem + "\n", 1
         if os.environ.get("FAKE_API_SERVER"):  # leave istiod and the gateway in the fake cluster
             request = urllib.request.Request(
                 os.environ["FAKE_API_SERVER"] + "/fake/install-istio", method="POST"
@@ -185,35 +369,46 @@ def istioctl(args: list[str]) -> tuple[str, str, int]:
             0,
         )
     if args[:1] == ["analyze"]:
-        return "[]\n", "", 0
-    if args[:2] == ["proxy-config", "routes"]:
-        return json.dumps(ROUTES) + "\n", "", 0
+        # istioctl/pkg/analyze/analyze.go: -o json prints the array (exit 0 whatever it holds); the clean
+        # run's sentence goes to stderr
+        if _flag(args, "-o", "log") == "json":
+            return "[]\n", "", 0
+        return "", "\u2714 No validation issues found when analyzing namespace: default.\n", 0
+    if args[:1] == ["proxy-config"]:
+        pod, problem = _pod_with_sidecar(args[2])
+        if pod is None:
+            return "", problem, 1
+        if args[1] == "routes":
+            return json.dumps(ROUTES) + "\n", "", 0
+        return json.dumps([{"name": f"fake {args[1]} of {args[2]}"}]) + "\n", "", 0
     if args[:3] == ["x", "describe", "pod"]:
-        return DESCRIBE.format(pod=args[3]), "", 0
+        namespace = _flag(args, "-n", "default")
+        mode, applied = _mtls_mode(namespace)
+        text = DESCRIBE.format(
+            pod=args[3], mode=mode, applied="\n".join(f"   {a}" for a in applied) or "   (none)"
+        )
+        return text, "", 0
     return "", f"Error: unknown command {args}\n", 64
 
 
 def kubectl(args: list[str]) -> tuple[str, str, int]:
     if args[:1] == ["version"]:
-        return (
-            json.dumps({"clientVersion": {"major": "1", "minor": "36", "gitVersion": "v1.36.1"}}) + "\n",
-            "",
-            0,
-        )
+        minor = os.environ.get("FAKE_KUBECTL_MINOR", "36")
+        version = {"major": "1", "minor": minor, "gitVersion": f"v1.{minor}.1"}
+        return json.dumps({"clientVersion": version}) + "\n", "", 0
     words = args[args.index("--") + 1 :] if "--" in args else []
-    if "exec" in args and words[:2] == ["python", "load.py"]:
-        n = int(_flag(words, "--n", "10"))
-        rows = [
-            {
-                "t": 1764250000.0 + i * 0.01,  # load.py prints wall-clock time.time()
-                "status": 200,
-                "version": "v2" if i % 10 == 9 else "v1",
-                "latency": 0.004,
-                "error": None,
-            }
-            for i in range(n)
-        ]
-        return "".join(json.dumps(r) + "\n" for r in rows), "", 0
+    if "exec" in args:
+        ref = args[args.index("exec") + 3] if args[args.index("exec") + 1] == "-n" else ""
+        namespace, name = _flag(args, "-n", "default"), ref.removeprefix("deploy/")
+        pods = _deployment_pods(namespace, name)
+        running = [p for p in pods if (p.get("status") or {}).get("phase") == "Running"]
+        if os.environ.get("FAKE_API_SERVER") and not running:
+            # staging/src/k8s.io/kubectl/pkg/cmd/exec/exec.go and the kubelet: no running container to exec
+            if not pods:
+                return "", f'Error from server (NotFound): deployments.apps "{name}" not found\n', 1
+            return "", "error: unable to upgrade connection: container not found\n", 1
+        if words[:2] == ["python", "load.py"]:
+            return load_output(words), "", 0
     return "", f"error: unknown command {args}\n", 1
 
 

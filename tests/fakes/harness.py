@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 
 BIN = Path(__file__).parent / "bin"
+#: What `docker port` shows for a cluster created with cluster-config/kind/cluster.yaml.
+LAB_PORTS = ("30080/tcp -> 127.0.0.1:8080", "30443/tcp -> 127.0.0.1:8443")
 
 
 class FakeTools:
@@ -34,9 +36,15 @@ class FakeTools:
         )
         path.write_text(json.dumps(rules))
 
-    def add_cluster(self, name: str) -> None:
+    def add_cluster(self, name: str, ports: tuple[str, ...] = LAB_PORTS) -> None:
+        """A kind cluster that exists already, publishing ``ports`` (the lab's, unless told otherwise)."""
         with (self.root / "kind-clusters").open("a") as f:
             f.write(name + "\n")
+        (self.root / f"docker-ports-{name}").write_text("".join(p + "\n" for p in ports))
+
+    def containerd_store(self) -> None:
+        """Docker with the containerd image store (Docker Desktop, Docker 29): kind#3795."""
+        (self.root / "containerd-store").touch()
 
     def docker_down(self) -> None:
         (self.root / "docker-down").touch()
