@@ -282,8 +282,8 @@ def test_ephemeral_container_runs_and_its_log_is_read(api, kube):
     api.store(deployment("payments-prod", "web", {"app": "web"}))
     [pod] = kube.pods("payments-prod", {"app": "web"})
     name = pod["metadata"]["name"]
-    container = {"name": "load-1", "image": "meshlab/currency-converter:0.1.0",
-                 "command": ["python", "/app/load.py", "--url", "http://orders:9000/", "--n", "3"]}  # fmt: skip
+    command = ["python", "/app/load.py", "--url", "http://orders:9000/", "--n", "3"]
+    container = {"name": "load-1", "image": "meshlab/currency-converter:0.1.0", "command": command}
     kube.add_ephemeral_container("payments-prod", name, container)
     [patch] = [r for r in api.writes() if r.path.split("?")[0].endswith("/ephemeralcontainers")]
     assert patch.headers["Content-Type"] == "application/strategic-merge-patch+json"

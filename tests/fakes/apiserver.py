@@ -62,7 +62,8 @@ ISTIO = [
     ("apis/security.istio.io/v1", "AuthorizationPolicy", "authorizationpolicies", True),
 ]
 RESOURCES = CORE + ISTIO
-#: kubectl's short names, as the built-in kinds and Istio's CRDs declare them (manifests/charts/base/files/crd-all.gen.yaml).
+#: kubectl's short names, as the built-in kinds and Istio's CRDs declare them
+#: (istio/istio manifests/charts/base/files/crd-all.gen.yaml).
 SHORT_NAMES = {"Namespace": ["ns"], "Pod": ["po"], "Service": ["svc"], "ServiceAccount": ["sa"],
                "ConfigMap": ["cm"], "Deployment": ["deploy"], "Node": ["no"], "VirtualService": ["vs"],
                "DestinationRule": ["dr"], "Gateway": ["gw"], "ServiceEntry": ["se"],
