@@ -8,6 +8,7 @@ deleting a cluster. The real thing is tests/test_kind_live.py (marked ``cluster`
 from __future__ import annotations
 
 import copy
+import json
 import os
 import time
 
@@ -16,7 +17,7 @@ from fakes import harness
 from fakes.apiserver import FakeApiServer
 
 from labkit import lesson, manifests, metrics, paths
-from labkit.errors import BackendError
+from labkit.errors import BackendError, CommandError, LabError
 from labkit.kind import cluster, doctor
 from labkit.kind.backend import KubeLab, _ingress
 from labkit.kind.podtraffic import parse_load_output
@@ -328,3 +329,154 @@ def test_status_reports_a_rollout_past_its_progress_deadline(running):
     finally:
         api.put(healthy)
     assert lab.status().healthy
+
+
+# --- any workload can send, look at its proxy, list what is live (#11) -------------------------------------
+
+SHOP = """apiVersion: v1
+kind: Namespace
+metadata: {name: shop, labels: {istio-injection: enabled}}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web, namespace: shop}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web, version: v1}}
+    spec: {containers: [{name: web, image: "example.com/shop/web:1.0"}]}
+"""
+
+
+@pytest.fixture(scope="module")
+def shop(running):
+    fake, api, lab = running
+    lab.apply(SHOP)
+    return fake, api, lab
+
+
+def _ephemeral_patches(api):
+    return [r for r in api.writes() if r.path.split("?")[0].endswith("/ephemeralcontainers")]
+
+
+def test_send_from_any_workload_runs_the_load_tool_in_an_ephemeral_container(shop):
+    _, api, lab = shop
+    before = len(_ephemeral_patches(api))
+    result = lab.send("http://orders.shop:9000/", n=20, source="shop/web", headers={"x-beta": "yes"})
+    assert len(result) == 20 and result.split() == pytest.approx({"v1": 0.9, "v2": 0.1})
+    [patch] = _ephemeral_patches(api)[before:]
+    assert patch.path.split("?")[0].startswith("/api/v1/namespaces/shop/pods/web-")
+    [container] = json.loads(patch.body)["spec"]["ephemeralContainers"]
+    assert container["image"] == cluster.IMAGE  # the lab's load tool, beside the app in the pod's network
+    assert container["command"][:4] == ["python", "/app/load.py", "--url", "http://orders.shop:9000/"]
+    assert container["command"][-2:] == ["--header", "x-beta: yes"]
+    lab.send("http://orders.shop:9000/", n=3, source="web")  # a bare name that is unique
+    assert len(_ephemeral_patches(api)) == before + 2
+
+
+def test_the_lesson_sources_stay_aliases_that_exec_into_their_own_container(shop):
+    fake, api, lab = shop
+    before = len(_ephemeral_patches(api))
+    lab.send("http://currency-converter.payments-prod:8080/convert", n=3, source="client")
+    assert len(_ephemeral_patches(api)) == before
+    assert "deploy/client" in [c for c in fake.calls("kubectl") if "exec" in c][-1]
+
+
+def test_an_unknown_or_ambiguous_source_is_refused_by_name(shop):
+    _, api, lab = shop
+    with pytest.raises(LabError, match="no Deployment named 'nope' in the cluster"):
+        lab.send("http://x/", n=1, source="nope")
+    with pytest.raises(LabError, match=r"no Deployment shop/nope for source 'shop/nope'\nWhat to do:"):
+        lab.send("http://x/", n=1, source="shop/nope")
+
+
+def test_proxy_config_of_a_workload_is_istioctls_json(shop):
+    fake, _, lab = shop
+    routes = lab.proxy_config("shop/web", "routes")
+    weights = routes[0]["virtualHosts"][0]["routes"][0]["route"]["weightedClusters"]["clusters"]
+    assert [c["weight"] for c in weights] == [90, 10]
+    call = fake.calls("istioctl")[-1]
+    assert (
+        call[1:3] == ["proxy-config", "routes"] and call[3].endswith(".shop") and call[4:6] == ["-o", "json"]
+    )
+    with pytest.raises(LabError, match="What to do: choose one of: routes, clusters"):
+        lab.proxy_config("shop/web", "bootstrap")
+
+
+def test_proxy_config_of_a_workload_without_sidecar_says_so(shop):
+    _, _, lab = shop
+    with pytest.raises(CommandError, match="container istio-proxy is not valid"):
+        lab.proxy_config("legacy", "clusters")
+
+
+def test_get_lists_live_objects_like_kubectl_get(shop):
+    _, _, lab = shop
+    [web] = lab.get("deployments", "shop")
+    assert web["metadata"]["name"] == "web" and "managedFields" not in web["metadata"]
+    assert {d["metadata"]["namespace"] for d in lab.get("deploy")} >= {"shop", "payments-prod"}
+    with pytest.raises(LabError, match="the cluster knows no kind 'virtualservise'"):
+        lab.get("virtualservise")
+
+
+# --- how the real tools behave (#20) ------------------------------------------------------------------------
+
+
+def test_native_sidecars_count_as_sidecars_in_status_and_injection_checks(env):
+    _, api = env
+    api.native_sidecars = True  # Istio 1.31 on Kubernetes 1.36: istio-proxy is an init container
+    status = KubeLab("kind").up()
+    assert status.healthy, str(status)
+    by_name = {w.name: w for w in status.workloads}
+    assert by_name["client"].sidecar and not by_name["legacy-client"].sidecar
+    [pod] = [o for p, o in api.objects.items() if "/pods/client-" in p]
+    assert "istio-proxy" not in [c["name"] for c in pod["spec"]["containers"]]
+    assert {"name": "istio-proxy", "restartPolicy": "Always"}.items() <= pod["spec"]["initContainers"][
+        1
+    ].items()
+
+
+def test_prepull_mode_pulls_from_the_mirror_and_loads_every_image(env, monkeypatch):
+    fake, _ = env
+    monkeypatch.setenv("LAB_REGISTRY_MIRROR", "registry.local:5000")
+    KubeLab("kind").up()
+    docker = fake.calls("docker")
+    assert ["docker", "pull", "registry.local:5000/istio/pilot:1.31.1"] in docker
+    assert [
+        "docker",
+        "tag",
+        "registry.local:5000/istio/pilot:1.31.1",
+        "docker.io/istio/pilot:1.31.1",
+    ] in docker
+    loaded = {c[3] for c in fake.calls("kind") if c[1:3] == ["load", "docker-image"]}
+    assert loaded >= {cluster.IMAGE, "docker.io/istio/pilot:1.31.1", "docker.io/istio/proxyv2:1.31.1",
+                      "prometheus", "kiali"}  # fmt: skip
+    [install] = [c for c in fake.calls("istioctl") if c[1] == "install"]
+    assert "hub=docker.io/istio" in install and "tag=1.31.1" in install  # what was loaded is what runs
+
+
+def test_without_prepull_nothing_is_pulled_on_the_host(env, monkeypatch):
+    fake, _ = env
+    monkeypatch.delenv("LAB_REGISTRY_MIRROR", raising=False)
+    monkeypatch.delenv("LAB_IMAGES", raising=False)
+    KubeLab("kind").up()
+    assert not [c for c in fake.calls("docker") if c[1] == "pull"]
+
+
+def test_up_stops_when_the_nodes_never_become_ready(env, monkeypatch):
+    from fakes.apiserver import node
+
+    fake, api = env
+    api.put(node("meshlab-control-plane", ready=False))  # `kind create --wait` timed out, exit 0
+    monkeypatch.setattr("labkit.kind.backend.NODE_READY_TIMEOUT", 0.5)
+    with pytest.raises(BackendError, match="meshlab-control-plane not Ready"):
+        KubeLab("kind").up()
+    assert not [c for c in fake.calls("istioctl") if c[1] == "install"]
+
+
+def test_up_refuses_a_reused_cluster_without_the_port_mapping(env):
+    fake, _ = env
+    fake.add_cluster("meshlab", ports=())
+    with pytest.raises(BackendError, match="does not publish port 8080"):
+        KubeLab("kind").up()
+    assert not [c for c in fake.calls("istioctl") if c[1] == "install"]

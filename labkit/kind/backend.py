@@ -24,6 +24,8 @@ if TYPE_CHECKING:
 
 #: kind/cluster.yaml publishes the ingress gateway's NodePort here.
 INGRESS_URL = "http://127.0.0.1:8080"
+#: How long up() waits for the nodes to be Ready after ``kind create`` (whose --wait may expire silently).
+NODE_READY_TIMEOUT = 300.0
 #: How long set_weights waits for istiod to push a new split to the client's proxy.
 PROPAGATION_TIMEOUT = 30.0
 #: Istio kinds whose live objects other objects refer to (subsets, hosts, gateways, mTLS).
@@ -80,7 +82,9 @@ class KubeLab(Lab):
             self._kube = None
             # kubectl/istioctl cells in this kernel reach the lab's cluster; ~/.kube/config stays untouched
             os.environ["KUBECONFIG"] = str(self.target.kubeconfig)
-            self.kube.wait_nodes_ready()  # `kind create --wait` exits 0 even when it timed out
+            self.kube.wait_nodes_ready(
+                NODE_READY_TIMEOUT
+            )  # `kind create --wait` exits 0 even when it timed out
             _say(f"building {cluster.IMAGE} and loading it into the cluster")
             cluster.build_image()
             cluster.load_image(cluster.IMAGE, self.name)
