@@ -13,14 +13,8 @@ import pytest
 from fakes.apiserver import FakeApiServer, deployment
 
 from labkit.errors import BackendError, LabError
-from labkit.kind.kube import (
-    PROMETHEUS_QUERY,
-    ApiError,
-    Kube,
-    check_client_version,
-    has_sidecar,
-    rollout_complete,
-)
+from labkit.kind.k8s import ApiError, check_client_version, has_sidecar, rollout_complete
+from labkit.kind.kube import PROMETHEUS_QUERY, Kube
 
 VS = {
     "apiVersion": "networking.istio.io/v1",

@@ -12,10 +12,11 @@ from urllib.parse import urlsplit, urlunsplit
 
 from labkit import paths, scenario
 from labkit.errors import BackendError, LabError
-from labkit.kind import cluster, doctor, images, istio, podtraffic
+from labkit.kind import cluster, doctor, images, istio, podtraffic, workloads
 from labkit.kind.commands import Target
-from labkit.kind.kube import Kube, has_sidecar, rollout_complete
-from labkit.lab import Change, Lab, Status, WorkloadStatus
+from labkit.kind.k8s import has_sidecar, rollout_complete
+from labkit.kind.kube import Kube
+from labkit.lab import Change, Lab, Status
 from labkit.metrics import RequestCount
 
 if TYPE_CHECKING:
@@ -28,14 +29,6 @@ INGRESS_URL = "http://127.0.0.1:8080"
 NODE_READY_TIMEOUT = 300.0
 #: How long set_weights waits for istiod to push a new split to the client's proxy.
 PROPAGATION_TIMEOUT = 30.0
-#: Istio kinds whose live objects other objects refer to (subsets, hosts, gateways, mTLS).
-LIVE_KINDS = (
-    ("networking.istio.io/v1", "DestinationRule"),
-    ("networking.istio.io/v1", "VirtualService"),
-    ("networking.istio.io/v1", "Gateway"),
-    ("networking.istio.io/v1", "ServiceEntry"),
-    ("security.istio.io/v1", "PeerAuthentication"),
-)
 #: Applied first so the objects inside them can be created in the same call.
 _FIRST = ("CustomResourceDefinition", "Namespace", "ServiceAccount")
 #: What ``proxy_config`` can ask a proxy for (``istioctl proxy-config <what>``).
@@ -98,7 +91,7 @@ class KubeLab(Lab):
         self.addons()
         _say("applying cluster-config/apps")
         self.apply(paths.APPS)
-        self._wait_apps()
+        workloads.wait_ready(self.kube, _say)
         return self.status()
 
     def _preflight(self) -> None:
@@ -146,21 +139,6 @@ class KubeLab(Lab):
         """Where Kiali answers once ``istioctl dashboard kiali`` (a port-forward) runs in a terminal."""
         return "http://localhost:20001/kiali  (run `istioctl dashboard kiali` in a terminal to open it)"
 
-    def _wait_apps(self) -> None:
-        """Wait for every app Deployment; restart once the ones whose pods started without a sidecar."""
-        deployments = self._deployments()
-        for d in deployments:
-            self.kube.wait_rollout(d["metadata"]["namespace"], d["metadata"]["name"])
-        missing = [d for d in deployments if self._injection_problem(d)]
-        for d in missing:
-            _say(f"deployment/{d['metadata']['name']} has pods without a sidecar: rollout restart")
-            self.kube.restart(d["metadata"]["namespace"], d["metadata"]["name"])
-        for d in missing:
-            self.kube.wait_rollout(d["metadata"]["namespace"], d["metadata"]["name"])
-            problem = self._injection_problem(d)
-            if problem:
-                raise BackendError(problem)
-
     def down(self) -> None:
         """Delete the kind cluster (kind mode); an existing cluster (kube mode) is left as it is."""
         if self.backend == "kind":
@@ -189,7 +167,8 @@ class KubeLab(Lab):
         """The lab's apps and the Istio objects live in the cluster, minus those ``incoming`` replaces: what
         the analysis stage checks references (subsets, hosts, gateways) against."""
         keys = {r.key for r in incoming}
-        return [r for r in self._load(paths.APPS) + self._live_istio() if r.key not in keys]
+        live = self._load(paths.APPS) + self._load(workloads.istio_objects(self.kube))
+        return [r for r in live if r.key not in keys]
 
     def _apply(self, resources: list[Resource]) -> list[Change]:
         """Server-side apply every object, namespaces first; return once a changed Deployment has rolled out
@@ -204,25 +183,6 @@ class KubeLab(Lab):
         """Delete the objects, in reverse order (namespaces last)."""
         ordered = _ordered(resources)
         return [Change(r.kind, r.namespace, r.name, self.kube.delete(r.body)) for r in reversed(ordered)]
-
-    def _live_istio(self) -> list[Resource]:
-        """The cluster's Istio routing and policy objects, for the cross-object checks of ``apply``."""
-        bodies = []
-        for api_version, kind in LIVE_KINDS:
-            try:
-                items = self.kube.objects(api_version, kind)
-            except BackendError:
-                continue  # Istio (or this kind) is not installed
-            for obj in items:
-                meta = {
-                    k: obj["metadata"].get(k)
-                    for k in ("name", "namespace", "labels")
-                    if obj["metadata"].get(k)
-                }
-                bodies.append(
-                    {"apiVersion": api_version, "kind": kind, "metadata": meta, "spec": obj.get("spec", {})}
-                )
-        return self._load(bodies) if bodies else []
 
     def _apply_resources(self, resources: list[Resource]) -> list[Change]:
         return [Change(r.kind, r.namespace, r.name, self.kube.apply(r.body)) for r in _ordered(resources)]
@@ -244,28 +204,6 @@ class KubeLab(Lab):
 
     # --- state ----------------------------------------------------------------------------------------------
 
-    def _deployments(self) -> list[dict]:
-        return [d for ns in scenario.NAMESPACES for d in self.kube.objects("apps/v1", "Deployment", ns)]
-
-    def _pods(self, deployment: dict) -> list[dict]:
-        meta = deployment["metadata"]
-        return self.kube.pods(meta["namespace"], deployment["spec"]["selector"].get("matchLabels") or {})
-
-    def _injection_problem(self, deployment: dict) -> str | None:
-        """Why ``deployment``'s pods lack the sidecar their namespace asks for, and the fix; None if fine."""
-        name, ns = deployment["metadata"]["name"], deployment["metadata"]["namespace"]
-        namespace = self.kube.get("v1", "Namespace", ns) or {}
-        if (namespace.get("metadata", {}).get("labels") or {}).get("istio-injection") != "enabled":
-            return None
-        bare = [p["metadata"]["name"] for p in self._pods(deployment) if not has_sidecar(p)]
-        if not bare:
-            return None
-        return (
-            f"pod {bare[0]} of deployment/{name} ({ns}) has no istio-proxy container (1/1, not 2/2): it "
-            f"started before namespace {ns} was labelled istio-injection=enabled or before istiod was ready: "
-            f"`kubectl rollout restart deployment/{name} -n {ns}` (lab.up() does it for you)"
-        )
-
     def status(self) -> Status:
         """Every app Deployment's readiness and sidecar, and each problem with what to do."""
         if self.backend == "kind":
@@ -278,32 +216,14 @@ class KubeLab(Lab):
                     self.backend, False, problems=[f"kind cluster {self.name} does not exist: run lab.up()"]
                 )
         try:
-            deployments = self._deployments()
+            deployments = workloads.deployments(self.kube)
         except BackendError as exc:
             return Status(self.backend, False, problems=[str(exc)])
         status = Status(self.backend, True, ingress_url=INGRESS_URL if self.backend == "kind" else None)
         for d in deployments:
-            pods = self._pods(d)
-            st = d.get("status") or {}
-            try:
-                done = rollout_complete(d)
-            except BackendError as exc:  # the progress deadline passed: it will not finish by itself
-                done = False
-                status.problems.append(str(exc))
-            status.workloads.append(
-                WorkloadStatus(
-                    name=d["metadata"]["name"],
-                    namespace=d["metadata"]["namespace"],
-                    version=(d["spec"]["template"]["metadata"].get("labels") or {}).get("version"),
-                    replicas=d["spec"].get("replicas", 1),
-                    ready=st.get("readyReplicas", 0),
-                    sidecar=bool(pods) and all(has_sidecar(p) for p in pods),
-                    detail="" if done else "(rolling out)",
-                )
-            )
-            problem = self._injection_problem(d)
-            if problem:
-                status.problems.append(problem)
+            line, problems = workloads.status(self.kube, d)
+            status.workloads.append(line)
+            status.problems += problems
         return status
 
     def metrics(self) -> list[RequestCount]:
@@ -314,24 +234,19 @@ class KubeLab(Lab):
         ]
 
     def access_log(self, workload: str, tail: int = 50) -> list[str]:
-        """The last ``tail`` access-log lines of ``workload``'s istio-proxy (lines in Istio's TEXT format)."""
-        for ns in (*scenario.NAMESPACES, "istio-system"):
-            deployment = self.kube.get("apps/v1", "Deployment", workload, ns)
-            if deployment is not None:
-                break
-        else:
-            names = ", ".join(d["metadata"]["name"] for d in self._deployments())
-            raise LabError(
-                f"no workload {workload!r} in the lab; choose one of: {names}, istio-ingressgateway"
-            )
-        pods = self._pods(deployment)
+        """The last ``tail`` access-log lines of ``workload``'s istio-proxy (lines in Istio's TEXT format);
+        ``workload`` as ``send`` takes a source (``currency-converter-v1``, ``shop/web``)."""
+        found = self._workload(workload)
+        deployment = self.kube.get("apps/v1", "Deployment", found.name, found.namespace) or {}
+        pods = workloads.pods(self.kube, deployment)
+        where = f"deployment/{found.name} ({found.namespace})"
         if not pods:
-            raise BackendError(f"deployment/{workload} ({ns}) has no pods; see `kubectl get pods -n {ns}`")
+            raise BackendError(f"{where} has no pods\nWhat to do: `kubectl get pods -n {found.namespace}`")
         if not has_sidecar(pods[0]):  # the ingress gateway's own container is called istio-proxy too
-            raise BackendError(
-                f"deployment/{workload} ({ns}) has no sidecar, so no access log; see lab.status()"
-            )
-        text = self.kube.logs(ns, pods[0]["metadata"]["name"], "istio-proxy", tail=max(tail * 5, 200))
+            raise BackendError(f"{where} has no sidecar, so no access log\nWhat to do: see lab.status()")
+        text = self.kube.logs(
+            found.namespace, pods[0]["metadata"]["name"], "istio-proxy", tail=max(tail * 5, 200)
+        )
         return [line for line in text.splitlines() if line.startswith("[")][-tail:]
 
     # --- Istio's view ---------------------------------------------------------------------------------------
@@ -345,7 +260,7 @@ class KubeLab(Lab):
     ) -> dict[str, int]:
         """``{subset: weight}`` as ``source``'s sidecar holds them: the VirtualService reached the proxy."""
         workload = self._workload(source)
-        pod = self._first_pod(workload.namespace, workload.name)
+        pod = workloads.first_pod(self.kube, workload.namespace, workload.name)
         return istio.route_weights(
             self.target, pod, workload.namespace, f"{service}.{namespace}.svc.cluster.local"
         )
@@ -374,7 +289,7 @@ class KubeLab(Lab):
         (a Deployment name in ``namespace``, or ``namespace/name``)."""
         ns, _, name = workload.rpartition("/")
         ns = ns or namespace
-        return istio.mtls_mode(self.target, self._first_pod(ns, name), ns)
+        return istio.mtls_mode(self.target, workloads.first_pod(self.kube, ns, name), ns)
 
     def proxy_config(self, workload: str, what: str = "routes") -> Any:
         """What ``workload``'s proxy runs (``istioctl proxy-config <what> <pod>.<ns> -o json``), parsed:
@@ -385,18 +300,11 @@ class KubeLab(Lab):
             )
         found = self._workload(workload)
         return istio.proxy_config(
-            self.target, self._first_pod(found.namespace, found.name), found.namespace, what
+            self.target, workloads.first_pod(self.kube, found.namespace, found.name), found.namespace, what
         )
 
     def _workload(self, source: str) -> podtraffic.Workload:
         return podtraffic.find_workload(self.kube, source)
-
-    def _first_pod(self, namespace: str, deployment: str) -> str:
-        d = self.kube.get("apps/v1", "Deployment", deployment, namespace)
-        pods = self._pods(d) if d else []
-        if not pods:
-            raise BackendError(f"deployment/{deployment} ({namespace}) has no pods\nWhat to do: run lab.up()")
-        return pods[0]["metadata"]["name"]
 
     # --- traffic --------------------------------------------------------------------------------------------
 

@@ -1,8 +1,7 @@
 """The Kubernetes API through the official client: server-side apply of any kind (Istio's too) via the
-dynamic client, kubectl's rollout-complete rule, sidecar checks (classic and native), pod logs, ephemeral
-containers, and Prometheus through the API server's service proxy (no port-forward). Every request has a
-timeout; API errors become ``ApiError`` (the server's status and reason kept), and a client this code cannot
-drive becomes a LabError that says which versions work."""
+dynamic client, rollouts, pods, logs, ephemeral containers, and Prometheus through the API server's service
+proxy (no port-forward). Every request has a timeout; API errors become ``ApiError`` (the server's status and
+reason kept), and a client this code cannot drive becomes a LabError that says which versions work."""
 
 from __future__ import annotations
 
@@ -23,46 +22,12 @@ from urllib3.exceptions import HTTPError
 
 from labkit import paths
 from labkit.errors import BackendError, LabError
+from labkit.kind.k8s import CLIENT_MAJORS, ApiError, api_error, check_client_version, rollout_complete
 
 FIELD_MANAGER = "labkit"
 REQUEST_TIMEOUT = 30.0
-#: The official client's majors this module is written for (pyproject pins the same range): 37.x is the
-#: OpenAPI Generator v7 regeneration whose ``call_api(method, url, header_params, ...)`` and
-#: ``param_serialize`` the code below calls; 31-36 have neither (kubernetes-client/python#2631, #2647).
-CLIENT_MAJORS = range(37, 38)
 #: Prometheus from Istio's samples/addons, through the API server (the path is used as is, not %-encoded).
 PROMETHEUS_QUERY = "/api/v1/namespaces/istio-system/services/prometheus:9090/proxy/api/v1/query"
-SIDECAR = "istio-proxy"
-
-
-class ApiError(LabError):
-    """The API server refused a request: ``status`` (404, 409, 422, ...) and ``reason`` (NotFound, Conflict,
-    Invalid, ...) as it answered, ``message`` its own words, ``fix`` what to do."""
-
-    def __init__(self, what: str, status: int, reason: str, message: str, fix: str) -> None:
-        self.what, self.status, self.reason, self.message, self.fix = what, status, reason, message, fix
-        super().__init__(f"{what}: {message} ({status} {reason})\nWhat to do: {fix}")
-
-
-#: What to do, by the API server's status code, when the caller has nothing more precise to say.
-_FIXES = {
-    403: "the kubeconfig's user may not do this; use the kind cluster's own kubeconfig (lab.up()) or ask "
-    "the cluster's admin for the permission",
-    404: "create what it refers to first (its Namespace, or install Istio for Istio kinds: lab.up())",
-    409: "another client changed it at the same time, or owns these fields; apply it again",
-    422: "fix the field the message names in the manifest and apply it again (`labkit validate FILE`)",
-}
-
-
-def check_client_version(version: str = kubernetes.__version__) -> None:
-    """Refuse a ``kubernetes`` client outside CLIENT_MAJORS before its first call fails with a TypeError."""
-    major = version.split(".")[0]
-    if not (major.isdigit() and int(major) in CLIENT_MAJORS):
-        wanted = f">={CLIENT_MAJORS.start},<{CLIENT_MAJORS.stop}"
-        raise LabError(
-            f"the kind backend needs the kubernetes Python client {wanted}, but {version} is installed\n"
-            f"What to do: pip install 'kubernetes{wanted}' (or `make install`, which pins it)"
-        )
 
 
 class _TimedApiClient(client.ApiClient):
@@ -71,53 +36,6 @@ class _TimedApiClient(client.ApiClient):
     def call_api(self, method, url, header_params=None, body=None, post_params=None, _request_timeout=None):
         timeout = _request_timeout or REQUEST_TIMEOUT
         return super().call_api(method, url, header_params, body, post_params, _request_timeout=timeout)
-
-
-def rollout_complete(deployment: dict) -> bool:
-    """kubectl's ``rollout status`` rule: the new ReplicaSet has every replica available, no old pod left.
-
-    Raises BackendError when the Deployment exceeded its progress deadline (kubectl reports a failure).
-    """
-    meta, spec, status = (
-        deployment.get("metadata", {}),
-        deployment.get("spec", {}),
-        deployment.get("status") or {},
-    )
-    if meta.get("generation", 0) > status.get("observedGeneration", 0):
-        return False
-    for cond in status.get("conditions") or []:
-        if cond.get("type") == "Progressing" and cond.get("reason") == "ProgressDeadlineExceeded":
-            name = f"deployment/{meta.get('name')} ({meta.get('namespace')})"
-            raise BackendError(
-                f"{name} exceeded its progress deadline: {cond.get('message', '')}; look at its pods with "
-                f"`kubectl get pods -n {meta.get('namespace')}` and `kubectl describe pod ...`"
-            )
-    replicas = spec.get("replicas", 1)
-    updated = status.get("updatedReplicas", 0)
-    return (
-        updated >= replicas
-        and status.get("replicas", 0) <= updated
-        and status.get("availableReplicas", 0) >= updated
-    )
-
-
-def has_sidecar(pod: dict) -> bool:
-    """Whether the pod runs Istio's proxy: a container, or (Kubernetes >= 1.29 with Istio's
-    ENABLE_NATIVE_SIDECARS, on by default from 1.36 with Istio 1.31) an init container with
-    ``restartPolicy: Always`` - a native sidecar (istio/istio pkg/kube/inject/inject.go, KEP-753). A plain
-    init container named istio-proxy would exit before the app starts, so it does not count."""
-    spec = pod.get("spec", {})
-    if any(c.get("name") == SIDECAR for c in spec.get("containers") or []):
-        return True
-    return any(
-        c.get("name") == SIDECAR and c.get("restartPolicy") == "Always"
-        for c in spec.get("initContainers") or []
-    )
-
-
-def app_containers(pod: dict) -> list[dict]:
-    """The pod's own containers, the sidecar left out (wherever Istio injected it)."""
-    return [c for c in pod.get("spec", {}).get("containers") or [] if c.get("name") != SIDECAR]
 
 
 class Kube:
@@ -169,7 +87,7 @@ class Kube:
         except NotFoundError:
             raise  # "does not exist" is an answer the callers handle
         except (DynamicApiError, client.ApiException) as exc:
-            raise _api_error(what, exc, fix) from exc
+            raise api_error(what, exc, fix) from exc
         except (TypeError, AttributeError, ValueError) as exc:  # a client whose API differs from 37.x's
             raise LabError(
                 f"the kubernetes client {kubernetes.__version__} failed ({what}): {type(exc).__name__}: {exc}"
@@ -252,7 +170,7 @@ class Kube:
                 ),
             )
         except NotFoundError as exc:  # the namespace does not exist (the server answers 404 for it)
-            raise _api_error(
+            raise api_error(
                 f"the API server rejected {body['kind']}/{name}{where}",
                 exc,
                 f"create namespace {namespace} first: put its Namespace in the same apply, or apply it "
@@ -442,15 +360,3 @@ class Kube:
                 "install the addons with lab.up() and wait for deployment/prometheus in istio-system",
             )
         return json.loads(data)["data"]["result"]
-
-
-def _api_error(what: str, exc: Exception, fix: str = "") -> ApiError:
-    """The server's Status (code, reason, message) from a client exception, with what to do."""
-    status = int(getattr(exc, "status", 0) or 0)
-    reason, message = str(getattr(exc, "reason", "") or ""), ""
-    try:
-        payload = json.loads(getattr(exc, "body", None) or "")
-        reason, message = payload.get("reason") or reason, payload.get("message") or ""
-    except (TypeError, ValueError, AttributeError):
-        pass
-    return ApiError(what, status, reason, message or reason, fix or _FIXES.get(status, "retry; lab.status()"))

@@ -22,7 +22,8 @@ from labkit.command import run
 from labkit.errors import BackendError, LabError
 from labkit.kind import cluster
 from labkit.kind.commands import Target
-from labkit.kind.kube import Kube, app_containers
+from labkit.kind.k8s import app_containers
+from labkit.kind.kube import Kube
 
 if TYPE_CHECKING:
     from labkit.traffic import Outcome, TrafficResult
