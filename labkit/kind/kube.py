@@ -276,11 +276,10 @@ class Kube:
     def logs(self, namespace: str, pod: str, container: str, tail: int | None = None) -> str:
         """What a container wrote (its last ``tail`` lines)."""
         core = client.CoreV1Api(self.api)
-        extra = {"tail_lines": tail} if tail else {}
         return self._call(
             f"cannot read the {container} log of pod {pod} ({namespace})",
             lambda: core.read_namespaced_pod_log(
-                pod, namespace, container=container, _request_timeout=REQUEST_TIMEOUT, **extra
+                pod, namespace, container=container, tail_lines=tail, _request_timeout=REQUEST_TIMEOUT
             ),
         )
 
