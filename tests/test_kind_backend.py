@@ -480,3 +480,40 @@ def test_up_refuses_a_reused_cluster_without_the_port_mapping(env):
     with pytest.raises(BackendError, match="does not publish port 8080"):
         KubeLab("kind").up()
     assert not [c for c in fake.calls("istioctl") if c[1] == "install"]
+
+
+def test_kubectl_exec_is_refused_while_the_client_pod_is_not_running(running):
+    _, api, lab = running
+    pods = [p for p, o in api.objects.items() if "/pods/client-" in p]
+    for path in pods:
+        api._ready_at[path] = time.monotonic() + 3600  # still Pending, as right after a rollout starts
+    try:
+        with pytest.raises(CommandError, match="unable to upgrade connection: container not found"):
+            lab.send("http://currency-converter.payments-prod:8080/convert", n=3)
+    finally:
+        for path in pods:
+            api._ready_at[path] = 0.0
+    assert len(lab.send("http://currency-converter.payments-prod:8080/convert", n=3)) == 3
+
+
+def test_context_is_the_apps_and_live_istio_objects_minus_the_incoming_ones(running):
+    _, api, lab = running
+    dr = manifests.load(paths.MESH / "destination-rule-currency-converter.yaml")
+    for r in dr:
+        api.put(r.body)  # live in the cluster
+    vs = manifests.load(paths.MESH / "virtual-service-currency-converter-90-10.yaml")
+    keys = {r.key for r in lab._context(vs)}
+    assert {r.key for r in dr} <= keys  # the subsets the incoming VirtualService refers to
+    assert not keys & {r.key for r in vs}
+    assert {r.key for r in lab._context(dr)}.isdisjoint(r.key for r in dr)
+
+
+def test_apply_hook_applies_without_validating_again(running, capsys):
+    _, _, lab = running
+    missing = manifests.load(paths.MESH / "virtual-service-currency-converter-missing-subset.yaml")
+    try:
+        changes = lab._apply(missing)  # lab.py validated already and showed the warning once
+        assert [c.kind for c in changes] == ["VirtualService"]
+        assert "warning" not in capsys.readouterr().out
+    finally:
+        lab._apply(manifests.load(paths.MESH / "virtual-service-currency-converter-90-10.yaml"))
