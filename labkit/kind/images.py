@@ -5,7 +5,11 @@ once on the host - from Docker Hub or from a registry mirror an instructor runs 
 the nodes pull nothing at class time.
 
     LAB_IMAGES=prepull                       pull on the host (its docker login counts), then kind load
-    LAB_REGISTRY_MIRROR=registry.local:5000  pull from that mirror (implies prepull), then kind load
+    LAB_REGISTRY_MIRROR=registry.local:5000  pull Docker Hub's images from that mirror (implies prepull)
+
+The mirror is a Docker Hub pull-through cache (``registry:2`` with ``proxy.remoteurl:
+https://registry-1.docker.io``), so it serves Docker Hub's paths (``library/nginx``, ``istio/pilot``); images
+from other registries (ghcr.io, quay.io) are pulled from their own registry, which has no such limit.
 """
 
 from __future__ import annotations
@@ -67,26 +71,28 @@ def install_args() -> list[str]:
     return ["--set", f"hub={ISTIO_HUB}", "--set", f"tag={ISTIO_TAG}"]
 
 
-def _source(image: str, registry: str | None) -> str:
-    """Where to pull ``image`` from: itself, or the same repository path on the mirror."""
-    if not registry:
-        return image
+def source(image: str, registry: str | None) -> str:
+    """Where to pull ``image`` from: a Docker Hub image from the mirror (under its Docker Hub path), any
+    other image from its own registry."""
     first, _, rest = image.partition("/")
-    path = rest if rest and ("." in first or ":" in first) else image  # drop docker.io/ghcr.io/...
-    return f"{registry}/{path}"
+    hosted = bool(rest) and ("." in first or ":" in first or first == "localhost")
+    if not registry or (hosted and first != "docker.io"):
+        return image
+    path = rest if hosted else image
+    return f"{registry}/{path if '/' in path else 'library/' + path}"
 
 
 def pull_and_load(images: list[str], name: str = cluster.NAME) -> None:
     """Pull each image on the host (from the mirror when set, re-tagged to its own name) and load it."""
     registry = mirror()
     for image in images:
-        source = _source(image, registry)
+        origin = source(image, registry)
         fix = (
-            f"is the mirror {registry} running and does it hold {source}?"
+            f"is the mirror {registry} running and does it hold {origin}?"
             if registry
             else f"`docker login` (Docker Hub's anonymous limit), or set {MIRROR_ENV} to a mirror"
         )
-        run(["docker", "pull", source], timeout=900, fix=fix)
-        if source != image:
-            run(["docker", "tag", source, image], timeout=60)
+        run(["docker", "pull", origin], timeout=900, fix=fix)
+        if origin != image:
+            run(["docker", "tag", origin, image], timeout=60)
         cluster.load_image(image, name)
