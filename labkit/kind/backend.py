@@ -44,7 +44,9 @@ class KubeLab(Lab):
 
     def __init__(self, mode: str = "kind", context: str | None = None, name: str = cluster.NAME) -> None:
         if mode not in ("kind", "kube"):
-            raise BackendError(f"unknown mode {mode!r} for the Kubernetes backend; use kind or kube")
+            raise BackendError(
+                f"unknown mode {mode!r} for the Kubernetes backend\nWhat to do: use kind or kube"
+            )
         self.backend, self.name = mode, name
         if mode == "kind":
             self.target = Target(cluster.kubeconfig(name), context or cluster.context(name))
@@ -56,7 +58,9 @@ class KubeLab(Lab):
     def kube(self) -> Kube:
         if self._kube is None:
             if self.target.kubeconfig and not self.target.kubeconfig.exists():
-                raise BackendError(f"kind cluster {self.name} has no kubeconfig yet; run lab.up() first")
+                raise BackendError(
+                    f"kind cluster {self.name} has no kubeconfig yet\nWhat to do: run lab.up()"
+                )
             self._kube = Kube(self.target.kubeconfig, self.target.context)
         return self._kube
 
@@ -126,8 +130,8 @@ class KubeLab(Lab):
         folder = istio.addons_dir()
         if folder is None:
             raise BackendError(
-                "Istio's samples/addons (prometheus.yaml, kiali.yaml) were not found next to istioctl; run "
-                "`labkit tools install`, or set ISTIO_HOME to the unpacked Istio release"
+                "Istio's samples/addons (prometheus.yaml, kiali.yaml) were not found next to istioctl\n"
+                "What to do: run `labkit tools install`, or set ISTIO_HOME to the unpacked Istio release"
             )
         for name in istio.ADDONS:
             self._apply_resources(self._load(folder / name))
@@ -277,7 +281,7 @@ class KubeLab(Lab):
             if time.monotonic() > deadline:
                 _say(
                     f"warning: after {PROPAGATION_TIMEOUT:g}s the client's proxy still routes {held}, not "
-                    f"{wanted}; check lab.analyze() and `istioctl proxy-status`"
+                    f"{wanted}. What to do: check lab.analyze() and `istioctl proxy-status`"
                 )
                 return changes
             time.sleep(1)

@@ -63,8 +63,8 @@ def rollout_complete(deployment: dict) -> bool:
         if cond.get("type") == "Progressing" and cond.get("reason") == "ProgressDeadlineExceeded":
             name = f"deployment/{meta.get('name')} ({meta.get('namespace')})"
             raise BackendError(
-                f"{name} exceeded its progress deadline: {cond.get('message', '')}; look at its pods with "
-                f"`kubectl get pods -n {meta.get('namespace')}` and `kubectl describe pod ...`"
+                f"{name} exceeded its progress deadline: {cond.get('message', '')}\nWhat to do: look at its "
+                f"pods with `kubectl get pods -n {meta.get('namespace')}` and `kubectl describe pod ...`"
             )
     replicas = spec.get("replicas", 1)
     updated = status.get("updatedReplicas", 0)
