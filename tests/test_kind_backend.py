@@ -371,6 +371,7 @@ def test_send_from_any_workload_runs_the_load_tool_in_an_ephemeral_container(sho
     assert container["image"] == cluster.IMAGE  # the lab's load tool, beside the app in the pod's network
     assert container["command"][:4] == ["python", "/app/load.py", "--url", "http://orders.shop:9000/"]
     assert container["command"][-2:] == ["--header", "x-beta: yes"]
+    assert container["securityContext"]["runAsUser"] not in (0, 1337)  # 1337 would bypass the sidecar
     lab.send("http://orders.shop:9000/", n=3, source="web")  # a bare name that is unique
     assert len(_ephemeral_patches(api)) == before + 2
 

@@ -89,11 +89,6 @@ def has_sidecar(pod: dict) -> bool:
     )
 
 
-def app_containers(pod: dict) -> list[dict]:
-    """The pod's own containers, the sidecar left out (wherever Istio injected it)."""
-    return [c for c in pod.get("spec", {}).get("containers") or [] if c.get("name") != SIDECAR]
-
-
 def api_error(what: str, exc: Exception, fix: str = "") -> ApiError:
     """The server's Status (code, reason, message) from a client exception, with what to do."""
     status = int(getattr(exc, "status", 0) or 0)
