@@ -73,9 +73,9 @@ def _deployment_pods(namespace: str, name: str) -> list[dict]:
     return (_api(f"/api/v1/namespaces/{namespace}/pods?labelSelector={query}") or {}).get("items") or []
 
 
-#: The kind Cluster config fields kind v0.32 knows (kubernetes-sigs/kind pkg/internal/apis/config/types.go,
-#: v1alpha4); kind decodes --config strictly (pkg/internal/apis/config/encoding/load.go), so any other is an
-#: error.
+#: The kind Cluster config fields kind knows (kubernetes-sigs/kind pkg/apis/config/v1alpha4/types.go); kind
+#: decodes --config strictly (pkg/internal/apis/config/encoding/load.go yamlUnmarshalStrict): any other is an
+#: error. Also networking's fields (ipFamily, apiServerPort, podSubnet ...), not checked here.
 KIND_CLUSTER_FIELDS = {"kind", "apiVersion", "name", "nodes", "networking", "featureGates", "runtimeConfig",
                        "kubeadmConfigPatches", "kubeadmConfigPatchesJSON6902", "containerdConfigPatches",
                        "containerdConfigPatchesJSON6902"}  # fmt: skip
@@ -90,9 +90,10 @@ def _kind_config_error(path: str) -> str | None:
         config = yaml.safe_load(Path(path).read_text())
     except (OSError, yaml.YAMLError) as exc:
         return f"ERROR: failed to create cluster: error reading file: {exc}"
-    if config.get("kind") != "Cluster" or config.get("apiVersion") != "kind.x-k8s.io/v1alpha4":
-        return (f'ERROR: failed to create cluster: unknown apiVersion/kind: {config.get("apiVersion")}, '
-                f'Kind={config.get("kind")}')  # fmt: skip
+    if config.get("apiVersion") != "kind.x-k8s.io/v1alpha4":
+        return f"ERROR: failed to create cluster: unknown apiVersion: {config.get('apiVersion')}"
+    if config.get("kind") != "Cluster":
+        return f"ERROR: failed to create cluster: unknown kind {config.get('kind')} for apiVersion: v1alpha4"
     unknown = [f"{k}" for k in config if k not in KIND_CLUSTER_FIELDS]
     for node in config.get("nodes") or []:
         unknown += [k for k in node if k not in KIND_NODE_FIELDS]
