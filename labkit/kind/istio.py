@@ -29,7 +29,8 @@ def install(target: Target) -> None:
 
 def versions(target: Target) -> tuple[str, list[str]]:
     """istioctl's own version and the control plane's (istiod) versions; no control plane, no versions
-    (istioctl omits ``meshVersion`` when it finds no istiod: istioctl/pkg/version/version.go)."""
+    (istioctl omits ``meshVersion`` when it finds no istiod: ``omitempty`` in istio/istio
+    pkg/version/cobra.go)."""
     out = run(["istioctl", "version", "-o", "json", *target.args()], env=target.env(), timeout=60).stdout
     data = json.loads(out)
     mesh = [c.get("Info", {}).get("version", "") for c in data.get("meshVersion") or []]
@@ -85,7 +86,7 @@ def analyze(target: Target, namespace: str | None = None) -> list[Any]:
 def origin(text: str) -> tuple[str, str]:
     """``(kind, name)`` from an analyzer message's origin, istioctl's ``FriendlyName``: ``"<Kind>
     <namespace>/<name>"``, or ``"<Kind> <name>"`` for a cluster-scoped object
-    (istio/istio pkg/config/legacy/source/kube/origin.go)."""
+    (istio/istio pkg/config/analysis/legacy/source/kube/origin.go)."""
     kind, _, ref = text.partition(" ")
     return kind, ref.rpartition("/")[2]
 

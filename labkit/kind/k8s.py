@@ -76,10 +76,11 @@ def rollout_complete(deployment: dict) -> bool:
 
 
 def has_sidecar(pod: dict) -> bool:
-    """Whether the pod runs Istio's proxy: a container, or (Kubernetes >= 1.29 with Istio's
-    ENABLE_NATIVE_SIDECARS, on by default from 1.36 with Istio 1.31) an init container with
-    ``restartPolicy: Always`` - a native sidecar (istio/istio pkg/kube/inject/inject.go, KEP-753). A plain
-    init container named istio-proxy would exit before the app starts, so it does not count."""
+    """Whether the pod runs Istio's proxy: a container, or an init container with ``restartPolicy: Always``
+    - a native sidecar (KEP-753), which Istio injects where its ``ENABLE_NATIVE_SIDECARS=auto`` finds the
+    cluster supports it (istio/istio pilot/pkg/features/pilot.go, pkg/kube/inject/inject.go), as on
+    Kubernetes 1.36 with Istio 1.31. A plain init container named istio-proxy would exit before the app
+    starts, so it does not count."""
     spec = pod.get("spec", {})
     if any(c.get("name") == SIDECAR for c in spec.get("containers") or []):
         return True

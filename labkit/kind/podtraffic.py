@@ -30,8 +30,9 @@ if TYPE_CHECKING:
 #: Where load.py sits in the lab's image (services/currency-converter/Dockerfile: WORKDIR /app).
 LOAD_TOOL = "/app/load.py"
 #: The ephemeral load container runs as the image's own non-root user (10001), never as istio-proxy's UID
-#: 1337, whose traffic Istio's iptables rules let out unredirected (istio/istio tools/istio-iptables); the
-#: rest is what Pod Security's "restricted" level asks, so it starts in a restricted namespace too.
+#: 1337, whose traffic Istio's iptables rules let out unredirected (istio/istio
+#: tools/istio-iptables/pkg/constants/constants.go DefaultProxyUID); the rest is what Pod Security's
+#: "restricted" level asks, so it starts in a restricted namespace too.
 LOAD_SECURITY = {
     "runAsNonRoot": True,
     "runAsUser": 10001,

@@ -350,7 +350,9 @@ def istioctl(args: list[str]) -> tuple[str, str, int]:
             if "--remote=false" in args
             else _api("/apis/apps/v1/namespaces/istio-system/deployments/istiod")
         )
-        if istiod is None:  # istioctl/pkg/version: no control plane found, no meshVersion
+        if (
+            istiod is None
+        ):  # no control plane found: meshVersion is omitempty (istio/istio pkg/version/cobra.go)
             return json.dumps(client) + "\n", "", 0
         mesh = [{"Component": "istiod", "Revision": "default", "Info": {"version": "1.31.1"}}]
         return json.dumps({**client, "meshVersion": mesh}) + "\n", "", 0
