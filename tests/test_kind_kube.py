@@ -297,3 +297,16 @@ def test_nodes_not_ready_after_create_are_an_error(api, kube):
         kube.wait_nodes_ready(timeout=0.5)
     api.put(node("meshlab-control-plane", ready=True))
     kube.wait_nodes_ready(timeout=5)
+
+
+def test_unknown_fields_are_stored_with_a_warning_as_field_validation_warn_does(api, kube):
+    typo = {**VS, "spec": {**VS["spec"], "http": [{"route": [{"destination": {"host": "cc"}, "weigth": 1}]}]}}
+    assert kube.apply(typo) == "created"  # the server's default fieldValidation=Warn: accepted
+    [patch] = [r for r in api.writes() if "virtualservices" in r.path]
+    path = patch.path.split("?")[0]
+    request = urllib.request.Request(
+        f"{api.url}{path}?fieldManager=labkit&force=true", data=json.dumps(typo).encode(), method="PATCH",
+        headers={"Content-Type": "application/apply-patch+yaml"},
+    )  # fmt: skip
+    with urllib.request.urlopen(request, timeout=10) as response:
+        assert "unknown field 'weigth'" in response.headers["Warning"]
