@@ -264,14 +264,19 @@ def test_set_weights_waits_until_the_client_proxy_holds_the_split(running, monke
     fake, api, lab = running
     for r in manifests.load(paths.MESH / "destination-rule-currency-converter.yaml"):
         api.put(r.body)  # the subsets the split refers to, as on the cluster
-    lab.set_weights("currency-converter", v1=90, v2=10)  # the fake proxy holds 90/10 (recorded JSON)
+    lab.set_weights("currency-converter", v1=90, v2=10)  # the fake istiod pushes it to the proxy at once
     assert "warning" not in capsys.readouterr().out
     vs = api.objects[
         "/apis/networking.istio.io/v1/namespaces/payments-prod/virtualservices/currency-converter"
     ]
     assert [d["weight"] for d in vs["spec"]["http"][0]["route"]] == [90, 10]
     monkeypatch.setattr("labkit.kind.backend.PROPAGATION_TIMEOUT", 0.0)
-    lab.set_weights("currency-converter", v1=50, v2=50)
+    stale = json.dumps(lab.proxy_config("client", "routes"))  # what the proxy holds now: 90/10
+    fake.respond("istioctl", ["proxy-config", "routes"], stdout=stale)  # istiod has not pushed yet
+    try:
+        lab.set_weights("currency-converter", v1=50, v2=50)
+    finally:
+        fake.forget_responses()
     out = capsys.readouterr().out
     assert "client's proxy still routes {'v1': 90, 'v2': 10}, not {'v1': 50, 'v2': 50}" in out
 
@@ -392,11 +397,37 @@ def test_an_unknown_or_ambiguous_source_is_refused_by_name(shop):
         lab.send("http://x/", n=1, source="shop/nope")
 
 
+ORDERS = """apiVersion: v1
+kind: Service
+metadata: {name: orders, namespace: shop}
+spec: {selector: {app: orders}, ports: [{name: http, port: 9000, targetPort: 8080}]}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: orders, namespace: shop}
+spec:
+  host: orders
+  subsets: [{name: v1, labels: {version: v1}}, {name: v2, labels: {version: v2}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: orders, namespace: shop}
+spec:
+  hosts: [orders]
+  http:
+  - route:
+    - {destination: {host: orders, subset: v1}, weight: 80}
+    - {destination: {host: orders, subset: v2}, weight: 20}
+"""
+
+
 def test_proxy_config_of_a_workload_is_istioctls_json(shop):
     fake, _, lab = shop
-    routes = lab.proxy_config("shop/web", "routes")
-    weights = routes[0]["virtualHosts"][0]["routes"][0]["route"]["weightedClusters"]["clusters"]
-    assert [c["weight"] for c in weights] == [90, 10]
+    lab.apply(ORDERS)
+    [config] = [c for c in lab.proxy_config("shop/web", "routes") if c["name"] == "9000"]
+    [orders] = [h for h in config["virtualHosts"] if h["name"] == "orders.shop.svc.cluster.local:9000"]
+    weights = orders["routes"][-1]["route"]["weightedClusters"]["clusters"]
+    assert {c["name"].split("|")[2]: c["weight"] for c in weights} == {"v1": 80, "v2": 20}
     call = fake.calls("istioctl")[-1]
     assert (
         call[1:3] == ["proxy-config", "routes"] and call[3].endswith(".shop") and call[4:6] == ["-o", "json"]

@@ -122,6 +122,10 @@ def test_version_skew_between_istioctl_and_control_plane_is_a_problem(fake, api)
 
 
 def test_route_weights_are_read_from_the_proxy_json(fake, api):
+    for path in ("apps/currency-converter.yaml", "mesh/virtual-service-currency-converter-90-10.yaml"):
+        for r in manifests.load(paths.CLUSTER_CONFIG / path):
+            if r.kind in ("Service", "VirtualService"):
+                api.put(r.body)  # what istiod turns into the proxy's routes
     pod = _pod(api, "client")
     weights = istio.route_weights(
         TARGET, pod, "payments-prod", "currency-converter.payments-prod.svc.cluster.local"
@@ -138,7 +142,11 @@ def test_proxy_config_refuses_a_pod_without_a_sidecar(fake, api):
         istio.proxy_config(TARGET, _pod(api, "legacy-client"), "legacy", "clusters")
     with pytest.raises(CommandError, match='pods "nope" not found'):
         istio.proxy_config(TARGET, "nope", "payments-prod", "routes")
-    assert istio.proxy_config(TARGET, _pod(api, "client"), "payments-prod", "routes")[0]["name"] == "8080"
+    for r in manifests.load(paths.APPS / "currency-converter.yaml"):
+        if r.kind == "Service":
+            api.put(r.body)
+    [config] = istio.proxy_config(TARGET, _pod(api, "client"), "payments-prod", "routes")
+    assert config["name"] == "8080"  # one RouteConfiguration per port, named after it
 
 
 def test_proxy_config_sees_a_native_sidecar(fake, api):

@@ -235,36 +235,55 @@ def docker(args: list[str]) -> tuple[str, str, int]:
     return "", f"docker: unknown command {args}\n", 1
 
 
-CC = "currency-converter.payments-prod.svc.cluster.local"
-ROUTES = [
-    {
-        "name": "8080",
-        "virtualHosts": [
-            {
-                "name": "currency-converter.payments-prod.svc.cluster.local:8080",
-                "domains": ["currency-converter.payments-prod.svc.cluster.local", "currency-converter"],
-                "routes": [
-                    {
-                        "route": {
-                            "weightedClusters": {
-                                "clusters": [
-                                    {
-                                        "name": f"outbound|8080|v1|{CC}",
-                                        "weight": 90,
-                                    },
-                                    {
-                                        "name": f"outbound|8080|v2|{CC}",
-                                        "weight": 10,
-                                    },
-                                ]
-                            }
-                        }
-                    }
-                ],
-            }
-        ],
-    }
-]
+def _fqdn(host: str, namespace: str) -> str:
+    """Istio's short-name rule: ``name`` and ``name.ns`` complete to ``name.ns.svc.cluster.local``."""
+    parts = host.split(".")
+    if len(parts) == 1:
+        return f"{host}.{namespace}.svc.cluster.local"
+    if len(parts) == 2:
+        return f"{host}.svc.cluster.local"
+    return host
+
+
+def _route(rule: dict, port: int, fqdn: str) -> dict:
+    """One HTTP rule as Envoy's RDS JSON shows it: one cluster, or weighted clusters
+    (istio/istio pilot/pkg/networking/core/route/route.go)."""
+    clusters = [
+        {
+            "name": f"outbound|{port}|{d['destination'].get('subset', '')}|{fqdn}",
+            "weight": d.get("weight", 100),
+        }
+        for d in rule.get("route") or []
+    ]
+    action = (
+        {"cluster": clusters[0]["name"]}
+        if len(clusters) == 1
+        else {"weightedClusters": {"clusters": clusters}}
+    )
+    return {"match": rule["match"][0] if rule.get("match") else {"prefix": "/"}, "route": action}
+
+
+def _routes(name: str | None) -> list[dict]:
+    """The RouteConfigurations (one per port; only ``name`` if given) a sidecar holds: a virtual host per
+    Service port, routed as the live VirtualServices say (istiod pushes them at once in this fake)."""
+    services = (_api("/api/v1/services") or {}).get("items") or []
+    vss = (_api("/apis/networking.istio.io/v1/virtualservices") or {}).get("items") or []
+    configs: dict[str, list[dict]] = {}
+    for svc in services:
+        ns, svc_name = svc["metadata"]["namespace"], svc["metadata"]["name"]
+        fqdn = f"{svc_name}.{ns}.svc.cluster.local"
+        for port in (svc.get("spec") or {}).get("ports") or []:
+            if name is not None and str(port["port"]) != name:
+                continue
+            routes = [{"match": {"prefix": "/"}, "route": {"cluster": f"outbound|{port['port']}||{fqdn}"}}]
+            for vs in vss:
+                vs_ns = vs["metadata"]["namespace"]
+                if fqdn in {_fqdn(h, vs_ns) for h in (vs.get("spec") or {}).get("hosts") or []}:
+                    routes = [_route(rule, port["port"], fqdn) for rule in vs["spec"].get("http") or []]
+            vhost = {"name": f"{fqdn}:{port['port']}", "domains": [fqdn, f"{svc_name}.{ns}", svc_name]}
+            configs.setdefault(str(port["port"]), []).append({**vhost, "routes": routes})
+    return [{"name": port, "virtualHosts": hosts} for port, hosts in sorted(configs.items())]
+
 
 DESCRIBE = """Pod: {pod}
    Pod Revision: default
@@ -382,7 +401,7 @@ def istioctl(args: list[str]) -> tuple[str, str, int]:
         if pod is None:
             return "", problem, 1
         if args[1] == "routes":
-            return json.dumps(ROUTES) + "\n", "", 0
+            return json.dumps(_routes(_flag(args, "--name") or None)) + "\n", "", 0
         return json.dumps([{"name": f"fake {args[1]} of {args[2]}"}]) + "\n", "", 0
     if args[:3] == ["x", "describe", "pod"]:
         namespace = _flag(args, "-n", "default")

@@ -36,6 +36,10 @@ class FakeTools:
         )
         path.write_text(json.dumps(rules))
 
+    def forget_responses(self) -> None:
+        """Back to the fakes' own answers (for a module-scoped lab shared by several tests)."""
+        (self.root / "responses.json").unlink(missing_ok=True)
+
     def add_cluster(self, name: str, ports: tuple[str, ...] = LAB_PORTS) -> None:
         """A kind cluster that exists already, publishing ``ports`` (the lab's, unless told otherwise)."""
         with (self.root / "kind-clusters").open("a") as f:
