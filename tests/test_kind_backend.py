@@ -366,19 +366,23 @@ def _ephemeral_patches(api):
 
 
 def test_send_from_any_workload_runs_the_load_tool_in_an_ephemeral_container(shop):
-    _, api, lab = shop
+    fake, api, lab = shop
     before = len(_ephemeral_patches(api))
     result = lab.send("http://orders.shop:9000/", n=20, source="shop/web", headers={"x-beta": "yes"})
     assert len(result) == 20 and result.split() == pytest.approx({"v1": 0.9, "v2": 0.1})
     [patch] = _ephemeral_patches(api)[before:]
-    assert patch.path.split("?")[0].startswith("/api/v1/namespaces/shop/pods/web-")
+    pod = patch.path.split("?")[0].split("/")[6]
+    assert patch.path.startswith(f"/api/v1/namespaces/shop/pods/{pod}/") and pod.startswith("web-")
     [container] = json.loads(patch.body)["spec"]["ephemeralContainers"]
     assert container["image"] == cluster.IMAGE  # the lab's load tool, beside the app in the pod's network
-    assert container["command"][:4] == ["python", "/app/load.py", "--url", "http://orders.shop:9000/"]
-    assert container["command"][-2:] == ["--header", "x-beta: yes"]
     assert container["securityContext"]["runAsUser"] not in (0, 1337)  # 1337 would bypass the sidecar
+    call = [c for c in fake.calls("kubectl") if "exec" in c][-1]
+    assert call[call.index("exec") :] == [
+        "exec", "-n", "shop", f"pod/{pod}", "-c", container["name"], "--", "python", "load.py",
+        "--url", "http://orders.shop:9000/", "--n", "20", "--concurrency", "8", "--header", "x-beta: yes",
+    ]  # fmt: skip
     lab.send("http://orders.shop:9000/", n=3, source="web")  # a bare name that is unique
-    assert len(_ephemeral_patches(api)) == before + 2
+    assert len(_ephemeral_patches(api)) == before + 1  # the pod's load container is reused
 
 
 def test_the_lesson_sources_stay_aliases_that_exec_into_their_own_container(shop):
@@ -549,3 +553,18 @@ def test_apply_hook_applies_without_validating_again(running, capsys):
         assert "warning" not in capsys.readouterr().out
     finally:
         lab._apply(manifests.load(paths.MESH / "virtual-service-currency-converter-90-10.yaml"))
+
+
+def test_live_chart_stream_from_any_workload_reuses_one_load_container(shop):
+    _, api, lab = shop
+    lab.send("http://orders.shop:9000/", n=1, source="shop/web")  # the pod's load container exists now
+    before = len(_ephemeral_patches(api))
+    batches: list[list] = []
+    stream = lab.stream("http://orders.shop:9000/", source="shop/web", qps=5, on_batch=batches.append)
+    stream.start()
+    deadline = time.monotonic() + 60
+    while len(batches) < 3 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    stream.stop(timeout=30)
+    assert stream.error is None and len(batches) >= 3
+    assert len(_ephemeral_patches(api)) == before  # chunks exec into it; the pod spec does not grow

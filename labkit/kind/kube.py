@@ -308,8 +308,8 @@ class Kube:
             ),
         )
 
-    def wait_ephemeral(self, namespace: str, pod: str, container: str, timeout: float) -> int:
-        """Wait until ephemeral ``container`` of ``pod`` has run to its end; its exit code."""
+    def wait_ephemeral_running(self, namespace: str, pod: str, container: str, timeout: float) -> None:
+        """Wait until ephemeral ``container`` of ``pod`` runs; BackendError if it cannot start or stopped."""
         deadline = time.monotonic() + timeout
         while True:
             obj = self.get("v1", "Pod", pod, namespace) or {}
@@ -317,17 +317,22 @@ class Kube:
                 if st.get("name") != container:
                     continue
                 state = st.get("state") or {}
-                if "terminated" in state:
-                    return int(state["terminated"].get("exitCode", 0))
-                waiting = (state.get("waiting") or {}).get("reason", "")
-                if waiting in ("ErrImagePull", "ImagePullBackOff", "InvalidImageName"):
+                if "running" in state:
+                    return
+                problem = (state.get("waiting") or {}).get("reason", "")
+                if "terminated" in state or problem in (
+                    "ErrImagePull",
+                    "ImagePullBackOff",
+                    "InvalidImageName",
+                ):
                     raise BackendError(
-                        f"pod {pod} ({namespace}) cannot start the load container: {waiting}\nWhat to do: "
-                        "load the lab's image into the nodes (lab.up() does it on kind)"
+                        f"pod {pod} ({namespace}) cannot run the load container {container}: "
+                        f"{problem or 'it stopped'}\nWhat to do: load the lab's image into the nodes "
+                        f"(lab.up() does it on kind); `kubectl describe pod {pod} -n {namespace}`"
                     )
             if time.monotonic() > deadline:
                 raise BackendError(
-                    f"the load container {container} in pod {pod} ({namespace}) did not finish within "
+                    f"the load container {container} in pod {pod} ({namespace}) did not start within "
                     f"{timeout:g}s\nWhat to do: `kubectl describe pod {pod} -n {namespace}` shows why"
                 )
             time.sleep(0.2)

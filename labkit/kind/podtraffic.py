@@ -2,9 +2,10 @@
 VirtualService weights apply to the caller's proxy, not to the laptop): which workload a source names, how the
 lab's load tool (services/currency-converter/load.py) runs there, and its JSON lines as traffic outcomes.
 
-A pod whose container already runs the lab's image gets ``kubectl exec`` into that container; any other pod
-gets an ephemeral container with the lab's image (the ``ephemeralcontainers`` subresource, as ``kubectl
-debug`` adds one), which shares the pod's network namespace and so its sidecar's iptables redirect."""
+load.py runs with ``kubectl exec``: in the pod's own container when it runs the lab's image (the lesson's
+client), else in an ephemeral container with the lab's image added to the pod once (the
+``ephemeralcontainers`` subresource, as ``kubectl debug`` adds one), which shares the pod's network namespace
+and so its sidecar's iptables redirect."""
 
 from __future__ import annotations
 
@@ -13,9 +14,8 @@ import json
 import math
 import threading
 import time
-import uuid
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from labkit import scenario
 from labkit.command import run
@@ -27,8 +27,10 @@ from labkit.kind.kube import Kube
 if TYPE_CHECKING:
     from labkit.traffic import Outcome, TrafficResult
 
-#: Where load.py sits in the lab's image (services/currency-converter/Dockerfile: WORKDIR /app).
-LOAD_TOOL = "/app/load.py"
+#: The ephemeral container's name prefix, and what it runs between sends: load.py is exec'ed into it, in
+#: the image's WORKDIR /app (services/currency-converter/Dockerfile).
+LOAD_CONTAINER = "labkit-load"
+IDLE = ["python", "-c", "import time; time.sleep(10**9)"]
 #: The ephemeral load container runs as the image's own non-root user (10001), never as istio-proxy's UID
 #: 1337, whose traffic Istio's iptables rules let out unredirected (istio/istio
 #: tools/istio-iptables/pkg/constants/constants.go DefaultProxyUID); the rest is what Pod Security's
@@ -115,10 +117,15 @@ def send(
         n = math.ceil(duration * qps) if duration is not None and qps else 100
     args = load_argv(url, n, concurrency, qps, headers)
     timeout = 120 + (n / qps if qps else 2.0 * n / max(concurrency, 1))
-    if workload.container:
-        text = _exec(target, workload, args, timeout)
+    if workload.container:  # the pod already has the load tool: exec into that container
+        where, container = f"deploy/{workload.name}", workload.container
     else:
-        text = _ephemeral(kube, workload, args, timeout)
+        pod, container = load_container(kube, workload)
+        where = f"pod/{pod}"
+    argv = ["kubectl", *target.args(), "exec", "-n", workload.namespace, where, "-c", container]
+    argv += ["--", "python", "load.py", *args]
+    fix = f"check `kubectl get pods -n {workload.namespace}` (lab.status()); lab.up() repairs the lab"
+    text = run(argv, env=target.env(), timeout=timeout, fix=fix).stdout
     outcomes = parse_load_output(text)
     if n and not outcomes:
         raise BackendError(f"load.py in deploy/{workload.name} ({workload.namespace}) printed no results:\n"
@@ -127,47 +134,35 @@ def send(
     return TrafficResult(outcomes, source=source, url=url, elapsed=elapsed)
 
 
-def _exec(target: Target, workload: Workload, args: list[str], timeout: float) -> str:
-    """``kubectl exec`` into the workload's container that already has load.py."""
-    argv = ["kubectl", *target.args(), "exec", "-n", workload.namespace, f"deploy/{workload.name}"]
-    argv += ["-c", str(workload.container), "--", "python", "load.py", *args]
-    fix = f"check `kubectl get pods -n {workload.namespace}` (lab.status()); lab.up() repairs the lab"
-    return run(argv, env=target.env(), timeout=timeout, fix=fix).stdout
-
-
-def _ephemeral(kube: Kube, workload: Workload, args: list[str], timeout: float) -> str:
-    """An ephemeral container with the lab's image in a running pod of the workload; its output."""
+def load_container(kube: Kube, workload: Workload) -> tuple[str, str]:
+    """A running pod of ``workload`` and its ephemeral container with the lab's load tool, added once per pod
+    and then reused (ephemeral containers cannot be removed; one idle process per pod is the whole cost)."""
     deployment = kube.get("apps/v1", "Deployment", workload.name, workload.namespace) or {}
     selector = deployment.get("spec", {}).get("selector", {}).get("matchLabels") or {}
-    running = [
-        p
-        for p in kube.pods(workload.namespace, selector)
-        if (p.get("status") or {}).get("phase") == "Running"
-    ]
+    pods = kube.pods(workload.namespace, selector)
+    running = [p for p in pods if (p.get("status") or {}).get("phase") == "Running"]
     if not running:
         raise BackendError(
             f"deployment/{workload.name} ({workload.namespace}) has no running pod to send from\nWhat to do: "
             f"`kubectl get pods -n {workload.namespace}`; wait for the rollout (lab.status())"
         )
     pod = running[0]
-    name = f"labkit-load-{uuid.uuid4().hex[:8]}"
-    container: dict[str, Any] = {
+    pod_name = pod["metadata"]["name"]
+    statuses = (pod.get("status") or {}).get("ephemeralContainerStatuses") or []
+    for st in statuses:
+        if st.get("name", "").startswith(LOAD_CONTAINER) and "running" in (st.get("state") or {}):
+            return pod_name, st["name"]
+    name = f"{LOAD_CONTAINER}-{len(pod['spec'].get('ephemeralContainers') or []) + 1}"
+    container = {
         "name": name,
         "image": cluster.IMAGE,
         "imagePullPolicy": "IfNotPresent",
-        "command": ["python", LOAD_TOOL, *args],
+        "command": IDLE,
         "securityContext": LOAD_SECURITY,
     }
-    pod_name = pod["metadata"]["name"]
     kube.add_ephemeral_container(workload.namespace, pod_name, container)
-    code = kube.wait_ephemeral(workload.namespace, pod_name, name, timeout)
-    text = kube.logs(workload.namespace, pod_name, name)
-    if code != 0:
-        raise BackendError(
-            f"load.py in an ephemeral container of pod {pod_name} ({workload.namespace}) exited {code}:\n"
-            f"{text[-500:]}\nWhat to do: `kubectl logs {pod_name} -n {workload.namespace} -c {name}`"
-        )
-    return text
+    kube.wait_ephemeral_running(workload.namespace, pod_name, name, timeout=120)
+    return pod_name, name
 
 
 class PodStream:

@@ -1,7 +1,7 @@
 """A stand-in Kubernetes API server on 127.0.0.1 (this machine has no cluster): a real HTTP server that
-answers discovery, GET/LIST/PATCH/DELETE of objects kept in memory, pod logs, ephemeral containers and the
-Prometheus service proxy, and records every request as it arrived (method, raw path, headers, body), so tests
-can check what the official client sent.
+answers discovery, GET/LIST/PATCH/DELETE of objects kept in memory, pod logs, ephemeral containers (started
+at once by its stand-in kubelet) and the Prometheus service proxy, and records every request as it arrived
+(method, raw path, headers, body), so tests can check what the official client sent.
 
 It refuses what the real server refuses, for what labkit calls:
 - a namespaced object in a namespace that does not exist: 404 ``namespaces "x" not found``
@@ -34,8 +34,6 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import yaml
-
-from fakes import loadtool
 
 #: (group/version path, kind, plural, namespaced): what a kind node's API server serves, plus Istio's CRDs.
 CORE = [
@@ -277,7 +275,7 @@ class FakeApiServer:
         return [f'299 - "{f.message} at {f.field}"' for f in unknown]
 
     def add_ephemeral(self, pod_path: str, body: str) -> dict:
-        """A strategic merge patch of pods/ephemeralcontainers; the fake kubelet runs load.py at once."""
+        """A strategic merge patch of pods/ephemeralcontainers; the fake kubelet starts each one at once."""
         pod = self.objects.get(pod_path)
         if pod is None:
             raise ApiFailure(404, "NotFound", f'pods "{pod_path.rsplit("/", 1)[1]}" not found')
@@ -295,13 +293,7 @@ class FakeApiServer:
             spec.setdefault("ephemeralContainers", []).append(container)
             have.add(name)
             status = pod.setdefault("status", {}).setdefault("ephemeralContainerStatuses", [])
-            try:
-                out, code = loadtool.output(container.get("command", []) + container.get("args", [])), 0
-            except ValueError as exc:
-                out, code = str(exc) + "\n", 2
-            ns, pod_name = pod["metadata"]["namespace"], pod["metadata"]["name"]
-            self.logs[f"{ns}/{pod_name}/{name}"] = out
-            status.append({"name": name, "state": {"terminated": {"exitCode": code, "reason": "Completed"}}})
+            status.append({"name": name, "state": {"running": {"startedAt": "2026-12-01T10:00:00Z"}}})
         return pod
 
 

@@ -413,6 +413,41 @@ def istioctl(args: list[str]) -> tuple[str, str, int]:
     return "", f"Error: unknown command {args}\n", 64
 
 
+def _exec(args: list[str], words: list[str]) -> tuple[str, str, int]:
+    """``kubectl exec -n NS deploy/NAME|pod/NAME -c CONTAINER -- CMD``: into a running container only
+    (staging/src/k8s.io/kubectl/pkg/cmd/exec/exec.go; the kubelet refuses a container that is not running)."""
+    i = args.index("exec")
+    ref = args[i + 3] if args[i + 1] == "-n" else args[i + 1]
+    namespace, container = _flag(args, "-n", "default"), _flag(args, "-c")
+    if os.environ.get("FAKE_API_SERVER"):
+        if ref.startswith("pod/"):
+            pod = _api(f"/api/v1/namespaces/{namespace}/pods/{ref[4:]}")
+            pods = [pod] if pod else []
+            if not pods:
+                return "", f'Error from server (NotFound): pods "{ref[4:]}" not found\n', 1
+        else:
+            pods = _deployment_pods(namespace, ref.removeprefix("deploy/"))
+            if not pods:
+                return "", f'Error from server (NotFound): deployments.apps "{ref[7:]}" not found\n', 1
+        pod = pods[0]
+        spec, status = pod.get("spec") or {}, pod.get("status") or {}
+        running = (
+            {c["name"] for c in spec.get("containers") or []} if status.get("phase") == "Running" else set()
+        )
+        running |= {
+            s["name"] for s in status.get("ephemeralContainerStatuses") or [] if "running" in s["state"]
+        }
+        if container not in running:
+            return (
+                "",
+                "error: unable to upgrade connection: container not found (" + repr(container) + ")\n",
+                1,
+            )
+    if words[:2] == ["python", "load.py"]:
+        return load_output(words), "", 0
+    return "", f"error: {words[:1]}: executable file not found in $PATH\n", 126
+
+
 def kubectl(args: list[str]) -> tuple[str, str, int]:
     if args[:1] == ["version"]:
         minor = os.environ.get("FAKE_KUBECTL_MINOR", "36")
@@ -420,17 +455,7 @@ def kubectl(args: list[str]) -> tuple[str, str, int]:
         return json.dumps({"clientVersion": version}) + "\n", "", 0
     words = args[args.index("--") + 1 :] if "--" in args else []
     if "exec" in args:
-        ref = args[args.index("exec") + 3] if args[args.index("exec") + 1] == "-n" else ""
-        namespace, name = _flag(args, "-n", "default"), ref.removeprefix("deploy/")
-        pods = _deployment_pods(namespace, name)
-        running = [p for p in pods if (p.get("status") or {}).get("phase") == "Running"]
-        if os.environ.get("FAKE_API_SERVER") and not running:
-            # staging/src/k8s.io/kubectl/pkg/cmd/exec/exec.go and the kubelet: no running container to exec
-            if not pods:
-                return "", f'Error from server (NotFound): deployments.apps "{name}" not found\n', 1
-            return "", "error: unable to upgrade connection: container not found\n", 1
-        if words[:2] == ["python", "load.py"]:
-            return load_output(words), "", 0
+        return _exec(args, words)
     return "", f"error: unknown command {args}\n", 1
 
 
