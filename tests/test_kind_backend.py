@@ -16,7 +16,7 @@ import pytest
 from fakes import harness
 from fakes.apiserver import FakeApiServer
 
-from labkit import lesson, manifests, metrics, paths
+from labkit import lesson, manifests, metrics, paths, validation
 from labkit.errors import BackendError, CommandError, LabError
 from labkit.kind import cluster, doctor
 from labkit.kind.backend import KubeLab, _ingress
@@ -568,3 +568,13 @@ def test_live_chart_stream_from_any_workload_reuses_one_load_container(shop):
     stream.stop(timeout=30)
     assert stream.error is None and len(batches) >= 3
     assert len(_ephemeral_patches(api)) == before  # chunks exec into it; the pod spec does not grow
+
+
+def test_a_virtual_service_for_a_live_service_of_ones_own_is_not_an_unknown_host(shop, capsys):
+    _, _, lab = shop
+    lab.apply(ORDERS)  # Service, DestinationRule and VirtualService for shop/orders are live now
+    capsys.readouterr()
+    vs = [r for r in manifests.load(ORDERS) if r.kind == "VirtualService"]
+    assert validation.validate(vs, context=lab._context(vs)) == []  # host and subsets found live
+    lab.apply([r.body for r in vs])
+    assert "warning" not in capsys.readouterr().out

@@ -168,11 +168,12 @@ class KubeLab(Lab):
         return self._delete(self._load(src))
 
     def _context(self, incoming: list[Resource]) -> list[Resource]:
-        """The lab's apps and the Istio objects live in the cluster, minus those ``incoming`` replaces: what
-        the analysis stage checks references (subsets, hosts, gateways) against."""
+        """The lab's apps and what the cluster holds (Istio objects, Services, Deployments), minus those
+        ``incoming`` replaces: what the analysis stage checks references (subsets, hosts) against."""
         keys = {r.key for r in incoming}
-        live = self._load(paths.APPS) + self._load(workloads.istio_objects(self.kube))
-        return [r for r in live if r.key not in keys]
+        found = {r.key: r for r in self._load(paths.APPS)}
+        found.update((r.key, r) for r in self._load(workloads.live_objects(self.kube)))  # live wins
+        return [r for r in found.values() if r.key not in keys]
 
     def _apply(self, resources: list[Resource]) -> list[Change]:
         """Server-side apply every object, namespaces first; return once a changed Deployment has rolled out

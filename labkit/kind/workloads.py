@@ -1,6 +1,6 @@
 """What the cluster runs: the Deployments outside the system namespaces, their pods, whether each pod has the
-sidecar its namespace asks for (and the repair), one status line each; and the live Istio objects other
-objects refer to."""
+sidecar its namespace asks for (and the repair), one status line each; and the live objects other objects
+refer to."""
 
 from __future__ import annotations
 
@@ -16,30 +16,34 @@ SYSTEM_NAMESPACES = frozenset(
     {"kube-system", "kube-public", "kube-node-lease", "local-path-storage", "istio-system"}
 )
 
-#: Istio kinds whose live objects other objects refer to (subsets, hosts, gateways, mTLS).
-LIVE_ISTIO_KINDS = (
+#: Kinds whose live objects other objects refer to: Istio's (subsets, hosts, gateways, mTLS) and the
+#: Services and Deployments that hosts and subsets resolve to.
+LIVE_KINDS = (
     ("networking.istio.io/v1", "DestinationRule"),
     ("networking.istio.io/v1", "VirtualService"),
     ("networking.istio.io/v1", "Gateway"),
     ("networking.istio.io/v1", "ServiceEntry"),
     ("security.istio.io/v1", "PeerAuthentication"),
+    ("v1", "Service"),
+    ("apps/v1", "Deployment"),
 )
 
 
-def istio_objects(kube: Kube) -> list[dict]:
-    """The cluster's Istio routing and policy objects (name, namespace, labels, spec), for the analysis
-    stage's cross-object checks; none before Istio is installed."""
+def live_objects(kube: Kube) -> list[dict]:
+    """The objects other objects refer to, as the cluster holds them (name, namespace, labels, spec), for the
+    analysis stage's cross-object checks; Istio's only once Istio is installed."""
     bodies = []
-    for api_version, kind in LIVE_ISTIO_KINDS:
+    for api_version, kind in LIVE_KINDS:
         try:
             items = kube.objects(api_version, kind)
         except BackendError:
             continue  # Istio (or this kind) is not installed
         for obj in items:
+            if obj["metadata"].get("namespace") in SYSTEM_NAMESPACES and kind in ("Service", "Deployment"):
+                continue
             meta = {k: obj["metadata"][k] for k in ("name", "namespace", "labels") if obj["metadata"].get(k)}
-            bodies.append(
-                {"apiVersion": api_version, "kind": kind, "metadata": meta, "spec": obj.get("spec", {})}
-            )
+            spec = obj.get("spec", {})
+            bodies.append({"apiVersion": api_version, "kind": kind, "metadata": meta, "spec": spec})
     return bodies
 
 
