@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import shlex
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -68,9 +69,13 @@ def find_workload(kube: Kube, source: str) -> Workload:
         if len(found) != 1:
             where = ", ".join(sorted(f"{d['metadata']['namespace']}/{source}" for d in found))
             raise LabError(
-                f"no Deployment named {source!r} in the cluster"
-                if not found
-                else f"{source!r} names several Deployments ({where})"
+                (
+                    f"no Deployment named {source!r} in the cluster"
+                    if not found
+                    else f"{source!r} names several Deployments ({where})"
+                )
+                + "\nWhat to do: name the workload as namespace/name (`kubectl get deployments -A` lists "
+                f"them), or use one of the lesson's: {', '.join(scenario.SOURCES)}, {scenario.INGRESS}"
             )
         namespace, name = found[0]["metadata"]["namespace"], source
     deployment = kube.get("apps/v1", "Deployment", name, namespace)
@@ -85,7 +90,9 @@ def find_workload(kube: Kube, source: str) -> Workload:
     return Workload(namespace, name, with_tool[0] if with_tool else None)
 
 
-def load_argv(url: str, n: int, concurrency: int, qps: float | None, headers: Mapping[str, str] | None):
+def load_argv(
+    url: str, n: int, concurrency: int, qps: float | None, headers: Mapping[str, str] | None
+) -> list[str]:
     """load.py's arguments."""
     argv = ["--url", url, "--n", str(n), "--concurrency", str(concurrency)]
     if qps:
@@ -129,7 +136,7 @@ def send(
     outcomes = parse_load_output(text)
     if n and not outcomes:
         raise BackendError(f"load.py in deploy/{workload.name} ({workload.namespace}) printed no results:\n"
-                           f"{text[-500:]}")  # fmt: skip
+                           f"{text[-500:]}\nWhat to do: run `{shlex.join(argv)}` by hand")  # fmt: skip
     elapsed = max((o.t + o.latency for o in outcomes), default=0.0)
     return TrafficResult(outcomes, source=source, url=url, elapsed=elapsed)
 
