@@ -35,41 +35,16 @@ from urllib.parse import parse_qs, urlsplit
 
 import yaml
 
-#: (group/version path, kind, plural, namespaced): what a kind node's API server serves, plus Istio's CRDs.
-CORE = [
-    ("api/v1", "Namespace", "namespaces", False),
-    ("api/v1", "Node", "nodes", False),
-    ("api/v1", "Pod", "pods", True),
-    ("api/v1", "Service", "services", True),
-    ("api/v1", "ServiceAccount", "serviceaccounts", True),
-    ("api/v1", "ConfigMap", "configmaps", True),
-    ("api/v1", "Secret", "secrets", True),
-    ("apis/apps/v1", "Deployment", "deployments", True),
-    ("apis/rbac.authorization.k8s.io/v1", "ClusterRole", "clusterroles", False),
-    ("apis/rbac.authorization.k8s.io/v1", "ClusterRoleBinding", "clusterrolebindings", False),
-    ("apis/rbac.authorization.k8s.io/v1", "Role", "roles", True),
-    ("apis/rbac.authorization.k8s.io/v1", "RoleBinding", "rolebindings", True),
-    ("apis/apiextensions.k8s.io/v1", "CustomResourceDefinition", "customresourcedefinitions", False),
-]
-ISTIO = [
-    ("apis/networking.istio.io/v1", "VirtualService", "virtualservices", True),
-    ("apis/networking.istio.io/v1", "DestinationRule", "destinationrules", True),
-    ("apis/networking.istio.io/v1", "Gateway", "gateways", True),
-    ("apis/networking.istio.io/v1", "ServiceEntry", "serviceentries", True),
-    ("apis/security.istio.io/v1", "PeerAuthentication", "peerauthentications", True),
-    ("apis/security.istio.io/v1", "AuthorizationPolicy", "authorizationpolicies", True),
-]
-RESOURCES = CORE + ISTIO
-#: kubectl's short names, as the built-in kinds and Istio's CRDs declare them
-#: (istio/istio manifests/charts/base/files/crd-all.gen.yaml).
-SHORT_NAMES = {"Namespace": ["ns"], "Pod": ["po"], "Service": ["svc"], "ServiceAccount": ["sa"],
-               "ConfigMap": ["cm"], "Deployment": ["deploy"], "Node": ["no"], "VirtualService": ["vs"],
-               "DestinationRule": ["dr"], "Gateway": ["gw"], "ServiceEntry": ["se"],
-               "PeerAuthentication": ["pa"]}  # fmt: skip
-#: Namespaces every cluster starts with.
-BUILTIN_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
-#: Fields an ephemeral container may not set (validateEphemeralContainers).
-EPHEMERAL_FORBIDDEN = ("ports", "resources", "livenessProbe", "readinessProbe", "startupProbe", "lifecycle")
+from fakes import apiobjects
+from fakes.apiobjects import (
+    BUILTIN_NAMESPACES,
+    CORE,
+    EPHEMERAL_FORBIDDEN,
+    RESOURCES,
+    deployment,
+    node,
+    object_path,
+)
 
 
 @dataclass
@@ -103,7 +78,7 @@ class FakeApiServer:
 
     def __post_init__(self) -> None:
         for ns in BUILTIN_NAMESPACES:
-            self.put(_namespace(ns, {}))
+            self.put(apiobjects.namespace(ns, {}))
         self.put(node("meshlab-control-plane", ready=True))
 
     def start(self) -> FakeApiServer:
@@ -211,7 +186,7 @@ class FakeApiServer:
     def install_istio(self) -> None:
         """What ``istioctl install`` leaves in a cluster: the CRDs, istio-system, istiod and the gateway."""
         self.istio = True
-        self.put(_namespace("istio-system", {}))
+        self.put(apiobjects.namespace("istio-system", {}))
         for name in ("istiod", "istio-ingressgateway"):
             self.store(deployment("istio-system", name, {"app": name}))
 
@@ -231,7 +206,11 @@ class FakeApiServer:
                                  "Required value: is required for apply patch")  # fmt: skip
             owners = [m["manager"] for m in (old or {}).get("metadata", {}).get("managedFields") or []]
             others = [m for m in owners if m != manager]
-            if others and query.get("force", [""])[0] != "true" and _content(old or {}) != _content(patch):
+            if (
+                others
+                and query.get("force", [""])[0] != "true"
+                and apiobjects.content(old or {}) != apiobjects.content(patch)
+            ):
                 raise ApiFailure(
                     409, "Conflict", f'Apply failed with 1 conflict: conflict with "{others[0]}"'
                 )
@@ -240,13 +219,13 @@ class FakeApiServer:
             if old is None:
                 raise ApiFailure(404, "NotFound", f"{path} not found")
             manager = ""
-            applied = _merge(old, patch)
-        ns = _namespace_of(path)
+            applied = apiobjects.merge(old, patch)
+        ns = apiobjects.namespace_of(path)
         if ns is not None and f"/api/v1/namespaces/{ns}" not in self.objects:
             raise ApiFailure(404, "NotFound", f'namespaces "{ns}" not found')
         warnings = self.schema_check(applied)
         version = int((old or {}).get("metadata", {}).get("resourceVersion", "0"))
-        same = old is not None and _content(old) == _content(applied)
+        same = old is not None and apiobjects.content(old) == apiobjects.content(applied)
         meta = {**(old or {}).get("metadata", {}), **applied.get("metadata", {})}
         if manager:
             fields = [m for m in meta.get("managedFields") or [] if m["manager"] != manager]
@@ -295,127 +274,6 @@ class FakeApiServer:
             status = pod.setdefault("status", {}).setdefault("ephemeralContainerStatuses", [])
             status.append({"name": name, "state": {"running": {"startedAt": "2026-12-01T10:00:00Z"}}})
         return pod
-
-
-def object_path(obj: dict) -> str:
-    for prefix, kind, plural, namespaced in RESOURCES:
-        if kind == obj["kind"] and prefix.endswith(obj["apiVersion"]):
-            ns = f"/namespaces/{obj['metadata'].get('namespace', 'default')}" if namespaced else ""
-            return f"/{prefix}{ns}/{plural}/{obj['metadata']['name']}"
-    raise KeyError(obj["kind"])
-
-
-def _namespace_of(path: str) -> str | None:
-    """The namespace an object path is in; None for a cluster-scoped object (a Namespace itself too)."""
-    _, _, rest = path.partition("/namespaces/")
-    return rest.split("/")[0] if "/" in rest else None
-
-
-def deployment(namespace: str, name: str, labels: dict[str, str], container: str = "app") -> dict:
-    """A Deployment as the lab's manifests write it."""
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": name, "namespace": namespace, "labels": labels},
-        "spec": {
-            "replicas": 1,
-            "selector": {"matchLabels": labels},
-            "template": {"metadata": {"labels": labels}, "spec": {"containers": [{"name": container}]}},
-        },
-    }
-
-
-def node(name: str, ready: bool) -> dict:
-    """A node as the kubelet reports it (Ready condition)."""
-    condition = {"type": "Ready", "status": "True" if ready else "False", "reason": "KubeletReady"}
-    return {
-        "apiVersion": "v1",
-        "kind": "Node",
-        "metadata": {"name": name},
-        "status": {"conditions": [condition]},
-    }
-
-
-def _namespace(name: str, labels: dict[str, str]) -> dict:
-    return {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": labels}}
-
-
-def _list_key(resources: list, path: str) -> tuple[str, str | None, str] | None:
-    """(group/version prefix, namespace or None, plural) for a list request."""
-    for prefix, _, plural, namespaced in resources:
-        if path == f"/{prefix}/{plural}":
-            return prefix, None, plural
-        head = f"/{prefix}/namespaces/"
-        if (
-            namespaced
-            and path.startswith(head)
-            and path.endswith(f"/{plural}")
-            and path.count("/") == head.count("/") + 1
-        ):
-            return prefix, path[len(head) :].split("/")[0], plural
-    return None
-
-
-def _matches(listing: tuple[str, str | None, str], path: str) -> bool:
-    prefix, ns, plural = listing
-    where = f"/{prefix}/namespaces/{ns}/{plural}/" if ns else f"/{prefix}/"
-    return path.startswith(where) and f"/{plural}/" in path
-
-
-def _content(obj: dict) -> dict:
-    return {k: v for k, v in obj.items() if k not in ("metadata", "status")}
-
-
-def _merge(old: dict, patch: dict) -> dict:
-    merged = dict(old)
-    for key, value in patch.items():
-        merged[key] = _merge(old.get(key) or {}, value) if isinstance(value, dict) else value
-    return merged
-
-
-def _discovery(fake: FakeApiServer, path: str) -> dict | None:
-    resources = fake.resources()
-    if path == "/version":
-        return {"major": "1", "minor": fake.minor, "gitVersion": f"v1.{fake.minor}.1"}
-    if path == "/api":
-        return {"kind": "APIVersions", "versions": ["v1"]}
-    if path == "/apis":
-        groups = sorted({p.split("/")[1] for p, *_ in resources if p.startswith("apis/")})
-        return {
-            "kind": "APIGroupList",
-            "groups": [
-                {
-                    "name": g,
-                    "versions": [{"groupVersion": f"{g}/v1", "version": "v1"}],
-                    "preferredVersion": {"groupVersion": f"{g}/v1", "version": "v1"},
-                }
-                for g in groups
-            ],
-        }
-    listed = [(kind, plural, ns) for p, kind, plural, ns in resources if f"/{p}" == path]
-    if listed:
-        pod_subresources = [
-            {"name": "pods/log", "kind": "Pod", "namespaced": True, "verbs": ["get"]},
-            {"name": "pods/ephemeralcontainers", "kind": "Pod", "namespaced": True,
-             "verbs": ["get", "patch", "update"]},
-        ]  # fmt: skip
-        return {
-            "kind": "APIResourceList",
-            "groupVersion": path.split("/", 2)[2],
-            "resources": [
-                {
-                    "name": plural,
-                    "kind": kind,
-                    "namespaced": ns,
-                    "verbs": ["get", "list", "patch", "delete"],
-                    "singularName": kind.lower(),
-                    "shortNames": SHORT_NAMES.get(kind, []),
-                }
-                for kind, plural, ns in listed
-            ]
-            + pod_subresources * (path == "/api/v1"),
-        }
-    return None
 
 
 def _prometheus_ready(fake: FakeApiServer) -> bool:
@@ -470,20 +328,21 @@ def _handler(fake: FakeApiServer) -> type[BaseHTTPRequestHandler]:
                 if key not in fake.logs and f"/api/v1/namespaces/{ns}/pods/{pod}" not in fake.objects:
                     return self._not_found(path)
                 return self._reply(200, fake.logs.get(key, "").encode(), "text/plain")
-            found = _discovery(fake, path)
+            found = apiobjects.discovery(fake, path)
             if found is not None:
                 return self._reply(200, found)
             obj = fake.read(path)
             if obj is not None:
                 return self._reply(200, obj)
-            listing = _list_key(fake.resources(), path)
+            listing = apiobjects.list_key(fake.resources(), path)
             if listing is not None:
                 selector = query.get("labelSelector", [""])[0]
                 wanted = dict(kv.split("=") for kv in selector.split(",") if kv)
                 items = [
                     fake.read(p)
                     for p, o in list(fake.objects.items())
-                    if _matches(listing, p) and wanted.items() <= (o["metadata"].get("labels") or {}).items()
+                    if apiobjects.matches(listing, p)
+                    and wanted.items() <= (o["metadata"].get("labels") or {}).items()
                 ]
                 return self._reply(200, {"kind": "List", "apiVersion": "v1", "metadata": {}, "items": items})
             return self._not_found(path)
@@ -496,7 +355,7 @@ def _handler(fake: FakeApiServer) -> type[BaseHTTPRequestHandler]:
                     if content_type != "application/strategic-merge-patch+json":
                         raise ApiFailure(415, "UnsupportedMediaType", f"unsupported patch {content_type}")
                     return self._reply(200, fake.add_ephemeral(path.rsplit("/", 1)[0], body))
-                if _list_key(fake.resources(), path.rsplit("/", 1)[0]) is None:
+                if apiobjects.list_key(fake.resources(), path.rsplit("/", 1)[0]) is None:
                     return self._not_found(path)
                 code, applied, warnings = fake.apply(path, query, content_type, body)
             except ApiFailure as failure:
