@@ -1,6 +1,7 @@
 """``KubeLab`` end to end on stand-ins for what this machine cannot run: fake kind/docker/istioctl/kubectl
 executables (tests/fakes/bin) and a stand-in Kubernetes API server on 127.0.0.1 (tests/fakes/apiserver.py)
-that rolls Deployments out at once and injects sidecars as the namespace label says when a pod is created.
+that rolls Deployments out over a fraction of a second and injects sidecars (classic or native) as the
+namespace label says when a pod is created.
 They check the orchestration a trainee relies on: what up() runs and in which order, reuse on a second up(),
 the sidecar diagnosis and repair, in-pod traffic parsed into outcomes, and kube mode never creating or
 deleting a cluster. The real thing is tests/test_kind_live.py (marked ``cluster``)."""
@@ -14,44 +15,17 @@ import time
 
 import pytest
 from fakes import harness
-from fakes.apiserver import FakeApiServer
 
-from labkit import lesson, manifests, metrics, paths, validation
-from labkit.errors import BackendError, CommandError, LabError
-from labkit.kind import cluster, doctor
+from labkit import lesson, manifests, metrics, paths
+from labkit.errors import BackendError, CommandError
+from labkit.kind import cluster
 from labkit.kind.backend import KubeLab, _ingress
 from labkit.kind.podtraffic import parse_load_output
-
-ADDON = """apiVersion: apps/v1
-kind: Deployment
-metadata: {{name: {name}, namespace: istio-system, labels: {{app: {name}}}}}
-spec:
-  replicas: 1
-  selector: {{matchLabels: {{app: {name}}}}}
-  template:
-    metadata: {{labels: {{app: {name}}}}}
-    spec: {{containers: [{{name: {name}, image: {name}}}]}}
-"""
-
-
-def _environment(tmp_path, monkeypatch):
-    fake = harness.install(tmp_path, monkeypatch)
-    api = FakeApiServer().start()
-    monkeypatch.setenv("FAKE_API_SERVER", api.url)
-    addons = tmp_path / "istio-1.31.1" / "samples" / "addons"
-    addons.mkdir(parents=True)
-    for name in ("prometheus", "kiali"):
-        (addons / f"{name}.yaml").write_text(ADDON.format(name=name))
-    monkeypatch.setenv("ISTIO_HOME", str(tmp_path / "istio-1.31.1"))
-    monkeypatch.setattr(
-        doctor, "HOST_PORTS", ()
-    )  # this shared machine's 8080 may be busy; see test_kind_doctor
-    return fake, api
 
 
 @pytest.fixture
 def env(tmp_path, monkeypatch):
-    fake, api = _environment(tmp_path, monkeypatch)
+    fake, api = harness.kind_lab(tmp_path, monkeypatch)
     yield fake, api
     api.stop()
 
@@ -60,7 +34,7 @@ def env(tmp_path, monkeypatch):
 def running(tmp_path_factory):
     """One lab brought up once for the tests that only read from it (up() is the slow part)."""
     with pytest.MonkeyPatch.context() as monkeypatch:
-        fake, api = _environment(tmp_path_factory.mktemp("running"), monkeypatch)
+        fake, api = harness.kind_lab(tmp_path_factory.mktemp("running"), monkeypatch)
         lab = KubeLab("kind")
         lab.up()
         yield fake, api, lab
@@ -336,125 +310,6 @@ def test_status_reports_a_rollout_past_its_progress_deadline(running):
     assert lab.status().healthy
 
 
-# --- any workload can send, look at its proxy, list what is live (#11) -------------------------------------
-
-SHOP = """apiVersion: v1
-kind: Namespace
-metadata: {name: shop, labels: {istio-injection: enabled}}
----
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: web, namespace: shop}
-spec:
-  replicas: 1
-  selector: {matchLabels: {app: web}}
-  template:
-    metadata: {labels: {app: web, version: v1}}
-    spec: {containers: [{name: web, image: "example.com/shop/web:1.0"}]}
-"""
-
-
-@pytest.fixture(scope="module")
-def shop(running):
-    fake, api, lab = running
-    lab.apply(SHOP)
-    return fake, api, lab
-
-
-def _ephemeral_patches(api):
-    return [r for r in api.writes() if r.path.split("?")[0].endswith("/ephemeralcontainers")]
-
-
-def test_send_from_any_workload_runs_the_load_tool_in_an_ephemeral_container(shop):
-    fake, api, lab = shop
-    before = len(_ephemeral_patches(api))
-    result = lab.send("http://orders.shop:9000/", n=20, source="shop/web", headers={"x-beta": "yes"})
-    assert len(result) == 20 and result.split() == pytest.approx({"v1": 0.9, "v2": 0.1})
-    [patch] = _ephemeral_patches(api)[before:]
-    pod = patch.path.split("?")[0].split("/")[6]
-    assert patch.path.startswith(f"/api/v1/namespaces/shop/pods/{pod}/") and pod.startswith("web-")
-    [container] = json.loads(patch.body)["spec"]["ephemeralContainers"]
-    assert container["image"] == cluster.IMAGE  # the lab's load tool, beside the app in the pod's network
-    assert container["securityContext"]["runAsUser"] not in (0, 1337)  # 1337 would bypass the sidecar
-    call = [c for c in fake.calls("kubectl") if "exec" in c][-1]
-    assert call[call.index("exec") :] == [
-        "exec", "-n", "shop", f"pod/{pod}", "-c", container["name"], "--", "python", "load.py",
-        "--url", "http://orders.shop:9000/", "--n", "20", "--concurrency", "8", "--header", "x-beta: yes",
-    ]  # fmt: skip
-    lab.send("http://orders.shop:9000/", n=3, source="web")  # a bare name that is unique
-    assert len(_ephemeral_patches(api)) == before + 1  # the pod's load container is reused
-
-
-def test_the_lesson_sources_stay_aliases_that_exec_into_their_own_container(shop):
-    fake, api, lab = shop
-    before = len(_ephemeral_patches(api))
-    lab.send("http://currency-converter.payments-prod:8080/convert", n=3, source="client")
-    assert len(_ephemeral_patches(api)) == before
-    assert "deploy/client" in [c for c in fake.calls("kubectl") if "exec" in c][-1]
-
-
-def test_an_unknown_or_ambiguous_source_is_refused_by_name(shop):
-    _, api, lab = shop
-    with pytest.raises(LabError, match="no Deployment named 'nope' in the cluster"):
-        lab.send("http://x/", n=1, source="nope")
-    with pytest.raises(LabError, match=r"no Deployment shop/nope for source 'shop/nope'\nWhat to do:"):
-        lab.send("http://x/", n=1, source="shop/nope")
-
-
-ORDERS = """apiVersion: v1
-kind: Service
-metadata: {name: orders, namespace: shop}
-spec: {selector: {app: orders}, ports: [{name: http, port: 9000, targetPort: 8080}]}
----
-apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata: {name: orders, namespace: shop}
-spec:
-  host: orders
-  subsets: [{name: v1, labels: {version: v1}}, {name: v2, labels: {version: v2}}]
----
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {name: orders, namespace: shop}
-spec:
-  hosts: [orders]
-  http:
-  - route:
-    - {destination: {host: orders, subset: v1}, weight: 80}
-    - {destination: {host: orders, subset: v2}, weight: 20}
-"""
-
-
-def test_proxy_config_of_a_workload_is_istioctls_json(shop):
-    fake, _, lab = shop
-    lab.apply(ORDERS)
-    [config] = [c for c in lab.proxy_config("shop/web", "routes") if c["name"] == "9000"]
-    [orders] = [h for h in config["virtualHosts"] if h["name"] == "orders.shop.svc.cluster.local:9000"]
-    weights = orders["routes"][-1]["route"]["weightedClusters"]["clusters"]
-    assert {c["name"].split("|")[2]: c["weight"] for c in weights} == {"v1": 80, "v2": 20}
-    call = fake.calls("istioctl")[-1]
-    assert (
-        call[1:3] == ["proxy-config", "routes"] and call[3].endswith(".shop") and call[4:6] == ["-o", "json"]
-    )
-    with pytest.raises(LabError, match="What to do: choose one of: routes, clusters"):
-        lab.proxy_config("shop/web", "bootstrap")
-
-
-def test_proxy_config_of_a_workload_without_sidecar_says_so(shop):
-    _, _, lab = shop
-    with pytest.raises(CommandError, match="container istio-proxy is not valid"):
-        lab.proxy_config("legacy", "clusters")
-
-
-def test_get_lists_live_objects_like_kubectl_get(shop):
-    _, _, lab = shop
-    [web] = lab.get("deployments", "shop")
-    assert web["metadata"]["name"] == "web" and "managedFields" not in web["metadata"]
-    assert {d["metadata"]["namespace"] for d in lab.get("deploy")} >= {"shop", "payments-prod"}
-    with pytest.raises(LabError, match="the cluster knows no kind 'virtualservise'"):
-        lab.get("virtualservise")
-
-
 # --- how the real tools behave (#20) ------------------------------------------------------------------------
 
 
@@ -553,28 +408,3 @@ def test_apply_hook_applies_without_validating_again(running, capsys):
         assert "warning" not in capsys.readouterr().out
     finally:
         lab._apply(manifests.load(paths.MESH / "virtual-service-currency-converter-90-10.yaml"))
-
-
-def test_live_chart_stream_from_any_workload_reuses_one_load_container(shop):
-    _, api, lab = shop
-    lab.send("http://orders.shop:9000/", n=1, source="shop/web")  # the pod's load container exists now
-    before = len(_ephemeral_patches(api))
-    batches: list[list] = []
-    stream = lab.stream("http://orders.shop:9000/", source="shop/web", qps=5, on_batch=batches.append)
-    stream.start()
-    deadline = time.monotonic() + 60
-    while len(batches) < 3 and time.monotonic() < deadline:
-        time.sleep(0.1)
-    stream.stop(timeout=30)
-    assert stream.error is None and len(batches) >= 3
-    assert len(_ephemeral_patches(api)) == before  # chunks exec into it; the pod spec does not grow
-
-
-def test_a_virtual_service_for_a_live_service_of_ones_own_is_not_an_unknown_host(shop, capsys):
-    _, _, lab = shop
-    lab.apply(ORDERS)  # Service, DestinationRule and VirtualService for shop/orders are live now
-    capsys.readouterr()
-    vs = [r for r in manifests.load(ORDERS) if r.kind == "VirtualService"]
-    assert validation.validate(vs, context=lab._context(vs)) == []  # host and subsets found live
-    lab.apply([r.body for r in vs])
-    assert "warning" not in capsys.readouterr().out

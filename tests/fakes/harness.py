@@ -10,6 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from fakes.apiserver import FakeApiServer
+from labkit.kind import doctor
+
 BIN = Path(__file__).parent / "bin"
 #: What `docker port` shows for a cluster created with cluster-config/kind/cluster.yaml.
 LAB_PORTS = ("30080/tcp -> 127.0.0.1:8080", "30443/tcp -> 127.0.0.1:8443")
@@ -69,3 +72,32 @@ def install(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeTools:
     monkeypatch.delenv("KUBECONFIG")
     monkeypatch.delenv("ISTIO_HOME", raising=False)
     return FakeTools(root)
+
+
+ADDON = """apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: {name}, namespace: istio-system, labels: {{app: {name}}}}}
+spec:
+  replicas: 1
+  selector: {{matchLabels: {{app: {name}}}}}
+  template:
+    metadata: {{labels: {{app: {name}}}}}
+    spec: {{containers: [{{name: {name}, image: {name}}}]}}
+"""
+
+
+def kind_lab(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[FakeTools, FakeApiServer]:
+    """The fakes, a started stand-in API server and an Istio release's samples/addons: what
+    ``KubeLab("kind").up()`` needs on this machine. The caller stops the API server."""
+    fake = install(tmp_path, monkeypatch)
+    api = FakeApiServer().start()
+    monkeypatch.setenv("FAKE_API_SERVER", api.url)
+    addons = tmp_path / "istio-1.31.1" / "samples" / "addons"
+    addons.mkdir(parents=True)
+    for name in ("prometheus", "kiali"):
+        (addons / f"{name}.yaml").write_text(ADDON.format(name=name))
+    monkeypatch.setenv("ISTIO_HOME", str(tmp_path / "istio-1.31.1"))
+    monkeypatch.setattr(
+        doctor, "HOST_PORTS", ()
+    )  # this shared machine's 8080 may be busy; see test_kind_doctor
+    return fake, api
