@@ -1,10 +1,10 @@
-# Mesh Lab's entry points. `make tour` and `make test` work on a fresh machine with only Python 3.10+ and make.
+# Mesh Lab's entry points. `make tour` and `make test` work on a fresh machine with only Python 3.11+ and make.
 PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install tour test lint pytest lab system-deps clean bench
+.PHONY: install tour test lint pytest test-unit test-mesh test-notebooks test-browser lab system-deps clean bench
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -28,6 +28,19 @@ lint: install
 
 pytest: install
 	$(BIN)/pytest
+
+## The suite in layers: unit (no Envoy, no notebooks: under a minute), the real-Envoy mesh, notebooks, browser.
+test-unit: install
+	$(BIN)/pytest -m "not mesh and not notebooks and not browser and not cluster"
+
+test-mesh: install
+	$(BIN)/pytest -m mesh
+
+test-notebooks: install
+	$(BIN)/pytest -m notebooks
+
+test-browser: install system-deps
+	$(BIN)/pytest -m browser
 
 ## Debian's Chromium: the browser tests and PNG export need it (Playwright and kaleido cannot download one here).
 system-deps:

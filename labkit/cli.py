@@ -9,6 +9,9 @@ from collections.abc import Sequence
 from labkit import lesson
 from labkit.errors import LabError
 
+#: The lab's confidence level for a measured split (as the tour and the notebooks' checks use).
+CONFIDENCE = 0.999
+
 
 def _lab(args: argparse.Namespace):
     import labkit
@@ -49,20 +52,75 @@ def cmd_delete(args):
 
 
 def cmd_weights(args):
+    _print_changes(_lab(args).set_weights(args.service, namespace=args.namespace, **_weights(args.weights)))
+
+
+def _headers(items: Sequence[str]) -> dict[str, str]:
+    """``-H 'name: value'`` options as a header dict (curl's spelling)."""
+    headers = {}
+    for item in items:
+        name, sep, value = item.partition(":")
+        if not sep or not name.strip():
+            raise LabError(f"header {item!r} is not 'Name: value'. What to do: write it as -H 'x-beta: yes'")
+        headers[name.strip()] = value.strip()
+    return headers
+
+
+def _weights(items: Sequence[str]) -> dict[str, int]:
     weights = {}
-    for item in args.weights:
+    for item in items:
         subset, _, value = item.partition("=")
         if not value.isdigit():
-            raise LabError(f"weight {item!r} is not SUBSET=INTEGER (for example v1=90 v2=10)")
+            raise LabError(f"weight {item!r} is not SUBSET=INTEGER. What to do: write it as v1=90 v2=10")
         weights[subset] = int(value)
-    _print_changes(_lab(args).set_weights(args.service, namespace=args.namespace, **weights))
+    return weights
 
 
 def cmd_send(args):
+    """Send, then print the split with its 99.9 % intervals, the status codes and Envoy's response flags;
+    with --expect, exit 1 when the split is not consistent with those weights."""
+    from collections import Counter
+
+    expect, headers = _weights(args.expect) if args.expect else None, _headers(args.header)
     result = _lab(args).send(
-        args.url, n=args.n, qps=args.qps, source=args.source, concurrency=args.concurrency
+        args.url, n=args.n, qps=args.qps, source=args.source, concurrency=args.concurrency, headers=headers
     )
     print(result.summary())
+    report = result.report(expect, confidence=CONFIDENCE)
+    if report.n:
+        shares = ", ".join(f"{v} {s.low:.1%}-{s.high:.1%}" for v, s in sorted(report.shares.items()))
+        print(f"  {CONFIDENCE:.1%} intervals: {shares}")
+    flags = Counter(o.flags for o in result.outcomes if o.flags and o.flags != "-")
+    print("  flags: " + (", ".join(f"{f}: {k}" for f, k in sorted(flags.items())) or "none"))
+    if expect:
+        print("  " + report.verdict())
+        return 0 if report.consistent else 1
+    return 0
+
+
+def cmd_proxy_config(args):
+    """What the workload's Envoy runs: routes as a table (weights included), anything else as JSON."""
+    import json
+
+    from labkit import tables
+
+    config = _lab(args).proxy_config(args.workload, args.what)
+    lines = tables.routes(config) if args.what == "routes" and args.output == "table" else None
+    if lines is None:
+        print(json.dumps(config, indent=2, sort_keys=True))
+    else:
+        print("\n".join(lines) if lines else f"{args.workload} runs no routes")
+
+
+def cmd_get(args):
+    """``kubectl get``: what the lab has applied of one kind, in one namespace or all."""
+    from labkit import tables
+
+    lines = tables.resources(
+        _lab(args).get(args.kind, namespace=args.namespace)
+    )  # the backend reads the name
+    where = f" in {args.namespace} namespace" if args.namespace else ""
+    print("\n".join(lines) if lines else f"No resources found{where}.")  # kubectl's words
 
 
 def cmd_validate(args):
@@ -110,17 +168,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("weights", nargs="+", metavar="SUBSET=WEIGHT")
     p.add_argument("--namespace", default="payments-prod")
     p.set_defaults(func=cmd_weights)
-    p = sub.add_parser("send", help="send requests and print the split")
-    p.add_argument(
-        "url",
-        nargs="?",
-        default=lesson.URL,
+    p = sub.add_parser(
+        "send",
+        help="send requests and print the split, e.g. `labkit send http://orders.shop:9000/ --from shop/web`",
     )
+    p.add_argument("url", nargs="?", default=lesson.URL)
     p.add_argument("-n", type=int, default=1000)
     p.add_argument("--qps", type=float)
     p.add_argument("--concurrency", type=int, default=8)
-    p.add_argument("--source", default="client", choices=["client", "legacy", "ingress"])
+    p.add_argument(
+        "--from", "--source", dest="source", default="client",
+        help="the sending workload: namespace/workload, a unique workload name, or client, legacy, ingress",
+    )  # fmt: skip
+    p.add_argument("-H", "--header", action="append", default=[], metavar="'NAME: VALUE'")
+    p.add_argument("--expect", nargs="+", metavar="SUBSET=WEIGHT", help="exit 1 unless the split fits these")
     p.set_defaults(func=cmd_send)
+    p = sub.add_parser(
+        "proxy-config", help="what a workload's Envoy runs, e.g. `labkit proxy-config shop/web routes`"
+    )
+    p.add_argument("workload")
+    p.add_argument("what", choices=["routes", "clusters", "listeners", "endpoints", "secrets"])
+    p.add_argument("-o", "--output", choices=["table", "json"], default="table")
+    p.set_defaults(func=cmd_proxy_config)
+    p = sub.add_parser(
+        "get", help="list what is applied, e.g. `labkit get vs -n shop` (short names as kubectl)"
+    )
+    p.add_argument("kind", help="vs, dr, pa, se, gw, deploy, svc, sa, ns, or the full plural name")
+    p.add_argument("-n", "--namespace", help="one namespace (default: all)")
+    p.set_defaults(func=cmd_get)
     p = sub.add_parser("validate", help="validate manifests; exit 1 on errors")
     p.add_argument("paths", nargs="+")
     p.set_defaults(func=cmd_validate)

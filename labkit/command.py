@@ -9,10 +9,9 @@ import os
 import shutil
 import subprocess
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 
-from labkit import paths
 from labkit.errors import CommandError, ToolNotFoundError
+from labkit.state import bin_dir
 
 #: Where to get each tool when it is missing; ``labkit tools install`` covers the pinned ones.
 INSTALL_HINTS = {
@@ -21,11 +20,6 @@ INSTALL_HINTS = {
     "istioctl": "run `labkit tools install` (pinned istioctl), or see https://istio.io/latest/docs/setup",
     "kubectl": "install kubectl (https://kubernetes.io/docs/tasks/tools/) within one minor of the cluster",
 }
-
-
-def bin_dir() -> Path:
-    """The folder ``labkit tools install`` puts pinned binaries in; searched before PATH."""
-    return paths.state_dir() / "bin"
 
 
 def which(tool: str) -> str:

@@ -4,9 +4,22 @@ from __future__ import annotations
 
 import shlex
 
+#: The one wording for the next step, in every error and check failure.
+WHAT_TO_DO = "What to do:"
+
 
 class LabError(Exception):
-    """Base of every error labkit raises on purpose; its message is meant for a trainee to read."""
+    """Base of every error labkit raises on purpose; its message is meant for a trainee to read.
+
+    ``message`` says what went wrong, ``fix`` the next step; for an error in a manifest, ``where`` names the
+    file, document and resource (``Resource.where``) and ``field`` the field path. All stay attributes, so a
+    notebook or the CLI can show them apart. It reads "<where> <field>: <message>\nWhat to do: <fix>"."""
+
+    def __init__(self, message: str, fix: str = "", *, where: str = "", field: str = "") -> None:
+        self.message, self.fix, self.where, self.field = message, fix, where, field
+        head = " ".join(part for part in (where, field) if part)
+        text = f"{head}: {message}" if head else message
+        super().__init__(f"{text}\n{WHAT_TO_DO} {fix}" if fix else text)
 
 
 class ManifestError(LabError):
@@ -33,21 +46,12 @@ class CommandError(LabError):
     def __init__(
         self, argv: list[str], returncode: int | None, stdout: str, stderr: str = "", fix: str = ""
     ) -> None:
-        self.argv, self.returncode, self.stdout, self.stderr, self.fix = (
-            list(argv),
-            returncode,
-            stdout,
-            stderr,
-            fix,
-        )
+        self.argv, self.returncode = list(argv), returncode
+        self.stdout, self.stderr = stdout, stderr
         status = "timed out" if returncode is None else f"exited {returncode}"
         tail = "\n".join((stdout.strip() + "\n" + stderr.strip()).strip().splitlines()[-15:])
-        msg = f"`{shlex.join(self.argv)}` {status}"
-        if tail:
-            msg += f":\n{tail}"
-        if fix:
-            msg += f"\nWhat to do: {fix}"
-        super().__init__(msg)
+        message = f"`{shlex.join(self.argv)}` {status}"
+        super().__init__(f"{message}:\n{tail}" if tail else message, fix)
 
     @property
     def output(self) -> str:
@@ -69,3 +73,7 @@ class BackendError(LabError):
 
 class CheckFailed(LabError, AssertionError):
     """A notebook check cell found that a step did not work; the message says what to look at."""
+
+
+class CapacityError(LabError):
+    """What the lab would start passes a limit of this machine (inotify instances, memory, threads)."""

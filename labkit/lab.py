@@ -8,12 +8,26 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from labkit import paths
-from labkit.scenario import CHECKPOINTS
+from labkit.errors import BackendError
+from labkit.manifests import TOOL_CONFIGS, load
+from labkit.scenario import CHECKPOINTS, NAMESPACE, SERVICE
 
 if TYPE_CHECKING:
-    from labkit.manifests import Source
+    from labkit.manifests import Resource, Source
     from labkit.metrics import RequestCount
     from labkit.traffic import Outcome, Resolver, TrafficResult
+
+
+def show(message: str) -> None:
+    """How the lab tells the user something on the way (a warning, a step): printed, so it appears under the
+    notebook cell and in the terminal alike."""
+    print(message, flush=True)
+
+
+def _applicable(src: Source) -> list[Resource]:
+    """The objects of ``src`` a backend applies: tool configs (kind's Cluster, the IstioOperator) are read
+    by their tools, not applied."""
+    return [r for r in load(src) if (r.group, r.kind) not in TOOL_CONFIGS]
 
 
 @dataclass(frozen=True)
@@ -70,6 +84,8 @@ class Lab(abc.ABC):
     """A running (or startable) mesh. Obtain one with ``labkit.open()``."""
 
     backend: str = "abstract"
+    #: How long ``metrics()`` may take to count a request just answered (a telemetry split waits for it).
+    telemetry_lag: float = 2.0
 
     @abc.abstractmethod
     def up(self) -> Status:
@@ -79,13 +95,47 @@ class Lab(abc.ABC):
     def down(self) -> None:
         """Stop everything this lab started; leaves no process behind."""
 
-    @abc.abstractmethod
+    # --- the one apply pipeline: every backend goes through it, so a typo reads the same everywhere --------
+
     def apply(self, src: Source) -> list[Change]:
-        """Validate, then apply manifests (path, folder, YAML text, dict or list)."""
+        """Load ``src`` (path, folder, YAML text, dict or list), validate it, check that this backend runs
+        what it asks for, show the warnings, then apply it. Schema and admission errors raise
+        ValidationError and apply nothing; analysis findings (a subset no DestinationRule defines) are
+        warnings, shown here once, because the lab's job is to let you see their runtime outcome."""
+        resources = _applicable(src)
+        # imported here, not at module level: its schemas take seconds to load; `import labkit` stays fast
+        from labkit import validation
+
+        warnings = validation.check(resources, context=self._context(resources))
+        self._check_capabilities(resources)
+        for finding in warnings:
+            show(str(finding))  # a Finding reads "warning: <file> (document N) Kind/name field: ..."
+        return self._apply(resources)
+
+    def delete(self, src: Source) -> list[Change]:
+        """Remove the resources ``src`` names (only their kind, namespace and name matter)."""
+        resources = _applicable(src)
+        self._check_capabilities(resources, deleting=True)
+        return self._delete(resources)
+
+    # --- what each backend implements ---------------------------------------------------------------------
+
+    def _context(self, incoming: list[Resource]) -> list[Resource]:
+        """The lab's other objects (applied or live), minus those ``incoming`` replaces: what the analysis
+        stage checks references against (subsets, hosts, gateways)."""
+        return []
+
+    def _check_capabilities(self, resources: list[Resource], deleting: bool = False) -> None:  # noqa: B027
+        """Refuse, by name, a valid resource or field this backend does not run (UnsupportedError); a backend
+        that runs everything Istio accepts (kind) keeps this default."""
 
     @abc.abstractmethod
-    def delete(self, src: Source) -> list[Change]:
-        """Remove the resources named by ``src``."""
+    def _apply(self, resources: list[Resource]) -> list[Change]:
+        """Apply validated resources; on an error nothing changes."""
+
+    @abc.abstractmethod
+    def _delete(self, resources: list[Resource]) -> list[Change]:
+        """Delete the named resources."""
 
     @abc.abstractmethod
     def status(self) -> Status:
@@ -101,11 +151,38 @@ class Lab(abc.ABC):
 
     @abc.abstractmethod
     def resolver(self, source: str) -> Resolver:
-        """How a request from ``source`` ("client", "legacy", "ingress") reaches a URL on this backend."""
+        """How a request from ``source`` (a workload, ``namespace/workload``, an alias of
+        ``scenario.SOURCES``, or ``scenario.INGRESS``) reaches a URL on this backend."""
+
+    # Looking at what the mesh runs. Not abstract until every backend has them; a backend without one says so.
+
+    def get(self, kind: str, namespace: str | None = None) -> list[Resource]:
+        """The objects of ``kind`` (as kubectl names it: VirtualService, virtualservices, vs) the lab runs,
+        in ``namespace`` or in all namespaces, like ``kubectl get``."""
+        raise self._missing("get")
+
+    def proxy_config(self, workload: str, what: str = "routes") -> list[dict[str, Any]]:
+        """What ``workload``'s Envoy runs: "routes", "clusters", "listeners", "endpoints" or "secrets"."""
+        raise self._missing("proxy_config")
+
+    def route_weights(
+        self, service: str = SERVICE, namespace: str = NAMESPACE, source: str = "client"
+    ) -> dict[str, int]:
+        """``{subset: weight}`` for ``service`` as ``source``'s sidecar holds them."""
+        raise self._missing("route_weights")
+
+    def mtls_mode(self, workload: str, namespace: str = NAMESPACE) -> str | None:
+        """The inbound mTLS mode (STRICT, PERMISSIVE, ...) of ``workload``'s sidecar; None without one."""
+        raise self._missing("mtls_mode")
+
+    def _missing(self, method: str) -> Exception:
+        return BackendError(
+            f"lab.{method} is not available on the {self.backend} backend", "use the local backend"
+        )
 
     # --- shared behaviour, built on the methods above -------------------------------------------------
 
-    def set_weights(self, service: str, namespace: str = "payments-prod", **weights: int) -> list[Change]:
+    def set_weights(self, service: str, namespace: str = NAMESPACE, **weights: int) -> list[Change]:
         """Render the canary VirtualService for ``{subset: weight}`` and apply it (one-integer revert)."""
         from labkit.manifests import canary_virtual_service
 
@@ -124,10 +201,13 @@ class Lab(abc.ABC):
         method: str = "GET",
         progress: bool | None = None,
     ) -> TrafficResult:
-        """Send ``n`` requests (or for ``duration`` s) from ``source`` to ``url``; record each outcome."""
-        from labkit import traffic
+        """Send ``n`` requests (or for ``duration`` s) from ``source`` to ``url``; record each outcome.
 
-        return traffic.send(
+        When no answer says its version, the split comes from mesh telemetry (``result.measured_by``)."""
+        from labkit import telemetry_split, traffic
+
+        meter = telemetry_split.Meter(self.metrics, source=source, url=url, lag=self.telemetry_lag)
+        return meter.finish(traffic.send(
             self.resolver(source),
             url,
             n=n,
@@ -138,7 +218,7 @@ class Lab(abc.ABC):
             method=method,
             progress=progress,
             source=source,
-        )
+        ))  # fmt: skip
 
     def stream(
         self,

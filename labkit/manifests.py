@@ -11,8 +11,9 @@ from typing import Any
 
 import yaml
 
-from labkit import paths
+from labkit import paths, scenario
 from labkit.errors import LabError, ManifestError
+from labkit.meshmodel import weights_route_nothing
 
 Source = str | os.PathLike | Mapping[str, Any] | Sequence[Mapping[str, Any]]
 
@@ -30,7 +31,10 @@ def _mapping_without_duplicates(loader: yaml.SafeLoader, node: yaml.MappingNode)
         key = loader.construct_object(key_node, deep=True)
         if key in seen:
             raise yaml.constructor.ConstructorError(
-                None, None, f"the key {key!r} appears twice in one mapping; keep one", key_node.start_mark
+                None,
+                None,
+                f"the key {key!r} appears twice in one mapping. What to do: keep one",
+                key_node.start_mark,
             )
         seen.add(key)
     return yaml.SafeLoader.construct_mapping(loader, node, deep=True)
@@ -57,8 +61,9 @@ CLUSTER_SCOPED = frozenset(
     }
 )
 
-#: Configuration files read by a command-line tool, not objects of the Kubernetes API: they carry no metadata.
-TOOL_CONFIGS = frozenset({("kind.x-k8s.io", "Cluster")})
+#: Configuration files read by a command-line tool (kind, istioctl), not objects of the Kubernetes API: no
+#: metadata is required, the tool checks them, and the lab never applies them.
+TOOL_CONFIGS = frozenset({("kind.x-k8s.io", "Cluster"), ("install.istio.io", "IstioOperator")})
 
 
 @dataclass(frozen=True)
@@ -165,17 +170,22 @@ def _load_path(path: Path) -> list[Resource]:
     if path.is_dir():
         files = sorted(p for p in path.rglob("*") if p.suffix in (".yaml", ".yml") and p.is_file())
         if not files:
-            raise ManifestError(f"{display_source(str(path))}: the folder has no *.yaml or *.yml files")
+            raise ManifestError(
+                f"{display_source(str(path))}: the folder has no *.yaml or *.yml files. What to do: pass the "
+                "folder that holds the manifests, or name them *.yaml"
+            )
         return [r for f in files for r in _load_path(f)]
     if not path.is_file():
         raise ManifestError(
-            f"{display_source(str(path))}: no such file or folder; check the path and the current folder"
+            f"{display_source(str(path))}: no such file or folder. What to do: check the path and the "
+            "current folder"
         )
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
         raise ManifestError(
-            f"{display_source(str(path))}: not a text file (not UTF-8): {exc.reason}"
+            f"{display_source(str(path))}: not a text file (not UTF-8): {exc.reason}. What to do: pass a "
+            "YAML manifest"
         ) from exc
     return _load_text(text, str(path))
 
@@ -192,7 +202,9 @@ def _load_text(text: str, source: str) -> list[Resource]:
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = f"{exc.problem} ({exc.context})" if exc.context else str(exc.problem)
         if not isinstance(exc, yaml.constructor.ConstructorError):
-            problem += ". Check the indentation and the brackets/quotes on that line and the line above"
+            problem += (
+                ". What to do: check the indentation and the brackets/quotes on that line and the line above"
+            )
         raise ManifestError(
             f"{display_source(source)} (document {index + 2}): invalid YAML{at}: {problem}"
         ) from exc
@@ -200,8 +212,8 @@ def _load_text(text: str, source: str) -> list[Resource]:
         raise ManifestError(f"{display_source(source)}: invalid YAML: {exc}") from exc
     if not resources:
         raise ManifestError(
-            f"{display_source(source)}: no Kubernetes objects (the file is empty or only comments); "
-            "add a manifest or remove the file"
+            f"{display_source(source)}: no Kubernetes objects (the file is empty or only comments). "
+            "What to do: add a manifest or remove the file"
         )
     return resources
 
@@ -212,43 +224,48 @@ def _objects(doc: Any, source: str, index: int) -> list[Resource]:
     if not isinstance(doc, Mapping):
         raise ManifestError(
             f"{where}: expected a Kubernetes object (a mapping with apiVersion, kind and metadata), "
-            f"got a {type(doc).__name__}; remove a stray '-' or fix the indentation"
+            f"got a {type(doc).__name__}. What to do: remove a stray '-' or fix the indentation"
         )
     doc = dict(doc)
     for field in ("apiVersion", "kind"):
         if not isinstance(doc.get(field), str) or not doc[field]:
             raise ManifestError(
-                f"{where}: the object has no {field}; every manifest starts with apiVersion and kind"
+                f"{where}: the object has no {field}. What to do: start every manifest with apiVersion "
+                "and kind"
             )
     if doc["kind"] == "List" or (doc["kind"].endswith("List") and isinstance(doc.get("items"), list)):
         items = doc.get("items")
         if not isinstance(items, list):
-            raise ManifestError(f"{where}: kind {doc['kind']} needs an 'items' list")
+            raise ManifestError(f"{where}: kind {doc['kind']} needs an 'items' list. What to do: add items")
         return [r for item in items for r in _objects(item, source, index)]
     resource = Resource(body=doc, source=source, index=index)
     if (resource.group, resource.kind) not in TOOL_CONFIGS:
         meta = doc.get("metadata")
         if not isinstance(meta, Mapping) or not isinstance(meta.get("name"), str) or not meta["name"]:
-            raise ManifestError(f"{where} {doc['kind']}: the object has no metadata.name; give it a name")
+            raise ManifestError(
+                f"{where} {doc['kind']}: the object has no metadata.name. What to do: give it a name"
+            )
     return [resource]
 
 
 def canary_virtual_service(
-    service: str, weights: Mapping[str, int], namespace: str = "payments-prod"
+    service: str, weights: Mapping[str, int], namespace: str = scenario.NAMESPACE
 ) -> dict:
     """The VirtualService of mesh/virtual-service-<service>-90-10.yaml for any weights, e.g.
     ``{"v1": 90, "v2": 10}``; subsets keep the order given."""
     if not weights:
-        raise LabError(f"no weights given for {service}; pass one per subset, e.g. v1=90, v2=10")
+        raise LabError(f"no weights given for {service}. What to do: pass one per subset, e.g. v1=90, v2=10")
     for subset, weight in weights.items():
         if isinstance(weight, bool) or not isinstance(weight, int):
-            raise LabError(f"weight of subset {subset!r} is {weight!r}; use a whole number such as 90")
+            raise LabError(
+                f"weight of subset {subset!r} is {weight!r}. What to do: use a whole number such as 90"
+            )
         if weight < 0:
-            raise LabError(f"weight of subset {subset!r} is {weight}; weights must be 0 or more")
-    if sum(weights.values()) == 0:
+            raise LabError(f"weight of subset {subset!r} is {weight}. What to do: use a weight of 0 or more")
+    if weights_route_nothing(weights.values()):
         raise LabError(
-            f"all weights for {service} are 0, so no request could be routed (istiod rejects this); "
-            "give at least one subset a weight above 0"
+            f"all weights for {service} are 0, so no request could be routed (istiod rejects this). "
+            "What to do: give at least one subset a weight above 0"
         )
     return {
         "apiVersion": "networking.istio.io/v1",

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from labkit import manifests, paths
 from labkit.errors import ManifestError
+from labkit.meshmodel import CLUSTER_DOMAIN
 
 OUTBOUND_POLICIES = ("REGISTRY_ONLY", "ALLOW_ANY")
 
@@ -26,14 +27,18 @@ class MeshSettings:
     root_namespace: str = "istio-system"
     trust_domain: str = "cluster.local"
     profile: str = "default"  # the IstioOperator's spec.profile
+    cluster_domain: str = CLUSTER_DOMAIN  # spec.values.global.proxy.clusterDomain: Services' DNS suffix
 
 
 def load_mesh_settings(path: Path = paths.ISTIO_INSTALL) -> MeshSettings:
-    """Read ``spec.profile`` and ``spec.meshConfig`` of the IstioOperator in ``path``; absent fields take
-    Istio's defaults."""
+    """Read ``spec.profile``, ``spec.meshConfig`` and the cluster domain of the IstioOperator in ``path``;
+    absent fields take Istio's defaults."""
     operator = next((r for r in manifests.load(Path(path)) if r.kind == "IstioOperator"), None)
     if operator is None:
-        raise ManifestError(f"{path}: no IstioOperator document; the local backend reads meshConfig from it")
+        raise ManifestError(
+            f"{path}: no IstioOperator document; the local backend reads meshConfig from it. What to do: "
+            "restore cluster-config/istio/install.yaml (kind: IstioOperator)"
+        )
     mesh = operator.spec.get("meshConfig") or {}
     policy = (mesh.get("outboundTrafficPolicy") or {}).get("mode", ISTIO_DEFAULT_OUTBOUND)
     if policy not in OUTBOUND_POLICIES:
@@ -41,6 +46,7 @@ def load_mesh_settings(path: Path = paths.ISTIO_INSTALL) -> MeshSettings:
             f"{operator.where}: field spec.meshConfig.outboundTrafficPolicy.mode is {policy!r}; "
             f"use one of {', '.join(OUTBOUND_POLICIES)}"
         )
+    proxy = ((operator.spec.get("values") or {}).get("global") or {}).get("proxy") or {}
     defaults = MeshSettings()
     return MeshSettings(
         outbound_policy=policy,
@@ -48,4 +54,5 @@ def load_mesh_settings(path: Path = paths.ISTIO_INSTALL) -> MeshSettings:
         root_namespace=mesh.get("rootNamespace", defaults.root_namespace),
         trust_domain=mesh.get("trustDomain", defaults.trust_domain),
         profile=operator.spec.get("profile", defaults.profile),
+        cluster_domain=proxy.get("clusterDomain") or defaults.cluster_domain,
     )

@@ -3,7 +3,7 @@ real Envoy 1.40 accepts a proxy's generated config (``envoy --mode validate``).
 
 Validate mode does not read file-xDS contents, so the check puts the proxy's clusters and listeners in
 ``static_resources`` and inlines each RDS route config where the listener names it; the certificate files are
-real ones from the lab's CA (Envoy loads them while validating).
+real ones from the lab's CA (Envoy loads them while validating). ECDS filter configs are inlined the same way.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import yaml
 from labkit import manifests, paths
 from labkit.local.ca import LocalCA
 from labkit.local.envoy import binary
+from labkit.local.listeners import extension_file
 from labkit.local.topology import Topology, build_topology
 from labkit.local.translate import ProxyConfig, ensure_ports, translate
 from labkit.manifests import Resource
@@ -91,6 +92,12 @@ def envoy_validate(topo: Topology, cfgs: dict[str, ProxyConfig], work: Path) -> 
                     hcm["route_config"] = {
                         k: v for k, v in routes[rds["route_config_name"]].items() if k != "@type"
                     }
+                for f in hcm.get("http_filters", []):  # ECDS: inline the filter's config from its file
+                    discovery = f.pop("config_discovery", None)
+                    if discovery is not None:
+                        source = discovery["config_source"]["path_config_source"]
+                        assert source["path"] == str(extension_file(proxy, f["name"]))
+                        f["typed_config"] = cfg.extensions[f["name"]]
             listeners.append({k: v for k, v in lst.items() if k != "@type"})
         bootstrap = {
             "node": {"id": proxy.id, "cluster": proxy.workload},

@@ -124,4 +124,4 @@ def test_istio_archive_gives_istioctl_and_the_addons(release_server, monkeypatch
     tools.PINS["istioctl"].sha256["darwin-amd64"] = sha
     path = tools.install("istioctl", "darwin-amd64")
     assert path.read_bytes() == b"#!/bin/sh\n"
-    assert (tools.paths.state_dir() / "istio" / "samples" / "addons" / "kiali.yaml").is_file()
+    assert (tools.istio_dir() / "samples" / "addons" / "kiali.yaml").is_file()

@@ -131,9 +131,10 @@ def test_proxy_config_of_a_workload_without_sidecar_says_so(shop):
 
 def test_get_lists_live_objects_like_kubectl_get(shop):
     _, _, lab = shop
-    [web] = lab.get("deployments", "shop")
-    assert web["metadata"]["name"] == "web" and "managedFields" not in web["metadata"]
-    assert {d["metadata"]["namespace"] for d in lab.get("deploy")} >= {"shop", "payments-prod"}
+    [web] = lab.get("deployments", "shop")  # Resources, as on the local backend
+    assert (web.kind, web.namespace, web.name) == ("Deployment", "shop", "web")
+    assert "managedFields" not in web.metadata
+    assert {d.namespace for d in lab.get("deploy")} >= {"shop", "payments-prod"}
     with pytest.raises(LabError, match="the cluster knows no kind 'virtualservise'"):
         lab.get("virtualservise")
 

@@ -12,7 +12,7 @@ import psutil
 import pytest
 from cryptography import x509
 
-from labkit.errors import ToolNotFoundError
+from labkit.errors import BackendError, CapacityError, ToolNotFoundError
 from labkit.local import envoy, processes, telemetry
 from labkit.local.ca import LocalCA
 
@@ -152,3 +152,33 @@ def test_up_without_envoy_names_the_fix_and_starts_nothing(tmp_path, monkeypatch
         lab.up()
     assert processes.records(tmp_path / "state" / "run") == []
     assert not lab.status().up
+
+
+@pytest.mark.mesh
+def test_up_past_this_machines_inotify_limit_is_refused_before_anything_starts(tmp_path):
+    from labkit.local import capacity
+    from labkit.local.backend import LocalLab
+
+    lab = LocalLab(state=tmp_path / "state", limits=capacity.Limits(inotify_instances=1))
+    with pytest.raises(
+        CapacityError, match=r"would start 4 more Envoy.*max_user_instances = 1\. Nothing was"
+    ):
+        lab.up()
+    assert processes.records(lab.files.run_dir) == []
+    assert not lab.status().up
+
+
+def test_a_change_waits_for_another_kernels_change_and_says_who_holds_the_lock(tmp_path, monkeypatch):
+    from labkit import state
+
+    monkeypatch.setattr(state, "LOCK_TIMEOUT", 0.2)
+    one, other = state.LocalState(tmp_path), state.LocalState(tmp_path)
+    with (
+        one.lock(),
+        one.lock(),  # reentrant within one kernel
+        pytest.raises(BackendError, match=r"(?s)another kernel is changing the lab.*\nWhat to do: wait"),
+        other.lock(),
+    ):
+        pass
+    with other.lock():  # free again
+        pass

@@ -156,9 +156,9 @@ def test_canary_virtual_service_keeps_the_order_given() -> None:
 @pytest.mark.parametrize(
     ("weights", "expected"),
     [
-        ({"v1": 110, "v2": -10}, "weight of subset 'v2' is -10; weights must be 0 or more"),
-        ({"v1": 90.5, "v2": 9.5}, "weight of subset 'v1' is 90.5; use a whole number"),
-        ({"v1": "90"}, "weight of subset 'v1' is '90'; use a whole number"),
+        ({"v1": 110, "v2": -10}, "weight of subset 'v2' is -10. What to do: use a weight of 0 or more"),
+        ({"v1": 90.5, "v2": 9.5}, "weight of subset 'v1' is 90.5. What to do: use a whole number"),
+        ({"v1": "90"}, "weight of subset 'v1' is '90'. What to do: use a whole number"),
         ({"v1": True}, "use a whole number"),
         ({"v1": 0, "v2": 0}, "all weights for currency-converter are 0"),
         ({}, "no weights given"),

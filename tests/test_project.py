@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import re
+import tomllib
 from pathlib import Path
 
-import tomllib
 import yaml
 from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
@@ -64,4 +64,25 @@ def test_changes_print_like_kubectl():
     assert (
         str(Change("VirtualService", "payments-prod", "currency-converter", "configured"))
         == "virtualservice/currency-converter (payments-prod) configured"
+    )
+
+
+def test_an_error_carries_what_went_wrong_and_reads_one_way():
+    from labkit.errors import LabError, UnsupportedError
+
+    err = UnsupportedError(
+        "not supported by the local backend",
+        "use the kind backend (LAB_BACKEND=kind)",
+        where="vs.yaml (document 2) VirtualService/cc",
+        field="spec.http[0].corsPolicy",
+    )
+    assert isinstance(err, LabError)
+    assert (err.where, err.field, err.fix) == (
+        "vs.yaml (document 2) VirtualService/cc",
+        "spec.http[0].corsPolicy",
+        "use the kind backend (LAB_BACKEND=kind)",
+    )
+    assert str(err) == (
+        "vs.yaml (document 2) VirtualService/cc spec.http[0].corsPolicy: not supported by the local backend\n"
+        "What to do: use the kind backend (LAB_BACKEND=kind)"
     )

@@ -32,6 +32,8 @@ from labkit import paths
 APP = paths.SERVICE_DIR / "app.py"
 LOAD = paths.SERVICE_DIR / "load.py"
 CONVERT = "/convert?from=NOK&to=EUR&amount=100"
+#: What a pod learns about itself; never inherited from the test's own environment.
+IDENTITY_ENV = ("VERSION", "POD_NAME", "POD_NAMESPACE", "POD_VERSION", "MESHLAB_POD", "REPORT_VERSION")
 
 
 def free_port() -> int:
@@ -76,12 +78,14 @@ class Service:
 
 
 @contextlib.contextmanager
-def service(**env: str) -> Iterator[Service]:
+def service(**env: str | None) -> Iterator[Service]:
+    """The app as a real process; a setting given as None is left out of its environment."""
     port = free_port()
     settings = {"HOST": "127.0.0.1", "PORT": str(port), "VERSION": "v1", "POD_NAME": "cc-test-0", **env}
+    inherited = {k: v for k, v in os.environ.items() if k not in IDENTITY_ENV}
     process = subprocess.Popen(
         [sys.executable, str(APP)],
-        env={**os.environ, **settings},
+        env={**inherited, **{k: v for k, v in settings.items() if v is not None}},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -198,6 +202,118 @@ def test_headers_echoes_request_headers():
         reply = svc.get("/headers", headers={"x-canary": "true"})
     assert reply.status == 200
     assert reply.body["headers"]["x-canary"] == "true"
+    assert (reply.body["version"], reply.body["pod"]) == ("v1", "cc-test-0")
+
+
+def meshlab_pod(name: str, namespace: str, **labels: str) -> str:
+    """MESHLAB_POD as the local backend sets it (its stand-in for a downward-API volume)."""
+    return json.dumps({"name": name, "namespace": namespace, "labels": labels, "serviceAccount": "orders"})
+
+
+def test_root_says_who_answered_from_the_pods_labels_when_version_is_not_set():
+    pod = meshlab_pod("orders-v2-5d8f7b9c4-x2k9q", "shop", app="orders", version="v2")
+    with service(VERSION=None, POD_NAME=None, MESHLAB_POD=pod) as svc:
+        reply = svc.get("/", headers={"Host": "orders.shop.svc.cluster.local:9000"})
+    assert reply.status == 200
+    assert reply.body == {
+        "namespace": "shop", "workload": "orders-v2", "version": "v2", "pod": "orders-v2-5d8f7b9c4-x2k9q",
+    }  # fmt: skip
+    assert reply.headers["x-version"] == "v2"
+
+
+def test_a_local_backend_pod_names_its_deployment_before_the_index():
+    pod = meshlab_pod("orders-v1-1", "shop", version="v1")
+    with service(VERSION=None, POD_NAME=None, MESHLAB_POD=pod) as svc:
+        reply = svc.get("/")
+    assert (reply.body["workload"], reply.body["pod"]) == ("orders-v1", "orders-v1-1")
+
+
+def test_version_env_wins_over_the_label():
+    pod = meshlab_pod("orders-v2-5d8f7b9c4-x2k9q", "shop", version="v2")
+    with service(VERSION="canary", MESHLAB_POD=pod, POD_NAME=None) as svc:
+        reply = svc.get("/")
+    assert (reply.body["version"], reply.headers["x-version"]) == ("canary", "canary")
+
+
+def test_kind_downward_api_env_gives_the_same_identity():
+    env = {"POD_NAME": "web-7c9d5b8f6d-q4z7m", "POD_NAMESPACE": "shop", "POD_VERSION": "v1"}
+    with service(VERSION=None, **env) as svc:
+        reply = svc.get("/")
+    assert reply.body == {
+        "namespace": "shop",
+        "workload": "web",
+        "version": "v1",
+        "pod": "web-7c9d5b8f6d-q4z7m",
+    }
+
+
+def test_traffic_reads_the_version_the_app_reports_for_any_path():
+    """labkit.traffic's contract: the version comes from the answer (x-version header, else the body)."""
+    from labkit import traffic
+
+    pod = meshlab_pod("orders-v3-6b7c8d9f5b-abcde", "shop", version="v3")
+    with service(VERSION=None, MESHLAB_POD=pod) as svc:
+        base = f"http://127.0.0.1:{svc.port}"
+        for path in ("/", "/headers", "/status/503", "/delay/0", CONVERT):
+            result = traffic.send(lambda url: (url, {}), base + path, n=3, concurrency=1)
+            assert result.counts() == {"v3": 3}, path
+
+
+def test_report_version_false_hides_the_version_everywhere():
+    from labkit import traffic
+
+    pod = meshlab_pod("orders-v2-5d8f7b9c4-x2k9q", "shop", version="v2")
+    with service(VERSION=None, POD_NAME=None, MESHLAB_POD=pod, REPORT_VERSION="false") as svc:
+        root, convert = svc.get("/"), svc.get(CONVERT)
+        result = traffic.send(lambda url: (url, {}), f"http://127.0.0.1:{svc.port}/", n=5, concurrency=1)
+    assert "x-version" not in root.headers and "x-version" not in convert.headers
+    assert "version" not in root.body and "version" not in convert.body
+    assert root.body["workload"] == "orders-v2" and convert.body["result"] == pytest.approx(8.55, abs=0.005)
+    assert result.codes() == {200: 5} and result.counts() == {}
+
+
+def test_an_app_that_knows_no_version_claims_none():
+    with service(VERSION=None, POD_NAME="orders-5d8f7b9c4-x2k9q") as svc:
+        root, convert = svc.get("/"), svc.get(CONVERT)
+    assert "x-version" not in root.headers and "version" not in root.body
+    assert "x-version" not in convert.headers and "version" not in convert.body
+    assert root.body == {"namespace": "unknown", "workload": "orders", "pod": "orders-5d8f7b9c4-x2k9q"}
+
+
+def test_status_answers_the_code_asked_for():
+    with service(VERSION="v2") as svc:
+        unavailable, empty, teapot = svc.get("/status/503"), svc.get("/status/204"), svc.get("/status/418")
+        bad, too_low = svc.get("/status/abc"), svc.get("/status/99")
+    assert (unavailable.status, unavailable.body["status"], unavailable.body["version"]) == (503, 503, "v2")
+    assert (empty.status, empty.headers["x-version"]) == (204, "v2")
+    assert teapot.status == 418
+    for reply in (bad, too_low):
+        assert reply.status == 400 and reply.body["parameter"] == "code"
+        assert "200 to 599" in reply.body["error"]
+
+
+def test_delay_waits_the_seconds_asked_for_and_refuses_more_than_the_bound():
+    with service() as svc:
+        start = time.perf_counter()
+        slow = svc.get("/delay/0.3")
+        elapsed = time.perf_counter() - start
+        too_long, not_a_number = svc.get("/delay/31"), svc.get("/delay/soon")
+    assert slow.status == 200 and slow.body["delay"] == 0.3 and elapsed >= 0.3
+    for reply in (too_long, not_a_number):
+        assert reply.status == 400 and reply.body["parameter"] == "seconds"
+        assert "0 to 30" in reply.body["error"]
+
+
+def test_a_broken_meshlab_pod_exits_naming_it():
+    done = subprocess.run(
+        [sys.executable, str(APP)],
+        env={**os.environ, "MESHLAB_POD": "{not json", "PORT": str(free_port())},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode != 0
+    assert "MESHLAB_POD" in done.stderr
 
 
 def test_invalid_setting_exits_naming_the_variable():
@@ -386,3 +502,20 @@ def test_scenario_routes_use_defined_subsets_except_the_missing_subset_lesson():
             assert used - defined == {"v3"}, "the 503 NC lesson needs exactly one undefined subset"
         else:
             assert used <= defined, f"{path.name} routes to undefined subsets {used - defined}"
+
+
+def test_every_app_deployment_declares_the_downward_api_identity_the_app_reports():
+    """On kind the kubelet fills these; the local backend resolves the same fieldRefs (MESHLAB_POD aside)."""
+    wanted = {
+        "POD_NAME": "metadata.name",
+        "POD_NAMESPACE": "metadata.namespace",
+        "POD_VERSION": "metadata.labels['version']",
+    }
+    for dep in (d for d in _docs(paths.APPS) if d["kind"] == "Deployment"):
+        env = dep["spec"]["template"]["spec"]["containers"][0]["env"]
+        refs = {e["name"]: e["valueFrom"]["fieldRef"]["fieldPath"] for e in env if "valueFrom" in e}
+        assert refs == wanted, dep["metadata"]["name"]
+        literal = {e["name"]: e["value"] for e in env if "value" in e}
+        if dep["metadata"]["namespace"] == "payments-prod" and dep["metadata"]["name"] != "client":
+            label = dep["spec"]["template"]["metadata"]["labels"]["version"]
+            assert literal["VERSION"] == label, f"{dep['metadata']['name']}: VERSION differs from its label"

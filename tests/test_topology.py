@@ -3,14 +3,27 @@ where a Service's traffic lands."""
 
 from __future__ import annotations
 
+import ctypes
 import itertools
+import os
+from pathlib import Path
 
 import pytest
+import yaml
 from envoy_check import lab_topology
 
-from labkit import manifests
-from labkit.errors import UnsupportedError
-from labkit.local.topology import build_topology, ensure_gateway_port, ensure_outbound_port, port_protocol
+from labkit import manifests, paths
+from labkit.errors import CapacityError, LabError, UnsupportedError
+from labkit.local import capacity, resolve, supervisor
+from labkit.local.ports import Ports
+from labkit.local.topology import (
+    Topology,
+    build_topology,
+    ensure_gateway_port,
+    ensure_outbound_port,
+    port_protocol,
+)
+from labkit.meshmodel import service_fqdn
 
 CC = "currency-converter.payments-prod.svc.cluster.local"
 
@@ -152,3 +165,161 @@ def test_unsupported_app_kinds_and_ports_are_named(tmp_path):
     assert [w.name for w in build_topology(manifests.load(portless), tmp_path, lambda: 1).workloads] == [
         "default-off"
     ]
+
+
+SHOP = Path(__file__).parent / "shop" / "apps.yaml"
+
+
+def shop_doc(name: str) -> dict:
+    """One Deployment of the shop scenario, to edit."""
+    docs = yaml.safe_load_all(SHOP.read_text())
+    return next(d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == name)
+
+
+def shop_topology(tmp_path: Path, *edited: dict) -> Topology:
+    """The lab's apps and the shop's, with ``edited`` objects replacing theirs (as the local backend does)."""
+    ports = itertools.count(30000)
+    by_key = {
+        r.key: r for r in manifests.load(paths.APPS) + manifests.load(SHOP) + manifests.load(list(edited))
+    }
+    return build_topology(list(by_key.values()), tmp_path, lambda: next(ports))
+
+
+def test_a_source_is_a_workload_by_namespace_bare_name_or_alias(tmp_path):
+    topo = shop_topology(tmp_path)
+    assert resolve.workload(topo, "shop/web").name == "web"
+    assert resolve.workload(topo, "web").namespace == "shop"
+    legacy = resolve.workload(topo, "legacy")
+    assert (legacy.namespace, legacy.name) == ("legacy", "legacy-client")
+    assert [p.id for p in resolve.proxies(topo, "orders-v1")] == [
+        "sidecar~orders-v1-0.shop",
+        "sidecar~orders-v1-1.shop",
+    ]
+    assert resolve.proxies(topo, "ingress") == [topo.gateway] and resolve.proxies(topo, "shop/batch") == []
+    # Without a sidecar: straight to one endpoint of the Service (kube-proxy), the short name resolving in
+    # the caller's namespace like DNS would.
+    target, headers = resolve.resolver(topo, "shop/batch")("http://orders:9000/x")
+    orders = topo.service(service_fqdn("orders", "shop"))
+    endpoints = {e.port for e in topo.endpoints(orders, orders.port(9000))}
+    assert int(target.split(":")[2].split("/")[0]) in endpoints and headers == {"Host": "orders:9000"}
+    web = topo.proxies["sidecar~web-0.shop"]
+    assert (
+        resolve.resolver(topo, "web")("http://orders:9000/x")[0]
+        == f"http://127.0.0.1:{web.outbound_ports[9000]}/x"
+    )
+
+
+def test_unknown_and_ambiguous_sources_name_the_candidates(tmp_path):
+    other_web = shop_doc("web")
+    other_web["metadata"]["namespace"] = "payments-prod"
+    topo = shop_topology(tmp_path, other_web)
+    with pytest.raises(
+        LabError, match=r"(?s)workload 'web' is ambiguous\nWhat to do: .*one of payments-prod/web, shop/web"
+    ):
+        resolve.workload(topo, "web")
+    with pytest.raises(
+        LabError, match=r"(?s)no workload 'shop/nope'.*shop/orders-v1, shop/orders-v2.*client, legacy"
+    ):
+        resolve.workload(topo, "shop/nope")
+
+
+def test_kinds_are_named_as_kubectl_takes_them():
+    kinds = {"VirtualService", "ServiceEntry", "AuthorizationPolicy", "Gateway", "Deployment"}
+    for name in ("vs", "virtualservices", "VirtualService", "virtualservice.networking.istio.io"):
+        assert resolve.kind(name, kinds) == "VirtualService"
+    assert resolve.kind("serviceentries", kinds) == "ServiceEntry"
+    assert resolve.kind("authorizationpolicies", kinds) == "AuthorizationPolicy"
+    assert resolve.kind("gateways", kinds) == "Gateway" and resolve.kind("deploy", kinds) == "Deployment"
+    with pytest.raises(
+        LabError, match="unknown kind 'virtualservise'\nWhat to do: use one of AuthorizationPolicy"
+    ):
+        resolve.kind("virtualservise", kinds)
+
+
+def test_env_from_fields_the_kubelet_does_not_fill_is_refused_by_name(tmp_path):
+    secret = shop_doc("web")
+    secret["spec"]["template"]["spec"]["containers"][0]["env"] = [
+        {"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}
+    ]
+    field = r"spec.template.spec.containers\[0\].env\[0\].valueFrom"
+    with pytest.raises(UnsupportedError, match=rf"Deployment/web {field}.secretKeyRef: is not supported"):
+        shop_topology(tmp_path, secret)
+    typo = shop_doc("web")
+    typo["spec"]["template"]["spec"]["containers"][0]["env"] = [
+        {"name": "X", "valueFrom": {"fieldRef": {"fieldPath": "metadata.nmae"}}}
+    ]
+    with pytest.raises(
+        UnsupportedError, match=rf"{field}.fieldRef.fieldPath: 'metadata.nmae' is not a pod field"
+    ):
+        shop_topology(tmp_path, typo)
+    env_from = shop_doc("web")
+    env_from["spec"]["template"]["spec"]["containers"][0]["envFrom"] = [{"configMapRef": {"name": "web"}}]
+    with pytest.raises(
+        UnsupportedError, match=r"containers\[0\].envFrom: is not supported by the local backend"
+    ):
+        shop_topology(tmp_path, env_from)
+
+
+def test_capacity_names_the_deployment_the_count_and_the_limit(tmp_path):
+    big = shop_doc("orders-v1")
+    big["spec"]["replicas"] = 40
+    topo = shop_topology(tmp_path, big)
+    roomy = {"inotify_instances": 10**6, "memory_bytes": 2**40, "threads": 10**6}
+    capacity.check(topo, set(), capacity.Limits(**roomy))
+    with pytest.raises(
+        CapacityError, match=r"deployment/orders-v1 \(shop\) with 40 replica\(s\) would start 4\d more"
+    ):
+        capacity.check(topo, set(), capacity.Limits(**(roomy | {"inotify_instances": 128})))
+    with pytest.raises(CapacityError, match=r"orders-v1.*needing about \d+ MiB; this machine has 100 MiB"):
+        capacity.check(topo, set(), capacity.Limits(**(roomy | {"memory_bytes": 100 * 2**20})))
+    with pytest.raises(CapacityError, match=r"orders-v1.*needing about \d+ threads.*limit of 100"):
+        capacity.check(topo, set(), capacity.Limits(**(roomy | {"threads": 100})))
+    running = {supervisor.app_name(i) for i in topo.instances}
+    running |= {supervisor.envoy_name(p) for p in topo.proxies.values()}
+    capacity.check(topo, running, capacity.Limits(inotify_instances=0, memory_bytes=0, threads=0))  # none new
+    running.discard(supervisor.envoy_name(topo.gateway))
+    with pytest.raises(
+        CapacityError, match=r"(?s)the ingress gateway would start 1 more Envoy.*stop other labs"
+    ):
+        capacity.check(topo, running, capacity.Limits(**(roomy | {"inotify_instances": 1})))
+
+
+def test_inotify_instances_are_counted_from_proc():
+    libc = ctypes.CDLL(None, use_errno=True)
+    me = Path(f"/proc/{os.getpid()}")
+    before = capacity.inotify_held(me)
+    fd = libc.inotify_init()
+    assert fd >= 0, os.strerror(ctypes.get_errno())
+    try:
+        assert capacity.inotify_held(me) == before + 1
+        assert capacity.inotify_in_use() >= before + 1  # this process is one of the user's
+    finally:
+        os.close(fd)
+    assert capacity.inotify_held(me) == before
+
+
+def test_ports_are_kept_by_what_they_are_for_so_adding_a_workload_moves_nothing(tmp_path):
+    def assigned(*extra: dict) -> tuple[Topology, bool]:
+        by_key = {r.key: r for r in manifests.load(paths.APPS) + manifests.load(list(extra))}
+        topo = build_topology(list(by_key.values()), tmp_path, itertools.count(1).__next__)
+        ensure_gateway_port(topo, 80, itertools.count(1).__next__)
+        ports = Ports(tmp_path / "ports.json")
+        added = ports.assign(topo)
+        ports.save(topo)
+        return topo, added
+
+    def numbers(topo: Topology) -> dict[str, int]:
+        out = {f"app {i.name}": i.app_port for i in topo.instances}
+        for p in topo.proxies.values():
+            out |= {f"admin {p.id}": p.admin_port, **{f"{p.id} {k}": v for k, v in p.gateway_ports.items()}}
+            out |= {f"{p.id} in {k}": v for k, v in p.inbound_ports.items()}
+        return out
+
+    first, added = assigned()
+    assert added and len(set(numbers(first).values())) == len(numbers(first))  # every port its own
+    again, added = assigned()
+    assert not added and numbers(again) == numbers(first)  # a new kernel: the same ports
+    web = shop_doc("web")
+    web["metadata"]["namespace"] = "payments-prod"  # sorts before every lesson workload but one
+    grown, added = assigned(web)
+    assert added and {k: v for k, v in numbers(grown).items() if k in numbers(first)} == numbers(first)

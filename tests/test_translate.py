@@ -49,16 +49,18 @@ def test_canary_weights_become_weighted_subset_clusters_with_the_mesh_defaults(t
         "name": "block_all",
         "domains": ["*"],
         "routes": [{"name": "block_all", "match": {"prefix": "/"}, "direct_response": {"status": 502}}],
+        "include_request_attempt_count": True,
     }
 
 
-def test_zero_weight_destinations_are_dropped(tmp_path):
+def test_zero_weight_destinations_are_dropped_but_several_stay_a_weighted_split(tmp_path):
     _, cfgs = configs(
         tmp_path, "destination-rule-currency-converter.yaml", "virtual-service-currency-converter-100-0.yaml"
     )
     [r] = vhost(client(cfgs), "8080", f"{CC}:8080")["routes"]
-    assert r["route"]["cluster"] == f"outbound|8080|v1|{CC}"
-    assert "weighted_clusters" not in r["route"]
+    # applyHTTPRouteDestination: more than one destination is always weighted_clusters (a 100/0 split too)
+    assert r["route"]["weighted_clusters"]["clusters"] == [{"name": f"outbound|8080|v1|{CC}", "weight": 100}]
+    assert "cluster" not in r["route"]
 
 
 def test_weights_stay_relative_and_all_zero_is_refused(tmp_path):
@@ -101,10 +103,16 @@ def test_subset_clusters_select_endpoints_by_label_and_use_auto_mtls(tmp_path):
     }
     meta = endpoint["metadata"]["filter_metadata"]
     assert meta["envoy.transport_socket_match"] == {"tlsMode": "istio"}
-    assert meta["istio"] == {
+    assert meta[
+        "istio"
+    ] == {  # the destination_* labels the client reports (CanonicalService for the last two)
         "workload": "currency-converter-v2",
-        "namespace": "payments-prod",
+        "workload_namespace": "payments-prod",
+        "app": "currency-converter",
         "version": "v2",
+        "canonical_service": "currency-converter",
+        "canonical_revision": "v2",
+        "cluster": "Kubernetes",
     }
     istio, plain = v2["transport_socket_matches"]
     assert (istio["match"], plain["match"]) == ({"tlsMode": "istio"}, {})
@@ -168,7 +176,7 @@ def test_traffic_policy_maps_to_cluster_fields_and_a_subset_replaces_whole_block
         "max_pending_requests": 1,
         "max_requests": 4294967295,
         "max_retries": 4294967295,
-        "track_remaining": True,
+        "track_remaining": False,  # getDefaultCircuitBreakerThresholds: DISABLE_TRACK_REMAINING_CB_METRICS
     }
     options = v1["typed_extension_protocol_options"]["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]
     assert options["common_http_protocol_options"] == {"max_requests_per_connection": 1}
@@ -203,7 +211,7 @@ FEATURES = """\
     match:
     - name: jason
       uri: {prefix: /convert}
-      headers: {end-user: {exact: jason}, x-b: {regex: "*"}}
+      headers: {end-user: {exact: jason}, x-b: {}}  # {} = present (regex "*" is no RE2: rejected)
       method: {exact: GET}
       queryParams: {debug: {exact: "1"}}
     - uri: {regex: "/v[0-9]+/.*"}
@@ -253,6 +261,7 @@ def test_virtual_service_http_features_translate_like_istiod(tmp_path):
             "cluster": f"outbound|8080|v1|{CC}",
             "runtime_fraction": {"default_value": {"numerator": 250000, "denominator": "MILLION"}},
             "trace_sampled": False,
+            "disable_shadow_host_suffix_append": True,
         }
     ]
     assert (action["prefix_rewrite"], action["host_rewrite_literal"]) == ("/rewritten", "other.example")
@@ -327,10 +336,10 @@ spec:
 def test_gateway_servers_become_listeners_with_vhosts_from_bound_virtual_services(tmp_path):
     topo, cfgs = configs(tmp_path, GATEWAY, INGRESS_VS, *CANARY)
     gw = cfgs["istio-ingressgateway.istio-system"]
-    lst = listener(gw, "0.0.0.0_80")
+    lst = listener(gw, "0.0.0.0_8080")  # resolvePorts: the Service targetPort
     assert lst["address"]["socket_address"]["port_value"] == topo.gateway.gateway_ports[80]
-    assert hcms(lst)[0]["rds"]["route_config_name"] == "http.80"
-    [host] = route(gw, "http.80")["virtual_hosts"]
+    assert hcms(lst)[0]["rds"]["route_config_name"] == "http.8080"
+    [host] = route(gw, "http.8080")["virtual_hosts"]
     assert (host["name"], host["domains"]) == ("*:80", ["*"])
     assert host["routes"][0]["route"]["cluster"] == f"outbound|8080|v1|{CC}"
     tls = cluster(gw, f"outbound|8080|v1|{CC}")["transport_socket_matches"][0]["transport_socket"][
@@ -345,7 +354,7 @@ def test_gateway_servers_become_listeners_with_vhosts_from_bound_virtual_service
 
 def test_a_gateway_without_bound_virtual_service_answers_404(tmp_path):
     _, cfgs = configs(tmp_path, GATEWAY)
-    assert route(cfgs["istio-ingressgateway.istio-system"], "http.80")["virtual_hosts"] == [
+    assert route(cfgs["istio-ingressgateway.istio-system"], "http.8080")["virtual_hosts"] == [
         {"name": "blackhole:80", "domains": ["*"], "routes": []}
     ]
 
@@ -416,7 +425,15 @@ def test_every_connection_manager_logs_istio_text_format_and_counts_requests_wit
     assert out_tags["destination_workload"] == "%UPSTREAM_METADATA(istio:workload)%"
     assert out_tags["destination_service"] == "%METADATA(ROUTE:istio:service)%"
     [canary] = vhost(client(cfgs), "8080", f"{CC}:8080")["routes"]
-    assert canary["metadata"] == {"filter_metadata": {"istio": {"service": CC}}}
+    assert canary["metadata"] == {
+        "filter_metadata": {
+            "istio": {"service": CC, "name": "currency-converter", "namespace": "payments-prod"}
+        }
+    }
+    assert (out_tags["source_principal"], out_tags["destination_principal"]) == (
+        "%UPSTREAM_LOCAL_URI_SAN%",  # unknown over plaintext
+        "%UPSTREAM_PEER_URI_SAN%",
+    )
     assert out_tags["connection_security_policy"] == "unknown"
     tls_chain, plain_chain = _tags(
         listener(cfgs["sidecar~currency-converter-v2-0.payments-prod"], "virtualInbound_8080")
@@ -431,13 +448,18 @@ def test_every_connection_manager_logs_istio_text_format_and_counts_requests_wit
         "mutual_tls",
         "none",
     )
-    # the caller's identity travels in headers its proxy sets and the server's proxy strips
+    # the caller's identity travels in headers its proxy sets (to in-mesh hosts only) and the server's strips
     assert {
         h["header"]["key"]: h["header"]["value"]
-        for h in route(client(cfgs), "8080")["request_headers_to_add"]
+        for h in vhost(client(cfgs), "8080", f"{CC}:8080")["request_headers_to_add"]
     } == {
         "x-lab-source-workload": "client",
-        "x-lab-source-namespace": "payments-prod",
+        "x-lab-source-workload-namespace": "payments-prod",
+        "x-lab-source-app": "client",
+        "x-lab-source-version": "v1",
+        "x-lab-source-canonical-service": "client",
+        "x-lab-source-canonical-revision": "v1",
+        "x-lab-source-cluster": "Kubernetes",
     }
 
 
@@ -489,9 +511,9 @@ def test_a_gateway_reference_resolves_in_the_virtual_service_namespace(tmp_path)
     elsewhere = INGRESS_VS.replace("namespace: payments-prod", "namespace: legacy")
     _, cfgs = configs(tmp_path, GATEWAY, elsewhere)  # legacy/meshlab-gateway does not exist
     assert (
-        route(cfgs["istio-ingressgateway.istio-system"], "http.80")["virtual_hosts"][0]["name"]
+        route(cfgs["istio-ingressgateway.istio-system"], "http.8080")["virtual_hosts"][0]["name"]
         == "blackhole:80"
     )
     qualified = elsewhere.replace("gateways: [meshlab-gateway]", "gateways: [payments-prod/meshlab-gateway]")
     _, cfgs = configs(tmp_path, GATEWAY, qualified)
-    assert route(cfgs["istio-ingressgateway.istio-system"], "http.80")["virtual_hosts"][0]["name"] == "*:80"
+    assert route(cfgs["istio-ingressgateway.istio-system"], "http.8080")["virtual_hosts"][0]["name"] == "*:80"

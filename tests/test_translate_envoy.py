@@ -35,7 +35,8 @@ def test_envoy_accepts_every_supported_feature_at_once(tmp_path):
         pa("default", "istio-system", "PERMISSIVE"),
         pa("v2", "payments-prod", "STRICT", V2_SELECTOR, "  portLevelMtls:\n    8080: {mode: DISABLE}\n"),
     )
-    [gateway_route] = cfgs["istio-ingressgateway.istio-system"].routes[0]["virtual_hosts"][0]["routes"]
-    rbac = gateway_route["typed_per_filter_config"]["envoy.filters.http.rbac.allow"]["rbac"]["rules"]
-    assert rbac == {"action": "ALLOW", "policies": {}}  # Envoy must accept the deny-everything form too
+    allow = cfgs["istio-ingressgateway.istio-system"].extensions["envoy.filters.http.rbac.allow"]
+    assert list(allow["rules"]["policies"]) == [  # rbacPolicyMatchNever, which Envoy must accept too
+        "ns[istio-system]-policy[allow-nothing]-rule[0]"
+    ]
     envoy_validate(topo, cfgs, tmp_path)

@@ -22,7 +22,18 @@ V2_SELECTOR = "  selector: {matchLabels: {app: currency-converter, version: v2}}
 
 
 def chains(cfgs, proxy_id: str) -> list[dict]:
-    return [c["filter_chain_match"] for c in listener(cfgs[proxy_id], "virtualInbound_8080")["filter_chains"]]
+    """What the inbound filter_chain_matcher accepts, in filter_chain_match terms (tls first)."""
+    by_transport = listener(cfgs[proxy_id], "virtualInbound_8080")["filter_chain_matcher"]["matcher_tree"]
+    out = []
+    for transport, on_match in sorted(by_transport["exact_match_map"]["map"].items(), reverse=True):
+        if "matcher" in on_match:  # PERMISSIVE: TLS only with an Istio ALPN
+            [m] = on_match["matcher"]["matcher_list"]["matchers"]
+            regex = m["predicate"]["single_predicate"]["value_match"]["safe_regex"]["regex"]
+            alpns = regex.removeprefix(".*'(").removesuffix(")'.*").replace("\\", "").split("|")
+            out.append({"transport_protocol": transport, "application_protocols": alpns})
+        else:
+            out.append({"transport_protocol": transport})
+    return out
 
 
 def test_default_is_permissive_with_an_istio_alpn_tls_chain_and_a_plaintext_chain(tmp_path):
@@ -46,14 +57,19 @@ def test_default_is_permissive_with_an_istio_alpn_tls_chain_and_a_plaintext_chai
     assert hcm["rds"]["route_config_name"] == "inbound|8080||"
     [inbound_route] = route(cfgs[V1], "inbound|8080||")["virtual_hosts"][0]["routes"]
     assert inbound_route["route"]["cluster"] == "inbound|8080||" and inbound_route["route"]["timeout"] == "0s"
-    assert "typed_per_filter_config" not in inbound_route  # no AuthorizationPolicy: RBAC enforces nothing
+    assert "typed_per_filter_config" not in inbound_route
     app_port = next(i.app_port for i in topo.instances if i.proxy is topo.proxies[V1])
     endpoint = cluster(cfgs[V1], "inbound|8080||")["load_assignment"]["endpoints"][0]["lb_endpoints"][0]
     assert endpoint["endpoint"]["address"]["socket_address"]["port_value"] == app_port
+    assert rbac(cfgs, V1) == {}  # no AuthorizationPolicy: the RBAC filters enforce nothing
     # the caller identity headers become metadata and are removed before the app
     rules = hcm["http_filters"][0]["typed_config"]["request_rules"]
-    assert {r["header"] for r in rules} == {"x-lab-source-workload", "x-lab-source-namespace"}
+    assert {r["header"] for r in rules} >= {"x-lab-source-workload", "x-lab-source-workload-namespace"}
     assert all(r["remove"] for r in rules)
+    plain_rules = hcms(lst)[1]["http_filters"][0]["typed_config"]["request_rules"]
+    assert all(
+        r["on_header_present"]["value"] == "unknown" for r in plain_rules
+    )  # a plaintext caller can't forge
 
 
 def test_namespace_strict_leaves_only_the_tls_chain(tmp_path):
@@ -122,9 +138,19 @@ spec:
 
 
 def rbac(cfgs, proxy_id: str) -> dict:
-    """The RBAC rules on a sidecar's inbound route, by filter name."""
-    [r] = route(cfgs[proxy_id], "inbound|8080||")["virtual_hosts"][0]["routes"]
-    return {name: cfg["rbac"]["rules"] for name, cfg in r.get("typed_per_filter_config", {}).items()}
+    """The enforced RBAC rules of a sidecar's inbound connection manager (its ECDS configs), by action."""
+    [hcm, plaintext] = hcms(listener(cfgs[proxy_id], "virtualInbound_8080"))
+    names = [f["name"] for f in hcm["http_filters"] if "config_discovery" in f]
+    assert (
+        names
+        == [f["name"] for f in plaintext["http_filters"] if "config_discovery" in f]
+        == [
+            "envoy.filters.http.rbac.deny",
+            "envoy.filters.http.rbac.allow",
+        ]
+    )
+    configs_ = [cfgs[proxy_id].extensions[n] for n in names]
+    return {c["rules"]["action"]: c["rules"] for c in configs_ if "rules" in c}
 
 
 def test_authorization_policies_become_deny_then_allow_rbac_rules_with_istio_policy_names(tmp_path):
@@ -137,11 +163,9 @@ def test_authorization_policies_become_deny_then_allow_rbac_rules_with_istio_pol
             "envoy.filters.http.fault",
             "envoy.filters.http.router",
         ]
-        assert all(
-            "rules" not in f["typed_config"] for f in hcm["http_filters"][1:3]
-        )  # the routes carry them
     rules = rbac(cfgs, V1)
-    deny, allow = rules["envoy.filters.http.rbac.deny"], rules["envoy.filters.http.rbac.allow"]
+    assert list(rules) == ["DENY", "ALLOW"]
+    deny, allow = rules["DENY"], rules["ALLOW"]
     assert deny["action"] == "DENY" and list(deny["policies"]) == [
         "ns[payments-prod]-policy[deny-admin]-rule[0]"
     ]
@@ -196,8 +220,6 @@ def test_authorization_policies_become_deny_then_allow_rbac_rules_with_istio_pol
         }
     ]
     assert rule1["permissions"] == [{"any": True}]
-    # policies change routes only: the listeners, and so keep-alive connections, stay as they were
-    assert configs(tmp_path)[1][V1].listeners == cfgs[V1].listeners
 
 
 def test_an_allow_policy_without_rules_denies_everything(tmp_path):
@@ -206,4 +228,7 @@ def test_an_allow_policy_without_rules_denies_everything(tmp_path):
         "metadata: {name: allow-nothing, namespace: payments-prod}\nspec: {}\n"
     )
     _, cfgs = configs(tmp_path, deny_all)
-    assert rbac(cfgs, V2) == {"envoy.filters.http.rbac.allow": {"action": "ALLOW", "policies": {}}}
+    never = {"permissions": [{"not_rule": {"any": True}}], "principals": [{"not_id": {"any": True}}]}
+    assert rbac(cfgs, V2) == {  # rbacPolicyMatchNever
+        "ALLOW": {"action": "ALLOW", "policies": {"ns[payments-prod]-policy[allow-nothing]-rule[0]": never}}
+    }

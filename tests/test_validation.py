@@ -38,6 +38,8 @@ def cluster_config_files() -> list[Path]:
 )
 def test_every_cluster_config_file_validates(path: Path, context: list[manifests.Resource]) -> None:
     resources = manifests.load(path)
+    if path.parent.parent == paths.CLUSTER_CONFIG / "examples":  # an example's own Services and subsets
+        context = [r for p in path.parent.glob("*.yaml") if p != path for r in manifests.load(p)]
     findings = validation.validate(resources, context=context)
     if path.name == "virtual-service-currency-converter-missing-subset.yaml":  # the deliberate mistake
         assert [(f.stage, f.field) for f in findings] == [
@@ -198,6 +200,151 @@ BROKEN_CASES = [
         "Gateway 'currency-gw' does not exist in namespace payments-prod",
     ),
     (
+        "peer-authentication-strlct.yaml",
+        1,
+        PA,
+        "spec.mtls.mode",
+        "schema",
+        "error",
+        "'STRlCT' is not an allowed value",
+    ),
+    # admission parity with istiod (pkg/config/validation) and the API server
+    (
+        "virtual-service-without-hosts.yaml",
+        1,
+        VS,
+        "spec.hosts",
+        "analysis",
+        "error",
+        "delegate VirtualService",
+    ),
+    (
+        "virtual-service-mesh-wildcard-host.yaml",
+        1,
+        VS,
+        "spec.hosts[0]",
+        "admission",
+        "error",
+        "wildcard host * is not allowed for a VirtualService bound to the mesh",
+    ),
+    (
+        "duplicate-subset-names.yaml",
+        1,
+        DR,
+        "spec.subsets[1].name",
+        "admission",
+        "error",
+        "duplicate subset name 'v1'",
+    ),
+    (
+        "name-not-dns1123.yaml",
+        1,
+        "VirtualService/Currency_Converter",
+        "metadata.name",
+        "admission",
+        "error",
+        "'Currency_Converter' is not a valid DNS-1123 subdomain",
+    ),
+    (
+        "service-entry-wildcard-host.yaml",
+        1,
+        "ServiceEntry/everything",
+        "spec.hosts[0]",
+        "admission",
+        "error",
+        "host '*' is not allowed in a ServiceEntry",
+    ),
+    (
+        "retries-attempts-zero.yaml",
+        1,
+        VS,
+        "spec.http[0].retries.attempts",
+        "admission",
+        "error",
+        "attempts is 0 (retries disabled) but perTryTimeout and retryOn are set",
+    ),
+    (
+        "regex-not-re2.yaml",
+        1,
+        VS,
+        "spec.http[0].match[0].headers.x-canary.regex",
+        "admission",
+        "error",
+        "regex '*' is not valid RE2 syntax: no argument for repetition operator",
+    ),
+    (
+        "regex-not-re2.yaml",
+        2,
+        "VirtualService/currency-converter-admin",
+        "spec.http[0].match[0].uri.regex",
+        "admission",
+        "error",
+        "regex '/(?!health).*' is not valid RE2 syntax: invalid perl operator: (?!",
+    ),
+    (
+        "fault-percentage-out-of-range.yaml",
+        1,
+        VS,
+        "spec.http[0].fault.abort.percentage.value",
+        "admission",
+        "error",
+        "percentage 150 is not in range 0, or 0.0001 to 100",
+    ),
+    (
+        "retry-on-unknown.yaml",
+        1,
+        VS,
+        "spec.http[0].retries.retryOn",
+        "admission",
+        "error",
+        "'gateway-errors' is not a valid retryOn policy",
+    ),
+    (
+        "service-entry-none-with-endpoints.yaml",
+        1,
+        "ServiceEntry/fx-rates",
+        "spec.endpoints[0]",
+        "admission",
+        "error",
+        "resolution NONE takes no endpoints",
+    ),
+    (
+        "service-entry-static-hostname.yaml",
+        1,
+        "ServiceEntry/fx-rates",
+        "spec.endpoints[0].address",
+        "admission",
+        "error",
+        "'fx-rates.external.svc.cluster.local' is not an IP address, which resolution STATIC needs",
+    ),
+    (
+        "service-entry-undeclared-port.yaml",
+        1,
+        "ServiceEntry/fx-rates",
+        "spec.endpoints[0].ports.https",
+        "admission",
+        "error",
+        "endpoint port 'https' is not defined by the ServiceEntry's ports",
+    ),
+    (
+        "port-level-mtls-empty-match-labels.yaml",
+        1,
+        PA,
+        "spec.portLevelMtls",
+        "admission",
+        "error",
+        "portLevelMtls needs a workload selector with labels",
+    ),
+    (
+        "timeout-not-a-duration.yaml",
+        1,
+        VS,
+        "spec.http[0].timeout",
+        "admission",
+        "error",
+        "'5 seconds' is not a duration",
+    ),
+    (
         "policy-selects-nothing.yaml",
         1,
         "AuthorizationPolicy/currency-converter-allow-client",
@@ -221,7 +368,7 @@ def test_broken_manifest_is_reported_precisely(
     context: list[manifests.Resource],
 ) -> None:
     findings = findings_for(name, context)
-    matching = [f for f in findings if f.field == field]
+    matching = [f for f in findings if f.field == field and f.index + 1 == document]
     assert matching, f"no finding for {field}; got:\n" + "\n".join(map(str, findings))
     finding = matching[0]
     assert (f"{finding.kind}/{finding.name}", finding.index + 1) == (obj, document)
@@ -230,7 +377,7 @@ def test_broken_manifest_is_reported_precisely(
     assert finding.fix
     line = str(finding)
     assert line.startswith(f"{severity}: tests/broken/{name} (document {document}) {obj} {field}: ")
-    assert "\n" not in line and f"Fix: {finding.fix}" in line
+    assert "\n" not in line and f"What to do: {finding.fix}" in line
 
 
 @pytest.mark.parametrize(
@@ -531,7 +678,7 @@ print(json.dumps({"findings": [str(f) for f in findings], "imported": models}))
 WEIGTH = (
     "error: tests/broken/unknown-field-weigth.yaml (document 1) VirtualService/currency-converter "
     "spec.http[0].route[1].weigth: unknown field 'weigth' (did you mean 'weight'?). "
-    "Fix: rename it to 'weight'"
+    "What to do: rename it to 'weight'"
 )
 REGENERATED = {"findings": [WEIGTH], "imported": ["cloudcoil", "pydantic"]}
 FROM_CACHE = {"findings": [WEIGTH], "imported": []}
@@ -555,7 +702,7 @@ def test_warm_schema_cache_spares_importing_the_models(tmp_path: Path) -> None:
 def test_damaged_schema_cache_is_regenerated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LAB_CACHE", str(tmp_path))
     cut_short = '{"networking.istio.io/v1": {"VirtualService": {"type": "obj'
-    validation._schema_cache_file().write_text(cut_short)
+    validation.schemas.cache_file().write_text(cut_short)
     assert validate_in_fresh_process(tmp_path) == REGENERATED
     assert validate_in_fresh_process(tmp_path) == FROM_CACHE
 
@@ -565,3 +712,273 @@ def test_unusable_schema_cache_folder_leaves_schemas_in_memory(tmp_path: Path) -
     (tmp_path / "a-file").write_text("")
     assert validate_in_fresh_process(tmp_path / "a-file" / "cache") == REGENERATED
     assert [p.name for p in tmp_path.iterdir()] == ["a-file"]
+
+
+# More of istiod's rules (pkg/config/validation), each with the field it names: (kind, spec, field, words).
+ISTIOD_RULES = [
+    (
+        "VirtualService",
+        "{hosts: [a, a], http: [{route: [{destination: {host: a}}]}]}",
+        "spec.hosts[1]",
+        "duplicate hosts",
+    ),
+    ("VirtualService", "{hosts: [a]}", "spec", "http, tcp or tls must be provided"),
+    (
+        "VirtualService",
+        "{hosts: [a_b], http: [{route: [{destination: {host: a}}]}]}",
+        "spec.hosts[0]",
+        "not a valid DNS name",
+    ),
+    (
+        "VirtualService",
+        "{gateways: [gw], http: [{route: [{destination: {host: a}}]}]}",
+        "spec.gateways",
+        "delegate",
+    ),
+    (
+        "VirtualService",
+        "{hosts: [a], http: [{route: [{destination: {host: '*'}}]}]}",
+        "spec.http[0].route[0].destination.host",
+        "invalid destination host *",
+    ),
+    (
+        "VirtualService",
+        "{hosts: [a], http: [{route: [{destination: {host: a, subset: V_1}}]}]}",
+        "spec.http[0].route[0].destination.subset",
+        "not a DNS-1123 label",
+    ),
+    (
+        "VirtualService",
+        "{hosts: [a], http: [{fault: {}, route: [{destination: {host: a}}]}]}",
+        "spec.http[0].fault",
+        "abort and/or a delay",
+    ),
+    (
+        "VirtualService",
+        "{hosts: [a], http: [{fault: {abort: {httpStatus: 700}}, route: [{destination: {host: a}}]}]}",
+        "spec.http[0].fault.abort.httpStatus",
+        "not in range 200-599",
+    ),
+    (
+        "VirtualService",
+        "{hosts: [a], http: [{fault: {delay: {exponentialDelay: 1s}}, route: [{destination: {host: a}}]}]}",
+        "spec.http[0].fault.delay.exponentialDelay",
+        "not supported yet",
+    ),
+    (
+        "VirtualService",
+        "{hosts: [a], http: [{fault: {delay: {fixedDelay: 500us}}, route: [{destination: {host: a}}]}]}",
+        "spec.http[0].fault.delay.fixedDelay",
+        "at least 1ms",
+    ),
+    (
+        "VirtualService",
+        "{hosts: [a], http: [{mirror: {host: b}, mirrorPercentage: {value: 101}, "
+        "route: [{destination: {host: a}}]}]}",
+        "spec.http[0].mirrorPercentage.value",
+        "not in range 0 to 100",
+    ),
+    (
+        "VirtualService",
+        "{hosts: [a], http: [{retries: {attempts: -1}, route: [{destination: {host: a}}]}]}",
+        "spec.http[0].retries.attempts",
+        "cannot be negative",
+    ),
+    (
+        "VirtualService",
+        "{hosts: [a], http: [{retries: {attempts: 2, retryOn: '5xx, reset'}, "
+        "route: [{destination: {host: a}}]}]}",
+        "spec.http[0].retries.retryOn",
+        "' reset' is not a valid retryOn policy",
+    ),
+    (
+        "VirtualService",
+        "{hosts: [a], http: [{match: [{uri: {prefix: ''}}], route: [{destination: {host: a}}]}]}",
+        "spec.http[0].match[0].uri.prefix",
+        "should not be empty",
+    ),
+    (
+        "DestinationRule",
+        "{host: a, trafficPolicy: {outlierDetection: {maxEjectionPercent: 120}}}",
+        "spec.trafficPolicy.outlierDetection.maxEjectionPercent",
+        "not in range 0..100",
+    ),
+    (
+        "DestinationRule",
+        "{host: a, subsets: [{name: v1, trafficPolicy: {connectionPool: {tcp: {connectTimeout: '10'}}}}]}",
+        "spec.subsets[0].trafficPolicy.connectionPool.tcp.connectTimeout",
+        "not a duration",
+    ),
+    (
+        "ServiceEntry",
+        "{hosts: [a.example], ports: [{number: 80, name: a}, {number: 80, name: b}], resolution: DNS}",
+        "spec.ports[1].number",
+        "port 80 is already defined",
+    ),
+    (
+        "ServiceEntry",
+        "{hosts: [a.example], ports: [{number: 80, name: http, targetPort: 70000}], resolution: DNS}",
+        "spec.ports[0].targetPort",
+        "not in range 1..65535",
+    ),
+    (
+        "PeerAuthentication",
+        "{selector: {matchLabels: {app: a}}, portLevelMtls: {0: {mode: STRICT}}}",
+        "spec.portLevelMtls.0",
+        "not in range 1..65535",
+    ),
+    (
+        "PeerAuthentication",
+        "{selector: {matchLabels: {app: '*'}}, mtls: {mode: STRICT}}",
+        "spec.selector.matchLabels.app",
+        "wildcard is not supported in a selector",
+    ),
+    (
+        "DestinationRule",
+        "{host: a, trafficPolicy: {connectionPool: {tcp: {tcpKeepalive: {time: 0s}}}}}",
+        "spec.trafficPolicy.connectionPool.tcp.tcpKeepalive.time",
+        "at least 1ms",
+    ),
+    (
+        "VirtualService",
+        "{hosts: [a], http: [{route: [{destination: {host: a, port: {number: 0}}}]}]}",
+        "spec.http[0].route[0].destination.port.number",
+        "not in range 1..65535",
+    ),
+    ("Gateway", "{servers: []}", "spec.servers", "at least one server"),
+    ("AuthorizationPolicy", "{action: DENY}", "spec.rules", "DENY action without rules is meaningless"),
+    ("AuthorizationPolicy", "{action: CUSTOM, rules: [{}]}", "spec.provider.name", "needs provider.name"),
+    (
+        "AuthorizationPolicy",
+        "{provider: {name: x}, rules: [{}]}",
+        "spec.provider",
+        "only for the CUSTOM action",
+    ),
+    ("AuthorizationPolicy", "{rules: [{from: []}]}", "spec.rules[0].from", "must not be empty"),
+    (
+        "AuthorizationPolicy",
+        "{rules: [{to: [{operation: {}}]}]}",
+        "spec.rules[0].to[0].operation",
+        "must not be empty",
+    ),
+    (
+        "AuthorizationPolicy",
+        "{rules: [{from: [{source: {principals: ['']}}]}]}",
+        "spec.rules[0].from[0].source.principals[0]",
+        "empty value not allowed",
+    ),
+    (
+        "AuthorizationPolicy",
+        "{rules: [{when: [{key: 'request.header[x-user]', values: [a]}]}]}",
+        "spec.rules[0].when[0].key",
+        "unknown attribute 'request.header[x-user]'",
+    ),
+    (
+        "AuthorizationPolicy",
+        "{rules: [{when: [{key: 'request.headers[]', values: [a]}]}]}",
+        "spec.rules[0].when[0].key",
+        "should have the format a[b]",
+    ),
+    (
+        "AuthorizationPolicy",
+        "{rules: [{when: [{key: 'destination.labels[app]', values: [a]}]}]}",
+        "spec.rules[0].when[0].key",
+        "replaced by the workload selector",
+    ),
+    (
+        "AuthorizationPolicy",
+        "{rules: [{when: [{key: source.ip}]}]}",
+        "spec.rules[0].when[0]",
+        "values or notValues",
+    ),
+    (
+        "ServiceEntry",
+        "{hosts: ['*.example.com'], ports: [{number: 80, name: http, protocol: HTTP}], resolution: DNS}",
+        "spec.hosts[0]",
+        "not a full name, which resolution DNS without endpoints",
+    ),
+    (
+        "ServiceEntry",
+        "{hosts: [a.example, b.example], ports: [{number: 5432, name: tcp, protocol: TCP}], resolution: DNS}",
+        "spec.hosts",
+        "several hosts with a non-HTTP, non-TLS port",
+    ),
+    (
+        "Gateway",
+        "{servers: [{port: {number: 80, name: http, protocol: HTTP}, hosts: []}]}",
+        "spec.servers[0].hosts",
+        "at least one host",
+    ),
+    (
+        "Gateway",
+        "{servers: [{port: {number: 443, name: https, protocol: HTTPS}, hosts: ['*']}]}",
+        "spec.servers[0].tls",
+        "needs TLS settings",
+    ),
+    (
+        "Gateway",
+        "{servers: [{port: {number: 80, name: http, protocol: HTTP}, hosts: ['*']}, "
+        "{port: {number: 8080, name: http, protocol: HTTP}, hosts: ['*']}]}",
+        "spec.servers[1].port.name",
+        "already used by another server",
+    ),
+    (
+        "Gateway",
+        "{servers: [{port: {number: 80, name: http, protocol: HTTP}, hosts: ['Bad_NS/*']}]}",
+        "spec.servers[0].hosts[0]",
+        "namespace 'Bad_NS'",
+    ),
+    (
+        "ServiceEntry",
+        "{hosts: [], ports: [{number: 80, name: http}], resolution: DNS}",
+        "spec.hosts",
+        "needs at least 1 item",
+    ),
+    (
+        "ServiceEntry",
+        "{hosts: [a.example], ports: [{number: 80, name: http}, {number: 81, name: http}], resolution: DNS}",
+        "spec.ports[1].name",
+        "duplicate port name 'http'",
+    ),
+    (
+        "ServiceEntry",
+        "{hosts: [a.example], ports: [{number: 80, name: http}], resolution: DNS, "
+        "endpoints: [{address: 'not a host'}]}",
+        "spec.endpoints[0].address",
+        "not a valid FQDN or an IP address",
+    ),
+]
+
+
+@pytest.mark.parametrize(("kind", "spec", "field", "words"), ISTIOD_RULES)
+def test_istiod_rules_are_enforced_with_their_field(kind: str, spec: str, field: str, words: str) -> None:
+    api = (
+        "security.istio.io/v1"
+        if kind in ("PeerAuthentication", "AuthorizationPolicy")
+        else "networking.istio.io/v1"
+    )
+    text = f"apiVersion: {api}\nkind: {kind}\nmetadata: {{name: x, namespace: ns}}\nspec: {spec}\n"
+    findings = [f for f in validation.validate(manifests.load(text)) if f.field == field]
+    assert findings, "\n".join(map(str, validation.validate(manifests.load(text))))
+    assert words in findings[0].message and findings[0].fix
+
+
+def test_a_bad_namespace_name_is_the_api_servers_error() -> None:
+    text = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c, namespace: Payments}\n"
+    (finding,) = validation.validate(manifests.load(text))
+    assert (finding.stage, finding.field) == ("admission", "metadata.namespace")
+    assert "What to do: use lower-case letters, digits and '-', e.g. payments" in str(finding)
+
+
+def test_a_service_name_must_be_a_dns_1035_label() -> None:
+    text = "apiVersion: v1\nkind: Service\nmetadata: {name: 1st-svc, namespace: ns}\n"
+    text += "spec: {ports: [{port: 80}]}\n"
+    (finding,) = validation.validate(manifests.load(text))
+    assert finding.field == "metadata.name" and "not a valid DNS-1035 label" in finding.message
+
+
+def test_rbac_names_follow_their_own_rule() -> None:
+    role = (
+        "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata: {name: 'system:lab-reader'}\n"
+    )
+    assert validation.validate(manifests.load(role + "rules: []\n")) == []

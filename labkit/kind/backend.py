@@ -10,7 +10,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
-from labkit import paths, scenario
+from labkit import manifests, paths, scenario
 from labkit.errors import BackendError, LabError
 from labkit.kind import cluster, doctor, images, istio, podtraffic, workloads
 from labkit.kind.commands import Target
@@ -20,7 +20,7 @@ from labkit.lab import Change, Lab, Status
 from labkit.metrics import RequestCount
 
 if TYPE_CHECKING:
-    from labkit.manifests import Resource, Source
+    from labkit.manifests import Resource
     from labkit.traffic import Outcome, Resolver, TrafficResult
 
 #: kind/cluster.yaml publishes the ingress gateway's NodePort here.
@@ -41,6 +41,8 @@ def _say(message: str) -> None:
 
 class KubeLab(Lab):
     """The mesh on Kubernetes: ``labkit.open("kind")`` or ``labkit.open("kube", context="my-cluster")``."""
+
+    telemetry_lag = 45.0  # the addon Prometheus scrapes every 15 s; a telemetry-measured split waits for it
 
     def __init__(self, mode: str = "kind", context: str | None = None, name: str = cluster.NAME) -> None:
         if mode not in ("kind", "kube"):
@@ -134,7 +136,7 @@ class KubeLab(Lab):
                 "What to do: run `labkit tools install`, or set ISTIO_HOME to the unpacked Istio release"
             )
         for name in istio.ADDONS:
-            self._apply_resources(self._load(folder / name))
+            self._apply(manifests.load(folder / name))  # Istio's own addons: applied as shipped
         for name in ("prometheus", "kiali"):
             self.kube.wait_rollout("istio-system", name, timeout=300)
         return self.dashboard_url()
@@ -153,32 +155,18 @@ class KubeLab(Lab):
 
     # --- manifests: the apply pipeline's hooks (lab.py loads, validates and shows warnings) ----------------
 
-    def apply(self, src: Source) -> list[Change]:
-        """Until lab.py's final ``Lab.apply`` lands: load, validate against ``_context``, print the warnings,
-        then ``_apply``. The lead deletes this and ``delete`` below at merge."""
-        from labkit import validation  # validation loads schemas: kept out of `import labkit`
-
-        resources = self._load(src)
-        for warning in validation.check(resources, context=self._context(resources)):
-            _say(f"warning: {warning}")
-        return self._apply(resources)
-
-    def delete(self, src: Source) -> list[Change]:
-        """Until lab.py's final ``Lab.delete`` lands (see ``apply``)."""
-        return self._delete(self._load(src))
-
     def _context(self, incoming: list[Resource]) -> list[Resource]:
         """The lab's apps and what the cluster holds (Istio objects, Services, Deployments), minus those
         ``incoming`` replaces: what the analysis stage checks references (subsets, hosts) against."""
         keys = {r.key for r in incoming}
-        found = {r.key: r for r in self._load(paths.APPS)}
-        found.update((r.key, r) for r in self._load(workloads.live_objects(self.kube)))  # live wins
+        found = {r.key: r for r in manifests.load(paths.APPS)}
+        found.update((r.key, r) for r in manifests.load(workloads.live_objects(self.kube)))  # live wins
         return [r for r in found.values() if r.key not in keys]
 
     def _apply(self, resources: list[Resource]) -> list[Change]:
         """Server-side apply every object, namespaces first; return once a changed Deployment has rolled out
         (as on the local backend: the workload runs with its new settings)."""
-        changes = self._apply_resources(resources)
+        changes = [Change(r.kind, r.namespace, r.name, self.kube.apply(r.body)) for r in _ordered(resources)]
         for change in changes:
             if change.kind == "Deployment" and change.action in ("created", "configured"):
                 self.kube.wait_rollout(change.namespace, change.name)
@@ -189,23 +177,14 @@ class KubeLab(Lab):
         ordered = _ordered(resources)
         return [Change(r.kind, r.namespace, r.name, self.kube.delete(r.body)) for r in reversed(ordered)]
 
-    def _apply_resources(self, resources: list[Resource]) -> list[Change]:
-        return [Change(r.kind, r.namespace, r.name, self.kube.apply(r.body)) for r in _ordered(resources)]
-
-    @staticmethod
-    def _load(src: Source) -> list[Resource]:
-        from labkit import manifests, validation  # validation loads schemas: kept out of `import labkit`
-
-        return [r for r in manifests.load(src) if (r.group, r.kind) not in validation.TOOL_CONFIGS]
-
-    def get(self, kind: str, namespace: str | None = None) -> list[dict]:
+    def get(self, kind: str, namespace: str | None = None) -> list[Resource]:
         """The live objects of ``kind`` ("virtualservices", "VirtualService", "vs", ...), in ``namespace`` or
         in all namespaces, as the API server holds them (managedFields left out), like ``kubectl get``."""
         api_version, kind_name = self.kube.kind_named(kind)
         items = self.kube.objects(api_version, kind_name, namespace)
         for item in items:
             item.get("metadata", {}).pop("managedFields", None)
-        return items
+        return manifests.load(items)
 
     # --- state ----------------------------------------------------------------------------------------------
 
@@ -377,10 +356,14 @@ class KubeLab(Lab):
                 headers=headers, method=method, progress=progress,
             )  # fmt: skip
         _get_only(source, method)
-        return podtraffic.send(
+        # imported here: the telemetry reader is only needed once traffic is sent
+        from labkit import telemetry_split
+
+        meter = telemetry_split.Meter(self.metrics, source=source, url=url, lag=self.telemetry_lag)
+        return meter.finish(podtraffic.send(
             self.kube, self.target, self._workload(source), url, n=n, duration=duration, qps=qps,
             concurrency=concurrency, headers=headers, source=source,
-        )  # fmt: skip
+        ))  # fmt: skip
 
 
 def _get_only(source: str, method: str) -> None:

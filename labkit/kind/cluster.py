@@ -9,7 +9,7 @@ from pathlib import Path
 
 import yaml
 
-from labkit import paths
+from labkit import paths, state
 from labkit.command import run
 from labkit.errors import CommandError
 
@@ -25,7 +25,7 @@ CONTAINERD_STORE_FAILURE = ("content digest", "not found")
 
 def kubeconfig(name: str = NAME) -> Path:
     """The kubeconfig kind writes for this lab's cluster (context ``kind-<name>``)."""
-    path = paths.state_dir() / "kind" / ("kubeconfig" if name == NAME else f"kubeconfig-{name}")
+    path = state.kubeconfig(name, default=name == NAME)
     path.parent.mkdir(parents=True, exist_ok=True)
     return path
 

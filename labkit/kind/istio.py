@@ -10,7 +10,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from labkit import paths
+from labkit import paths, state
 from labkit.command import run, which
 from labkit.errors import LabError
 from labkit.kind import images
@@ -147,7 +147,7 @@ def addons_dir() -> Path | None:
     candidates = [Path(os.environ["ISTIO_HOME"])] if os.environ.get("ISTIO_HOME") else []
     with contextlib.suppress(LabError):  # no istioctl: the other places may still hold the addons
         candidates.append(Path(which("istioctl")).resolve().parent.parent)
-    candidates.append(paths.state_dir() / "istio")
+    candidates.append(state.istio_dir())
     for root in candidates:
         if all((root / "samples" / "addons" / name).is_file() for name in ADDONS):
             return root / "samples" / "addons"

@@ -19,11 +19,11 @@ SIDECAR = "istio-proxy"
 
 class ApiError(LabError):
     """The API server refused a request: ``status`` (404, 409, 422, ...) and ``reason`` (NotFound, Conflict,
-    Invalid, ...) as it answered, ``message`` its own words, ``fix`` what to do."""
+    Invalid, ...) as it answered, with its own words in the message and what to do as ``fix``."""
 
     def __init__(self, what: str, status: int, reason: str, message: str, fix: str) -> None:
-        self.what, self.status, self.reason, self.message, self.fix = what, status, reason, message, fix
-        super().__init__(f"{what}: {message} ({status} {reason})\nWhat to do: {fix}")
+        self.what, self.status, self.reason = what, status, reason
+        super().__init__(f"{what}: {message} ({status} {reason})", fix)
 
 
 #: What to do, by the API server's status code, when the caller has nothing more precise to say.

@@ -5,12 +5,11 @@ reason kept), and a client this code cannot drive becomes a LabError that says w
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import time
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,7 @@ from kubernetes.dynamic import DynamicClient
 from kubernetes.dynamic.exceptions import DynamicApiError, NotFoundError, ResourceNotFoundError
 from urllib3.exceptions import HTTPError
 
-from labkit import paths
+from labkit import state
 from labkit.errors import BackendError, LabError
 from labkit.kind.k8s import CLIENT_MAJORS, ApiError, api_error, check_client_version, rollout_complete
 
@@ -67,8 +66,7 @@ class Kube:
     @property
     def dynamic(self) -> DynamicClient:
         if self._dynamic is None:
-            key = hashlib.sha256(self.host.encode()).hexdigest()[:12]
-            cache = paths.state_dir() / "kind" / f"discovery-{key}.json"
+            cache = state.discovery_cache(self.host)
             cache.parent.mkdir(parents=True, exist_ok=True)
             self._dynamic = self._call(
                 "discover the API", lambda: DynamicClient(self.api, cache_file=str(cache))
@@ -257,7 +255,7 @@ class Kube:
 
     def restart(self, namespace: str, name: str) -> None:
         """``kubectl rollout restart``: a new pod-template annotation makes the Deployment replace pods."""
-        now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         patch = {
             "spec": {"template": {"metadata": {"annotations": {"kubectl.kubernetes.io/restartedAt": now}}}}
         }

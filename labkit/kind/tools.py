@@ -18,9 +18,8 @@ from pathlib import Path
 
 import urllib3
 
-from labkit import paths
-from labkit.command import bin_dir
 from labkit.errors import LabError
+from labkit.state import bin_dir, istio_dir
 
 CONNECT_TIMEOUT, READ_TIMEOUT = 10.0, 60.0
 
@@ -138,7 +137,7 @@ def _unpack_istio(archive: Path, tmp: Path) -> Path:
     roots = [p for p in (tmp / "istio").iterdir() if (p / "bin" / "istioctl").is_file()]
     if not roots:
         raise LabError(f"{archive.name}: no */bin/istioctl inside the Istio release archive")
-    samples = paths.state_dir() / "istio" / "samples"
+    samples = istio_dir() / "samples"
     shutil.rmtree(samples, ignore_errors=True)
     shutil.copytree(roots[0] / "samples", samples)
     return roots[0] / "bin" / "istioctl"

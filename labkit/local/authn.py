@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from labkit.local.topology import selects
+from labkit.meshmodel import selects
 
 if TYPE_CHECKING:
     from labkit.manifests import Resource

@@ -1,12 +1,17 @@
-"""AuthorizationPolicy → Envoy RBAC for one proxy, as istiod's authz builder emits it: DENY rules, then ALLOW
-rules, one policy per rule named ``ns[<ns>]-policy[<name>]-rule[<i>]``.
+"""AuthorizationPolicy → Envoy RBAC for one proxy, as istiod's authz builder emits it
+(pilot/pkg/security/authz/builder/builder.go ``build``/``buildHTTP``): one ``envoy.filters.http.rbac``
+filter per action on the connection manager, DENY before ALLOW, one policy per rule named
+``ns[<ns>]-policy[<name>]-rule[<i>]``.
 
-An ALLOW policy with no rules still yields ALLOW rules (nothing matches, so everything is denied); with no
-ALLOW policy at all there are no ALLOW rules. Envoy answers a denied request ``403 RBAC: access denied``.
+A policy with no rules is one never-matching policy (so an ALLOW policy with no rules denies everything);
+with no ALLOW policy at all there is no ALLOW filter. ``istio.io/dry-run: "true"`` policies go to
+``shadow_rules`` (stats ``istio_dry_run_{allow,deny}_``): evaluated, logged and counted, never enforced.
+Envoy answers a denied request ``403 RBAC: access denied``, before routing, so also where no route matches.
 
-Unlike istiod, the rules ride on the routes (``RBACPerRoute``) of file-based RDS, not on the listener: the HCM
-always carries two rule-less RBAC filters, so applying a policy rewrites a route file, which Envoy applies to
-keep-alive connections at once (a listener change would only reach new connections, reference §9).
+The filters sit on the connection manager as istiod puts them, but their config comes from file-based ECDS
+(``config_discovery``), one resource per filter: a policy change then leaves the listener as it is, so it
+reaches keep-alive connections at their next request (ECDS applies to new streams) and the listener's
+request counters are not re-created (a re-created filter chain would take its stats scope with it).
 """
 
 from __future__ import annotations
@@ -14,16 +19,21 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Any
 
-from labkit.local.topology import selects
+from labkit.meshmodel import selects
 
 if TYPE_CHECKING:
     from labkit.local.topology import Proxy
     from labkit.manifests import Resource
 
 RBAC = "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC"
-RBAC_PER_ROUTE = "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBACPerRoute"
-#: One filter per action, in istiod's order; distinct names, because per-route config is keyed by filter name.
+URI_TEMPLATE = "type.googleapis.com/envoy.extensions.path.match.uri_template.v3.UriTemplateMatchConfig"
+#: The HCM's RBAC filters by action, in istiod's order (after AUDIT, which the local backend refuses); each
+#: is also the name of the filter's ECDS resource.
 FILTERS = {"DENY": "envoy.filters.http.rbac.deny", "ALLOW": "envoy.filters.http.rbac.allow"}
+DRY_RUN = "istio.io/dry-run"
+SHADOW_PREFIX = {"ALLOW": "istio_dry_run_allow_", "DENY": "istio_dry_run_deny_"}  # authz/model/model.go
+#: ``rbacPolicyMatchNever``: the one policy of an AuthorizationPolicy without rules.
+MATCH_NEVER = {"permissions": [{"not_rule": {"any": True}}], "principals": [{"not_id": {"any": True}}]}
 _HEADER_KEY = re.compile(r"request\.headers\[([^\]]+)\]")
 
 
@@ -34,25 +44,39 @@ def applies(policy: Resource, proxy: Proxy, root_namespace: str) -> bool:
     return selects((policy.spec.get("selector") or {}).get("matchLabels"), proxy.labels)
 
 
-def rbac_filters() -> list[dict]:
-    """The HCM's RBAC filters, DENY then ALLOW, rule-less (enforcing nothing) unless a route overrides."""
-    return [{"name": name, "typed_config": {"@type": RBAC}} for name in FILTERS.values()]
+def dry_run(policy: Resource) -> bool:
+    """``isDryRun``: the annotation parsed as a Go bool (``strconv.ParseBool``)."""
+    value = str((policy.metadata.get("annotations") or {}).get(DRY_RUN, "false"))
+    return value in ("1", "t", "T", "TRUE", "true", "True")
 
 
-def rbac_per_route(policies: list[Resource], proxy: Proxy, root_namespace: str) -> dict[str, dict]:
-    """``typed_per_filter_config`` entries enforcing the policies that apply to ``proxy`` (empty: none do)."""
+def rbac_configs(policies: list[Resource], proxy: Proxy, root_namespace: str) -> dict[str, dict]:
+    """The RBAC filter config per action (``FILTERS``) for the policies that apply to ``proxy``: istiod's
+    ``buildHTTP`` output, or a rule-less config (enforcing nothing) where istiod emits no filter."""
     mine = [p for p in policies if applies(p, proxy, root_namespace)]
     out = {}
-    for action, filter_name in FILTERS.items():
+    for action, name in FILTERS.items():
         group = [p for p in mine if (p.spec.get("action") or "ALLOW") == action]
-        if not group:
-            continue
-        rules: dict[str, Any] = {}
-        for p in group:
-            for i, rule in enumerate(p.spec.get("rules") or []):
-                rules[f"ns[{p.namespace}]-policy[{p.name}]-rule[{i}]"] = _policy(rule or {})
-        out[filter_name] = {"@type": RBAC_PER_ROUTE, "rbac": {"rules": {"action": action, "policies": rules}}}
+        config: dict[str, Any] = {"@type": RBAC}
+        enforced = [p for p in group if not dry_run(p)]
+        shadow = [p for p in group if dry_run(p)]
+        if enforced:
+            config["rules"] = {"action": action, "policies": _policies(enforced)}
+        if shadow:
+            config["shadow_rules"] = {"action": action, "policies": _policies(shadow)}
+            config["shadow_rules_stat_prefix"] = SHADOW_PREFIX[action]
+        out[name] = config
     return out
+
+
+def _policies(group: list[Resource]) -> dict[str, dict]:
+    rules: dict[str, dict] = {}
+    for p in group:
+        for i, rule in enumerate(p.spec.get("rules") or []):
+            rules[f"ns[{p.namespace}]-policy[{p.name}]-rule[{i}]"] = _policy(rule or {})
+        if not p.spec.get("rules"):
+            rules[f"ns[{p.namespace}]-policy[{p.name}]-rule[0]"] = MATCH_NEVER
+    return rules
 
 
 def _policy(rule: dict) -> dict:
@@ -79,7 +103,7 @@ def _policy(rule: dict) -> dict:
         if op.get("methods"):
             rules.append(_or_rules([{"header": {"name": ":method", **_match(m)}} for m in op["methods"]]))
         if op.get("paths"):
-            rules.append(_or_rules([{"url_path": {"path": _string_match(p)}} for p in op["paths"]]))
+            rules.append(_or_rules([_path(p) for p in op["paths"]]))
         permissions.append({"and_rules": {"rules": rules}} if rules else {"any": True})
     return {"permissions": permissions, "principals": principals}
 
@@ -88,30 +112,47 @@ def _header(name: str, value: str) -> dict:
     return {"header": {"name": name, **_match(value)}}
 
 
+def _path(value: str) -> dict:
+    """``pathGenerator``: a path with ``{*}``/``{**}`` is a URI template (``PathTemplateMatcher``), else a
+    wildcard string."""
+    if "{*}" in value or "{**}" in value:
+        template = value.replace("{**}", "**").replace("{*}", "*")
+        return {
+            "uri_template": {
+                "name": "uri-template",
+                "typed_config": {"@type": URI_TEMPLATE, "path_template": template},
+            }
+        }
+    return {"url_path": {"path": _string_match(value)}}
+
+
 def _principal(value: str) -> dict:
-    """``cluster.local/ns/x/sa/y`` is matched as the peer certificate's ``spiffe://`` URI SAN."""
-    if value == "*":
-        return {"authenticated": {"principal_name": {"safe_regex": {"regex": ".+"}}}}
+    """``srcPrincipalGenerator``: ``cluster.local/ns/x/sa/y`` as the peer's ``spiffe://`` URI SAN."""
     return {"authenticated": {"principal_name": _string_match(value, prefix="spiffe://")}}
 
 
 def _namespace(ns: str) -> dict:
-    return {"authenticated": {"principal_name": {"safe_regex": {"regex": f".*/ns/{re.escape(ns)}/.*"}}}}
+    """``srcNamespaceGenerator``: each ``*`` in the namespace matches any characters."""
+    pattern = ".*".join(re.escape(part) for part in ns.split("*"))
+    return {"authenticated": {"principal_name": {"safe_regex": {"regex": f".*/ns/{pattern}/.*"}}}}
 
 
 def _string_match(value: str, prefix: str = "") -> dict:
-    """Istio's wildcard strings: ``*`` any, ``x*`` prefix, ``*x`` suffix, else exact."""
+    """``StringMatcherWithPrefix`` (authz/matcher/string.go): ``*`` any, ``*x`` suffix (a regex after
+    ``prefix``), ``x*`` prefix, else exact."""
     if value == "*":
         return {"safe_regex": {"regex": ".+"}}
+    if value.startswith("*"):
+        if not prefix:
+            return {"suffix": value[1:]}
+        return {"safe_regex": {"regex": prefix + ".*" + re.escape(value[1:])}}
     if value.endswith("*"):
         return {"prefix": prefix + value[:-1]}
-    if value.startswith("*"):
-        return {"suffix": value[1:]}
     return {"exact": prefix + value}
 
 
 def _match(value: str) -> dict:
-    """A header matcher body (``present_match`` for ``*``)."""
+    """``matcher.HeaderMatcher``: ``present_match`` for ``*``, ``*x`` suffix, ``x*`` prefix, else exact."""
     if value == "*":
         return {"present_match": True}
     return {"string_match": _string_match(value)}

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from labkit.local.registry import Host, duration, host_matches, resolve_host
-from labkit.local.topology import selects
+from labkit.local.registry import Host
+from labkit.meshmodel import envoy_duration as duration
+from labkit.meshmodel import fqdn as resolve_host
+from labkit.meshmodel import host_matches, selects
 
 if TYPE_CHECKING:
     from labkit.local.topology import Endpoint, Proxy
@@ -37,6 +39,20 @@ LB_POLICIES = {
     "UNSPECIFIED": "LEAST_REQUEST",
 }
 POLICY_BLOCKS = ("loadBalancer", "connectionPool", "outlierDetection", "tls")
+CANONICAL_NAME = ("service.istio.io/canonical-name", "app.kubernetes.io/name", "app")
+CANONICAL_REVISION = ("service.istio.io/canonical-revision", "app.kubernetes.io/version", "version")
+#: The keys of ``peer_labels``.
+PEER_KEYS = (
+    "workload",
+    "workload_namespace",
+    "app",
+    "version",
+    "canonical_service",
+    "canonical_revision",
+    "cluster",
+)
+#: Istio's default cluster ID (``CLUSTER_ID``), the ``*_cluster`` label of a single-cluster mesh.
+CLUSTER_ID = "Kubernetes"
 
 
 def cluster_name(port: int, subset: str, fqdn: str) -> str:
@@ -49,20 +65,42 @@ def sni(port: int, subset: str, fqdn: str) -> str:
     return f"outbound_.{port}_.{subset}_.{fqdn}"
 
 
-def find_destination_rule(
-    drs: list[Resource], host: Host, proxy_namespace: str, root: str
-) -> Resource | None:
-    """The DR istiod picks for ``host``: exact host before wildcard, then the proxy's namespace, the host's
-    namespace, the root namespace, then any other; oldest first within a tie."""
-    candidates = []
-    for order, dr in enumerate(drs):
-        pattern = resolve_host(str(dr.spec.get("host", "")), dr.namespace)
-        if not host_matches(pattern, host.fqdn):
-            continue
-        order_of_namespaces = [proxy_namespace, host.namespace, root, dr.namespace]
-        ns_rank = order_of_namespaces.index(dr.namespace)
-        candidates.append((pattern != host.fqdn, ns_rank, order, dr))
-    return min(candidates, key=lambda c: c[:3])[3] if candidates else None
+def find_destination_rule(drs: list[Resource], host: Host, proxy_namespace: str, root: str) -> dict | None:
+    """The DestinationRule spec istiod applies to ``host`` for a proxy in ``proxy_namespace``.
+
+    ``PushContext.destinationRule`` (pilot/pkg/model/push_context.go): the proxy's namespace first (a gateway
+    in the root namespace skips this step), then the host's namespace, then the root namespace; within one
+    namespace ``MostSpecificHostMatch`` (exact host before the longest matching wildcard). A DR in any other
+    namespace never applies. Several DRs for one host in one namespace are one merged rule
+    (``mergeDestinationRule``)."""
+    order = [proxy_namespace] if proxy_namespace != root else []
+    order += [host.namespace, root]
+    for ns in dict.fromkeys(order):
+        here = [(resolve_host(str(d.spec.get("host", "")), ns), d) for d in drs if d.namespace == ns]
+        pattern = _most_specific([h for h, _ in here], host.fqdn)
+        if pattern is not None:
+            return merge_destination_rules([d for h, d in here if h == pattern])
+    return None
+
+
+def _most_specific(patterns: list[str], fqdn: str) -> str | None:
+    """``MostSpecificHostMatch``: the exact host, else the longest wildcard that matches."""
+    if fqdn in patterns:
+        return fqdn
+    wild = [p for p in patterns if p.startswith("*") and host_matches(p, fqdn)]
+    return max(wild, key=len) if wild else None
+
+
+def merge_destination_rules(drs: list[Resource]) -> dict:
+    """``mergeDestinationRule`` (pilot/pkg/model/destination_rule.go), oldest first: subsets are concatenated
+    (a later duplicate name is dropped), the first top-level ``trafficPolicy`` wins."""
+    merged: dict = {"subsets": []}
+    for dr in drs:
+        if "trafficPolicy" not in merged and dr.spec.get("trafficPolicy") is not None:
+            merged["trafficPolicy"] = dr.spec["trafficPolicy"]
+        names = {s.get("name") for s in merged["subsets"]}
+        merged["subsets"] += [s for s in dr.spec.get("subsets") or [] if s.get("name") not in names]
+    return merged
 
 
 def outbound_clusters(
@@ -72,12 +110,12 @@ def outbound_clusters(
     out = []
     for host in hosts:
         dr = find_destination_rule(drs, host, proxy.namespace, root)
-        top = (dr.spec.get("trafficPolicy") or {}) if dr else {}
+        top = (dr.get("trafficPolicy") or {}) if dr else {}
         for port in host.ports:
             out.append(
                 _cluster(proxy, host, port.port, "", host.endpoints[port.port], top, auto_mtls[host.fqdn])
             )
-            for subset in (dr.spec.get("subsets") or []) if dr else []:
+            for subset in dr["subsets"] if dr else []:
                 policy = merge_policy(top, subset.get("trafficPolicy") or {})
                 labels = subset.get("labels") or {}
                 eps = [
@@ -130,7 +168,7 @@ def _cluster(
     common = {
         key: value
         for key, value in (
-            ("max_requests_per_connection", http.get("maxRequestsPerConnection")),
+            ("max_requests_per_connection", int(http.get("maxRequestsPerConnection") or 0) or None),
             ("idle_timeout", duration(http.get("idleTimeout"))),
             (
                 "max_connection_duration",
@@ -172,13 +210,20 @@ def _cluster(
 
 
 def _thresholds(pool: dict) -> dict:
+    """``applyConnectionPool`` (cluster_traffic_policy.go): a field counts only when ``> 0`` (0 means unset);
+    ``track_remaining`` off, as ``getDefaultCircuitBreakerThresholds`` sets it
+    (DISABLE_TRACK_REMAINING_CB_METRICS defaults to true in features/pilot.go)."""
     tcp, http = pool.get("tcp") or {}, pool.get("http") or {}
+
+    def limit(value: Any) -> int:
+        return int(value) if value is not None and int(value) > 0 else MAX
+
     return {
-        "max_connections": int(tcp.get("maxConnections", MAX)),
-        "max_pending_requests": int(http.get("http1MaxPendingRequests", MAX)),
-        "max_requests": int(http.get("http2MaxRequests", MAX)),
-        "max_retries": int(http.get("maxRetries", MAX)),
-        "track_remaining": True,
+        "max_connections": limit(tcp.get("maxConnections")),
+        "max_pending_requests": limit(http.get("http1MaxPendingRequests")),
+        "max_requests": limit(http.get("http2MaxRequests")),
+        "max_retries": limit(http.get("maxRetries")),
+        "track_remaining": False,
     }
 
 
@@ -204,6 +249,23 @@ def _outlier(cluster: dict, od: dict) -> None:
     cluster["common_lb_config"] = {"healthy_panic_threshold": {"value": float(od.get("minHealthPercent", 0))}}
 
 
+def peer_labels(workload: str, namespace: str, labels: dict[str, str]) -> dict[str, str]:
+    """What Istio's stats report about a workload, keyed as the ``source_``/``destination_`` label suffixes:
+    app and version from the pod labels, canonical service and revision as ``CanonicalService``
+    (pkg/kube/labels/labels.go) derives them."""
+    name = next((labels[k] for k in CANONICAL_NAME if k in labels), workload)
+    revision = next((labels[k] for k in CANONICAL_REVISION if k in labels), "latest")
+    return {
+        "workload": workload,
+        "workload_namespace": namespace,
+        "app": labels.get("app", "unknown"),
+        "version": labels.get("version", "unknown"),
+        "canonical_service": name,
+        "canonical_revision": revision,
+        "cluster": CLUSTER_ID,
+    }
+
+
 def _lb_endpoint(e: Endpoint, host: Host) -> dict:
     """An endpoint; in-mesh instances carry the metadata auto mTLS and the request counter read."""
     lb: dict[str, Any] = {
@@ -212,9 +274,7 @@ def _lb_endpoint(e: Endpoint, host: Host) -> dict:
     if e.instance is None or host.external:
         return lb
     w = e.instance.workload
-    metadata: dict[str, Any] = {
-        "istio": {"workload": w.name, "namespace": w.namespace, "version": w.version or "unknown"}
-    }
+    metadata: dict[str, Any] = {"istio": peer_labels(w.name, w.namespace, w.labels)}
     if e.instance.proxy is not None:
         metadata["envoy.transport_socket_match"] = {"tlsMode": "istio"}
     lb["metadata"] = {"filter_metadata": metadata}

@@ -31,6 +31,9 @@ if TYPE_CHECKING:
 FLUSH_INTERVAL_MS = 100
 #: How long a listener removed or replaced via LDS keeps draining old connections (Envoy's default is 600 s).
 DRAIN_TIME_S = 1
+#: ECDS resources and the stat prefix of their subscriptions (``<prefix><filter name>.version_text``).
+EXTENSION = "type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig"
+ECDS_STAT = "extension_config_discovery.http_filter."
 #: Timeout of one admin API call.
 ADMIN_TIMEOUT = 2.0
 
@@ -54,18 +57,17 @@ def binary() -> str:
 
 def bootstrap(proxy: Proxy) -> dict[str, Any]:
     """The bootstrap: node identity, admin on 127.0.0.1, LDS/CDS from the proxy's watched config directory."""
-    cfg = Path(proxy.cfg_dir)
 
-    def source(name: str) -> dict[str, Any]:
+    def source(path: Path) -> dict[str, Any]:
         return {
             "resource_api_version": "V3",
-            "path_config_source": {"path": str(cfg / name), "watched_directory": {"path": str(cfg)}},
+            "path_config_source": {"path": str(path), "watched_directory": {"path": str(proxy.cfg_dir)}},
         }
 
     return {
         "node": {"id": proxy.id, "cluster": f"{proxy.workload}.{proxy.namespace}"},
         "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": proxy.admin_port}}},
-        "dynamic_resources": {"lds_config": source("lds.yaml"), "cds_config": source("cds.yaml")},
+        "dynamic_resources": {"lds_config": source(proxy.lds_file), "cds_config": source(proxy.cds_file)},
         "stats_config": {
             "use_all_default_tags": False,
             "stats_tags": [
@@ -126,11 +128,16 @@ def write_configs(targets: list[tuple[Proxy, ProxyConfig]]) -> list[Written]:
     new_rds: list[tuple[Proxy, Path, str, tuple[str, str]]] = []
     rds: list[tuple[Proxy, Path, str, tuple[str, str]]] = []
     for proxy, config in targets:
-        cds.append((proxy, Path(proxy.cfg_dir) / "cds.yaml", "cluster_manager.cds", dump(config.clusters)))
-        lds.append((proxy, Path(proxy.cfg_dir) / "lds.yaml", "listener_manager.lds", dump(config.listeners)))
+        cds.append((proxy, proxy.cds_file, "cluster_manager.cds", dump(config.clusters)))
+        lds.append((proxy, proxy.lds_file, "listener_manager.lds", dump(config.listeners)))
         for route in config.routes:
-            path = Path(proxy.route_file(route["name"]))
+            path = proxy.route_file(route["name"])
             item = (proxy, path, f".rds.{route['name']}", dump([route]))
+            (rds if path.exists() else new_rds).append(item)
+        for name, typed_config in config.extensions.items():  # ECDS: a TypedExtensionConfig per filter
+            path = Path(proxy.route_file(f"ecds.{name}"))
+            resource = {"@type": EXTENSION, "name": name, "typed_config": typed_config}
+            item = (proxy, path, f"{ECDS_STAT}{name}", dump([resource]))
             (rds if path.exists() else new_rds).append(item)
     return [
         Written(proxy, path, stat, version)

@@ -1,16 +1,19 @@
 """VirtualService → RouteConfiguration, as istiod's ``TranslateRoute`` does: one route per match, weighted
 clusters without 0-weight entries, the mesh's default retry policy, ``timeout: 0s`` unless set, faults as
 per-route fault-filter config, mirrors, rewrites and header operations. Sidecars get one config per port
-(``"<port>"``, a vhost per host plus the outboundTrafficPolicy catch-all), the gateway one per server port
-(``http.<port>``)."""
+(``"<port>"``, a vhost per host plus the outboundTrafficPolicy catch-all), the gateway one per listener
+(``http.<target port>``, built as ``buildGatewayHTTPRouteConfig`` does)."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
 from labkit.errors import ManifestError
-from labkit.local.clusters import cluster_name
-from labkit.local.registry import Host, alt_names, duration, host_matches, resolve_host
+from labkit.local.clusters import PEER_KEYS, cluster_name, peer_labels
+from labkit.local.registry import Host
+from labkit.meshmodel import alt_names, host_matches, weights_route_nothing
+from labkit.meshmodel import envoy_duration as duration
+from labkit.meshmodel import fqdn as resolve_host
 
 if TYPE_CHECKING:
     from labkit.local.topology import Proxy
@@ -20,9 +23,9 @@ ROUTE_CONFIG = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
 HTTP_FAULT = "type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault"
 PREVIOUS_HOSTS = "type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate"
 DEFAULT_RETRY_ON = "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes"
-#: Headers a client proxy adds so the server proxy can report ``source_workload`` (no metadata exchange here).
-SOURCE_WORKLOAD_HEADER = "x-lab-source-workload"
-SOURCE_NAMESPACE_HEADER = "x-lab-source-namespace"
+#: Headers a client proxy adds so the server proxy can report the ``source_*`` labels (Istio's metadata
+#: exchange sends ``x-envoy-peer-metadata``), by ``peer_labels`` key.
+PEER_HEADERS = {key: f"x-lab-source-{key.replace('_', '-')}" for key in PEER_KEYS}
 
 
 def default_retry_policy() -> dict:
@@ -47,38 +50,42 @@ def sidecar_route_config(
         vs = next((v for v in virtual_services if _binds(v, host.fqdn)), None)
         routes = http_routes(vs, port, by_fqdn) if vs else [_default_route(host, port)]
         domains = [host.fqdn, *alt_names(host.fqdn, proxy.namespace)]
-        vhosts.append({"name": f"{host.fqdn}:{port}", "domains": domains, "routes": routes})
+        vh = vhost(f"{host.fqdn}:{port}", domains, routes)
+        if _in_mesh(host):
+            vh["request_headers_to_add"] = identity_headers(proxy)
+        vhosts.append(vh)
     block_all = {"name": "block_all", "match": {"prefix": "/"}, "direct_response": {"status": 502}}
-    vhosts.append({"name": "block_all", "domains": ["*"], "routes": [block_all]})  # REGISTRY_ONLY
-    return _route_config(str(port), vhosts, proxy)
+    vhosts.append(vhost("block_all", ["*"], [block_all]))  # REGISTRY_ONLY (buildCatchAllVirtualHost)
+    return route_config(str(port), vhosts)
 
 
-def gateway_route_config(
-    proxy: Proxy,
-    port: int,
-    server_hosts: list[str],
-    virtual_services: list[Resource],
-    hosts: list[Host],
-    rbac: dict[str, dict],
-) -> dict:
-    """Route config ``http.<port>``: a vhost ``<host>:<port>`` per VirtualService host the server accepts;
-    ``blackhole:<port>`` (no routes, so 404 NR) when no VirtualService binds. ``rbac``: per-route RBAC."""
-    by_fqdn = {h.fqdn: h for h in hosts}
-    vhosts, seen = [], set()
-    for vs in virtual_services:
-        for name in vs.spec.get("hosts") or []:
-            if name in seen or not any(host_matches(s, name) or host_matches(name, s) for s in server_hosts):
-                continue
-            seen.add(name)
-            routes = [_with_filters(r, rbac) for r in http_routes(vs, port, by_fqdn)]
-            vhosts.append({"name": f"{name}:{port}", "domains": [name], "routes": routes})
-    if not vhosts:
-        vhosts.append({"name": f"blackhole:{port}", "domains": ["*"], "routes": []})
-    return _route_config(f"http.{port}", vhosts, proxy)
+def _in_mesh(host: Host) -> bool:
+    """Some endpoint of ``host`` has a sidecar, which strips the identity headers before its app."""
+    return any(e.instance and e.instance.proxy for eps in host.endpoints.values() for e in eps)
 
 
-def inbound_route_config(port: int, service: str, rbac: dict[str, dict]) -> dict:
-    """``inbound|<port>||``: everything to the local app (no timeout), under the proxy's RBAC rules."""
+def identity_headers(proxy: Proxy) -> list[dict]:
+    """The caller's workload for the server's ``source_workload`` label (Istio's metadata exchange does this
+    with ``x-envoy-peer-metadata``). Only sent to in-mesh hosts; the server trusts it only over mTLS."""
+    peer = peer_labels(proxy.workload, proxy.namespace, proxy.labels)
+    return [_header_value(h, peer[k], "OVERWRITE_IF_EXISTS_OR_ADD") for k, h in PEER_HEADERS.items()]
+
+
+def vhost(name: str, domains: list[str], routes: list[dict]) -> dict:
+    """A vhost with ``include_request_attempt_count``, as ``GetProxyHeaders`` defaults it (the upstream
+    sees ``x-envoy-attempt-count``)."""
+    return {"name": name, "domains": domains, "routes": routes, "include_request_attempt_count": True}
+
+
+def catch_all(route: dict) -> bool:
+    """``IsCatchAllRoute``: prefix ``/`` (or regex ``.*``) with no header or query match."""
+    match = route["match"]
+    path = match.get("prefix") == "/" or (match.get("safe_regex") or {}).get("regex") == ".*"
+    return path and not match.get("headers") and not match.get("query_parameters")
+
+
+def inbound_route_config(port: int, service: str) -> dict:
+    """``inbound|<port>||``: everything to the local app (no timeout); RBAC runs on the HCM (listeners.py)."""
     cluster = f"inbound|{port}||"
     route = {
         "name": "default",
@@ -94,30 +101,17 @@ def inbound_route_config(port: int, service: str, rbac: dict[str, dict]) -> dict
         "@type": ROUTE_CONFIG,
         "name": cluster,
         "validate_clusters": False,
-        "virtual_hosts": [
-            {"name": f"inbound|http|{port}", "domains": ["*"], "routes": [_with_filters(route, rbac)]}
-        ],
+        "virtual_hosts": [{"name": f"inbound|http|{port}", "domains": ["*"], "routes": [route]}],
     }
 
 
-def _with_filters(route: dict, per_filter: dict[str, dict]) -> dict:
-    """``route`` with more per-filter config (e.g. RBAC) merged into what it has (e.g. a fault)."""
-    if not per_filter:
-        return route
-    return {**route, "typed_per_filter_config": {**route.get("typed_per_filter_config", {}), **per_filter}}
-
-
-def _route_config(name: str, vhosts: list[dict], proxy: Proxy) -> dict:
+def route_config(name: str, vhosts: list[dict]) -> dict:
     return {
         "@type": ROUTE_CONFIG,
         "name": name,
         "virtual_hosts": vhosts,
         "validate_clusters": False,
         "ignore_port_in_host_matching": True,
-        "request_headers_to_add": [
-            _header_value(SOURCE_WORKLOAD_HEADER, proxy.workload, "OVERWRITE_IF_EXISTS_OR_ADD"),
-            _header_value(SOURCE_NAMESPACE_HEADER, proxy.namespace, "OVERWRITE_IF_EXISTS_OR_ADD"),
-        ],
     }
 
 
@@ -130,7 +124,7 @@ def _default_route(host: Host, port: int) -> dict:
         "name": "default",
         "match": {"prefix": "/", "case_sensitive": True},
         "decorator": {"operation": f"{host.fqdn}:{port}/*"},
-        "metadata": _service_metadata(host.fqdn),
+        "metadata": _service_metadata(host.fqdn, {host.fqdn: host}),
         "route": {
             "cluster": cluster_name(port, "", host.fqdn),
             "timeout": "0s",
@@ -139,9 +133,14 @@ def _default_route(host: Host, port: int) -> dict:
     }
 
 
-def _service_metadata(fqdn: str) -> dict:
-    """The destination service, for the request counter: known even when the cluster is not (503 NC)."""
-    return {"filter_metadata": {"istio": {"service": fqdn}}}
+def _service_metadata(fqdn: str, hosts: dict[str, Host]) -> dict:
+    """The destination service, for the request counter: known even when the cluster is not (503 NC).
+    Name and namespace as Istio's ``destination_service_name/namespace``: a Kubernetes Service's own, else
+    the host itself in its ServiceEntry's namespace (``unknown`` for a host not in the registry)."""
+    host = hosts.get(fqdn)
+    name = fqdn.split(".")[0] if host is not None and not host.external else fqdn
+    namespace = host.namespace if host is not None else "unknown"
+    return {"filter_metadata": {"istio": {"service": fqdn, "name": name, "namespace": namespace}}}
 
 
 def http_routes(vs: Resource, port: int, hosts: dict[str, Host]) -> list[dict]:
@@ -159,7 +158,7 @@ def http_routes(vs: Resource, port: int, hosts: dict[str, Host]) -> list[dict]:
             if name:
                 route["name"] = name
             routes.append(route)
-            if route["match"] == {"prefix": "/", "case_sensitive": True}:
+            if catch_all(route):  # BuildHTTPRoutesForVirtualService: nothing after it can match
                 return routes
     return routes
 
@@ -175,53 +174,68 @@ def _destination(vs: Resource, dest: dict, port: int, hosts: dict[str, Host]) ->
 
 
 def _action(vs: Resource, http: dict, path: str, port: int, hosts: dict[str, Host]) -> dict:
-    """Everything of one ``http`` entry except the match: route action, fault, mirror, headers, decorator."""
+    """``TranslateRoute`` + ``applyHTTPRouteDestination`` (route/route.go) for one ``http`` entry, except the
+    match: route-level header operations first, the destination's appended after them (so its ``set`` wins);
+    ``host``/``:authority`` in set/add become ``host_rewrite_literal`` (``rewrite.authority`` first, a
+    destination's only when the route has none); several destinations are always ``weighted_clusters``,
+    without 0-weight entries."""
     where = vs.where
     dests = http.get("route") or []
     if not dests:
         raise ManifestError(f"{where}: field {path}.route is empty; add at least one destination")
+    route: dict[str, Any] = _header_ops(http.get("headers") or {})
+    authority = route.pop("authority", None)
     action: dict[str, Any] = {"timeout": duration(http.get("timeout")) or "0s"}
-    route: dict[str, Any] = {}
+    rewrite = http.get("rewrite") or {}
+    if "uri" in rewrite:
+        action["prefix_rewrite"] = rewrite["uri"]
+    authority = rewrite.get("authority") or authority
+    if authority:
+        action["host_rewrite_literal"] = authority
+    mirror = _mirror(vs, http, port, hosts)
+    if mirror is not None:
+        action["request_mirror_policies"] = [mirror]
     targets = [(d, _destination(vs, d["destination"], port, hosts)) for d in dests]
-    if len(targets) > 1:
-        targets = [(d, t) for d, t in targets if int(d.get("weight", 0)) > 0]
-        if not targets:
+    if len(targets) == 1:
+        d, (_, _, name) = targets[0]
+        action["cluster"] = name
+        ops = _header_ops(d.get("headers") or {})
+        if ops.get("authority") and "host_rewrite_literal" not in action:
+            action["host_rewrite_literal"] = ops["authority"]
+        for key, value in ops.items():
+            if key != "authority":
+                route[key] = route.get(key, []) + value
+    else:
+        if weights_route_nothing(d.get("weight") for d in dests):
             raise ManifestError(
                 f"{where}: field {path}.route has several destinations whose weights total 0; give at least "
                 "one a positive weight"
             )
-    if len(targets) == 1:
-        d, (_, _, name) = targets[0]
-        action["cluster"] = name
-        route.update(_header_ops(d.get("headers") or {}))
-    else:
+        targets = [(d, t) for d, t in targets if int(d.get("weight", 0)) > 0]
         action["weighted_clusters"] = {
-            "clusters": [
-                {"name": t[2], "weight": int(d["weight"]), **_header_ops(d.get("headers") or {})}
-                for d, t in targets
-            ]
+            "clusters": [_weighted(t[2], int(d["weight"]), d.get("headers") or {}) for d, t in targets]
         }
     fqdn, number, _ = targets[0][1]
     retry = _retry_policy(http.get("retries"))
     if retry is not None:
         action["retry_policy"] = retry
-    mirror = _mirror(vs, http, port, hosts)
-    if mirror is not None:
-        action["request_mirror_policies"] = [mirror]
-    rewrite = http.get("rewrite") or {}
-    if "uri" in rewrite:
-        action["prefix_rewrite"] = rewrite["uri"]
-    if "authority" in rewrite:
-        action["host_rewrite_literal"] = rewrite["authority"]
     route["route"] = action
     route["decorator"] = {"operation": f"{fqdn}:{number}/*"}
-    route["metadata"] = _service_metadata(fqdn)
+    route["metadata"] = _service_metadata(fqdn, hosts)
     fault = _fault(http.get("fault"))
     if fault is not None:
         route["typed_per_filter_config"] = {"envoy.filters.http.fault": fault}
-    for key, value in _header_ops(http.get("headers") or {}).items():
-        route[key] = route.get(key, []) + value
     return route
+
+
+def _weighted(cluster: str, weight: int, headers: dict) -> dict:
+    """``processWeightedDestination``: the cluster's own header operations and authority rewrite."""
+    ops = _header_ops(headers)
+    authority = ops.pop("authority", None)
+    out: dict[str, Any] = {"name": cluster, "weight": weight, **ops}
+    if authority:
+        out["host_rewrite_literal"] = authority
+    return out
 
 
 def _match(match: dict) -> dict:
@@ -242,13 +256,15 @@ def _match(match: dict) -> dict:
         headers.append(_header_match(":method", match["method"]))
     if headers:
         out["headers"] = headers
-    params = [
-        {"name": name, "string_match": _string_match(m)}
-        for name, m in sorted((match.get("queryParams") or {}).items())
-    ]
+    params = [_header_match(name, m) for name, m in sorted((match.get("queryParams") or {}).items())]
     if params:
         out["query_parameters"] = params
     return out
+
+
+def _present(m: dict) -> bool:
+    """``canBeConvertedToPresentMatch``: an empty match, or regex ``*`` (not RE2, read as presence)."""
+    return not any(k in m for k in ("exact", "prefix", "regex")) or m.get("regex") == "*"
 
 
 def _string_match(m: dict) -> dict:
@@ -260,7 +276,8 @@ def _string_match(m: dict) -> dict:
 
 
 def _header_match(name: str, m: dict) -> dict:
-    if m.get("regex") == "*":
+    """``translateHeaderMatch`` and ``translateQueryParamMatch`` (the same shape)."""
+    if _present(m or {}):
         return {"name": name, "present_match": True}
     return {"name": name, "string_match": _string_match(m)}
 
@@ -296,21 +313,22 @@ def _percent(p: dict | None) -> dict | None:
 
 
 def _fault(fault: dict | None) -> dict | None:
-    """``TranslateFault``; an unset percentage stays unset, which Envoy reads as 0% (as in Istio)."""
+    """``TranslateFault``: a delay without ``fixedDelay`` or an abort without ``httpStatus`` is dropped (no
+    fault at all when both are); a delay without percentage is 0% (the deprecated integer ``percent``, 0),
+    an abort without percentage stays unset, which Envoy reads as 0%."""
     if not fault:
         return None
     out: dict[str, Any] = {"@type": HTTP_FAULT}
-    if "delay" in fault:
-        delay = fault["delay"]
-        out["delay"] = {"fixed_delay": duration(delay.get("fixedDelay"))}
-        if delay.get("percentage") is not None:
-            out["delay"]["percentage"] = _percent(delay["percentage"])
-    if "abort" in fault:
-        abort = fault["abort"]
+    delay = fault.get("delay") or {}
+    if delay.get("fixedDelay") is not None:
+        percent = _percent(delay.get("percentage")) or {"numerator": 0, "denominator": "HUNDRED"}
+        out["delay"] = {"fixed_delay": duration(delay["fixedDelay"]), "percentage": percent}
+    abort = fault.get("abort") or {}
+    if abort.get("httpStatus") is not None:
         out["abort"] = {"http_status": int(abort["httpStatus"])}
         if abort.get("percentage") is not None:
             out["abort"]["percentage"] = _percent(abort["percentage"])
-    return out
+    return out if len(out) > 1 else None
 
 
 def _mirror(vs: Resource, http: dict, port: int, hosts: dict[str, Host]) -> dict | None:
@@ -321,22 +339,42 @@ def _mirror(vs: Resource, http: dict, port: int, hosts: dict[str, Host]) -> dict
     percent = _percent(http.get("mirrorPercentage")) or {"numerator": 1000000, "denominator": "MILLION"}
     if percent["numerator"] == 0:
         return None
-    return {"cluster": name, "runtime_fraction": {"default_value": percent}, "trace_sampled": False}
+    # TranslateRequestMirrorPolicy: DISABLE_SHADOW_HOST_SUFFIX defaults to true (features/pilot.go), so the
+    # mirrored request keeps the original Host instead of Envoy's ``<host>-shadow``.
+    return {
+        "cluster": name,
+        "runtime_fraction": {"default_value": percent},
+        "trace_sampled": False,
+        "disable_shadow_host_suffix_append": True,
+    }
 
 
 def _header_value(key: str, value: str, append: str) -> dict:
     return {"header": {"key": key, "value": str(value)}, "append_action": append}
 
 
-def _header_ops(headers: dict) -> dict[str, list]:
-    """``headers.request/response`` set/add/remove as Envoy's header mutation fields."""
-    out: dict[str, list] = {}
+def _header_ops(headers: dict) -> dict[str, Any]:
+    """``TranslateHeadersOperations``: set (overwrite) then add (append), each sorted by name; ``:``-headers
+    and ``host`` are left out, ``host``/``:authority`` returned as ``authority`` (set wins over add)."""
+    out: dict[str, Any] = {}
     for side in ("request", "response"):
         ops = headers.get(side) or {}
-        add = [_header_value(k, v, "OVERWRITE_IF_EXISTS_OR_ADD") for k, v in (ops.get("set") or {}).items()]
-        add += [_header_value(k, v, "APPEND_IF_EXISTS_OR_ADD") for k, v in (ops.get("add") or {}).items()]
+        add = []
+        for key, append in (("set", "OVERWRITE_IF_EXISTS_OR_ADD"), ("add", "APPEND_IF_EXISTS_OR_ADD")):
+            values = ops.get(key) or {}
+            if side == "request":
+                auth = [v for k, v in values.items() if k.lower() in ("host", ":authority")]
+                if auth and (key == "set" or "authority" not in out):
+                    out["authority"] = str(auth[-1])
+            add += [_header_value(k, v, append) for k, v in sorted(values.items()) if not _internal(k)]
         if add:
             out[f"{side}_headers_to_add"] = add
-        if ops.get("remove"):
-            out[f"{side}_headers_to_remove"] = list(ops["remove"])
+        remove = [k for k in ops.get("remove") or [] if not _internal(k)]
+        if remove:
+            out[f"{side}_headers_to_remove"] = remove
     return out
+
+
+def _internal(key: str) -> bool:
+    """``isInternalHeader``: pseudo-headers and ``host`` cannot be mutated by Envoy."""
+    return key.startswith(":") or key.lower() == "host"

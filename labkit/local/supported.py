@@ -1,5 +1,9 @@
 """What the local backend implements, field by field, so anything else is refused by name instead of being
-silently ignored (a trainee must never see "it worked" for a field that did nothing)."""
+silently ignored (a trainee must never see "it worked" for a field that did nothing).
+
+It runs after validation (lab.py's pipeline): every field and value reaching it is one Istio accepts, so
+"not supported by the local backend" is only ever said of a valid Istio field (a typo such as ``weigth`` or
+``mode: STRlCT`` is validation's unknown field or value, with its suggestion)."""
 
 from __future__ import annotations
 
@@ -7,16 +11,15 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from labkit.errors import ManifestError, UnsupportedError
-from labkit.local.registry import DURATION_RE
+from labkit.errors import UnsupportedError
 from labkit.local.topology import HTTP_PROTOCOLS, port_protocol
+from labkit.meshmodel import is_istio
 
 if TYPE_CHECKING:
     from labkit.manifests import Resource
 
-ISTIO_GROUPS = ("networking.istio.io", "security.istio.io", "telemetry.istio.io", "extensions.istio.io")
 GATEWAY_API_GROUP = "gateway.networking.k8s.io"
-KIND_BACKEND = "use the kind backend (LAB_BACKEND=kind)"
+KIND_BACKEND = "What to do: use the kind backend (LAB_BACKEND=kind)"
 
 ANY = None  # any value, not inspected further
 
@@ -39,13 +42,6 @@ class Pattern:
     example: str
 
 
-class Duration:
-    """A Go/protobuf duration such as ``1s``, ``0.5s``, ``300ms`` or ``1m30s``."""
-
-
-DURATION = Duration()
-
-
 STRING_MATCH = {"exact": ANY, "prefix": ANY, "regex": ANY}
 DESTINATION = {"host": ANY, "subset": ANY, "port": {"number": ANY}}
 HEADER_OPS = {"set": ANY, "add": ANY, "remove": ANY}
@@ -56,20 +52,20 @@ MTLS_MODES = Enum(("UNSET", "DISABLE", "PERMISSIVE", "STRICT"))
 TRAFFIC_POLICY = {
     "loadBalancer": {"simple": Enum(("UNSPECIFIED", "ROUND_ROBIN", "LEAST_REQUEST", "LEAST_CONN", "RANDOM"))},
     "connectionPool": {
-        "tcp": {"maxConnections": ANY, "connectTimeout": DURATION, "maxConnectionDuration": DURATION},
+        "tcp": {"maxConnections": ANY, "connectTimeout": ANY, "maxConnectionDuration": ANY},
         "http": {
             "http1MaxPendingRequests": ANY,
             "http2MaxRequests": ANY,
             "maxRequestsPerConnection": ANY,
             "maxRetries": ANY,
-            "idleTimeout": DURATION,
+            "idleTimeout": ANY,
         },
     },
     "outlierDetection": {
         "consecutive5xxErrors": ANY,
         "consecutiveGatewayErrors": ANY,
-        "interval": DURATION,
-        "baseEjectionTime": DURATION,
+        "interval": ANY,
+        "baseEjectionTime": ANY,
         "maxEjectionPercent": ANY,
         "minHealthPercent": ANY,
     },
@@ -95,10 +91,10 @@ SCHEMAS: dict[str, dict[str, Any]] = {
                     }
                 ],
                 "route": [{"destination": DESTINATION, "weight": ANY, "headers": HEADERS}],
-                "timeout": DURATION,
-                "retries": {"attempts": ANY, "perTryTimeout": DURATION, "retryOn": ANY},
+                "timeout": ANY,
+                "retries": {"attempts": ANY, "perTryTimeout": ANY, "retryOn": ANY},
                 "fault": {
-                    "delay": {"fixedDelay": DURATION, "percentage": PERCENT},
+                    "delay": {"fixedDelay": ANY, "percentage": PERCENT},
                     "abort": {"httpStatus": ANY, "percentage": PERCENT},
                 },
                 "mirror": DESTINATION,
@@ -141,6 +137,11 @@ SCHEMAS: dict[str, dict[str, Any]] = {
         "location": Enum(("MESH_EXTERNAL",)),
         "endpoints": [{"address": ANY, "ports": ANY}],
     },
+    # Only access logging on or off, for the envoy provider (local/access_logging.py).
+    "Telemetry": {
+        "selector": {"matchLabels": ANY},
+        "accessLogging": [{"providers": [{"name": Enum(("envoy",))}], "disabled": ANY}],
+    },
     "Gateway": {
         "selector": ANY,
         "servers": [
@@ -151,14 +152,15 @@ SCHEMAS: dict[str, dict[str, Any]] = {
 
 
 def check_supported(resources: list[Resource]) -> None:
-    """Raise UnsupportedError for the first Istio kind, field or value the local backend lacks."""
+    """Raise UnsupportedError for the first Istio kind, field or value the local backend lacks; the
+    resources have passed validation."""
     for r in resources:
-        if r.group == GATEWAY_API_GROUP or (r.group in ISTIO_GROUPS and r.kind not in SCHEMAS):
+        if r.group == GATEWAY_API_GROUP or (is_istio(r.group) and r.kind not in SCHEMAS):
             raise UnsupportedError(
                 f"{r.where}: kind {r.kind} is not supported by the local backend (it implements "
-                f"{', '.join(SCHEMAS)}); {KIND_BACKEND} or remove it"
+                f"{', '.join(SCHEMAS)}). {KIND_BACKEND}, or remove it"
             )
-        if r.kind in SCHEMAS and r.group in ISTIO_GROUPS:
+        if r.kind in SCHEMAS and is_istio(r.group):
             _walk(r, r.spec, SCHEMAS[r.kind], "spec")
             if r.kind == "ServiceEntry":
                 _check_service_entry_protocols(r)
@@ -167,22 +169,17 @@ def check_supported(resources: list[Resource]) -> None:
 def _walk(r: Resource, value: Any, schema: Any, path: str) -> None:
     if schema is ANY:
         return
-    if isinstance(schema, Duration):
-        if not DURATION_RE.fullmatch(str(value)):
-            raise ManifestError(
-                f"{r.where}: field {path} value {value!r} is not a duration; write e.g. 1s, 0.5s or 300ms"
-            )
-    elif isinstance(schema, Enum):
+    if isinstance(schema, Enum):
         if value not in schema.values:
             raise UnsupportedError(
                 f"{r.where}: field {path} value {value!r} is not supported by the local backend (it supports "
-                f"{', '.join(schema.values)}); {KIND_BACKEND} or change it"
+                f"{', '.join(schema.values)}). {KIND_BACKEND}, or change it"
             )
     elif isinstance(schema, Pattern):
         if not isinstance(value, str) or not re.fullmatch(schema.regex, value):
             raise UnsupportedError(
                 f"{r.where}: field {path} value {value!r} is not supported by the local backend (it supports "
-                f"keys like {schema.example}); {KIND_BACKEND} or change it"
+                f"keys like {schema.example}). {KIND_BACKEND}, or change it"
             )
     elif isinstance(schema, MapOf) and isinstance(value, dict):
         for key, item in value.items():
@@ -194,8 +191,8 @@ def _walk(r: Resource, value: Any, schema: Any, path: str) -> None:
         for key, item in value.items():
             if key not in schema:
                 raise UnsupportedError(
-                    f"{r.where}: field {path}.{key} is not supported by the local backend; "
-                    f"{KIND_BACKEND} or remove it"
+                    f"{r.where}: field {path}.{key} is not supported by the local backend. "
+                    f"{KIND_BACKEND}, or remove it"
                 )
             _walk(r, item, schema[key], f"{path}.{key}")
 
@@ -206,5 +203,5 @@ def _check_service_entry_protocols(r: Resource) -> None:
         if str(protocol).upper() not in {p.upper() for p in HTTP_PROTOCOLS}:
             raise UnsupportedError(
                 f"{r.where}: field spec.ports[{i}].protocol value {protocol!r} is not supported by the local "
-                f"backend (it routes HTTP ServiceEntry ports only); {KIND_BACKEND} or use protocol: HTTP"
+                f"backend (it routes HTTP ServiceEntry ports only). {KIND_BACKEND}, or use protocol: HTTP"
             )

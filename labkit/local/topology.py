@@ -7,18 +7,19 @@ sequence always give the same topology.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from labkit.errors import UnsupportedError
+from labkit.local import downward
+from labkit.meshmodel import selects, service_fqdn
+from labkit.state import LocalState, ProxyFiles
 
 if TYPE_CHECKING:
     from labkit.manifests import Resource
 
-CLUSTER_DOMAIN = "svc.cluster.local"
 GATEWAY_NAMESPACE = "istio-system"
 GATEWAY_WORKLOAD = "istio-ingressgateway"
 GATEWAY_LABELS = {"app": "istio-ingressgateway", "istio": "ingressgateway"}
@@ -55,11 +56,6 @@ def port_protocol(name: str, app_protocol: str | None = None) -> str:
     return PROTOCOLS.get(name.lower().split("-", 1)[0], "")
 
 
-def safe_name(name: str) -> str:
-    """A file-system-safe form of a proxy id or route name."""
-    return re.sub(r"[^A-Za-z0-9._-]", "_", name)
-
-
 @dataclass
 class ServicePort:
     name: str
@@ -77,7 +73,7 @@ class Service:
 
     @property
     def fqdn(self) -> str:
-        return f"{self.name}.{self.namespace}.{CLUSTER_DOMAIN}"
+        return service_fqdn(self.name, self.namespace)
 
     def port(self, number: int) -> ServicePort | None:
         return next((p for p in self.ports if p.port == number), None)
@@ -90,8 +86,12 @@ class Workload:
     labels: dict[str, str]  # pod template labels
     service_account: str
     replicas: int
-    env: dict[str, str]  # literal values only; the runtime fills POD_NAME and other downward-API values
+    env: dict[str, str]  # literal values
     injected: bool
+    env_fields: dict[str, str] = field(
+        default_factory=dict
+    )  # env name -> fieldRef path (downward.py fills it)
+    annotations: dict[str, str] = field(default_factory=dict)  # pod template annotations
 
     @property
     def version(self) -> str | None:
@@ -99,7 +99,9 @@ class Workload:
 
 
 @dataclass
-class Proxy:
+class Proxy(ProxyFiles):
+    """One Envoy (a sidecar or the gateway); its files live under ``dir`` (see labkit.state.ProxyFiles)."""
+
     id: str
     kind: str  # "sidecar" | "gateway"
     namespace: str
@@ -112,33 +114,6 @@ class Proxy:
     inbound_ports: dict[int, int] = field(default_factory=dict)  # target port -> inbound listener port
     outbound_ports: dict[int, int] = field(default_factory=dict)  # service port -> outbound listener port
     gateway_ports: dict[int, int] = field(default_factory=dict)  # Gateway server port -> listener port
-
-    @property
-    def cfg_dir(self) -> Path:
-        return self.dir / "cfg"
-
-    @property
-    def rds_dir(self) -> Path:
-        return self.dir / "rds"
-
-    def route_file(self, name: str) -> Path:
-        return self.rds_dir / f"rds_{safe_name(name)}.yaml"
-
-    @property
-    def cert_file(self) -> Path:
-        return self.dir / "certs" / "cert-chain.pem"
-
-    @property
-    def key_file(self) -> Path:
-        return self.dir / "certs" / "key.pem"
-
-    @property
-    def ca_file(self) -> Path:
-        return self.dir / "certs" / "root-cert.pem"
-
-    @property
-    def access_log(self) -> Path:
-        return self.dir / "access.log"
 
 
 @dataclass
@@ -206,6 +181,7 @@ def build_topology(
 ) -> Topology:
     """The topology of ``apps`` (Namespaces, Services, Deployments): one sidecar per injected instance and the
     ingress gateway, with every listener port the registry's Services need."""
+    files = LocalState(state)
     namespaces = {r.name: r.labels for r in apps if r.kind == "Namespace"}
     services, workloads = [], []
     for r in apps:
@@ -239,7 +215,7 @@ def build_topology(
                     service_account=w.service_account,
                     spiffe=f"spiffe://{trust_domain}/ns/{w.namespace}/sa/{w.service_account}",
                     admin_port=allocate_port(),
-                    dir=state / "proxies" / safe_name(proxy_id),
+                    dir=files.proxy_dir(proxy_id),
                     inbound_ports={t: allocate_port() for t in targets},
                     outbound_ports={p: allocate_port() for p in registry_ports},
                 )
@@ -255,7 +231,7 @@ def build_topology(
         service_account=GATEWAY_SERVICE_ACCOUNT,
         spiffe=f"spiffe://{trust_domain}/ns/{GATEWAY_NAMESPACE}/sa/{GATEWAY_SERVICE_ACCOUNT}",
         admin_port=allocate_port(),
-        dir=state / "proxies" / safe_name(gateway_id),
+        dir=files.proxy_dir(gateway_id),
     )
     proxies[gateway_id] = gateway
     return Topology(services, workloads, instances, proxies, gateway)
@@ -277,11 +253,6 @@ def ensure_gateway_port(topo: Topology, port: int, allocate_port: Callable[[], i
         return False
     topo.gateway.gateway_ports[port] = allocate_port()
     return True
-
-
-def selects(selector: dict[str, str] | None, labels: dict[str, str]) -> bool:
-    """A label selector (``matchLabels``); an empty or missing one selects every workload."""
-    return (selector or {}).items() <= labels.items()
 
 
 def _selects(service: Service, w: Workload) -> bool:
@@ -316,14 +287,18 @@ def _workload(r: Resource, namespace_labels: dict[str, str]) -> Workload:
     pod = template.get("spec") or {}
     containers = pod.get("containers") or []
     labels = {str(k): str(v) for k, v in (meta.get("labels") or {}).items()}
+    annotations = {str(k): str(v) for k, v in (meta.get("annotations") or {}).items()}
+    env, env_fields = downward.parse_env(r.where, 0, containers[0]) if containers else ({}, {})
     return Workload(
         name=r.name,
         namespace=r.namespace,
         labels=labels,
         service_account=pod.get("serviceAccountName") or "default",
         replicas=int(r.spec.get("replicas", 1)),
-        env={e["name"]: str(e["value"]) for e in containers[0].get("env") or [] if "value" in e},
-        injected=_injected(namespace_labels, labels, meta.get("annotations") or {}),
+        env=env,
+        injected=_injected(namespace_labels, labels, annotations),
+        env_fields=env_fields,
+        annotations=annotations,
     )
 
 

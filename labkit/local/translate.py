@@ -14,33 +14,41 @@ Host header) would reach places the kind cluster cannot. ``translate`` refuses i
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from labkit.errors import BackendError, UnsupportedError
+from labkit.local.access_logging import access_log_on
 from labkit.local.authn import namespace_mode, port_mode
-from labkit.local.authz import rbac_per_route
+from labkit.local.authz import rbac_configs
 from labkit.local.clusters import blackhole_cluster, inbound_cluster, outbound_clusters
+from labkit.local.gateway_routes import gateway_route_config
 from labkit.local.listeners import gateway_listener, inbound_listener, outbound_listener
 from labkit.local.registry import Host, build_registry, of_kind
-from labkit.local.routes import gateway_route_config, inbound_route_config, sidecar_route_config
-from labkit.local.supported import check_supported
-from labkit.local.topology import Proxy, Topology, ensure_gateway_port, ensure_outbound_port, selects
+from labkit.local.routes import inbound_route_config, sidecar_route_config
+from labkit.local.topology import Proxy, Topology, ensure_gateway_port, ensure_outbound_port
+from labkit.meshmodel import selects
 
 if TYPE_CHECKING:
     from labkit.manifests import Resource
     from labkit.mesh import MeshSettings
 
-__all__ = ["ProxyConfig", "check_supported", "ensure_ports", "translate"]
+__all__ = ["ProxyConfig", "ensure_ports", "translate"]
+
+#: The default ``istio-ingressgateway`` Service's ports → targetPorts (manifests/charts/gateways/istio-ingress
+#: values.yaml: status-port 15021, http2 80 → 8080, https 443 → 8443); other server ports bind as they are.
+INGRESS_TARGET_PORTS = {15021: 15021, 80: 8080, 443: 8443}
 
 
 @dataclass
 class ProxyConfig:
-    """One proxy's Envoy v3 resources (each with ``@type``), ready to write as file-xDS."""
+    """One proxy's Envoy v3 resources (each with ``@type``), ready to write as file-xDS; ``extensions`` are
+    ECDS filter configs by filter name (written to ``listeners.extension_file``)."""
 
     listeners: list[dict]
     clusters: list[dict]
     routes: list[dict]
+    extensions: dict[str, dict] = field(default_factory=dict)
 
 
 def ensure_ports(resources: list[Resource], topo: Topology, allocate_port: Callable[[], int]) -> bool:
@@ -57,8 +65,8 @@ def ensure_ports(resources: list[Resource], topo: Topology, allocate_port: Calla
 
 
 def translate(resources: list[Resource], topo: Topology, mesh: MeshSettings) -> dict[str, ProxyConfig]:
-    """The Envoy config of every proxy in ``topo`` (keyed by proxy id) for the applied Istio ``resources``."""
-    check_supported(resources)
+    """The Envoy config of every proxy in ``topo`` (keyed by proxy id) for the applied Istio ``resources``
+    (checked by ``supported.check_supported`` once, when they were applied)."""
     if mesh.outbound_policy != "REGISTRY_ONLY":
         raise UnsupportedError(
             f"meshConfig.outboundTrafficPolicy.mode {mesh.outbound_policy} is not supported by the local "
@@ -76,10 +84,11 @@ def translate(resources: list[Resource], topo: Topology, mesh: MeshSettings) -> 
         h.fqdn: not h.external and namespace_mode(pas, h.namespace, root) != "DISABLE" for h in hosts
     }
     mesh_vss = [v for v in vss if "mesh" in (v.spec.get("gateways") or ["mesh"])]
-    log_file = mesh.access_log_file is not None
+    telemetries = of_kind(resources, "Telemetry")
     ports = sorted({p.port for h in hosts for p in h.ports})
     out = {}
     for proxy in topo.sidecars:
+        log_file = access_log_on(telemetries, proxy, root, mesh.access_log_file is not None)
         missing = [p for p in ports if p not in proxy.outbound_ports]
         if missing:
             raise BackendError(
@@ -90,15 +99,15 @@ def translate(resources: list[Resource], topo: Topology, mesh: MeshSettings) -> 
         instance = topo.instance_of(proxy)
         assert instance is not None
         routes = [sidecar_route_config(proxy, p, hosts, mesh_vss) for p in ports]
-        rbac = rbac_per_route(aps, proxy, root)
         for target in sorted(proxy.inbound_ports):
             mode = port_mode(pas, proxy.namespace, proxy.labels, target, root)
             service = _inbound_service(topo, proxy, target)
             listeners.append(inbound_listener(proxy, target, mode, service, log_file))
             clusters.append(inbound_cluster(target, instance.app_port))
-            routes.append(inbound_route_config(target, service, rbac))
+            routes.append(inbound_route_config(target, service))
         clusters.append(blackhole_cluster())
-        out[proxy.id] = ProxyConfig(listeners, clusters, routes)
+        rbac = rbac_configs(aps, proxy, root) if proxy.inbound_ports else {}
+        out[proxy.id] = ProxyConfig(listeners, clusters, routes, rbac)
     out[topo.gateway.id] = _gateway(resources, topo.gateway, hosts, drs, vss, aps, auto_mtls, mesh)
     return out
 
@@ -113,41 +122,36 @@ def _gateway(
     auto_mtls: dict[str, bool],
     mesh: MeshSettings,
 ) -> ProxyConfig:
-    """The ingress gateway: a listener per Gateway server port, routes from VirtualServices bound to it."""
-    servers: dict[int, list[str]] = {}
-    bound: dict[int, list[Resource]] = {}
+    """The ingress gateway (``mergeGateways``, pilot/pkg/model/gateway.go): each Gateway server port resolves
+    to the ingress Service's targetPort (``resolvePorts``), which names the listener ``0.0.0.0_<target>`` and
+    its route config ``http.<target>``; servers on one target share that route config."""
+    servers: dict[int, list[tuple[dict, Resource]]] = {}
     for gw in _gateways_of(resources, proxy):
-        refs = {f"{gw.namespace}/{gw.name}"}
-        gw_vss = [
-            v for v in vss if refs & {_gateway_ref(g, v.namespace) for g in v.spec.get("gateways") or []}
-        ]
         for server in gw.spec.get("servers") or []:
-            port = int(server["port"]["number"])
-            servers.setdefault(port, []).extend(h.split("/", 1)[-1] for h in server.get("hosts") or [])
-            bound.setdefault(port, [])
-            bound[port] += [v for v in gw_vss if v not in bound[port]]
+            servers.setdefault(int(server["port"]["number"]), []).append((server, gw))
     missing = [p for p in servers if p not in proxy.gateway_ports]
     if missing:
         raise BackendError(
             f"the gateway has no listener port for Gateway server ports {missing}: call ensure_ports"
         )
-    rbac = rbac_per_route(aps, proxy, mesh.root_namespace)
-    log_file = mesh.access_log_file is not None
+    telemetries = of_kind(resources, "Telemetry")
+    log_file = access_log_on(telemetries, proxy, mesh.root_namespace, mesh.access_log_file is not None)
+    listeners, routes = [], []
+    for port in sorted(servers):
+        target = INGRESS_TARGET_PORTS.get(port, port)
+        listeners.append(gateway_listener(proxy, port, target, log_file))
+        routes.append(gateway_route_config(proxy, f"http.{target}", servers[port], vss, hosts))
     return ProxyConfig(
-        listeners=[gateway_listener(proxy, p, log_file) for p in sorted(servers)],
+        listeners=listeners,
         clusters=[*outbound_clusters(proxy, hosts, drs, auto_mtls, mesh.root_namespace), blackhole_cluster()],
-        routes=[gateway_route_config(proxy, p, servers[p], bound[p], hosts, rbac) for p in sorted(servers)],
+        routes=routes,
+        extensions=rbac_configs(aps, proxy, mesh.root_namespace) if servers else {},
     )
 
 
 def _gateways_of(resources: list[Resource], gateway: Proxy) -> list[Resource]:
     """The Gateways whose selector picks this gateway's pods (an empty selector picks every gateway)."""
     return [g for g in of_kind(resources, "Gateway") if selects(g.spec.get("selector"), gateway.labels)]
-
-
-def _gateway_ref(ref: str, namespace: str) -> str:
-    """A VirtualService's gateway reference: ``<ns>/<name>``, or a name in the VirtualService's namespace."""
-    return ref if "/" in ref else f"{namespace}/{ref}"
 
 
 def _inbound_service(topo: Topology, proxy: Proxy, target: int) -> str:

@@ -1,19 +1,27 @@
 """currency-converter: the lab's sample service, one process per pod (kind) or per workload (local backend).
 
-Every answer carries the version that produced it (body and `x-version` header), so a client can measure a
-canary split from responses alone. FAIL_RATE and DELAY_MS make it misbehave on purpose for the resilience
-lessons; MODE=rates turns it into the stand-in external API `fx-rates` for the egress lesson.
+It serves any Service name: beside the currency API, the small httpbin-like set people test routing with
+(`/` says who answered, `/headers`, `/status/{code}`, `/delay/{seconds}`). Every answer carries the version
+that produced it (body and `x-version` header), so a client can measure a canary split from responses alone;
+REPORT_VERSION=false hides it, as a user's own image would, and the lab then measures from telemetry.
+FAIL_RATE and DELAY_MS make /convert misbehave on purpose for the resilience lessons; MODE=rates turns it into
+the stand-in external API `fx-rates` for the egress lesson.
 
-Environment: PORT (8080), HOST (0.0.0.0), VERSION (v1), POD_NAME (the host name), FAIL_RATE (0..1, share of
-/convert answered 500), DELAY_MS (added to every /convert), MODE (converter | rates).
+Identity, as a pod learns it from the kubelet: MESHLAB_POD (the local backend's stand-in for a downward-API
+volume: JSON {"name", "namespace", "labels", "serviceAccount"}), or the downward-API env POD_NAME,
+POD_NAMESPACE and POD_VERSION (fieldRef metadata.labels['version']) on kind. VERSION, when set, wins over the
+label. Other settings: PORT (8080), HOST (0.0.0.0), FAIL_RATE (0..1, share of /convert answered 500),
+DELAY_MS (added to every /convert), MODE (converter | rates).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import os
 import random
+import re
 import socket
 import sys
 from dataclasses import dataclass
@@ -24,16 +32,64 @@ from aiohttp.abc import AbstractAccessLogger
 #: Units of each currency per 1 EUR. Fixed, so a converted amount is the same on every version and every run.
 RATES: dict[str, float] = {"EUR": 1.0, "NOK": 11.70, "USD": 1.08, "GBP": 0.85, "SEK": 11.45, "DKK": 7.46}
 
+#: The longest /delay/{seconds} answers; above it a 400 (a lesson's timeout is seconds, not minutes).
+MAX_DELAY_SECONDS = 30
+
+#: A Deployment's pod is named <deployment>-<pod-template-hash>-<suffix>: the hash is SafeEncodeString'd
+#: (up to 10 characters, kubernetes pkg/controller/controller_utils.go ComputeHash), the suffix 5 of the same
+#: alphabet (apiserver pkg/storage/names/generate.go). Istio's workload name strips both the same way.
+_SAFE = "[bcdfghjklmnpqrstvwxz2456789]"
+DEPLOYMENT_POD = re.compile(rf"^(?P<workload>.+)-{_SAFE}{{1,10}}-{_SAFE}{{5}}$")
+#: The local backend names its pods <deployment>-<index> (labkit/local/topology.py, Instance.name).
+LOCAL_POD = re.compile(r"^(?P<workload>.+)-\d+$")
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who answers: what `/` reports, and the version every answer carries."""
+
+    namespace: str
+    workload: str
+    version: str | None  # None: nothing says it, so no answer claims one (the lab measures from telemetry)
+    pod: str
+    service_account: str
+
+
+def identity_from_env(env: dict[str, str]) -> Identity:
+    """The pod's identity as the kubelet gives it (MESHLAB_POD locally, downward-API env on kind)."""
+    raw = env.get("MESHLAB_POD")
+    try:
+        pod = json.loads(raw) if raw else {}
+    except ValueError:
+        pod = None
+    if not isinstance(pod, dict):
+        sys.exit(f"currency-converter: MESHLAB_POD={raw!r} is not a JSON object; the lab sets it, leave it")
+    labels = pod.get("labels") or {}
+    name = env.get("POD_NAME") or pod.get("name") or socket.gethostname()
+    match = DEPLOYMENT_POD.match(name) or (LOCAL_POD.match(name) if pod else None)
+    return Identity(
+        namespace=env.get("POD_NAMESPACE") or pod.get("namespace") or "unknown",
+        workload=match["workload"] if match else name,
+        version=env.get("VERSION") or labels.get("version") or env.get("POD_VERSION"),
+        pod=name,
+        service_account=pod.get("serviceAccount") or "unknown",
+    )
+
 
 @dataclass(frozen=True)
 class Settings:
     host: str
     port: int
-    version: str
-    instance: str
+    identity: Identity
+    report_version: bool
     fail_rate: float
     delay_ms: float
     mode: str
+
+    @property
+    def version(self) -> str | None:
+        """The version every answer carries; None (unknown, or REPORT_VERSION=false): no answer claims one."""
+        return self.identity.version if self.report_version else None
 
 
 def settings_from_env(env: dict[str, str]) -> Settings:
@@ -52,11 +108,14 @@ def settings_from_env(env: dict[str, str]) -> Settings:
     mode = env.get("MODE", "converter")
     if mode not in ("converter", "rates"):
         sys.exit(f"currency-converter: MODE={mode!r} is invalid; set MODE to 'converter' or 'rates'")
+    report = env.get("REPORT_VERSION", "true").lower()
+    if report not in ("true", "false"):
+        sys.exit(f"currency-converter: REPORT_VERSION={report!r} is invalid; set it to 'true' or 'false'")
     return Settings(
         host=env.get("HOST", "0.0.0.0"),
         port=int(number("PORT", "8080", 0, 65535)),
-        version=env.get("VERSION", "v1"),
-        instance=env.get("POD_NAME") or socket.gethostname(),
+        identity=identity_from_env(env),
+        report_version=report == "true",
         fail_rate=number("FAIL_RATE", "0", 0, 1),
         delay_ms=number("DELAY_MS", "0", 0, 600_000),
         mode=mode,
@@ -70,8 +129,12 @@ def bad_request(parameter: str, problem: str) -> web.Response:
 
 
 def make_app(settings: Settings) -> web.Application:
-    """The aiohttp application: /convert (or /rates in MODE=rates), /healthz and /headers."""
-    who = {"version": settings.version, "instance": settings.instance}
+    """The aiohttp application: the currency API (or /rates), /healthz and the httpbin-like routing set."""
+    me = settings.identity
+    shown = settings.version
+    version = {"version": shown} if shown else {}
+    who = {**version, "instance": me.pod}  # the lesson's currency answers, unchanged since the first lesson
+    identity = {"namespace": me.namespace, "workload": me.workload, **version, "pod": me.pod}
     currencies = ", ".join(RATES)
 
     async def convert(request: web.Request) -> web.Response:
@@ -108,20 +171,49 @@ def make_app(settings: Settings) -> web.Application:
     async def healthz(request: web.Request) -> web.Response:
         return web.json_response({"status": "ok", **who})
 
+    async def whoami(request: web.Request) -> web.Response:
+        return web.json_response(identity)
+
     async def headers(request: web.Request) -> web.Response:
         # Repeated headers are joined with ", " (as HTTP allows), so the answer stays a flat JSON object.
         seen: dict[str, str] = {}
         for name, value in request.headers.items():
             seen[name] = f"{seen[name]}, {value}" if name in seen else value
-        return web.json_response({"headers": seen, **who})
+        return web.json_response({"headers": seen, **who, **identity})
+
+    async def status(request: web.Request) -> web.StreamResponse:
+        raw = request.match_info["code"]
+        if not (raw.isdigit() and 200 <= int(raw) <= 599):
+            return bad_request("code", f"is {raw!r}; use an HTTP status from 200 to 599, e.g. /status/503")
+        code = int(raw)
+        if code in (204, 304):  # HTTP forbids a body on these
+            return web.Response(status=code)
+        return web.json_response({"status": code, **identity}, status=code)
+
+    async def delay(request: web.Request) -> web.Response:
+        raw = request.match_info["seconds"]
+        try:
+            seconds = float(raw)
+        except ValueError:
+            seconds = math.nan
+        if not 0 <= seconds <= MAX_DELAY_SECONDS:
+            return bad_request(
+                "seconds", f"is {raw!r}; use a number from 0 to {MAX_DELAY_SECONDS}, e.g. /delay/2.5"
+            )
+        await asyncio.sleep(seconds)
+        return web.json_response({"delay": seconds, **identity})
 
     async def add_version_header(request: web.Request, response: web.StreamResponse) -> None:
-        response.headers["x-version"] = settings.version  # on every answer, errors and 404s included
+        response.headers["x-version"] = shown or ""  # on every answer, errors and 404s included
 
     app = web.Application()
-    app.on_response_prepare.append(add_version_header)
+    if shown:
+        app.on_response_prepare.append(add_version_header)
+    app.router.add_get("/", whoami)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/headers", headers)
+    app.router.add_get("/status/{code}", status)
+    app.router.add_get("/delay/{seconds}", delay)
     if settings.mode == "rates":
         app.router.add_get("/rates", rates)
     else:
@@ -142,8 +234,11 @@ class LineLogger(AbstractAccessLogger):
 
 def main() -> None:
     settings = settings_from_env(dict(os.environ))
+    me = settings.identity
     print(
-        f"currency-converter {settings.version} ({settings.mode}) on {settings.host}:{settings.port} "
+        f"currency-converter {me.namespace}/{me.workload} {settings.version or '(no version)'} pod {me.pod} "
+        f"({settings.mode}) "
+        f"on {settings.host}:{settings.port} "
         f"FAIL_RATE={settings.fail_rate:g} DELAY_MS={settings.delay_ms:g}",
         flush=True,
     )

@@ -105,7 +105,7 @@ async def one(session: aiohttp.ClientSession, url: str) -> dict[str, Any]:
             body = await response.read()
             status, version, error = response.status, response.headers.get("x-version"), None
             flag = flags(response.headers, body)
-    except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+    except (TimeoutError, aiohttp.ClientError, OSError) as exc:
         status, version, error, flag = None, None, error_name(exc), None
     return {
         "t": start,

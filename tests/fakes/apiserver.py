@@ -28,7 +28,7 @@ import json
 import threading
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
@@ -229,7 +229,7 @@ class FakeApiServer:
         meta = {**(old or {}).get("metadata", {}), **applied.get("metadata", {})}
         if manager:
             fields = [m for m in meta.get("managedFields") or [] if m["manager"] != manager]
-            now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+            now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
             fields.append({"manager": manager, "operation": "Apply", "apiVersion": applied["apiVersion"],
                            "fieldsType": "FieldsV1", "time": now})  # fmt: skip
             meta["managedFields"] = fields

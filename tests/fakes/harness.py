@@ -86,17 +86,24 @@ spec:
 """
 
 
+def istio_release(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, version: str = "1.31.1") -> Path:
+    """An unpacked Istio release as far as the lab reads one (samples/addons), named by ISTIO_HOME."""
+    home = tmp_path / f"istio-{version}"
+    addons = home / "samples" / "addons"
+    addons.mkdir(parents=True)
+    for name in ("prometheus", "kiali"):
+        (addons / f"{name}.yaml").write_text(ADDON.format(name=name))
+    monkeypatch.setenv("ISTIO_HOME", str(home))
+    return home
+
+
 def kind_lab(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[FakeTools, FakeApiServer]:
     """The fakes, a started stand-in API server and an Istio release's samples/addons: what
     ``KubeLab("kind").up()`` needs on this machine. The caller stops the API server."""
     fake = install(tmp_path, monkeypatch)
     api = FakeApiServer().start()
     monkeypatch.setenv("FAKE_API_SERVER", api.url)
-    addons = tmp_path / "istio-1.31.1" / "samples" / "addons"
-    addons.mkdir(parents=True)
-    for name in ("prometheus", "kiali"):
-        (addons / f"{name}.yaml").write_text(ADDON.format(name=name))
-    monkeypatch.setenv("ISTIO_HOME", str(tmp_path / "istio-1.31.1"))
+    istio_release(tmp_path, monkeypatch)
     monkeypatch.setattr(
         doctor, "HOST_PORTS", ()
     )  # this shared machine's 8080 may be busy; see test_kind_doctor

@@ -1,0 +1,93 @@
+"""What a local Envoy actually runs, read from its admin API, in the shapes ``istioctl proxy-config ... -o
+json`` gives on kind: lists of RouteConfiguration, Cluster and Listener from ``/config_dump``, the cluster
+statuses of ``/clusters?format=json`` for endpoints. Field names stay Envoy's own (snake_case, as
+``/config_dump`` prints them; istioctl re-encodes them camelCase).
+
+Secrets: local sidecars read their certificates from files (no SDS), so ``/config_dump`` has no secrets
+section; ``/certs`` reports the certificates Envoy loaded (SPIFFE URI SAN, serial, expiry), which is what
+``istioctl proxy-config secret`` is used to check.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+from labkit.errors import LabError
+from labkit.local import envoy
+
+if TYPE_CHECKING:
+    from labkit.local.topology import Proxy
+
+ADMIN_TYPE = "type.googleapis.com/envoy.admin.v3."
+#: What ``proxy_config`` can show: the ``/config_dump`` sections, then what other admin endpoints report.
+SECTIONS = {
+    "routes": "RoutesConfigDump",
+    "clusters": "ClustersConfigDump",
+    "listeners": "ListenersConfigDump",
+}
+KINDS = (*SECTIONS, "endpoints", "secrets")
+
+
+def proxy_config(proxy: Proxy, what: str) -> list[dict[str, Any]]:
+    """``what`` (routes, clusters, listeners, endpoints, secrets) as ``proxy`` reports it."""
+    if what not in KINDS:
+        raise LabError(f"unknown proxy config {what!r}", f"use one of {', '.join(KINDS)}")
+    if what == "endpoints":
+        return envoy.clusters(proxy).get("cluster_statuses", [])
+    if what == "secrets":
+        return json.loads(envoy.admin_get(proxy.admin_port, "/certs")).get("certificates", [])
+    dump: dict[str, Any] = next(
+        (c for c in envoy.config_dump(proxy)["configs"] if c.get("@type") == ADMIN_TYPE + SECTIONS[what]), {}
+    )
+    if what == "routes":
+        entries = dump.get("static_route_configs", []) + dump.get("dynamic_route_configs", [])
+        return [e["route_config"] for e in entries]
+    if what == "clusters":
+        entries = dump.get("static_clusters", []) + dump.get("dynamic_active_clusters", [])
+        return [e["cluster"] for e in entries]
+    active = [e.get("active_state") or {} for e in dump.get("dynamic_listeners", [])]
+    return [e["listener"] for e in dump.get("static_listeners", []) + active if "listener" in e]
+
+
+def route_weights(routes: list[dict[str, Any]], host: str, port: int) -> dict[str, int]:
+    """``{subset: weight}`` of the catch-all route for ``host`` in route config ``"<port>"`` (the route a
+    request without special headers takes), like the kind backend reads istioctl's routes."""
+    weights: dict[str, int] = {}
+    for config in routes:
+        if config.get("name") != str(port):
+            continue
+        for vhost in config.get("virtual_hosts") or []:
+            if host not in (vhost.get("domains") or []) or not vhost.get("routes"):
+                continue
+            action = vhost["routes"][-1].get("route") or {}
+            clusters = (action.get("weighted_clusters") or {}).get("clusters") or []
+            if "cluster" in action:
+                clusters = [{"name": action["cluster"], "weight": 100}]
+            for cluster in clusters:
+                parts = cluster["name"].split(
+                    "|"
+                )  # outbound|<port>|<subset>|<fqdn> (istio model.BuildSubsetKey)
+                subset = (parts[2] if len(parts) == 4 else "") or "(no subset)"
+                weights[subset] = weights.get(subset, 0) + int(cluster.get("weight", 0))
+    return weights
+
+
+def mtls_mode(listeners: list[dict[str, Any]]) -> str | None:
+    """The inbound mTLS mode the listeners enforce: STRICT (TLS only), PERMISSIVE (TLS and plaintext), DISABLE
+    (plaintext only); None without an inbound listener. Reads which transports the inbound listener accepts,
+    from its ``filter_chain_matcher`` (as istiod builds it, pilot/pkg/networking/core/filterchain_options.go)
+    or else its chains' ``filter_chain_match``; one ``virtualInbound_<port>`` per port here."""
+    modes = []
+    for listener in sorted(listeners, key=lambda x: x.get("name", "")):
+        if listener.get("traffic_direction") != "INBOUND":
+            continue
+        tree = (listener.get("filter_chain_matcher") or {}).get("matcher_tree") or {}
+        kinds = set((tree.get("exact_match_map") or {}).get("map") or {}) or {
+            (c.get("filter_chain_match") or {}).get("transport_protocol")
+            for c in listener.get("filter_chains") or []
+        }
+        modes.append(
+            "PERMISSIVE" if kinds >= {"tls", "raw_buffer"} else "STRICT" if "tls" in kinds else "DISABLE"
+        )
+    return modes[0] if modes else None
