@@ -46,9 +46,7 @@ class KubeLab(Lab):
 
     def __init__(self, mode: str = "kind", context: str | None = None, name: str = cluster.NAME) -> None:
         if mode not in ("kind", "kube"):
-            raise BackendError(
-                f"unknown mode {mode!r} for the Kubernetes backend\nWhat to do: use kind or kube"
-            )
+            raise BackendError(f"unknown mode {mode!r} for the Kubernetes backend", "use kind or kube")
         self.backend, self.name = mode, name
         if mode == "kind":
             self.target = Target(cluster.kubeconfig(name), context or cluster.context(name))
@@ -60,9 +58,7 @@ class KubeLab(Lab):
     def kube(self) -> Kube:
         if self._kube is None:
             if self.target.kubeconfig and not self.target.kubeconfig.exists():
-                raise BackendError(
-                    f"kind cluster {self.name} has no kubeconfig yet\nWhat to do: run lab.up()"
-                )
+                raise BackendError(f"kind cluster {self.name} has no kubeconfig yet", "run lab.up()")
             self._kube = Kube(self.target.kubeconfig, self.target.context)
         return self._kube
 
@@ -132,8 +128,8 @@ class KubeLab(Lab):
         folder = istio.addons_dir()
         if folder is None:
             raise BackendError(
-                "Istio's samples/addons (prometheus.yaml, kiali.yaml) were not found next to istioctl\n"
-                "What to do: run `labkit tools install`, or set ISTIO_HOME to the unpacked Istio release"
+                "Istio's samples/addons (prometheus.yaml, kiali.yaml) were not found next to istioctl",
+                "run `labkit tools install`, or set ISTIO_HOME to the unpacked Istio release",
             )
         for name in istio.ADDONS:
             self._apply(manifests.load(folder / name))  # Istio's own addons: applied as shipped
@@ -225,9 +221,9 @@ class KubeLab(Lab):
         pods = workloads.pods(self.kube, deployment)
         where = f"deployment/{found.name} ({found.namespace})"
         if not pods:
-            raise BackendError(f"{where} has no pods\nWhat to do: `kubectl get pods -n {found.namespace}`")
+            raise BackendError(f"{where} has no pods", f"`kubectl get pods -n {found.namespace}`")
         if not has_sidecar(pods[0]):  # the ingress gateway's own container is called istio-proxy too
-            raise BackendError(f"{where} has no sidecar, so no access log\nWhat to do: see lab.status()")
+            raise BackendError(f"{where} has no sidecar, so no access log", "see lab.status()")
         text = self.kube.logs(
             found.namespace, pods[0]["metadata"]["name"], "istio-proxy", tail=max(tail * 5, 200)
         )
@@ -279,9 +275,7 @@ class KubeLab(Lab):
         """What ``workload``'s proxy runs (``istioctl proxy-config <what> <pod>.<ns> -o json``), parsed:
         ``workload`` is a lesson alias, ``namespace/name`` or a unique Deployment name."""
         if what not in PROXY_CONFIG:
-            raise LabError(
-                f"proxy_config cannot show {what!r}\nWhat to do: choose one of: {', '.join(PROXY_CONFIG)}"
-            )
+            raise LabError(f"proxy_config cannot show {what!r}", f"choose one of: {', '.join(PROXY_CONFIG)}")
         found = self._workload(workload)
         return istio.proxy_config(
             self.target, workloads.first_pod(self.kube, found.namespace, found.name), found.namespace, what
@@ -298,13 +292,12 @@ class KubeLab(Lab):
         if source == scenario.INGRESS:
             if self.backend != "kind":
                 raise BackendError(
-                    "source='ingress' needs the kind port mapping\n"
-                    "What to do: use source='client' in kube mode"
+                    "source='ingress' needs the kind port mapping", "use source='client' in kube mode"
                 )
             return _ingress
         raise BackendError(
-            f"requests from {source!r} run inside its pod on the Kubernetes backend\nWhat to do: use "
-            f"lab.send(url, n=..., source={source!r}) instead of a resolver"
+            f"requests from {source!r} run inside its pod on the Kubernetes backend",
+            f"use lab.send(url, n=..., source={source!r}) instead of a resolver",
         )
 
     def stream(
@@ -368,7 +361,7 @@ class KubeLab(Lab):
 
 def _get_only(source: str, method: str) -> None:
     if method != "GET":
-        raise LabError(f"load.py in the {source} pod sends GET only, not {method}\nWhat to do: send GET, or "
+        raise LabError(f"load.py in the {source} pod sends GET only, not {method}", "send GET, or "
                        "send from source='ingress'")  # fmt: skip
 
 

@@ -99,8 +99,8 @@ def _json_list(text: str) -> list[dict]:
         data = json.loads(text)
     except ValueError as exc:
         raise LabError(
-            f"istioctl analyze -o json printed something that is not JSON: {text[:200]!r}\nWhat to do: "
-            "check `istioctl version` (the lab is written for Istio 1.31) and run the command by hand"
+            f"istioctl analyze -o json printed something that is not JSON: {text[:200]!r}",
+            "check `istioctl version` (the lab is written for Istio 1.31) and run the command by hand",
         ) from exc
     return data if isinstance(data, list) else []
 

@@ -42,8 +42,8 @@ def check_client_version(version: str = kubernetes.__version__) -> None:
     if not (major.isdigit() and int(major) in CLIENT_MAJORS):
         wanted = f">={CLIENT_MAJORS.start},<{CLIENT_MAJORS.stop}"
         raise LabError(
-            f"the kind backend needs the kubernetes Python client {wanted}, but {version} is installed\n"
-            f"What to do: pip install 'kubernetes{wanted}' (or `make install`, which pins it)"
+            f"the kind backend needs the kubernetes Python client {wanted}, but {version} is installed",
+            f"pip install 'kubernetes{wanted}' (or `make install`, which pins it)",
         )
 
 
@@ -63,8 +63,9 @@ def rollout_complete(deployment: dict) -> bool:
         if cond.get("type") == "Progressing" and cond.get("reason") == "ProgressDeadlineExceeded":
             name = f"deployment/{meta.get('name')} ({meta.get('namespace')})"
             raise BackendError(
-                f"{name} exceeded its progress deadline: {cond.get('message', '')}\nWhat to do: look at its "
-                f"pods with `kubectl get pods -n {meta.get('namespace')}` and `kubectl describe pod ...`"
+                f"{name} exceeded its progress deadline: {cond.get('message', '')}",
+                f"look at its pods with `kubectl get pods -n {meta.get('namespace')}` and "
+                "`kubectl describe pod ...`",
             )
     replicas = spec.get("replicas", 1)
     updated = status.get("updatedReplicas", 0)

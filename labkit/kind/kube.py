@@ -56,8 +56,8 @@ class Kube:
         except (config.ConfigException, OSError) as exc:
             where = kubeconfig or "KUBECONFIG / ~/.kube/config"
             raise BackendError(
-                f"cannot read context {context or '(current)'} from {where}: {exc}\nWhat to do: "
-                "for the kind backend run lab.up(); for another cluster check `kubectl config get-contexts`"
+                f"cannot read context {context or '(current)'} from {where}: {exc}",
+                "for the kind backend run lab.up(); for another cluster check `kubectl config get-contexts`",
             ) from exc
         self.api = _TimedApiClient(configuration)
         self.host = configuration.host
@@ -79,8 +79,8 @@ class Kube:
             return fn()
         except (HTTPError, OSError) as exc:
             raise BackendError(
-                f"cannot reach the Kubernetes API server at {self.host} to {what}: {exc}\nWhat to do: is the "
-                "cluster up? (`kind get clusters`, `docker ps`); lab.up() starts it"
+                f"cannot reach the Kubernetes API server at {self.host} to {what}: {exc}",
+                "is the cluster up? (`kind get clusters`, `docker ps`); lab.up() starts it",
             ) from exc
         except NotFoundError:
             raise  # "does not exist" is an answer the callers handle
@@ -88,9 +88,10 @@ class Kube:
             raise api_error(what, exc, fix) from exc
         except (TypeError, AttributeError) as exc:  # a client whose API differs from 37.x's
             raise LabError(
-                f"the kubernetes client {kubernetes.__version__} failed ({what}): {type(exc).__name__}: {exc}"
-                f"\nWhat to do: install the range labkit is tested with: pip install "
-                f"'kubernetes>={CLIENT_MAJORS.start},<{CLIENT_MAJORS.stop}' (`make install` pins it)"
+                f"the kubernetes client {kubernetes.__version__} failed ({what}): "
+                f"{type(exc).__name__}: {exc}",
+                f"install the range labkit is tested with: pip install "
+                f"'kubernetes>={CLIENT_MAJORS.start},<{CLIENT_MAJORS.stop}' (`make install` pins it)",
             ) from exc
 
     def _resource(self, api_version: str, kind: str) -> Any:
@@ -100,8 +101,8 @@ class Kube:
             )
         except ResourceNotFoundError as exc:
             raise BackendError(
-                f"the cluster does not know {kind} ({api_version})\nWhat to do: if it is an Istio kind, "
-                "Istio is not installed yet: run lab.up()"
+                f"the cluster does not know {kind} ({api_version})",
+                "if it is an Istio kind, Istio is not installed yet: run lab.up()",
             ) from exc
 
     def kind_named(self, name: str) -> tuple[str, str]:
@@ -116,8 +117,8 @@ class Kube:
         ]
         if not found:
             raise LabError(
-                f"the cluster knows no kind {name!r}\nWhat to do: `kubectl api-resources` lists them "
-                "(an Istio kind before Istio is installed: run lab.up())"
+                f"the cluster knows no kind {name!r}",
+                "`kubectl api-resources` lists them (an Istio kind before Istio is installed: run lab.up())",
             )
         found.sort(key=lambda r: (not (r.group or "").endswith("istio.io"), not r.preferred))
         return found[0].group_version, found[0].kind
@@ -140,10 +141,9 @@ class Kube:
                 return
             if time.monotonic() > deadline:
                 raise BackendError(
-                    f"node(s) {', '.join(not_ready) or '(none yet)'} not Ready after {timeout:g}s\n"
-                    "What to do: "
+                    f"node(s) {', '.join(not_ready) or '(none yet)'} not Ready after {timeout:g}s",
                     "`kubectl describe nodes` (a CNI or disk-pressure problem); lab.down() then lab.up() "
-                    "starts over"
+                    "starts over",
                 )
             time.sleep(min(2.0, max(0.1, timeout / 20)))
 
@@ -240,10 +240,9 @@ class Kube:
                     else "absent"
                 )
                 raise BackendError(
-                    f"deployment/{name} ({namespace}) not ready after {timeout:g}s ({seen})\nWhat to do: "
-                    "look "
-                    f"for Pending or ImagePullBackOff in `kubectl get pods -n {namespace}` and `kubectl "
-                    "describe pod`"
+                    f"deployment/{name} ({namespace}) not ready after {timeout:g}s ({seen})",
+                    f"look for Pending or ImagePullBackOff in `kubectl get pods -n {namespace}` and `kubectl "
+                    "describe pod`",
                 )
             time.sleep(0.5)
 
@@ -290,8 +289,8 @@ class Kube:
         sub = res.subresources.get("ephemeralcontainers")
         if sub is None:
             raise BackendError(
-                "this cluster does not offer pods/ephemeralcontainers (Kubernetes < 1.25?)\nWhat to do: use "
-                "a cluster with Kubernetes 1.25 or newer (the lab's kind node is 1.36)"
+                "this cluster does not offer pods/ephemeralcontainers (Kubernetes < 1.25?)",
+                "use a cluster with Kubernetes 1.25 or newer (the lab's kind node is 1.36)",
             )
         body = {"spec": {"ephemeralContainers": [container]}}
         self._call(
@@ -325,13 +324,15 @@ class Kube:
                 ):
                     raise BackendError(
                         f"pod {pod} ({namespace}) cannot run the load container {container}: "
-                        f"{problem or 'it stopped'}\nWhat to do: load the lab's image into the nodes "
-                        f"(lab.up() does it on kind); `kubectl describe pod {pod} -n {namespace}`"
+                        f"{problem or 'it stopped'}",
+                        f"load the lab's image into the nodes "
+                        f"(lab.up() does it on kind); `kubectl describe pod {pod} -n {namespace}`",
                     )
             if time.monotonic() > deadline:
                 raise BackendError(
                     f"the load container {container} in pod {pod} ({namespace}) did not start within "
-                    f"{timeout:g}s\nWhat to do: `kubectl describe pod {pod} -n {namespace}` shows why"
+                    f"{timeout:g}s",
+                    f"`kubectl describe pod {pod} -n {namespace}` shows why",
                 )
             time.sleep(0.2)
 

@@ -69,21 +69,20 @@ def find_workload(kube: Kube, source: str) -> Workload:
         if len(found) != 1:
             where = ", ".join(sorted(f"{d['metadata']['namespace']}/{source}" for d in found))
             raise LabError(
-                (
-                    f"no Deployment named {source!r} in the cluster"
-                    if not found
-                    else f"{source!r} names several Deployments ({where})"
-                )
-                + "\nWhat to do: name the workload as namespace/name (`kubectl get deployments -A` lists "
-                f"them), or use one of the lesson's: {', '.join(scenario.SOURCES)}, {scenario.INGRESS}"
+                f"no Deployment named {source!r} in the cluster"
+                if not found
+                else f"{source!r} names several Deployments ({where})",
+                "name the workload as namespace/name (`kubectl get deployments -A` lists them), or use one "
+                f"of the lesson's: {', '.join(scenario.SOURCES)}, {scenario.INGRESS}",
             )
         namespace, name = found[0]["metadata"]["namespace"], source
     deployment = kube.get("apps/v1", "Deployment", name, namespace)
     if deployment is None:
         raise LabError(
-            f"no Deployment {namespace}/{name} for source {source!r}\nWhat to do: name a workload as "
+            f"no Deployment {namespace}/{name} for source {source!r}",
+            f"name a workload as "
             f"namespace/name (see `kubectl get deployments -A`), or one of: {', '.join(scenario.SOURCES)}, "
-            f"{scenario.INGRESS}"
+            f"{scenario.INGRESS}",
         )
     containers = deployment["spec"]["template"]["spec"].get("containers") or []
     with_tool = [c["name"] for c in containers if c.get("image") == cluster.IMAGE]
@@ -136,7 +135,7 @@ def send(
     outcomes = parse_load_output(text)
     if n and not outcomes:
         raise BackendError(f"load.py in deploy/{workload.name} ({workload.namespace}) printed no results:\n"
-                           f"{text[-500:]}\nWhat to do: run `{shlex.join(argv)}` by hand")  # fmt: skip
+                           f"{text[-500:]}", f"run `{shlex.join(argv)}` by hand")  # fmt: skip
     elapsed = max((o.t + o.latency for o in outcomes), default=0.0)
     return TrafficResult(outcomes, source=source, url=url, elapsed=elapsed)
 
@@ -150,8 +149,8 @@ def load_container(kube: Kube, workload: Workload) -> tuple[str, str]:
     running = [p for p in pods if (p.get("status") or {}).get("phase") == "Running"]
     if not running:
         raise BackendError(
-            f"deployment/{workload.name} ({workload.namespace}) has no running pod to send from\nWhat to do: "
-            f"`kubectl get pods -n {workload.namespace}`; wait for the rollout (lab.status())"
+            f"deployment/{workload.name} ({workload.namespace}) has no running pod to send from",
+            f"`kubectl get pods -n {workload.namespace}`; wait for the rollout (lab.status())",
         )
     pod = running[0]
     pod_name = pod["metadata"]["name"]

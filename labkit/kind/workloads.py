@@ -62,7 +62,7 @@ def first_pod(kube: Kube, namespace: str, name: str) -> str:
     deployment = kube.get("apps/v1", "Deployment", name, namespace)
     found = pods(kube, deployment) if deployment else []
     if not found:
-        raise BackendError(f"deployment/{name} ({namespace}) has no pods\nWhat to do: run lab.up()")
+        raise BackendError(f"deployment/{name} ({namespace}) has no pods", "run lab.up()")
     return found[0]["metadata"]["name"]
 
 
