@@ -1,6 +1,7 @@
 """``KubeLab`` end to end on stand-ins for what this machine cannot run: fake kind/docker/istioctl/kubectl
 executables (tests/fakes/bin) and a stand-in Kubernetes API server on 127.0.0.1 (tests/fakes/apiserver.py)
-that rolls Deployments out at once and injects sidecars as the namespace label says when a pod is created.
+that rolls Deployments out over a fraction of a second and injects sidecars (classic or native) as the
+namespace label says when a pod is created.
 They check the orchestration a trainee relies on: what up() runs and in which order, reuse on a second up(),
 the sidecar diagnosis and repair, in-pod traffic parsed into outcomes, and kube mode never creating or
 deleting a cluster. The real thing is tests/test_kind_live.py (marked ``cluster``)."""
@@ -8,33 +9,23 @@ deleting a cluster. The real thing is tests/test_kind_live.py (marked ``cluster`
 from __future__ import annotations
 
 import copy
+import json
 import os
 import time
 
 import pytest
 from fakes import harness
-from fakes.apiserver import FakeApiServer
 
 from labkit import lesson, manifests, metrics, paths
-from labkit.errors import BackendError
-from labkit.kind import cluster, doctor
-from labkit.kind.backend import KubeLab, _ingress, parse_load_output
-
-
-def _environment(tmp_path, monkeypatch):
-    fake = harness.install(tmp_path, monkeypatch)
-    api = FakeApiServer().start()
-    monkeypatch.setenv("FAKE_API_SERVER", api.url)
-    harness.istio_release(tmp_path, monkeypatch)
-    monkeypatch.setattr(
-        doctor, "HOST_PORTS", ()
-    )  # this shared machine's 8080 may be busy; see test_kind_doctor
-    return fake, api
+from labkit.errors import BackendError, CommandError
+from labkit.kind import cluster
+from labkit.kind.backend import KubeLab, _ingress
+from labkit.kind.podtraffic import parse_load_output
 
 
 @pytest.fixture
 def env(tmp_path, monkeypatch):
-    fake, api = _environment(tmp_path, monkeypatch)
+    fake, api = harness.kind_lab(tmp_path, monkeypatch)
     yield fake, api
     api.stop()
 
@@ -43,7 +34,7 @@ def env(tmp_path, monkeypatch):
 def running(tmp_path_factory):
     """One lab brought up once for the tests that only read from it (up() is the slow part)."""
     with pytest.MonkeyPatch.context() as monkeypatch:
-        fake, api = _environment(tmp_path_factory.mktemp("running"), monkeypatch)
+        fake, api = harness.kind_lab(tmp_path_factory.mktemp("running"), monkeypatch)
         lab = KubeLab("kind")
         lab.up()
         yield fake, api, lab
@@ -247,14 +238,19 @@ def test_set_weights_waits_until_the_client_proxy_holds_the_split(running, monke
     fake, api, lab = running
     for r in manifests.load(paths.MESH / "destination-rule-currency-converter.yaml"):
         api.put(r.body)  # the subsets the split refers to, as on the cluster
-    lab.set_weights("currency-converter", v1=90, v2=10)  # the fake proxy holds 90/10 (recorded JSON)
+    lab.set_weights("currency-converter", v1=90, v2=10)  # the fake istiod pushes it to the proxy at once
     assert "warning" not in capsys.readouterr().out
     vs = api.objects[
         "/apis/networking.istio.io/v1/namespaces/payments-prod/virtualservices/currency-converter"
     ]
     assert [d["weight"] for d in vs["spec"]["http"][0]["route"]] == [90, 10]
     monkeypatch.setattr("labkit.kind.backend.PROPAGATION_TIMEOUT", 0.0)
-    lab.set_weights("currency-converter", v1=50, v2=50)
+    stale = json.dumps(lab.proxy_config("client", "routes"))  # what the proxy holds now: 90/10
+    fake.respond("istioctl", ["proxy-config", "routes"], stdout=stale)  # istiod has not pushed yet
+    try:
+        lab.set_weights("currency-converter", v1=50, v2=50)
+    finally:
+        fake.forget_responses()
     out = capsys.readouterr().out
     assert "client's proxy still routes {'v1': 90, 'v2': 10}, not {'v1': 50, 'v2': 50}" in out
 
@@ -322,3 +318,103 @@ def test_proxy_stats_reads_the_istio_proxy_counters_with_pilot_agent(running):
     assert stats == {f"{cc}.upstream_rq_pending_overflow": 7, f"{cc}.upstream_rq_pending_total": 23}
     call = [c for c in fake.calls("kubectl") if "exec" in c][-1]
     assert call[call.index("-c") :] == ["-c", "istio-proxy", "--", "pilot-agent", "request", "GET", "stats"]
+
+
+# --- how the real tools behave (#20) ------------------------------------------------------------------------
+
+
+def test_native_sidecars_count_as_sidecars_in_status_and_injection_checks(env):
+    _, api = env
+    api.native_sidecars = True  # Istio 1.31 on Kubernetes 1.36: istio-proxy is an init container
+    status = KubeLab("kind").up()
+    assert status.healthy, str(status)
+    by_name = {w.name: w for w in status.workloads}
+    assert by_name["client"].sidecar and not by_name["legacy-client"].sidecar
+    [pod] = [o for p, o in api.objects.items() if "/pods/client-" in p]
+    assert "istio-proxy" not in [c["name"] for c in pod["spec"]["containers"]]
+    assert {"name": "istio-proxy", "restartPolicy": "Always"}.items() <= pod["spec"]["initContainers"][
+        1
+    ].items()
+
+
+def test_prepull_mode_pulls_from_the_mirror_and_loads_every_image(env, monkeypatch):
+    fake, _ = env
+    monkeypatch.setenv("LAB_REGISTRY_MIRROR", "registry.local:5000")
+    KubeLab("kind").up()
+    docker = fake.calls("docker")
+    assert ["docker", "pull", "registry.local:5000/istio/pilot:1.30.3"] in docker
+    assert [
+        "docker",
+        "tag",
+        "registry.local:5000/istio/pilot:1.30.3",
+        "docker.io/istio/pilot:1.30.3",
+    ] in docker
+    loaded = {c[3] for c in fake.calls("kind") if c[1:3] == ["load", "docker-image"]}
+    assert loaded >= {cluster.IMAGE, "docker.io/istio/pilot:1.30.3", "docker.io/istio/proxyv2:1.30.3",
+                      "prometheus", "kiali"}  # fmt: skip
+    [install] = [c for c in fake.calls("istioctl") if c[1] == "install"]
+    assert "hub=docker.io/istio" in install and "tag=1.30.3" in install  # what was loaded is what runs
+
+
+def test_without_prepull_nothing_is_pulled_on_the_host(env, monkeypatch):
+    fake, _ = env
+    monkeypatch.delenv("LAB_REGISTRY_MIRROR", raising=False)
+    monkeypatch.delenv("LAB_IMAGES", raising=False)
+    KubeLab("kind").up()
+    assert not [c for c in fake.calls("docker") if c[1] == "pull"]
+
+
+def test_up_stops_when_the_nodes_never_become_ready(env, monkeypatch):
+    from fakes.apiserver import node
+
+    fake, api = env
+    api.put(node("meshlab-control-plane", ready=False))  # `kind create --wait` timed out, exit 0
+    monkeypatch.setattr("labkit.kind.backend.NODE_READY_TIMEOUT", 0.5)
+    with pytest.raises(BackendError, match="meshlab-control-plane not Ready"):
+        KubeLab("kind").up()
+    assert not [c for c in fake.calls("istioctl") if c[1] == "install"]
+
+
+def test_up_refuses_a_reused_cluster_without_the_port_mapping(env):
+    fake, _ = env
+    fake.add_cluster("meshlab", ports=())
+    with pytest.raises(BackendError, match="does not publish port 8080"):
+        KubeLab("kind").up()
+    assert not [c for c in fake.calls("istioctl") if c[1] == "install"]
+
+
+def test_kubectl_exec_is_refused_while_the_client_pod_is_not_running(running):
+    _, api, lab = running
+    pods = [p for p, o in api.objects.items() if "/pods/client-" in p]
+    for path in pods:
+        api._ready_at[path] = time.monotonic() + 3600  # still Pending, as right after a rollout starts
+    try:
+        with pytest.raises(CommandError, match="unable to upgrade connection: container not found"):
+            lab.send("http://currency-converter.payments-prod:8080/convert", n=3)
+    finally:
+        for path in pods:
+            api._ready_at[path] = 0.0
+    assert len(lab.send("http://currency-converter.payments-prod:8080/convert", n=3)) == 3
+
+
+def test_context_is_the_apps_and_live_istio_objects_minus_the_incoming_ones(running):
+    _, api, lab = running
+    dr = manifests.load(paths.MESH / "destination-rule-currency-converter.yaml")
+    for r in dr:
+        api.put(r.body)  # live in the cluster
+    vs = manifests.load(paths.MESH / "virtual-service-currency-converter-90-10.yaml")
+    keys = {r.key for r in lab._context(vs)}
+    assert {r.key for r in dr} <= keys  # the subsets the incoming VirtualService refers to
+    assert not keys & {r.key for r in vs}
+    assert {r.key for r in lab._context(dr)}.isdisjoint(r.key for r in dr)
+
+
+def test_apply_hook_applies_without_validating_again(running, capsys):
+    _, _, lab = running
+    missing = manifests.load(paths.MESH / "virtual-service-currency-converter-missing-subset.yaml")
+    try:
+        changes = lab._apply(missing)  # lab.py validated already and showed the warning once
+        assert [c.kind for c in changes] == ["VirtualService"]
+        assert "warning" not in capsys.readouterr().out
+    finally:
+        lab._apply(manifests.load(paths.MESH / "virtual-service-currency-converter-90-10.yaml"))

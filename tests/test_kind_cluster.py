@@ -65,6 +65,7 @@ def test_delete_is_idempotent(fake):
 
 
 def test_image_is_built_then_loaded_into_the_named_cluster(fake):
+    fake.add_cluster("meshlab")
     cluster.build_image()
     cluster.load_image()
     docker_build = fake.calls("docker")[0]
@@ -77,6 +78,56 @@ def test_image_is_built_then_loaded_into_the_named_cluster(fake):
         "--name",
         "meshlab",
     ]
+
+
+def test_load_into_a_cluster_that_does_not_exist_is_refused_like_kind(fake):
+    cluster.build_image()
+    with pytest.raises(CommandError, match='no nodes found for cluster "meshlab"'):
+        cluster.load_image()
+
+
+def test_containerd_image_store_failure_falls_back_to_save_and_image_archive(fake):
+    fake.add_cluster("meshlab")
+    fake.containerd_store()
+    cluster.build_image()
+    cluster.load_image()
+    [save] = [c for c in fake.calls("docker") if c[1] == "save"]
+    assert save[save.index("--platform") + 1] == cluster.node_platform()
+    archive = save[save.index("-o") + 1]
+    assert fake.calls("kind")[-1][1:] == ["load", "image-archive", archive, "--name", "meshlab"]
+
+
+def test_other_load_failures_are_not_retried_as_an_archive(fake):
+    fake.add_cluster("meshlab")
+    fake.respond("kind", ["load", "docker-image"], stderr="ERROR: some other failure\n", rc=1)
+    cluster.build_image()
+    with pytest.raises(CommandError, match="some other failure"):
+        cluster.load_image()
+    assert not [c for c in fake.calls("docker") if c[1] == "save"]
+
+
+def test_kind_refuses_a_config_with_an_unknown_field_like_kind(fake, tmp_path):
+    config = tmp_path / "cluster.yaml"
+    config.write_text(
+        "kind: Cluster\napiVersion: kind.x-k8s.io/v1alpha4\nnodes:\n- role: control-plane\n"
+        "  extraPortMapping: []\n"
+    )
+    with pytest.raises(CommandError, match='json: unknown field "extraPortMapping"'):
+        cluster.create(config=config)
+
+
+def test_a_reused_cluster_without_the_lab_port_mapping_is_detected(fake):
+    fake.add_cluster("meshlab", ports=())
+    problem = cluster.port_mapping_problem()
+    assert "does not publish port 8080" in problem
+    assert "What to do: `kind delete cluster --name meshlab`" in problem
+    fake.add_cluster("meshlab")  # created with cluster.yaml
+    assert cluster.port_mapping_problem() is None
+
+
+def test_a_cluster_created_with_the_lab_config_publishes_its_ports(fake):
+    cluster.create()
+    assert cluster.port_mapping_problem() is None
 
 
 def test_loading_an_image_that_was_not_built_says_to_build_it(fake):

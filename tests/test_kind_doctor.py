@@ -19,11 +19,11 @@ def fake(tmp_path, monkeypatch):
 
 def _istio_release(tmp_path, monkeypatch):
     """An unpacked Istio release's samples/addons, as ISTIO_HOME points to it on a trainee's laptop."""
-    addons = tmp_path / "istio-1.31.1" / "samples" / "addons"
+    addons = tmp_path / "istio-1.30.3" / "samples" / "addons"
     addons.mkdir(parents=True)
     for name in ("prometheus.yaml", "kiali.yaml"):
         (addons / name).write_text("kind: List\n")
-    monkeypatch.setenv("ISTIO_HOME", str(tmp_path / "istio-1.31.1"))
+    monkeypatch.setenv("ISTIO_HOME", str(tmp_path / "istio-1.30.3"))
 
 
 def test_healthy_machine_reports_versions_and_exits_0(fake, capsys, monkeypatch, tmp_path):
@@ -33,7 +33,7 @@ def test_healthy_machine_reports_versions_and_exits_0(fake, capsys, monkeypatch,
     )  # this shared machine's 8080 may be busy; ports tested below
     assert cli.main(["--backend", "kind", "doctor"]) == 0
     out = capsys.readouterr().out
-    for line in ("docker 28.3.2: 8 CPUs, 15.5 GiB", "kind v0.32.0", "kubectl v1.36.1", "istioctl 1.31.1"):
+    for line in ("docker 28.3.2: 8 CPUs, 15.5 GiB", "kind v0.32.0", "kubectl v1.36.1", "istioctl 1.30.3"):
         assert line in out
     assert "ready for the kind backend" in out
 
@@ -113,3 +113,52 @@ def test_missing_istio_addons_are_found_before_the_slow_steps(fake, tmp_path, mo
     _istio_release(tmp_path, monkeypatch)
     assert doctor.check_addons().level == "ok"
     assert any("Istio addons" in c.message for c in doctor.run_checks(cluster_exists=True))
+
+
+def test_kind_older_than_the_pinned_node_image_is_an_error(fake, monkeypatch):
+    monkeypatch.setenv("FAKE_KIND_VERSION", "kind v0.31.0 go1.24.4 linux/amd64")
+    [check] = [c for c in doctor.check_tools(("kind",)) if "node image" in c.message]
+    assert check.level == "error"
+    assert "kind v0.31.0 is older than v0.32.0" in check.message and "labkit tools install" in check.fix
+    monkeypatch.setenv("FAKE_KIND_VERSION", "kind v0.32.0 go1.24.4 linux/amd64")
+    [check] = [c for c in doctor.check_tools(("kind",)) if "node image" in c.message]
+    assert check.level == "ok"
+
+
+def test_kubectl_more_than_one_minor_from_the_node_is_a_warning(fake, monkeypatch):
+    monkeypatch.setenv("FAKE_KUBECTL_MINOR", "33")
+    [check] = [c for c in doctor.check_tools(("kubectl",)) if "minor" in c.message]
+    assert check.level == "warning" and "3 minors from the node's Kubernetes 1.36" in check.message
+    monkeypatch.setenv("FAKE_KUBECTL_MINOR", "35")
+    [check] = [c for c in doctor.check_tools(("kubectl",)) if "minor" in c.message]
+    assert check.level == "ok"
+
+
+def test_low_inotify_limits_are_a_warning_with_the_sysctl(tmp_path):
+    (tmp_path / "max_user_watches").write_text("8192\n")
+    (tmp_path / "max_user_instances").write_text("128\n")
+    checks = doctor.check_inotify(tmp_path)
+    assert [c.level for c in checks] == ["warning", "warning"]
+    assert "sudo sysctl fs.inotify.max_user_instances=512" in checks[1].fix
+    (tmp_path / "max_user_instances").write_text("8192\n")
+    assert doctor.check_inotify(tmp_path)[1].level == "ok"
+    assert doctor.check_inotify(tmp_path / "not-linux") == []
+
+
+def test_doctor_says_which_image_mode_is_active(monkeypatch):
+    monkeypatch.delenv("LAB_IMAGES", raising=False)
+    monkeypatch.delenv("LAB_REGISTRY_MIRROR", raising=False)
+    assert (
+        "pulls Istio's and the addons' images from Docker Hub at class time" in doctor.check_images().message
+    )
+    monkeypatch.setenv("LAB_IMAGES", "prepull")
+    assert "pre-pull mode (LAB_IMAGES=prepull)" in doctor.check_images().message
+    monkeypatch.setenv("LAB_REGISTRY_MIRROR", "registry.local:5000")
+    assert "from the registry mirror registry.local:5000" in doctor.check_images().message
+
+
+def test_a_reused_cluster_without_the_port_mapping_is_an_error(fake, monkeypatch):
+    fake.add_cluster("meshlab", ports=())
+    [check] = [c for c in doctor.run_checks(cluster_exists=True) if "publish" in c.message]
+    assert check.level == "error" and "does not publish port 8080" in check.message
+    assert "kind delete cluster --name meshlab" in check.fix

@@ -1,52 +1,39 @@
 """``KubeLab``: the Lab API on a real Istio mesh. ``kind`` mode builds and owns a kind cluster; ``kube``
-mode uses an existing cluster (``context=``) and never creates or deletes it."""
+mode uses an existing cluster (``context=``) and never creates or deletes it. Traffic from inside pods lives
+in ``podtraffic``; the Kubernetes API in ``kube``; istioctl in ``istio``."""
 
 from __future__ import annotations
 
-import dataclasses
-import json
-import math
 import os
-import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
-from labkit import manifests, paths
+from labkit import manifests, paths, scenario
 from labkit.command import run
 from labkit.errors import BackendError, LabError
-from labkit.kind import cluster, doctor, istio
+from labkit.kind import cluster, doctor, images, istio, podtraffic, workloads
 from labkit.kind.commands import Target
-from labkit.kind.kube import Kube, has_sidecar, rollout_complete
-from labkit.lab import Change, Lab, Status, WorkloadStatus
+from labkit.kind.k8s import has_sidecar, rollout_complete
+from labkit.kind.kube import Kube
+from labkit.lab import Change, Lab, Status
 from labkit.metrics import RequestCount, envoy_stats
 
 if TYPE_CHECKING:
     from labkit.manifests import Resource
     from labkit.traffic import Outcome, Resolver, TrafficResult
 
-#: Namespaces the lab's apps live in (cluster-config/apps).
-LAB_NAMESPACES = ("payments-prod", "legacy", "external")
 #: kind/cluster.yaml publishes the ingress gateway's NodePort here.
 INGRESS_URL = "http://127.0.0.1:8080"
+#: How long up() waits for the nodes to be Ready after ``kind create`` (whose --wait may expire silently).
+NODE_READY_TIMEOUT = 300.0
 #: How long set_weights waits for istiod to push a new split to the client's proxy.
 PROPAGATION_TIMEOUT = 30.0
-#: In-cluster traffic sources: namespace, Deployment and container that run load.py.
-POD_SOURCES = {
-    "client": ("payments-prod", "client", "client"),
-    "legacy": ("legacy", "legacy-client", "legacy-client"),
-}
-#: Istio kinds whose live objects other objects refer to (subsets, hosts, gateways, mTLS).
-LIVE_KINDS = (
-    ("networking.istio.io/v1", "DestinationRule"),
-    ("networking.istio.io/v1", "VirtualService"),
-    ("networking.istio.io/v1", "Gateway"),
-    ("networking.istio.io/v1", "ServiceEntry"),
-    ("security.istio.io/v1", "PeerAuthentication"),
-)
 #: Applied first so the objects inside them can be created in the same call.
 _FIRST = ("CustomResourceDefinition", "Namespace", "ServiceAccount")
+#: What ``proxy_config`` can ask a proxy for (``istioctl proxy-config <what>``).
+PROXY_CONFIG = ("routes", "clusters", "listeners", "endpoints", "secrets")
 
 
 def _say(message: str) -> None:
@@ -60,7 +47,7 @@ class KubeLab(Lab):
 
     def __init__(self, mode: str = "kind", context: str | None = None, name: str = cluster.NAME) -> None:
         if mode not in ("kind", "kube"):
-            raise BackendError(f"unknown mode {mode!r} for the Kubernetes backend; use kind or kube")
+            raise BackendError(f"unknown mode {mode!r} for the Kubernetes backend", "use kind or kube")
         self.backend, self.name = mode, name
         if mode == "kind":
             self.target = Target(cluster.kubeconfig(name), context or cluster.context(name))
@@ -72,7 +59,7 @@ class KubeLab(Lab):
     def kube(self) -> Kube:
         if self._kube is None:
             if self.target.kubeconfig and not self.target.kubeconfig.exists():
-                raise BackendError(f"kind cluster {self.name} has no kubeconfig yet; run lab.up() first")
+                raise BackendError(f"kind cluster {self.name} has no kubeconfig yet", "run lab.up()")
             self._kube = Kube(self.target.kubeconfig, self.target.context)
         return self._kube
 
@@ -84,20 +71,30 @@ class KubeLab(Lab):
         self._preflight()
         if self.backend == "kind":
             _say(f"cluster {self.name}: creating or reusing (the first time takes a few minutes)")
-            cluster.create(self.name)
+            created = cluster.create(self.name)
+            problem = None if created else cluster.port_mapping_problem(self.name)
+            if problem:
+                raise BackendError(problem)
             self._kube = None
             # kubectl/istioctl cells in this kernel reach the lab's cluster; ~/.kube/config stays untouched
             os.environ["KUBECONFIG"] = str(self.target.kubeconfig)
+            self.kube.wait_nodes_ready(
+                NODE_READY_TIMEOUT
+            )  # `kind create --wait` exits 0 even when it timed out
             _say(f"building {cluster.IMAGE} and loading it into the cluster")
             cluster.build_image()
             cluster.load_image(cluster.IMAGE, self.name)
+            if images.prepull():
+                wanted = images.istio_images() + images.addon_images(istio.addons_dir())
+                _say(f"pre-pull mode: pulling {len(wanted)} images on this host and loading them")
+                images.pull_and_load(wanted, self.name)
         else:
             _say(f"kube mode: the nodes must be able to pull {cluster.IMAGE} (push it to their registry)")
         self._install_istio()
         self.addons()
         _say("applying cluster-config/apps")
         self.apply(paths.APPS)
-        self._wait_apps()
+        workloads.wait_ready(self.kube, _say)
         return self.status()
 
     def _preflight(self) -> None:
@@ -132,8 +129,8 @@ class KubeLab(Lab):
         folder = istio.addons_dir()
         if folder is None:
             raise BackendError(
-                "Istio's samples/addons (prometheus.yaml, kiali.yaml) were not found next to istioctl; run "
-                "`labkit tools install`, or set ISTIO_HOME to the unpacked Istio release"
+                "Istio's samples/addons (prometheus.yaml, kiali.yaml) were not found next to istioctl",
+                "run `labkit tools install`, or set ISTIO_HOME to the unpacked Istio release",
             )
         for name in istio.ADDONS:
             self._apply(manifests.load(folder / name))  # Istio's own addons: applied as shipped
@@ -145,21 +142,6 @@ class KubeLab(Lab):
         """Where Kiali answers once ``istioctl dashboard kiali`` (a port-forward) runs in a terminal."""
         return "http://localhost:20001/kiali  (run `istioctl dashboard kiali` in a terminal to open it)"
 
-    def _wait_apps(self) -> None:
-        """Wait for every app Deployment; restart once the ones whose pods started without a sidecar."""
-        deployments = self._deployments()
-        for d in deployments:
-            self.kube.wait_rollout(d["metadata"]["namespace"], d["metadata"]["name"])
-        missing = [d for d in deployments if self._injection_problem(d)]
-        for d in missing:
-            _say(f"deployment/{d['metadata']['name']} has pods without a sidecar: rollout restart")
-            self.kube.restart(d["metadata"]["namespace"], d["metadata"]["name"])
-        for d in missing:
-            self.kube.wait_rollout(d["metadata"]["namespace"], d["metadata"]["name"])
-            problem = self._injection_problem(d)
-            if problem:
-                raise BackendError(problem)
-
     def down(self) -> None:
         """Delete the kind cluster (kind mode); an existing cluster (kube mode) is left as it is."""
         if self.backend == "kind":
@@ -168,69 +150,40 @@ class KubeLab(Lab):
         else:
             _say(f"kube mode: cluster {self.target.context or '(current context)'} left running (not ours)")
 
-    # --- manifests ----------------------------------------------------------------------------------------
+    # --- manifests: the apply pipeline's hooks (lab.py loads, validates and shows warnings) ----------------
 
     def _context(self, incoming: list[Resource]) -> list[Resource]:
-        """The apps and the Istio objects live in the cluster, for the cross-object checks."""
+        """The lab's apps and what the cluster holds (Istio objects, Services, Deployments), minus those
+        ``incoming`` replaces: what the analysis stage checks references (subsets, hosts) against."""
         keys = {r.key for r in incoming}
-        return [r for r in manifests.load(paths.APPS) + self._live_istio() if r.key not in keys]
+        found = {r.key: r for r in manifests.load(paths.APPS)}
+        found.update((r.key, r) for r in manifests.load(workloads.live_objects(self.kube)))  # live wins
+        return [r for r in found.values() if r.key not in keys]
 
     def _apply(self, resources: list[Resource]) -> list[Change]:
-        """Server-side apply every object, namespaces first."""
+        """Server-side apply every object, namespaces first; return once a changed Deployment has rolled out
+        (as on the local backend: the workload runs with its new settings)."""
         changes = [Change(r.kind, r.namespace, r.name, self.kube.apply(r.body)) for r in _ordered(resources)]
-        # As on the local backend: return once a changed workload runs with its new settings.
         for change in changes:
             if change.kind == "Deployment" and change.action in ("created", "configured"):
                 self.kube.wait_rollout(change.namespace, change.name)
         return changes
-
-    def _live_istio(self) -> list[Resource]:
-        """The cluster's Istio routing and policy objects, for the cross-object checks of ``apply``."""
-        bodies = []
-        for api_version, kind in LIVE_KINDS:
-            try:
-                items = self.kube.objects(api_version, kind)
-            except BackendError:
-                continue  # Istio (or this kind) is not installed
-            for obj in items:
-                meta = {
-                    k: obj["metadata"].get(k)
-                    for k in ("name", "namespace", "labels")
-                    if obj["metadata"].get(k)
-                }
-                bodies.append(
-                    {"apiVersion": api_version, "kind": kind, "metadata": meta, "spec": obj.get("spec", {})}
-                )
-        return manifests.load(bodies) if bodies else []
 
     def _delete(self, resources: list[Resource]) -> list[Change]:
         """Delete the objects, in reverse order (namespaces last)."""
         ordered = _ordered(resources)
         return [Change(r.kind, r.namespace, r.name, self.kube.delete(r.body)) for r in reversed(ordered)]
 
+    def get(self, kind: str, namespace: str | None = None) -> list[Resource]:
+        """The live objects of ``kind`` ("virtualservices", "VirtualService", "vs", ...), in ``namespace`` or
+        in all namespaces, as the API server holds them (managedFields left out), like ``kubectl get``."""
+        api_version, kind_name = self.kube.kind_named(kind)
+        items = self.kube.objects(api_version, kind_name, namespace)
+        for item in items:
+            item.get("metadata", {}).pop("managedFields", None)
+        return manifests.load(items)
+
     # --- state ----------------------------------------------------------------------------------------------
-
-    def _deployments(self) -> list[dict]:
-        return [d for ns in LAB_NAMESPACES for d in self.kube.objects("apps/v1", "Deployment", ns)]
-
-    def _pods(self, deployment: dict) -> list[dict]:
-        meta = deployment["metadata"]
-        return self.kube.pods(meta["namespace"], deployment["spec"]["selector"].get("matchLabels") or {})
-
-    def _injection_problem(self, deployment: dict) -> str | None:
-        """Why ``deployment``'s pods lack the sidecar their namespace asks for, and the fix; None if fine."""
-        name, ns = deployment["metadata"]["name"], deployment["metadata"]["namespace"]
-        namespace = self.kube.get("v1", "Namespace", ns) or {}
-        if (namespace.get("metadata", {}).get("labels") or {}).get("istio-injection") != "enabled":
-            return None
-        bare = [p["metadata"]["name"] for p in self._pods(deployment) if not has_sidecar(p)]
-        if not bare:
-            return None
-        return (
-            f"pod {bare[0]} of deployment/{name} ({ns}) has no istio-proxy container (1/1, not 2/2): it "
-            f"started before namespace {ns} was labelled istio-injection=enabled or before istiod was ready: "
-            f"`kubectl rollout restart deployment/{name} -n {ns}` (lab.up() does it for you)"
-        )
 
     def status(self) -> Status:
         """Every app Deployment's readiness and sidecar, and each problem with what to do."""
@@ -244,32 +197,14 @@ class KubeLab(Lab):
                     self.backend, False, problems=[f"kind cluster {self.name} does not exist: run lab.up()"]
                 )
         try:
-            deployments = self._deployments()
+            deployments = workloads.deployments(self.kube)
         except BackendError as exc:
             return Status(self.backend, False, problems=[str(exc)])
         status = Status(self.backend, True, ingress_url=INGRESS_URL if self.backend == "kind" else None)
         for d in deployments:
-            pods = self._pods(d)
-            st = d.get("status") or {}
-            try:
-                done = rollout_complete(d)
-            except BackendError as exc:  # the progress deadline passed: it will not finish by itself
-                done = False
-                status.problems.append(str(exc))
-            status.workloads.append(
-                WorkloadStatus(
-                    name=d["metadata"]["name"],
-                    namespace=d["metadata"]["namespace"],
-                    version=(d["spec"]["template"]["metadata"].get("labels") or {}).get("version"),
-                    replicas=d["spec"].get("replicas", 1),
-                    ready=st.get("readyReplicas", 0),
-                    sidecar=bool(pods) and all(has_sidecar(p) for p in pods),
-                    detail="" if done else "(rolling out)",
-                )
-            )
-            problem = self._injection_problem(d)
-            if problem:
-                status.problems.append(problem)
+            line, problems = workloads.status(self.kube, d)
+            status.workloads.append(line)
+            status.problems += problems
         return status
 
     def metrics(self) -> list[RequestCount]:
@@ -280,7 +215,8 @@ class KubeLab(Lab):
         ]
 
     def access_log(self, workload: str, tail: int = 50) -> list[str]:
-        """The last ``tail`` access-log lines of ``workload``'s istio-proxy (lines in Istio's TEXT format)."""
+        """The last ``tail`` access-log lines of ``workload``'s istio-proxy (lines in Istio's TEXT format);
+        ``workload`` as ``send`` takes a source (``currency-converter-v1``, ``shop/web``)."""
         ns, pod = self._proxy_pod(workload)
         text = self.kube.logs(ns, pod, "istio-proxy", tail=max(tail * 5, 200))
         return [line for line in text.splitlines() if line.startswith("[")][-tail:]
@@ -296,39 +232,33 @@ class KubeLab(Lab):
 
     def _proxy_pod(self, workload: str) -> tuple[str, str]:
         """(namespace, pod) of ``workload``'s first pod with an istio-proxy container (the gateway's too)."""
-        for ns in (*LAB_NAMESPACES, "istio-system"):
-            deployment = self.kube.get("apps/v1", "Deployment", workload, ns)
-            if deployment is not None:
-                break
-        else:
-            names = ", ".join(d["metadata"]["name"] for d in self._deployments())
-            raise LabError(
-                f"no workload {workload!r} in the lab; choose one of: {names}, istio-ingressgateway"
-            )
-        pods = self._pods(deployment)
+        found = self._workload(workload)
+        deployment = self.kube.get("apps/v1", "Deployment", found.name, found.namespace) or {}
+        pods = workloads.pods(self.kube, deployment)
+        where = f"deployment/{found.name} ({found.namespace})"
         if not pods:
-            raise BackendError(f"deployment/{workload} ({ns}) has no pods; see `kubectl get pods -n {ns}`")
+            raise BackendError(f"{where} has no pods", f"`kubectl get pods -n {found.namespace}`")
         if not has_sidecar(pods[0]):  # the ingress gateway's own container is called istio-proxy too
-            raise BackendError(
-                f"deployment/{workload} ({ns}) has no sidecar, so no proxy to read; see lab.status()"
-            )
-        return ns, pods[0]["metadata"]["name"]
+            raise BackendError(f"{where} has no sidecar, so no proxy to read", "see lab.status()")
+        return found.namespace, pods[0]["metadata"]["name"]
 
     # --- Istio's view ---------------------------------------------------------------------------------------
 
-    def analyze(self, namespace: str | None = "payments-prod") -> list[Any]:
+    def analyze(self, namespace: str | None = scenario.NAMESPACE) -> list[Any]:
         """``istioctl analyze`` on the cluster as validation Findings (errors and warnings)."""
         return istio.analyze(self.target, namespace)
 
     def route_weights(
-        self, service: str = "currency-converter", namespace: str = "payments-prod", source: str = "client"
+        self, service: str = scenario.SERVICE, namespace: str = scenario.NAMESPACE, source: str = "client"
     ) -> dict[str, int]:
         """``{subset: weight}`` as ``source``'s sidecar holds them: the VirtualService reached the proxy."""
-        ns, deploy, _ = POD_SOURCES[source]
-        pod = self._first_pod(ns, deploy)
-        return istio.route_weights(self.target, pod, ns, f"{service}.{namespace}.svc.cluster.local")
+        workload = self._workload(source)
+        pod = workloads.first_pod(self.kube, workload.namespace, workload.name)
+        return istio.route_weights(
+            self.target, pod, workload.namespace, f"{service}.{namespace}.svc.cluster.local"
+        )
 
-    def set_weights(self, service: str, namespace: str = "payments-prod", **weights: int) -> list[Change]:
+    def set_weights(self, service: str, namespace: str = scenario.NAMESPACE, **weights: int) -> list[Change]:
         """Apply the canary split, then wait until the client's proxy holds it (``proxy-config routes``)."""
         changes = super().set_weights(service, namespace, **weights)
         wanted = {subset: w for subset, w in weights.items() if w}
@@ -340,41 +270,48 @@ class KubeLab(Lab):
             if time.monotonic() > deadline:
                 _say(
                     f"warning: after {PROPAGATION_TIMEOUT:g}s the client's proxy still routes {held}, not "
-                    f"{wanted}; check lab.analyze() and `istioctl proxy-status`"
+                    f"{wanted}. What to do: check lab.analyze() and `istioctl proxy-status`"
                 )
                 return changes
             time.sleep(1)
 
     def mtls_mode(
-        self, workload: str = "currency-converter-v1", namespace: str = "payments-prod"
+        self, workload: str = "currency-converter-v1", namespace: str = scenario.NAMESPACE
     ) -> str | None:
-        """The workload mTLS mode (STRICT/PERMISSIVE) ``istioctl x describe pod`` reports for ``workload``."""
-        return istio.mtls_mode(self.target, self._first_pod(namespace, workload), namespace)
+        """The workload mTLS mode (STRICT/PERMISSIVE) ``istioctl x describe pod`` reports for ``workload``
+        (a Deployment name in ``namespace``, or ``namespace/name``)."""
+        ns, _, name = workload.rpartition("/")
+        ns = ns or namespace
+        return istio.mtls_mode(self.target, workloads.first_pod(self.kube, ns, name), ns)
 
-    def _first_pod(self, namespace: str, deployment: str) -> str:
-        d = self.kube.get("apps/v1", "Deployment", deployment, namespace)
-        pods = self._pods(d) if d else []
-        if not pods:
-            raise BackendError(f"deployment/{deployment} ({namespace}) has no pods; run lab.up()")
-        return pods[0]["metadata"]["name"]
+    def proxy_config(self, workload: str, what: str = "routes") -> Any:
+        """What ``workload``'s proxy runs (``istioctl proxy-config <what> <pod>.<ns> -o json``), parsed:
+        ``workload`` is a lesson alias, ``namespace/name`` or a unique Deployment name."""
+        if what not in PROXY_CONFIG:
+            raise LabError(f"proxy_config cannot show {what!r}", f"choose one of: {', '.join(PROXY_CONFIG)}")
+        found = self._workload(workload)
+        return istio.proxy_config(
+            self.target, workloads.first_pod(self.kube, found.namespace, found.name), found.namespace, what
+        )
+
+    def _workload(self, source: str) -> podtraffic.Workload:
+        return podtraffic.find_workload(self.kube, source)
 
     # --- traffic --------------------------------------------------------------------------------------------
 
     def resolver(self, source: str) -> Resolver:
-        """ "ingress": the gateway on 127.0.0.1:8080 with the URL's host as Host header. In-cluster sources
-        ("client", "legacy") cannot be reached from here: ``send()`` runs them inside their pod."""
-        if source == "ingress":
+        """ "ingress": the gateway on 127.0.0.1:8080 with the URL's host as Host header. Workloads in the
+        cluster cannot be reached from here: ``send()`` runs load.py inside their pod."""
+        if source == scenario.INGRESS:
             if self.backend != "kind":
                 raise BackendError(
-                    "source='ingress' needs the kind port mapping; use source='client' in kube mode"
+                    "source='ingress' needs the kind port mapping", "use source='client' in kube mode"
                 )
             return _ingress
-        if source in POD_SOURCES:
-            raise BackendError(
-                f"requests from {source!r} run inside its pod on the Kubernetes backend; use "
-                f"lab.send(url, n=..., source={source!r}) instead of a resolver"
-            )
-        raise LabError(f"unknown traffic source {source!r}; choose one of: client, legacy, ingress")
+        raise BackendError(
+            f"requests from {source!r} run inside its pod on the Kubernetes backend",
+            f"use lab.send(url, n=..., source={source!r}) instead of a resolver",
+        )
 
     def stream(
         self,
@@ -387,21 +324,21 @@ class KubeLab(Lab):
         headers: Mapping[str, str] | None = None,
         method: str = "GET",
     ) -> Any:
-        """Background traffic for the live chart; from "client"/"legacy" it runs inside that pod."""
-        if source not in POD_SOURCES:
+        """Background traffic for the live chart; from a workload it runs inside that workload's pod."""
+        if source == scenario.INGRESS:
             return super().stream(
-                url,
-                source=source,
-                qps=qps,
-                on_batch=on_batch,
-                concurrency=concurrency,
-                headers=headers,
+                url, source=source, qps=qps, on_batch=on_batch, concurrency=concurrency, headers=headers,
                 method=method,
-            )
-        if method != "GET":
-            raise LabError(f"load.py in the {source} pod sends GET only, not {method}")
-        return PodStream(
-            self, url, source=source, qps=qps, on_batch=on_batch, concurrency=concurrency, headers=headers
+            )  # fmt: skip
+        _get_only(source, method)
+        return podtraffic.PodStream(
+            self.send,
+            url,
+            source=source,
+            qps=qps,
+            on_batch=on_batch,
+            concurrency=concurrency,
+            headers=headers,
         )
 
     def send(
@@ -417,128 +354,28 @@ class KubeLab(Lab):
         method: str = "GET",
         progress: bool | None = None,
     ) -> TrafficResult:
-        """Like ``Lab.send``; for "client" and "legacy" the requests leave from inside that pod (load.py)."""
-        if source not in POD_SOURCES:
+        """Like ``Lab.send``; from a workload (``client``, ``legacy``, ``shop/web``, ``web``) the requests
+        leave from inside one of its pods, through its sidecar (``podtraffic``)."""
+        if source == scenario.INGRESS:
             return super().send(
                 url, n, duration=duration, qps=qps, concurrency=concurrency, source=source,
                 headers=headers, method=method, progress=progress,
             )  # fmt: skip
+        _get_only(source, method)
+        # imported here: the telemetry reader is only needed once traffic is sent
         from labkit import telemetry_split
-        from labkit.traffic import TrafficResult
 
-        if method != "GET":
-            raise LabError(f"load.py in the {source} pod sends GET only, not {method}")
-        if n is None:
-            if duration is not None and not qps:
-                raise LabError("load.py counts requests: give n=, or duration= together with qps=")
-            n = math.ceil(duration * qps) if duration is not None and qps else 100
-        ns, deploy, container = POD_SOURCES[source]
-        argv = ["kubectl", *self.target.args(), "exec", "-n", ns, f"deploy/{deploy}", "-c", container, "--"]
-        argv += ["python", "load.py", "--url", url, "--n", str(n), "--concurrency", str(concurrency)]
-        if qps:
-            argv += ["--qps", f"{qps:g}"]
-        for key, value in (headers or {}).items():
-            argv += ["--header", f"{key}: {value}"]
-        expected = n / qps if qps else 2.0 * n / max(concurrency, 1)
-        fix = f"check `kubectl get pods -n {ns}` (lab.status()); lab.up() repairs the lab"
         meter = telemetry_split.Meter(self.metrics, source=source, url=url, lag=self.telemetry_lag)
-        result = run(argv, env=self.target.env(), timeout=120 + expected, fix=fix)
-        outcomes = parse_load_output(result.stdout)
-        if n and not outcomes:
-            raise BackendError(
-                f"load.py in deploy/{deploy} ({ns}) printed no results:\n{result.stdout[-500:]}"
-            )
-        elapsed = max((o.t + o.latency for o in outcomes), default=0.0)
-        return meter.finish(TrafficResult(outcomes, source=source, url=url, elapsed=elapsed))
+        return meter.finish(podtraffic.send(
+            self.kube, self.target, self._workload(source), url, n=n, duration=duration, qps=qps,
+            concurrency=concurrency, headers=headers, source=source,
+        ))  # fmt: skip
 
 
-class PodStream:
-    """Background traffic from inside a pod, for the live chart: load.py runs in chunks of ``chunk`` seconds
-    and each chunk's outcomes arrive as one batch. Same interface as ``traffic.Stream``, coarser batches."""
-
-    def __init__(
-        self,
-        lab: KubeLab,
-        url: str,
-        *,
-        source: str,
-        qps: float,
-        on_batch: Callable[[list[Outcome]], None],
-        chunk: float = 2.0,
-        concurrency: int = 8,
-        headers: Mapping[str, str] | None = None,
-    ) -> None:
-        self.lab, self.url, self.source, self.qps, self.on_batch = lab, url, source, qps, on_batch
-        self.chunk, self.concurrency, self.headers = chunk, concurrency, headers
-        self.started = 0.0
-        self.error: BaseException | None = None  # the last failure of a chunk or of on_batch
-        self._stopped = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    @property
-    def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive() and not self._stopped.is_set()
-
-    def start(self) -> None:
-        """Start sending (a no-op when already running)."""
-        if self.running:
-            return
-        self._stopped = threading.Event()
-        self.started = time.monotonic()
-        self._thread = threading.Thread(target=self._loop, name=f"pod-stream-{self.source}", daemon=True)
-        self._thread.start()
-
-    def stop(self, timeout: float = 5.0) -> None:
-        """Stop after the chunk in flight, waiting up to ``timeout`` seconds for its batch."""
-        self._stopped.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-
-    def _loop(self) -> None:
-        n = max(1, round(self.qps * self.chunk))
-        while not self._stopped.is_set():
-            begin = time.monotonic() - self.started
-            try:
-                result = self.lab.send(
-                    self.url,
-                    n,
-                    qps=self.qps,
-                    source=self.source,
-                    concurrency=self.concurrency,
-                    headers=self.headers,
-                )
-                self.on_batch([dataclasses.replace(o, t=o.t + begin) for o in result.outcomes])
-            except Exception as exc:  # noqa: BLE001 - reported through .error, as traffic.Stream does
-                self.error = exc
-                if isinstance(exc, LabError):
-                    self._stopped.set()  # the pod cannot send: retrying every chunk would only repeat it
-
-
-def parse_load_output(text: str) -> list[Outcome]:
-    """load.py's JSON lines (``{"t","status","version","latency","error","flags"}``, ``t`` a wall-clock
-    time) as traffic Outcomes, ``t`` counted from the first request as TrafficResult expects."""
-    from labkit.traffic import Outcome
-
-    rows = []
-    for line in text.splitlines():
-        try:
-            row = json.loads(line)
-        except ValueError:
-            continue  # kubectl or Python warnings between the results
-        if isinstance(row, dict) and "latency" in row:
-            rows.append(row)
-    start = min((float(row.get("t") or 0.0) for row in rows), default=0.0)
-    return [
-        Outcome(
-            t=float(row.get("t") or start) - start,
-            status=row.get("status"),
-            version=row.get("version"),
-            latency=float(row["latency"]),
-            error=row.get("error"),
-            flags=row.get("flags"),
-        )
-        for row in sorted(rows, key=lambda row: float(row.get("t") or start))
-    ]
+def _get_only(source: str, method: str) -> None:
+    if method != "GET":
+        raise LabError(f"load.py in the {source} pod sends GET only, not {method}", "send GET, or "
+                       "send from source='ingress'")  # fmt: skip
 
 
 def _ingress(url: str) -> tuple[str, dict[str, str]]:

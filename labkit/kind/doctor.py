@@ -16,13 +16,24 @@ import yaml
 from labkit import paths
 from labkit.command import run
 from labkit.errors import CommandError, LabError, ToolNotFoundError
-from labkit.kind import cluster, istio
+from labkit.kind import cluster, images, istio
 from labkit.versions import ISTIO_MINOR, K8S_SUPPORTED  # the one place for versions
 
 MIN_CPUS = 4
 #: 8 GiB asked of Docker; Docker Desktop set to "8 GB" reports about 7.7 GiB of MemTotal, so allow that.
 MIN_MEMORY_GIB = 7.5
 HOST_PORTS = (8080, 8443)
+#: Each kind release's own node image (kubernetes-sigs/kind pkg/apis/config/defaults/image.go at the tag):
+#: node images are built for the kind release that publishes them, and an older kind may not boot a newer one.
+KIND_NODE_IMAGES = {
+    "v0.30.0": "kindest/node:v1.34.0@sha256:7416a61b42b1662ca6ca89f02028ac133a309a2a30ba309614e8ec94d976dc5a",
+    "v0.31.0": "kindest/node:v1.35.0@sha256:452d707d4862f52530247495d180205e029056831160e22870e37e3f6c1ac31f",
+    "v0.32.0": "kindest/node:v1.36.1@sha256:3489c7674813ba5d8b1a9977baea8a6e553784dab7b84759d1014dbd78f7ebd5",
+}
+#: kind's known issue "Pod errors due to too many open files" (site/content/docs/user/known-issues.md): the
+#: values it recommends for fs.inotify on the Linux host (or the Docker Desktop VM).
+INOTIFY_MINIMUM = {"max_user_watches": 524288, "max_user_instances": 512}
+INOTIFY_DIR = Path("/proc/sys/fs/inotify")
 
 
 @dataclass(frozen=True)
@@ -35,7 +46,7 @@ class Check:
 
     def __str__(self) -> str:
         text = f"[{self.level}] {self.message}"
-        return f"{text} -> {self.fix}" if self.fix else text
+        return f"{text}. What to do: {self.fix}" if self.fix else text
 
 
 def check_docker() -> list[Check]:
@@ -89,7 +100,8 @@ VERSION_COMMANDS: dict[str, tuple[list[str], Callable[[str], str]]] = {
 
 
 def check_tools(tools: tuple[str, ...] = ("kind", "kubectl", "istioctl")) -> list[Check]:
-    """The tools are installed; istioctl is the Istio minor the lab is written for."""
+    """The tools are installed; istioctl is the Istio minor the lab is written for; kind runs the pinned node
+    image; kubectl is within one minor of the node."""
     checks = []
     for tool in tools:
         argv, parse = VERSION_COMMANDS[tool]
@@ -107,6 +119,10 @@ def check_tools(tools: tuple[str, ...] = ("kind", "kubectl", "istioctl")) -> lis
             checks.append(Check("error", f"{tool} printed an unexpected version", f"reinstall {tool}"))
             continue
         checks.append(Check("ok", f"{tool} {version}"))
+        if tool == "kind":
+            checks.append(check_kind_node_image(version))
+        if tool == "kubectl":
+            checks.append(check_kubectl_skew(version))
         if tool == "istioctl" and not version.startswith(ISTIO_MINOR + "."):
             fix = "run `labkit tools install` for the pinned istioctl"
             checks.append(
@@ -136,6 +152,69 @@ def check_node_image(config: Path = paths.KIND_CONFIG) -> Check:
                 "error", f"node image {image}: Istio {ISTIO_MINOR} supports Kubernetes {supported}", fix
             )
     return Check("ok", f"node image {', '.join(sorted(images))} (Kubernetes {supported} supported)")
+
+
+def _version(text: str) -> tuple[int, ...]:
+    return tuple(int(p) for p in re.findall(r"\d+", text)[:3])
+
+
+def check_kind_node_image(kind_version: str, config: Path = paths.KIND_CONFIG) -> Check:
+    """The node image cluster.yaml pins is the one this kind release was built with (or older)."""
+    nodes = (yaml.safe_load(config.read_text()) or {}).get("nodes") or [{}]
+    image = nodes[0].get("image") or ""
+    owner = next((k for k, v in KIND_NODE_IMAGES.items() if v == image), None)
+    fix = f"run `labkit tools install` (kind {max(KIND_NODE_IMAGES, key=_version)}), or install that kind"
+    if owner is None:
+        return Check("warning", f"node image {image or '(none)'} is not a kind release's own image", fix)
+    if _version(kind_version) < _version(owner):
+        return Check(
+            "error", f"kind {kind_version} is older than {owner}, whose node image {config.name} pins", fix
+        )
+    return Check("ok", f"kind {kind_version} runs node image {image.split('@')[0]} (kind {owner}'s)")
+
+
+def check_kubectl_skew(kubectl_version: str, config: Path = paths.KIND_CONFIG) -> Check:
+    """kubectl within one minor of the node's Kubernetes (Kubernetes' version skew policy)."""
+    nodes = (yaml.safe_load(config.read_text()) or {}).get("nodes") or [{}]
+    node = re.search(r":v(\d+)\.(\d+)", nodes[0].get("image") or "")
+    client = _version(kubectl_version)
+    if not node or len(client) < 2:
+        return Check("warning", f"cannot compare kubectl {kubectl_version} with the node's Kubernetes")
+    skew = abs(client[1] - int(node[2]))
+    if client[0] != int(node[1]) or skew > 1:
+        return Check(
+            "warning",
+            f"kubectl {kubectl_version} is {skew} minors from the node's Kubernetes 1.{node[2]} "
+            "(one minor either way is supported)",
+            f"install kubectl 1.{node[2]} (https://kubernetes.io/docs/tasks/tools/)",
+        )
+    return Check("ok", f"kubectl {kubectl_version} within one minor of Kubernetes 1.{node[2]}")
+
+
+def check_inotify(folder: Path = INOTIFY_DIR) -> list[Check]:
+    """Linux inotify limits kind's known issues ask for; every proxy and kubelet watch files."""
+    if not folder.is_dir():
+        return []  # not Linux (Docker Desktop's VM has its own, larger, limits)
+    checks = []
+    for name, minimum in INOTIFY_MINIMUM.items():
+        try:
+            value = int((folder / name).read_text().strip())
+        except (OSError, ValueError):
+            continue
+        if value < minimum:
+            checks.append(Check(
+                "warning",
+                f"fs.inotify.{name} is {value}; kind needs {minimum} (pods fail with 'too many open files')",
+                f"`sudo sysctl fs.inotify.{name}={minimum}` (and add it to /etc/sysctl.conf to keep it)",
+            ))  # fmt: skip
+        else:
+            checks.append(Check("ok", f"fs.inotify.{name} {value}"))
+    return checks
+
+
+def check_images() -> Check:
+    """Which image mode is active: the node pulls at class time, or pre-pull (host or mirror)."""
+    return Check("ok", images.describe())
 
 
 def check_ports(ports: tuple[int, ...] = HOST_PORTS) -> list[Check]:
@@ -170,10 +249,19 @@ def check_addons() -> Check:
 
 
 def run_checks(*, cluster_exists: bool) -> list[Check]:
-    """Every preflight check; ports are skipped when the lab's cluster already holds them."""
-    checks = check_docker() + check_tools() + [check_node_image(), check_addons()]
+    """Every preflight check; an existing cluster is checked for the lab's port mapping instead of the
+    ports being free (it holds them)."""
+    checks = check_docker() + check_tools() + [check_node_image(), check_addons(), check_images()]
+    checks += check_inotify()
     if not cluster_exists:
         checks += check_ports()
+    else:
+        problem = cluster.port_mapping_problem()
+        if problem:
+            message, _, fix = problem.partition("\nWhat to do: ")
+            checks.append(Check("error", message, fix))
+        else:
+            checks.append(Check("ok", f"kind cluster {cluster.NAME} publishes the lab's ports"))
     return checks
 
 

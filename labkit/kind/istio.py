@@ -13,22 +13,25 @@ from typing import Any
 from labkit import paths, state
 from labkit.command import run, which
 from labkit.errors import LabError
+from labkit.kind import images
 from labkit.kind.commands import Target
+from labkit.versions import ISTIO_MINOR
 
-#: istioctl's exit code when ``analyze`` found issues at or above the failure threshold (cmd/sysexits.go).
-ANALYZE_FOUND_ISSUES = 79
 ADDONS = ("prometheus.yaml", "kiali.yaml")
 
 
 def install(target: Target) -> None:
     """``istioctl install`` with the lab's IstioOperator; it waits for the control plane to be ready."""
     argv = ["istioctl", "install", "-y", "-f", str(paths.ISTIO_INSTALL), "--readiness-timeout", "600s"]
+    argv += images.install_args()  # the pinned images, the ones pre-pull mode loaded into the nodes
     fix = "see istioctl's output above; `kubectl get pods -n istio-system` shows Pending or failing pods"
     run(argv + target.args(), env=target.env(), timeout=900, fix=fix)
 
 
 def versions(target: Target) -> tuple[str, list[str]]:
-    """istioctl's own version and the control plane's (istiod) versions."""
+    """istioctl's own version and the control plane's (istiod) versions; no control plane, no versions
+    (istioctl omits ``meshVersion`` when it finds no istiod: ``omitempty`` in istio/istio
+    pkg/version/cobra.go)."""
     out = run(["istioctl", "version", "-o", "json", *target.args()], env=target.env(), timeout=60).stdout
     data = json.loads(out)
     mesh = [c.get("Info", {}).get("version", "") for c in data.get("meshVersion") or []]
@@ -49,22 +52,22 @@ def skew_problem(client: str, control_plane: list[str]) -> str | None:
 
 
 def analyze(target: Target, namespace: str | None = None) -> list[Any]:
-    """``istioctl analyze`` on the live cluster as validation Findings (exit 79 means it found errors)."""
-    from labkit.validation import Finding
+    """``istioctl analyze -o json`` on the live cluster as validation Findings.
+
+    Read as istioctl writes it (istio/istio istioctl/pkg/analyze/analyze.go): with ``-o json`` the exit code
+    is 0 even when errors were found (the 79 of cmd/sysexits.go comes only with the log format), the JSON
+    array of messages is on stdout, and a clean run prints "No validation issues found ..." on stderr.
+    """
+    from labkit.validation import Finding  # validation loads schemas: kept out of `import labkit`
 
     scope = ["-n", namespace] if namespace else ["-A"]
-    result = run(
-        ["istioctl", "analyze", "-o", "json", *scope, *target.args()],
-        env=target.env(),
-        timeout=120,
-        ok=(0, ANALYZE_FOUND_ISSUES),
-    )
+    result = run(["istioctl", "analyze", "-o", "json", *scope, *target.args()], env=target.env(), timeout=120)
     findings = []
     for msg in _json_list(result.stdout):
         level = str(msg.get("level", "")).lower()
         if level not in ("error", "warning"):
             continue
-        kind, _, ref = str(msg.get("origin", "")).partition(" ")
+        kind, name = origin(str(msg.get("origin", "")))
         findings.append(
             Finding(
                 severity=level,
@@ -72,7 +75,7 @@ def analyze(target: Target, namespace: str | None = None) -> list[Any]:
                 source="istioctl analyze",
                 index=0,
                 kind=kind,
-                name=ref.rsplit(".", 1)[0],  # origin is "<Kind> <name>.<namespace>" (namespaces have no dots)
+                name=name,
                 field="",
                 message=f"{msg.get('code', '')} {msg.get('message', '')}".strip(),
                 fix=f"see {msg['documentationUrl']}" if msg.get("documentationUrl") else "",
@@ -81,12 +84,25 @@ def analyze(target: Target, namespace: str | None = None) -> list[Any]:
     return findings
 
 
+def origin(text: str) -> tuple[str, str]:
+    """``(kind, name)`` from an analyzer message's origin, istioctl's ``FriendlyName``: ``"<Kind>
+    <namespace>/<name>"``, or ``"<Kind> <name>"`` for a cluster-scoped object
+    (istio/istio pkg/config/analysis/legacy/source/kube/origin.go)."""
+    kind, _, ref = text.partition(" ")
+    return kind, ref.rpartition("/")[2]
+
+
 def _json_list(text: str) -> list[dict]:
-    """The JSON array istioctl printed; a clean run may print a sentence instead, meaning no messages."""
+    """The JSON array istioctl printed (``[]`` or nothing when there was no message)."""
+    if not text.strip():
+        return []
     try:
         data = json.loads(text)
-    except ValueError:
-        return []
+    except ValueError as exc:
+        raise LabError(
+            f"istioctl analyze -o json printed something that is not JSON: {text[:200]!r}",
+            f"check `istioctl version` (the lab is written for Istio {ISTIO_MINOR}); run the command by hand",
+        ) from exc
     return data if isinstance(data, list) else []
 
 
@@ -110,6 +126,13 @@ def route_weights(target: Target, pod: str, namespace: str, host: str, port: int
                 subset = (parts[2] if len(parts) == 4 else "") or "(no subset)"
                 weights[subset] = weights.get(subset, 0) + int(cluster.get("weight", 0))
     return weights
+
+
+def proxy_config(target: Target, pod: str, namespace: str, what: str) -> Any:
+    """``istioctl proxy-config <what> <pod>.<namespace> -o json``, parsed: what that proxy runs."""
+    argv = ["istioctl", "proxy-config", what, f"{pod}.{namespace}", "-o", "json", *target.args()]
+    fix = f"the pod needs a sidecar (`kubectl get pod {pod} -n {namespace}` shows 2/2); lab.status()"
+    return json.loads(run(argv, env=target.env(), timeout=60, fix=fix).stdout or "null")
 
 
 def mtls_mode(target: Target, pod: str, namespace: str) -> str | None:

@@ -1,17 +1,19 @@
 """The Kubernetes API through the official client: server-side apply of any kind (Istio's too) via the
-dynamic client, kubectl's rollout-complete rule, sidecar checks, pod logs, and Prometheus through the API
-server's service proxy (no port-forward). Every request has a timeout; API errors become LabErrors that name
-the object."""
+dynamic client, rollouts, pods, logs, ephemeral containers, and Prometheus through the API server's service
+proxy (no port-forward). Every request has a timeout; API errors become ``ApiError`` (the server's status and
+reason kept), and a client this code cannot drive becomes a LabError that says which versions work."""
 
 from __future__ import annotations
 
 import json
 import os
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import kubernetes
 from kubernetes import client, config
 from kubernetes.dynamic import DynamicClient
 from kubernetes.dynamic.exceptions import DynamicApiError, NotFoundError, ResourceNotFoundError
@@ -19,12 +21,12 @@ from urllib3.exceptions import HTTPError
 
 from labkit import state
 from labkit.errors import BackendError, LabError
+from labkit.kind.k8s import CLIENT_MAJORS, ApiError, api_error, check_client_version, rollout_complete
 
 FIELD_MANAGER = "labkit"
 REQUEST_TIMEOUT = 30.0
 #: Prometheus from Istio's samples/addons, through the API server (the path is used as is, not %-encoded).
 PROMETHEUS_QUERY = "/api/v1/namespaces/istio-system/services/prometheus:9090/proxy/api/v1/query"
-SIDECAR = "istio-proxy"
 
 
 class _TimedApiClient(client.ApiClient):
@@ -35,45 +37,11 @@ class _TimedApiClient(client.ApiClient):
         return super().call_api(method, url, header_params, body, post_params, _request_timeout=timeout)
 
 
-def rollout_complete(deployment: dict) -> bool:
-    """kubectl's ``rollout status`` rule: the new ReplicaSet has every replica available, no old pod left.
-
-    Raises BackendError when the Deployment exceeded its progress deadline (kubectl reports a failure).
-    """
-    meta, spec, status = (
-        deployment.get("metadata", {}),
-        deployment.get("spec", {}),
-        deployment.get("status") or {},
-    )
-    if meta.get("generation", 0) > status.get("observedGeneration", 0):
-        return False
-    for cond in status.get("conditions") or []:
-        if cond.get("type") == "Progressing" and cond.get("reason") == "ProgressDeadlineExceeded":
-            name = f"deployment/{meta.get('name')} ({meta.get('namespace')})"
-            raise BackendError(
-                f"{name} exceeded its progress deadline: {cond.get('message', '')}; look at its pods with "
-                f"`kubectl get pods -n {meta.get('namespace')}` and `kubectl describe pod ...`"
-            )
-    replicas = spec.get("replicas", 1)
-    updated = status.get("updatedReplicas", 0)
-    return (
-        updated >= replicas
-        and status.get("replicas", 0) <= updated
-        and status.get("availableReplicas", 0) >= updated
-    )
-
-
-def has_sidecar(pod: dict) -> bool:
-    """Whether the pod runs Istio's proxy (a container, or a native-sidecar init container)."""
-    spec = pod.get("spec", {})
-    containers = (spec.get("containers") or []) + (spec.get("initContainers") or [])
-    return any(c.get("name") == SIDECAR for c in containers)
-
-
 class Kube:
     """One cluster, reached through ``kubeconfig`` (default: KUBECONFIG or ~/.kube/config) and ``context``."""
 
     def __init__(self, kubeconfig: Path | None = None, context: str | None = None) -> None:
+        check_client_version()
         self.kubeconfig, self.context = kubeconfig, context
         configuration = client.Configuration()
         try:
@@ -88,8 +56,8 @@ class Kube:
         except (config.ConfigException, OSError) as exc:
             where = kubeconfig or "KUBECONFIG / ~/.kube/config"
             raise BackendError(
-                f"cannot read context {context or '(current)'} from {where}: {exc}; "
-                "for the kind backend run lab.up(); for another cluster check `kubectl config get-contexts`"
+                f"cannot read context {context or '(current)'} from {where}: {exc}",
+                "for the kind backend run lab.up(); for another cluster check `kubectl config get-contexts`",
             ) from exc
         self.api = _TimedApiClient(configuration)
         self.host = configuration.host
@@ -105,13 +73,25 @@ class Kube:
             )
         return self._dynamic
 
-    def _call(self, what: str, fn: Any) -> Any:
+    def _call(self, what: str, fn: Callable[[], Any], fix: str = "") -> Any:
+        """``fn()``, with the API server's refusals as ApiError and the client's own failures as LabErrors."""
         try:
             return fn()
         except (HTTPError, OSError) as exc:
             raise BackendError(
-                f"cannot reach the Kubernetes API server at {self.host} to {what}: {exc}; is the cluster up? "
-                "(`kind get clusters`, `docker ps`); lab.up() starts it"
+                f"cannot reach the Kubernetes API server at {self.host} to {what}: {exc}",
+                "is the cluster up? (`kind get clusters`, `docker ps`); lab.up() starts it",
+            ) from exc
+        except NotFoundError:
+            raise  # "does not exist" is an answer the callers handle
+        except (DynamicApiError, client.ApiException) as exc:
+            raise api_error(what, exc, fix) from exc
+        except (TypeError, AttributeError) as exc:  # a client whose API differs from 37.x's
+            raise LabError(
+                f"the kubernetes client {kubernetes.__version__} failed ({what}): "
+                f"{type(exc).__name__}: {exc}",
+                f"install the range labkit is tested with: pip install "
+                f"'kubernetes>={CLIENT_MAJORS.start},<{CLIENT_MAJORS.stop}' (`make install` pins it)",
             ) from exc
 
     def _resource(self, api_version: str, kind: str) -> Any:
@@ -121,9 +101,51 @@ class Kube:
             )
         except ResourceNotFoundError as exc:
             raise BackendError(
-                f"the cluster does not know {kind} ({api_version}); if it is an Istio kind, Istio is not "
-                "installed yet: run lab.up()"
+                f"the cluster does not know {kind} ({api_version})",
+                "if it is an Istio kind, Istio is not installed yet: run lab.up()",
             ) from exc
+
+    def kind_named(self, name: str) -> tuple[str, str]:
+        """``(apiVersion, kind)`` for a name as kubectl takes it: a kind, its plural, singular or short name,
+        in any case; Istio's group first where a name is in several (``gateways``)."""
+        wanted = name.lower()
+        found = [
+            r
+            for r in self._call("look up kinds", lambda: self.dynamic.resources.search())
+            if "/" not in (r.name or "")  # subresources (pods/log)
+            and wanted in {r.kind.lower(), r.name, r.singular_name, *(r.short_names or [])}
+        ]
+        if not found:
+            raise LabError(
+                f"the cluster knows no kind {name!r}",
+                "`kubectl api-resources` lists them (an Istio kind before Istio is installed: run lab.up())",
+            )
+        found.sort(key=lambda r: (not (r.group or "").endswith("istio.io"), not r.preferred))
+        return found[0].group_version, found[0].kind
+
+    def wait_nodes_ready(self, timeout: float = 300) -> None:
+        """Wait until every node reports Ready: ``kind create --wait`` only warns and exits 0 on timeout
+        (kind pkg/cluster/internal/create/actions/waitforready/waitforready.go)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            nodes = self.objects("v1", "Node")
+            not_ready = [
+                n["metadata"]["name"]
+                for n in nodes
+                if not any(
+                    c.get("type") == "Ready" and c.get("status") == "True"
+                    for c in (n.get("status") or {}).get("conditions") or []
+                )
+            ]
+            if nodes and not not_ready:
+                return
+            if time.monotonic() > deadline:
+                raise BackendError(
+                    f"node(s) {', '.join(not_ready) or '(none yet)'} not Ready after {timeout:g}s",
+                    "`kubectl describe nodes` (a CNI or disk-pressure problem); lab.down() then lab.up() "
+                    "starts over",
+                )
+            time.sleep(min(2.0, max(0.1, timeout / 20)))
 
     # --- objects ------------------------------------------------------------------------------------------
 
@@ -133,9 +155,10 @@ class Kube:
         meta = body.get("metadata", {})
         name, namespace = meta.get("name"), (meta.get("namespace") or "default") if res.namespaced else None
         before = self.get(body["apiVersion"], body["kind"], name, namespace)
+        where = f" in {namespace}" if namespace else ""
         try:
             after = self._call(
-                f"apply {body['kind']}/{name}",
+                f"the API server rejected {body['kind']}/{name}{where}",
                 lambda: res.server_side_apply(
                     body=body,
                     namespace=namespace,
@@ -144,10 +167,12 @@ class Kube:
                     _request_timeout=REQUEST_TIMEOUT,
                 ),
             )
-        except DynamicApiError as exc:
-            raise LabError(
-                f"the API server rejected {body['kind']}/{name}{f' in {namespace}' if namespace else ''}: "
-                f"{_reason(exc)}; fix the manifest and apply it again"
+        except NotFoundError as exc:  # the namespace does not exist (the server answers 404 for it)
+            raise api_error(
+                f"the API server rejected {body['kind']}/{name}{where}",
+                exc,
+                f"create namespace {namespace} first: put its Namespace in the same apply, or apply it "
+                "before",
             ) from exc
         if before is None:
             return "created"
@@ -161,15 +186,13 @@ class Kube:
         namespace = (meta.get("namespace") or "default") if res.namespaced else None
         try:
             self._call(
-                f"delete {body['kind']}/{meta.get('name')}",
+                f"cannot delete {body['kind']}/{meta.get('name')}",
                 lambda: res.delete(
                     name=meta.get("name"), namespace=namespace, _request_timeout=REQUEST_TIMEOUT
                 ),
             )
         except NotFoundError:
             return "not found"
-        except DynamicApiError as exc:
-            raise LabError(f"cannot delete {body['kind']}/{meta.get('name')}: {_reason(exc)}") from exc
         return "deleted"
 
     def get(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> dict | None:
@@ -177,13 +200,11 @@ class Kube:
         res = self._resource(api_version, kind)
         try:
             obj = self._call(
-                f"read {kind}/{name}",
+                f"cannot read {kind}/{name}",
                 lambda: res.get(name=name, namespace=namespace, _request_timeout=REQUEST_TIMEOUT),
             )
         except NotFoundError:
             return None
-        except DynamicApiError as exc:
-            raise LabError(f"cannot read {kind}/{name}: {_reason(exc)}") from exc
         return obj.to_dict()
 
     def objects(
@@ -193,13 +214,13 @@ class Kube:
         res = self._resource(api_version, kind)
         try:
             objs = self._call(
-                f"list {kind}",
+                f"cannot list {kind} in {namespace or 'any namespace'}",
                 lambda: res.get(
                     namespace=namespace, label_selector=selector, _request_timeout=REQUEST_TIMEOUT
                 ),
             )
-        except DynamicApiError as exc:
-            raise LabError(f"cannot list {kind} in {namespace}: {_reason(exc)}") from exc
+        except NotFoundError:
+            return []  # the namespace does not exist: nothing in it
         return objs.to_dict().get("items") or []
 
     # --- workloads ------------------------------------------------------------------------------------------
@@ -219,10 +240,11 @@ class Kube:
                     else "absent"
                 )
                 raise BackendError(
-                    f"deployment/{name} ({namespace}) not ready after {timeout:g}s ({seen}); look for Pending"
-                    f" or ImagePullBackOff in `kubectl get pods -n {namespace}` and `kubectl describe pod`"
+                    f"deployment/{name} ({namespace}) not ready after {timeout:g}s ({seen})",
+                    f"look for Pending or ImagePullBackOff in `kubectl get pods -n {namespace}` and `kubectl "
+                    "describe pod`",
                 )
-            time.sleep(2)
+            time.sleep(0.5)
 
     def pods(self, namespace: str, selector: dict[str, str]) -> list[dict]:
         """Running or pending pods matching the labels ``selector``."""
@@ -238,7 +260,7 @@ class Kube:
         }
         res = self._resource("apps/v1", "Deployment")
         self._call(
-            f"restart deployment/{name}",
+            f"cannot restart deployment/{name}",
             lambda: res.patch(
                 name=name,
                 namespace=namespace,
@@ -248,42 +270,96 @@ class Kube:
             ),
         )
 
-    def logs(self, namespace: str, pod: str, container: str, tail: int) -> str:
-        """The last ``tail`` lines a container wrote."""
+    def logs(self, namespace: str, pod: str, container: str, tail: int | None = None) -> str:
+        """What a container wrote (its last ``tail`` lines)."""
         core = client.CoreV1Api(self.api)
-        try:
-            return self._call(
-                f"read logs of {pod}",
-                lambda: core.read_namespaced_pod_log(
-                    pod, namespace, container=container, tail_lines=tail, _request_timeout=REQUEST_TIMEOUT
-                ),
+        return self._call(
+            f"cannot read the {container} log of pod {pod} ({namespace})",
+            lambda: core.read_namespaced_pod_log(
+                pod, namespace, container=container, tail_lines=tail, _request_timeout=REQUEST_TIMEOUT
+            ),
+        )
+
+    def add_ephemeral_container(self, namespace: str, pod: str, container: dict) -> None:
+        """Add ``container`` to a running pod through the ``ephemeralcontainers`` subresource, with a
+        strategic merge patch, as ``kubectl debug`` does (kubernetes/kubectl pkg/cmd/debug/debug.go
+        ``debugByEphemeralContainer``). It shares the pod's network namespace, so its traffic goes through
+        the pod's sidecar."""
+        res = self._resource("v1", "Pod")
+        sub = res.subresources.get("ephemeralcontainers")
+        if sub is None:
+            raise BackendError(
+                "this cluster does not offer pods/ephemeralcontainers (Kubernetes < 1.25?)",
+                "use a cluster with Kubernetes 1.25 or newer (the lab's kind node is 1.36)",
             )
-        except client.ApiException as exc:
-            raise LabError(
-                f"cannot read the {container} log of pod {pod} ({namespace}): {exc.reason}"
-            ) from exc
+        body = {"spec": {"ephemeralContainers": [container]}}
+        self._call(
+            f"cannot add an ephemeral container to pod {pod} ({namespace})",
+            lambda: self.dynamic.patch(
+                sub,
+                body=body,
+                name=pod,
+                namespace=namespace,
+                content_type="application/strategic-merge-patch+json",
+                _request_timeout=REQUEST_TIMEOUT,
+            ),
+        )
+
+    def wait_ephemeral_running(self, namespace: str, pod: str, container: str, timeout: float) -> None:
+        """Wait until ephemeral ``container`` of ``pod`` runs; BackendError if it cannot start or stopped."""
+        deadline = time.monotonic() + timeout
+        while True:
+            obj = self.get("v1", "Pod", pod, namespace) or {}
+            for st in (obj.get("status") or {}).get("ephemeralContainerStatuses") or []:
+                if st.get("name") != container:
+                    continue
+                state = st.get("state") or {}
+                if "running" in state:
+                    return
+                problem = (state.get("waiting") or {}).get("reason", "")
+                if "terminated" in state or problem in (
+                    "ErrImagePull",
+                    "ImagePullBackOff",
+                    "InvalidImageName",
+                ):
+                    raise BackendError(
+                        f"pod {pod} ({namespace}) cannot run the load container {container}: "
+                        f"{problem or 'it stopped'}",
+                        f"load the lab's image into the nodes "
+                        f"(lab.up() does it on kind); `kubectl describe pod {pod} -n {namespace}`",
+                    )
+            if time.monotonic() > deadline:
+                raise BackendError(
+                    f"the load container {container} in pod {pod} ({namespace}) did not start within "
+                    f"{timeout:g}s",
+                    f"`kubectl describe pod {pod} -n {namespace}` shows why",
+                )
+            time.sleep(0.2)
 
     # --- Prometheus -----------------------------------------------------------------------------------------
 
     def prometheus(self, query: str) -> list[dict]:
         """Run an instant PromQL query on the addon Prometheus through the API server's service proxy."""
-        method, url, headers, body, _ = self.api.param_serialize(
-            "GET", PROMETHEUS_QUERY, query_params=[("query", query)], auth_settings=["BearerToken"]
+        method, url, headers, body, _ = self._call(
+            "prepare a Prometheus query",
+            lambda: self.api.param_serialize(
+                "GET", PROMETHEUS_QUERY, query_params=[("query", query)], auth_settings=["BearerToken"]
+            ),
         )
         response = self._call(
             "query Prometheus", lambda: self.api.call_api(method, url, header_params=headers)
         )
         data = response.read()
         if response.status != 200:
-            raise BackendError(
-                f"Prometheus (service prometheus:9090 in istio-system) answered {response.status}: "
-                f"{data[:200]!r}; install the addons with lab.up() and wait for deployment/prometheus"
+            try:  # the API server's own Status (503 "no endpoints available" while the addon starts)
+                answer = json.loads(data)
+            except ValueError:
+                answer = {"message": data[:200].decode(errors="replace")}
+            raise ApiError(
+                "cannot query Prometheus (service prometheus:9090 in istio-system)",
+                response.status,
+                str(answer.get("reason") or getattr(response, "reason", "") or ""),
+                str(answer.get("message", "")),
+                "install the addons with lab.up() and wait for deployment/prometheus in istio-system",
             )
         return json.loads(data)["data"]["result"]
-
-
-def _reason(exc: DynamicApiError) -> str:
-    try:
-        return json.loads(exc.body or "")["message"]
-    except (TypeError, ValueError, KeyError):
-        return f"{exc.status} {exc.reason}"

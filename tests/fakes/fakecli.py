@@ -1,6 +1,8 @@
 """Stand-ins for kind, docker, istioctl and kubectl, which this machine cannot run (no Docker engine, no
 cluster). Each fake records its argv to ``$FAKE_CLI_DIR/calls.jsonl`` and replays the real tool's documented
-output and exit code (see /work/shared/reference/kind-istio-tooling.md); a test can override any answer with
+output and exit code, refusing what the real tool refuses (each rule cites the tool's source it was read
+from); istioctl and kubectl ask the stand-in API server (apiserver.py) what the cluster holds. istioctl lives
+in fake_istioctl.py, the shared helpers in cliutil.py. A test can override any answer with
 ``$FAKE_CLI_DIR/responses.json``: ``[{"tool", "args": [prefix...], "stdout", "stderr", "rc", "sleep"}]``.
 
 They stand in at the process boundary only: labkit runs them exactly as it would run the real tools.
@@ -12,10 +14,14 @@ import json
 import os
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
-STATE = Path(os.environ.get("FAKE_CLI_DIR", "."))
+import cliutil
+import yaml
+from fake_istioctl import istioctl
+from loadtool import output as load_output
+
+STATE = cliutil.STATE
 
 
 def main(tool: str) -> None:
@@ -38,13 +44,40 @@ def _override(tool: str, args: list[str]) -> tuple[str, str, int] | None:
     return None
 
 
-def _flag(args: list[str], name: str, default: str = "") -> str:
-    return args[args.index(name) + 1] if name in args else default
+#: The kind Cluster config fields kind knows (kubernetes-sigs/kind pkg/apis/config/v1alpha4/types.go); kind
+#: decodes --config strictly (pkg/internal/apis/config/encoding/load.go yamlUnmarshalStrict): any other is an
+#: error. Also networking's fields (ipFamily, apiServerPort, podSubnet ...), not checked here.
+KIND_CLUSTER_FIELDS = {"kind", "apiVersion", "name", "nodes", "networking", "featureGates", "runtimeConfig",
+                       "kubeadmConfigPatches", "kubeadmConfigPatchesJSON6902", "containerdConfigPatches",
+                       "containerdConfigPatchesJSON6902"}  # fmt: skip
+KIND_NODE_FIELDS = {"role", "image", "labels", "extraMounts", "extraPortMappings", "kubeadmConfigPatches",
+                    "kubeadmConfigPatchesJSON6902"}  # fmt: skip
+KIND_PORT_FIELDS = {"containerPort", "hostPort", "listenAddress", "protocol"}
 
 
-def _lines(name: str) -> list[str]:
-    path = STATE / name
-    return path.read_text().split() if path.exists() else []
+def _kind_config_error(path: str) -> str | None:
+    """kind's complaint about a --config file, or None when kind would accept it."""
+    try:
+        config = yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        return f"ERROR: failed to create cluster: error reading file: {exc}"
+    if config.get("apiVersion") != "kind.x-k8s.io/v1alpha4":
+        return f"ERROR: failed to create cluster: unknown apiVersion: {config.get('apiVersion')}"
+    if config.get("kind") != "Cluster":
+        return f"ERROR: failed to create cluster: unknown kind {config.get('kind')} for apiVersion: v1alpha4"
+    unknown = [f"{k}" for k in config if k not in KIND_CLUSTER_FIELDS]
+    for node in config.get("nodes") or []:
+        unknown += [k for k in node if k not in KIND_NODE_FIELDS]
+        for mapping in node.get("extraPortMappings") or []:
+            unknown += [k for k in mapping if k not in KIND_PORT_FIELDS]
+        if node.get("role") not in ("control-plane", "worker"):
+            return (
+                f'ERROR: failed to create cluster: invalid configuration: unknown role "{node.get("role")}"'
+            )
+    if unknown:
+        return (f"ERROR: failed to create cluster: unable to decode config: error unmarshaling JSON: while "
+                f'decoding JSON: json: unknown field "{unknown[0]}"')  # fmt: skip
+    return None
 
 
 def _write_kubeconfig(path: str, cluster: str) -> None:
@@ -59,8 +92,8 @@ def _write_kubeconfig(path: str, cluster: str) -> None:
 
 
 def kind(args: list[str]) -> tuple[str, str, int]:
-    clusters = _lines("kind-clusters")
-    name = _flag(args, "--name", "kind")
+    clusters = cliutil.lines("kind-clusters")
+    name = cliutil.flag(args, "--name", "kind")
     if args[:2] == ["get", "clusters"]:
         return ("".join(c + "\n" for c in clusters), "" if clusters else "No kind clusters found.\n", 0)
     if args[:2] == ["create", "cluster"]:
@@ -70,8 +103,17 @@ def kind(args: list[str]) -> tuple[str, str, int]:
             )
             msg += "\n"
             return "", msg, 1
+        if "--config" in args:
+            problem = _kind_config_error(cliutil.flag(args, "--config"))
+            if problem:
+                return "", problem + "\n", 1
+            config = yaml.safe_load(Path(cliutil.flag(args, "--config")).read_text())
+            ports = [f"{m['containerPort']}/{m.get('protocol', 'TCP').lower()} -> "
+                     f"{m.get('listenAddress', '0.0.0.0')}:{m['hostPort']}"
+                     for m in (config.get("nodes") or [{}])[0].get("extraPortMappings") or []]  # fmt: skip
+            (STATE / f"docker-ports-{name}").write_text("".join(p + "\n" for p in ports))
         (STATE / "kind-clusters").write_text("\n".join([*clusters, name]) + "\n")
-        _write_kubeconfig(_flag(args, "--kubeconfig"), name)
+        _write_kubeconfig(cliutil.flag(args, "--kubeconfig"), name)
         return (
             "",
             f'Creating cluster "{name}" ...\n ✓ Ensuring node image\nSet kubectl context to "kind-{name}"\n',
@@ -80,23 +122,44 @@ def kind(args: list[str]) -> tuple[str, str, int]:
     if args[:2] == ["export", "kubeconfig"]:
         if name not in clusters:
             return "", f'ERROR: unknown cluster "{name}"\n', 1
-        _write_kubeconfig(_flag(args, "--kubeconfig"), name)
+        _write_kubeconfig(cliutil.flag(args, "--kubeconfig"), name)
         return "", f'Set kubectl context to "kind-{name}"\n', 0
     if args[:2] == ["delete", "cluster"]:
         (STATE / "kind-clusters").write_text("".join(c + "\n" for c in clusters if c != name))
         return "", f'Deleting cluster "{name}" ...\n', 0
     if args[:2] == ["load", "docker-image"]:
+        # kubernetes-sigs/kind pkg/cmd/kind/load/docker-image/docker-image.go: the image, then the nodes
         image = args[2]
-        if image not in _lines("docker-images"):
+        if image not in cliutil.lines("docker-images"):
             return "", f'ERROR: image: "{image}" not present locally\n', 1
+        if name not in clusters:
+            return "", f'ERROR: no nodes found for cluster "{name}"\n', 1
+        if (STATE / "containerd-store").exists():  # Docker's containerd image store (kind#3795)
+            return (
+                "",
+                (
+                    'ERROR: failed to load image: command "docker exec --privileged -i '
+                    f"{name}-control-plane ctr --namespace=k8s.io images import --all-platforms --digests "
+                    '--snapshotter=overlayfs -" failed with error: exit status 1\n'
+                    "Command Output: ctr: content "
+                    "digest sha256:9b7f2e1c0a4d: not found\n"
+                ),
+                1,
+            )
         return (
             "",
             f'Image: "{image}" with ID "sha256:0f1e" not yet present on node "{name}-control-plane", '
             "loading...\n",
             0,
         )
+    if args[:2] == ["load", "image-archive"]:  # pkg/cmd/kind/load/image-archive/image-archive.go
+        if not Path(args[2]).is_file():
+            return "", f"ERROR: failed to load image archive: open {args[2]}: no such file or directory\n", 1
+        if name not in clusters:
+            return "", f'ERROR: no nodes found for cluster "{name}"\n', 1
+        return "", "", 0
     if args[:1] == ["version"]:
-        return "kind v0.32.0 go1.24.4 linux/amd64\n", "", 0
+        return os.environ.get("FAKE_KIND_VERSION", "kind v0.32.0 go1.24.4 linux/amd64") + "\n", "", 0
     return "", f"ERROR: unknown command {args}\n", 1
 
 
@@ -107,90 +170,75 @@ def docker(args: list[str]) -> tuple[str, str, int]:
         return ("0 0 \n" if args[:1] == ["info"] else ""), msg, 1  # docker info --format prints empty fields
     if args[:1] == ["info"]:
         return os.environ.get("FAKE_DOCKER_INFO", "8 16663109632 28.3.2") + "\n", "", 0
+    if args[:1] == ["pull"]:
+        image = [a for a in args[1:] if not a.startswith("-")][0]
+        if image in cliutil.lines("docker-pull-refused"):
+            return "", f"Error response from daemon: pull access denied for {image}\n", 1
+        (STATE / "docker-images").write_text("\n".join([*cliutil.lines("docker-images"), image]) + "\n")
+        return f"Status: Downloaded newer image for {image}\n", "", 0
+    if args[:1] == ["tag"]:
+        if args[1] not in cliutil.lines("docker-images"):
+            return "", f"Error response from daemon: No such image: {args[1]}\n", 1
+        (STATE / "docker-images").write_text("\n".join([*cliutil.lines("docker-images"), args[2]]) + "\n")
+        return "", "", 0
+    if args[:1] == ["save"]:
+        image = args[-1]
+        if image not in cliutil.lines("docker-images"):
+            return "", f"Error response from daemon: reference does not exist: {image}\n", 1
+        Path(cliutil.flag(args, "-o")).write_text(f"image archive of {image}\n")
+        return "", "", 0
+    if args[:1] == ["port"]:
+        container, port = args[1], args[2]
+        cluster = container.removesuffix("-control-plane")
+        lines = [
+            ln.split(" -> ")[1] for ln in cliutil.lines_raw(f"docker-ports-{cluster}") if ln.startswith(port)
+        ]
+        if not lines:
+            return "", f"Error: No public port '{port}' published for {container}\n", 1
+        return "".join(ln + "\n" for ln in lines), "", 0
     if args[:1] == ["build"]:
-        image = _flag(args, "-t")
-        (STATE / "docker-images").write_text("\n".join([*_lines("docker-images"), image]) + "\n")
+        image = cliutil.flag(args, "-t")
+        (STATE / "docker-images").write_text("\n".join([*cliutil.lines("docker-images"), image]) + "\n")
         return f"Successfully tagged {image}\n", "", 0
     return "", f"docker: unknown command {args}\n", 1
 
 
-CC = "currency-converter.payments-prod.svc.cluster.local"
-ROUTES = [
-    {
-        "name": "8080",
-        "virtualHosts": [
-            {
-                "name": "currency-converter.payments-prod.svc.cluster.local:8080",
-                "domains": ["currency-converter.payments-prod.svc.cluster.local", "currency-converter"],
-                "routes": [
-                    {
-                        "route": {
-                            "weightedClusters": {
-                                "clusters": [
-                                    {
-                                        "name": f"outbound|8080|v1|{CC}",
-                                        "weight": 90,
-                                    },
-                                    {
-                                        "name": f"outbound|8080|v2|{CC}",
-                                        "weight": 10,
-                                    },
-                                ]
-                            }
-                        }
-                    }
-                ],
-            }
-        ],
-    }
-]
-
-DESCRIBE = """Pod: {pod}
-   Pod Revision: default
-   Pod Ports: 8080 (currency-converter), 15090 (istio-proxy)
---------------------
-Service: currency-converter
-   Port: http 8080/HTTP targets pod port 8080
-DestinationRule: currency-converter for "currency-converter"
-   Matching subsets: v1
-      (Non-matching subsets v2)
-   No Traffic Policy
---------------------
-Effective PeerAuthentication:
-   Workload mTLS mode: STRICT
-Applied PeerAuthentication:
-   default.payments-prod
-"""
-
-
-def istioctl(args: list[str]) -> tuple[str, str, int]:
-    if args[:1] == ["version"]:
-        client = {
-            "clientVersion": {"version": "1.31.1", "revision": "fake", "status": "Clean", "tag": "1.31.1"}
-        }
-        if "--remote=false" in args:
-            return json.dumps(client) + "\n", "", 0
-        mesh = [{"Component": "istiod", "Revision": "default", "Info": {"version": "1.31.1"}}]
-        return json.dumps({**client, "meshVersion": mesh}) + "\n", "", 0
-    if args[:1] == ["install"]:
-        if os.environ.get("FAKE_API_SERVER"):  # leave istiod and the gateway in the fake cluster
-            request = urllib.request.Request(
-                os.environ["FAKE_API_SERVER"] + "/fake/install-istio", method="POST"
-            )
-            urllib.request.urlopen(request, timeout=10).close()
-        return (
-            "✔ Istio core installed ⛵️\n✔ Istiod installed 🧠\n✔ Ingress gateways installed 🛬\n"
-            "✔ Installation complete\n",
-            "",
-            0,
+def _exec(args: list[str], words: list[str]) -> tuple[str, str, int]:
+    """``kubectl exec -n NS deploy/NAME|pod/NAME -c CONTAINER -- CMD``: into a running container only
+    (staging/src/k8s.io/kubectl/pkg/cmd/exec/exec.go; the kubelet refuses a container that is not running)."""
+    i = args.index("exec")
+    ref = args[i + 3] if args[i + 1] == "-n" else args[i + 1]
+    namespace, container = cliutil.flag(args, "-n", "default"), cliutil.flag(args, "-c")
+    if os.environ.get("FAKE_API_SERVER"):
+        if ref.startswith("pod/") or "/" not in ref:  # `kubectl exec POD` or `pod/POD`
+            name = ref.removeprefix("pod/")
+            pod = cliutil.api(f"/api/v1/namespaces/{namespace}/pods/{name}")
+            pods = [pod] if pod else []
+            if not pods:
+                return "", f'Error from server (NotFound): pods "{name}" not found\n', 1
+        else:
+            pods = cliutil.deployment_pods(namespace, ref.removeprefix("deploy/"))
+            if not pods:
+                return "", f'Error from server (NotFound): deployments.apps "{ref[7:]}" not found\n', 1
+        pod = pods[0]
+        spec, status = pod.get("spec") or {}, pod.get("status") or {}
+        running = (
+            {c["name"] for c in spec.get("containers") or []} if status.get("phase") == "Running" else set()
         )
-    if args[:1] == ["analyze"]:
-        return "[]\n", "", 0
-    if args[:2] == ["proxy-config", "routes"]:
-        return json.dumps(ROUTES) + "\n", "", 0
-    if args[:3] == ["x", "describe", "pod"]:
-        return DESCRIBE.format(pod=args[3]), "", 0
-    return "", f"Error: unknown command {args}\n", 64
+        running |= {
+            s["name"] for s in status.get("ephemeralContainerStatuses") or [] if "running" in s["state"]
+        }
+        if container not in running:
+            return (
+                "",
+                "error: unable to upgrade connection: container not found (" + repr(container) + ")\n",
+                1,
+            )
+    if words[:2] == ["python", "load.py"]:
+        return load_output(words), "", 0
+    if words == ["pilot-agent", "request", "GET", "stats"]:
+        return STATS, "", 0
+    return "", f"error: {words[:1]}: executable file not found in $PATH\n", 126
 
 
 #: A few lines of an istio-proxy's admin ``/stats`` (pilot-agent request GET stats), a histogram among them.
@@ -203,27 +251,12 @@ STATS = (
 
 def kubectl(args: list[str]) -> tuple[str, str, int]:
     if args[:1] == ["version"]:
-        return (
-            json.dumps({"clientVersion": {"major": "1", "minor": "36", "gitVersion": "v1.36.1"}}) + "\n",
-            "",
-            0,
-        )
+        minor = os.environ.get("FAKE_KUBECTL_MINOR", "36")
+        version = {"major": "1", "minor": minor, "gitVersion": f"v1.{minor}.1"}
+        return json.dumps({"clientVersion": version}) + "\n", "", 0
     words = args[args.index("--") + 1 :] if "--" in args else []
-    if "exec" in args and words[:2] == ["python", "load.py"]:
-        n = int(_flag(words, "--n", "10"))
-        rows = [
-            {
-                "t": 1764250000.0 + i * 0.01,  # load.py prints wall-clock time.time()
-                "status": 200,
-                "version": "v2" if i % 10 == 9 else "v1",
-                "latency": 0.004,
-                "error": None,
-            }
-            for i in range(n)
-        ]
-        return "".join(json.dumps(r) + "\n" for r in rows), "", 0
-    if "exec" in args and words == ["pilot-agent", "request", "GET", "stats"]:
-        return STATS, "", 0
+    if "exec" in args:
+        return _exec(args, words)
     return "", f"error: unknown command {args}\n", 1
 
 

@@ -10,7 +10,12 @@ from pathlib import Path
 
 import pytest
 
+from fakes.apiserver import FakeApiServer
+from labkit.kind import doctor
+
 BIN = Path(__file__).parent / "bin"
+#: What `docker port` shows for a cluster created with cluster-config/kind/cluster.yaml.
+LAB_PORTS = ("30080/tcp -> 127.0.0.1:8080", "30443/tcp -> 127.0.0.1:8443")
 
 
 class FakeTools:
@@ -34,9 +39,19 @@ class FakeTools:
         )
         path.write_text(json.dumps(rules))
 
-    def add_cluster(self, name: str) -> None:
+    def forget_responses(self) -> None:
+        """Back to the fakes' own answers (for a module-scoped lab shared by several tests)."""
+        (self.root / "responses.json").unlink(missing_ok=True)
+
+    def add_cluster(self, name: str, ports: tuple[str, ...] = LAB_PORTS) -> None:
+        """A kind cluster that exists already, publishing ``ports`` (the lab's, unless told otherwise)."""
         with (self.root / "kind-clusters").open("a") as f:
             f.write(name + "\n")
+        (self.root / f"docker-ports-{name}").write_text("".join(p + "\n" for p in ports))
+
+    def containerd_store(self) -> None:
+        """Docker with the containerd image store (Docker Desktop, Docker 29): kind#3795."""
+        (self.root / "containerd-store").touch()
 
     def docker_down(self) -> None:
         (self.root / "docker-down").touch()
@@ -71,7 +86,7 @@ spec:
 """
 
 
-def istio_release(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, version: str = "1.31.1") -> Path:
+def istio_release(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, version: str = "1.30.3") -> Path:
     """An unpacked Istio release as far as the lab reads one (samples/addons), named by ISTIO_HOME."""
     home = tmp_path / f"istio-{version}"
     addons = home / "samples" / "addons"
@@ -80,3 +95,16 @@ def istio_release(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, version: str 
         (addons / f"{name}.yaml").write_text(ADDON.format(name=name))
     monkeypatch.setenv("ISTIO_HOME", str(home))
     return home
+
+
+def kind_lab(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[FakeTools, FakeApiServer]:
+    """The fakes, a started stand-in API server and an Istio release's samples/addons: what
+    ``KubeLab("kind").up()`` needs on this machine. The caller stops the API server."""
+    fake = install(tmp_path, monkeypatch)
+    api = FakeApiServer().start()
+    monkeypatch.setenv("FAKE_API_SERVER", api.url)
+    istio_release(tmp_path, monkeypatch)
+    monkeypatch.setattr(
+        doctor, "HOST_PORTS", ()
+    )  # this shared machine's 8080 may be busy; see test_kind_doctor
+    return fake, api

@@ -1,0 +1,25 @@
+"""What the lab's load tool (services/currency-converter/load.py) prints, for the fakes that stand in for the
+pods it runs in (``kubectl exec`` and an ephemeral container): one JSON line per request, ``t`` a wall-clock
+time, a 90/10 v1/v2 split like the lesson's canary."""
+
+from __future__ import annotations
+
+import json
+
+
+def output(argv: list[str]) -> str:
+    """load.py's stdout for ``argv`` (``... load.py --url U --n N ...``); refuses a command without --url."""
+    if "--url" not in argv:
+        raise ValueError("load.py: error: the following arguments are required: --url")
+    n = int(argv[argv.index("--n") + 1]) if "--n" in argv else 10
+    rows = [
+        {
+            "t": 1764250000.0 + i * 0.01,  # load.py prints wall-clock time.time()
+            "status": 200,
+            "version": "v2" if i % 10 == 9 else "v1",
+            "latency": 0.004,
+            "error": None,
+        }
+        for i in range(n)
+    ]
+    return "".join(json.dumps(r) + "\n" for r in rows)
