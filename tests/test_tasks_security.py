@@ -12,7 +12,7 @@ import pytest
 from labkit import lesson, manifests, paths
 from labkit.errors import UnsupportedError
 from labkit.local import authz
-from labkit.local.translate import check_supported
+from labkit.local.supported import check_supported
 
 pytestmark = pytest.mark.mesh
 
