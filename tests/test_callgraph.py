@@ -1,0 +1,211 @@
+"""Call graphs through real Envoy (issue #18): the lab's Bookinfo-shaped bookshop
+(cluster-config/examples/bookshop/), where storefront calls details and reviews, and reviews v2/v3 call
+ratings, each hop through its own sidecar, each answer reporting the whole chain. Istio's multi-hop tasks,
+offline: routing by a forwarded header two hops deep, a delay on the last hop timing out the first hop's call,
+a split measured from the calling workload, every path through the gateway, a 50/50 shift as Istio's own task
+test buckets it; and the echo stand-in for images that are not the lab's.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from collections import Counter
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+import labkit
+from labkit import checks, paths
+from labkit.lab import Lab
+from labkit.traffic import Outcome, TrafficResult
+
+pytestmark = pytest.mark.mesh
+
+BOOKSHOP = paths.ROOT / "cluster-config" / "examples" / "bookshop"
+STOREFRONT = "bookshop/storefront-v1"
+REVIEWS = "http://reviews.bookshop:9080/reviews/1"
+FRONT_DOOR = "http://bookshop.example.com"
+#: Workloads that are not the sample's image, and one caller without a sidecar (issue #18's stand-in).
+OTHERS = """
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: catalog-v7, namespace: bookshop}
+spec:
+  selector: {matchLabels: {app: catalog}}
+  template:
+    metadata: {labels: {app: catalog, version: v7}}
+    spec:
+      containers:
+        - {name: catalog, image: "registry.example.com/team/catalog:2.3", env: [{name: MODE, value: x}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: catalog, namespace: bookshop}
+spec:
+  selector: {app: catalog}
+  ports: [{name: http, port: 9080, targetPort: 8080}]
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: batch, namespace: bookshop}
+spec:
+  selector: {matchLabels: {app: batch}}
+  template:
+    metadata:
+      labels: {app: batch}
+      annotations: {sidecar.istio.io/inject: "false"}
+    spec:
+      containers:
+        - name: batch
+          image: meshlab/currency-converter:0.1.0
+          env: [{name: CALLS, value: "http://reviews:9080/r,http://nowhere:9080/"}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: batch, namespace: bookshop}
+spec:
+  selector: {app: batch}
+  ports: [{name: http, port: 8080, targetPort: 8080}]
+"""
+
+
+@pytest.fixture(scope="module")
+def bookshop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+    lab = labkit.open("local", state=tmp_path_factory.mktemp("bookshop-state"))
+    try:
+        lab.up()
+        for name in ("bookshop.yaml", "destination-rules.yaml", "gateway.yaml"):
+            lab.apply(BOOKSHOP / name)
+        yield lab
+    finally:
+        lab.down()
+
+
+def get(lab: Lab, url: str, source: str, headers: dict[str, str] | None = None) -> tuple[int, dict]:
+    """One request from ``source``, as lab.send sends it, returning the status and the JSON answer."""
+    target, host = lab.resolver(source)(url)
+    request = urllib.request.Request(target, headers={**(headers or {}), **host})
+    try:
+        with urllib.request.urlopen(request, timeout=15) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read() or b"{}")
+
+
+def hop(body: dict, workload_prefix: str) -> dict:
+    """The call in ``body``'s chain that went to the workload whose name starts with ``workload_prefix``."""
+    [call] = [c for c in body["calls"] if c["url"].split("//")[1].startswith(workload_prefix)]
+    return call
+
+
+def test_every_path_through_the_gateway_answers_200_with_the_whole_chain(bookshop):
+    for path in ("/", "/page", "/static/app.css", "/login?next=/", "/api/v1/books/0"):
+        status, body = get(bookshop, FRONT_DOOR + path, "ingress")
+        assert status == 200, (path, body)
+        assert (body["workload"], body["version"], body["path"]) == ("storefront-v1", "v1", path)
+        assert body["host"] == "bookshop.example.com"
+        details, reviews = body["calls"]  # in sequence, in CALLS order
+        assert (details["workload"], details["status"]) == ("details-v1", 200)
+        assert reviews["status"] == 200 and reviews["workload"].startswith("reviews-")
+        if reviews["version"] == "v1":
+            assert "calls" not in reviews
+        else:  # v2 and v3 asked ratings: the chain is three hops deep
+            [ratings] = reviews["calls"]
+            assert (ratings["workload"], ratings["version"], ratings["status"]) == ("ratings-v1", "v1", 200)
+
+
+def test_a_forwarded_header_routes_reviews_two_hops_from_where_it_was_set(bookshop):
+    bookshop.apply(BOOKSHOP / "virtual-service-reviews-end-user.yaml")
+    try:
+        testers = [get(bookshop, FRONT_DOOR + "/", "ingress", {"end-user": "tester"}) for _ in range(20)]
+        others = [get(bookshop, FRONT_DOOR + "/", "ingress") for _ in range(20)]
+    finally:
+        bookshop.delete(BOOKSHOP / "virtual-service-reviews-end-user.yaml")
+    assert Counter(hop(b, "reviews")["version"] for _, b in testers) == {"v2": 20}
+    assert Counter(hop(b, "reviews")["version"] for _, b in others) == {"v1": 20}
+    # What reviews received: storefront forwarded the header and Envoy's request id, not everything.
+    _, direct = get(bookshop, FRONT_DOOR + "/headers", "ingress", {"end-user": "tester", "x-secret": "1"})
+    assert direct["headers"]["end-user"] == "tester"
+
+
+def test_a_delay_on_the_last_hop_times_out_the_first_hops_call(bookshop):
+    for name in ("virtual-service-reviews-end-user.yaml", "virtual-service-ratings-delay.yaml"):
+        bookshop.apply(BOOKSHOP / name)
+    try:
+        status, slow = get(bookshop, FRONT_DOOR + "/", "ingress", {"end-user": "tester"})
+        _, fast = get(bookshop, FRONT_DOOR + "/", "ingress")
+    finally:
+        for name in ("virtual-service-ratings-delay.yaml", "virtual-service-reviews-end-user.yaml"):
+            bookshop.delete(BOOKSHOP / name)
+    # storefront gives reviews 1.5 s; ratings answers reviews 2 s late: storefront gives up first and
+    # degrades its page (Bookinfo's "reviews unavailable"), still 200; details was fine.
+    assert status == 200 and slow["degraded"] is True
+    reviews = hop(slow, "reviews")
+    assert reviews["status"] is None and "timed out after 1.5 s" in reviews["error"]
+    assert reviews["ms"] >= 1500
+    assert hop(slow, "details")["status"] == 200
+    assert "degraded" not in fast and hop(fast, "reviews")["status"] == 200
+
+
+def test_the_canary_split_is_measured_from_the_calling_workload(bookshop):
+    bookshop.apply(BOOKSHOP / "virtual-service-reviews-90-10.yaml")
+    try:
+        result = bookshop.send(REVIEWS, n=1000, source=STOREFRONT, progress=False)
+    finally:
+        bookshop.delete(BOOKSHOP / "virtual-service-reviews-90-10.yaml")
+    assert result.codes() == {200: 1000}
+    checks.split_matches(result, {"v1": 90, "v2": 10}, confidence=0.999)
+    with pytest.raises(AssertionError, match="does not match"):
+        checks.split_matches(result, {"v1": 50, "v2": 50}, confidence=0.999)
+
+
+def bucket(percent: float) -> list[int]:
+    """The buckets 0/25/50/75/100 a share falls in, 10 points either side: istio.io's task test
+    content/en/docs/tasks/traffic-management/traffic-shifting/test.sh (reviews_v3_traffic_percentage)."""
+    return [b for b in (0, 25, 50, 75, 100) if b - 10 < percent < b + 10]
+
+
+def test_a_50_50_shift_seen_through_the_gateway_is_in_istios_bucket_and_the_labs_interval(bookshop):
+    # As the task counts it: requests to the page through the gateway, v3 recognised in what the page shows
+    # (here the chain). Istio's test takes 100 requests, which lands outside its bucket ~6 % of the time; the
+    # same bucket on 1000 requests is missed about once in 10^9, and the lab's 99.9 % interval is checked too.
+    bookshop.apply(BOOKSHOP / "virtual-service-reviews-50-50.yaml")
+    try:
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            pages = list(pool.map(lambda _: get(bookshop, FRONT_DOOR + "/", "ingress"), range(1000)))
+    finally:
+        bookshop.delete(BOOKSHOP / "virtual-service-reviews-50-50.yaml")
+    outcomes = [Outcome(0.0, status, hop(body, "reviews").get("version"), 0.0) for status, body in pages]
+    result = TrafficResult(outcomes, source="ingress", url=FRONT_DOOR + "/")
+    counts = result.counts()
+    assert set(counts) == {"v1", "v3"} and result.codes() == {200: 1000}
+    assert bucket(100 * counts["v3"] / 1000) == [50]
+    checks.split_matches(result, {"v1": 50, "v3": 50}, confidence=0.999)
+    with pytest.raises(AssertionError, match="does not match"):
+        checks.split_matches(result, {"v1": 90, "v3": 10}, confidence=0.999)
+
+
+def test_another_image_gets_the_echo_stand_in_and_a_caller_without_sidecar_uses_kube_proxy(
+    bookshop, tmp_path: Path
+):
+    others = tmp_path / "others.yaml"
+    others.write_text(OTHERS)
+    bookshop.apply(others)  # stays until the lab stops: the local backend deletes no Deployment
+    status, body = get(bookshop, "http://catalog.bookshop:9080/any/path?q=1", STOREFRONT)
+    result = bookshop.send("http://catalog.bookshop:9080/x", n=10, source=STOREFRONT, progress=False)
+    batch_status, batch = get(bookshop, "http://batch.bookshop:8080/", STOREFRONT)
+    # Any path of any image answers like Istio's echo app: who answered and what it received.
+    assert status == 200
+    assert (body["workload"], body["version"], body["path"]) == ("catalog-v7", "v7", "/any/path?q=1")
+    assert body["host"] == "catalog.bookshop:9080" and body["method"] == "GET"
+    assert result.counts() == {"v7": 10}
+    # No sidecar: batch's call goes straight to an endpoint of reviews (any version, no VirtualService
+    # applies), and a name no Service has fails as DNS would; the page is degraded, still 200.
+    assert batch_status == 200 and batch["degraded"] is True
+    reviews, nowhere = batch["calls"]
+    assert reviews["status"] == 200 and reviews["workload"].startswith("reviews-")
+    assert nowhere["status"] is None and "no such Service" in nowhere["error"]
