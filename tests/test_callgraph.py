@@ -29,11 +29,16 @@ BOOKSHOP = paths.ROOT / "cluster-config" / "examples" / "bookshop"
 STOREFRONT = "bookshop/storefront-v1"
 REVIEWS = "http://reviews.bookshop:9080/reviews/1"
 FRONT_DOOR = "http://bookshop.example.com"
-#: Workloads that are not the sample's image, and one caller without a sidecar (issue #18's stand-in).
+#: A workload of another image, written as Istio's samples are (no namespace: `default`, labelled for
+#: injection first), and a caller without a sidecar (issue #18's stand-in).
 OTHERS = """
+apiVersion: v1
+kind: Namespace
+metadata: {name: default, labels: {istio-injection: enabled}}
+---
 apiVersion: apps/v1
 kind: Deployment
-metadata: {name: catalog-v7, namespace: bookshop}
+metadata: {name: catalog-v7}
 spec:
   selector: {matchLabels: {app: catalog}}
   template:
@@ -44,7 +49,7 @@ spec:
 ---
 apiVersion: v1
 kind: Service
-metadata: {name: catalog, namespace: bookshop}
+metadata: {name: catalog}
 spec:
   selector: {app: catalog}
   ports: [{name: http, port: 9080, targetPort: 8080}]
@@ -195,14 +200,15 @@ def test_another_image_gets_the_echo_stand_in_and_a_caller_without_sidecar_uses_
     others = tmp_path / "others.yaml"
     others.write_text(OTHERS)
     bookshop.apply(others)  # stays until the lab stops: the local backend deletes no Deployment
-    status, body = get(bookshop, "http://catalog.bookshop:9080/any/path?q=1", STOREFRONT)
-    result = bookshop.send("http://catalog.bookshop:9080/x", n=10, source=STOREFRONT, progress=False)
+    status, body = get(bookshop, "http://catalog.default:9080/any/path?q=1", STOREFRONT)
+    result = bookshop.send("http://catalog.default:9080/x", n=10, source=STOREFRONT, progress=False)
     batch_status, batch = get(bookshop, "http://batch.bookshop:8080/", STOREFRONT)
     # Any path of any image answers like Istio's echo app: who answered and what it received.
     assert status == 200
     assert (body["workload"], body["version"], body["path"]) == ("catalog-v7", "v7", "/any/path?q=1")
-    assert body["host"] == "catalog.bookshop:9080" and body["method"] == "GET"
+    assert body["host"] == "catalog.default:9080" and body["method"] == "GET"
     assert result.counts() == {"v7": 10}
+    assert bookshop.mtls_mode("catalog-v7", "default") == "PERMISSIVE"  # it got a sidecar, as labelled
     # No sidecar: batch's call goes straight to an endpoint of reviews (any version, no VirtualService
     # applies), and a name no Service has fails as DNS would; the page is degraded, still 200.
     assert batch_status == 200 and batch["degraded"] is True
