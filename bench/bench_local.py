@@ -1,65 +1,28 @@
 """Figures for the local backend (printed; not a test): up() time, latency the sidecars add at fixed rates,
 Envoy CPU and memory per 1,000 rps beside Istio's published sidecar cost, config swap -> effect time.
 
-    .venv/bin/python bench/bench_local.py [--seconds 10] [--rates 200 500]
+    .venv/bin/python bench/bench_local.py [--seconds 10] [--rates 200 500] [--repeats 3]
 
-Load comes from `hey` (Debian package `hey`) at a fixed rate when it is on PATH, else from labkit.traffic.
+Latency and proxy cost are notebook 11's measurement (labkit.cost): labkit.traffic at a fixed rate, open loop,
+straight to the app, through the server's sidecar, and through both sidecars with mTLS.
 Run it on a quiet machine: on a shared one the figures mostly measure the neighbours.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
-import io
-import shutil
 import statistics
-import subprocess
 import tempfile
 import time
 from pathlib import Path
 
 import psutil
 
-from labkit import paths, traffic
-from labkit.local import processes
+from labkit import cost, paths, traffic
 from labkit.local.backend import LocalLab
-from labkit.local.topology import Proxy
 
 URL_PATH = "/convert?from=NOK&to=EUR&amount=100"
 LOGICAL = f"http://currency-converter.payments-prod:8080{URL_PATH}"
-ISTIO_VCPU, ISTIO_MB = 0.20, 60  # istio.io "Performance and scalability": per sidecar, per 1,000 rps
-
-
-def percentiles(latencies: list[float]) -> dict[int, float]:
-    """p50/p90/p99 in milliseconds."""
-    qs = statistics.quantiles(latencies, n=100, method="inclusive")
-    return {p: qs[p - 1] * 1000 for p in (50, 90, 99)}
-
-
-def load(url: str, host: str | None, rate: int, seconds: float) -> list[float]:
-    """Latencies (s) of ``rate`` rps for ``seconds`` against ``url``, from hey if installed, else Python."""
-    hey = shutil.which("hey")
-    if hey:
-        workers = 10
-        argv = [hey, "-z", f"{seconds}s", "-c", str(workers), "-q", str(rate / workers), "-o", "csv"]
-        if host:
-            argv += ["-host", host]
-        out = subprocess.run(
-            argv + [url], capture_output=True, text=True, timeout=seconds + 60, check=True
-        ).stdout
-        rows = list(csv.DictReader(io.StringIO(out)))
-        return [float(r["response-time"]) for r in rows if r["status-code"] == "200"]
-    result = traffic.send(
-        lambda u: (u, {"Host": host} if host else {}), url, duration=seconds, qps=rate, concurrency=16
-    )
-    return [o.latency for o in result.outcomes if o.status == 200]
-
-
-def envoy_process(lab: LocalLab, proxy: Proxy) -> psutil.Process:
-    rec = processes.record(lab.state / "run", lab._envoy_name(proxy))
-    assert rec is not None
-    return psutil.Process(rec.pid)
 
 
 def bench_up(state: Path) -> LocalLab:
@@ -75,38 +38,27 @@ def bench_up(state: Path) -> LocalLab:
     return lab
 
 
-def bench_latency(lab: LocalLab, rates: list[int], seconds: float) -> None:
+def bench_latency(lab: LocalLab, rates: list[int], seconds: float, repeats: int) -> None:
+    """Notebook 11's measurement (labkit.cost: three paths, open loop, each Envoy's CPU and memory)."""
     lab.ensure("canary-90-10")
     lab.set_weights("currency-converter", v1=100, v2=0)
-    topo = lab._current()
-    assert topo is not None
-    v1 = next(i for i in topo.instances if i.workload.name == "currency-converter-v1")
-    client = next(p for p in topo.sidecars if p.workload == "client")
-    server = v1.proxy
-    assert server is not None
-    direct = f"http://127.0.0.1:{v1.app_port}{URL_PATH}"
-    mesh = f"http://127.0.0.1:{client.outbound_ports[8080]}{URL_PATH}"
-    print(f"\nlatency, {seconds:.0f} s per run ({'hey' if shutil.which('hey') else 'labkit.traffic'}), ms")
-    print(f"{'rate':>6} {'path':28s} {'p50':>7} {'p90':>7} {'p99':>7}")
-    envoys = [envoy_process(lab, client), envoy_process(lab, server)]
-    for rate in rates:
-        base = percentiles(load(direct, None, rate, seconds))
-        cpu0 = [sum(p.cpu_times()[:2]) for p in envoys]
-        through = percentiles(load(mesh, "currency-converter.payments-prod:8080", rate, seconds))
-        cpu = [sum(p.cpu_times()[:2]) - c for p, c in zip(envoys, cpu0, strict=True)]
-        for name, figs in (("direct to the app", base), ("client+server sidecars, mTLS", through)):
-            print(f"{rate:>6} {name:28s} {figs[50]:7.2f} {figs[90]:7.2f} {figs[99]:7.2f}")
-        print(
-            f"{'':>6} {'added by the two sidecars':28s} "
-            + " ".join(f"{through[p] - base[p]:7.2f}" for p in figs)
-        )
-        for label, proc, used in zip(("client sidecar", "server sidecar"), envoys, cpu, strict=True):
-            vcpu = used / seconds / (rate / 1000)
-            rss = proc.memory_info().rss / 2**20
-            print(
-                f"{'':>6} {label:28s} {vcpu:5.2f} vCPU per 1,000 rps (Istio: {ISTIO_VCPU}), "
-                f"RSS {rss:5.1f} MB (Istio: {ISTIO_MB} MB)"
-            )
+    mode = cost.Mode(fractions=(), repeats=repeats, seconds=seconds, ceiling=max(rates))
+    points = cost.run(lab, cost.paths(lab), rates, mode)
+    print(f"\n{repeats} rounds of {seconds:g} s per path and rate (labkit.traffic, open loop)")
+    for title, rows in (
+        ("latency, ms: median [min, max]", cost.latency_rows(points)),
+        ("added over no sidecar, ms (paired per round)", cost.added_rows(points)),
+        (
+            f"each Envoy (Istio: {cost.ISTIO_VCPU_PER_1000_RPS} vCPU, {cost.ISTIO_MB} MB)",
+            cost.resource_rows(points),
+        ),
+    ):
+        print(f"\n{title}")
+        for row in rows:
+            print("  " + "  ".join(f"{k} {v}" for k, v in row.items() if not k.startswith("Istio")))
+    for problem in cost.problems(points):
+        print(f"  not sound: {problem}")
+    lab.ensure("canary-90-10")
 
 
 def bench_swap(lab: LocalLab, swaps: int = 6) -> None:
@@ -145,12 +97,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--rates", type=int, nargs="+", default=[200, 500])
+    parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     print(f"Mesh Lab local backend bench; repository {paths.ROOT}; {psutil.cpu_count()} CPUs")
     with tempfile.TemporaryDirectory(prefix="meshlab-bench-") as state:
         lab = bench_up(Path(state))
         try:
-            bench_latency(lab, args.rates, args.seconds)
+            bench_latency(lab, args.rates, args.seconds, args.repeats)
             bench_swap(lab)
         finally:
             lab.down()

@@ -23,6 +23,7 @@ from labkit.command import run
 from labkit.errors import CheckFailed, LabError
 
 if TYPE_CHECKING:
+    from labkit.cost import Point
     from labkit.lab import Lab, Status
     from labkit.metrics import RequestCount
     from labkit.traffic import Outcome, TrafficResult
@@ -476,3 +477,27 @@ def rollout_rolled_back(state: ControlState, canary: str = "v2") -> ControlState
     why = next((line for line in reversed(state.log) if "ROLLBACK" in line), "")
     passed(f"rolled back: {canary} at 0 % {why}".rstrip())
     return state
+
+
+# --- measurements -------------------------------------------------------------------------------------------
+
+
+def measurement_sound(points: Iterable[Point]) -> list[Point]:
+    """Every point of a cost measurement (``labkit.cost``) can be trusted: enough requests for a p99, the
+    asked rate reached within ``cost.RATE_TOLERANCE``, no errors. Says nothing about the machine's speed."""
+    from labkit import cost  # imported here: only notebook 11 measures
+
+    points = list(points)
+    found = cost.problems(points)
+    if not points or found:
+        raise fail(
+            "the measurement is not sound: " + ("; ".join(found) if found else "no points were measured"),
+            "a rate this machine did not reach while its cores are shared (load generator, apps, proxies, "
+            "and maybe other jobs): measure lower rates or on a quieter machine; errors: print(point.result"
+            ".summary()) for that point",
+        )
+    passed(
+        f"{len(points)} runs, each ≥ {cost.MIN_REQUESTS} requests, within {cost.RATE_TOLERANCE:.0%} of its "
+        "rate, no errors"
+    )
+    return points

@@ -44,10 +44,10 @@ AUTO_PROGRESS_N, AUTO_PROGRESS_SECONDS = 2000, 5.0
 class Outcome:
     """What happened to one request: ``status`` None means no HTTP response (``error`` says why)."""
 
-    t: float  # seconds since the run started, when the request was sent
+    t: float  # seconds since the run started, when the request was sent (open loop: when it was due)
     status: int | None
     version: str | None
-    latency: float  # seconds
+    latency: float  # seconds from ``t`` to the response
     error: str | None = None
     flags: str | None = None
 
@@ -216,11 +216,18 @@ class _Load:
         method: str,
         timeout: float,
         sink: Callable[[Outcome], None] | None = None,
+        open_loop: bool = False,
     ):
         if concurrency < 1:
             raise LabError(f"concurrency is {concurrency}; use 1 or more")
         if qps is not None and qps <= 0:
             raise LabError(f"qps is {qps}; use a positive rate, or None to send as fast as possible")
+        if open_loop and qps is None:
+            raise LabError(
+                "open_loop=True needs a rate: latency is measured from each request's scheduled time. "
+                "What to do: give qps= as well"
+            )
+        self.open_loop = open_loop
         self.resolver, self.url, self.n, self.duration, self.qps = resolver, url, n, duration, qps
         self.concurrency, self.method, self.timeout = concurrency, method, timeout
         self.headers = dict(headers or {})
@@ -249,24 +256,31 @@ class _Load:
             if self.n is not None and i >= self.n:
                 return
             now = time.monotonic() - self.start
+            due = None
             if self.qps is not None:
                 due = i / self.qps  # a fixed schedule: a late request is sent at once, so the mean rate holds
                 if self.duration is not None and due >= self.duration:
                     return
                 if due > now:
                     await asyncio.sleep(due - now)
-            elif self.duration is not None and now >= self.duration:
-                return
-            outcome = await self._one(session)
+            if self.duration is not None and now >= self.duration and (self.qps is None or self.open_loop):
+                return  # open loop ends on time: requests still due are a shortfall in the achieved rate
+            # Open loop (as wrk2 does) times a request from when it was due, so a stall that delays the next
+            # sends counts against them too, instead of hiding the queue (coordinated omission).
+            outcome = await self._one(
+                session, self.start + due if self.open_loop and due is not None else None
+            )
             if self.sink is None:
                 self.outcomes.append(outcome)
             else:
                 self.sink(outcome)
 
-    async def _one(self, session: aiohttp.ClientSession) -> Outcome:
+    async def _one(self, session: aiohttp.ClientSession, due: float | None = None) -> Outcome:
         target, extra = self.resolver(self.url)
         headers = {**self.headers, **extra} if extra else self.headers
         sent = time.monotonic()
+        if due is not None:
+            sent = min(sent, due)
         try:
             async with session.request(self.method, target, headers=headers, allow_redirects=False) as resp:
                 body = await resp.read()
@@ -293,11 +307,12 @@ async def run(
     method: str = "GET",
     timeout: float = 5.0,
     source: str = "client",
+    open_loop: bool = False,
 ) -> TrafficResult:
     """Send ``n`` requests or for ``duration`` s (or until cancelled), at ``qps`` or as fast as possible."""
     load = _Load(
         resolver, url, n=n, duration=duration, qps=qps, concurrency=concurrency,
-        headers=headers, method=method, timeout=timeout,
+        headers=headers, method=method, timeout=timeout, open_loop=open_loop,
     )  # fmt: skip
     await load.go()
     return load.result(source)
@@ -353,8 +368,13 @@ def send(
     progress: bool | None = None,
     source: str = "client",
     timeout: float = 5.0,
+    open_loop: bool = False,
 ) -> TrafficResult:
     """Blocking ``run()``: ``n`` requests (100 if neither ``n`` nor ``duration`` is given) from ``source``.
+
+    ``open_loop`` (with ``qps``): each latency counts from the request's scheduled time, so a slow server
+    shows its queue; a ``duration`` run then ends on time and requests still due are never sent (the
+    achieved rate ``len(result) / result.elapsed`` falls short of ``qps``).
 
     Ctrl-C (or the Jupyter stop button) stops the run and re-raises; ``traffic.stop()`` from another thread
     stops it and returns the outcomes so far.
@@ -363,7 +383,7 @@ def send(
         n = 100
     load = _Load(
         resolver, url, n=n, duration=duration, qps=qps, concurrency=concurrency,
-        headers=headers, method=method, timeout=timeout,
+        headers=headers, method=method, timeout=timeout, open_loop=open_loop,
     )  # fmt: skip
     if progress is None:
         progress = (n or 0) >= AUTO_PROGRESS_N or (duration or 0) >= AUTO_PROGRESS_SECONDS

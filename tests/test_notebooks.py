@@ -30,7 +30,8 @@ def lab_env(tmp_path_factory: pytest.TempPathFactory):
     """
     backend = os.environ.get("LAB_BACKEND", "local")
     state = os.environ.get("LAB_STATE") or str(tmp_path_factory.mktemp("lab-state"))
-    env = {"LAB_BACKEND": backend, "LAB_STATE": state}
+    # LAB_QUICK=1: lessons that measure (11) run their small mode; LAB_QUICK=0 runs the full tables.
+    env = {"LAB_BACKEND": backend, "LAB_STATE": state, "LAB_QUICK": os.environ.get("LAB_QUICK", "1")}
     yield env
     if backend == "local":
         from labkit.local.backend import LocalLab

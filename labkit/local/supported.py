@@ -137,6 +137,11 @@ SCHEMAS: dict[str, dict[str, Any]] = {
         "location": Enum(("MESH_EXTERNAL",)),
         "endpoints": [{"address": ANY, "ports": ANY}],
     },
+    # Only access logging on or off, for the envoy provider (local/access_logging.py).
+    "Telemetry": {
+        "selector": {"matchLabels": ANY},
+        "accessLogging": [{"providers": [{"name": Enum(("envoy",))}], "disabled": ANY}],
+    },
     "Gateway": {
         "selector": ANY,
         "servers": [

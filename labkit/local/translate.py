@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from labkit.errors import BackendError, UnsupportedError
+from labkit.local.access_logging import access_log_on
 from labkit.local.authn import namespace_mode, port_mode
 from labkit.local.authz import rbac_configs
 from labkit.local.clusters import blackhole_cluster, inbound_cluster, outbound_clusters
@@ -84,10 +85,11 @@ def translate(resources: list[Resource], topo: Topology, mesh: MeshSettings) -> 
         h.fqdn: not h.external and namespace_mode(pas, h.namespace, root) != "DISABLE" for h in hosts
     }
     mesh_vss = [v for v in vss if "mesh" in (v.spec.get("gateways") or ["mesh"])]
-    log_file = mesh.access_log_file is not None
+    telemetries = of_kind(resources, "Telemetry")
     ports = sorted({p.port for h in hosts for p in h.ports})
     out = {}
     for proxy in topo.sidecars:
+        log_file = access_log_on(telemetries, proxy, root, mesh.access_log_file is not None)
         missing = [p for p in ports if p not in proxy.outbound_ports]
         if missing:
             raise BackendError(
@@ -133,7 +135,8 @@ def _gateway(
         raise BackendError(
             f"the gateway has no listener port for Gateway server ports {missing}: call ensure_ports"
         )
-    log_file = mesh.access_log_file is not None
+    telemetries = of_kind(resources, "Telemetry")
+    log_file = access_log_on(telemetries, proxy, mesh.root_namespace, mesh.access_log_file is not None)
     listeners, routes = [], []
     for port in sorted(servers):
         target = INGRESS_TARGET_PORTS.get(port, port)

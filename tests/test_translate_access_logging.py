@@ -1,0 +1,69 @@
+"""Telemetry accessLogging → each proxy's file access log, in istiod's order: workload > namespace > mesh."""
+
+from __future__ import annotations
+
+import pytest
+from envoy_check import configs, envoy_validate, hcms
+
+from labkit.errors import UnsupportedError
+from labkit.mesh import MeshSettings
+
+V1 = "sidecar~currency-converter-v1-0.payments-prod"
+CLIENT = "sidecar~client-0.payments-prod"
+OFF = "telemetry-access-log-off.yaml"
+GATEWAY = "gateway-currency-converter.yaml"  # gives the ingress gateway a listener, hence a log to check
+
+
+def telemetry(namespace: str, disabled: bool, selector: str = "", name: str = "logs") -> str:
+    return (
+        "apiVersion: telemetry.istio.io/v1\nkind: Telemetry\n"
+        f"metadata: {{name: {name}, namespace: {namespace}}}\nspec:\n{selector}  accessLogging:\n"
+        f"    - providers: [{{name: envoy}}]\n      disabled: {str(disabled).lower()}\n"
+    )
+
+
+def file_logs(cfg) -> set[bool]:
+    """For every HTTP connection manager of a proxy: does it write the file access log?"""
+    return {
+        any(log["name"] == "envoy.access_loggers.file" for log in hcm.get("access_log", []))
+        for lst in cfg.listeners
+        for hcm in hcms(lst)
+    }
+
+
+def test_without_telemetry_the_mesh_config_decides(tmp_path):
+    _, cfgs = configs(tmp_path, GATEWAY)
+    assert all(file_logs(cfg) == {True} for cfg in cfgs.values())
+    _, quiet = configs(tmp_path, GATEWAY, mesh=MeshSettings(access_log_file=None))
+    assert all(file_logs(cfg) == {False} for cfg in quiet.values())
+
+
+def test_the_mesh_wide_telemetry_turns_every_log_off_and_envoy_accepts_it(tmp_path):
+    topo, cfgs = configs(tmp_path, GATEWAY, OFF)
+    assert all(file_logs(cfg) == {False} for cfg in cfgs.values())  # sidecars and the gateway
+    # the request counter (istio_requests_total) is another logger and stays
+    assert all(any(log["name"] == "envoy.access_loggers.stats" for log in hcm["access_log"])
+               for lst in cfgs[V1].listeners for hcm in hcms(lst))  # fmt: skip
+    envoy_validate(topo, cfgs, tmp_path / "validate")
+
+
+def test_a_workload_telemetry_beats_the_namespace_one_which_beats_the_mesh(tmp_path):
+    v1_on = telemetry(
+        "payments-prod",
+        False,
+        "  selector: {matchLabels: {app: currency-converter, version: v1}}\n",
+        name="v1",
+    )
+    _, cfgs = configs(tmp_path, OFF, v1_on)
+    assert file_logs(cfgs[V1]) == {True} and file_logs(cfgs[CLIENT]) == {False}
+    topo, cfgs = configs(
+        tmp_path, GATEWAY, telemetry("payments-prod", True), telemetry("istio-system", False, name="m")
+    )
+    assert file_logs(cfgs[V1]) == {False}
+    assert file_logs(cfgs[topo.gateway.id]) == {True}  # istio-system: the mesh-wide one applies
+
+
+def test_another_provider_is_refused_by_name(tmp_path):
+    other = telemetry("istio-system", True).replace("name: envoy", "name: otel")
+    with pytest.raises(UnsupportedError, match=r"spec.accessLogging\[0\].providers\[0\].name value 'otel'"):
+        configs(tmp_path, other)
