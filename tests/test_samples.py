@@ -3,9 +3,15 @@ named once per apply, and the workload runs and answers through real Envoy."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
-from labkit import manifests
+from labkit import manifests, paths, samples
+from labkit.errors import LabError
 from labkit.local import podfields
 
 #: A Deployment as teams and Istio's samples write them (the lab's own YAML): volumes, resources, a security
@@ -105,3 +111,85 @@ def test_every_pod_field_is_named(field):
         "spec": {"template": {"spec": {field: None, "containers": [{"name": "c", "image": "i"}]}}},
     }
     assert podfields.ignored(manifests.load(doc)[0]) == [field]
+
+
+#: A release folder's layout with the lab's own YAML in it (Istio's is not shipped): samples/httpbin/.
+HTTPBIN = """
+apiVersion: v1
+kind: ServiceAccount
+metadata: {name: httpbin}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: httpbin, labels: {app: httpbin}}
+spec:
+  selector: {app: httpbin}
+  ports: [{name: http, port: 8000, targetPort: 8080}]
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: httpbin}
+spec:
+  selector: {matchLabels: {app: httpbin, version: v1}}
+  template:
+    metadata: {labels: {app: httpbin, version: v1}}
+    spec:
+      serviceAccountName: httpbin
+      containers: [{name: httpbin, image: "registry.example.com/httpbin:0.1", ports: [{containerPort: 8080}]}]
+"""
+
+
+def release(tmp_path: Path) -> Path:
+    (tmp_path / "samples" / "httpbin").mkdir(parents=True)
+    (tmp_path / "samples" / "httpbin" / "httpbin.yaml").write_text(HTTPBIN)
+    return tmp_path
+
+
+def test_a_sample_is_its_files_after_the_labelled_default_namespace(tmp_path):
+    home = release(tmp_path)
+    assert samples.istio_home({"ISTIO_HOME": str(home)}) == home
+    namespace, httpbin = samples.sources("httpbin", home)
+    assert namespace["metadata"] == {"name": "default", "labels": {"istio-injection": "enabled"}}
+    assert httpbin == home / "samples" / "httpbin" / "httpbin.yaml"
+    assert samples.sources("httpbin/httpbin.yaml", home)[1] == httpbin  # a file under samples/
+
+
+def test_a_missing_release_sample_or_file_says_what_to_do(tmp_path):
+    with pytest.raises(LabError, match="(?s)ISTIO_HOME is not set.*What to do"):
+        samples.istio_home({})
+    with pytest.raises(LabError, match="has no samples/ folder"):
+        samples.istio_home({"ISTIO_HOME": str(tmp_path)})
+    home = release(tmp_path)
+    with pytest.raises(LabError, match="(?s)no sample 'bookinfoo'.*bookinfo, helloworld"):
+        samples.sources("bookinfoo", home)
+    with pytest.raises(LabError, match="bookinfo/platform/kube/bookinfo.yaml does not exist"):
+        samples.sources("bookinfo", home)
+
+
+@pytest.mark.mesh
+def test_labkit_apply_sample_runs_a_release_sample_in_default(tmp_path):
+    home = release(tmp_path / "istio-1.31.0")
+    env = {
+        **os.environ,
+        "LAB_BACKEND": "local",
+        "LAB_STATE": str(tmp_path / "state"),
+        "ISTIO_HOME": str(home),
+    }
+    labkit = [str(Path(sys.executable).with_name("labkit"))]
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            labkit + list(args), capture_output=True, text=True, timeout=300, env=env, cwd=paths.ROOT
+        )
+
+    try:
+        assert run("up").returncode == 0
+        applied = run("apply-sample", "httpbin")
+        assert applied.returncode == 0, applied.stderr
+        assert "namespace/default created" in applied.stdout
+        assert "deployment/httpbin (default) created" in applied.stdout
+        sent = run("send", "http://httpbin.default:8000/anything", "-n", "20", "--from", "client")
+        assert sent.returncode == 0, sent.stderr
+        assert "v1: 20 (100.0%)" in sent.stdout and "codes: 200: 20" in sent.stdout
+    finally:
+        run("down")
