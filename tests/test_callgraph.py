@@ -121,6 +121,15 @@ def test_every_path_through_the_gateway_answers_200_with_the_whole_chain(booksho
         else:  # v2 and v3 asked ratings: the chain is three hops deep
             [ratings] = reviews["calls"]
             assert (ratings["workload"], ratings["version"], ratings["status"]) == ("ratings-v1", "v1", 200)
+    # Each hop left through its caller's own sidecar: the callee's sidecar saw the caller's mTLS identity.
+    seen = {
+        (m.labels["source_workload"], m.labels["source_principal"], m.labels["destination_workload"])
+        for m in bookshop.metrics()
+        if m.labels.get("reporter") == "destination"
+        and m.labels.get("destination_workload_namespace") == "bookshop"
+    }
+    assert ("storefront-v1", "spiffe://cluster.local/ns/bookshop/sa/storefront", "details-v1") in seen
+    assert any(s[0] == "storefront-v1" and s[2].startswith("reviews-") for s in seen)
 
 
 def test_a_forwarded_header_routes_reviews_two_hops_from_where_it_was_set(bookshop):
