@@ -203,6 +203,83 @@ def test_a_50_50_shift_seen_through_the_gateway_is_in_istios_bucket_and_the_labs
         checks.split_matches(result, {"v1": 90, "v3": 10}, confidence=0.999)
 
 
+#: A hop that fails half its answers (500) behind a caller that degrades: retries between the two hops.
+RELAY = """
+apiVersion: v1
+kind: Namespace
+metadata: {name: relay, labels: {istio-injection: enabled}}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: front, namespace: relay}
+spec:
+  selector: {app: front}
+  ports: [{name: http, port: 9080, targetPort: 8080}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: flaky, namespace: relay}
+spec:
+  selector: {app: flaky}
+  ports: [{name: http, port: 9080, targetPort: 8080}]
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: front, namespace: relay}
+spec:
+  selector: {matchLabels: {app: front}}
+  template:
+    metadata: {labels: {app: front, version: v1}}
+    spec:
+      containers:
+        - name: front
+          image: meshlab/currency-converter:0.1.0
+          env: [{name: MODE, value: echo}, {name: CALLS, value: "http://flaky:9080/item"}]
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: flaky, namespace: relay}
+spec:
+  selector: {matchLabels: {app: flaky}}
+  template:
+    metadata: {labels: {app: flaky, version: v1}}
+    spec:
+      containers:
+        - name: flaky
+          image: meshlab/currency-converter:0.1.0
+          env: [{name: MODE, value: echo}, {name: FAIL_RATE, value: "0.5"}]
+"""
+RETRY_5XX = """
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: flaky, namespace: relay}
+spec:
+  hosts: [flaky]
+  http:
+    - retries: {attempts: 4, retryOn: 5xx}
+      route: [{destination: {host: flaky}}]
+"""
+
+
+def test_retries_between_two_hops_hide_a_flaky_callee(bookshop):
+    bookshop.apply(RELAY)  # stays until the lab stops: the local backend deletes no Deployment
+
+    def degraded() -> int:
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            pages = list(pool.map(lambda _: get(bookshop, "http://front.relay:9080/", "client"), range(200)))
+        assert {status for status, _ in pages} == {200}  # front degrades, it does not fail
+        return sum(1 for _, body in pages if body.get("degraded"))
+
+    # Istio's default retries cover 503 and connection failures, not a 500: about half the pages degrade.
+    assert 60 <= degraded() <= 140
+    bookshop.apply(RETRY_5XX)
+    try:
+        # front's sidecar retries the call up to 4 times: 0.5^5, about 3 % still fail (25 is ~10^-9 likely).
+        assert degraded() <= 25
+    finally:
+        bookshop.delete(RETRY_5XX)
+
+
 def test_another_image_gets_the_echo_stand_in_and_a_caller_without_sidecar_uses_kube_proxy(
     bookshop, tmp_path: Path
 ):

@@ -12,8 +12,9 @@ received. CALLS makes each request call other services and report the chain (cal
 Identity, as a pod learns it from the kubelet: MESHLAB_POD (the local backend's stand-in for a downward-API
 volume: JSON {"name", "namespace", "labels", "serviceAccount"}), or the downward-API env POD_NAME,
 POD_NAMESPACE and POD_VERSION (fieldRef metadata.labels['version']) on kind. VERSION, when set, wins over the
-label. Other settings: PORT (8080), HOST (0.0.0.0), FAIL_RATE (0..1, share of /convert answered 500),
-DELAY_MS (added to every /convert), MODE (converter | rates | echo), CALLS and the rest of callgraph.py.
+label. Other settings: PORT (8080), HOST (0.0.0.0), FAIL_RATE (0..1, share of /convert, or in echo mode of
+the echo answers, answered 500), DELAY_MS (added to every /convert), MODE (converter | rates | echo), CALLS
+and the rest of callgraph.py.
 """
 
 from __future__ import annotations
@@ -208,6 +209,9 @@ def make_app(settings: Settings) -> web.Application:
         return await answer(request, identity)
 
     async def echo(request: web.Request) -> web.Response:
+        if random.random() < settings.fail_rate:  # before any call: a failing hop calls nothing
+            error = f"injected failure (FAIL_RATE={settings.fail_rate:g})"
+            return web.json_response({"error": error, **identity}, status=500)
         # What Istio's echo app reports of a request (its Host, URL, Method, Proto and RequestHeader fields).
         version = request.version
         received = {
