@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 import labkit
-from labkit import checks, paths
+from labkit import checks, paths, viz
 from labkit.lab import Lab
 from labkit.traffic import Outcome, TrafficResult
 
@@ -130,6 +130,20 @@ def test_every_path_through_the_gateway_answers_200_with_the_whole_chain(booksho
     }
     assert ("storefront-v1", "spiffe://cluster.local/ns/bookshop/sa/storefront", "details-v1") in seen
     assert any(s[0] == "storefront-v1" and s[2].startswith("reviews-") for s in seen)
+
+
+def test_the_mesh_graph_shows_the_chain_hop_by_hop(bookshop):
+    before = bookshop.metrics()
+    for _ in range(20):  # no VirtualService on reviews: round robin, so v2 or v3 all but surely answers
+        get(bookshop, FRONT_DOOR + "/", "ingress")
+    fig = viz.topology(bookshop.metrics(), before=before)
+    [nodes] = [t for t in fig.data if t.uid == "workloads"]
+    x = dict(zip(nodes.text, nodes.x, strict=True))
+    # Callers left of callees, as Kiali lays a chain out: gateway, storefront, reviews/details, ratings.
+    assert x["istio-ingressgateway"] < x["storefront-v1"] < x["details-v1"]
+    reviews = [w for w in x if w.startswith("reviews-")]
+    assert reviews and all(x["storefront-v1"] < x[w] for w in reviews)
+    assert x["ratings-v1"] > max(x[w] for w in reviews if w != "reviews-v1")
 
 
 def test_a_forwarded_header_routes_reviews_two_hops_from_where_it_was_set(bookshop):
