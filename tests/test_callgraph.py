@@ -294,6 +294,89 @@ def test_retries_between_two_hops_hide_a_flaky_callee(bookshop):
         bookshop.delete(RETRY_5XX)
 
 
+#: Behind one Service, a healthy pool member and a broken one; a caller that degrades when its call fails.
+POOL = """
+apiVersion: v1
+kind: Service
+metadata: {name: pool, namespace: relay}
+spec:
+  selector: {app: pool}
+  ports: [{name: http, port: 9080, targetPort: 8080}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: edge, namespace: relay}
+spec:
+  selector: {app: edge}
+  ports: [{name: http, port: 9080, targetPort: 8080}]
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: edge, namespace: relay}
+spec:
+  selector: {matchLabels: {app: edge}}
+  template:
+    metadata: {labels: {app: edge, version: v1}}
+    spec:
+      containers:
+        - name: edge
+          image: meshlab/currency-converter:0.1.0
+          env: [{name: MODE, value: echo}, {name: CALLS, value: "http://pool:9080/item"}]
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: pool-good, namespace: relay}
+spec:
+  selector: {matchLabels: {app: pool, version: good}}
+  template:
+    metadata: {labels: {app: pool, version: good}}
+    spec:
+      containers: [{name: pool, image: meshlab/currency-converter:0.1.0, env: [{name: MODE, value: echo}]}]
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: pool-broken, namespace: relay}
+spec:
+  selector: {matchLabels: {app: pool, version: broken}}
+  template:
+    metadata: {labels: {app: pool, version: broken}}
+    spec:
+      containers:
+        - name: pool
+          image: meshlab/currency-converter:0.1.0
+          env: [{name: MODE, value: echo}, {name: FAIL_RATE, value: "1"}]
+"""
+EJECT = """
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: pool, namespace: relay}
+spec:
+  host: pool
+  trafficPolicy:
+    outlierDetection: {consecutive5xxErrors: 2, interval: 1s, baseEjectionTime: 5m, maxEjectionPercent: 100}
+"""
+
+
+def test_outlier_detection_between_two_hops_ejects_the_broken_member(bookshop):
+    bookshop.apply(RELAY)
+    bookshop.apply(POOL)  # stays until the lab stops: the local backend deletes no Deployment
+
+    def pages(n: int) -> list[dict]:
+        return [get(bookshop, "http://edge.relay:9080/", "client")[1] for _ in range(n)]
+
+    # Round robin over both members: the broken one fails every call it gets (a 500, no default retry).
+    before = pages(40)
+    assert 4 <= sum(1 for p in before if p.get("degraded")) <= 36  # outside: ~10^-8
+    bookshop.apply(EJECT)
+    try:
+        pages(40)  # edge's sidecar sees the broken member's 2 consecutive 500s and ejects it
+        after = pages(60)
+    finally:
+        bookshop.delete(EJECT)
+    assert [p for p in after if p.get("degraded")] == []
+    assert {hop(p, "pool")["version"] for p in after} == {"good"}
+
+
 def test_another_image_gets_the_echo_stand_in_and_a_caller_without_sidecar_uses_kube_proxy(
     bookshop, tmp_path: Path
 ):
