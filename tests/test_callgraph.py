@@ -3,7 +3,8 @@
 ratings, each hop through its own sidecar, each answer reporting the whole chain. Istio's multi-hop tasks,
 offline: routing by a forwarded header two hops deep, a delay on the last hop timing out the first hop's call,
 a split measured from the calling workload, every path through the gateway, a 50/50 shift as Istio's own task
-test buckets it; and the echo stand-in for images that are not the lab's.
+test buckets it, retries and outlier detection between two hops, the graph viz.topology draws; and the echo
+stand-in for images that are not the lab's.
 """
 
 from __future__ import annotations
