@@ -193,3 +193,33 @@ def test_labkit_apply_sample_runs_a_release_sample_in_default(tmp_path):
         assert "v1: 20 (100.0%)" in sent.stdout and "codes: 200: 20" in sent.stdout
     finally:
         run("down")
+
+
+def test_on_kind_a_sample_lands_in_the_labelled_default_namespace(tmp_path, monkeypatch):
+    """Contract test on the kind backend's stand-ins (tests/fakes): the same sources through the Kubernetes
+    API, the namespace labelled before the sample's pods are created, so they get sidecars."""
+    from fakes import harness
+    from fakes.apiserver import FakeApiServer
+
+    from labkit.kind import doctor
+    from labkit.kind.backend import KubeLab
+
+    harness.install(tmp_path, monkeypatch)
+    api = FakeApiServer().start()
+    try:
+        monkeypatch.setenv("FAKE_API_SERVER", api.url)
+        harness.istio_release(tmp_path, monkeypatch)
+        monkeypatch.setattr(doctor, "HOST_PORTS", ())
+        lab = KubeLab("kind")
+        lab.up()
+        home = release(tmp_path / "istio-release")
+        changes = [str(c) for s in samples.sources("httpbin", home) for c in lab.apply(s)]
+        assert "deployment/httpbin (default) created" in changes
+        namespace = api.objects["/api/v1/namespaces/default"]
+        assert namespace["metadata"]["labels"]["istio-injection"] == "enabled"
+        [pod] = [
+            o for o in api.objects.values() if o["kind"] == "Pod" and o["metadata"]["ownerName"] == "httpbin"
+        ]
+        assert [c["name"] for c in pod["spec"]["containers"]] == ["httpbin", "istio-proxy"]
+    finally:
+        api.stop()
