@@ -19,6 +19,7 @@ from pathlib import Path
 import psutil
 
 from labkit import cost, paths, traffic
+from labkit.local import capacity, processes
 from labkit.local.backend import LocalLab
 
 URL_PATH = "/convert?from=NOK&to=EUR&amount=100"
@@ -93,6 +94,28 @@ def bench_swap(lab: LocalLab, swaps: int = 6) -> None:
         )
 
 
+def bench_capacity(lab: LocalLab) -> None:
+    """What each process really holds, against the estimates capacity.py refuses a topology with."""
+
+    kinds: dict[str, list[tuple[int, float, int]]] = {"envoy": [], "app": []}
+    for rec in processes.records(lab.files.run_dir):
+        proc = psutil.Process(rec.pid)
+        held = capacity.inotify_held(Path(f"/proc/{rec.pid}"))
+        kinds[rec.name.split(".")[0]].append((held, proc.memory_info().rss / 2**20, proc.num_threads()))
+    estimates = {
+        "envoy": (capacity.INOTIFY_PER_ENVOY, capacity.MEMORY_PER_ENVOY, capacity.THREADS_PER_ENVOY),
+        "app": (0, capacity.MEMORY_PER_APP, capacity.THREADS_PER_APP),
+    }
+    print("\ncapacity: measured max per process (estimate used by the check)")
+    for kind, rows in kinds.items():
+        inotify, rss, threads = (max(col) for col in zip(*rows, strict=True))
+        est = estimates[kind]
+        print(
+            f"  {kind:5} x{len(rows)}: inotify {inotify} ({est[0]}), "
+            f"RSS {rss:.0f} MB ({est[1] / 2**20:.0f}), threads {threads} ({est[2]})"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=10)
@@ -103,6 +126,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="meshlab-bench-") as state:
         lab = bench_up(Path(state))
         try:
+            bench_capacity(lab)
             bench_latency(lab, args.rates, args.seconds, args.repeats)
             bench_swap(lab)
         finally:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
-from labkit import lesson
+from labkit import lesson, scenario
 from labkit.errors import LabError
 
 #: The lab's confidence level for a measured split (as the tour and the notebooks' checks use).
@@ -140,7 +141,10 @@ def cmd_validate(args):
 
 
 def cmd_doctor(args):
-    from labkit.kind import doctor
+    if (args.backend or os.environ.get("LAB_BACKEND") or "local").strip().lower() == "local":
+        from labkit.local import doctor
+    else:
+        from labkit.kind import doctor  # type: ignore[no-redef]
 
     return doctor.main(args)
 
@@ -183,7 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("service")
     p.add_argument("weights", nargs="+", metavar="SUBSET=WEIGHT")
-    p.add_argument("--namespace", default="payments-prod")
+    p.add_argument("--namespace", default=scenario.NAMESPACE)
     p.set_defaults(func=cmd_weights)
     p = sub.add_parser(
         "send",
@@ -216,7 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("validate", help="validate manifests; exit 1 on errors")
     p.add_argument("paths", nargs="+")
     p.set_defaults(func=cmd_validate)
-    p = sub.add_parser("doctor", help="preflight checks for the kind backend")
+    p = sub.add_parser("doctor", help="preflight checks for the backend (Envoy for local; Docker, kind...)")
     p.set_defaults(func=cmd_doctor)
     p = sub.add_parser("tools", help="manage pinned kind/istioctl binaries")
     p.add_argument("action", choices=["install"])

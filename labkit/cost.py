@@ -228,6 +228,7 @@ def _local_paths(lab: Any, url: str, concurrency: int) -> list[Path]:
 
     from labkit import traffic
     from labkit.local import processes
+    from labkit.local.supervisor import envoy_name
 
     topo = lab._require_up()
     v1 = next(i for i in topo.instances if i.workload.name == f"{scenario.SERVICE}-{scenario.BASELINE}")
@@ -244,7 +245,7 @@ def _local_paths(lab: Any, url: str, concurrency: int) -> list[Path]:
                                             concurrency=concurrency, progress=False)  # fmt: skip
 
     def process(proxy: Any) -> psutil.Process:
-        rec = processes.record(lab.state / "run", lab._envoy_name(proxy))
+        rec = processes.record(lab.files.run_dir, envoy_name(proxy))
         if rec is None or not processes.is_alive(rec):
             raise LabError(f"the Envoy of {proxy.id} is not running; lab.up() restarts it")
         return psutil.Process(rec.pid)

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from labkit import paths
+from labkit.errors import BackendError
 from labkit.manifests import TOOL_CONFIGS, load
 from labkit.scenario import CHECKPOINTS, NAMESPACE, SERVICE
 
@@ -158,21 +159,26 @@ class Lab(abc.ABC):
     def get(self, kind: str, namespace: str | None = None) -> list[Resource]:
         """The objects of ``kind`` (as kubectl names it: VirtualService, virtualservices, vs) the lab runs,
         in ``namespace`` or in all namespaces, like ``kubectl get``."""
-        raise NotImplementedError(f"lab.get on the {self.backend} backend")
+        raise self._missing("get")
 
     def proxy_config(self, workload: str, what: str = "routes") -> list[dict[str, Any]]:
         """What ``workload``'s Envoy runs: "routes", "clusters", "listeners", "endpoints" or "secrets"."""
-        raise NotImplementedError(f"lab.proxy_config on the {self.backend} backend")
+        raise self._missing("proxy_config")
 
     def route_weights(
         self, service: str = SERVICE, namespace: str = NAMESPACE, source: str = "client"
     ) -> dict[str, int]:
         """``{subset: weight}`` for ``service`` as ``source``'s sidecar holds them."""
-        raise NotImplementedError(f"lab.route_weights on the {self.backend} backend")
+        raise self._missing("route_weights")
 
     def mtls_mode(self, workload: str, namespace: str = NAMESPACE) -> str | None:
         """The inbound mTLS mode (STRICT, PERMISSIVE, ...) of ``workload``'s sidecar; None without one."""
-        raise NotImplementedError(f"lab.mtls_mode on the {self.backend} backend")
+        raise self._missing("mtls_mode")
+
+    def _missing(self, method: str) -> Exception:
+        return BackendError(
+            f"lab.{method} is not available on the {self.backend} backend", "use the local backend"
+        )
 
     # --- shared behaviour, built on the methods above -------------------------------------------------
 

@@ -17,7 +17,7 @@ NOTEBOOKS = ROOT / "notebooks"
 
 
 def state_dir() -> Path:
-    """The state folder (certificates, Envoy config, pidfiles, logs); ``LAB_STATE`` overrides ``.lab/``."""
+    """The state folder; ``LAB_STATE`` overrides ``.lab/``. The files in it are named by ``labkit.state``."""
     path = Path(os.environ.get("LAB_STATE", ROOT / ".lab"))
     path.mkdir(parents=True, exist_ok=True)
     return path

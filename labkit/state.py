@@ -9,11 +9,15 @@ discovery cache), and for the local backend
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from labkit import paths
+from labkit.errors import BackendError
 
 if TYPE_CHECKING:
     from filelock import FileLock
@@ -32,8 +36,17 @@ def istio_dir() -> Path:
     return paths.state_dir() / "istio"
 
 
-def kind_dir() -> Path:
-    """The kind backend's kubeconfigs and API discovery cache."""
+def kubeconfig(cluster: str, default: bool) -> Path:
+    """The kubeconfig kind writes for ``cluster`` (the lab's own cluster is the ``default`` one)."""
+    return _kind_dir() / ("kubeconfig" if default else f"kubeconfig-{cluster}")
+
+
+def discovery_cache(server: str) -> Path:
+    """The Kubernetes client's API discovery cache for the API server at ``server``."""
+    return _kind_dir() / f"discovery-{hashlib.sha256(server.encode()).hexdigest()[:12]}.json"
+
+
+def _kind_dir() -> Path:
     return paths.state_dir() / "kind"
 
 
@@ -63,14 +76,28 @@ class LocalState:
     def proxy_dir(self, proxy_id: str) -> Path:
         return self.root / "proxies" / safe_name(proxy_id)
 
-    def lock(self) -> FileLock:
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
         """The lab's change lock: held around every read-modify-write of the applied state, the ports and
-        the Envoy config, so two kernels applying at once both land. Reentrant within this object."""
-        if self._lock is None:
-            from filelock import FileLock  # imported on first change: keeps `import labkit` light
+        the Envoy config, so two kernels applying at once both land (the second waits, then reads what the
+        first saved). Reentrant within this object."""
+        from filelock import FileLock, Timeout  # imported on first change: keeps `import labkit` light
 
-            self._lock = FileLock(self._lock_file, timeout=LOCK_TIMEOUT)
-        return self._lock
+        if self._lock is None:
+            self._lock = FileLock(self._lock_file)
+        try:
+            self._lock.acquire(timeout=LOCK_TIMEOUT)
+        except Timeout:
+            raise BackendError(
+                f"another kernel is changing the lab in {self.root}: {self._lock_file} was not released "
+                f"within {LOCK_TIMEOUT:g} s",
+                f"wait for it to finish; if no other kernel or `labkit` command runs, delete "
+                f"{self._lock_file}",
+            ) from None
+        try:
+            yield
+        finally:
+            self._lock.release()
 
 
 class ProxyFiles:

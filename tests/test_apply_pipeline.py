@@ -87,3 +87,26 @@ def test_an_analysis_warning_is_shown_on_kind_too(tmp_path, monkeypatch, capsys)
         assert "warning:" in out and "subset 'v3'" in out
     finally:
         api.stop()
+
+
+def test_every_check_runs_once_per_apply(lab, monkeypatch):
+    from labkit import validation
+    from labkit.local import supported
+
+    calls = {"validation": 0, "supported": 0}
+
+    def counted(name, real):
+        def wrapper(*args, **kwargs):
+            calls[name] += name == "validation" or args[3] == "spec"  # _walk recurses: count the top
+            return real(*args, **kwargs)
+
+        return wrapper
+
+    monkeypatch.setattr(validation, "check", counted("validation", validation.check))
+    # _walk is what every caller of check_supported reaches, under whatever name it imported it
+    monkeypatch.setattr(supported, "_walk", counted("supported", supported._walk))
+    lab.apply(
+        VS.replace("weight: 100", "weight: 100\n  - route: [{destination: {host: currency-converter}}]")
+    )
+    assert calls == {"validation": 1, "supported": 1}
+    lab.ensure("canary-90-10")

@@ -4,7 +4,7 @@ when the load generator could not reach the asked rate, when a point has too few
 from __future__ import annotations
 
 import pytest
-from test_traffic import direct, service
+from support.sample import direct, service
 
 from labkit import checks, cost, traffic
 from labkit.errors import CheckFailed

@@ -18,7 +18,8 @@ def test_three_paths_measured_with_each_proxys_cpu_and_strict_restored(lab: labk
     lab.set_weights("currency-converter", v1=100, v2=0)
     try:
         paths = cost.paths(lab)
-        points = cost.run(lab, paths, [200], cost.Mode((1.0,), repeats=1, seconds=1.0, ceiling=200))
+        # 50 rps for 4 s: a rate any machine running the suite reaches, so soundness is about the method
+        points = cost.run(lab, paths, [50], cost.Mode((1.0,), repeats=1, seconds=4.0, ceiling=50))
     finally:
         lab.ensure("canary-90-10")
     assert [p.path for p in points] == [cost.DIRECT, cost.SERVER, cost.BOTH]

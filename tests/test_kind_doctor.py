@@ -31,7 +31,7 @@ def test_healthy_machine_reports_versions_and_exits_0(fake, capsys, monkeypatch,
     monkeypatch.setattr(
         doctor, "HOST_PORTS", ()
     )  # this shared machine's 8080 may be busy; ports tested below
-    assert cli.main(["doctor"]) == 0
+    assert cli.main(["--backend", "kind", "doctor"]) == 0
     out = capsys.readouterr().out
     for line in ("docker 28.3.2: 8 CPUs, 15.5 GiB", "kind v0.32.0", "kubectl v1.36.1", "istioctl 1.31.1"):
         assert line in out
@@ -41,7 +41,7 @@ def test_healthy_machine_reports_versions_and_exits_0(fake, capsys, monkeypatch,
 def test_docker_not_running_is_one_line_with_the_fix(fake, capsys, monkeypatch):
     monkeypatch.setattr(doctor, "HOST_PORTS", ())
     fake.docker_down()
-    assert cli.main(["doctor"]) == 1
+    assert cli.main(["--backend", "kind", "doctor"]) == 1
     out = capsys.readouterr().out
     [line] = [ln for ln in out.splitlines() if "Docker daemon" in ln]
     assert line.startswith("[error] Docker daemon not reachable: Cannot connect to the Docker daemon")

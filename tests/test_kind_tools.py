@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import hashlib
 import io
+import re
 import tarfile
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
 
+from labkit import cli
 from labkit.command import which
 from labkit.errors import LabError
 from labkit.kind import tools
@@ -63,13 +66,15 @@ def test_verified_kind_is_installed_where_run_finds_it(release_server, monkeypat
     assert which("kind") == str(path)  # the pinned copy wins over PATH
 
 
-def test_a_corrupted_download_is_refused_and_not_installed(release_server, monkeypatch):
+def test_a_corrupted_download_is_refused_with_both_hashes_and_not_installed(release_server, monkeypatch):
     base, files, _ = release_server
     sha = hashlib.sha256(KIND).hexdigest()
     files["/kind-linux-amd64"] = KIND + b"tampered"
     files["/kind-linux-amd64.sha256sum"] = f"{sha}  kind-linux-amd64\n".encode()
     _pin(monkeypatch, "kind", base, sha)
-    with pytest.raises(LabError, match=f"has SHA-256 [0-9a-f]{{64}}, expected {sha}; not installed"):
+    got = hashlib.sha256(KIND + b"tampered").hexdigest()
+    refused = f"has SHA-256 {got}, expected {sha}; not installed.*What to do: retry"
+    with pytest.raises(LabError, match=refused):
         tools.install("kind", "linux-amd64")
     assert not (tools.bin_dir() / "kind").exists()
 
@@ -92,10 +97,31 @@ def test_unpinned_tool_is_refused_without_downloading(release_server, monkeypatc
     assert hits == []
 
 
-def test_the_shipped_pins_refuse_until_someone_fills_real_checksums():
-    for tool in tools.PINS:
-        with pytest.raises(LabError, match="no pinned SHA-256"):
-            tools.install(tool, "linux-amd64")
+def test_shipped_pins_cover_every_unix_platform_with_the_release_urls():
+    for tool in tools.PINS.values():
+        assert set(tool.sha256) == {"linux-amd64", "linux-arm64", "darwin-amd64", "darwin-arm64"}
+        assert all(len(d) == 64 and int(d, 16) >= 0 for d in tool.sha256.values())
+    assert tools.PINS["kind"].asset("darwin-arm64") == (
+        "https://github.com/kubernetes-sigs/kind/releases/download/v0.32.0/kind-darwin-arm64"
+    )
+    assert tools.PINS["istioctl"].checksum("darwin-amd64") == (
+        "https://github.com/istio/istio/releases/download/1.30.3/istio-1.30.3-osx-amd64.tar.gz.sha256"
+    )
+
+
+REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "release-checksums.md"
+
+
+@pytest.mark.skipif(not REFERENCE.is_file(), reason=f"{REFERENCE} (the team's reference copy) is not here")
+def test_shipped_pins_are_the_reference_tables_digests():
+    rows = {}
+    for line in REFERENCE.read_text().splitlines():
+        cells = [c.strip().strip("`") for c in line.strip("|").split("|")]
+        if len(cells) >= 5 and all(re.fullmatch(r"[0-9a-f]{64}", c) for c in cells[1:5]):
+            rows.setdefault(cells[0].split()[0], cells[1:5])  # the first table with that version wins
+    for tool in tools.PINS.values():
+        pinned = [tool.sha256[p] for p in ("linux-amd64", "linux-arm64", "darwin-amd64", "darwin-arm64")]
+        assert rows[tool.version] == pinned, tool.tool
 
 
 def test_missing_release_asset_names_the_url(release_server, monkeypatch):
@@ -125,3 +151,58 @@ def test_istio_archive_gives_istioctl_and_the_addons(release_server, monkeypatch
     path = tools.install("istioctl", "darwin-amd64")
     assert path.read_bytes() == b"#!/bin/sh\n"
     assert (tools.istio_dir() / "samples" / "addons" / "kiali.yaml").is_file()
+
+
+def test_labkit_tools_install_installs_both_pinned_tools_from_the_server(release_server, monkeypatch, capsys):
+    base, files, _ = release_server
+    archive = io.BytesIO()
+    with tarfile.open(fileobj=archive, mode="w:gz") as tar:
+        for name, data in (("istio-0/bin/istioctl", b"#!/bin/sh\n"), ("istio-0/samples/addons/a.yaml", b"")):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    for tool, blob in (("kind", KIND), ("istioctl", archive.getvalue())):
+        sha = hashlib.sha256(blob).hexdigest()
+        name = f"/{tool}-linux-amd64" + (".tar.gz" if tool == "istioctl" else "")
+        files[name], files[name + ".sha256sum"] = blob, f"{sha}  {name[1:]}\n".encode()
+        _pin(monkeypatch, tool, base, sha)
+    monkeypatch.setattr(tools, "current_platform", lambda: "linux-amd64")
+    assert cli.main(["tools", "install"]) == 0
+    out = capsys.readouterr().out
+    assert "kind v0 verified and installed" in out and "istioctl v0 verified and installed" in out
+    assert which("istioctl") == str(tools.bin_dir() / "istioctl")
+
+
+#: Istio's support matrix: istio.io "Supported Releases", the support status table
+#: (content/en/docs/releases/supported-releases/index.md), and each release's notes: Kubernetes minors
+#: per Istio minor (shared/reference/field-notes.md, "Kubernetes supported by Istio").
+ISTIO_SUPPORTS_KUBERNETES = {"1.30": ((1, 32), (1, 36)), "1.31": ((1, 32), (1, 36))}
+#: kind's default node image per release, pkg/apis/config/defaults/image.go at the tag
+#: (shared/reference/release-checksums.md).
+KIND_DEFAULT_NODE = {
+    "v0.32.0": "kindest/node:v1.36.1@sha256:3489c7674813ba5d8b1a9977baea8a6e553784dab7b84759d1014dbd78f7ebd5"
+}
+
+
+def _minor(text: str) -> tuple[int, int]:
+    major, minor = re.search(r"(\d+)\.(\d+)", text).groups()
+    return int(major), int(minor)
+
+
+def test_kind_node_image_istio_and_kubectl_are_a_supported_combination():
+    import yaml
+
+    from labkit import paths, validation, versions
+
+    assert tools.PINS["istioctl"].version == versions.ISTIO_VERSION
+    assert tools.PINS["kind"].version == versions.KIND_VERSION
+    low, high = ISTIO_SUPPORTS_KUBERNETES[versions.ISTIO_MINOR]
+    assert (low, high) == versions.K8S_SUPPORTED  # what `labkit doctor` enforces is the matrix's row
+    configs = sorted(paths.KIND_CONFIG.parent.glob("*.yaml"))
+    images = {node["image"] for cfg in configs for node in yaml.safe_load(cfg.read_text())["nodes"]}
+    assert images == {KIND_DEFAULT_NODE[versions.KIND_VERSION]}  # the pinned kind's own, by digest
+    node = _minor(images.pop())
+    assert low <= node <= high
+    kubectl = _minor(versions.KUBECTL_MINOR)
+    assert kubectl[0] == node[0] and abs(kubectl[1] - node[1]) <= 1  # kubectl's version-skew policy
+    assert _minor(validation.KUBERNETES_VERSION) == node  # schemas of the Kubernetes the cluster runs

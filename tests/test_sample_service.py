@@ -12,7 +12,6 @@ import http.client
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -26,6 +25,7 @@ import pytest
 import yaml
 from aiohttp import web
 from scipy.stats import binomtest
+from support.sample import free_port
 
 from labkit import paths
 
@@ -34,12 +34,6 @@ LOAD = paths.SERVICE_DIR / "load.py"
 CONVERT = "/convert?from=NOK&to=EUR&amount=100"
 #: What a pod learns about itself; never inherited from the test's own environment.
 IDENTITY_ENV = ("VERSION", "POD_NAME", "POD_NAMESPACE", "POD_VERSION", "MESHLAB_POD", "REPORT_VERSION")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass

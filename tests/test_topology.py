@@ -10,11 +10,12 @@ from pathlib import Path
 
 import pytest
 import yaml
-from envoy_check import lab_topology
+from support.envoy import lab_topology
 
 from labkit import manifests, paths
 from labkit.errors import CapacityError, LabError, UnsupportedError
 from labkit.local import capacity, resolve, supervisor
+from labkit.local.ports import Ports
 from labkit.local.topology import (
     Topology,
     build_topology,
@@ -212,10 +213,12 @@ def test_unknown_and_ambiguous_sources_name_the_candidates(tmp_path):
     other_web = shop_doc("web")
     other_web["metadata"]["namespace"] = "payments-prod"
     topo = shop_topology(tmp_path, other_web)
-    with pytest.raises(LabError, match=r"workload 'web' is ambiguous.*one of payments-prod/web, shop/web"):
+    with pytest.raises(
+        LabError, match=r"(?s)workload 'web' is ambiguous\nWhat to do: .*one of payments-prod/web, shop/web"
+    ):
         resolve.workload(topo, "web")
     with pytest.raises(
-        LabError, match=r"no workload 'shop/nope'.*shop/orders-v1, shop/orders-v2.*client, legacy"
+        LabError, match=r"(?s)no workload 'shop/nope'.*shop/orders-v1, shop/orders-v2.*client, legacy"
     ):
         resolve.workload(topo, "shop/nope")
 
@@ -228,7 +231,7 @@ def test_kinds_are_named_as_kubectl_takes_them():
     assert resolve.kind("authorizationpolicies", kinds) == "AuthorizationPolicy"
     assert resolve.kind("gateways", kinds) == "Gateway" and resolve.kind("deploy", kinds) == "Deployment"
     with pytest.raises(
-        LabError, match="unknown kind 'virtualservise'. What to do: use one of AuthorizationPolicy"
+        LabError, match="unknown kind 'virtualservise'\nWhat to do: use one of AuthorizationPolicy"
     ):
         resolve.kind("virtualservise", kinds)
 
@@ -238,17 +241,23 @@ def test_env_from_fields_the_kubelet_does_not_fill_is_refused_by_name(tmp_path):
     secret["spec"]["template"]["spec"]["containers"][0]["env"] = [
         {"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}
     ]
-    field = r"field spec.template.spec.containers\[0\].env\[0\].valueFrom"
-    with pytest.raises(UnsupportedError, match=rf"Deployment/web: {field}.secretKeyRef is not supported"):
+    field = r"spec.template.spec.containers\[0\].env\[0\].valueFrom"
+    with pytest.raises(UnsupportedError, match=rf"Deployment/web {field}.secretKeyRef: is not supported"):
         shop_topology(tmp_path, secret)
     typo = shop_doc("web")
     typo["spec"]["template"]["spec"]["containers"][0]["env"] = [
         {"name": "X", "valueFrom": {"fieldRef": {"fieldPath": "metadata.nmae"}}}
     ]
     with pytest.raises(
-        UnsupportedError, match=rf"{field}.fieldRef.fieldPath 'metadata.nmae' is not a pod field"
+        UnsupportedError, match=rf"{field}.fieldRef.fieldPath: 'metadata.nmae' is not a pod field"
     ):
         shop_topology(tmp_path, typo)
+    env_from = shop_doc("web")
+    env_from["spec"]["template"]["spec"]["containers"][0]["envFrom"] = [{"configMapRef": {"name": "web"}}]
+    with pytest.raises(
+        UnsupportedError, match=r"containers\[0\].envFrom: is not supported by the local backend"
+    ):
+        shop_topology(tmp_path, env_from)
 
 
 def test_capacity_names_the_deployment_the_count_and_the_limit(tmp_path):
@@ -268,6 +277,11 @@ def test_capacity_names_the_deployment_the_count_and_the_limit(tmp_path):
     running = {supervisor.app_name(i) for i in topo.instances}
     running |= {supervisor.envoy_name(p) for p in topo.proxies.values()}
     capacity.check(topo, running, capacity.Limits(inotify_instances=0, memory_bytes=0, threads=0))  # none new
+    running.discard(supervisor.envoy_name(topo.gateway))
+    with pytest.raises(
+        CapacityError, match=r"(?s)the ingress gateway would start 1 more Envoy.*stop other labs"
+    ):
+        capacity.check(topo, running, capacity.Limits(**(roomy | {"inotify_instances": 1})))
 
 
 def test_inotify_instances_are_counted_from_proc():
@@ -282,3 +296,30 @@ def test_inotify_instances_are_counted_from_proc():
     finally:
         os.close(fd)
     assert capacity.inotify_held(me) == before
+
+
+def test_ports_are_kept_by_what_they_are_for_so_adding_a_workload_moves_nothing(tmp_path):
+    def assigned(*extra: dict) -> tuple[Topology, bool]:
+        by_key = {r.key: r for r in manifests.load(paths.APPS) + manifests.load(list(extra))}
+        topo = build_topology(list(by_key.values()), tmp_path, itertools.count(1).__next__)
+        ensure_gateway_port(topo, 80, itertools.count(1).__next__)
+        ports = Ports(tmp_path / "ports.json")
+        added = ports.assign(topo)
+        ports.save(topo)
+        return topo, added
+
+    def numbers(topo: Topology) -> dict[str, int]:
+        out = {f"app {i.name}": i.app_port for i in topo.instances}
+        for p in topo.proxies.values():
+            out |= {f"admin {p.id}": p.admin_port, **{f"{p.id} {k}": v for k, v in p.gateway_ports.items()}}
+            out |= {f"{p.id} in {k}": v for k, v in p.inbound_ports.items()}
+        return out
+
+    first, added = assigned()
+    assert added and len(set(numbers(first).values())) == len(numbers(first))  # every port its own
+    again, added = assigned()
+    assert not added and numbers(again) == numbers(first)  # a new kernel: the same ports
+    web = shop_doc("web")
+    web["metadata"]["namespace"] = "payments-prod"  # sorts before every lesson workload but one
+    grown, added = assigned(web)
+    assert added and {k: v for k, v in numbers(grown).items() if k in numbers(first)} == numbers(first)

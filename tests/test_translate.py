@@ -4,24 +4,16 @@ subsets, traffic policy, ServiceEntry, Gateway and the telemetry hooks the runti
 from __future__ import annotations
 
 import pytest
-from envoy_check import client, cluster, configs, hcms, listener, route, vhost
+from support.envoy import client, cluster, configs, hcms, listener, route, vhost
+from support.istio_yaml import CC, FEATURES, GATEWAY, INGRESS_VS, POLICY_DR, SERVICE_ENTRY, vs
 
 from labkit import metrics
 from labkit.errors import ManifestError, UnsupportedError
 from labkit.local.listeners import ACCESS_LOG_FORMAT
 from labkit.mesh import MeshSettings
 
-CC = "currency-converter.payments-prod.svc.cluster.local"
 CANARY = ("destination-rule-currency-converter.yaml", "virtual-service-currency-converter-90-10.yaml")
 DEFAULT_RETRY_ON = "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes"
-
-
-def vs(http: str, name: str = "currency-converter", extra: str = "") -> str:
-    return (
-        f"apiVersion: networking.istio.io/v1\nkind: VirtualService\n"
-        f"metadata: {{name: {name}, namespace: payments-prod}}\n"
-        f"spec:\n  hosts: [currency-converter]\n{extra}  http:\n{http}"
-    )
 
 
 def test_canary_weights_become_weighted_subset_clusters_with_the_mesh_defaults(tmp_path):
@@ -143,30 +135,6 @@ def test_endpoints_without_a_sidecar_are_the_app_port_in_plaintext(tmp_path):
     assert "envoy.transport_socket_match" not in endpoint["metadata"]["filter_metadata"]
 
 
-POLICY_DR = """
-apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata: {name: currency-converter, namespace: payments-prod}
-spec:
-  host: currency-converter
-  trafficPolicy:
-    loadBalancer: {simple: ROUND_ROBIN}
-    connectionPool:
-      tcp: {maxConnections: 1, connectTimeout: 250ms}
-      http: {http1MaxPendingRequests: 1, maxRequestsPerConnection: 1}
-    outlierDetection: {consecutive5xxErrors: 1, interval: 1s, baseEjectionTime: 30s, maxEjectionPercent: 100}
-  subsets:
-  - name: v1
-    labels: {version: v1}
-  - name: v2
-    labels: {version: v2}
-    trafficPolicy:
-      connectionPool:
-        http: {http2MaxRequests: 7}
-      tls: {mode: DISABLE}
-"""
-
-
 def test_traffic_policy_maps_to_cluster_fields_and_a_subset_replaces_whole_blocks(tmp_path):
     _, cfgs = configs(tmp_path, POLICY_DR)
     v1 = cluster(client(cfgs), f"outbound|8080|v1|{CC}")
@@ -204,36 +172,6 @@ def test_explicit_istio_mutual_sets_one_transport_socket(tmp_path):
     v2 = cluster(client(cfgs), f"outbound|8080|v2|{CC}")
     assert v2["transport_socket"]["typed_config"]["sni"] == f"outbound_.8080_.v2_.{CC}"
     assert "transport_socket_matches" not in v2
-
-
-FEATURES = """\
-  - name: canary
-    match:
-    - name: jason
-      uri: {prefix: /convert}
-      headers: {end-user: {exact: jason}, x-b: {}}  # {} = present (regex "*" is no RE2: rejected)
-      method: {exact: GET}
-      queryParams: {debug: {exact: "1"}}
-    - uri: {regex: "/v[0-9]+/.*"}
-      ignoreUriCase: true
-    route:
-    - destination: {host: currency-converter, subset: v2}
-      headers: {request: {set: {x-canary: "yes"}}}
-    timeout: 300ms
-    retries: {attempts: 3, perTryTimeout: 100ms, retryOn: "5xx,503"}
-    fault:
-      delay: {fixedDelay: 500ms, percentage: {value: 10}}
-      abort: {httpStatus: 503, percentage: {value: 50.5}}
-    mirror: {host: currency-converter, subset: v1}
-    mirrorPercentage: {value: 25}
-    rewrite: {uri: /rewritten, authority: other.example}
-    headers: {response: {add: {x-served-by: mesh}, remove: [server]}}
-  - route:
-    - destination: {host: currency-converter, subset: v1}
-    retries: {attempts: 0}
-  - route:
-    - destination: {host: currency-converter, subset: v2}
-"""
 
 
 def test_virtual_service_http_features_translate_like_istiod(tmp_path):
@@ -309,30 +247,6 @@ def test_gateway_bound_virtual_services_stay_off_the_sidecars(tmp_path):
     assert r["route"]["cluster"] == f"outbound|8080||{CC}"
 
 
-GATEWAY = """
-apiVersion: networking.istio.io/v1
-kind: Gateway
-metadata: {name: meshlab-gateway, namespace: payments-prod}
-spec:
-  selector: {istio: ingressgateway}
-  servers:
-  - port: {number: 80, name: http, protocol: HTTP}
-    hosts: ["*"]
-"""
-INGRESS_VS = """
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {name: ingress, namespace: payments-prod}
-spec:
-  hosts: ["*"]
-  gateways: [meshlab-gateway]
-  http:
-  - match: [{uri: {prefix: /convert}}]
-    route:
-    - destination: {host: currency-converter, port: {number: 8080}, subset: v1}
-"""
-
-
 def test_gateway_servers_become_listeners_with_vhosts_from_bound_virtual_services(tmp_path):
     topo, cfgs = configs(tmp_path, GATEWAY, INGRESS_VS, *CANARY)
     gw = cfgs["istio-ingressgateway.istio-system"]
@@ -357,19 +271,6 @@ def test_a_gateway_without_bound_virtual_service_answers_404(tmp_path):
     assert route(cfgs["istio-ingressgateway.istio-system"], "http.8080")["virtual_hosts"] == [
         {"name": "blackhole:80", "domains": ["*"], "routes": []}
     ]
-
-
-SERVICE_ENTRY = """
-apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {name: fx-rates, namespace: payments-prod}
-spec:
-  hosts: [api.fxrates.example]
-  location: MESH_EXTERNAL
-  resolution: DNS
-  ports: [{number: 80, name: http, protocol: HTTP}]
-  endpoints: [{address: fx-rates.external.svc.cluster.local, ports: {http: 8080}}]
-"""
 
 
 def test_service_entry_adds_a_vhost_and_a_plaintext_cluster_to_the_lab_service(tmp_path):

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import pytest
-from envoy_check import configs, envoy_validate, hcms
+from support.envoy import configs, envoy_validate, hcms
 
+from labkit import manifests
 from labkit.errors import UnsupportedError
+from labkit.local.supported import check_supported
 from labkit.mesh import MeshSettings
 
 V1 = "sidecar~currency-converter-v1-0.payments-prod"
@@ -66,4 +68,4 @@ def test_a_workload_telemetry_beats_the_namespace_one_which_beats_the_mesh(tmp_p
 def test_another_provider_is_refused_by_name(tmp_path):
     other = telemetry("istio-system", True).replace("name: envoy", "name: otel")
     with pytest.raises(UnsupportedError, match=r"spec.accessLogging\[0\].providers\[0\].name value 'otel'"):
-        configs(tmp_path, other)
+        check_supported(manifests.load(other))  # what Lab.apply's capability check runs

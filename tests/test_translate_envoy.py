@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
-from envoy_check import configs, envoy_validate
-from test_translate import FEATURES, GATEWAY, INGRESS_VS, POLICY_DR, SERVICE_ENTRY, vs
-from test_translate_security import AUTHZ, V2_SELECTOR, pa
+from support.envoy import configs, envoy_validate
+from support.istio_yaml import (
+    AUTHZ,
+    FEATURES,
+    GATEWAY,
+    INGRESS_VS,
+    POLICY_DR,
+    SERVICE_ENTRY,
+    V2_SELECTOR,
+    pa,
+    vs,
+)
 
 
 def test_envoy_accepts_the_canary_checkpoint(tmp_path):

@@ -2,23 +2,12 @@
 
 from __future__ import annotations
 
-from envoy_check import client, cluster, configs, hcms, listener, route
+from support.envoy import client, cluster, configs, hcms, listener, route
+from support.istio_yaml import AUTHZ, CC, V2_SELECTOR, pa
 
-CC = "currency-converter.payments-prod.svc.cluster.local"
 V1 = "sidecar~currency-converter-v1-0.payments-prod"
 V2 = "sidecar~currency-converter-v2-0.payments-prod"
 ISTIO_ALPNS = ["istio", "istio-peer-exchange", "istio-http/1.0", "istio-http/1.1", "istio-h2"]
-
-
-def pa(name: str, namespace: str, mode: str | None, selector: str = "", port_level: str = "") -> str:
-    mtls = f"  mtls: {{mode: {mode}}}\n" if mode else ""
-    return (
-        f"apiVersion: security.istio.io/v1\nkind: PeerAuthentication\n"
-        f"metadata: {{name: {name}, namespace: {namespace}}}\nspec:\n{selector}{mtls}{port_level}"
-    )
-
-
-V2_SELECTOR = "  selector: {matchLabels: {app: currency-converter, version: v2}}\n"
 
 
 def chains(cfgs, proxy_id: str) -> list[dict]:
@@ -111,30 +100,6 @@ def test_auto_mtls_follows_namespace_policy_but_not_workload_policy(tmp_path):
     assert "transport_socket_matches" not in cluster(client(cfgs), f"outbound|8080||{CC}")
     _, cfgs = configs(tmp_path, pa("v2", "payments-prod", "DISABLE", V2_SELECTOR))
     assert "transport_socket_matches" in cluster(client(cfgs), f"outbound|8080||{CC}")
-
-
-AUTHZ = """
-apiVersion: security.istio.io/v1
-kind: AuthorizationPolicy
-metadata: {name: deny-admin, namespace: payments-prod}
-spec:
-  selector: {matchLabels: {app: currency-converter}}
-  action: DENY
-  rules:
-  - to: [{operation: {paths: [/admin*]}}]
----
-apiVersion: security.istio.io/v1
-kind: AuthorizationPolicy
-metadata: {name: allow-client, namespace: payments-prod}
-spec:
-  selector: {matchLabels: {app: currency-converter}}
-  action: ALLOW
-  rules:
-  - from: [{source: {principals: [cluster.local/ns/payments-prod/sa/client]}}]
-    to: [{operation: {methods: [GET, HEAD]}}]
-    when: [{key: "request.headers[x-team]", values: [payments]}]
-  - from: [{source: {namespaces: [istio-system]}}]
-"""
 
 
 def rbac(cfgs, proxy_id: str) -> dict:

@@ -18,7 +18,7 @@ ALREADY_EXISTS = "node(s) already exist for a cluster with the name"
 
 def kubeconfig(name: str = NAME) -> Path:
     """The kubeconfig kind writes for this lab's cluster (context ``kind-<name>``)."""
-    path = state.kind_dir() / ("kubeconfig" if name == NAME else f"kubeconfig-{name}")
+    path = state.kubeconfig(name, default=name == NAME)
     path.parent.mkdir(parents=True, exist_ok=True)
     return path
 

@@ -17,13 +17,11 @@ from labkit import paths
 from labkit.command import run
 from labkit.errors import CommandError, LabError, ToolNotFoundError
 from labkit.kind import cluster, istio
+from labkit.versions import ISTIO_MINOR, K8S_SUPPORTED  # the one place for versions
 
 MIN_CPUS = 4
 #: 8 GiB asked of Docker; Docker Desktop set to "8 GB" reports about 7.7 GiB of MemTotal, so allow that.
 MIN_MEMORY_GIB = 7.5
-#: Kubernetes minors Istio 1.31 supports (its release notes; istioctl's MinK8SVersion is 32).
-K8S_SUPPORTED = ((1, 32), (1, 36))
-ISTIO_MINOR = "1.31"
 HOST_PORTS = (8080, 8443)
 
 
@@ -118,7 +116,7 @@ def check_tools(tools: tuple[str, ...] = ("kind", "kubectl", "istioctl")) -> lis
 
 
 def check_node_image(config: Path = paths.KIND_CONFIG) -> Check:
-    """The kind node image's Kubernetes is inside Istio 1.31's supported range."""
+    """The kind node image's Kubernetes is inside the range the lab's Istio supports (labkit/versions)."""
     low, high = K8S_SUPPORTED
     supported = f"{low[0]}.{low[1]}-{high[0]}.{high[1]}"
     nodes = (yaml.safe_load(config.read_text()) or {}).get("nodes") or [{}]
@@ -166,7 +164,7 @@ def check_addons() -> Check:
         return Check(
             "error",
             "Istio's samples/addons (Prometheus, Kiali) not found",
-            "set ISTIO_HOME to an unpacked Istio 1.31 release (or put its bin/istioctl first on PATH)",
+            f"set ISTIO_HOME to an unpacked Istio {ISTIO_MINOR} release (or its bin/istioctl first on PATH)",
         )
     return Check("ok", f"Istio addons in {found}")
 

@@ -5,7 +5,6 @@ the object."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import time
@@ -99,8 +98,7 @@ class Kube:
     @property
     def dynamic(self) -> DynamicClient:
         if self._dynamic is None:
-            key = hashlib.sha256(self.host.encode()).hexdigest()[:12]
-            cache = state.kind_dir() / f"discovery-{key}.json"
+            cache = state.discovery_cache(self.host)
             cache.parent.mkdir(parents=True, exist_ok=True)
             self._dynamic = self._call(
                 "discover the API", lambda: DynamicClient(self.api, cache_file=str(cache))

@@ -20,6 +20,7 @@ import urllib3
 
 from labkit.errors import LabError
 from labkit.state import bin_dir, istio_dir
+from labkit.versions import ISTIO_VERSION, KIND_VERSION
 
 CONNECT_TIMEOUT, READ_TIMEOUT = 10.0, 60.0
 
@@ -42,20 +43,45 @@ class Release:
         return self.checksum_url.format(platform=self.platforms.get(plat, plat))
 
 
-_KIND = "https://github.com/kubernetes-sigs/kind/releases/download/v0.32.0/kind-{platform}"
-_ISTIO = "https://github.com/istio/istio/releases/download/1.31.1/istio-1.31.1-{platform}.tar.gz"
+_KIND = f"https://github.com/kubernetes-sigs/kind/releases/download/{KIND_VERSION}/kind-{{platform}}"
+_ISTIO = f"https://github.com/istio/istio/releases/download/{ISTIO_VERSION}/istio-{ISTIO_VERSION}-{{platform}}.tar.gz"
 
-#: The pins. kind v0.32.0 is the release whose default node image (v1.36.1) cluster.yaml pins; Istio 1.31.1 is
-#: the lab's Istio. The digests were not available to this project's authors: fill them from the published
-#: files (kind-<platform>.sha256sum, istio-1.31.1-<platform>.tar.gz.sha256) after checking them.
+#: The pins, copied from shared/reference/release-checksums.md; the release's own checksum file is fetched
+#: and must agree too. kind v0.32.0 is the release whose default node image (v1.36.1) cluster.yaml pins.
+#: Its raw binaries' digests: cashapp/hermit-packages kind.hcl @ f0517fd7532fc6adfd910cfba3ef2b4c59f662db
+#: (filled from kind's own kind-<os>-<arch>.sha256sum) and cert-manager/makefile-modules
+#: modules/tools/00_mod.mk @ b90303374efd9a7837cc4ec2b73267d19836e6e0, which agree.
+#: Istio: the full release archives (istioctl plus samples/addons), cert-manager/makefile-modules
+#: modules/tools/00_mod.mk, row 1.30.3 introduced in commit bbf85270. No public pin exists for any 1.31.x
+#: archive, hence Istio 1.30.3 (labkit/versions.py).
 PINS: dict[str, Release] = {
-    "kind": Release("kind", "v0.32.0", _KIND, _KIND + ".sha256sum"),
+    "kind": Release(
+        "kind",
+        KIND_VERSION,
+        _KIND,
+        _KIND + ".sha256sum",
+        # each digest: cashapp/hermit-packages kind.hcl @ f0517fd and cert-manager/makefile-modules
+        # modules/tools/00_mod.mk @ b903033, identical in both
+        sha256={
+            "linux-amd64": "50030de23cf40a18505f20426f6a8506bedf13c6e509244bd1fa9463721b0f54",
+            "linux-arm64": "b92cd615e97585de8ddade28ed5cd7feb4248d717c233eea5b03c37298900f5d",
+            "darwin-amd64": "295ac6d0d634c9819c9907df45e3017d1f13166bd13c3404c45e79f7faa47498",
+            "darwin-arm64": "dca67911095a110c2b5c36e26df6cac860c602033e456c0db47be498cdef1ebb",
+        },
+    ),
     "istioctl": Release(
         "istioctl",
-        "1.31.1",
+        ISTIO_VERSION,
         _ISTIO,
         _ISTIO + ".sha256",
-        platforms={"darwin-amd64": "osx", "darwin-arm64": "osx-arm64"},
+        # each digest: cert-manager/makefile-modules modules/tools/00_mod.mk, row 1.30.3 (commit bbf85270)
+        sha256={
+            "linux-amd64": "55ada076ba1b37af49e8a24e5e539b4abccabdb33894c923279edd293eea3993",
+            "linux-arm64": "926d265818e8ab69de9f81bfe78447c3bc8f4ae32a356a39545b790bfcfd63e5",
+            "darwin-amd64": "9a2b70d8257861156336c89bf33251b90cc77924116c10a281d39d996d4f0bac",
+            "darwin-arm64": "4d78e3effac3253c9348cef73563af405dc3429bea9536eae98a724ee81761c7",
+        },
+        platforms={"darwin-amd64": "osx-amd64", "darwin-arm64": "osx-arm64"},
     ),
 }
 
@@ -81,11 +107,14 @@ def _get(http: urllib3.PoolManager, url: str, sink: io.RawIOBase | io.BufferedIO
     try:
         response = http.request("GET", url, preload_content=False)
     except urllib3.exceptions.HTTPError as exc:
-        raise LabError(f"cannot download {url}: {exc}; check the network (or a proxy) and retry") from exc
+        raise LabError(
+            f"cannot download {url}: {exc}. What to do: check the network (or a proxy) and retry"
+        ) from exc
     try:
         if response.status != 200:
             raise LabError(
-                f"downloading {url} answered HTTP {response.status}; check the pinned version exists"
+                f"downloading {url} answered HTTP {response.status}. "
+                "What to do: check the pinned version exists"
             )
         for chunk in response.stream(1 << 16):
             digest.update(chunk)
@@ -102,7 +131,8 @@ def install(tool: str, plat: str | None = None) -> Path:
     if not pinned:
         raise LabError(
             f"no pinned SHA-256 for {tool} {release.version} ({plat}) in labkit/kind/tools.py, so it is not "
-            f"downloaded; add it from {release.checksum(plat)} after checking it, or install {tool} yourself"
+            f"downloaded. What to do: add it from {release.checksum(plat)} after checking it, or install "
+            f"{tool} yourself"
         )
     http = _http()
     published_file = io.BytesIO()
@@ -111,7 +141,7 @@ def install(tool: str, plat: str | None = None) -> Path:
     if published != [pinned]:
         raise LabError(
             f"{release.checksum(plat)} says {published[0] if published else 'nothing'}, but labkit pins "
-            f"{pinned} for {tool} {release.version}; not installing: check which is right first"
+            f"{pinned} for {tool} {release.version}; not installed. What to do: check which is right first"
         )
     target = bin_dir() / tool
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -122,7 +152,7 @@ def install(tool: str, plat: str | None = None) -> Path:
         if actual != pinned:
             raise LabError(
                 f"{release.asset(plat)} has SHA-256 {actual}, expected {pinned}; not installed (a truncated "
-                "download or a proxy rewriting it?); retry `labkit tools install`"
+                "download or a proxy rewriting it?). What to do: retry `labkit tools install`"
             )
         binary = _unpack_istio(download, Path(tmp)) if tool == "istioctl" else download
         binary.chmod(0o755)

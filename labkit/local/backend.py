@@ -12,6 +12,7 @@ kernels applying at once both land. Who sends and how a request finds its way: r
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import time
 from pathlib import Path
@@ -25,14 +26,16 @@ from labkit.files import write_atomic
 from labkit.lab import Change, Lab, Status, WorkloadStatus, show
 from labkit.local import capacity, envoy, podfields, proxyview, resolve, telemetry
 from labkit.local.ca import LocalCA
+from labkit.local.httproute import with_status
 from labkit.local.ports import Ports
 from labkit.local.supervisor import Supervisor, app_name, envoy_name
 from labkit.local.supported import SCHEMAS, check_supported
 from labkit.local.topology import KUBE_KINDS, Topology, build_topology, ensure_gateway_port
-from labkit.local.translate import ProxyConfig, ensure_ports, translate
+from labkit.local.translate import ProxyConfig, ensure_ports, route_status, translate
 from labkit.manifests import Resource
 from labkit.mesh import MeshSettings, load_mesh_settings
 from labkit.meshmodel import is_istio
+from labkit.scenario import NAMESPACE, SERVICE
 from labkit.state import LocalState
 
 if TYPE_CHECKING:
@@ -44,7 +47,8 @@ _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when present:
 
 
 def _is_istio(res: Resource) -> bool:
-    return is_istio(res.group)
+    """Mesh configuration, applied live: Istio's APIs and the Gateway API (translated like them)."""
+    return is_istio(res.group) or res.group == "gateway.networking.k8s.io"
 
 
 class _Plan(NamedTuple):
@@ -102,13 +106,16 @@ class LocalLab(Lab):
         write_atomic(marker, digest)
 
     def _topology(self, apps: list[Resource], istio: list[Resource]) -> tuple[Topology, Ports, bool]:
-        """The topology with its persisted ports, plus listener ports the applied ``istio`` objects need;
-        True when ports were added that ``ports.json`` does not hold yet."""
+        """The topology with its persisted ports (ports.py), plus listener ports the applied ``istio`` objects
+        need; True when it has ports ``ports.json`` does not hold yet."""
+        placeholder = itertools.count(1).__next__  # every port is then given by Ports.assign
+        topo = build_topology(apps, self.state, placeholder, trust_domain=self._mesh_settings().trust_domain)
+        ensure_gateway_port(
+            topo, 80, placeholder
+        )  # the ingress URL exists from the start, like kind's NodePort
+        ensure_ports(istio, topo, placeholder)
         ports = Ports(self.files.ports)
-        topo = build_topology(apps, self.state, ports, trust_domain=self._mesh_settings().trust_domain)
-        ensure_gateway_port(topo, 80, ports)  # the ingress URL exists from the start, like kind's NodePort
-        ports.restore(topo)
-        return topo, ports, ensure_ports(istio, topo, ports)
+        return topo, ports, ports.assign(topo)
 
     def _stamp(self) -> tuple[int, int]:
         """Changes whenever the topology may have: ports or applied objects saved (by any kernel)."""
@@ -187,9 +194,7 @@ class LocalLab(Lab):
     def _require_up(self) -> Topology:
         topo = self._current()
         if topo is None or not self._procs.alive():
-            raise BackendError(
-                "the local lab is not running. What to do: start it with lab.up() (or `labkit up`)"
-            )
+            raise BackendError("the local lab is not running", "start it with lab.up() (or `labkit up`)")
         return topo
 
     # --- configuration: the hooks of Lab.apply / Lab.delete ------------------------------------------------
@@ -208,14 +213,16 @@ class LocalLab(Lab):
                 continue
             if deleting:
                 raise UnsupportedError(
-                    f"{res.where}: the local backend always runs the apps of cluster-config/apps. What to "
-                    "do: re-apply an edited manifest instead, or stop the lab with lab.down()"
+                    "the local backend always runs the apps of cluster-config/apps",
+                    "re-apply an edited manifest instead, or stop the lab with lab.down()",
+                    where=res.where,
                 )
             if res.kind not in KUBE_KINDS:
                 raise UnsupportedError(
-                    f"{res.where}: kind {res.kind} is not supported by the local backend, which runs only "
-                    f"{', '.join(sorted(KUBE_KINDS))} and Istio objects. What to do: use the kind backend "
-                    "(LAB_BACKEND=kind) for other Kubernetes kinds"
+                    f"kind {res.kind} is not supported by the local backend, which runs only "
+                    f"{', '.join(sorted(KUBE_KINDS))} and Istio objects",
+                    "use the kind backend (LAB_BACKEND=kind) for other Kubernetes kinds",
+                    where=res.where,
                 )
         if not deleting:
             check_supported([r for r in resources if _is_istio(r)])
@@ -272,9 +279,9 @@ class LocalLab(Lab):
     def _write_config(self, applied: list[Resource]) -> None:
         topo = self._require_up()
         istio = [r for r in applied if _is_istio(r)]
+        ensure_ports(istio, topo, itertools.count(1).__next__)  # new listeners: numbers from Ports.assign
         ports = Ports(self.files.ports)
-        ports.next = len(ports.ports)  # the topology has its ports: only new listeners get new ones
-        if ensure_ports(istio, topo, ports):
+        if ports.assign(topo):
             ports.save(topo)
         configs = translate(istio, topo, self._mesh_settings())
         self._procs.wait_applied(envoy.write_configs([(p, configs[p.id]) for p in topo.proxies.values()]))
@@ -320,9 +327,11 @@ class LocalLab(Lab):
         takes it (VirtualService, virtualservices, vs); every namespace when ``namespace`` is None."""
         applied = self._applied()
         objects = self._apps(applied) + [r for r in applied if _is_istio(r)]
-        wanted = resolve.kind(kind, KUBE_KINDS | set(SCHEMAS) | {r.kind for r in objects})
+        wanted = resolve.kind(kind, KUBE_KINDS | set(SCHEMAS) | {"HTTPRoute"} | {r.kind for r in objects})
         found = [r for r in objects if r.kind == wanted and namespace in (None, r.namespace)]
-        return sorted(found, key=lambda r: (r.namespace, r.name))
+        # Gateway API objects carry the status istiod writes on them (Accepted, ResolvedRefs ...)
+        status = route_status([r for r in applied if _is_istio(r)], self._require_up(), self._mesh_settings())
+        return sorted(with_status(found, status), key=lambda r: (r.namespace, r.name))
 
     def _live_proxies(self, topo: Topology) -> list[Proxy]:
         live = self._procs.alive()
@@ -361,9 +370,9 @@ class LocalLab(Lab):
         found = resolve.proxies(topo, workload)
         if not found:
             raise LabError(
-                f"workload {workload!r} has no sidecar, so no Envoy config to show. What to do: pick an "
-                "injected workload (lab.status() shows +sidecar), or label its namespace "
-                "istio-injection=enabled"
+                f"workload {workload!r} has no sidecar, so no Envoy config to show",
+                "pick an injected workload (lab.status() shows +sidecar), or label its namespace "
+                "istio-injection=enabled",
             )
         return found[0]
 
@@ -372,7 +381,9 @@ class LocalLab(Lab):
         API; see proxyview.py for the shapes."""
         return proxyview.proxy_config(self._proxy(workload), what)
 
-    def route_weights(self, service: str, namespace: str, source: str = "client") -> dict[str, int]:
+    def route_weights(
+        self, service: str = SERVICE, namespace: str = NAMESPACE, source: str = "client"
+    ) -> dict[str, int]:
         """``{subset: weight}`` as ``source``'s sidecar holds them for ``service`` (its first port)."""
         topo = self._require_up()
         svc = next((s for s in topo.services if (s.name, s.namespace) == (service, namespace)), None)
@@ -380,7 +391,7 @@ class LocalLab(Lab):
             raise LabError(f"no Service {service!r} with a port in namespace {namespace!r}")
         return proxyview.route_weights(self.proxy_config(source, "routes"), svc.fqdn, svc.ports[0].port)
 
-    def mtls_mode(self, workload: str, namespace: str) -> str | None:
+    def mtls_mode(self, workload: str, namespace: str = NAMESPACE) -> str | None:
         """The inbound mTLS mode (STRICT, PERMISSIVE, DISABLE) ``workload``'s sidecar enforces; None
         without a sidecar."""
         topo = self._require_up()

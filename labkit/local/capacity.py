@@ -106,14 +106,11 @@ def check(topo: Topology, running: set[str], limits: Limits) -> None:
     for inst in new_apps:
         added[id(inst.workload)] = added.get(id(inst.workload), 0) + 1
     biggest: Workload | None = max(topo.workloads, key=lambda w: added.get(id(w), 0), default=None)
-    culprit = (
-        f"deployment/{biggest.name} ({biggest.namespace}) with {biggest.replicas} replica(s)"
-        if biggest is not None and added.get(id(biggest))
-        else "the ingress gateway"
-    )
-    what_to_do = (
-        f"lower spec.replicas of deployment/{biggest.name}" if biggest is not None else "stop other labs"
-    )
+    if biggest is None or not added.get(id(biggest)):  # only the gateway is new
+        culprit, what_to_do = "the ingress gateway", "stop other labs"
+    else:
+        culprit = f"deployment/{biggest.name} ({biggest.namespace}) with {biggest.replicas} replica(s)"
+        what_to_do = f"lower spec.replicas of deployment/{biggest.name}"
 
     inotify_limit = limits.inotify()
     if inotify_limit is not None and new_envoys:
@@ -122,9 +119,9 @@ def check(topo: Topology, running: set[str], limits: Limits) -> None:
             raise CapacityError(
                 f"{culprit} would start {len(new_envoys)} more Envoy(s), needing about {need} inotify "
                 f"instances; this user already holds {used} of fs.inotify.max_user_instances = "
-                f"{inotify_limit}. Nothing was started or stopped. What to do: {what_to_do}, stop other "
-                "labs, or raise the limit "
-                f"(`sudo sysctl fs.inotify.max_user_instances={max(1024, 2 * (used + need))}`)"
+                f"{inotify_limit}. Nothing was started or stopped",
+                f"{what_to_do}, stop other labs, or raise the limit "
+                f"(`sudo sysctl fs.inotify.max_user_instances={max(1024, 2 * (used + need))}`)",
             )
     memory = len(new_envoys) * MEMORY_PER_ENVOY + len(new_apps) * MEMORY_PER_APP
     available = limits.memory()
@@ -132,7 +129,8 @@ def check(topo: Topology, running: set[str], limits: Limits) -> None:
         raise CapacityError(
             f"{culprit} would start {len(new_envoys) + len(new_apps)} more processes, needing about "
             f"{memory // 2**20} MiB; this machine has {available // 2**20} MiB available. Nothing was "
-            f"started or stopped. What to do: {what_to_do}, or free memory"
+            "started or stopped",
+            f"{what_to_do}, or free memory",
         )
     thread_limit = limits.thread_limit()
     if thread_limit is not None:
@@ -142,5 +140,6 @@ def check(topo: Topology, running: set[str], limits: Limits) -> None:
             raise CapacityError(
                 f"{culprit} would start {len(new_envoys) + len(new_apps)} more processes, needing about "
                 f"{threads} threads; this user runs {used} of its limit of {thread_limit} (ulimit -u). "
-                f"Nothing was started or stopped. What to do: {what_to_do}, or raise `ulimit -u`"
+                "Nothing was started or stopped",
+                f"{what_to_do}, or raise `ulimit -u`",
             )

@@ -41,13 +41,20 @@ FIELD_PATHS = (
 )
 
 
-def parse_env(where: str, container: int, env: list[dict[str, Any]]) -> tuple[dict[str, str], dict[str, str]]:
-    """A container's ``env`` as (literal values, field paths by name); other ``valueFrom`` sources are refused
-    by name, since nothing here would fill them."""
+def parse_env(where: str, index: int, container: dict[str, Any]) -> tuple[dict[str, str], dict[str, str]]:
+    """A container's ``env`` as (literal values, field paths by name); ``envFrom`` and other ``valueFrom``
+    sources are refused by name, since nothing here would fill them."""
+    if container.get("envFrom"):
+        raise UnsupportedError(
+            "is not supported by the local backend (it has no ConfigMaps or Secrets to read)",
+            "list the variables under env, or use the kind backend (LAB_BACKEND=kind)",
+            where=where,
+            field=f"spec.template.spec.containers[{index}].envFrom",
+        )
     literal: dict[str, str] = {}
     fields: dict[str, str] = {}
-    for i, entry in enumerate(env):
-        name, field = str(entry.get("name", "")), f"spec.template.spec.containers[{container}].env[{i}]"
+    for i, entry in enumerate(container.get("env") or []):
+        name, field = str(entry.get("name", "")), f"spec.template.spec.containers[{index}].env[{i}]"
         source = entry.get("valueFrom")
         if source is None:
             literal[name] = str(entry.get("value", ""))
@@ -56,14 +63,17 @@ def parse_env(where: str, container: int, env: list[dict[str, Any]]) -> tuple[di
         if path is None:
             kinds = ", ".join(sorted(source))
             raise UnsupportedError(
-                f"{where}: field {field}.valueFrom.{kinds} is not supported by the local backend (it fills "
-                "fieldRef only). What to do: give the value literally, or use the kind backend "
-                "(LAB_BACKEND=kind)"
+                "is not supported by the local backend (it fills fieldRef only)",
+                "give the value literally, or use the kind backend (LAB_BACKEND=kind)",
+                where=where,
+                field=f"{field}.valueFrom.{kinds}",
             )
         if path not in FIELD_PATHS and not _KEYED.fullmatch(path):
             raise UnsupportedError(
-                f"{where}: field {field}.valueFrom.fieldRef.fieldPath {path!r} is not a pod field Kubernetes "
-                f"fills. What to do: use one of {', '.join(FIELD_PATHS)}"
+                f"{path!r} is not a pod field Kubernetes fills",
+                f"use one of {', '.join(FIELD_PATHS)}",
+                where=where,
+                field=f"{field}.valueFrom.fieldRef.fieldPath",
             )
         fields[name] = path
     return literal, fields

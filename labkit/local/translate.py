@@ -23,18 +23,18 @@ from labkit.local.authn import namespace_mode, port_mode
 from labkit.local.authz import rbac_configs
 from labkit.local.clusters import blackhole_cluster, inbound_cluster, outbound_clusters
 from labkit.local.gateway_routes import gateway_route_config
+from labkit.local.httproute import convert, is_gateway_semantics
 from labkit.local.listeners import gateway_listener, inbound_listener, outbound_listener
 from labkit.local.registry import Host, build_registry, of_kind
 from labkit.local.routes import inbound_route_config, sidecar_route_config
-from labkit.local.supported import check_supported
 from labkit.local.topology import Proxy, Topology, ensure_gateway_port, ensure_outbound_port
-from labkit.meshmodel import selects
+from labkit.meshmodel import CLUSTER_DOMAIN, selects
 
 if TYPE_CHECKING:
     from labkit.manifests import Resource
     from labkit.mesh import MeshSettings
 
-__all__ = ["ProxyConfig", "check_supported", "ensure_ports", "translate"]
+__all__ = ["ProxyConfig", "ensure_ports", "route_status", "translate"]
 
 #: The default ``istio-ingressgateway`` Service's ports → targetPorts (manifests/charts/gateways/istio-ingress
 #: values.yaml: status-port 15021, http2 80 → 8080, https 443 → 8443); other server ports bind as they are.
@@ -56,6 +56,7 @@ def ensure_ports(resources: list[Resource], topo: Topology, allocate_port: Calla
     """Allocate listener ports the applied resources need: every sidecar one per ServiceEntry port, the
     gateway one per server port of a Gateway it runs. True if any was added (the runtime persists them)."""
     added = False
+    resources = _istio_view(resources, topo)
     for se in of_kind(resources, "ServiceEntry"):
         for p in se.spec.get("ports") or []:
             added |= ensure_outbound_port(topo, int(p["number"]), allocate_port)
@@ -66,8 +67,8 @@ def ensure_ports(resources: list[Resource], topo: Topology, allocate_port: Calla
 
 
 def translate(resources: list[Resource], topo: Topology, mesh: MeshSettings) -> dict[str, ProxyConfig]:
-    """The Envoy config of every proxy in ``topo`` (keyed by proxy id) for the applied Istio ``resources``."""
-    check_supported(resources)
+    """The Envoy config of every proxy in ``topo`` (keyed by proxy id) for the applied Istio ``resources``
+    (checked by ``supported.check_supported`` once, when they were applied)."""
     if mesh.outbound_policy != "REGISTRY_ONLY":
         raise UnsupportedError(
             f"meshConfig.outboundTrafficPolicy.mode {mesh.outbound_policy} is not supported by the local "
@@ -76,6 +77,7 @@ def translate(resources: list[Resource], topo: Topology, mesh: MeshSettings) -> 
             "host) in cluster-config/istio/install.yaml, or the kind backend (LAB_BACKEND=kind)"
         )
     root = mesh.root_namespace
+    resources = _istio_view(resources, topo, mesh.cluster_domain)
     pas = of_kind(resources, "PeerAuthentication")
     aps = of_kind(resources, "AuthorizationPolicy")
     drs = of_kind(resources, "DestinationRule")
@@ -99,7 +101,8 @@ def translate(resources: list[Resource], topo: Topology, mesh: MeshSettings) -> 
         clusters = outbound_clusters(proxy, hosts, drs, auto_mtls, root)
         instance = topo.instance_of(proxy)
         assert instance is not None
-        routes = [sidecar_route_config(proxy, p, hosts, mesh_vss) for p in ports]
+        own = _favour_own_routes(mesh_vss, proxy.namespace)
+        routes = [sidecar_route_config(proxy, p, hosts, own) for p in ports]
         for target in sorted(proxy.inbound_ports):
             mode = port_mode(pas, proxy.namespace, proxy.labels, target, root)
             service = _inbound_service(topo, proxy, target)
@@ -148,6 +151,28 @@ def _gateway(
         routes=routes,
         extensions=rbac_configs(aps, proxy, mesh.root_namespace) if servers else {},
     )
+
+
+def _favour_own_routes(vss: list[Resource], namespace: str) -> list[Resource]:
+    """``VirtualServicesForGateway`` (pilot/pkg/model/push_context.go): HTTPRoutes (gateway semantics) in
+    the proxy's namespace come first, the "consumer override"; the first VirtualService for a host wins."""
+    mine = [v for v in vss if v.namespace == namespace and is_gateway_semantics(v)]
+    return mine + [v for v in vss if v not in mine]
+
+
+def _istio_view(resources: list[Resource], topo: Topology, domain: str = CLUSTER_DOMAIN) -> list[Resource]:
+    """The resources with Gateway API objects replaced by the Istio ones istiod converts them to."""
+    return convert(resources, _services(topo), domain).resources
+
+
+def route_status(resources: list[Resource], topo: Topology, mesh: MeshSettings) -> dict:
+    """The status istiod writes on each HTTPRoute (parents with Accepted and ResolvedRefs) and Gateway
+    (Accepted, Programmed, attachedRoutes per listener), by its key."""
+    return convert(resources, _services(topo), mesh.cluster_domain).status
+
+
+def _services(topo: Topology) -> list[tuple[str, str]]:
+    return [(s.namespace, s.name) for s in topo.services]
 
 
 def _gateways_of(resources: list[Resource], gateway: Proxy) -> list[Resource]:

@@ -9,7 +9,7 @@ from collections.abc import Iterable
 from labkit.errors import ValidationError
 from labkit.manifests import Resource
 from labkit.meshmodel import CLUSTER_DOMAIN, Registry
-from labkit.validation import admission, analysis, schema
+from labkit.validation import admission, analysis, gateway_api, schema
 from labkit.validation.findings import Finding
 
 _BLOCKING_STAGES = ("schema", "admission")
@@ -28,12 +28,13 @@ def validate(
         findings += shape
         if not shape:  # the semantic checks rely on the shapes the schema guarantees
             valid.append(r)
-            findings += admission.findings(r)
+            findings += admission.findings(r) + gateway_api.admission(r)
     world: dict[tuple[str, str, str, str], Resource] = {r.key: r for r in context}
     world.update((r.key, r) for r in valid)  # what the cluster holds once these are applied
     registry = Registry(world.values(), domain)
     for r in valid:
-        findings += analysis.findings(r, registry)
+        findings += analysis.findings(r, registry) + gateway_api.conflicts(r, world.values(), domain)
+        findings += gateway_api.references(r)
     return findings
 
 

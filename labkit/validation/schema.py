@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from labkit.manifests import TOOL_CONFIGS, Resource
 from labkit.meshmodel import is_istio
-from labkit.validation import schemas
+from labkit.validation import gateway_api, schemas
 from labkit.validation.findings import Finding, error
 from labkit.validation.schemas import KUBERNETES_VERSION
 
@@ -21,8 +21,10 @@ def findings(r: Resource) -> list[Finding]:
     """Every schema error of one object; a kind without a schema is one error naming the closest kind."""
     if (r.group, r.kind) in TOOL_CONFIGS:
         return []
-    validator = schemas.istio_validator(r.api_version, r.kind) or schemas.kubernetes_validator(
-        r.api_version, r.kind
+    validator = (
+        schemas.istio_validator(r.api_version, r.kind)
+        or gateway_api.validator(r.api_version, r.kind)
+        or schemas.kubernetes_validator(r.api_version, r.kind)
     )
     if validator is None:
         return [_unknown_kind(r)]
@@ -126,6 +128,19 @@ def _describe(err: SchemaError) -> Iterator[tuple[str, str, str]]:
     if err.validator == "minItems":
         count = err.validator_value
         yield field, f"needs at least {count} item{'s' if count != 1 else ''}", "add the missing list items"
+        return
+    if err.validator in ("minimum", "maximum"):
+        bound = "at least" if err.validator == "minimum" else "at most"
+        yield field, f"{value!r} is out of range", f"use a number {bound} {err.validator_value}"
+        return
+    if err.validator == "pattern":
+        examples = schema.get("examples")
+        fix = f"write it like {' or '.join(examples)}" if examples else f"match {err.validator_value}"
+        yield field, f"{value!r} is not in the expected format", fix
+        return
+    if err.validator == "maxItems":
+        count = err.validator_value
+        yield field, f"has {len(value)} items, more than the {count} allowed", f"keep at most {count} items"
         return
     if err.validator == "const":
         yield field, f"{value!r} is not allowed here", f"use {err.validator_value!r}"
