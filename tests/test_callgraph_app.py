@@ -8,7 +8,6 @@ import http.server
 import itertools
 import json
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -18,6 +17,7 @@ import urllib.request
 from collections.abc import Iterator
 
 import pytest
+from support.sample import free_port
 
 from labkit import manifests, paths
 from labkit.local import standin, supervisor
@@ -26,12 +26,6 @@ from labkit.local.topology import build_topology
 APP = paths.SERVICE_DIR / "app.py"
 #: What a pod learns about itself or is told to do; never inherited from the test's own environment.
 APP_ENV = ("VERSION", "POD_NAME", "POD_NAMESPACE", "POD_VERSION", "MESHLAB_POD", "MODE", "CALLS")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @contextlib.contextmanager
