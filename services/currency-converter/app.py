@@ -27,7 +27,7 @@ import random
 import re
 import socket
 import sys
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 
 import aiohttp
@@ -251,7 +251,7 @@ def make_app(settings: Settings) -> web.Application:
     async def add_version_header(request: web.Request, response: web.StreamResponse) -> None:
         response.headers["x-version"] = shown or ""  # on every answer, errors and 404s included
 
-    async def client_session(app: web.Application):
+    async def client_session(app: web.Application) -> AsyncIterator[None]:
         async with aiohttp.ClientSession() as session:
             app[SESSION] = session
             yield

@@ -22,6 +22,7 @@ import random
 import sys
 import time
 from dataclasses import dataclass, field
+from typing import NoReturn
 from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
@@ -129,10 +130,9 @@ def _outbound(raw: str | None) -> Outbound:
         )
     except (ValueError, TypeError, AttributeError):
         _invalid("MESHLAB_OUTBOUND", raw or "", "the lab sets it; leave it")
-        raise  # unreachable: _invalid exits
 
 
-def _invalid(name: str, value: str, fix: str) -> None:
+def _invalid(name: str, value: str, fix: str) -> NoReturn:
     sys.exit(f"currency-converter: {name}={value!r} is invalid; {fix}")
 
 
