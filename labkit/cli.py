@@ -52,6 +52,16 @@ def cmd_delete(args):
         _print_changes(lab.delete(path))
 
 
+def cmd_apply_sample(args):
+    from labkit import samples  # only this command reads an Istio release
+
+    home = samples.istio_home(home=args.istio_home)
+    lab = _lab(args)
+    for name in args.names:
+        for source in samples.sources(name, home):
+            _print_changes(lab.apply(source))
+
+
 def cmd_weights(args):
     _print_changes(_lab(args).set_weights(args.service, namespace=args.namespace, **_weights(args.weights)))
 
@@ -165,6 +175,13 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=helptext)
         p.add_argument("paths", nargs="+")
         p.set_defaults(func=func)
+    p = sub.add_parser(
+        "apply-sample",
+        help="apply Istio's own sample from ISTIO_HOME into `default`, e.g. `labkit apply-sample bookinfo`",
+    )
+    p.add_argument("names", nargs="+", metavar="NAME", help="bookinfo, helloworld, httpbin, curl, or a file")
+    p.add_argument("--istio-home", help="the Istio release folder (default: ISTIO_HOME)")
+    p.set_defaults(func=cmd_apply_sample)
     p = sub.add_parser(
         "weights", help="set the canary weights, e.g. `labkit weights currency-converter v1=90 v2=10`"
     )

@@ -23,8 +23,8 @@ import yaml
 from labkit import manifests, metrics, paths
 from labkit.errors import BackendError, LabError, UnsupportedError
 from labkit.files import write_atomic
-from labkit.lab import Change, Lab, Status, WorkloadStatus
-from labkit.local import capacity, envoy, proxyview, resolve, telemetry
+from labkit.lab import Change, Lab, Status, WorkloadStatus, show
+from labkit.local import capacity, envoy, podfields, proxyview, resolve, telemetry
 from labkit.local.ca import LocalCA
 from labkit.local.httproute import with_status
 from labkit.local.ports import Ports
@@ -226,6 +226,9 @@ class LocalLab(Lab):
                 )
         if not deleting:
             check_supported([r for r in resources if _is_istio(r)])
+            ignored = podfields.note(resources)  # accepted, and said once (labkit/local/podfields.py)
+            if ignored:
+                show(ignored)
 
     def _apply(self, resources: list[Resource]) -> list[Change]:
         """Istio objects change Envoy config live (file xDS, no restart); an edited Deployment restarts its

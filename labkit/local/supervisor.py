@@ -21,7 +21,7 @@ import yaml
 from labkit import paths
 from labkit.errors import LabError
 from labkit.files import write_atomic
-from labkit.local import downward, envoy, processes, telemetry
+from labkit.local import downward, envoy, processes, standin, telemetry
 from labkit.local.ports import check_free
 from labkit.state import safe_name
 
@@ -75,6 +75,7 @@ def wanted(topo: Topology) -> dict[str, Wanted]:
     out: dict[str, Wanted] = {}
     for inst in topo.instances:
         env = downward.environment(inst)
+        env.update(standin.environment(topo, inst))
         env.update(PORT=str(inst.app_port), HOST="127.0.0.1", PYTHONUNBUFFERED="1")
         argv = [sys.executable, app]
         out[app_name(inst)] = Wanted(argv, env, [inst.app_port], _spec(argv, env))

@@ -92,6 +92,7 @@ class Workload:
         default_factory=dict
     )  # env name -> fieldRef path (downward.py fills it)
     annotations: dict[str, str] = field(default_factory=dict)  # pod template annotations
+    image: str = ""  # the first container's image: the sample app's, or another (standin.py)
 
     @property
     def version(self) -> str | None:
@@ -299,6 +300,7 @@ def _workload(r: Resource, namespace_labels: dict[str, str]) -> Workload:
         injected=_injected(namespace_labels, labels, annotations),
         env_fields=env_fields,
         annotations=annotations,
+        image=str(containers[0].get("image", "")) if containers else "",
     )
 
 

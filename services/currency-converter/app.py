@@ -5,13 +5,16 @@ It serves any Service name: beside the currency API, the small httpbin-like set 
 that produced it (body and `x-version` header), so a client can measure a canary split from responses alone;
 REPORT_VERSION=false hides it, as a user's own image would, and the lab then measures from telemetry.
 FAIL_RATE and DELAY_MS make /convert misbehave on purpose for the resilience lessons; MODE=rates turns it into
-the stand-in external API `fx-rates` for the egress lesson.
+the stand-in external API `fx-rates` for the egress lesson; MODE=echo into a stand-in for any other image, as
+Istio's echo test app answers (pkg/test/echo in istio/istio): every path 200 with who answered and what it
+received. CALLS makes each request call other services and report the chain (callgraph.py).
 
 Identity, as a pod learns it from the kubelet: MESHLAB_POD (the local backend's stand-in for a downward-API
 volume: JSON {"name", "namespace", "labels", "serviceAccount"}), or the downward-API env POD_NAME,
 POD_NAMESPACE and POD_VERSION (fieldRef metadata.labels['version']) on kind. VERSION, when set, wins over the
-label. Other settings: PORT (8080), HOST (0.0.0.0), FAIL_RATE (0..1, share of /convert answered 500),
-DELAY_MS (added to every /convert), MODE (converter | rates).
+label. Other settings: PORT (8080), HOST (0.0.0.0), FAIL_RATE (0..1, share of /convert, or in echo mode of
+the echo answers, answered 500), DELAY_MS (added to every /convert), MODE (converter | rates | echo), CALLS
+and the rest of callgraph.py.
 """
 
 from __future__ import annotations
@@ -24,13 +27,21 @@ import random
 import re
 import socket
 import sys
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 
+import aiohttp
+import callgraph  # beside this file: `python app.py` puts its folder on sys.path
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
 #: Units of each currency per 1 EUR. Fixed, so a converted amount is the same on every version and every run.
 RATES: dict[str, float] = {"EUR": 1.0, "NOK": 11.70, "USD": 1.08, "GBP": 0.85, "SEK": 11.45, "DKK": 7.46}
+
+#: The app's client for CALLS: one pool of connections to its sidecar for all requests.
+SESSION = web.AppKey("session", aiohttp.ClientSession)
+#: MODE: the currency API, the fx-rates stand-in, or the stand-in for any other image (echo).
+MODES = ("converter", "rates", "echo")
 
 #: The longest /delay/{seconds} answers; above it a 400 (a lesson's timeout is seconds, not minutes).
 MAX_DELAY_SECONDS = 30
@@ -85,6 +96,7 @@ class Settings:
     fail_rate: float
     delay_ms: float
     mode: str
+    calls: callgraph.CallPlan | None = None
 
     @property
     def version(self) -> str | None:
@@ -106,8 +118,8 @@ def settings_from_env(env: dict[str, str]) -> Settings:
         return value
 
     mode = env.get("MODE", "converter")
-    if mode not in ("converter", "rates"):
-        sys.exit(f"currency-converter: MODE={mode!r} is invalid; set MODE to 'converter' or 'rates'")
+    if mode not in MODES:
+        sys.exit(f"currency-converter: MODE={mode!r} is invalid; set MODE to one of {', '.join(MODES)}")
     report = env.get("REPORT_VERSION", "true").lower()
     if report not in ("true", "false"):
         sys.exit(f"currency-converter: REPORT_VERSION={report!r} is invalid; set it to 'true' or 'false'")
@@ -119,7 +131,16 @@ def settings_from_env(env: dict[str, str]) -> Settings:
         fail_rate=number("FAIL_RATE", "0", 0, 1),
         delay_ms=number("DELAY_MS", "0", 0, 600_000),
         mode=mode,
+        calls=callgraph.plan_from_env(env),
     )
+
+
+def joined(headers: Mapping[str, str]) -> dict[str, str]:
+    """Request headers as a flat JSON object: repeated ones joined with ", ", as HTTP allows."""
+    seen: dict[str, str] = {}
+    for name, value in headers.items():
+        seen[name] = f"{seen[name]}, {value}" if name in seen else value
+    return seen
 
 
 def bad_request(parameter: str, problem: str) -> web.Response:
@@ -171,15 +192,39 @@ def make_app(settings: Settings) -> web.Application:
     async def healthz(request: web.Request) -> web.Response:
         return web.json_response({"status": "ok", **who})
 
+    async def answer(request: web.Request, body: dict) -> web.Response:
+        """Who answered and, with CALLS, each call's report: a failed call degrades it or makes it a 5xx."""
+        plan, status = settings.calls, 200
+        if plan is not None:
+            reports, failed = await callgraph.call_all(plan, request.app[SESSION], dict(request.headers))
+            body = {**body, "calls": reports}
+            if failed and plan.failure_status is not None:
+                status = plan.failure_status
+                body["error"] = f"a call failed (ON_CALL_FAILURE={status})"
+            elif failed:
+                body["degraded"] = True
+        return web.json_response(body, status=status)
+
     async def whoami(request: web.Request) -> web.Response:
-        return web.json_response(identity)
+        return await answer(request, identity)
+
+    async def echo(request: web.Request) -> web.Response:
+        if random.random() < settings.fail_rate:  # before any call: a failing hop calls nothing
+            error = f"injected failure (FAIL_RATE={settings.fail_rate:g})"
+            return web.json_response({"error": error, **identity}, status=500)
+        # What Istio's echo app reports of a request (its Host, URL, Method, Proto and RequestHeader fields).
+        version = request.version
+        received = {
+            "host": request.host,
+            "method": request.method,
+            "path": request.path_qs,
+            "proto": f"HTTP/{version.major}.{version.minor}",
+            "headers": joined(request.headers),
+        }
+        return await answer(request, {**identity, **received})
 
     async def headers(request: web.Request) -> web.Response:
-        # Repeated headers are joined with ", " (as HTTP allows), so the answer stays a flat JSON object.
-        seen: dict[str, str] = {}
-        for name, value in request.headers.items():
-            seen[name] = f"{seen[name]}, {value}" if name in seen else value
-        return web.json_response({"headers": seen, **who, **identity})
+        return web.json_response({"headers": joined(request.headers), **who, **identity})
 
     async def status(request: web.Request) -> web.StreamResponse:
         raw = request.match_info["code"]
@@ -206,18 +251,27 @@ def make_app(settings: Settings) -> web.Application:
     async def add_version_header(request: web.Request, response: web.StreamResponse) -> None:
         response.headers["x-version"] = shown or ""  # on every answer, errors and 404s included
 
+    async def client_session(app: web.Application) -> AsyncIterator[None]:
+        async with aiohttp.ClientSession() as session:
+            app[SESSION] = session
+            yield
+
     app = web.Application()
+    if settings.calls is not None:
+        app.cleanup_ctx.append(client_session)
     if shown:
         app.on_response_prepare.append(add_version_header)
-    app.router.add_get("/", whoami)
+    app.router.add_get("/", echo if settings.mode == "echo" else whoami)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/headers", headers)
     app.router.add_get("/status/{code}", status)
     app.router.add_get("/delay/{seconds}", delay)
     if settings.mode == "rates":
         app.router.add_get("/rates", rates)
-    else:
+    elif settings.mode == "converter":
         app.router.add_get("/convert", convert)
+    else:  # echo: every other path, any method, answers who answered (Istio's echo app)
+        app.router.add_route("*", "/{tail:.*}", echo)
     return app
 
 

@@ -1,0 +1,81 @@
+"""The Deployment fields the local backend does not act on, named so `lab.apply` can say which it ignores.
+
+Real-world Deployments (Istio's samples, a team's own) carry fields only a kubelet or the scheduler uses:
+volumes, resources, security contexts, placement, probes. Without Kubernetes there is nothing to act on them,
+and refusing them would make every such manifest unusable; so they are accepted and named once per apply. The
+fields that matter to the mesh (labels, annotations, ports, env, serviceAccountName, the injection label and
+annotation) are read by topology.py.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from labkit.manifests import Resource
+
+#: Pod-spec fields for the kubelet or the scheduler (kubernetes api/core/v1 PodSpec).
+POD_FIELDS = (
+    "volumes",
+    "initContainers",
+    "securityContext",
+    "nodeSelector",
+    "nodeName",
+    "tolerations",
+    "affinity",
+    "topologySpreadConstraints",
+    "priorityClassName",
+    "imagePullSecrets",
+    "terminationGracePeriodSeconds",
+    "dnsPolicy",
+    "dnsConfig",
+    "hostAliases",
+    "runtimeClassName",
+    "schedulerName",
+    "automountServiceAccountToken",
+)
+#: Container fields for the kubelet (api/core/v1 Container). Probes too: the lab waits for the app's own
+#: /healthz, where on a cluster the injector rewrites HTTP/TCP/gRPC probes to the sidecar's agent.
+CONTAINER_FIELDS = (
+    "command",
+    "args",
+    "workingDir",
+    "volumeMounts",
+    "resources",
+    "securityContext",
+    "lifecycle",
+    "livenessProbe",
+    "readinessProbe",
+    "startupProbe",
+)
+
+
+def ignored(resource: Resource) -> list[str]:
+    """The fields of Deployment ``resource`` the local backend does not act on, by short name."""
+    if resource.kind != "Deployment":
+        return []
+    pod = (resource.spec.get("template") or {}).get("spec") or {}
+    found = [f for f in POD_FIELDS if f in pod]
+    containers = pod.get("containers") or []
+    for container in containers:
+        found += [f for f in CONTAINER_FIELDS if f in container and f not in found]
+    if len(containers) > 1:
+        found.append("containers[1:] (only the first container runs)")
+    return found
+
+
+def note(resources: list[Resource]) -> str | None:
+    """One line naming what the local backend ignores in ``resources``, or None when it ignores nothing."""
+    fields: list[str] = []
+    where: list[str] = []
+    for res in resources:
+        mine = ignored(res)
+        if mine:
+            where.append(f"{res.kind}/{res.name}")
+            fields += [f for f in mine if f not in fields]
+    if not fields:
+        return None
+    return (
+        f"note: the local backend runs no kubelet and ignores {', '.join(fields)} (in {', '.join(where)}); "
+        "they take effect on the kind backend"
+    )
