@@ -86,3 +86,22 @@ def test_an_error_carries_what_went_wrong_and_reads_one_way():
         "vs.yaml (document 2) VirtualService/cc spec.http[0].corsPolicy: not supported by the local backend\n"
         "What to do: use the kind backend (LAB_BACKEND=kind)"
     )
+
+
+def test_the_sample_image_copies_every_module_the_app_imports():
+    """On kind the app runs from its image: a module app.py imports but the Dockerfile leaves out would
+    crash every pod at start (the local backend runs the source folder and would not notice)."""
+    import ast
+
+    service = ROOT / "services" / "currency-converter"
+    local = {p.stem for p in service.glob("*.py")}
+    tree = ast.parse((service / "app.py").read_text())
+    imported = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    imported |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+    copied = {
+        word.removesuffix(".py")
+        for line in (service / "Dockerfile").read_text().splitlines()
+        if line.startswith("COPY ")
+        for word in line.split()[1:-1]
+    }
+    assert (imported & local) - {"app"} <= copied
