@@ -23,8 +23,8 @@ from pathlib import Path
 import psutil
 
 from labkit import paths, scenario
+from labkit.backends.local import LocalLab
 from labkit.local import processes
-from labkit.local.backend import LocalLab
 
 NODE_CORES, NODE_GIB, RESERVED_GIB = 4, 16, 2.0  # a room's node; the OS, the hub and JupyterLab's own share
 CPU_TARGET = 0.75  # of the node's cores, so a rollout's steps and the live chart keep their timing

@@ -19,8 +19,8 @@ from pathlib import Path
 import psutil
 
 from labkit import cost, paths, traffic
+from labkit.backends.local import LocalLab
 from labkit.local import capacity, processes
-from labkit.local.backend import LocalLab
 
 URL_PATH = "/convert?from=NOK&to=EUR&amount=100"
 LOGICAL = f"http://currency-converter.payments-prod:8080{URL_PATH}"

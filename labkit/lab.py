@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from labkit import paths
+from labkit import canary, paths
 from labkit.errors import BackendError
 from labkit.manifests import TOOL_CONFIGS, load
 from labkit.scenario import CHECKPOINTS, NAMESPACE, SERVICE
+from labkit.status import Change, Status
 
 if TYPE_CHECKING:
     from labkit.manifests import Resource, Source
@@ -28,56 +28,6 @@ def _applicable(src: Source) -> list[Resource]:
     """The objects of ``src`` a backend applies: tool configs (kind's Cluster, the IstioOperator) are read
     by their tools, not applied."""
     return [r for r in load(src) if (r.group, r.kind) not in TOOL_CONFIGS]
-
-
-@dataclass(frozen=True)
-class Change:
-    """What ``apply``/``delete`` did to one resource, as kubectl would print it."""
-
-    kind: str
-    namespace: str
-    name: str
-    action: str  # created | configured | unchanged | deleted | not found
-
-    def __str__(self) -> str:
-        where = f" ({self.namespace})" if self.namespace else ""  # cluster-scoped kinds have no namespace
-        return f"{self.kind.lower()}/{self.name}{where} {self.action}"
-
-
-@dataclass
-class WorkloadStatus:
-    name: str
-    namespace: str
-    version: str | None
-    replicas: int
-    ready: int
-    sidecar: bool
-    detail: str = ""
-
-
-@dataclass
-class Status:
-    backend: str
-    up: bool
-    workloads: list[WorkloadStatus] = field(default_factory=list)
-    ingress_url: str | None = None
-    problems: list[str] = field(default_factory=list)
-
-    @property
-    def healthy(self) -> bool:
-        return self.up and not self.problems and all(w.ready == w.replicas for w in self.workloads)
-
-    def __str__(self) -> str:
-        lines = [f"backend {self.backend}: {'up' if self.up else 'down'}"]
-        for w in self.workloads:
-            side = "+sidecar" if w.sidecar else "no sidecar"
-            lines.append(
-                f"  {w.namespace}/{w.name}: {w.ready}/{w.replicas} ready, {side} {w.detail}".rstrip()
-            )
-        if self.ingress_url:
-            lines.append(f"  ingress: {self.ingress_url}")
-        lines += [f"  problem: {p}" for p in self.problems]
-        return "\n".join(lines)
 
 
 class Lab(abc.ABC):
@@ -190,9 +140,7 @@ class Lab(abc.ABC):
 
     def set_weights(self, service: str, namespace: str = NAMESPACE, **weights: int) -> list[Change]:
         """Render the canary VirtualService for ``{subset: weight}`` and apply it (one-integer revert)."""
-        from labkit.manifests import canary_virtual_service
-
-        return self.apply(canary_virtual_service(service, weights, namespace=namespace))
+        return self.apply(canary.virtual_service(service, weights, namespace=namespace))
 
     def send(
         self,

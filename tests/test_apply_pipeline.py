@@ -7,9 +7,9 @@ from __future__ import annotations
 import pytest
 
 from labkit import paths
+from labkit.backends.kind import KubeLab
 from labkit.errors import UnsupportedError, ValidationError
 from labkit.kind import doctor
-from labkit.kind.backend import KubeLab
 
 pytestmark = pytest.mark.mesh
 

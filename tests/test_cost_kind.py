@@ -9,8 +9,8 @@ from fakes import harness
 from fakes.apiserver import FakeApiServer
 
 from labkit import checks, cost
+from labkit.backends.kind import KubeLab
 from labkit.kind import doctor
-from labkit.kind.backend import KubeLab
 
 
 @pytest.fixture

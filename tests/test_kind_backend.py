@@ -17,9 +17,9 @@ import pytest
 from fakes import harness
 
 from labkit import lesson, manifests, metrics, paths
+from labkit.backends.kind import KubeLab, _ingress
 from labkit.errors import BackendError, CommandError
 from labkit.kind import cluster
-from labkit.kind.backend import KubeLab, _ingress
 from labkit.kind.podtraffic import parse_load_output
 
 
@@ -244,7 +244,7 @@ def test_set_weights_waits_until_the_client_proxy_holds_the_split(running, monke
         "/apis/networking.istio.io/v1/namespaces/payments-prod/virtualservices/currency-converter"
     ]
     assert [d["weight"] for d in vs["spec"]["http"][0]["route"]] == [90, 10]
-    monkeypatch.setattr("labkit.kind.backend.PROPAGATION_TIMEOUT", 0.0)
+    monkeypatch.setattr("labkit.backends.kind.PROPAGATION_TIMEOUT", 0.0)
     stale = json.dumps(lab.proxy_config("client", "routes"))  # what the proxy holds now: 90/10
     fake.respond("istioctl", ["proxy-config", "routes"], stdout=stale)  # istiod has not pushed yet
     try:
@@ -369,7 +369,7 @@ def test_up_stops_when_the_nodes_never_become_ready(env, monkeypatch):
 
     fake, api = env
     api.put(node("meshlab-control-plane", ready=False))  # `kind create --wait` timed out, exit 0
-    monkeypatch.setattr("labkit.kind.backend.NODE_READY_TIMEOUT", 0.5)
+    monkeypatch.setattr("labkit.backends.kind.NODE_READY_TIMEOUT", 0.5)
     with pytest.raises(BackendError, match="meshlab-control-plane not Ready"):
         KubeLab("kind").up()
     assert not [c for c in fake.calls("istioctl") if c[1] == "install"]

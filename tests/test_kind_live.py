@@ -11,7 +11,7 @@ import pytest
 
 import labkit
 from labkit import lesson, metrics, paths
-from labkit.kind.backend import KubeLab
+from labkit.backends.kind import KubeLab
 
 pytestmark = pytest.mark.cluster
 

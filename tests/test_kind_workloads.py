@@ -12,9 +12,9 @@ import pytest
 from fakes import harness
 
 from labkit import manifests, validation
+from labkit.backends.kind import KubeLab
 from labkit.errors import CommandError, LabError
 from labkit.kind import cluster
-from labkit.kind.backend import KubeLab
 
 SHOP = """apiVersion: v1
 kind: Namespace

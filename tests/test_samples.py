@@ -201,8 +201,8 @@ def test_on_kind_a_sample_lands_in_the_labelled_default_namespace(tmp_path, monk
     from fakes import harness
     from fakes.apiserver import FakeApiServer
 
+    from labkit.backends.kind import KubeLab
     from labkit.kind import doctor
-    from labkit.kind.backend import KubeLab
 
     harness.install(tmp_path, monkeypatch)
     api = FakeApiServer().start()

@@ -77,7 +77,7 @@ def lab_env(tmp_path_factory: pytest.TempPathFactory):
     """The kernels' environment: the local backend in a state folder of this module; stopped at the end."""
     state = tmp_path_factory.mktemp("lab-state")
     yield {"LAB_BACKEND": "local", "LAB_STATE": str(state)}
-    from labkit.local.backend import LocalLab
+    from labkit.backends.local import LocalLab
 
     LocalLab(Path(state)).down()
 
@@ -91,7 +91,7 @@ def _cell(nb: nbformat.NotebookNode, text: str) -> int:
 
 def _put_back(state: str) -> None:
     """What a broken run may leave: the task's policies, gateway and routes; then the canary checkpoint."""
-    from labkit.local.backend import LocalLab
+    from labkit.backends.local import LocalLab
 
     lab = LocalLab(Path(state))
     for path in sorted((paths.CLUSTER_CONFIG / "tasks").glob("authorization-policy-*.yaml")):

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from labkit import tour
-from labkit.local.backend import LocalLab
+from labkit.backends.local import LocalLab
 
 pytestmark = [pytest.mark.mesh, pytest.mark.timeout(600)]
 

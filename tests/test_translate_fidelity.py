@@ -16,8 +16,8 @@ import urllib.request
 import pytest
 
 from labkit import lesson, metrics, paths, traffic
+from labkit.backends.local import LocalLab
 from labkit.local import envoy, telemetry
-from labkit.local.backend import LocalLab
 
 pytestmark = pytest.mark.mesh
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from labkit import cli, manifests, paths, validation
+from labkit import canary, cli, manifests, paths, validation
 from labkit.errors import ManifestError, ValidationError
 
 BROKEN = Path(__file__).parent / "broken"
@@ -409,7 +409,7 @@ def test_every_broken_file_is_covered() -> None:
 
 
 def test_weights_not_summing_to_100_only_warn(context: list[manifests.Resource]) -> None:
-    vs = manifests.canary_virtual_service("currency-converter", {"v1": 75, "v2": 35})
+    vs = canary.virtual_service("currency-converter", {"v1": 75, "v2": 35})
     findings = validation.check(manifests.load(vs), context=context)
     assert [(f.severity, f.stage, f.field) for f in findings] == [
         ("warning", "analysis", "spec.http[0].route")
@@ -419,7 +419,7 @@ def test_weights_not_summing_to_100_only_warn(context: list[manifests.Resource])
 
 
 def test_canary_builder_output_is_clean(context: list[manifests.Resource]) -> None:
-    vs = manifests.canary_virtual_service("currency-converter", {"v1": 90, "v2": 10})
+    vs = canary.virtual_service("currency-converter", {"v1": 90, "v2": 10})
     assert validation.validate(manifests.load(vs), context=context) == []
 
 
@@ -442,7 +442,7 @@ def test_check_raises_on_what_istiod_rejects(context: list[manifests.Resource]) 
 
 
 def test_v1beta1_is_validated_like_v1(context: list[manifests.Resource]) -> None:
-    vs = manifests.canary_virtual_service("currency-converter", {"v1": 90, "v2": 10})
+    vs = canary.virtual_service("currency-converter", {"v1": 90, "v2": 10})
     good = {**vs, "apiVersion": "networking.istio.io/v1beta1"}
     assert validation.validate(manifests.load(good), context=context) == []
     route = good["spec"]["http"][0]["route"][0]
@@ -452,7 +452,7 @@ def test_v1beta1_is_validated_like_v1(context: list[manifests.Resource]) -> None
 
 
 def test_short_host_resolves_in_the_virtual_services_namespace(context: list[manifests.Resource]) -> None:
-    vs = manifests.canary_virtual_service("currency-converter", {"v1": 100}, namespace="default")
+    vs = canary.virtual_service("currency-converter", {"v1": 100}, namespace="default")
     (finding,) = validation.validate(manifests.load(vs), context=context)
     assert finding.field == "spec.http[0].route[0].destination.host"
     assert "means currency-converter.default.svc.cluster.local" in finding.message
@@ -531,7 +531,7 @@ def test_an_object_with_schema_errors_does_not_derail_the_others(context: list[m
         "metadata": {"name": "broken", "namespace": "payments-prod"},
         "spec": {"host": 8080, "subsets": [{"name": "v3", "labels": {"version": "v3"}}]},
     }
-    vs = manifests.canary_virtual_service("currency-converter", {"v1": 90, "v2": 10})
+    vs = canary.virtual_service("currency-converter", {"v1": 90, "v2": 10})
     vs["spec"]["http"][0]["route"][1]["weight"] = None  # null means "not set": a weight of 0
     findings = validation.validate(manifests.load([broken_rule, vs]), context=context)
     assert [(f.name, f.field) for f in findings] == [("broken", "spec.host"), ("currency-converter", ROUTE)]

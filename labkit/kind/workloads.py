@@ -9,7 +9,7 @@ from collections.abc import Callable
 from labkit.errors import BackendError
 from labkit.kind.k8s import has_sidecar, rollout_complete
 from labkit.kind.kube import Kube
-from labkit.lab import WorkloadStatus
+from labkit.status import WorkloadStatus
 
 #: Namespaces of the cluster's own machinery (kind's storage provisioner, Istio, Kubernetes): not workloads.
 SYSTEM_NAMESPACES = frozenset(

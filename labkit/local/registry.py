@@ -10,9 +10,6 @@ from labkit import meshmodel
 from labkit.errors import UnsupportedError
 from labkit.local.topology import Endpoint, Service, ServicePort, Topology, port_protocol
 
-# local/backend.py imports alt_names from here until it imports it from meshmodel.
-from labkit.meshmodel import alt_names  # noqa: F401
-
 if TYPE_CHECKING:
     from labkit.manifests import Resource
 

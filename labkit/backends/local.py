@@ -23,7 +23,7 @@ import yaml
 from labkit import manifests, metrics, paths
 from labkit.errors import BackendError, LabError, UnsupportedError
 from labkit.files import write_atomic
-from labkit.lab import Change, Lab, Status, WorkloadStatus, show
+from labkit.lab import Lab, show
 from labkit.local import capacity, envoy, podfields, proxyview, resolve, telemetry
 from labkit.local.ca import LocalCA
 from labkit.local.httproute import with_status
@@ -37,6 +37,7 @@ from labkit.mesh import MeshSettings, load_mesh_settings
 from labkit.meshmodel import is_istio
 from labkit.scenario import NAMESPACE, SERVICE
 from labkit.state import LocalState
+from labkit.status import Change, Status, WorkloadStatus
 
 if TYPE_CHECKING:
     from labkit.local.topology import Proxy

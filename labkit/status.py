@@ -1,0 +1,56 @@
+"""What the lab reports about itself, the same on every backend: what ``apply``/``delete`` did to each object
+(``Change``, as kubectl prints it) and what runs (``Status`` with a ``WorkloadStatus`` per workload)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Change:
+    """What ``apply``/``delete`` did to one resource, as kubectl would print it."""
+
+    kind: str
+    namespace: str
+    name: str
+    action: str  # created | configured | unchanged | deleted | not found
+
+    def __str__(self) -> str:
+        where = f" ({self.namespace})" if self.namespace else ""  # cluster-scoped kinds have no namespace
+        return f"{self.kind.lower()}/{self.name}{where} {self.action}"
+
+
+@dataclass
+class WorkloadStatus:
+    name: str
+    namespace: str
+    version: str | None
+    replicas: int
+    ready: int
+    sidecar: bool
+    detail: str = ""
+
+
+@dataclass
+class Status:
+    backend: str
+    up: bool
+    workloads: list[WorkloadStatus] = field(default_factory=list)
+    ingress_url: str | None = None
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def healthy(self) -> bool:
+        return self.up and not self.problems and all(w.ready == w.replicas for w in self.workloads)
+
+    def __str__(self) -> str:
+        lines = [f"backend {self.backend}: {'up' if self.up else 'down'}"]
+        for w in self.workloads:
+            side = "+sidecar" if w.sidecar else "no sidecar"
+            lines.append(
+                f"  {w.namespace}/{w.name}: {w.ready}/{w.replicas} ready, {side} {w.detail}".rstrip()
+            )
+        if self.ingress_url:
+            lines.append(f"  ingress: {self.ingress_url}")
+        lines += [f"  problem: {p}" for p in self.problems]
+        return "\n".join(lines)
