@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 from labkit import lesson
 from labkit.errors import LabError
+from labkit.scenario import CHECKPOINTS
 
 
 def _lab(args: argparse.Namespace):
@@ -63,6 +64,11 @@ def cmd_send(args):
         args.url, n=args.n, qps=args.qps, source=args.source, concurrency=args.concurrency
     )
     print(result.summary())
+
+
+def cmd_reset(args):
+    _print_changes(_lab(args).reset(args.checkpoint))
+    print(f"lab at {args.checkpoint or 'the bare apps (no Istio configuration)'}")
 
 
 def cmd_validate(args):
@@ -121,6 +127,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--concurrency", type=int, default=8)
     p.add_argument("--source", default="client", choices=["client", "legacy", "ingress"])
     p.set_defaults(func=cmd_send)
+    p = sub.add_parser("reset", help="back to exactly a checkpoint: leftovers deleted, edits undone")
+    p.add_argument("checkpoint", nargs="?", choices=list(CHECKPOINTS), help="default: no Istio configuration")
+    p.set_defaults(func=cmd_reset)
     p = sub.add_parser("validate", help="validate manifests; exit 1 on errors")
     p.add_argument("paths", nargs="+")
     p.set_defaults(func=cmd_validate)

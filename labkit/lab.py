@@ -8,10 +8,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from labkit import paths
-from labkit.scenario import CHECKPOINTS
+from labkit.scenario import CHECKPOINTS, NAMESPACES
 
 if TYPE_CHECKING:
-    from labkit.manifests import Source
+    from labkit.manifests import Resource, Source
     from labkit.metrics import RequestCount
     from labkit.traffic import Outcome, Resolver, TrafficResult
 
@@ -159,20 +159,81 @@ class Lab(abc.ABC):
             method=method,
         )  # fmt: skip
 
-    def ensure(self, checkpoint: str) -> list[Change]:
-        """Bring the lab to a named checkpoint, so a trainee can start at any notebook."""
-        if checkpoint not in CHECKPOINTS:
-            from labkit.errors import LabError
+    # --- back to a checkpoint, declaratively (reset, ensure) ------------------------------------------------
 
-            raise LabError(f"unknown checkpoint {checkpoint!r}; choose one of: {', '.join(CHECKPOINTS)}")
+    @abc.abstractmethod
+    def applied(self) -> list[Resource]:
+        """What is applied now: every Istio object, and the lab's Kubernetes objects as they run."""
+
+    def ensure(self, checkpoint: str) -> list[Change]:
+        """Bring the lab to exactly the named checkpoint, so a trainee can start at any notebook (reset)."""
+        return self.reset(checkpoint)
+
+    def reset(self, checkpoint: str | None = None) -> list[Change]:
+        """Start the lab if needed and make it exactly ``checkpoint`` (None: no Istio configuration).
+
+        Background traffic and rollouts of this kernel stop; Istio objects the checkpoint lacks are deleted,
+        edited objects (a Deployment with FAIL_RATE set) go back to their manifests, and the checkpoint's
+        objects are applied where they differ. What already matches is left alone, so this takes seconds.
+        """
+        from labkit import manifests, traffic
+
+        traffic.stop_all()
+        wanted = checkpoint_resources(checkpoint)
         self.up()
-        changes: list[Change] = []
-        for rel in CHECKPOINTS[checkpoint]:
-            changes += self.apply(paths.CLUSTER_CONFIG / rel)
-        return changes
+        live = {r.key: r for r in self.applied()}
+        keys = {r.key for r in wanted}
+        leftover = [
+            r.body
+            for r in live.values()
+            if r.group.endswith("istio.io") and r.namespace in NAMESPACES and r.key not in keys
+        ]
+        changes = self.delete(leftover) if leftover else []
+        apps = {r.key: r for r in manifests.load(paths.APPS)}
+        apps.update({r.key: r for r in wanted})
+        drifted = [r.body for r in apps.values() if r.key not in live or not in_sync(live[r.key], r)]
+        return changes + (self.apply(drifted) if drifted else [])
 
     def __enter__(self) -> Lab:
         return self
 
     def __exit__(self, *exc: Any) -> None:
         self.down()
+
+
+def checkpoint_resources(checkpoint: str | None) -> list[Resource]:
+    """The objects of ``checkpoint`` (cumulative, from cluster-config/); None is the bare apps."""
+    from labkit import manifests
+    from labkit.errors import LabError
+
+    if checkpoint is None:
+        return []
+    if checkpoint not in CHECKPOINTS:
+        raise LabError(
+            f"unknown checkpoint {checkpoint!r}. What to do: choose one of {', '.join(CHECKPOINTS)} "
+            "(labkit/scenario.py), or None for the apps without Istio configuration"
+        )
+    return [r for rel in CHECKPOINTS[checkpoint] for r in manifests.load(paths.CLUSTER_CONFIG / rel)]
+
+
+def in_sync(live: Resource, wanted: Resource) -> bool:
+    """``live`` runs as ``wanted`` says: an Istio spec exactly (a leftover ``fault`` is drift), a Kubernetes
+    object in every field the manifest sets (the API server adds defaults)."""
+    if wanted.group.endswith("istio.io"):
+        return live.spec == wanted.spec and covers(live.metadata, wanted.metadata)
+    return covers(live.body, wanted.body)
+
+
+def covers(live: Any, wanted: Any) -> bool:
+    """Every field ``wanted`` sets has that value in ``live`` (which may add defaults, status, metadata).
+
+    Lists must match item by item, so an extra env variable (FAIL_RATE) counts as drift."""
+    if isinstance(wanted, dict):
+        return isinstance(live, dict) and all(k in live and covers(live[k], v) for k, v in wanted.items())
+    if isinstance(wanted, list):
+        return (
+            isinstance(live, list)
+            and len(live) == len(wanted)
+            and all(covers(a, b) for a, b in zip(live, wanted, strict=True))
+        )
+    return live == wanted

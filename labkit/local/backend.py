@@ -156,6 +156,11 @@ class LocalLab(Lab):
         entries = yaml.load(self._applied_file.read_text(), Loader=_Loader) or []
         return [Resource(body=e["body"], source=e["source"], index=e["index"]) for e in entries]
 
+    def applied(self) -> list[Resource]:
+        """What runs now: cluster-config/apps with the trainee's edits, then the applied Istio objects."""
+        applied = self._applied()
+        return self._apps(applied) + [r for r in applied if _is_istio(r)]
+
     def _save_applied(self, resources: list[Resource]) -> None:
         entries = [{"source": r.source, "index": r.index, "body": r.body} for r in resources]
         write_atomic(self._applied_file, yaml.safe_dump(entries, sort_keys=False))
