@@ -293,7 +293,7 @@ class CanaryControl:
         """The chart as it is now, as a plain figure: it keeps a static image in a saved or exported
         notebook, where the live widget shows nothing."""
         self.redraw()
-        return viz.static(go.Figure(self.figure))
+        return go.Figure(self.figure)
 
     @property
     def state(self) -> ControlState:
