@@ -7,13 +7,14 @@ Checks read data only (a ``Status``, a ``TrafficResult``, metrics), so they beha
 **Confidence, one level for the whole lab.** Traffic is random (weights are probabilities, faults hit a
 percentage), so a correct lab can fail a statistical check by bad luck. Every statistical check here is an
 exact binomial test (scipy), so that chance is at most ``1 - CONFIDENCE`` per check by construction, never
-tuned until it passes. The budget is set for a whole run: a full notebook CI run (tests/test_notebooks.py:
-every notebook once, every notebook again after an interrupted one, the broken-lesson run) executes at most
-``CHECKS_PER_RUN`` = 20 statistical checks (04: 1, 05: 1, 07: 4, so 6 per pass; a test keeps the count
-honest). By the union bound the run fails falsely with probability at most 20 × (1 - CONFIDENCE); for that
-to be under 1 in 1,000 each check uses CONFIDENCE = 1 - 0.001 / 20 = 99.995 %. A wrong configuration (50/50
-where 90/10 is configured, no retries where retries are configured) still fails every time: it is hundreds
-of standard errors away.
+tuned until it passes. The budget is set for a whole run: a full notebook CI run (tests/test_notebooks.py)
+executes at most ``CHECKS_PER_RUN`` = 20 statistical checks (04: 1, 05: 1, 07: 4, so 6 per pass of the
+notebooks; the run makes about three passes: every notebook, every notebook again after an interrupted one,
+and the interrupted halves, broken lessons and exports; a test keeps the tally). By the union bound the run
+fails falsely with probability at most 20 × (1 - CONFIDENCE); for that to be under 1 in 1,000 each check uses
+CONFIDENCE = 1 - 0.001 / 20 = 99.995 %. (05's rollout cannot roll a healthy canary back by chance: with no
+failures its interval's lower end is 0.) A wrong configuration (50/50 where 90/10 is configured, no retries
+where retries are configured) still fails every time: it is dozens of standard errors away.
 
 Example:
     >>> result = lab.send(lesson.URL, n=400)
