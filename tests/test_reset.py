@@ -95,3 +95,56 @@ def test_drift_is_an_edit_the_manifest_did_not_make_but_not_a_server_default() -
         0
     ]
     assert vs.key == fault.key and not in_sync(fault, vs), "a fault left in the same-named VirtualService"
+
+
+ADDON = """apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: {name}, namespace: istio-system, labels: {{app: {name}}}}}
+spec:
+  replicas: 1
+  selector: {{matchLabels: {{app: {name}}}}}
+  template:
+    metadata: {{labels: {{app: {name}}}}}
+    spec: {{containers: [{{name: {name}, image: {name}}}]}}
+"""
+
+
+def test_kind_reset_deletes_leftovers_and_restores_a_deployment_through_the_api(
+    tmp_path, monkeypatch
+) -> None:
+    """KubeLab.applied() lists the live objects; reset deletes the Istio ones the checkpoint lacks and
+    re-applies an edited Deployment (fake kind/istioctl and a stand-in API server: no cluster here)."""
+    from fakes import harness
+    from fakes.apiserver import FakeApiServer
+
+    from labkit.kind import doctor
+    from labkit.kind.backend import KubeLab
+
+    harness.install(tmp_path, monkeypatch)
+    api = FakeApiServer().start()
+    monkeypatch.setenv("FAKE_API_SERVER", api.url)
+    addons = tmp_path / "istio" / "samples" / "addons"
+    addons.mkdir(parents=True)
+    for name in ("prometheus", "kiali"):
+        (addons / f"{name}.yaml").write_text(ADDON.format(name=name))
+    monkeypatch.setenv("ISTIO_HOME", str(tmp_path / "istio"))
+    monkeypatch.setattr(doctor, "HOST_PORTS", ())
+    try:
+        lab = KubeLab("kind")
+        lab.ensure("canary-90-10")
+        lab.apply(paths.CLUSTER_CONFIG / "mesh/virtual-service-currency-converter-fault-abort.yaml")
+        lab.apply(lesson.with_env("currency-converter-v2", FAIL_RATE="1"))
+
+        changes = lab.reset("mtls-strict")
+
+        deleted = {(c.kind, c.name) for c in changes if c.action == "deleted"}
+        assert deleted == {
+            ("VirtualService", "currency-converter"),
+            ("DestinationRule", "currency-converter"),
+        }
+        live = {r.key: r for r in lab.applied()}
+        app = next(r for r in manifests.load(paths.APPS) if r.name == "currency-converter-v2")
+        assert in_sync(live[app.key], app), "FAIL_RATE left on v2"
+        assert lab.reset("mtls-strict") == []  # nothing drifted: nothing written
+    finally:
+        api.stop()
