@@ -103,7 +103,7 @@ def run(lab: Lab, tour: Tour | None = None) -> Tour:
             for change in lab.apply(lesson.manifest_path(rel)):
                 print(change)
         result = lab.send(lesson.URL, n=SPLIT_REQUESTS)
-        print(result.summary(CANARY))
+        print(result.summary())  # the check below prints the verdict, at the lab's confidence
         tour.figures.append(("Status codes", _viz().status_codes(result)))
         tour.figures.append(("Latency", _viz().latency(result)))
         tour.figures.insert(
