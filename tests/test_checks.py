@@ -288,8 +288,21 @@ def test_show_prints_the_manifest_with_its_comments(capsys):
     assert "mode: STRICT" in out and out.startswith(
         "# --- cluster-config/mesh/peer-authentication-strict.yaml"
     )
+    assert out.rstrip().endswith("kubectl apply -f cluster-config/mesh/peer-authentication-strict.yaml")
     with pytest.raises(LabError, match="no such manifest"):
         lesson.show("mesh/nope.yaml")
+
+
+def test_command_prints_the_line_and_runs_it_only_where_kubernetes_is(capsys, monkeypatch):
+    ran: list[str] = []
+    monkeypatch.setattr(lesson, "run", lambda line, timeout=60: ran.append(line) or "")
+    lesson.command(FakeLab(Status("local", True)), "kubectl get vs -n payments-prod")
+    assert capsys.readouterr().out.startswith("$ kubectl get vs -n payments-prod\n  (a Kubernetes command")
+    assert ran == []
+    kind = FakeLab(Status("kind", True))
+    kind.backend = "kind"
+    assert lesson.command(kind, "kubectl get vs -n payments-prod") is None  # quiet: nothing echoed twice
+    assert ran == ["kubectl get vs -n payments-prod"]
 
 
 def test_with_env_changes_only_the_named_variable():
