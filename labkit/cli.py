@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 from labkit import lesson, scenario
 from labkit.errors import LabError
+from labkit.scenario import CHECKPOINTS
 
 #: The lab's confidence level for a measured split (as the tour and the notebooks' checks use).
 CONFIDENCE = 0.999
@@ -134,6 +135,11 @@ def cmd_get(args):
     print("\n".join(lines) if lines else f"No resources found{where}.")  # kubectl's words
 
 
+def cmd_reset(args):
+    _print_changes(_lab(args).reset(args.checkpoint))
+    print(f"lab at {args.checkpoint or 'the bare apps (no Istio configuration)'}")
+
+
 def cmd_validate(args):
     from labkit import validation
 
@@ -217,6 +223,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("kind", help="vs, dr, pa, se, gw, deploy, svc, sa, ns, or the full plural name")
     p.add_argument("-n", "--namespace", help="one namespace (default: all)")
     p.set_defaults(func=cmd_get)
+    p = sub.add_parser("reset", help="back to exactly a checkpoint: leftovers deleted, edits undone")
+    p.add_argument("checkpoint", nargs="?", choices=list(CHECKPOINTS), help="default: no Istio configuration")
+    p.set_defaults(func=cmd_reset)
     p = sub.add_parser("validate", help="validate manifests; exit 1 on errors")
     p.add_argument("paths", nargs="+")
     p.set_defaults(func=cmd_validate)

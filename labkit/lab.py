@@ -6,10 +6,10 @@ import abc
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from labkit import canary, paths
-from labkit.errors import BackendError
+from labkit import canary, manifests, paths
+from labkit.errors import BackendError, LabError
 from labkit.manifests import TOOL_CONFIGS, load
-from labkit.scenario import CHECKPOINTS, NAMESPACE, SERVICE
+from labkit.scenario import CHECKPOINTS, NAMESPACE, NAMESPACES, SERVICE
 from labkit.status import Change, Status
 
 if TYPE_CHECKING:
@@ -158,7 +158,7 @@ class Lab(abc.ABC):
         """Send ``n`` requests (or for ``duration`` s) from ``source`` to ``url``; record each outcome.
 
         When no answer says its version, the split comes from mesh telemetry (``result.measured_by``)."""
-        from labkit import telemetry_split, traffic
+        from labkit import telemetry_split, traffic  # here: aiohttp's import would slow `import labkit`
 
         meter = telemetry_split.Meter(self.metrics, source=source, url=url, lag=self.telemetry_lag)
         return meter.finish(traffic.send(
@@ -186,27 +186,86 @@ class Lab(abc.ABC):
         method: str = "GET",
     ) -> Any:
         """Background traffic for a live chart (``start()``/``stop()``); a backend may send it another way."""
-        from labkit import traffic
+        from labkit import traffic  # here: aiohttp's import would slow `import labkit`
 
         return traffic.Stream(
             self.resolver(source), url, qps=qps, on_batch=on_batch, concurrency=concurrency, headers=headers,
             method=method,
         )  # fmt: skip
 
-    def ensure(self, checkpoint: str) -> list[Change]:
-        """Bring the lab to a named checkpoint, so a trainee can start at any notebook."""
-        if checkpoint not in CHECKPOINTS:
-            from labkit.errors import LabError
+    # --- back to a checkpoint, declaratively (reset, ensure) ------------------------------------------------
 
-            raise LabError(f"unknown checkpoint {checkpoint!r}; choose one of: {', '.join(CHECKPOINTS)}")
+    @abc.abstractmethod
+    def applied(self) -> list[Resource]:
+        """What is applied now: every Istio object, and the lab's Kubernetes objects as they run."""
+
+    def ensure(self, checkpoint: str) -> list[Change]:
+        """Bring the lab to exactly the named checkpoint, so a trainee can start at any notebook (reset)."""
+        return self.reset(checkpoint)
+
+    def reset(self, checkpoint: str | None = None) -> list[Change]:
+        """Start the lab if needed and make it exactly ``checkpoint`` (None: no Istio configuration).
+
+        Background traffic and rollouts of this kernel stop; Istio objects the checkpoint lacks are deleted,
+        edited objects (a Deployment with FAIL_RATE set) go back to their manifests, and the checkpoint's
+        objects are applied where they differ. What already matches is left alone, so this takes seconds.
+        """
+        from labkit import traffic  # here: aiohttp's import would slow `import labkit`
+
+        traffic.stop_all()
+        wanted = checkpoint_resources(checkpoint)
         self.up()
-        changes: list[Change] = []
-        for rel in CHECKPOINTS[checkpoint]:
-            changes += self.apply(paths.CLUSTER_CONFIG / rel)
-        return changes
+        live = {r.key: r for r in self.applied()}
+        keys = {r.key for r in wanted}
+        leftover = [
+            r.body
+            for r in live.values()
+            if r.group.endswith("istio.io") and r.namespace in NAMESPACES and r.key not in keys
+        ]
+        changes = self.delete(leftover) if leftover else []
+        apps = {r.key: r for r in manifests.load(paths.APPS)}
+        apps.update({r.key: r for r in wanted})
+        drifted = [r.body for r in apps.values() if r.key not in live or not in_sync(live[r.key], r)]
+        return changes + (self.apply(drifted) if drifted else [])
 
     def __enter__(self) -> Lab:
         return self
 
     def __exit__(self, *exc: Any) -> None:
         self.down()
+
+
+def checkpoint_resources(checkpoint: str | None) -> list[Resource]:
+    """The objects of ``checkpoint`` (cumulative, from cluster-config/); None is the bare apps."""
+
+    if checkpoint is None:
+        return []
+    if checkpoint not in CHECKPOINTS:
+        raise LabError(
+            f"unknown checkpoint {checkpoint!r}. What to do: choose one of {', '.join(CHECKPOINTS)} "
+            "(labkit/scenario.py), or None for the apps without Istio configuration"
+        )
+    return [r for rel in CHECKPOINTS[checkpoint] for r in manifests.load(paths.CLUSTER_CONFIG / rel)]
+
+
+def in_sync(live: Resource, wanted: Resource) -> bool:
+    """``live`` runs as ``wanted`` says: an Istio spec exactly (a leftover ``fault`` is drift), a Kubernetes
+    object in every field the manifest sets (the API server adds defaults)."""
+    if wanted.group.endswith("istio.io"):
+        return live.spec == wanted.spec and covers(live.metadata, wanted.metadata)
+    return covers(live.body, wanted.body)
+
+
+def covers(live: Any, wanted: Any) -> bool:
+    """Every field ``wanted`` sets has that value in ``live`` (which may add defaults, status, metadata).
+
+    Lists must match item by item, so an extra env variable (FAIL_RATE) counts as drift."""
+    if isinstance(wanted, dict):
+        return isinstance(live, dict) and all(k in live and covers(live[k], v) for k, v in wanted.items())
+    if isinstance(wanted, list):
+        return (
+            isinstance(live, list)
+            and len(live) == len(wanted)
+            and all(covers(a, b) for a, b in zip(live, wanted, strict=True))
+        )
+    return live == wanted

@@ -43,16 +43,42 @@ def manifest_path(name: str | Path) -> Path:
 
 
 def show(name: str | Path) -> Path:
-    """Print a manifest from ``cluster-config/`` (comments included: they explain why) and return its path.
+    """Print a manifest from ``cluster-config/`` (comments included: they explain why), then the kubectl
+    command that applies it on a cluster, and return its path.
 
     Example:
         >>> path = lesson.show("mesh/peer-authentication-strict.yaml")
         >>> lab.apply(path)
     """
     path = manifest_path(name)
-    print(f"# --- cluster-config/{path.relative_to(paths.CLUSTER_CONFIG).as_posix()} ---")
+    shown = _shown(path)
+    print(f"# --- {shown} ---")
     print(path.read_text(encoding="utf-8").rstrip())
+    print(f"# --- on a cluster, `lab.apply` of this file is: kubectl apply -f {shown}")
     return path
+
+
+def _shown(path: Path) -> str:
+    """``path`` as a trainee types it from the repository root (absolute when outside it)."""
+    try:
+        return path.resolve().relative_to(paths.ROOT.resolve()).as_posix()
+    except ValueError:
+        return str(path)
+
+
+def command(lab: Lab, line: str, timeout: float = 60) -> None:
+    """The kubectl/istioctl command of this step, printed as ``$ line``: on kind (and kube) it runs for real
+    and its output follows; on the local backend, which has no Kubernetes, it is the line to type on a
+    cluster (``LAB_BACKEND=kind`` runs it).
+
+    Example:
+        >>> lesson.command(lab, "kubectl get virtualservice -n payments-prod")
+    """
+    print(f"$ {line}")
+    if lab.backend in ("kind", "kube"):
+        run(line, timeout)
+    else:
+        print(f"  (a Kubernetes command: it runs on the kind backend; this is the {lab.backend} backend)")
 
 
 def with_env(deployment: str, namespace: str = "payments-prod", **env: str) -> dict:

@@ -12,6 +12,7 @@ import errno
 import json
 import threading
 import time
+import weakref
 from collections import Counter
 from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
@@ -357,6 +358,23 @@ def stop() -> None:
         future.cancel()
 
 
+#: Background work of this process that ``stop_all()`` ends: streams, and what drives one (a rollout).
+_running: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def register(task: Any) -> None:
+    """Have ``stop_all()`` call ``task.stop()`` (a ``Stream``, a rollout); forgotten when collected."""
+    _running.add(task)
+
+
+def stop_all() -> None:
+    """Stop every send, stream and registered rollout of this process (``lab.reset`` starts with this)."""
+    stop()
+    for task in list(_running):
+        task.stop()
+        _running.discard(task)
+
+
 def send(
     resolver: Resolver,
     url: str,
@@ -470,6 +488,7 @@ class Stream:
             self._stopped = threading.Event()
             self.started = time.monotonic()
             self._future = background().submit(self._go())
+            register(self)
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop sending and deliver the last batch before returning."""

@@ -1,15 +1,26 @@
 """Plotly figures of the split, latency, status codes and the mesh topology. Every trace has a fixed ``uid``
-so notebook outputs stay stable between runs."""
+so notebook outputs stay stable between runs.
+
+Importing this module makes plotly display every figure with two representations: plotly's own mimetype
+(interactive in JupyterLab; data only, no plotly.js bundle in the saved notebook) and a PNG of the same figure
+(kaleido, with Debian's ``chromium``), which nbconvert's HTML and PDF handouts show. Without a Chromium the
+PNG is left out and the live notebook is unchanged.
+"""
 
 from __future__ import annotations
 
+import base64
+import functools
 import math
+import shutil
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import plotly.graph_objects as go
+import plotly.io as pio
+from plotly.io import base_renderers
 
 if TYPE_CHECKING:
     from labkit.metrics import RequestCount
@@ -18,6 +29,37 @@ if TYPE_CHECKING:
 
 COLORS = {"v1": "#1f77b4", "v2": "#ff7f0e", "v3": "#2ca02c"}
 CONFIGURED, OK, DEGRADED, FAILING = "#7f7f7f", "#2ca02c", "#ff9f1c", "#d62728"
+
+
+#: The static image's size in pixels (a handout page's width).
+IMAGE_WIDTH, IMAGE_HEIGHT = 900, 480
+
+
+class _WithImage(base_renderers.MimetypeRenderer):
+    """plotly's mimetype plus ``image/png`` of the same figure, when a Chromium can draw it."""
+
+    def to_mimebundle(self, fig_dict: dict) -> dict:
+        bundle = base_renderers.PlotlyRenderer().to_mimebundle(fig_dict)
+        png = png_image(go.Figure(fig_dict))
+        if png is not None:
+            bundle["image/png"] = base64.b64encode(png).decode()
+        return bundle
+
+
+@functools.cache
+def _chromium() -> bool:
+    return any(shutil.which(name) for name in ("chromium", "chromium-browser", "google-chrome", "chrome"))
+
+
+def png_image(fig: go.Figure) -> bytes | None:
+    """``fig`` as PNG bytes (kaleido drives Chromium), or None when no Chromium is installed."""
+    if not _chromium():
+        return None
+    return fig.to_image(format="png", width=IMAGE_WIDTH, height=IMAGE_HEIGHT)
+
+
+pio.renderers["labkit"] = _WithImage()
+pio.renderers.default = "labkit"
 
 
 def color(version: str) -> str:
@@ -110,16 +152,65 @@ def share_over_time(
         )
     fig.add_scatter(
         x=[t for t, _ in events],
-        y=[102] * len(events),
-        text=[text for _, text in events],
+        y=[100] * len(events),
+        hovertext=[text for _, text in events],
         name="events",
-        mode="markers+text",
-        textposition="bottom right",
+        mode="markers",
         marker={"symbol": "triangle-down", "color": "black"},
         uid="events",
         showlegend=False,
     )
+    x_range = (times[0] if len(times) else 0.0, times[-1] if len(times) else 1.0)
+    fig.update_layout(event_layout(events, x_range))
     return fig
+
+
+#: Event labels: font size; one character's width at that size, in pixels, and the plot's width, both on
+#: the generous side so labels measured with them never overlap; the height of one row of labels.
+LABEL_FONT, LABEL_CHAR_PX, PLOT_PX, ROW_PX = 11, 8.0, 450.0, 18
+
+
+def event_layout(events: Sequence[tuple[float, str]], x_range: tuple[float, float]) -> dict:
+    """Layout for labelled events above the plot: a dotted line at each, its label in the first row where
+    it overlaps no other label, anchored so it stays inside the x range; the top margin grows with the rows.
+
+    A label's width in seconds is its length times ``LABEL_CHAR_PX`` pixels at the axis' scale."""
+    low, high = x_range
+    span = max(high - low, 1e-9)
+    seconds_per_px = span / PLOT_PX
+    rows: list[list[tuple[float, float]]] = []
+    annotations, shapes = [], []
+    for t, text in events:
+        width = len(text) * LABEL_CHAR_PX * seconds_per_px
+        right = t + width > high  # would be cut at the right edge: extend to the left of the mark instead
+        left_end, right_end = (t - width, t) if right else (t, t + width)
+        row = next(
+            (i for i, used in enumerate(rows) if all(b <= left_end or a >= right_end for a, b in used)),
+            len(rows),
+        )
+        if row == len(rows):
+            rows.append([])
+        rows[row].append((left_end, right_end))
+        annotations.append(
+            {
+                "x": t, "y": 1.0, "yshift": 2 + ROW_PX * row, "xref": "x", "yref": "paper", "text": text,
+                "showarrow": False, "xanchor": "right" if right else "left", "yanchor": "bottom",
+                "font": {"size": LABEL_FONT}, "bgcolor": "white",
+            }
+        )  # fmt: skip
+        shapes.append(
+            {
+                "type": "line", "x0": t, "x1": t, "xref": "x", "y0": 0, "y1": 1, "yref": "paper",
+                "line": {"dash": "dot", "width": 1, "color": "black"},
+            }
+        )  # fmt: skip
+    return {
+        "annotations": annotations,
+        "shapes": shapes,
+        "xaxis": {"range": [low, high]},
+        "margin": {"t": 50 + ROW_PX * len(rows)},
+        "title": {"y": 0.98, "yanchor": "top"},
+    }
 
 
 def latency(result: TrafficResult, percentiles: tuple[float, ...] = (50, 90, 99)) -> go.Figure:
@@ -159,7 +250,8 @@ def topology(
 ) -> go.Figure:
     """A Kiali-like graph from ``istio_requests_total``: workloads as nodes; edges labelled with requests
     (req/s given a snapshot ``before`` taken ``seconds`` earlier), share of the caller's traffic to that
-    service, error rate, and a lock when the connection was mutual TLS."""
+    service, error rate (4xx and 5xx answers and no answer), and "mTLS" when the connection was mutual TLS
+    (text, not a lock emoji: a PNG export has no emoji font and would draw an empty box)."""
     edges = _edges(samples, before)
     nodes = _layout(edges)
     fig = go.Figure(
@@ -180,7 +272,7 @@ def topology(
     for (src, dst), e in sorted(edges.items()):
         (x0, y0), (x1, y1) = nodes[src], nodes[dst]
         rate = f"{e.requests / seconds:.1f} req/s" if seconds else f"{e.requests:g} req"
-        security = "mTLS 🔒" if e.mtls else "plaintext"
+        security = "mTLS" if e.mtls else "plaintext"
         fig.add_annotation(
             x=x1,
             y=y1,
@@ -250,7 +342,7 @@ def _edges(
             (s["source_workload"], s["destination_workload"]), Edge()
         )
         edge.requests += value
-        edge.errors += value if s["response_code"].startswith("5") or s["response_code"] == "0" else 0
+        edge.errors += value if s["response_code"][:1] in ("4", "5") or s["response_code"] == "0" else 0
         edge.mtls |= s["connection_security_policy"] == "mutual_tls"
         edge.service = s["destination_service"]
     edges = dict(by_reporter["destination"])

@@ -20,6 +20,7 @@ import ipywidgets as w
 import plotly.graph_objects as go
 
 from labkit import stats, traffic, viz
+from labkit.checks import CONFIDENCE
 from labkit.lesson import URL as DEFAULT_URL
 
 if TYPE_CHECKING:
@@ -28,10 +29,12 @@ if TYPE_CHECKING:
 
 class Rollout:
     """Progressive delivery by evidence: each step's canary weight holds until the Wilson interval of the
-    canary's error rate says it is below ``max_error`` (advance) or above it (roll back to 0 %).
+    canary's error rate (at the lab's confidence) says it is below ``max_error`` and the step has lasted
+    ``step_duration`` s (advance, so a trainee can watch each step), or above it (roll back to 0 % at once).
 
     Feed it outcomes with ``observe()``; time is the outcomes' own clock, so it needs no timer. A step that
-    reaches no verdict within ``step_timeout`` s rolls back too: not knowing is not healthy.
+    reaches no verdict within ``step_timeout`` s rolls back too: not knowing is not healthy. ``stop()`` ends
+    it for good: once it returns, the rollout writes no weight any more (an interrupted cell, ``lab.reset``).
     """
 
     def __init__(
@@ -41,18 +44,22 @@ class Rollout:
         steps: Sequence[int] = (10, 25, 50, 100),
         canary: str = "v2",
         max_error: float = 0.05,
-        confidence: float = 0.95,
+        confidence: float = CONFIDENCE,
         min_samples: int = 10,
         settle: float = 1.0,
+        step_duration: float = 8.0,
         step_timeout: float = 60.0,
         on_event: Callable[[float, str, str | None], object] | None = None,
     ):
         self.set_weight, self.steps, self.canary = set_weight, list(steps), canary
         self.max_error, self.confidence, self.min_samples = max_error, confidence, min_samples
-        self.settle, self.step_timeout, self.on_event = settle, step_timeout, on_event
-        self.status = "idle"  # idle | running | done | rolled back
+        self.settle, self.step_duration, self.step_timeout = settle, step_duration, step_timeout
+        self.on_event = on_event
+        self.status = "idle"  # idle | running | done | rolled back | stopped
+        self._writing = threading.Lock()  # held while a weight is written: stop() waits for it
         self.step = -1
         self.events: list[tuple[float, str]] = []  # (t, what happened)
+        self._last = 0.0  # the newest outcome's time: when stop() happened, on the outcomes' clock
         self._since = 0.0
         self._failed = self._n = 0
 
@@ -64,8 +71,24 @@ class Rollout:
         return self.steps[self.step] if self.step >= 0 else None
 
     def start(self, now: float) -> None:
-        self.status = "running"
+        self.status, self._last = "running", now
         self._enter(0, now)
+
+    def stop(self) -> None:
+        """Stop for good; a weight write in progress finishes first, none starts after this returns."""
+        with self._writing:
+            if self.status != "running":
+                return
+            self.status = "stopped"
+        self._event(self._last, f"rollout stopped at {self.weight} %: no further weight changes", "stopped")
+
+    def _write(self, weight: int) -> bool:
+        """Apply ``weight`` unless the rollout was stopped meanwhile (then nothing is written)."""
+        with self._writing:
+            if self.status != "running":
+                return False
+            self.set_weight(weight)
+            return True
 
     def observe(self, outcomes: Iterable[traffic.Outcome]) -> None:
         """Count the canary's answers sent after the current step settled, then decide."""
@@ -76,12 +99,16 @@ class Rollout:
                 self._n += 1
                 self._failed += o.failed
         if self.status == "running" and now is not None:
+            self._last = max(self._last, now)
             self._decide(now)
 
     def _decide(self, now: float) -> None:
         low, high = stats.interval(self._failed, self._n, self.confidence)
-        evidence = f"{self._failed}/{self._n} failed, error rate ≤ {high:.1%} at {self.confidence:.0%}"
+        level = f"{100 * self.confidence:.3f}".rstrip("0").rstrip(".")
+        evidence = f"{self._failed}/{self._n} failed, error rate ≤ {high:.1%} at {level} %"
         if self._n >= self.min_samples and high < self.max_error:
+            if now - self._since < self.step_duration:
+                return  # healthy so far: hold the step for the trainee to watch
             if self.step + 1 == len(self.steps):
                 self.status = "done"
                 self._event(
@@ -98,8 +125,9 @@ class Rollout:
             self._rollback(now, f"no verdict within {self.step_timeout:g} s ({self._n} samples)")
 
     def _enter(self, step: int, now: float) -> None:
+        if not self._write(self.steps[step]):
+            return
         self.step, self._since, self._failed, self._n = step, now, 0, 0
-        self.set_weight(self.steps[step])
         self._event(
             now,
             f"step {step + 1}/{len(self.steps)}: {self.canary} → {self.steps[step]} %",
@@ -107,7 +135,8 @@ class Rollout:
         )
 
     def _rollback(self, now: float, why: str) -> None:
-        self.set_weight(0)
+        if not self._write(0):
+            return
         self._event(now, f"ROLLBACK at {self.steps[self.step]} %: {why}; {self.canary} → 0 %", "ROLLBACK")
         self.status = "rolled back"  # last: a waiting caller then sees the weights back and the mark drawn
 
@@ -146,10 +175,12 @@ class CanaryControl:
         *,
         namespace: str = "payments-prod",
         weights: Mapping[str, int] | None = None,
-        window: float = 5.0,
-        history: float = 60.0,
+        window: float = 2.0,
+        history: float = 90.0,
     ):
-        """``weights``: what the lab runs now (default 90/10, as in the canary checkpoint); not applied."""
+        """``weights``: what the lab runs now (default 90/10, as in the canary checkpoint); not applied.
+        ``window``: the observed share and error rate are over the last ``window`` s (shorter than a
+        rollout step, so the chart reaches each step's weight)."""
         self.lab, self.service, self.url, self.source, self.namespace = lab, service, url, source, namespace
         self.window, self.history = window, history
         current = dict(weights or {"v1": 90, "v2": 10})
@@ -183,7 +214,11 @@ class CanaryControl:
         self.status = w.HTML()
         self.log_view = w.HTML()
         chart = viz.share_over_time(
-            [], {}, self._configured_shares(), errors=[], title=f"{service}: configured vs observed"
+            [],
+            {},
+            self._configured_shares(),
+            errors=[],
+            title=f"{service}: configured vs observed (last {window:g} s)",
         )
         self.figure = go.FigureWidget(chart)
         for mine, trace in zip(chart.data, self.figure.data, strict=True):
@@ -218,11 +253,14 @@ class CanaryControl:
             )
             self._stream.start()
             self._stream_offset = self._stream.started - self._t0
+        traffic.register(self)  # lab.reset / traffic.stop_all() end this control's traffic and rollout
         self.traffic_button.value = True
         self._note(f"traffic on: {self.qps.value} req/s from {self.source}")
 
     def stop(self) -> None:
-        """Stop the background traffic (a running rollout pauses with it)."""
+        """Stop the background traffic and a running rollout (which then writes no more weights)."""
+        if self._rollout is not None:
+            self._rollout.stop()
         with self._lock:
             stream, self._stream = self._stream, None
         if stream is not None:
@@ -232,17 +270,30 @@ class CanaryControl:
         self.traffic_button.value = False
 
     def rollout(self, *, wait: bool = False, timeout: float = 300.0, **options: Any) -> str:
-        """Start a progressive rollout of the canary (``options`` go to ``Rollout``); with ``wait``, block
-        until it is done or rolled back, and return that status."""
+        """Start a progressive rollout of the canary (``options`` go to ``Rollout``, e.g. ``step_duration``);
+        with ``wait``, block until it is done or rolled back, and return that status. Interrupting the
+        cell (Ctrl-C, the stop button) stops the rollout and its traffic: the control shows "stopped"."""
+        if self._rollout is not None:
+            self._rollout.stop()
         self._rollout = Rollout(
             self._set_weight, canary=self.canary, on_event=self._on_rollout_event, **options
         )
-        self.start()
-        self._rollout.start(self._now())
-        deadline = time.monotonic() + timeout
-        while wait and self._rollout.status == "running" and time.monotonic() < deadline:
-            time.sleep(0.2)
+        try:
+            self.start()
+            self._rollout.start(self._now())
+            deadline = time.monotonic() + timeout
+            while wait and self._rollout.status == "running" and time.monotonic() < deadline:
+                time.sleep(0.2)
+        except BaseException:  # KeyboardInterrupt above all: nothing may keep running unseen
+            self.stop()
+            raise
         return self._rollout.status
+
+    def snapshot(self) -> go.Figure:
+        """The chart as it is now, as a plain figure: it keeps a static image in a saved or exported
+        notebook, where the live widget shows nothing."""
+        self.redraw()
+        return go.Figure(self.figure)
 
     @property
     def state(self) -> ControlState:
@@ -251,7 +302,7 @@ class CanaryControl:
             recent = self._recent(self.window)
             log = tuple(self._log)
         counts = Counter(o.version for o in recent if o.version is not None)
-        report = stats.split_report(counts, weights)
+        report = stats.split_report(counts, weights, CONFIDENCE)
         return ControlState(
             weights=weights,
             counts=dict(sorted(counts.items())),
@@ -363,9 +414,11 @@ class CanaryControl:
                 x=[t for t, _ in configured] + [now], y=boundary + boundary[-1:]
             )
             self._trace["error-rate"].update(x=error_times, y=viz.percent(errors))
+            events = [(t, text) for t, text in events if t >= start - step]
             self._trace["events"].update(
-                x=[t for t, _ in events], y=[102] * len(events), text=[text for _, text in events]
+                x=[t for t, _ in events], y=[100] * len(events), hovertext=[text for _, text in events]
             )
+            self.figure.update_layout(viz.event_layout(events, (start - step, max(now, start))))
         self._render_status()
 
     def _note(self, text: str) -> None:

@@ -171,7 +171,7 @@ def test_live_split_follows_slider_and_rolls_back(notebook: NotebookPage) -> Non
         return y[-1] if y else None
 
     def rollbacks() -> int:
-        return sum("ROLLBACK" in str(text) for text in trace("events").get("text") or [])
+        return sum("ROLLBACK" in str(text) for text in notebook.graph(chart)["annotations"])
 
     chart.scroll_into_view_if_needed()
     assert chart.locator("svg.main-svg").count(), "the chart is not a plotly graph"

@@ -168,16 +168,38 @@ def test_only_version():
         checks.only_version(traffic((27, 200, "v1"), (3, 200, "v2")), "v1")
 
 
-def test_status_share_uses_the_interval():
+def test_status_share_is_an_exact_binomial_test_with_the_lab_s_level(capsys):
     checks.status_share(traffic((97, 503, None), (103, 200, "v1")), 503, expected=0.5)
-    with pytest.raises(CheckFailed, match="expected 50%"):
+    line = capsys.readouterr().out
+    assert "97 of 200 requests answered 503 (48.5%;" in line and "at 99.995 %" in line, line
+    assert "100 %" not in line  # the old label rounded 99.9 % up to "100 % interval"
+    with pytest.raises(CheckFailed, match=r"NOT consistent with 50%[\s\S]*What the requests got: 200 req"):
         checks.status_share(traffic((20, 503, None), (180, 200, "v1")), 503, expected=0.5)
+
+
+def test_one_confidence_level_whose_union_bound_keeps_a_whole_run_under_one_in_a_thousand():
+    assert pytest.approx(0.99995) == checks.CONFIDENCE and checks.LEVEL == "99.995 %"
+    assert checks.CHECKS_PER_RUN * (1 - checks.CONFIDENCE) <= 0.001 + 1e-12
+
+
+def test_exact_test_false_failure_rate_is_bounded_by_construction():
+    """Over every possible outcome of n=300 draws at the expected rate, the probability mass the check
+    rejects is at most 1 - CONFIDENCE (computed exactly, not sampled)."""
+    from scipy import stats as sps
+
+    for expected, alternative in ((0.05, "two-sided"), (0.5, "two-sided"), (0.00625, "greater")):
+        rejected = sum(
+            sps.binom.pmf(k, 300, expected)
+            for k in range(301)
+            if not checks._test(k, 300, expected, alternative)[0]
+        )
+        assert rejected <= 1 - checks.CONFIDENCE, (expected, rejected)
 
 
 def test_slow_share_counts_requests_over_the_delay():
     delayed = [Outcome(t=0, status=200, version="v1", latency=2.01 if i % 2 else 0.01) for i in range(40)]
     checks.slow_share(TrafficResult(delayed), 2.0, expected=0.5)
-    with pytest.raises(CheckFailed, match=r"0% of 50 requests took 2 s or more[\s\S]*fault.delay"):
+    with pytest.raises(CheckFailed, match=r"0 of 50 requests took 2 s or more[\s\S]*fault.delay"):
         checks.slow_share(traffic((50, 200, "v1")), 2.0, expected=0.5)
 
 
@@ -196,12 +218,32 @@ def test_latency_and_error_share_and_flags():
     checks.faster_than(fast, 0.5, quantile=1.0)
     with pytest.raises(CheckFailed, match="latency is 0.01 s, not below 0.005 s"):
         checks.faster_than(fast, 0.005)
-    checks.error_share_below(traffic((199, 200, "v1"), (1, 500, "v2")), 0.02)
-    with pytest.raises(CheckFailed, match="10 of 100 requests failed"):
-        checks.error_share_below(traffic((90, 200, "v1"), (10, 500, "v2")), 0.02)
+    # 07's retries: v2 gets 10 %, fails half its tries, 4 tries: 0.1 * 0.5**4 = 0.625 % fail in a correct lab
+    checks.error_share_at_most(traffic((294, 200, "v1"), (6, 500, "v2")), 0.1 * 0.5**4)
+    with pytest.raises(CheckFailed, match=r"15 of 300 requests failed[\s\S]*NOT consistent with at most"):
+        checks.error_share_at_most(traffic((285, 200, "v1"), (15, 500, "v2")), 0.1 * 0.5**4)  # no retries
     checks.flags_seen(traffic((5, 503, None), flags="FI"), "FI")
-    with pytest.raises(CheckFailed, match="no request carried response flag UH"):
+    with pytest.raises(CheckFailed, match=r"no request carried response flag UH \(flags seen: FI: 5"):
         checks.flags_seen(traffic((5, 503, None), flags="FI"), "UH")
+    with pytest.raises(CheckFailed, match=r"flags seen: none; refused: 5\)[\s\S]*never reached a sidecar"):
+        checks.flags_seen(traffic((5, None, None), error="refused"), "UH")
+
+
+def test_every_traffic_failure_names_leftover_configuration_the_reset_and_the_flags():
+    with pytest.raises(CheckFailed) as caught:
+        checks.all_ok(traffic((12, 503, None), (8, 200, "v1"), flags="FI"))
+    message = str(caught.value)
+    assert "Response flags seen: FI: 20" in message and "FI = fault injected" in message
+    assert "leftover configuration from an earlier or interrupted notebook" in message
+    assert "lab.reset(" in message and "labkit reset" in message
+
+
+def test_a_passing_check_prints_one_line_per_fact_and_returns_nothing(capsys):
+    settings = lesson.install_settings()
+    assert checks.install_settings(settings, profile="default", outbound="REGISTRY_ONLY") is None
+    assert capsys.readouterr().out == "✔ profile = default\n✔ outbound = REGISTRY_ONLY\n"
+    assert checks.split_matches(traffic((362, 200, "v1"), (38, 200, "v2")), {"v1": 90, "v2": 10}) is None
+    assert len(capsys.readouterr().out.splitlines()) == 1
 
 
 # --- telemetry ----------------------------------------------------------------------------------------------
@@ -228,10 +270,10 @@ def test_metrics_recorded_and_access_log_shows():
     lab = FakeLab(
         Status("local", True, workloads()), [sample("mutual_tls")], ["[t] GET 200 outbound|8080|v2|x"]
     )
-    assert checks.metrics_recorded(lab, destination_version="v1") == 10
+    checks.metrics_recorded(lab, destination_version="v1")
     with pytest.raises(CheckFailed, match="no requests with destination_version=v2"):
         checks.metrics_recorded(lab, destination_version="v2")
-    assert checks.access_log_shows(lab, "client", "outbound|8080|v2")
+    checks.access_log_shows(lab, "client", "outbound|8080|v2")
     with pytest.raises(CheckFailed, match="no access-log line of client contains"):
         checks.access_log_shows(lab, "client", "outbound|8080|v3")
 
@@ -246,8 +288,21 @@ def test_show_prints_the_manifest_with_its_comments(capsys):
     assert "mode: STRICT" in out and out.startswith(
         "# --- cluster-config/mesh/peer-authentication-strict.yaml"
     )
+    assert out.rstrip().endswith("kubectl apply -f cluster-config/mesh/peer-authentication-strict.yaml")
     with pytest.raises(LabError, match="no such manifest"):
         lesson.show("mesh/nope.yaml")
+
+
+def test_command_prints_the_line_and_runs_it_only_where_kubernetes_is(capsys, monkeypatch):
+    ran: list[str] = []
+    monkeypatch.setattr(lesson, "run", lambda line, timeout=60: ran.append(line) or "")
+    lesson.command(FakeLab(Status("local", True)), "kubectl get vs -n payments-prod")
+    assert capsys.readouterr().out.startswith("$ kubectl get vs -n payments-prod\n  (a Kubernetes command")
+    assert ran == []
+    kind = FakeLab(Status("kind", True))
+    kind.backend = "kind"
+    assert lesson.command(kind, "kubectl get vs -n payments-prod") is None  # quiet: nothing echoed twice
+    assert ran == ["kubectl get vs -n payments-prod"]
 
 
 def test_with_env_changes_only_the_named_variable():

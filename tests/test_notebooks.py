@@ -9,6 +9,7 @@ starts with ``lab.ensure(...)``, so any one of them also runs alone. Any ``noteb
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import nbformat
@@ -17,6 +18,7 @@ from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
 
 from labkit import paths
+from labkit.nbtest import strip_widget_state
 
 NOTEBOOKS = sorted(paths.NOTEBOOKS.glob("*.ipynb"))
 CELL_TIMEOUT = 180
@@ -90,32 +92,169 @@ def test_every_notebook_has_the_lesson_parts() -> None:
         assert "checks." in text, f"{path.name} has no check call"
 
 
-@pytest.mark.notebooks
-@pytest.mark.timeout(300)
-def test_a_broken_lesson_is_caught_by_its_check_cell(lab_env) -> None:
-    """Notebook 04 with the 50/50 VirtualService applied where it expects 90/10 (a trainee's wrong file):
-    the CHECK cell must fail, with the message telling the trainee what to look at."""
-    nb = nbformat.read(paths.NOTEBOOKS / "04-canary-90-10.ipynb", as_version=4)
-    apply_at = next(i for i, c in enumerate(nb.cells) if "apply-canary" in c.metadata.get("tags", []))
-    wrong = paths.CLUSTER_CONFIG / "mesh" / "virtual-service-currency-converter-50-50.yaml"
-    nb.cells.insert(apply_at + 1, nbformat.v4.new_code_cell(f"lab.apply({str(wrong)!r})"))
-    check_at = next(i for i, c in enumerate(nb.cells) if "check-split" in c.metadata.get("tags", []))
-    nb.cells = nb.cells[: check_at + 1]  # stop at the check: the rest needs the step to have worked
+def _client(nb: nbformat.NotebookNode, **options) -> NotebookClient:
     where = {"metadata": {"path": str(paths.NOTEBOOKS)}}
-    client = NotebookClient(nb, timeout=CELL_TIMEOUT, kernel_name="python3", resources=where)
+    return NotebookClient(nb, timeout=CELL_TIMEOUT, kernel_name="python3", resources=where, **options)
+
+
+def _cell(nb: nbformat.NotebookNode, text: str) -> int:
+    """The index of the one cell whose source contains ``text``."""
+    hits = [i for i, c in enumerate(nb.cells) if text in c.source]
+    assert len(hits) == 1, f"{text!r} is in cells {hits}"
+    return hits[0]
+
+
+#: (notebook, the cell after which the lesson is broken, the breaking code, the CHECK cell, what it must say)
+BROKEN = [
+    (
+        "04-canary-90-10",
+        "print(*lab.apply(vs)",
+        "lab.apply(lesson.manifest_path('mesh/virtual-service-currency-converter-50-50.yaml'))",
+        "checks.split_matches(result",
+        ["does not match the configured 90/10", "What to look at: which VirtualService is applied"],
+    ),
+    (
+        "07-resilience",
+        'retry = lesson.show("mesh/virtual-service-currency-converter-timeout-retry.yaml")',
+        "retry = lesson.manifest_path('mesh/virtual-service-currency-converter-90-10.yaml')  # no retries",
+        "checks.error_share_at_most(with_retry",
+        ["NOT consistent with at most 0.62%", "What to look at: the applied VirtualService's retries"],
+    ),
+    (
+        "03-strict-mtls",
+        "print(*lab.apply(strict)",
+        "lab.apply(permissive)\nlegacy_after = lab.send(lesson.URL, n=20, source='legacy')",
+        "checks.refused(legacy_after",
+        ["still got a 2xx", "mTLS is not STRICT", "Also possible: leftover configuration"],
+    ),
+    (
+        "08-zero-trust",
+        'lesson.show("mesh/authorization-policy-currency-converter-deny-all.yaml")',
+        "deny = lesson.manifest_path('mesh/authorization-policy-currency-converter-allow-client.yaml')",
+        "checks.forbidden(denied",
+        ["expected 403 (RBAC: access denied)", "Response flags seen:"],
+    ),
+]
+
+
+@pytest.mark.notebooks
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize(("name", "after", "breaking", "check", "says"), BROKEN, ids=[b[0] for b in BROKEN])
+def test_a_broken_lesson_is_caught_by_its_check_cell(lab_env, name, after, breaking, check, says) -> None:
+    """A trainee's mistake inserted in the lesson (the wrong file, a missing step): the CHECK cell must fail,
+    with the message telling the trainee what to look at. The next notebook's setup puts the lab back."""
+    nb = nbformat.read(paths.NOTEBOOKS / f"{name}.ipynb", as_version=4)
+    nb.cells.insert(_cell(nb, after) + 1, nbformat.v4.new_code_cell(breaking))
+    nb.cells = nb.cells[: _cell(nb, check) + 1]  # stop at the check: the rest needs the step to have worked
     with pytest.raises(CellExecutionError) as caught:
-        client.execute(env={**os.environ, **lab_env})
+        _client(nb).execute(env={**os.environ, **lab_env})
     message = str(caught.value)
     assert "CheckFailed" in message
-    assert "does not match the configured 90/10" in message
-    assert "What to look at: which VirtualService is applied" in message
-    # The broken run must not leak into the next notebook: put the lesson's state back.
-    import labkit
+    for text in says:
+        assert text in message
 
+
+def _midway(nb: nbformat.NotebookNode) -> tuple[int, float]:
+    """Where a trainee interrupts: a rollout in progress (05), else a long send inserted after the middle
+    code cell, with the fixed state the lesson has there. Returns the cell and its time budget."""
+    rollouts = [
+        i for i, c in enumerate(nb.cells) if c.cell_type == "code" and "rollout(wait=True" in c.source
+    ]
+    if rollouts:
+        return rollouts[0], 6.0
+    code = [i for i, c in enumerate(nb.cells) if c.cell_type == "code"]
+    at = code[len(code) // 2] + 1
+    nb.cells.insert(
+        at, nbformat.v4.new_code_cell("lab.send(lesson.URL, duration=120, qps=20, progress=False)")
+    )
+    return at, 3.0
+
+
+PAIRS = list(zip(NOTEBOOKS[2:-1], NOTEBOOKS[3:], strict=True))  # 02 -> 03 ... 09 -> 10-clean-up
+
+
+@pytest.mark.notebooks
+@pytest.mark.timeout(900)
+@pytest.mark.parametrize(
+    ("interrupted", "following"), PAIRS, ids=[f"{a.stem[:2]}-then-{b.stem[:2]}" for a, b in PAIRS]
+)
+def test_after_a_notebook_interrupted_midway_the_next_one_passes(lab_env, interrupted, following) -> None:
+    """The kernel is interrupted (nbclient: the cell's time budget runs out) in the middle of a notebook,
+    with its configuration half done (a fault, a policy, a FAIL_RATE, a rollout's traffic); the next notebook
+    must still pass top to bottom: its first cell resets the lab."""
     env = {**os.environ, **lab_env}
-    if env["LAB_BACKEND"] == "local":
-        from labkit.backends.local import LocalLab
+    nb = nbformat.read(interrupted, as_version=4)
+    at, budget = _midway(nb)
+    nb.cells = nb.cells[: at + 1]
+    timeouts = {id(nb.cells[at]): budget}
+    client = _client(nb, interrupt_on_timeout=True, allow_errors=True)
+    client.timeout_func = lambda cell: timeouts.get(id(cell), CELL_TIMEOUT)
+    client.execute(env=env)
+    errors = [o for o in nb.cells[at].outputs if o.output_type == "error"]
+    assert [o.ename for o in errors] == ["KeyboardInterrupt"], f"{interrupted.name}: not interrupted"
+    _client(nbformat.read(following, as_version=4)).execute(env=env)  # raises CellExecutionError on a failure
 
-        LocalLab(Path(lab_env["LAB_STATE"])).ensure("canary-90-10")
-    else:
-        labkit.open(env["LAB_BACKEND"]).ensure("canary-90-10")
+
+def test_the_run_s_statistical_checks_fit_the_false_failure_budget() -> None:
+    """checks.CONFIDENCE is set so that CHECKS_PER_RUN checks fail a correct run under 1 in 1,000; this
+    module's run executes the notebooks' statistical checks this many times (see checks.py)."""
+    from labkit import checks
+
+    statistical = (
+        "checks.split_matches(",
+        "checks.status_share(",
+        "checks.slow_share(",
+        "checks.error_share_at_most(",
+    )
+    count = sum(
+        c.source.count(name)
+        for path in NOTEBOOKS
+        for c in nbformat.read(path, as_version=4).cells
+        if c.cell_type == "code"
+        for name in statistical
+    )
+    assert count == 6  # 04: 1, 05: 1, 07: 4 (the contents page and checks.py say so)
+    in_a_run = (
+        count  # every notebook top to bottom
+        + count  # 03 ... 10 each after an interrupted notebook (04, 05 and 07 among them)
+        + 3  # the interrupted halves: 05's split before its rollout, 07's abort and delay shares
+        + 3  # the broken lessons: 07's three shares before its failing retry check (04's fails on purpose)
+        + 2  # the HTML exports of 04 and 05
+    )
+    assert in_a_run <= checks.CHECKS_PER_RUN
+    assert checks.CHECKS_PER_RUN * (1 - checks.CONFIDENCE) <= 0.001 + 1e-12
+
+
+EXPORTED = ["04-canary-90-10", "05-live-traffic-split", "09-observability"]
+
+
+@pytest.mark.notebooks
+@pytest.mark.timeout(900)
+@pytest.mark.skipif(
+    not shutil.which("chromium"), reason="needs Debian's chromium for the images (make system-deps)"
+)
+@pytest.mark.parametrize("name", EXPORTED)
+def test_an_html_export_of_the_executed_notebook_shows_its_charts_as_images(lab_env, name, tmp_path) -> None:
+    """nbconvert's HTML (what a handout is made from) shows a figure only as an image: every chart cell must
+    carry one, and the saved notebook stays small (no plotly.js bundle in it)."""
+    from nbconvert import HTMLExporter
+
+    nb = nbformat.read(paths.NOTEBOOKS / f"{name}.ipynb", as_version=4)
+    _client(nb).execute(env={**os.environ, **lab_env})
+    charts = [
+        c
+        for c in nb.cells
+        if c.cell_type == "code" and any("image/png" in o.get("data", {}) for o in c.outputs)
+    ]
+    wanted = [
+        c for c in nb.cells if c.cell_type == "code" and ("viz." in c.source or "snapshot()" in c.source)
+    ]
+    assert charts and len(charts) == len(wanted), [c.source for c in wanted]
+    html, _ = HTMLExporter().from_notebook_node(nb)
+    assert html.count('src="data:image/png;base64,') >= len(wanted)
+    # Saved as JupyterLab saves it (widget state is not saved by default: anywidget's state would hold the
+    # 5 MB plotly.js bundle of each FigureWidget), the outputs add no plotly.js either: data and a PNG only.
+    strip_widget_state(nb, {})
+    saved = tmp_path / f"{name}.ipynb"
+    nbformat.write(nb, saved)
+    assert saved.stat().st_size < 1_000_000, "an executed notebook should not embed plotly.js"

@@ -1,131 +1,64 @@
-"""Figures show exactly the computed statistics, and export to PNG (kaleido + Debian chromium) and HTML."""
+"""Charts: event labels that never overlap or leave the plot, the topology's error count, and the static
+image every figure carries for exported handouts (real kaleido + Chromium where installed)."""
 
 from __future__ import annotations
 
 import shutil
-from pathlib import Path
 
+import plotly.io as pio
 import pytest
 
-from labkit import stats, viz
+from labkit import viz
 from labkit.metrics import RequestCount
-from labkit.traffic import Outcome, TrafficResult
 
 
-def by_uid(fig, uid: str):
-    return next(t for t in fig.data if t.uid == uid)
+def _extent(annotation: dict, seconds_per_char: float) -> tuple[float, float]:
+    width = len(annotation["text"]) * seconds_per_char
+    x = annotation["x"]
+    return (x - width, x) if annotation["xanchor"] == "right" else (x, x + width)
 
 
-def test_split_bars_show_the_report_and_its_intervals() -> None:
-    report = stats.split_report({"v1": 904, "v2": 96}, {"v1": 90, "v2": 10})
-    fig = viz.split_bars(report)
-    observed, configured = by_uid(fig, "observed"), by_uid(fig, "configured")
-    assert list(configured.y) == pytest.approx([90, 10])
-    assert list(observed.y) == pytest.approx([90.4, 9.6])
-    v2 = report.shares["v2"]
-    assert observed.error_y.array[1] == pytest.approx(100 * (v2.high - v2.share))
-    assert observed.error_y.arrayminus[1] == pytest.approx(100 * (v2.share - v2.low))
-    assert fig.layout.annotations[0].text == report.verdict()
+@pytest.mark.parametrize(
+    "events",
+    [
+        [(10.0, "100 %"), (10.0, "done"), (10.2, "10 %"), (10.3, "ROLLBACK")],  # 05: done, then a new rollout
+        [(t, "ROLLBACK") for t in range(0, 60, 3)],
+        [(59.5, "ROLLBACK"), (0.0, "stopped")],  # at the right edge: must not be cut
+    ],
+)
+def test_event_labels_never_overlap_and_stay_inside_the_axis(events: list[tuple[float, str]]) -> None:
+    layout = viz.event_layout(events, (0.0, 60.0))
+    per_char = viz.LABEL_CHAR_PX * 60.0 / viz.PLOT_PX
+    placed = [(a["yshift"], _extent(a, per_char)) for a in layout["annotations"]]
+    for i, (row, (a, b)) in enumerate(placed):
+        assert a >= -1e-9 and b <= 60.0 + 1e-9, (events[i], a, b)
+        for other_row, (c, d) in placed[i + 1 :]:
+            assert row != other_row or b <= c or d <= a, "two labels overlap"
+    assert layout["margin"]["t"] >= 50 + viz.ROW_PX * len({row for row, _ in placed})
 
 
-def test_share_over_time_plots_the_rolling_shares_and_configured_steps() -> None:
-    outcomes = [
-        Outcome(i / 10, 200, "v2" if i % (10 if i < 100 else 2) == 0 else "v1", 0.01) for i in range(200)
-    ]
-    times, shares = stats.rolling_shares(outcomes, window=2.0, step=1.0, start=2.0)
-    configured = [(0.0, {"v1": 0.9, "v2": 0.1}), (10.0, {"v1": 0.5, "v2": 0.5})]
-    fig = viz.share_over_time(times, shares, configured, errors=[0.0] * len(times), events=[(10.0, "50 %")])
-    assert list(by_uid(fig, "observed-v2").y) == pytest.approx([100 * s for s in shares["v2"]])
-    assert list(by_uid(fig, "observed-v1").x) == times
-    step = by_uid(
-        fig, "configured-v2"
-    )  # the canary sits at the bottom of the stack: its weight is the boundary
-    assert list(step.x) == [0.0, 10.0, 20.0] and list(step.y) == [10, 50, 50] and step.line.shape == "hv"
-    assert list(by_uid(fig, "events").text) == ["50 %"]
-
-
-def test_share_over_time_without_data_points_draws_the_configured_steps_as_given() -> None:
-    configured = [(0.0, {"v1": 0.9, "v2": 0.1}), (10.0, {"v1": 0.5, "v2": 0.5})]
-    step = by_uid(viz.share_over_time([], {}, configured), "configured-v2")
-    assert list(step.x) == [0.0, 10.0] and list(step.y) == [10, 50]  # one y per x
-
-
-def test_latency_and_codes_per_version() -> None:
-    result = TrafficResult(
-        [Outcome(0, 200, "v1", 0.010), Outcome(0, 200, "v1", 0.030), Outcome(0, 500, "v2", 0.020)]
-        + [Outcome(0, None, None, 0.001, "connection reset")],
-        url="http://x",
-    )
-    fig = viz.latency(result, (50,))
-    assert list(by_uid(fig, "latency-v1").y) == pytest.approx([20.0]) and list(
-        by_uid(fig, "latency-v2").y
-    ) == [20]
-    codes = viz.status_codes(result)
-    assert list(by_uid(codes, "code-200").x) == ["no response", "v1", "v2"]
-    assert list(by_uid(codes, "code-200").y) == [0, 2, 0] and list(by_uid(codes, "code-500").y) == [0, 0, 1]
-    assert list(by_uid(codes, "code-connection reset").y) == [1, 0, 0]
-
-
-def sample(src: str, dst: str, code: str, value: float, reporter: str = "destination", mtls: bool = True):
-    return RequestCount(
-        {
-            "reporter": reporter,
-            "source_workload": src,
-            "destination_workload": dst,
+def test_topology_counts_4xx_and_5xx_as_errors_and_draws_text_not_a_lock_glyph() -> None:
+    def count(code: str, value: float) -> RequestCount:
+        labels = {
+            "reporter": "destination",
+            "source_workload": "client",
+            "destination_workload": "currency-converter-v1",
             "destination_service": "currency-converter.payments-prod.svc.cluster.local",
             "response_code": code,
-            "connection_security_policy": "mutual_tls" if mtls else "none",
-        },
-        value,
-    )
+            "connection_security_policy": "mutual_tls",
+        }
+        return RequestCount(labels, value)
+
+    fig = viz.topology([count("200", 240), count("403", 30)])
+    label = next(a.text for a in fig.layout.annotations if a.text)
+    assert "11.1% err" in label and "mTLS" in label
+    assert all(ord(ch) < 0x2500 for ch in label), f"a glyph a PNG font may not have: {label!r}"
 
 
-def test_topology_edges_carry_counts_shares_errors_and_the_lock() -> None:
-    samples = [
-        sample("client", "currency-converter-v1", "200", 900),
-        sample("client", "currency-converter-v2", "200", 90),
-        sample("client", "currency-converter-v2", "500", 10),
-        sample("client", "currency-converter-v1", "200", 905, reporter="source"),  # same traffic, other side
-        sample("unknown", "currency-converter-v1", "200", 20, mtls=False),
-    ]
-    fig = viz.topology(samples)
-    labels = sorted(a.text for a in fig.layout.annotations if a.text)
-    assert labels == [
-        "100 req · 10% · 10.0% err · mTLS 🔒",
-        "20 req · 100% · 0.0% err · plaintext",
-        "900 req · 90% · 0.0% err · mTLS 🔒",
-    ]
-    nodes = by_uid(fig, "workloads")
-    assert "client" in nodes.text and "outside the mesh<br>(no sidecar)" in nodes.text
-    x = dict(zip(nodes.text, nodes.x, strict=True))
-    assert x["client"] < x["currency-converter-v1"]  # callers left of callees
-    arrows = [a for a in fig.layout.annotations if a.showarrow]
-    assert sorted(a.arrowcolor for a in arrows) == sorted([viz.OK, viz.OK, viz.FAILING])
-
-
-def test_topology_rate_from_two_snapshots() -> None:
-    before = [sample("client", "currency-converter-v1", "200", 100)]
-    after = [sample("client", "currency-converter-v1", "200", 300)]
-    fig = viz.topology(after, before=before, seconds=10)
-    assert [a.text for a in fig.layout.annotations if a.text] == ["20.0 req/s · 100% · 0.0% err · mTLS 🔒"]
-
-
-def test_export_html(tmp_path: Path) -> None:
-    path = viz.export(viz.split_bars(stats.split_report({"v1": 9, "v2": 1})), tmp_path / "split.html")
-    text = path.read_text()
-    assert "plotly" in text.lower() and '"uid":"observed"' in text.replace(" ", "")
-
-
-@pytest.mark.skipif(
-    not shutil.which("chromium"), reason="PNG export needs Debian's chromium (apt-get install)"
-)
-def test_export_png(tmp_path: Path) -> None:
-    path = viz.export(viz.split_bars(stats.split_report({"v1": 9, "v2": 1})), tmp_path / "split.png")
-    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 5000
-
-
-def test_an_empty_window_is_a_gap_not_an_invalid_json_number() -> None:
-    times, shares = stats.rolling([0.5, 9.5], ["v1", "v1"], window=1.0, step=1.0, start=1.0)
-    fig = viz.share_over_time(times, shares)
-    assert by_uid(fig, "observed-v1").y[1] is None
-    assert "NaN" not in fig.to_json()
+@pytest.mark.skipif(not shutil.which("chromium"), reason="needs Debian's chromium (make system-deps)")
+def test_a_displayed_figure_carries_a_png_next_to_plotly_s_mimetype() -> None:
+    fig = viz.topology([])
+    bundle = pio.renderers["labkit"].to_mimebundle(fig.to_dict())
+    assert pio.renderers.default == "labkit"
+    assert "application/vnd.plotly.v1+json" in bundle
+    assert bundle["image/png"][:8] == "iVBORw0K"  # base64 of the PNG signature

@@ -183,6 +183,28 @@ class KubeLab(Lab):
             item.get("metadata", {}).pop("managedFields", None)
         return manifests.load(items)
 
+    def applied(self) -> list[Resource]:
+        """What is live now: the lab's Istio kinds (authorization included) and the kinds of
+        cluster-config/apps, in the lab's namespaces, with metadata and spec as the API server holds them
+        (``Lab.reset`` compares the manifests against these)."""
+        kinds = {(r.api_version, r.kind) for r in manifests.load(paths.APPS) if r.kind != "Namespace"}
+        kinds |= {*workloads.LIVE_KINDS, ("security.istio.io/v1", "AuthorizationPolicy")}
+        bodies = []
+        for api_version, kind in sorted(kinds):
+            for ns in scenario.NAMESPACES:
+                try:
+                    items = self.kube.objects(api_version, kind, ns)
+                except BackendError:
+                    break  # this kind is not installed (no Istio CRDs yet): nothing of it is live
+                for o in items:
+                    meta, spec = o["metadata"], o.get("spec", {})
+                    bodies.append({"apiVersion": api_version, "kind": kind, "metadata": meta, "spec": spec})
+        namespaces = [self.kube.get("v1", "Namespace", ns) for ns in scenario.NAMESPACES]
+        bodies += [
+            {"apiVersion": "v1", "kind": "Namespace", "metadata": n["metadata"]} for n in namespaces if n
+        ]
+        return manifests.load(bodies) if bodies else []
+
     # --- state ----------------------------------------------------------------------------------------------
 
     def status(self) -> Status:

@@ -323,11 +323,16 @@ class LocalLab(Lab):
             problems=problems,
         )
 
+    def applied(self) -> list[Resource]:
+        """What runs now: cluster-config/apps with the trainee's edits, then the applied Istio objects."""
+        applied = self._applied()
+        return self._apps(applied) + [r for r in applied if _is_istio(r)]
+
     def get(self, kind: str, namespace: str | None = None) -> list[Resource]:
         """The objects of ``kind`` the lab runs (apps and applied), like ``kubectl get``: ``kind`` as kubectl
         takes it (VirtualService, virtualservices, vs); every namespace when ``namespace`` is None."""
         applied = self._applied()
-        objects = self._apps(applied) + [r for r in applied if _is_istio(r)]
+        objects = self.applied()
         wanted = resolve.kind(kind, KUBE_KINDS | set(SCHEMAS) | {"HTTPRoute"} | {r.kind for r in objects})
         found = [r for r in objects if r.kind == wanted and namespace in (None, r.namespace)]
         # Gateway API objects carry the status istiod writes on them (Accepted, ResolvedRefs ...)

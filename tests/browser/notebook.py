@@ -27,6 +27,7 @@ GRAPH_JS = """el => ({
     traces: (el.data || []).map(t => ({
         uid: t.uid, name: t.name, type: t.type, x: t.x, y: t.y, text: t.text,
     })),
+    annotations: ((el.layout || {}).annotations || []).map(a => a.text),
 })"""
 
 #: Tracebacks shown in the page (JupyterLab renders errors as stderr), so a failing cell is reported at once.
