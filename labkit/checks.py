@@ -518,7 +518,7 @@ def measurement_sound(points: Iterable[Point]) -> None:
     )
 
 
-# --- Istio's tasks (notebooks 13-16) ------------------------------------------------------------------------
+# --- Istio's tasks (notebooks 12-15) ------------------------------------------------------------------------
 
 
 def mirrored(

@@ -28,7 +28,7 @@ CELL_TIMEOUT = 180
 def lab_env(tmp_path_factory: pytest.TempPathFactory):
     """The kernel environment: the backend from LAB_BACKEND (default local), a lab state shared by the run.
 
-    The lab is stopped at the end even when a notebook failed before ``10-clean-up`` ran.
+    The lab is stopped at the end even when a notebook failed before ``16-clean-up`` ran.
     """
     backend = os.environ.get("LAB_BACKEND", "local")
     state = os.environ.get("LAB_STATE") or str(tmp_path_factory.mktemp("lab-state"))
@@ -170,7 +170,7 @@ def _midway(nb: nbformat.NotebookNode) -> tuple[int, float]:
     return at, 3.0
 
 
-PAIRS = list(zip(NOTEBOOKS[2:-1], NOTEBOOKS[3:], strict=True))  # 02 -> 03 ... 09 -> 10-clean-up
+PAIRS = list(zip(NOTEBOOKS[2:-1], NOTEBOOKS[3:], strict=True))  # 02 -> 03 ... 09 -> 16-clean-up
 
 
 @pytest.mark.notebooks
@@ -258,3 +258,15 @@ def test_an_html_export_of_the_executed_notebook_shows_its_charts_as_images(lab_
     saved = tmp_path / f"{name}.ipynb"
     nbformat.write(nb, saved)
     assert saved.stat().st_size < 1_000_000, "an executed notebook should not embed plotly.js"
+
+
+def test_each_notebook_links_to_the_one_before_and_after_it() -> None:
+    """The lessons are one path: every notebook's "<" link names the previous file and its ">" link the next."""
+    import re
+
+    for before, path, after in zip([None, *NOTEBOOKS[:-1]], NOTEBOOKS, [*NOTEBOOKS[1:], None], strict=True):
+        text = path.read_text()
+        back = re.findall(r"\[< [^]]*\]\((\d\d-[\w-]+\.ipynb)\)", text)
+        ahead = re.findall(r"\[[^]]* >\]\((\d\d-[\w-]+\.ipynb)\)", text)
+        assert set(back) == ({before.name} if before else set()), path.name
+        assert set(ahead) == ({after.name} if after else set()), path.name

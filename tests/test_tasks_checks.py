@@ -1,4 +1,4 @@
-"""The CHECK functions of notebooks 13-16 on recorded data: each passes on a working lesson's numbers and
+"""The CHECK functions of notebooks 12-15 on recorded data: each passes on a working lesson's numbers and
 fails, with its "What to look at", on a broken one's (the same checks run on real traffic in the
 notebooks)."""
 

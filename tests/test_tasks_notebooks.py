@@ -35,35 +35,35 @@ edge_policy = wrong
 #: (notebook, the cell after which the lesson is broken, the breaking code, the CHECK cell, what it must say)
 BROKEN = [
     (
-        "13-request-routing",
+        "12-request-routing",
         "print(*lab.apply(vs)",
         "lab.apply(lesson.manifest_path('mesh/virtual-service-currency-converter-header-match.yaml'))",
         'checks.only_version(jason, "v2")',
         ["expected every answer from v2", "What to look at: the VirtualService that is applied"],
     ),
     (
-        "14-traffic-mirroring",
+        "13-traffic-mirroring",
         "print(*lab.apply(vs)",
         "lab.apply(lesson.manifest_path('mesh/virtual-service-currency-converter-100-0.yaml'))  # no mirror",
         'checks.mirrored(lab, "currency-converter-v2", run, sent=50)',
         ["received 0 mirrored copies of 50 requests", "What to look at: the applied VirtualService's mirror"],
     ),
     (
-        "15-circuit-breaking",
+        "14-circuit-breaking",
         "print(*lab.apply(dr)",
         "lab.apply(lesson.manifest_path('mesh/destination-rule-currency-converter.yaml'))  # no pool",
         "checks.circuit_breaker_trips(levels)",
         ["the circuit breaker did not trip", "What to look at: the applied DestinationRule's"],
     ),
     (
-        "16-explicit-deny",
+        "15-explicit-deny",
         "print(*lab.apply(deny)",
         VALUES_FOR_NOT_VALUES,
         'checks.forbidden(no_token, what="a call without x-token")',
         ["expected 403 (RBAC: access denied) for a call without x-token"],
     ),
     (
-        "16-explicit-deny",
+        "15-explicit-deny",
         'edge_policy = lesson.show("tasks/authorization-policy-ingress-only-convert.yaml")',
         EDGE_POLICY_IN_WRONG_NAMESPACE,
         'checks.forbidden(outside_headers, what="/headers from outside")',

@@ -1,4 +1,4 @@
-"""Istio's "Explicit Deny" task on the local backend, through real Envoy and real HTTP (notebook 16): DENY
+"""Istio's "Explicit Deny" task on the local backend, through real Envoy and real HTTP (notebook 15): DENY
 with ``notValues`` and ``notPaths`` (authz/model/model.go ``New``, ``rule.permission``/``rule.principal``: the
 negated values are one ``not_id``/``not_rule`` around their OR), and a DENY policy at the ingress gateway.
 

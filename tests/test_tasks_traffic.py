@@ -1,5 +1,5 @@
 """Istio's traffic-management tasks on the local backend, through real Envoy and real HTTP: what each lesson
-(notebooks 13-15) relies on, with the manifests of cluster-config/tasks/. istiod's source for each field is
+(notebooks 12-14) relies on, with the manifests of cluster-config/tasks/. istiod's source for each field is
 named in labkit/local (routes.py, clusters.py) and docs/fidelity.md.
 
 One lab for the module at the canary checkpoint; each test puts back what it changed.
