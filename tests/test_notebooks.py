@@ -261,7 +261,7 @@ def test_an_html_export_of_the_executed_notebook_shows_its_charts_as_images(lab_
 
 
 def test_each_notebook_links_to_the_one_before_and_after_it() -> None:
-    """The lessons are one path: every notebook's "<" link names the previous file and its ">" link the next."""
+    """The lessons are one path: each notebook's "<" link names the previous file, its ">" link the next."""
     import re
 
     for before, path, after in zip([None, *NOTEBOOKS[:-1]], NOTEBOOKS, [*NOTEBOOKS[1:], None], strict=True):
