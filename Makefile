@@ -26,6 +26,7 @@ lint: install
 	$(BIN)/ruff check labkit tests bench services hub
 	$(BIN)/ruff format --check labkit tests bench services hub
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 pytest: install
 	$(BIN)/pytest

@@ -7,19 +7,20 @@ Checks read data only (a ``Status``, a ``TrafficResult``, metrics), so they beha
 **Confidence, one level for the whole lab.** Traffic is random (weights are probabilities, faults hit a
 percentage), so a correct lab can fail a statistical check by bad luck. Every statistical check here is an
 exact binomial test (scipy), so that chance is at most ``1 - CONFIDENCE`` per check by construction, never
-tuned until it passes. The budget is set for a whole run: a full notebook CI run (tests/test_notebooks.py)
-executes at most ``CHECKS_PER_RUN`` = 20 statistical checks (04: 1, 05: 1, 07: 4, so 6 per pass of the
-notebooks; the run makes about three passes: every notebook, every notebook again after an interrupted one,
-and the interrupted halves, broken lessons and exports; a test keeps the tally). By the union bound the run
-fails falsely with probability at most 20 × (1 - CONFIDENCE); for that to be under 1 in 1,000 each check uses
-CONFIDENCE = 1 - 0.001 / 20 = 99.995 %. (05's rollout cannot roll a healthy canary back by chance: with no
-failures its interval's lower end is 0.) A wrong configuration (50/50 where 90/10 is configured, no retries
-where retries are configured) still fails every time: it is dozens of standard errors away.
+tuned until it passes. The level is budgeted for a whole CI run (``labkit.stats``): at most
+``CHECKS_PER_RUN`` = 100 statistical checks on live traffic, of which a full notebook run executes 24 (8 per
+pass of the notebooks: 04 one, 05 one, 07 four, 10 two; the run makes about three passes: every notebook, each
+again after an interrupted one, and the interrupted halves, broken lessons and exports; a test
+keeps the tally). By the union bound the run fails falsely with probability at most
+100 × (1 - CONFIDENCE) = 1 in 1,000, so each check uses CONFIDENCE = 1 - 0.001 / 100 = 99.999 %. (05's
+rollout cannot roll a healthy canary back by chance: with no failures its interval's lower end is 0.) A wrong
+configuration (50/50 where 90/10 is configured, no retries where retries are configured) still fails every
+time: it is dozens of standard errors away.
 
 Example:
     >>> result = lab.send(lesson.URL, n=400)
     >>> checks.split_matches(result, {"v1": 90, "v2": 10})
-    ✔ v2 got 10.5 % (6.4–16.2 %, 99.995 %) of 400 — consistent with the configured 10 % (...)
+    ✔ v2 got 10.5 % (5.9–17.4 %, 99.999 %) of 400 — consistent with the configured 10 % (...)
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from labkit import metrics as _metrics
 from labkit import paths
 from labkit.command import run
 from labkit.errors import CheckFailed, LabError
+from labkit.stats import CONFIDENCE, LEVEL
 
 if TYPE_CHECKING:
     from labkit.cost import Point
@@ -41,15 +43,6 @@ if TYPE_CHECKING:
     from labkit.metrics import RequestCount
     from labkit.traffic import Outcome, TrafficResult
     from labkit.widgets import ControlState
-
-#: A full notebook CI run may fail falsely at most this rarely (1 in 1,000) ...
-RUN_FALSE_FAILURE = 0.001
-#: ... with at most this many statistical checks in it (the module docstring counts them) ...
-CHECKS_PER_RUN = 20
-#: ... so, by the union bound, each check works at this confidence: 1 - 0.001 / 20 = 99.995 %.
-CONFIDENCE = 1 - RUN_FALSE_FAILURE / CHECKS_PER_RUN
-#: The same level as the text says it: "99.995 %".
-LEVEL = f"{100 * CONFIDENCE:.3f}".rstrip("0").rstrip(".") + " %"
 
 #: The end of every hint: symptoms like these also come from configuration an earlier notebook left.
 LEFTOVER = (
@@ -522,7 +515,7 @@ def measurement_sound(points: Iterable[Point]) -> None:
 
 
 def mirrored(
-    lab: Lab, workload: str, marker: str, sent: int, percent: float = 100, confidence: float = 0.999
+    lab: Lab, workload: str, marker: str, sent: int, percent: float = 100, confidence: float = CONFIDENCE
 ) -> None:
     """``workload``'s access log shows the mirrored copies of the ``sent`` requests whose URL carries
     ``marker``: every one at 100 %, else a share consistent with ``percent`` (its Wilson interval at

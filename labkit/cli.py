@@ -11,9 +11,6 @@ from labkit import lesson, scenario
 from labkit.errors import LabError
 from labkit.scenario import CHECKPOINTS
 
-#: The lab's confidence level for a measured split (as the tour and the notebooks' checks use).
-CONFIDENCE = 0.999
-
 
 def _lab(args: argparse.Namespace):
     import labkit
@@ -93,15 +90,17 @@ def cmd_send(args):
     with --expect, exit 1 when the split is not consistent with those weights."""
     from collections import Counter
 
+    from labkit.stats import LEVEL  # here: scipy's import would slow every other labkit command
+
     expect, headers = _weights(args.expect) if args.expect else None, _headers(args.header)
     result = _lab(args).send(
         args.url, n=args.n, qps=args.qps, source=args.source, concurrency=args.concurrency, headers=headers
     )
     print(result.summary())
-    report = result.report(expect, confidence=CONFIDENCE)
+    report = result.report(expect)  # at the lab's one level, stats.CONFIDENCE
     if report.n:
         shares = ", ".join(f"{v} {s.low:.1%}-{s.high:.1%}" for v, s in sorted(report.shares.items()))
-        print(f"  {CONFIDENCE:.1%} intervals: {shares}")
+        print(f"  {LEVEL} intervals: {shares}")
     flags = Counter(o.flags for o in result.outcomes if o.flags and o.flags != "-")
     print("  flags: " + (", ".join(f"{f}: {k}" for f, k in sorted(flags.items())) or "none"))
     if expect:

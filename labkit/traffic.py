@@ -106,17 +106,21 @@ class TrafficResult:
 
     def latency(self, percentiles: tuple[float, ...] = (50, 90, 99)) -> dict[str, dict[float, float]]:
         """Latency percentiles in seconds per version."""
-        from labkit import stats
+        from labkit import stats  # here: scipy's import would slow every use of the load generator
 
         return stats.latency_percentiles(self.outcomes, percentiles)
 
-    def report(self, weights: Mapping[str, float] | None = None, confidence: float = 0.99) -> SplitReport:
-        """The observed split with intervals, tested against the configured ``weights`` when given."""
-        from labkit import stats
+    def report(
+        self, weights: Mapping[str, float] | None = None, confidence: float | None = None
+    ) -> SplitReport:
+        """The observed split with intervals, tested against the configured ``weights`` when given, at the
+        lab's one level (``stats.CONFIDENCE``) unless ``confidence`` says otherwise."""
+        from labkit import stats  # here: scipy's import would slow every use of the load generator
 
-        return stats.split_report(self.counts(), weights, confidence=confidence)
+        level = stats.CONFIDENCE if confidence is None else confidence
+        return stats.split_report(self.counts(), weights, confidence=level)
 
-    def verdict(self, weights: Mapping[str, float], confidence: float = 0.99) -> str:
+    def verdict(self, weights: Mapping[str, float], confidence: float | None = None) -> str:
         """One line: is the observed split consistent with ``weights``?"""
         return self.report(weights, confidence).verdict()
 

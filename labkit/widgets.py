@@ -20,8 +20,8 @@ import ipywidgets as w
 import plotly.graph_objects as go
 
 from labkit import stats, traffic, viz
-from labkit.checks import CONFIDENCE
 from labkit.lesson import URL as DEFAULT_URL
+from labkit.stats import CONFIDENCE
 
 if TYPE_CHECKING:
     from labkit.lab import Change, Lab

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import pytest
 
-from labkit import checks, lesson
+from labkit import checks, lesson, stats
 from labkit.errors import CheckFailed, LabError
-from labkit.lab import Status, WorkloadStatus
 from labkit.metrics import RequestCount
+from labkit.status import Status, WorkloadStatus
 from labkit.traffic import Outcome, TrafficResult
 
 
@@ -171,15 +171,15 @@ def test_only_version():
 def test_status_share_is_an_exact_binomial_test_with_the_lab_s_level(capsys):
     checks.status_share(traffic((97, 503, None), (103, 200, "v1")), 503, expected=0.5)
     line = capsys.readouterr().out
-    assert "97 of 200 requests answered 503 (48.5%;" in line and "at 99.995 %" in line, line
+    assert "97 of 200 requests answered 503 (48.5%;" in line and "at 99.999 %" in line, line
     assert "100 %" not in line  # the old label rounded 99.9 % up to "100 % interval"
     with pytest.raises(CheckFailed, match=r"NOT consistent with 50%[\s\S]*What the requests got: 200 req"):
         checks.status_share(traffic((20, 503, None), (180, 200, "v1")), 503, expected=0.5)
 
 
 def test_one_confidence_level_whose_union_bound_keeps_a_whole_run_under_one_in_a_thousand():
-    assert pytest.approx(0.99995) == checks.CONFIDENCE and checks.LEVEL == "99.995 %"
-    assert checks.CHECKS_PER_RUN * (1 - checks.CONFIDENCE) <= 0.001 + 1e-12
+    assert pytest.approx(0.99999) == checks.CONFIDENCE and checks.LEVEL == "99.999 %"
+    assert stats.CHECKS_PER_RUN * (1 - checks.CONFIDENCE) <= 0.001 + 1e-12
 
 
 def test_exact_test_false_failure_rate_is_bounded_by_construction():

@@ -75,7 +75,7 @@ def test_send_prints_the_split_with_its_interval_codes_and_flags_and_checks_the_
     out = done.stdout
     assert "400 requests from client to http://orders.shop:9000/" in out
     assert "split measured from" in out
-    assert "99.9% intervals: v1 " in out and ", v2 " in out
+    assert "99.999 % intervals: v1 " in out and ", v2 " in out
     assert "codes: 200: 400" in out and "flags: none" in out
     assert "consistent with the configured 20 %" in out
 

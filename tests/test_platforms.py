@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 from packaging.requirements import Requirement
 
-from labkit import cli
+from labkit import cli, platforms
 from labkit.errors import ToolNotFoundError
-from labkit.local import doctor, envoy
+from labkit.local import envoy
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -101,26 +101,26 @@ def test_doctor_warns_but_passes_an_envoy_newer_than_tested(tmp_path, monkeypatc
     ],
 )
 def test_envoy_advice_names_the_way_for_each_os(system, machine, mac, says):
-    assert says in doctor.envoy_advice(system, machine, mac)
+    assert says in platforms.envoy_advice(system, machine, mac)
 
 
 def test_doctor_on_native_windows_sends_the_trainee_to_wsl2(monkeypatch, capsys):
-    # faked at the function boundary: what the doctor module sees as sys.platform and os.name
-    monkeypatch.setattr(doctor, "sys", types.SimpleNamespace(platform="win32"))
-    monkeypatch.setattr(doctor, "os", types.SimpleNamespace(name="nt"))
+    # faked at the function boundary: what labkit.platforms sees as sys.platform and os.name
+    monkeypatch.setattr(platforms, "sys", types.SimpleNamespace(platform="win32"))
+    monkeypatch.setattr(platforms, "os", types.SimpleNamespace(name="nt"))
     assert cli.main(["--backend", "local", "doctor"]) == 1
     out = capsys.readouterr().out
     assert "[error] native Windows is not supported (WSL2 is)" in out
     assert "wsl --install -d Ubuntu" in out
     assert "Envoy" not in out.split("WSL2 is")[1].split("\n")[0]  # no Envoy advice that cannot work there
-    assert "WSL2" in doctor.envoy_advice("Windows", "AMD64", "")
+    assert "WSL2" in platforms.envoy_advice("Windows", "AMD64", "")
 
 
 def test_lab_up_on_native_windows_stops_first_with_the_wsl2_advice(tmp_path, monkeypatch):
     from labkit.backends.local import LocalLab
 
-    monkeypatch.setattr(doctor, "sys", types.SimpleNamespace(platform="win32"))
-    monkeypatch.setattr(doctor, "os", types.SimpleNamespace(name="nt"))
+    monkeypatch.setattr(platforms, "sys", types.SimpleNamespace(platform="win32"))
+    monkeypatch.setattr(platforms, "os", types.SimpleNamespace(name="nt"))
     lab = LocalLab(state=tmp_path / "state")
     with pytest.raises(
         ToolNotFoundError, match="does not run on native Windows. What to do: run the lab inside WSL2"
@@ -142,8 +142,8 @@ def test_the_envoy_pins_agree_with_the_supported_range():
 
 
 def test_wsl2_is_linux_not_native_windows():
-    assert not doctor.native_windows("linux", "posix")  # WSL2's Python
-    assert doctor.native_windows("win32", "nt") and doctor.native_windows("cygwin", "posix")
+    assert not platforms.native_windows("linux", "posix")  # WSL2's Python
+    assert platforms.native_windows("win32", "nt") and platforms.native_windows("cygwin", "posix")
 
 
 # --- the dependency set on every platform (needs PyPI) --------------------------------------------------

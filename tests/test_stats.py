@@ -33,10 +33,10 @@ def test_ninety_ten_sample_is_consistent_with_ninety_ten() -> None:
     report = stats.split_report({"v1": 904, "v2": 96}, {"v1": 90, "v2": 10})
     assert report.consistent is True and report.test == "exact binomial"
     assert report.p_value == pytest.approx(sps.binomtest(96, 1000, 0.1).pvalue)
-    low, high = sps.binomtest(96, 1000).proportion_ci(0.99, method="wilson")
+    low, high = sps.binomtest(96, 1000).proportion_ci(stats.CONFIDENCE, method="wilson")  # the lab's level
     assert (report.shares["v2"].low, report.shares["v2"].high) == pytest.approx((low, high))
     assert report.verdict() == (
-        f"v2 got 9.6 % ({100 * low:.1f}–{100 * high:.1f} %, 99 %) of 1000"
+        f"v2 got 9.6 % ({100 * low:.1f}–{100 * high:.1f} %, 99.999 %) of 1000"
         " — consistent with the configured 10 %"
     )
 

