@@ -11,7 +11,7 @@ import copy
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from labkit import paths
+from labkit import paths, scenario
 from labkit.errors import LabError
 from labkit.manifests import load
 
@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from labkit.lab import Change, Lab
 
 #: The URL every lesson calls: the service's in-mesh name, resolved by the caller's sidecar.
-URL = "http://currency-converter.payments-prod:8080/convert?from=NOK&to=EUR&amount=100"
+URL = scenario.URL
 #: The stand-in external API of the egress lesson (a ServiceEntry host, not a Kubernetes Service).
 FX_RATES_URL = "http://api.fxrates.example/rates"
 
@@ -72,7 +72,7 @@ def command(lab: Lab, line: str, timeout: float = 60) -> None:
     cluster (``LAB_BACKEND=kind`` runs it).
 
     Example:
-        >>> lesson.command(lab, "kubectl get virtualservice -n payments-prod")
+        >>> lesson.command(lab, f"kubectl get virtualservice -n {scenario.NAMESPACE}")
     """
     print(f"$ {line}")
     if lab.backend in ("kind", "kube"):
@@ -81,7 +81,7 @@ def command(lab: Lab, line: str, timeout: float = 60) -> None:
         print(f"  (a Kubernetes command: it runs on the kind backend; this is the {lab.backend} backend)")
 
 
-def with_env(deployment: str, namespace: str = "payments-prod", **env: str) -> dict:
+def with_env(deployment: str, namespace: str = scenario.NAMESPACE, **env: str) -> dict:
     """The Deployment ``deployment`` from ``cluster-config/apps/`` with some environment variables changed.
 
     Applying it restarts that workload with the new settings (the sample service's FAIL_RATE and
@@ -127,7 +127,7 @@ def run(command: str, timeout: float = 60) -> str:
     """Run a shell command a kind-only cell shows (kubectl, istioctl), print its output and return it.
 
     Example:
-        >>> lesson.run("kubectl get pods -n payments-prod")
+        >>> lesson.run(f"kubectl get pods -n {scenario.NAMESPACE}")
     """
     import shlex
 
@@ -153,7 +153,7 @@ def install_settings(path: str | Path | None = None) -> dict[str, str | None]:
     }
 
 
-def set_env(lab: Lab, deployment: str, namespace: str = "payments-prod", **env: str) -> list[Change]:
+def set_env(lab: Lab, deployment: str, namespace: str = scenario.NAMESPACE, **env: str) -> list[Change]:
     """Apply ``with_env(...)``; ``apply`` returns once the workload runs with the new settings (any backend).
 
     Example:

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from labkit import checks, lesson
+from labkit import checks, lesson, scenario
 from labkit.errors import LabError
 from labkit.lab import Lab
 
@@ -87,7 +87,7 @@ def run(lab: Lab, tour: Tour | None = None) -> Tour:
         for change in lab.ensure("deployed"):
             print(change)
         checks.versions_running(lab, "v1", "v2")
-        checks.sidecars_injected(lab, "payments-prod")
+        checks.sidecars_injected(lab, scenario.NAMESPACE)
         checks.all_ok(lab.send(lesson.URL, n=50))
 
     def strict() -> None:
