@@ -187,9 +187,9 @@ def test_the_canary_split_is_measured_from_the_calling_workload(bookshop):
     finally:
         bookshop.delete(BOOKSHOP / "virtual-service-reviews-90-10.yaml")
     assert result.codes() == {200: 1000}
-    checks.split_matches(result, {"v1": 90, "v2": 10}, confidence=0.999)
+    checks.split_matches(result, {"v1": 90, "v2": 10})
     with pytest.raises(AssertionError, match="does not match"):
-        checks.split_matches(result, {"v1": 50, "v2": 50}, confidence=0.999)
+        checks.split_matches(result, {"v1": 50, "v2": 50})
 
 
 def bucket(percent: float) -> list[int]:
@@ -213,9 +213,9 @@ def test_a_50_50_shift_seen_through_the_gateway_is_in_istios_bucket_and_the_labs
     counts = result.counts()
     assert set(counts) == {"v1", "v3"} and result.codes() == {200: 1000}
     assert bucket(100 * counts["v3"] / 1000) == [50]
-    checks.split_matches(result, {"v1": 50, "v3": 50}, confidence=0.999)
+    checks.split_matches(result, {"v1": 50, "v3": 50})
     with pytest.raises(AssertionError, match="does not match"):
-        checks.split_matches(result, {"v1": 90, "v3": 10}, confidence=0.999)
+        checks.split_matches(result, {"v1": 90, "v3": 10})
 
 
 #: A hop that fails half its answers (500) behind a caller that degrades: retries between the two hops.

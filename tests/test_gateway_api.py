@@ -46,7 +46,7 @@ def test_mesh_http_route_90_10_splits_inside_the_interval(gw_lab):
     gw_lab.apply(GATEWAY_API / "http-route-currency-converter-90-10.yaml")
     result = gw_lab.send(URL, n=1000, concurrency=8, progress=False)
     assert result.codes() == {200: 1000}
-    checks.split_matches(result, {"v1": 90, "v2": 10}, confidence=CONFIDENCE)
+    checks.split_matches(result, {"v1": 90, "v2": 10})
     assert conditions(status_of(gw_lab, "currency-converter")) == {
         "Accepted": ("True", "Accepted"),
         "ResolvedRefs": ("True", "ResolvedRefs"),
@@ -57,7 +57,7 @@ def test_a_wrong_split_fails_the_90_10_check(gw_lab):
     gw_lab.apply(GATEWAY_API / "http-route-currency-converter-50-50.yaml")
     result = gw_lab.send(URL, n=1000, concurrency=8, progress=False)
     with pytest.raises(checks.CheckFailed):
-        checks.split_matches(result, {"v1": 90, "v2": 10}, confidence=CONFIDENCE)
+        checks.split_matches(result, {"v1": 90, "v2": 10})
 
 
 def test_mesh_http_route_0_100_sends_everything_to_v2(gw_lab):
@@ -74,7 +74,7 @@ def test_ingress_gateway_http_route_90_10_splits_inside_the_interval(gw_lab):
             f"{base}/convert?from=NOK&to=EUR&amount=1", n=1000, source="ingress", progress=False
         )
         assert result.codes() == {200: 1000}
-        checks.split_matches(result, {"v1": 90, "v2": 10}, confidence=CONFIDENCE)
+        checks.split_matches(result, {"v1": 90, "v2": 10})
         # PathPrefix matches whole path segments: /converter is not under /convert (404 NR, no route).
         assert gw_lab.send(f"{base}/converter", n=2, source="ingress", progress=False).codes() == {404: 2}
     finally:

@@ -55,7 +55,7 @@ def test_the_split_measured_from_web_is_80_20_and_testers_get_v3(shop):
     # No Deployment sets VERSION: each answer carries its pod's `version` label.
     result = shop.send(URL, n=1000, source="shop/web", progress=False)
     assert all(o.status == 200 for o in result.outcomes), result.codes()
-    checks.split_matches(result, {"v1": 80, "v2": 20}, confidence=0.999)
+    checks.split_matches(result, {"v1": 80, "v2": 20})
     beta = shop.send(
         URL, n=100, source="web", headers={"x-beta": "yes"}, progress=False
     )  # a unique bare name
@@ -65,7 +65,7 @@ def test_the_split_measured_from_web_is_80_20_and_testers_get_v3(shop):
 def test_a_wrong_split_fails_the_same_check(shop):
     result = shop.send(URL, n=1000, source="shop/web", progress=False)
     with pytest.raises(AssertionError, match="does not match"):
-        checks.split_matches(result, {"v1": 50, "v2": 50}, confidence=0.999)
+        checks.split_matches(result, {"v1": 50, "v2": 50})
 
 
 def test_requests_from_web_carry_its_identity(shop):
