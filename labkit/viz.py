@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import functools
 import math
+import os
 import shutil
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
@@ -35,11 +36,20 @@ CONFIGURED, OK, DEGRADED, FAILING = "#7f7f7f", "#2ca02c", "#ff9f1c", "#d62728"
 IMAGE_WIDTH, IMAGE_HEIGHT = 900, 480
 
 
+#: Set (1) when executing notebooks for a handout (``nbconvert --execute``): figures then also carry a PNG.
+#: Not by default: JupyterLab ranks image/png above plotly's mimetype and would show the static picture
+#: instead of the interactive chart.
+STATIC_FIGURES_ENV = "LAB_STATIC_FIGURES"
+
+
 class _WithImage(base_renderers.MimetypeRenderer):
-    """plotly's mimetype plus ``image/png`` of the same figure, when a Chromium can draw it."""
+    """plotly's mimetype, plus ``image/png`` of the same figure for handouts (``LAB_STATIC_FIGURES=1``)
+    when a Chromium can draw it."""
 
     def to_mimebundle(self, fig_dict: dict) -> dict:
         bundle = base_renderers.PlotlyRenderer().to_mimebundle(fig_dict)
+        if os.environ.get(STATIC_FIGURES_ENV, "") in ("", "0"):
+            return bundle
         png = png_image(go.Figure(fig_dict))
         if png is not None:
             bundle["image/png"] = base64.b64encode(png).decode()

@@ -241,7 +241,7 @@ def test_an_html_export_of_the_executed_notebook_shows_its_charts_as_images(lab_
     from nbconvert import HTMLExporter
 
     nb = nbformat.read(paths.NOTEBOOKS / f"{name}.ipynb", as_version=4)
-    _client(nb).execute(env={**os.environ, **lab_env})
+    _client(nb).execute(env={**os.environ, **lab_env, "LAB_STATIC_FIGURES": "1"})  # executed for a handout
     charts = [
         c
         for c in nb.cells

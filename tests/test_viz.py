@@ -56,9 +56,12 @@ def test_topology_counts_4xx_and_5xx_as_errors_and_draws_text_not_a_lock_glyph()
 
 
 @pytest.mark.skipif(not shutil.which("chromium"), reason="needs Debian's chromium (make system-deps)")
-def test_a_displayed_figure_carries_a_png_next_to_plotly_s_mimetype() -> None:
+def test_a_figure_for_a_handout_carries_a_png_next_to_plotly_s_mimetype(monkeypatch) -> None:
     fig = viz.topology([])
-    bundle = pio.renderers["labkit"].to_mimebundle(fig.to_dict())
     assert pio.renderers.default == "labkit"
+    live = pio.renderers["labkit"].to_mimebundle(fig.to_dict())
+    assert set(live) == {"application/vnd.plotly.v1+json"}  # JupyterLab would show a PNG, not the chart
+    monkeypatch.setenv(viz.STATIC_FIGURES_ENV, "1")
+    bundle = pio.renderers["labkit"].to_mimebundle(fig.to_dict())
     assert "application/vnd.plotly.v1+json" in bundle
     assert bundle["image/png"][:8] == "iVBORw0K"  # base64 of the PNG signature
