@@ -66,7 +66,7 @@ def test_an_interrupt_during_send_stops_its_traffic(server, monkeypatch: pytest.
 
         def close(self) -> None: ...
 
-    monkeypatch.setattr(traffic, "_progress_bar", lambda *args: Bar())
+    monkeypatch.setattr(traffic.runner, "_progress_bar", lambda *args: Bar())
     with pytest.raises(KeyboardInterrupt):
         traffic.send(lambda u: (u, {}), url, duration=30, qps=100, progress=True)
     at_return = counter.hits
