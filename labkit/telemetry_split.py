@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 
 from labkit import metrics
 from labkit.errors import LabError
+from labkit.meshmodel import service_fqdn
 from labkit.scenario import INGRESS, SOURCES
 
 if TYPE_CHECKING:
@@ -44,9 +45,9 @@ def destination_of(url: str, source_namespace: str | None) -> str:
     host = urlsplit(url).hostname or ""
     parts = host.split(".")
     if len(parts) == 1 and source_namespace:
-        return f"{host}.{source_namespace}.svc.cluster.local"
+        return service_fqdn(host, source_namespace)
     if len(parts) == 2 or (len(parts) == 3 and parts[2] == "svc"):
-        return f"{parts[0]}.{parts[1]}.svc.cluster.local"
+        return service_fqdn(parts[0], parts[1])
     return host
 
 

@@ -31,7 +31,7 @@ def test_the_check_fails_when_the_asked_rate_was_not_reached() -> None:
     assert point.achieved < 60
     with pytest.raises(CheckFailed, match=r"reached \d+ rps, more than 5% short of the asked rate") as caught:
         checks.measurement_sound([point])
-    assert "What to look at: a rate this machine did not reach" in str(caught.value)
+    assert "What to do: look at a rate this machine did not reach" in str(caught.value)
 
 
 def test_a_reachable_rate_passes_and_reports_its_figures(capsys: pytest.CaptureFixture[str]) -> None:

@@ -111,14 +111,14 @@ BROKEN = [
         "print(*lab.apply(vs)",
         "lab.apply(lesson.manifest_path('mesh/virtual-service-currency-converter-50-50.yaml'))",
         "checks.split_matches(result",
-        ["does not match the configured 90/10", "What to look at: which VirtualService is applied"],
+        ["does not match the configured 90/10", "What to do: look at which VirtualService is applied"],
     ),
     (
         "07-resilience",
         'retry = lesson.show("mesh/virtual-service-currency-converter-timeout-retry.yaml")',
         "retry = lesson.manifest_path('mesh/virtual-service-currency-converter-90-10.yaml')  # no retries",
         "checks.error_share_at_most(with_retry",
-        ["NOT consistent with at most 0.62%", "What to look at: the applied VirtualService's retries"],
+        ["NOT consistent with at most 0.62%", "What to do: look at the applied VirtualService's retries"],
     ),
     (
         "03-strict-mtls",

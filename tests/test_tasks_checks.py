@@ -1,5 +1,5 @@
 """The CHECK functions of notebooks 12-15 on recorded data: each passes on a working lesson's numbers and
-fails, with its "What to look at", on a broken one's (the same checks run on real traffic in the
+fails, with its "What to do: look at ...", on a broken one's (the same checks run on real traffic in the
 notebooks)."""
 
 from __future__ import annotations

@@ -39,21 +39,24 @@ BROKEN = [
         "print(*lab.apply(vs)",
         "lab.apply(lesson.manifest_path('mesh/virtual-service-currency-converter-header-match.yaml'))",
         'checks.only_version(jason, "v2")',
-        ["expected every answer from v2", "What to look at: the VirtualService that is applied"],
+        ["expected every answer from v2", "What to do: look at the VirtualService that is applied"],
     ),
     (
         "13-traffic-mirroring",
         "print(*lab.apply(vs)",
         "lab.apply(lesson.manifest_path('mesh/virtual-service-currency-converter-100-0.yaml'))  # no mirror",
         'checks.mirrored(lab, "currency-converter-v2", run, sent=50)',
-        ["received 0 mirrored copies of 50 requests", "What to look at: the applied VirtualService's mirror"],
+        [
+            "received 0 mirrored copies of 50 requests",
+            "What to do: look at the applied VirtualService's mirror",
+        ],
     ),
     (
         "14-circuit-breaking",
         "print(*lab.apply(dr)",
         "lab.apply(lesson.manifest_path('mesh/destination-rule-currency-converter.yaml'))  # no pool",
         "checks.circuit_breaker_trips(levels)",
-        ["the circuit breaker did not trip", "What to look at: the applied DestinationRule's"],
+        ["the circuit breaker did not trip", "What to do: look at the applied DestinationRule's"],
     ),
     (
         "15-explicit-deny",

@@ -18,6 +18,7 @@ from labkit.kind.commands import Target
 from labkit.kind.k8s import has_sidecar, rollout_complete
 from labkit.kind.kube import Kube
 from labkit.lab import Change, Lab, Status
+from labkit.meshmodel import service_fqdn
 from labkit.metrics import RequestCount, envoy_stats
 
 if TYPE_CHECKING:
@@ -276,9 +277,7 @@ class KubeLab(Lab):
         """``{subset: weight}`` as ``source``'s sidecar holds them: the VirtualService reached the proxy."""
         workload = self._workload(source)
         pod = workloads.first_pod(self.kube, workload.namespace, workload.name)
-        return istio.route_weights(
-            self.target, pod, workload.namespace, f"{service}.{namespace}.svc.cluster.local"
-        )
+        return istio.route_weights(self.target, pod, workload.namespace, service_fqdn(service, namespace))
 
     def set_weights(self, service: str, namespace: str = scenario.NAMESPACE, **weights: int) -> list[Change]:
         """Apply the canary split, then wait until the client's proxy holds it (``proxy-config routes``)."""

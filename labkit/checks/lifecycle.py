@@ -7,7 +7,7 @@ import sys
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-from labkit import paths
+from labkit import paths, scenario
 from labkit.checks.report import fail, passed
 from labkit.command import run
 from labkit.errors import LabError
@@ -94,7 +94,7 @@ def lab_is_up(lab: Lab) -> None:
     passed(f"{status.backend} lab is up: {len(status.workloads)} workload(s) ready")
 
 
-def sidecars_injected(lab: Lab, namespace: str = "payments-prod") -> None:
+def sidecars_injected(lab: Lab, namespace: str = scenario.NAMESPACE) -> None:
     """Every workload in ``namespace`` runs with an Envoy sidecar (kubectl would show 2/2)."""
     workloads = [w for w in lab.status().workloads if w.namespace == namespace]
     if not workloads:

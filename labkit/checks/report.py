@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import TYPE_CHECKING
 
-from labkit.errors import CheckFailed
+from labkit.errors import WHAT_TO_DO, CheckFailed
 from labkit.stats import CONFIDENCE
 
 if TYPE_CHECKING:
@@ -30,7 +30,7 @@ def fail(
 ) -> CheckFailed:
     """The error a check raises: what went wrong, what to look at (as in the troubleshooting sections),
     the traffic's summary and response flags, and the leftover-configuration hint."""
-    lines = [problem, f"  What to look at: {look_at}"]
+    lines = [problem, f"  {WHAT_TO_DO} look at {look_at}"]  # the lab's one wording for the next step
     if result is not None:
         lines.append("  What the requests got: " + result.summary().replace("\n", "\n    "))
         lines.append(f"  Response flags seen: {_flags(result)}")

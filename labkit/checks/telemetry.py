@@ -6,7 +6,9 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from labkit import metrics as _metrics
+from labkit import scenario
 from labkit.checks.report import fail, passed
+from labkit.mesh import load_mesh_settings
 
 if TYPE_CHECKING:
     from labkit.lab import Lab
@@ -70,8 +72,11 @@ def access_log_shows(lab: Lab, workload: str, text: str, tail: int = 200) -> Non
 
 
 def peer_identity(lab: Lab | Iterable[RequestCount], source: str = "client", expected: str = "") -> None:
-    """The server's sidecar saw ``source``'s SPIFFE identity (``source_principal``, from its mTLS cert)."""
-    expected = expected or f"spiffe://cluster.local/ns/payments-prod/sa/{source}"
+    """The server's sidecar saw ``source``'s SPIFFE identity (``source_principal``, from its mTLS cert):
+    by default the lesson's ``source`` service account under the mesh's trust domain."""
+    if not expected:
+        namespace, _ = scenario.SOURCES.get(source, (scenario.NAMESPACE, source))
+        expected = f"spiffe://{load_mesh_settings().trust_domain}/ns/{namespace}/sa/{source}"
     seen = {
         s.labels.get("source_principal", "unknown")
         for s in _samples(lab)

@@ -6,6 +6,7 @@ from collections import Counter
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
+from labkit import scenario
 from labkit.checks.report import _describe, _flags, _requests, _test, fail, passed
 from labkit.stats import CONFIDENCE, LEVEL
 
@@ -39,7 +40,7 @@ def refused(result: TrafficResult, what: str = "the legacy client") -> None:
         raise fail(
             f"{len(answered)} of {len(outcomes)} plaintext requests from {what} still got a 2xx "
             f"({_describe(result)}): mTLS is not STRICT for this workload",
-            "is peer-authentication-strict.yaml applied (mode STRICT, namespace payments-prod)? "
+            f"is peer-authentication-strict.yaml applied (mode STRICT, namespace {scenario.NAMESPACE})? "
             "A PERMISSIVE policy accepts plaintext; on kind: `kubectl get peerauthentication -A`",
             result,
         )
@@ -76,8 +77,9 @@ def split_matches(result: TrafficResult, weights: Mapping[str, int]) -> None:
         shares = ", ".join(f"{s.version} {s.share:.1%}" for s in report.shares.values())
         raise fail(
             f"the split does not match the configured {configured}: {report.verdict()} ({shares})",
-            "which VirtualService is applied (`lab.apply` printed it; kind: `kubectl get vs -n payments-prod "
-            "-o yaml`), that the DestinationRule defines the subsets, and that the caller has a sidecar",
+            "which VirtualService is applied (`lab.apply` printed it; kind: "
+            f"`kubectl get vs -n {scenario.NAMESPACE} -o yaml`), that the DestinationRule defines the "
+            "subsets, and that the caller has a sidecar",
             result,
         )
     passed(report.verdict())

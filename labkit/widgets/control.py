@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import ipywidgets as w
 import plotly.graph_objects as go
 
-from labkit import stats, traffic, viz
+from labkit import scenario, stats, traffic, viz
 from labkit.lesson import URL as DEFAULT_URL
 from labkit.stats import CONFIDENCE
 from labkit.widgets.rollout import Rollout
@@ -50,7 +50,7 @@ class CanaryControl:
         source: str = "client",
         qps: float = 50,
         *,
-        namespace: str = "payments-prod",
+        namespace: str = scenario.NAMESPACE,
         weights: Mapping[str, int] | None = None,
         window: float = 2.0,
         history: float = 90.0,
