@@ -158,21 +158,20 @@ class Lab(abc.ABC):
         """Send ``n`` requests (or for ``duration`` s) from ``source`` to ``url``; record each outcome.
 
         When no answer says its version, the split comes from mesh telemetry (``result.measured_by``)."""
-        from labkit import telemetry_split, traffic  # here: aiohttp's import would slow `import labkit`
+        from labkit import telemetry_split  # here: aiohttp's import would slow `import labkit`
 
         meter = telemetry_split.Meter(self.metrics, source=source, url=url, lag=self.telemetry_lag)
-        return meter.finish(traffic.send(
-            self.resolver(source),
-            url,
-            n=n,
-            duration=duration,
-            qps=qps,
-            concurrency=concurrency,
-            headers=headers,
-            method=method,
-            progress=progress,
-            source=source,
+        return meter.finish(self._send(
+            url, n=n, duration=duration, qps=qps, concurrency=concurrency, source=source, headers=headers,
+            method=method, progress=progress,
         ))  # fmt: skip
+
+    def _send(self, url: str, *, source: str, **load: Any) -> TrafficResult:
+        """How this backend's requests leave ``source``: here through its resolver (a backend may send them
+        from inside the workload instead)."""
+        from labkit import traffic  # here: aiohttp's import would slow `import labkit`
+
+        return traffic.send(self.resolver(source), url, source=source, **load)
 
     def stream(
         self,

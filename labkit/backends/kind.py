@@ -362,35 +362,16 @@ class KubeLab(Lab):
             headers=headers,
         )
 
-    def send(
-        self,
-        url: str,
-        n: int | None = None,
-        *,
-        duration: float | None = None,
-        qps: float | None = None,
-        concurrency: int = 8,
-        source: str = "client",
-        headers: Mapping[str, str] | None = None,
-        method: str = "GET",
-        progress: bool | None = None,
-    ) -> TrafficResult:
-        """Like ``Lab.send``; from a workload (``client``, ``legacy``, ``shop/web``, ``web``) the requests
-        leave from inside one of its pods, through its sidecar (``podtraffic``)."""
+    def _send(self, url: str, *, source: str, **load: Any) -> TrafficResult:
+        """From a workload (``client``, ``legacy``, ``shop/web``, ``web``) the requests leave from inside one
+        of its pods, through its sidecar (``podtraffic``); from ``ingress``, through the NodePort."""
         if source == scenario.INGRESS:
-            return super().send(
-                url, n, duration=duration, qps=qps, concurrency=concurrency, source=source,
-                headers=headers, method=method, progress=progress,
-            )  # fmt: skip
-        _get_only(source, method)
-        # imported here: the telemetry reader is only needed once traffic is sent
-        from labkit import telemetry_split
-
-        meter = telemetry_split.Meter(self.metrics, source=source, url=url, lag=self.telemetry_lag)
-        return meter.finish(podtraffic.send(
-            self.kube, self.target, self._workload(source), url, n=n, duration=duration, qps=qps,
-            concurrency=concurrency, headers=headers, source=source,
-        ))  # fmt: skip
+            return super()._send(url, source=source, **load)
+        _get_only(source, load.get("method", "GET"))
+        return podtraffic.send(
+            self.kube, self.target, self._workload(source), url, n=load["n"], duration=load["duration"],
+            qps=load["qps"], concurrency=load["concurrency"], headers=load["headers"], source=source,
+        )  # fmt: skip
 
 
 def _get_only(source: str, method: str) -> None:
