@@ -10,14 +10,13 @@ import os
 import socket
 import ssl
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import psutil
 import pytest
 import yaml
 from scipy.stats import binomtest
+from support.request import get
 
 from labkit import lesson, metrics, paths, traffic
 from labkit.backends.local import LocalLab
@@ -29,18 +28,6 @@ pytestmark = pytest.mark.mesh
 
 URL = lesson.URL
 MESH = paths.CLUSTER_CONFIG / "mesh"
-NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-
-
-def get(lab: LocalLab, url: str = URL, source: str = "client", headers: dict | None = None):
-    """One request through ``source``'s path: (status, body, headers)."""
-    target, extra = lab.resolver(source)(url)
-    req = urllib.request.Request(target, headers={**(headers or {}), **extra})
-    try:
-        with NO_PROXY.open(req, timeout=5) as resp:
-            return resp.status, resp.read().decode(), resp.headers
-    except urllib.error.HTTPError as e:
-        return e.code, e.read().decode(), e.headers
 
 
 def wilson_contains(k: int, n: int, p: float) -> bool:

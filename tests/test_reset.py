@@ -97,18 +97,6 @@ def test_drift_is_an_edit_the_manifest_did_not_make_but_not_a_server_default() -
     assert vs.key == fault.key and not in_sync(fault, vs), "a fault left in the same-named VirtualService"
 
 
-ADDON = """apiVersion: apps/v1
-kind: Deployment
-metadata: {{name: {name}, namespace: istio-system, labels: {{app: {name}}}}}
-spec:
-  replicas: 1
-  selector: {{matchLabels: {{app: {name}}}}}
-  template:
-    metadata: {{labels: {{app: {name}}}}}
-    spec: {{containers: [{{name: {name}, image: {name}}}]}}
-"""
-
-
 def test_kind_reset_deletes_leftovers_and_restores_a_deployment_through_the_api(
     tmp_path, monkeypatch
 ) -> None:
@@ -123,11 +111,7 @@ def test_kind_reset_deletes_leftovers_and_restores_a_deployment_through_the_api(
     harness.install(tmp_path, monkeypatch)
     api = FakeApiServer().start()
     monkeypatch.setenv("FAKE_API_SERVER", api.url)
-    addons = tmp_path / "istio" / "samples" / "addons"
-    addons.mkdir(parents=True)
-    for name in ("prometheus", "kiali"):
-        (addons / f"{name}.yaml").write_text(ADDON.format(name=name))
-    monkeypatch.setenv("ISTIO_HOME", str(tmp_path / "istio"))
+    harness.istio_release(tmp_path, monkeypatch)
     monkeypatch.setattr(doctor, "HOST_PORTS", ())
     try:
         lab = KubeLab("kind")

@@ -14,6 +14,7 @@ import urllib.parse
 import urllib.request
 
 import pytest
+from support.request import get
 
 from labkit import lesson, metrics, paths, traffic
 from labkit.backends.local import LocalLab
@@ -25,18 +26,6 @@ URL = lesson.URL
 HEADERS_URL = URL.split("/convert")[0] + "/headers"
 MESH = paths.CLUSTER_CONFIG / "mesh"
 CC = "currency-converter.payments-prod.svc.cluster.local"
-NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-
-
-def get(lab: LocalLab, url: str = URL, source: str = "client", headers: dict | None = None):
-    """One request through ``source``'s path: (status, body, response headers)."""
-    target, extra = lab.resolver(source)(url)
-    req = urllib.request.Request(target, headers={**(headers or {}), **extra})
-    try:
-        with NO_PROXY.open(req, timeout=5) as resp:
-            return resp.status, resp.read().decode(), resp.headers
-    except urllib.error.HTTPError as e:
-        return e.code, e.read().decode(), e.headers
 
 
 def seen_headers(lab: LocalLab, url: str = HEADERS_URL, **kwargs) -> dict[str, str]:
