@@ -270,9 +270,11 @@ def test_three_trainees_run_the_canary_lesson_in_isolated_labs(hub):
         assert Path(got["state"]) == home / ".meshlab" and Path(got["state"]).stat().st_uid == got["uid"]
         assert (home / "notebooks" / "04-canary-90-10.ipynb").stat().st_uid == got["uid"]  # their own copy
     assert len({got["state"] for got in results.values()}) == 3
-    port_sets = [set(_ints(json.loads(got["ports"]))) for got in results.values()]
-    assert all(port_sets) and all(
-        a.isdisjoint(b) for i, a in enumerate(port_sets) for b in port_sets[i + 1 :]
+    port_sets = {user: set(_ints(json.loads(got["ports"]))) for user, got in results.items()}
+    shared = {(a, b): port_sets[a] & port_sets[b] for i, a in enumerate(USERS) for b in USERS[i + 1 :]}
+    assert all(port_sets.values()) and not any(shared.values()), (
+        shared,
+        [r["ports"] for r in results.values()],
     )
     assert len({got["ingress"] for got in results.values()}) == 3
 
