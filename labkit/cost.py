@@ -173,12 +173,12 @@ def run(lab: Lab, paths: Sequence[Path], rates: Sequence[float], mode: Mode) -> 
         for repeat in range(mode.repeats):
             for path in sorted(paths, key=lambda p: p.peer_authentication != PERMISSIVE):  # fewer applies
                 if path.peer_authentication != current:
-                    lab.apply(lesson.manifest_path(path.peer_authentication))
+                    lab.apply(lesson.manifest_path(path.peer_authentication), quiet=True)
                     current = path.peer_authentication
                 points += [measure(path, rate, mode.seconds, repeat) for rate in rates]
     finally:  # also after Ctrl-C: the lab runs STRICT, as the lessons expect
         if current not in (None, STRICT):
-            lab.apply(lesson.manifest_path(STRICT))
+            lab.apply(lesson.manifest_path(STRICT), quiet=True)
     return points
 
 
@@ -196,11 +196,11 @@ def with_and_without(
     try:
         for repeat in range(mode.repeats):
             points.append(measure(path, rate, mode.seconds, repeat))
-            lab.apply(source)
+            lab.apply(source, quiet=True)
             points.append(measure(changed, rate, mode.seconds, repeat))
-            lab.delete(source)
+            lab.delete(source, quiet=True)
     finally:
-        lab.delete(source)
+        lab.delete(source, quiet=True)
     return points
 
 

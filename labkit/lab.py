@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from labkit import canary, manifests, paths
@@ -22,6 +23,17 @@ def show(message: str) -> None:
     """How the lab tells the user something on the way (a warning, a step): printed, so it appears under the
     notebook cell and in the terminal alike."""
     print(message, flush=True)
+
+
+def kubectl_line(verb: str, src: Source) -> str:
+    """The kubectl command ``lab.apply``/``lab.delete`` of ``src`` stands for on a cluster, as a comment: a
+    file or folder by its path from the repository root (folders are read recursively: ``-R``), objects
+    held in memory (YAML text, dicts) as ``-f -``, their YAML on kubectl's stdin."""
+    if not manifests.is_path(src):
+        return f"# on a cluster: kubectl {verb} -f -   (these objects' YAML on stdin)"
+    path = Path(src)  # type: ignore[arg-type]  # is_path: a str or a PathLike
+    recursive = "-R " if path.is_dir() else ""
+    return f"# on a cluster: kubectl {verb} {recursive}-f {manifests.display_source(str(path))}"
 
 
 def _applicable(src: Source) -> list[Resource]:
@@ -47,11 +59,14 @@ class Lab(abc.ABC):
 
     # --- the one apply pipeline: every backend goes through it, so a typo reads the same everywhere --------
 
-    def apply(self, src: Source) -> list[Change]:
-        """Load ``src`` (path, folder, YAML text, dict or list), validate it, check that this backend runs
-        what it asks for, show the warnings, then apply it. Schema and admission errors raise
-        ValidationError and apply nothing; analysis findings (a subset no DestinationRule defines) are
-        warnings, shown here once, because the lab's job is to let you see their runtime outcome."""
+    def apply(self, src: Source, *, quiet: bool = False) -> list[Change]:
+        """Print the kubectl command this stands for on a cluster (not when ``quiet``, for scripts), load
+        ``src`` (path, folder, YAML text, dict or list), validate it, check that this backend runs what it
+        asks for, show the warnings, then apply it. Schema and admission errors raise ValidationError and
+        apply nothing; analysis findings (a subset no DestinationRule defines) are warnings, shown here
+        once, because the lab's job is to let you see their runtime outcome."""
+        if not quiet:
+            show(kubectl_line("apply", src))
         resources = _applicable(src)
         # imported here, not at module level: its schemas take seconds to load; `import labkit` stays fast
         from labkit import validation
@@ -62,8 +77,11 @@ class Lab(abc.ABC):
             show(str(finding))  # a Finding reads "warning: <file> (document N) Kind/name field: ..."
         return self._apply(resources)
 
-    def delete(self, src: Source) -> list[Change]:
-        """Remove the resources ``src`` names (only their kind, namespace and name matter)."""
+    def delete(self, src: Source, *, quiet: bool = False) -> list[Change]:
+        """Remove the resources ``src`` names (only their kind, namespace and name matter), printing the
+        kubectl command this stands for unless ``quiet``."""
+        if not quiet:
+            show(kubectl_line("delete", src))
         resources = _applicable(src)
         self._check_capabilities(resources, deleting=True)
         return self._delete(resources)
@@ -140,7 +158,8 @@ class Lab(abc.ABC):
 
     def set_weights(self, service: str, namespace: str = NAMESPACE, **weights: int) -> list[Change]:
         """Render the canary VirtualService for ``{subset: weight}`` and apply it (one-integer revert)."""
-        return self.apply(canary.virtual_service(service, weights, namespace=namespace))
+        # quiet: a rollout sets weights every step; the trainee sees the weights, not a YAML on stdin
+        return self.apply(canary.virtual_service(service, weights, namespace=namespace), quiet=True)
 
     def send(
         self,
@@ -221,11 +240,11 @@ class Lab(abc.ABC):
             for r in live.values()
             if r.group.endswith("istio.io") and r.namespace in NAMESPACES and r.key not in keys
         ]
-        changes = self.delete(leftover) if leftover else []
+        changes = self.delete(leftover, quiet=True) if leftover else []  # the changes say what happened
         apps = {r.key: r for r in manifests.load(paths.APPS)}
         apps.update({r.key: r for r in wanted})
         drifted = [r.body for r in apps.values() if r.key not in live or not in_sync(live[r.key], r)]
-        return changes + (self.apply(drifted) if drifted else [])
+        return changes + (self.apply(drifted, quiet=True) if drifted else [])
 
     def __enter__(self) -> Lab:
         return self

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from labkit import paths, scenario
 from labkit.errors import LabError
-from labkit.manifests import load
+from labkit.manifests import display_source, load
 
 if TYPE_CHECKING:
     from labkit.lab import Change, Lab
@@ -43,27 +43,17 @@ def manifest_path(name: str | Path) -> Path:
 
 
 def show(name: str | Path) -> Path:
-    """Print a manifest from ``cluster-config/`` (comments included: they explain why), then the kubectl
-    command that applies it on a cluster, and return its path.
+    """Print a manifest from ``cluster-config/`` (comments included: they explain why) and return its path;
+    ``lab.apply(path)`` then prints the kubectl command it stands for on a cluster.
 
     Example:
         >>> path = lesson.show("mesh/peer-authentication-strict.yaml")
         >>> lab.apply(path)
     """
     path = manifest_path(name)
-    shown = _shown(path)
-    print(f"# --- {shown} ---")
+    print(f"# --- {display_source(str(path))} ---")
     print(path.read_text(encoding="utf-8").rstrip())
-    print(f"# --- on a cluster, `lab.apply` of this file is: kubectl apply -f {shown}")
     return path
-
-
-def _shown(path: Path) -> str:
-    """``path`` as a trainee types it from the repository root (absolute when outside it)."""
-    try:
-        return path.resolve().relative_to(paths.ROOT.resolve()).as_posix()
-    except ValueError:
-        return str(path)
 
 
 def command(lab: Lab, line: str, timeout: float = 60) -> None:
@@ -160,7 +150,9 @@ def set_env(lab: Lab, deployment: str, namespace: str = scenario.NAMESPACE, **en
         >>> lesson.set_env(lab, "currency-converter-v2", FAIL_RATE="0.5")   # v2 fails half of its calls
         >>> lesson.set_env(lab, "currency-converter-v2", FAIL_RATE="0")     # healthy again
     """
-    changes = lab.apply(with_env(deployment, namespace, **env))
+    settings = " ".join(f"{key}={value}" for key, value in env.items())
+    print(f"# on a cluster: kubectl set env deployment/{deployment} -n {namespace} {settings}")
+    changes = lab.apply(with_env(deployment, namespace, **env), quiet=True)
     for change in changes:
         print(change)
     return changes

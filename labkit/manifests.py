@@ -144,8 +144,8 @@ def load(src: Source) -> list[Resource]:
     A one-line string is a path unless it holds a colon and names nothing on disk (then it is YAML text)."""
     if isinstance(src, Mapping):
         return _objects(dict(src), "<dict>", 0)
-    if isinstance(src, os.PathLike) or (isinstance(src, str) and _looks_like_path(src)):
-        return _load_path(Path(src))
+    if is_path(src):
+        return _load_path(Path(src))  # type: ignore[arg-type]  # a str or a PathLike
     if isinstance(src, str):
         return _load_text(src, "<string>")
     if isinstance(src, Sequence):
@@ -156,6 +156,11 @@ def load(src: Source) -> list[Resource]:
     raise ManifestError(
         f"cannot read manifests from a {type(src).__name__}: pass a path, YAML text, a dict or a list"
     )
+
+
+def is_path(src: Source) -> bool:
+    """``src`` names a file or folder that ``load`` reads from disk, rather than holding the objects."""
+    return isinstance(src, os.PathLike) or (isinstance(src, str) and _looks_like_path(src))
 
 
 def _looks_like_path(text: str) -> bool:

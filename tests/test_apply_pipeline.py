@@ -89,6 +89,23 @@ def test_an_analysis_warning_is_shown_on_kind_too(tmp_path, monkeypatch, capsys)
         api.stop()
 
 
+def test_apply_and_delete_print_the_kubectl_command_they_stand_for_once(lab, capsys):
+    capsys.readouterr()
+    lab.apply(paths.MESH / "peer-authentication-strict.yaml")
+    lab.apply(VS)  # objects in memory: their YAML would go to kubectl's stdin
+    lab.delete(VS)
+    assert capsys.readouterr().out.splitlines() == [
+        "# on a cluster: kubectl apply -f cluster-config/mesh/peer-authentication-strict.yaml",
+        "# on a cluster: kubectl apply -f -   (these objects' YAML on stdin)",
+        "# on a cluster: kubectl delete -f -   (these objects' YAML on stdin)",
+    ]
+    lab.apply(VS, quiet=True)
+    lab.delete(VS, quiet=True)
+    assert capsys.readouterr().out == ""  # a script's applies stay silent
+    lab.ensure("canary-90-10")
+    assert "kubectl" not in capsys.readouterr().out  # reset's own applies say what changed, not a command
+
+
 def test_every_check_runs_once_per_apply(lab, monkeypatch):
     from labkit import validation
     from labkit.local import supported

@@ -266,15 +266,20 @@ def test_load_py_wall_clock_times_become_seconds_since_the_first_request():
     assert (second.t, second.version) == (0.25, "v2")
 
 
-def test_apply_then_delete_report_what_happened_like_kubectl(running):
+def test_apply_then_delete_report_what_happened_like_kubectl(running, capsys):
     _, api, lab = running
     dr = paths.MESH / "destination-rule-currency-converter-outlier.yaml"
+    capsys.readouterr()
     assert [str(c) for c in lab.apply(dr)] in (
         ["destinationrule/currency-converter (payments-prod) created"],
         ["destinationrule/currency-converter (payments-prod) configured"],
     )
-    assert [c.action for c in lab.apply(dr)] == ["unchanged"]
+    line = f"# on a cluster: kubectl apply -f cluster-config/mesh/{dr.name}"
+    assert capsys.readouterr().out.splitlines() == [line]  # the command it stands for, once
+    assert [c.action for c in lab.apply(dr, quiet=True)] == ["unchanged"]
+    assert capsys.readouterr().out == ""  # quiet, for scripts
     assert [c.action for c in lab.delete(dr)] == ["deleted"]
+    assert capsys.readouterr().out.splitlines() == [line.replace("apply", "delete")]
     assert [c.action for c in lab.delete(dr)] == ["not found"]
 
 
@@ -290,6 +295,16 @@ def test_apply_returns_once_a_changed_deployment_has_rolled_out(running):
         assert ("GET", path) in calls[patched + 1 :], "apply() did not wait for the rollout"
     finally:
         lab.apply(lesson.with_env("currency-converter-v2", FAIL_RATE="0"))
+
+
+def test_set_env_prints_the_kubectl_set_env_it_stands_for(running, capsys):
+    _, _, lab = running
+    capsys.readouterr()
+    changes = lesson.set_env(lab, "currency-converter-v2", FAIL_RATE="0")  # as the manifest says: a no-op
+    assert capsys.readouterr().out.splitlines() == [
+        "# on a cluster: kubectl set env deployment/currency-converter-v2 -n payments-prod FAIL_RATE=0",
+        *(str(c) for c in changes),
+    ]
 
 
 def test_status_reports_a_rollout_past_its_progress_deadline(running):

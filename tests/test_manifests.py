@@ -182,3 +182,25 @@ def test_binary_file_is_refused(tmp_path: Path) -> None:
     path.write_bytes(b"\xff\xfe\x00binary")
     with pytest.raises(ManifestError, match="image.yaml: not a text file"):
         manifests.load(path)
+
+
+def test_the_kubectl_line_names_a_file_as_typed_from_the_repository_root(tmp_path: Path) -> None:
+    from labkit.lab import kubectl_line
+
+    strict = paths.MESH / "peer-authentication-strict.yaml"
+    assert kubectl_line("apply", strict) == (
+        "# on a cluster: kubectl apply -f cluster-config/mesh/peer-authentication-strict.yaml"
+    )
+    assert kubectl_line("apply", str(paths.APPS)) == "# on a cluster: kubectl apply -R -f cluster-config/apps"
+    outside = tmp_path / "mine.yaml"
+    outside.write_text(STRICT_TEXT)
+    assert kubectl_line("delete", outside) == f"# on a cluster: kubectl delete -f {outside}"
+    assert kubectl_line("apply", STRICT_TEXT).endswith("kubectl apply -f -   (these objects' YAML on stdin)")
+    assert kubectl_line("apply", {"kind": "x"}) == kubectl_line("apply", [{"kind": "x"}])
+
+
+STRICT_TEXT = """apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: default, namespace: shop}
+spec: {mtls: {mode: STRICT}}
+"""

@@ -94,7 +94,7 @@ class KubeLab(Lab):
         self._install_istio()
         self.addons()
         _say("applying cluster-config/apps")
-        self.apply(paths.APPS)
+        self.apply(paths.APPS, quiet=True)  # said just above
         workloads.wait_ready(self.kube, _say)
         return self.status()
 
