@@ -128,7 +128,7 @@ def test_route_weights_are_read_from_the_proxy_json(fake, api):
                 api.put(r.body)  # what istiod turns into the proxy's routes
     pod = _pod(api, "client")
     weights = istio.route_weights(
-        TARGET, pod, "payments-prod", "currency-converter.payments-prod.svc.cluster.local"
+        TARGET, pod, "payments-prod", "currency-converter.payments-prod.svc.cluster.local", 8080
     )
     assert weights == {"v1": 90, "v2": 10}
     call = fake.calls("istioctl")[0]
@@ -163,7 +163,7 @@ def test_route_without_subsets_reports_the_whole_service(fake):
     route = {"route": {"cluster": "outbound|8080||cc.ns.svc.cluster.local"}}
     routes = [{"virtualHosts": [{"domains": ["cc.ns.svc.cluster.local:8080"], "routes": [route]}]}]
     fake.respond("istioctl", ["proxy-config", "routes"], stdout=json.dumps(routes))
-    assert istio.route_weights(TARGET, "p", "ns", "cc.ns.svc.cluster.local") == {"(no subset)": 100}
+    assert istio.route_weights(TARGET, "p", "ns", "cc.ns.svc.cluster.local", 8080) == {"(no subset)": 100}
 
 
 def test_mtls_mode_from_describe_is_the_mode_actually_applied(fake, api):

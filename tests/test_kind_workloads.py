@@ -11,7 +11,7 @@ import time
 import pytest
 from fakes import harness
 
-from labkit import manifests, validation
+from labkit import manifests, paths, validation
 from labkit.backends.kind import KubeLab
 from labkit.errors import CommandError, LabError
 from labkit.kind import cluster
@@ -121,6 +121,19 @@ def test_proxy_config_of_a_workload_is_istioctls_json(shop):
     )
     with pytest.raises(LabError, match="What to do: choose one of: routes, clusters"):
         lab.proxy_config("shop/web", "bootstrap")
+
+
+def test_route_weights_of_a_teams_service_on_its_own_port_from_its_own_caller(shop):
+    fake, _, lab = shop
+    lab.apply(ORDERS, quiet=True)
+    lab.apply(paths.ROOT / "tests" / "shop" / "routing.yaml", quiet=True)  # x-beta: yes -> v3 first
+    assert lab.route_weights("orders", "shop", source="web") == {"v1": 80, "v2": 20}  # the catch-all route
+    call = fake.calls("istioctl")[-1]
+    assert call[1:3] == ["proxy-config", "routes"] and call[3].startswith("web-")
+    assert call[3].endswith(".shop")  # web's pod
+    assert call[call.index("--name") + 1] == "9000"  # the route configuration of the Service's port
+    with pytest.raises(LabError, match="no Service 'nope' with a port in namespace 'shop'"):
+        lab.route_weights("nope", "shop", source="web")
 
 
 def test_proxy_config_of_a_workload_without_sidecar_says_so(shop):

@@ -274,10 +274,20 @@ class KubeLab(Lab):
     def route_weights(
         self, service: str = scenario.SERVICE, namespace: str = scenario.NAMESPACE, source: str = "client"
     ) -> dict[str, int]:
-        """``{subset: weight}`` as ``source``'s sidecar holds them: the VirtualService reached the proxy."""
+        """``{subset: weight}`` for ``service`` (its first port, as on the local backend) as ``source``'s
+        sidecar holds them: the VirtualService reached the proxy. Any workload with a sidecar can be
+        ``source`` (``shop/web``, ``web``), any Service and port the route of."""
+        svc = self.kube.get("v1", "Service", service, namespace) or {}
+        ports = (svc.get("spec") or {}).get("ports") or []
+        if not ports:
+            raise LabError(
+                f"no Service {service!r} with a port in namespace {namespace!r}",
+                f"check the name (`kubectl get services -n {namespace}`), or apply the Service first",
+            )
         workload = self._workload(source)
         pod = workloads.first_pod(self.kube, workload.namespace, workload.name)
-        return istio.route_weights(self.target, pod, workload.namespace, service_fqdn(service, namespace))
+        fqdn = service_fqdn(service, namespace)
+        return istio.route_weights(self.target, pod, workload.namespace, fqdn, int(ports[0]["port"]))
 
     def set_weights(self, service: str, namespace: str = scenario.NAMESPACE, **weights: int) -> list[Change]:
         """Apply the canary split, then wait until the client's proxy holds it (``proxy-config routes``)."""

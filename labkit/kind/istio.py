@@ -106,8 +106,10 @@ def _json_list(text: str) -> list[dict]:
     return data if isinstance(data, list) else []
 
 
-def route_weights(target: Target, pod: str, namespace: str, host: str, port: int = 8080) -> dict[str, int]:
-    """``{subset: weight}`` for ``host`` as pod's proxy holds them (``proxy-config routes -o json``)."""
+def route_weights(target: Target, pod: str, namespace: str, host: str, port: int) -> dict[str, int]:
+    """``{subset: weight}`` for ``host`` as pod's proxy holds them (``proxy-config routes -o json``): in the
+    route configuration named after the Service's ``port``: an outbound HTTP listener's RDS name is the port
+    number (istio/istio pilot/pkg/networking/core/listener.go, buildSidecarOutboundHTTPListenerOpts)."""
     argv = ["istioctl", "proxy-config", "routes", f"{pod}.{namespace}", "--name", str(port), "-o", "json"]
     out = run(argv + target.args(), env=target.env(), timeout=60).stdout
     weights: dict[str, int] = {}
