@@ -203,7 +203,8 @@ class Lab(abc.ABC):
         headers: Mapping[str, str] | None = None,
         method: str = "GET",
     ) -> Any:
-        """Background traffic for a live chart (``start()``/``stop()``); a backend may send it another way."""
+        """Background traffic for a live chart: ``start()``/``stop()``, or ``with lab.stream(...) as s:``,
+        which stops it when the block ends or the cell is interrupted; a backend may send it another way."""
         from labkit import traffic  # here: aiohttp's import would slow `import labkit`
 
         return traffic.Stream(

@@ -87,3 +87,24 @@ def test_stop_all_ends_every_stream_of_the_process(server) -> None:
     stopped = _settles(counter)
     time.sleep(1.5)
     assert counter.hits == stopped, "a stream kept sending after stop_all()"
+
+
+def test_an_interrupt_in_the_cell_of_a_plain_stream_stops_its_traffic(server) -> None:
+    url, counter = server
+    batches: list[list] = []
+    stream = traffic.Stream(lambda u: (u, {}), url, qps=100, on_batch=batches.append)
+    with pytest.raises(KeyboardInterrupt), stream:  # the cell: `with lab.stream(...) as stream: ...`
+        deadline = time.monotonic() + 30
+        while sum(map(len, batches)) < 20 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        raise KeyboardInterrupt  # the kernel's interrupt lands in the cell while the stream sends
+    assert sum(map(len, batches)) >= 20 and not stream.running
+    stopped = _settles(counter)
+    time.sleep(1.5)
+    assert counter.hits == stopped, "the stream kept sending after its cell was interrupted"
+    stream.start()  # run the cell again: it sends again
+    deadline = time.monotonic() + 30
+    while counter.hits < stopped + 10 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    stream.stop()
+    assert counter.hits >= stopped + 10

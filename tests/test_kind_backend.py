@@ -16,7 +16,7 @@ import time
 import pytest
 from fakes import harness
 
-from labkit import lesson, manifests, metrics, paths
+from labkit import lesson, manifests, metrics, paths, traffic
 from labkit.backends.kind import KubeLab, _ingress
 from labkit.errors import BackendError, CommandError
 from labkit.kind import cluster
@@ -232,6 +232,29 @@ def test_live_chart_stream_from_client_delivers_batches_from_the_pod(running):
     assert batches[1][0].t > batches[0][0].t  # t counts from the stream's start, across chunks
     call = [c for c in fake.calls("kubectl") if "exec" in c][-1]
     assert call[call.index("--qps") + 1] == "10"
+
+
+def test_an_interrupted_stream_cell_stops_the_pods_traffic_and_stop_all_ends_a_started_one(running):
+    fake, _, lab = running
+    url = "http://currency-converter.payments-prod:8080/convert"
+    batches: list[list] = []
+
+    def execs() -> int:
+        return len([c for c in fake.calls("kubectl") if "exec" in c])
+
+    with pytest.raises(KeyboardInterrupt), lab.stream(url, qps=10, on_batch=batches.append) as stream:
+        deadline = time.monotonic() + 60
+        while not batches and time.monotonic() < deadline:
+            time.sleep(0.1)
+        raise KeyboardInterrupt  # the kernel's interrupt in the cell, while chunks run in the pod
+    assert batches and not stream.running
+    after = execs()
+    time.sleep(3)  # longer than a chunk: another one would have started by now
+    assert execs() == after, "the pod stream kept sending after its cell was interrupted"
+    started = lab.stream(url, qps=10, on_batch=batches.append)
+    started.start()
+    traffic.stop_all()  # what lab.reset does first
+    assert not started.running
 
 
 def test_set_weights_waits_until_the_client_proxy_holds_the_split(running, monkeypatch, capsys):

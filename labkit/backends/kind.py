@@ -362,7 +362,9 @@ class KubeLab(Lab):
                 method=method,
             )  # fmt: skip
         _get_only(source, method)
-        return podtraffic.PodStream(
+        from labkit import traffic  # here: aiohttp's import would slow `import labkit`
+
+        stream = podtraffic.PodStream(
             self.send,
             url,
             source=source,
@@ -371,6 +373,8 @@ class KubeLab(Lab):
             concurrency=concurrency,
             headers=headers,
         )
+        traffic.register(stream)  # lab.reset (traffic.stop_all) stops it, as it stops a local stream
+        return stream
 
     def _send(self, url: str, *, source: str, **load: Any) -> TrafficResult:
         """From a workload (``client``, ``legacy``, ``shop/web``, ``web``) the requests leave from inside one

@@ -213,6 +213,13 @@ class PodStream:
         if self._thread is not None:
             self._thread.join(timeout)
 
+    def __enter__(self) -> PodStream:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:  # an interrupted cell stops its traffic, as traffic.Stream
+        self.stop()
+
     def _loop(self) -> None:
         n = max(1, round(self.qps * self.chunk))
         while not self._stopped.is_set():

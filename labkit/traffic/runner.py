@@ -144,7 +144,9 @@ class Stream:
     """Background traffic for a live chart: ``on_batch(list[Outcome])`` is called about every ``interval`` s.
 
     ``on_batch`` runs on a worker thread, one batch at a time and in order; ``t`` counts from ``started``
-    (a ``time.monotonic()`` value). ``start``/``stop`` may be called from any thread.
+    (a ``time.monotonic()`` value). ``start``/``stop`` may be called from any thread. As a context manager
+    (``with lab.stream(...) as stream:``) it starts on entry and stops on exit, so interrupting the cell
+    (Ctrl-C, Jupyter's stop button: a KeyboardInterrupt in the cell) stops its traffic too.
     """
 
     def __init__(
@@ -196,6 +198,13 @@ class Stream:
             return
         future.cancel()
         self._stopped.wait(timeout)
+
+    def __enter__(self) -> Stream:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
 
     async def _go(self) -> None:
         pending: list[Outcome] = []
