@@ -127,11 +127,8 @@ def cmd_get(args):
     """``kubectl get``: what the lab has applied of one kind, in one namespace or all."""
     from labkit import tables
 
-    lines = tables.resources(
-        _lab(args).get(args.kind, namespace=args.namespace)
-    )  # the backend reads the name
-    where = f" in {args.namespace} namespace" if args.namespace else ""
-    print("\n".join(lines) if lines else f"No resources found{where}.")  # kubectl's words
+    # the backend reads the kind's name; nothing found reads as kubectl's words
+    tables.print_resources(_lab(args).get(args.kind, namespace=args.namespace), args.namespace)
 
 
 def cmd_reset(args):

@@ -1,10 +1,16 @@
-"""Plain-text views for a shell or a notebook: what is applied (like ``kubectl get``) and the routes an Envoy
-runs (like ``istioctl proxy-config routes``), each a list of rows under a header."""
+"""Plain-text views for a shell or a notebook: what is applied (like ``kubectl get``), what runs (like
+``kubectl get pods``) and the routes and clusters an Envoy runs (like ``istioctl proxy-config routes`` and
+``clusters``), each a list of rows under a header. They answer a notebook's kubectl/istioctl question on every
+backend, from ``lab.get``, ``lab.status`` and ``lab.proxy_config``."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from labkit.status import Status
 
 
 def _body(obj: Any) -> dict:
@@ -35,6 +41,9 @@ def _detail(kind: str, body: dict) -> str:
         return f"replicas {spec.get('replicas', 1)}" + (f"  version {version}" if version else "")
     if kind == "Service":
         return "ports " + ",".join(f"{p.get('port')}/{p.get('name', '')}" for p in spec.get("ports") or [])
+    if kind == "Namespace":  # what `kubectl get namespace --show-labels` is asked for
+        labels = (body.get("metadata") or {}).get("labels") or {}
+        return "labels " + (",".join(f"{k}={v}" for k, v in sorted(labels.items())) or "<none>")
     return ""
 
 
@@ -51,6 +60,35 @@ def resources(items: Iterable[Any]) -> list[str]:
     lines = [f"{'NAMESPACE':<{width[0]}}  {'NAME':<{width[1]}}  DETAIL"]
     lines += [f"{ns:<{width[0]}}  {name:<{width[1]}}  {detail}".rstrip() for ns, name, detail in sorted(rows)]
     return lines
+
+
+def print_resources(items: Iterable[Any], namespace: str | None = None) -> None:
+    """Print ``resources(items)``, or kubectl's words when there is none: a cell's (or the shell's) answer to
+    ``kubectl get <kind> -n <namespace>``."""
+    lines = resources(items)
+    where = f" in {namespace} namespace" if namespace else ""
+    print("\n".join(lines) if lines else f"No resources found{where}.")
+
+
+def workloads(status: Status, namespace: str) -> list[str]:
+    """``kubectl get pods``'s question, per workload of ``namespace``: how many replicas are ready, and which
+    containers each pod runs (the app, and ``istio-proxy`` when it has a sidecar)."""
+    rows = [("WORKLOAD", "READY", "CONTAINERS")]
+    for w in sorted(status.workloads, key=lambda w: w.name):
+        if w.namespace == namespace:
+            rows.append((w.name, f"{w.ready}/{w.replicas}", "app, istio-proxy" if w.sidecar else "app"))
+    width = [max(len(r[i]) for r in rows) for i in range(2)]
+    return [f"{a:<{width[0]}}  {b:<{width[1]}}  {c}" for a, b, c in rows] if len(rows) > 1 else []
+
+
+def _snake(node: Any) -> Any:
+    """Envoy's JSON with proto field names (``virtual_hosts``, as ``/config_dump`` prints them), whether it
+    came so or camelCase (``virtualHosts``, as ``istioctl proxy-config -o json`` re-encodes them)."""
+    if isinstance(node, dict):
+        return {re.sub(r"(?<=[a-z0-9])([A-Z])", r"_\1", k).lower(): _snake(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_snake(v) for v in node]
+    return node
 
 
 def _match(match: dict) -> str:
@@ -86,7 +124,7 @@ def routes(configs: Iterable[dict]) -> list[str]:
     """``istioctl proxy-config routes``-style lines from RouteConfiguration objects: route config, virtual
     host, match and destination (weighted clusters as ``cluster weight``), in the order Envoy tries them."""
     rows = [("ROUTE", "VIRTUAL HOST", "MATCH", "DESTINATION")]
-    for config in configs:
+    for config in _snake(list(configs)):
         for vhost in config.get("virtual_hosts") or []:
             for route in vhost.get("routes") or []:
                 rows.append(
@@ -101,3 +139,20 @@ def routes(configs: Iterable[dict]) -> list[str]:
         return []
     widths = [max(len(r[i]) for r in rows) for i in range(3)]
     return [f"{a:<{widths[0]}}  {b:<{widths[1]}}  {c:<{widths[2]}}  {d}".rstrip() for a, b, c, d in rows]
+
+
+def clusters(configs: Iterable[dict], fqdn: str | None = None) -> list[str]:
+    """``istioctl proxy-config clusters``-style lines from Cluster objects (only ``fqdn``'s with ``--fqdn``):
+    service FQDN, port, subset and direction, read from Istio's cluster name ``direction|port|subset|fqdn``
+    (istio/istio pilot/pkg/model/service.go, BuildSubsetKey), and Envoy's discovery type."""
+    rows = [("SERVICE FQDN", "PORT", "SUBSET", "DIRECTION", "TYPE")]
+    for cluster in _snake(list(configs)):
+        parts = str(cluster.get("name", "")).split("|")
+        direction, port, subset, host = parts if len(parts) == 4 else ("", "", "", parts[0])
+        if fqdn in (None, host):
+            kind = cluster.get("type", "STATIC")  # proto3 JSON leaves out the default, STATIC
+            rows.append((host, port or "-", subset or "-", direction or "-", str(kind)))
+    if len(rows) == 1:
+        return []
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    return ["  ".join(f"{v:<{widths[i]}}" for i, v in enumerate(r[:4])) + f"  {r[4]}" for r in rows]
