@@ -33,7 +33,10 @@ def _detail(kind: str, body: dict) -> str:
     if kind == "PeerAuthentication":
         return f"mode {(spec.get('mtls') or {}).get('mode', 'UNSET')}"
     if kind == "AuthorizationPolicy":
-        return f"action {spec.get('action', 'ALLOW')}"
+        action, rules = spec.get("action", "ALLOW"), spec.get("rules") or []
+        if action == "ALLOW" and not rules:  # an ALLOW policy that matches nothing denies every request
+            return "action ALLOW  rules 0: denies every request to the workloads it selects"
+        return f"action {action}  rules {len(rules)}"
     if kind == "Gateway":
         return "hosts " + ",".join(h for s in spec.get("servers") or [] for h in s.get("hosts") or [])
     if kind == "Deployment":

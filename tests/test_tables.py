@@ -129,3 +129,13 @@ def test_workloads_answer_kubectl_get_pods_ready_and_containers():
     ]
     assert tables.workloads(status, "legacy")[1].split(None, 2) == ["legacy-client", "1/1", "app"]
     assert tables.workloads(status, "nope") == []
+
+
+def test_an_allow_policy_without_rules_reads_as_denying_everything():
+    deny_all, allow = (
+        manifests.load(paths.MESH / f"authorization-policy-currency-converter-{name}.yaml")[0]
+        for name in ("deny-all", "allow-client")
+    )
+    assert tables.resources([deny_all])[1].endswith("action ALLOW  rules 0: denies every request to the "
+                                                    "workloads it selects")  # fmt: skip
+    assert tables.resources([allow])[1].endswith("action ALLOW  rules 1")
