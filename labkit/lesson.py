@@ -1,5 +1,5 @@
 """Small helpers the notebooks call between steps: show a manifest before applying it, change a
-workload's settings, say what a backend skips.
+workload's settings, show the kubectl/istioctl command of a step (run for real where Kubernetes is).
 
 The notebooks stay thin: every step is one ``lab.*`` call, every check one ``labkit.checks`` call, and
 anything that needs more than a line of code lives here.
@@ -59,7 +59,7 @@ def show(name: str | Path) -> Path:
 def command(lab: Lab, line: str, timeout: float = 60) -> None:
     """The kubectl/istioctl command of this step, printed as ``$ line``: on kind (and kube) it runs for real
     and its output follows; on the local backend, which has no Kubernetes, it is the line to type on a
-    cluster (``LAB_BACKEND=kind`` runs it).
+    cluster (``LAB_BACKEND=kind`` runs it), and the cell answers the same question from the lab beside it.
 
     Example:
         >>> lesson.command(lab, f"kubectl get virtualservice -n {scenario.NAMESPACE}")
@@ -95,22 +95,6 @@ def with_env(deployment: str, namespace: str = scenario.NAMESPACE, **env: str) -
                     variables.append({"name": key, "value": str(value)})
             return body
     raise LabError(f"no Deployment {namespace}/{deployment} in cluster-config/apps/; check the name")
-
-
-def kind_only(lab_backend: str, what: str) -> bool:
-    """True on kind; on local prints why ``what`` is skipped, so a kind-only cell ends cleanly.
-
-    Example:
-        >>> if lesson.kind_only(lab.backend, "istioctl proxy-config routes"):
-        ...     print(lab.istioctl("proxy-config", "routes", "deploy/client"))
-    """
-    if lab_backend in ("kind", "kube"):
-        return True
-    print(
-        f"(skipped on the {lab_backend} backend: {what} needs Kubernetes; run with LAB_BACKEND=kind to "
-        f"try it)"
-    )
-    return False
 
 
 def run(command: str, timeout: float = 60) -> str:
