@@ -134,9 +134,12 @@ def set_env(lab: Lab, deployment: str, namespace: str = scenario.NAMESPACE, **en
         >>> lesson.set_env(lab, "currency-converter-v2", FAIL_RATE="0.5")   # v2 fails half of its calls
         >>> lesson.set_env(lab, "currency-converter-v2", FAIL_RATE="0")     # healthy again
     """
-    settings = " ".join(f"{key}={value}" for key, value in env.items())
+    body = with_env(deployment, namespace, **env)
+    # every variable with a value, not only those named: the others go back to the manifest's (FAIL_RATE=0)
+    variables = body["spec"]["template"]["spec"]["containers"][0]["env"]
+    settings = " ".join(f"{v['name']}={v['value']}" for v in variables if "value" in v)
     print(f"# on a cluster: kubectl set env deployment/{deployment} -n {namespace} {settings}")
-    changes = lab.apply(with_env(deployment, namespace, **env), quiet=True)
+    changes = lab.apply(body, quiet=True)
     for change in changes:
         print(change)
     return changes

@@ -323,9 +323,11 @@ def test_apply_returns_once_a_changed_deployment_has_rolled_out(running):
 def test_set_env_prints_the_kubectl_set_env_it_stands_for(running, capsys):
     _, _, lab = running
     capsys.readouterr()
-    changes = lesson.set_env(lab, "currency-converter-v2", FAIL_RATE="0")  # as the manifest says: a no-op
+    changes = lesson.set_env(lab, "currency-converter-v2", DELAY_MS="0")  # as the manifest says: a no-op
     assert capsys.readouterr().out.splitlines() == [
-        "# on a cluster: kubectl set env deployment/currency-converter-v2 -n payments-prod FAIL_RATE=0",
+        # every variable: the ones not named go back to the manifest's values, as the lab's apply does
+        "# on a cluster: kubectl set env deployment/currency-converter-v2 -n payments-prod VERSION=v2 "
+        "FAIL_RATE=0 DELAY_MS=0",
         *(str(c) for c in changes),
     ]
 
