@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from labkit.errors import UnsupportedError
-from labkit.local import downward
+from labkit.local import downward, probes
 from labkit.meshmodel import selects, service_fqdn
 from labkit.state import LocalState, ProxyFiles
 
@@ -93,6 +93,7 @@ class Workload:
     )  # env name -> fieldRef path (downward.py fills it)
     annotations: dict[str, str] = field(default_factory=dict)  # pod template annotations
     image: str = ""  # the first container's image: the sample app's, or another (standin.py)
+    readiness: probes.Probe | None = None  # the first container's readinessProbe, when run here (probes.py)
 
     @property
     def version(self) -> str | None:
@@ -123,6 +124,7 @@ class Instance:
     index: int
     app_port: int  # where the app process listens on 127.0.0.1
     proxy: Proxy | None
+    ready: bool = True  # passes its readiness probe (probes.update); a not-ready one has no endpoints
 
     @property
     def name(self) -> str:
@@ -167,6 +169,8 @@ class Topology:
             return []
         out = []
         for inst in self.selected(service.namespace, service.selector):
+            if not inst.ready:
+                continue
             if inst.proxy is not None:
                 out.append(Endpoint("127.0.0.1", inst.proxy.inbound_ports[port.target_port], inst))
             else:
@@ -301,6 +305,7 @@ def _workload(r: Resource, namespace_labels: dict[str, str]) -> Workload:
         env_fields=env_fields,
         annotations=annotations,
         image=str(containers[0].get("image", "")) if containers else "",
+        readiness=probes.readiness(containers[0]) if containers else None,
     )
 
 
