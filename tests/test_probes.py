@@ -4,6 +4,8 @@ when it fails; exec probes are left alone."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import yaml
 
@@ -124,3 +126,33 @@ def test_the_note_no_longer_names_an_honoured_readiness_probe():
     [v1, v2, _, v4] = [r for r in manifests.load(_apps()) if r.kind == "Deployment"]
     assert podfields.ignored(v1) == [] and podfields.ignored(v2) == []
     assert podfields.ignored(v4) == ["readinessProbe"]
+
+
+def test_on_kind_the_injected_pod_shows_the_rewritten_probes(tmp_path, monkeypatch):
+    """Contract test on the kind backend's stand-ins (tests/fakes, whose injector rewrites probes as Istio's
+    does): ``lab.get("pods")`` shows what the webhook made of each probe."""
+    from fakes import harness
+    from fakes.apiserver import FakeApiServer
+
+    from labkit.backends.kind import KubeLab
+    from labkit.kind import doctor
+
+    harness.install(tmp_path, monkeypatch)
+    api = FakeApiServer().start()
+    try:
+        monkeypatch.setenv("FAKE_API_SERVER", api.url)
+        harness.istio_release(tmp_path, monkeypatch)
+        monkeypatch.setattr(doctor, "HOST_PORTS", ())
+        lab = KubeLab("kind")
+        lab.up()
+        lab.apply(_apps())
+        pods = {p.body["metadata"]["ownerName"]: p.spec["containers"] for p in lab.get("pods", NAMESPACE)}
+        [web, proxy] = pods["web-v1"]
+        assert web["readinessProbe"] == {"httpGet": {"path": "/app-health/web/readyz", "port": 15020}}
+        [env] = [e for e in proxy["env"] if e["name"] == "ISTIO_KUBE_APP_PROBERS"]
+        original = {"httpGet": {"path": "/healthz", "port": 9080}}  # the named port resolved
+        assert json.loads(env["value"]) == {"/app-health/web/readyz": original}
+        assert pods["web-v3"][0]["readinessProbe"] == original  # opted out by the annotation
+        assert "exec" in pods["web-v4"][0]["readinessProbe"]  # left alone
+    finally:
+        api.stop()
