@@ -24,7 +24,7 @@ from labkit import manifests, metrics, paths
 from labkit.errors import BackendError, LabError, UnsupportedError
 from labkit.files import write_atomic
 from labkit.lab import Lab, show
-from labkit.local import capacity, envoy, podfields, probes, proxyview, resolve, telemetry
+from labkit.local import capacity, envoy, podfields, proxyview, resolve, telemetry
 from labkit.local.ca import LocalCA
 from labkit.local.httproute import with_status
 from labkit.local.ports import Ports
@@ -183,7 +183,7 @@ class LocalLab(Lab):
             if ca.ensure(p.spiffe, Path(p.cert_file), Path(p.key_file), Path(p.ca_file))
         }
         self._procs.reconcile(topo, plan.configs, reissued)
-        if probes.update(topo):  # an instance failing its readiness probe leaves the endpoints (probes.py)
+        if topo.update_readiness():  # an instance failing its readiness probe leaves the endpoints
             self._write_config(self._applied())
 
     def down(self) -> None:
@@ -289,7 +289,7 @@ class LocalLab(Lab):
         for _ in range(2):  # again when a readiness probe's answer changed with this config (probes.py)
             configs = translate(istio, topo, self._mesh_settings())
             self._procs.wait_applied(envoy.write_configs([(p, configs[p.id]) for p in topo.proxies.values()]))
-            if not probes.update(topo):
+            if not topo.update_readiness():
                 break
 
     # --- observing -----------------------------------------------------------------------------------------
@@ -311,7 +311,7 @@ class LocalLab(Lab):
         for wl in topo.workloads:
             insts = [i for i in topo.instances if i.workload is wl]
             ready = sum(
-                app_name(i) in alive and (i.proxy is None or envoy_name(i.proxy) in alive) and probes.ready(i)
+                app_name(i) in alive and (i.proxy is None or envoy_name(i.proxy) in alive) and topo.probe(i)
                 for i in insts
             )
             workloads.append(

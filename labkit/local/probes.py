@@ -24,10 +24,6 @@ import http.client
 import socket
 import ssl
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from labkit.local.topology import Instance, Topology
 
 #: The pod annotation that turns the rewrite off (istio/api annotation ``SidecarRewriteAppHTTPProbers``).
 REWRITE_ANNOTATION = "sidecar.istio.io/rewriteAppHTTPProbers"
@@ -95,19 +91,15 @@ def rewritten(annotations: dict[str, str]) -> bool:
     return _GO_BOOLS.get(annotations.get(REWRITE_ANNOTATION, ""), True)
 
 
-def ready(inst: Instance) -> bool:
-    """Whether ``inst`` passes its readiness probe now (True without one), within ``failureThreshold``
-    attempts in a row: pilot-agent's probe to the app when the injector rewrote it or there is no sidecar,
-    else the kubelet's through the sidecar's inbound listener."""
-    probe = inst.workload.readiness
+def ready(probe: Probe | None, app_port: int, kubelet_port: int | None = None) -> bool:
+    """Whether an instance passes ``probe`` now (True without one), within ``failureThreshold`` attempts in a
+    row: pilot-agent's probe to the app on ``app_port``, or, when the injector did not rewrite it, the
+    kubelet's on ``kubelet_port`` (the sidecar's inbound listener)."""
     if probe is None:
         return True
     if probe.port is None:
         return False
-    port = inst.app_port
-    if inst.proxy is not None and not rewritten(inst.workload.annotations):
-        # No passthrough listener here: a port no Service targets goes to the app (docs/fidelity.md).
-        port = inst.proxy.inbound_ports.get(probe.port, inst.app_port)
+    port = app_port if kubelet_port is None else kubelet_port
     return any(_once(port, probe) for _ in range(probe.failures))
 
 
@@ -135,14 +127,3 @@ def _once(port: int, probe: Probe) -> bool:
         return False
     finally:
         conn.close()
-
-
-def update(topo: Topology) -> bool:
-    """Probe every instance that has a readiness probe and record it on ``Instance.ready``; True when one
-    changed (the endpoints must be written again)."""
-    changed = False
-    for inst in topo.instances:
-        now = ready(inst)
-        changed |= now != inst.ready
-        inst.ready = now
-    return changed

@@ -180,6 +180,25 @@ class Topology:
     def instance_of(self, proxy: Proxy) -> Instance | None:
         return next((i for i in self.instances if i.proxy is proxy), None)
 
+    def probe(self, inst: Instance) -> bool:
+        """Whether ``inst`` passes its readiness probe now (probes.py): pilot-agent's, or without the rewrite
+        the kubelet's through the sidecar's inbound listener (no passthrough listener here: a port no
+        Service targets reaches the app, docs/fidelity.md)."""
+        probe, kubelet = inst.workload.readiness, None
+        if probe and inst.proxy is not None and not probes.rewritten(inst.workload.annotations):
+            kubelet = inst.proxy.inbound_ports.get(probe.port or 0, inst.app_port)
+        return probes.ready(probe, inst.app_port, kubelet)
+
+    def update_readiness(self) -> bool:
+        """Probe every instance and record it on ``Instance.ready``; True when one changed (the endpoints
+        must be written again)."""
+        changed = False
+        for inst in self.instances:
+            now = self.probe(inst)
+            changed |= now != inst.ready
+            inst.ready = now
+        return changed
+
 
 def build_topology(
     apps: list[Resource], state: Path, allocate_port: Callable[[], int], trust_domain: str = "cluster.local"
