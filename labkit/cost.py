@@ -13,7 +13,7 @@ import os
 import statistics
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit
 
 from labkit import scenario
@@ -57,13 +57,20 @@ class Mode:
         return cls(fractions=(0.2, 0.4, 0.6), repeats=5, seconds=4.0, ceiling=5000)
 
 
+class Meter(Protocol):
+    """One proxy's usage so far: CPU seconds, and memory in MB now (local: its process's resident set via
+    psutil; kind: its container's cgroup working set, labkit/kind/usage.py)."""
+
+    def usage(self) -> tuple[float, float]: ...
+
+
 @dataclass(frozen=True)
 class Path:
     """One way to the app: how to send at a rate, which proxies it crosses, which mTLS mode it needs."""
 
     name: str
     send: Callable[[float, float], TrafficResult]  # (rate, seconds) -> the run's outcomes
-    proxies: dict[str, Any] = field(default_factory=dict)  # label -> psutil.Process (local backend only)
+    proxies: dict[str, Meter] = field(default_factory=dict)  # label -> how to read that proxy's usage
     peer_authentication: str = STRICT
 
 
@@ -77,7 +84,7 @@ class Point:
     repeat: int
     result: TrafficResult
     cpu: dict[str, float] = field(default_factory=dict)  # proxy label -> CPU seconds during the run
-    rss_mb: dict[str, float] = field(default_factory=dict)  # proxy label -> resident memory after it
+    rss_mb: dict[str, float] = field(default_factory=dict)  # proxy label -> its memory after it (Meter)
 
     @property
     def scheduled(self) -> int:
@@ -131,16 +138,22 @@ def problems(points: Iterable[Point]) -> list[str]:
 def measure(path: Path, rate: float, seconds: float, repeat: int = 0) -> Point:
     """Send ``rate`` rps on ``path`` for ``seconds`` (longer if needed for MIN_REQUESTS)."""
     seconds = max(seconds, MIN_REQUESTS / rate)
-    before = {k: _cpu_seconds(proc) for k, proc in path.proxies.items()}
+    before = {k: meter.usage()[0] for k, meter in path.proxies.items()}
     result = path.send(rate, seconds)
-    cpu = {k: _cpu_seconds(proc) - before[k] for k, proc in path.proxies.items()}
-    rss = {k: proc.memory_info().rss / 2**20 for k, proc in path.proxies.items()}
-    return Point(path.name, rate, seconds, repeat, result, cpu, rss)
+    after = {k: meter.usage() for k, meter in path.proxies.items()}
+    cpu = {k: used - before[k] for k, (used, _) in after.items()}
+    return Point(path.name, rate, seconds, repeat, result, cpu, {k: mb for k, (_, mb) in after.items()})
 
 
-def _cpu_seconds(proc: Any) -> float:
-    times = proc.cpu_times()
-    return float(times.user + times.system)
+@dataclass(frozen=True)
+class _Process:
+    """A local Envoy's process (psutil): CPU time and resident memory."""
+
+    process: Any
+
+    def usage(self) -> tuple[float, float]:
+        times = self.process.cpu_times()
+        return float(times.user + times.system), self.process.memory_info().rss / 2**20
 
 
 def sustained_rate(path: Path, mode: Mode, start: float = 100) -> tuple[float | None, list[Point]]:
@@ -208,17 +221,28 @@ def with_and_without(
 
 
 def paths(lab: Lab, url: str = scenario.URL, concurrency: int = 16) -> list[Path]:
-    """The paths this backend can measure. Local: all three, open loop, with each proxy's process. Kind: the
-    load tool runs inside the caller's pod (closed loop), and every pod of the app has a sidecar, so only
-    the two mesh paths; no per-proxy CPU (read ``kubectl top pod --containers`` if metrics-server runs)."""
+    """The paths this backend can measure, open loop, with each proxy's usage. Local: all three. Kind: the
+    load tool runs inside the caller's pod, and every pod of the app has a sidecar, so only the two mesh
+    paths; each proxy read from its container's cgroup (labkit/kind/usage.py)."""
     if lab.backend != "local":
-
-        def in_pod(source: str) -> Callable[[float, float], TrafficResult]:
-            return lambda rate, s: lab.send(url, n=math.ceil(rate * s), qps=rate, concurrency=concurrency,
-                                            source=source)  # fmt: skip
-
-        return [Path(SERVER, in_pod("legacy"), peer_authentication=PERMISSIVE), Path(BOTH, in_pod("client"))]
+        return _kind_paths(lab, url, concurrency)
     return _local_paths(lab, url, concurrency)
+
+
+def _kind_paths(lab: Any, url: str, concurrency: int) -> list[Path]:
+    """From the legacy pod (no sidecar) and from the client's, both to v1's pod (the lesson routes every
+    request there), load.py open loop at the asked rate."""
+    from labkit.kind import usage  # imported here: only the kind backend's measurement reads cgroups
+
+    def in_pod(source: str) -> Callable[[float, float], TrafficResult]:
+        return lambda rate, s: lab.send(url, duration=s, qps=rate, open_loop=True, concurrency=concurrency,
+                                        source=source, progress=False)  # fmt: skip
+
+    v1 = f"{scenario.SERVICE}-{scenario.BASELINE}"
+    server: dict[str, Meter] = {"server sidecar": usage.sidecar(lab.kube, lab.target, scenario.NAMESPACE, v1)}
+    client_ns, client = scenario.SOURCES["client"]
+    both = {"client sidecar": usage.sidecar(lab.kube, lab.target, client_ns, client), **server}
+    return [Path(SERVER, in_pod("legacy"), server, PERMISSIVE), Path(BOTH, in_pod("client"), both)]
 
 
 def _local_paths(lab: Any, url: str, concurrency: int) -> list[Path]:
@@ -250,11 +274,11 @@ def _local_paths(lab: Any, url: str, concurrency: int) -> list[Path]:
             raise LabError(f"the Envoy of {proxy.id} is not running; lab.up() restarts it")
         return psutil.Process(rec.pid)
 
-    server = {"server sidecar": process(v1.proxy)}
+    server: dict[str, Meter] = {"server sidecar": _Process(process(v1.proxy))}
     return [
         Path(DIRECT, sender(to(v1.app_port)), peer_authentication=PERMISSIVE),
         Path(SERVER, sender(to(inbound)), server, peer_authentication=PERMISSIVE),
-        Path(BOTH, sender(lab.resolver("client")), {"client sidecar": process(client), **server}),
+        Path(BOTH, sender(lab.resolver("client")), {"client sidecar": _Process(process(client)), **server}),
     ]
 
 

@@ -173,16 +173,19 @@ class Lab(abc.ABC):
         headers: Mapping[str, str] | None = None,
         method: str = "GET",
         progress: bool | None = None,
+        open_loop: bool = False,
     ) -> TrafficResult:
         """Send ``n`` requests (or for ``duration`` s) from ``source`` to ``url``; record each outcome.
 
-        When no answer says its version, the split comes from mesh telemetry (``result.measured_by``)."""
+        ``open_loop`` (with ``qps``): each latency counts from the request's scheduled time, so a queue is not
+        hidden by coordinated omission (``traffic.send``). When no answer says its version, the split comes
+        from mesh telemetry (``result.measured_by``)."""
         from labkit import telemetry_split  # here: aiohttp's import would slow `import labkit`
 
         meter = telemetry_split.Meter(self.metrics, source=source, url=url, lag=self.telemetry_lag)
         return meter.finish(self._send(
             url, n=n, duration=duration, qps=qps, concurrency=concurrency, source=source, headers=headers,
-            method=method, progress=progress,
+            method=method, progress=progress, open_loop=open_loop,
         ))  # fmt: skip
 
     def _send(self, url: str, *, source: str, **load: Any) -> TrafficResult:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import http.client
+import itertools
 import json
 import os
 import signal
@@ -341,6 +342,21 @@ def test_load_tool_prints_one_json_line_per_request_with_status_and_version():
     assert {(r["status"], r["version"], r["error"]) for r in ok} == {(200, "v2", None)}
     assert all(r["latency"] >= 0 and r["t"] > 0 for r in ok)
     assert [r["status"] for r in bad] == [400, 400]
+
+
+def test_load_tool_open_loop_counts_a_stall_against_the_requests_it_delays():
+    """Concurrency 1 at 20 rps against answers that take 0.2 s: closed loop, each latency is one answer; open
+    loop, request i waits for the i answers before it, so its latency holds at least i * 0.15 s."""
+    with service() as svc:
+        args = ("--url", f"http://127.0.0.1:{svc.port}/delay/0.2", "--concurrency", "1", "--qps", "20")
+        closed = run_load(*args, "--n", "8")
+        opened = run_load(*args, "--n", "8", "--open-loop")
+        on_time = run_load(*args, "--n", "8", "--open-loop", "--duration", "0.5")
+    assert all(r["latency"] >= i * 0.15 for i, r in enumerate(opened)) and opened[-1]["latency"] >= 1.05
+    assert max(r["latency"] for r in closed) < opened[-1]["latency"]
+    starts = [r["t"] for r in opened]  # t is when each request was due: 1/20 s apart
+    assert [round(b - a, 2) for a, b in itertools.pairwise(starts)] == [0.05] * 7
+    assert 1 <= len(on_time) <= 4  # ends on time: requests due after 0.5 s are never sent
 
 
 def test_load_tool_sends_extra_headers():

@@ -77,11 +77,28 @@ def lines(marker: str, k: int) -> list[str]:
 
 def test_mirrored_wants_every_copy_at_100_percent():
     checks.mirrored(Recorded(lines("m1", 50)), "currency-converter-v2", "m1", sent=50)
-    with pytest.raises(CheckFailed, match="received 49 mirrored copies of 50"):
-        checks.mirrored(Recorded(lines("m1", 49)), "currency-converter-v2", "m1", sent=50)
+    with pytest.raises(CheckFailed, match="received 49 mirrored copies of 50"):  # recorded: no copy is late
+        checks.mirrored(Recorded(lines("m1", 49)), "currency-converter-v2", "m1", sent=50, wait=0)
 
 
 def test_mirrored_share_passes_a_right_percentage_and_fails_a_wrong_one():
-    checks.mirrored(Recorded(lines("h", 96)), "currency-converter-v2", "h", sent=200, percent=50)
+    checks.mirrored(Recorded(lines("h", 96)), "currency-converter-v2", "h", sent=200, percent=50, wait=0)
     with pytest.raises(CheckFailed, match="not consistent with mirrorPercentage 50 %"):
-        checks.mirrored(Recorded(lines("h", 40)), "currency-converter-v2", "h", sent=200, percent=50)
+        checks.mirrored(Recorded(lines("h", 40)), "currency-converter-v2", "h", sent=200, percent=50, wait=0)
+
+
+class Arriving:
+    """A lab whose mirror copies reach the access log one read after the check first looks."""
+
+    def __init__(self, late: list[str]) -> None:
+        self.late, self.reads = late, 0
+
+    def access_log(self, workload: str, tail: int = 50) -> list[str]:
+        self.reads += 1
+        return self.late if self.reads > 1 else []
+
+
+def test_mirrored_waits_for_copies_still_in_flight():
+    lab = Arriving(lines("late", 50))
+    checks.mirrored(lab, "currency-converter-v2", "late", sent=50)  # type: ignore[arg-type]
+    assert lab.reads == 2

@@ -385,6 +385,7 @@ class KubeLab(Lab):
         return podtraffic.send(
             self.kube, self.target, self._workload(source), url, n=load["n"], duration=load["duration"],
             qps=load["qps"], concurrency=load["concurrency"], headers=load["headers"], source=source,
+            open_loop=load["open_loop"],
         )  # fmt: skip
 
 

@@ -183,6 +183,8 @@ class LocalLab(Lab):
             if ca.ensure(p.spiffe, Path(p.cert_file), Path(p.key_file), Path(p.ca_file))
         }
         self._procs.reconcile(topo, plan.configs, reissued)
+        if topo.update_readiness():  # an instance failing its readiness probe leaves the endpoints
+            self._write_config(self._applied())
 
     def down(self) -> None:
         """Stop every process of this lab (also one a dead kernel started) and forget the applied resources,
@@ -284,8 +286,11 @@ class LocalLab(Lab):
         ports = Ports(self.files.ports)
         if ports.assign(topo):
             ports.save(topo)
-        configs = translate(istio, topo, self._mesh_settings())
-        self._procs.wait_applied(envoy.write_configs([(p, configs[p.id]) for p in topo.proxies.values()]))
+        for _ in range(2):  # again when a readiness probe's answer changed with this config (probes.py)
+            configs = translate(istio, topo, self._mesh_settings())
+            self._procs.wait_applied(envoy.write_configs([(p, configs[p.id]) for p in topo.proxies.values()]))
+            if not topo.update_readiness():
+                break
 
     # --- observing -----------------------------------------------------------------------------------------
 
@@ -306,7 +311,8 @@ class LocalLab(Lab):
         for wl in topo.workloads:
             insts = [i for i in topo.instances if i.workload is wl]
             ready = sum(
-                app_name(i) in alive and (i.proxy is None or envoy_name(i.proxy) in alive) for i in insts
+                app_name(i) in alive and (i.proxy is None or envoy_name(i.proxy) in alive) and topo.probe(i)
+                for i in insts
             )
             workloads.append(
                 WorkloadStatus(wl.name, wl.namespace, wl.version, wl.replicas, ready, wl.injected)

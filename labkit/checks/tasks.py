@@ -18,16 +18,24 @@ if TYPE_CHECKING:
 
 
 def mirrored(
-    lab: Lab, workload: str, marker: str, sent: int, percent: float = 100, confidence: float = CONFIDENCE
+    lab: Lab,
+    workload: str,
+    marker: str,
+    sent: int,
+    percent: float = 100,
+    confidence: float = CONFIDENCE,
+    *,
+    wait: float = 5.0,
 ) -> None:
     """``workload``'s access log shows the mirrored copies of the ``sent`` requests whose URL carries
     ``marker``: every one at 100 %, else a share consistent with ``percent`` (its Wilson interval at
-    ``confidence``). Copies are sent after the primary answered, so this waits a few seconds for them."""
+    ``confidence``). Copies are sent after the primary answered, so this waits up to ``wait`` seconds for
+    them."""
     import time  # with scipy's stats, only on first use (keeps `import labkit` fast)
 
     from labkit import stats
 
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + wait
     while True:
         copies = sum(marker in line for line in lab.access_log(workload, tail=max(4 * sent, 200)))
         if copies >= sent * percent / 100 or time.monotonic() > deadline:

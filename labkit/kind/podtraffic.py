@@ -90,12 +90,20 @@ def find_workload(kube: Kube, source: str) -> Workload:
 
 
 def load_argv(
-    url: str, n: int, concurrency: int, qps: float | None, headers: Mapping[str, str] | None
+    url: str,
+    n: int,
+    concurrency: int,
+    qps: float | None,
+    headers: Mapping[str, str] | None,
+    open_loop: float | None = None,
 ) -> list[str]:
-    """load.py's arguments."""
+    """load.py's arguments; ``open_loop`` (a duration in seconds) times each request from when it was due
+    and ends the run on time, as labkit.traffic's open loop does."""
     argv = ["--url", url, "--n", str(n), "--concurrency", str(concurrency)]
     if qps:
         argv += ["--qps", f"{qps:g}"]
+    if open_loop:
+        argv += ["--open-loop", "--duration", f"{open_loop:g}"]
     for key, value in (headers or {}).items():
         argv += ["--header", f"{key}: {value}"]
     return argv
@@ -113,15 +121,19 @@ def send(
     concurrency: int,
     headers: Mapping[str, str] | None,
     source: str,
+    open_loop: bool = False,
 ) -> TrafficResult:
-    """Run load.py from a pod of ``workload`` and return what it measured."""
+    """Run load.py from a pod of ``workload`` and return what it measured (``open_loop``: at ``qps`` for
+    ``duration`` seconds, each latency from the request's scheduled time)."""
     from labkit.traffic import TrafficResult  # engines import each other lazily: keeps `import labkit` fast
 
+    if open_loop and not (qps and duration):
+        raise LabError("open_loop=True from a pod needs a rate and a length", "give qps= and duration=")
     if n is None:
         if duration is not None and not qps:
             raise LabError("load.py counts requests: give n=, or duration= together with qps=")
         n = math.ceil(duration * qps) if duration is not None and qps else 100
-    args = load_argv(url, n, concurrency, qps, headers)
+    args = load_argv(url, n, concurrency, qps, headers, duration if open_loop else None)
     timeout = 120 + (n / qps if qps else 2.0 * n / max(concurrency, 1))
     if workload.container:  # the pod already has the load tool: exec into that container
         where, container = f"deploy/{workload.name}", workload.container
@@ -137,6 +149,8 @@ def send(
         raise BackendError(f"load.py in deploy/{workload.name} ({workload.namespace}) printed no results:\n"
                            f"{text[-500:]}", f"run `{shlex.join(argv)}` by hand")  # fmt: skip
     elapsed = max((o.t + o.latency for o in outcomes), default=0.0)
+    if open_loop and duration:  # the run lasted its length, even when the last requests were never sent
+        elapsed = max(elapsed, duration)
     return TrafficResult(outcomes, source=source, url=url, elapsed=elapsed)
 
 

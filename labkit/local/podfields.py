@@ -4,12 +4,15 @@ Real-world Deployments (Istio's samples, a team's own) carry fields only a kubel
 volumes, resources, security contexts, placement, probes. Without Kubernetes there is nothing to act on them,
 and refusing them would make every such manifest unusable; so they are accepted and named once per apply. The
 fields that matter to the mesh (labels, annotations, ports, env, serviceAccountName, the injection label and
-annotation) are read by topology.py.
+annotation) are read by topology.py, and an httpGet or tcpSocket readinessProbe is run as Istio's injector
+rewrites it (probes.py).
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
+
+from labkit.local import probes
 
 if TYPE_CHECKING:
     from labkit.manifests import Resource
@@ -34,8 +37,8 @@ POD_FIELDS = (
     "schedulerName",
     "automountServiceAccountToken",
 )
-#: Container fields for the kubelet (api/core/v1 Container). Probes too: the lab waits for the app's own
-#: /healthz, where on a cluster the injector rewrites HTTP/TCP/gRPC probes to the sidecar's agent.
+#: Container fields for the kubelet (api/core/v1 Container). A readinessProbe the lab runs (probes.HONOURED,
+#: first container) is not named; liveness and startup probes, and exec or grpc readiness, are.
 CONTAINER_FIELDS = (
     "command",
     "args",
@@ -57,8 +60,9 @@ def ignored(resource: Resource) -> list[str]:
     pod = (resource.spec.get("template") or {}).get("spec") or {}
     found = [f for f in POD_FIELDS if f in pod]
     containers = pod.get("containers") or []
-    for container in containers:
-        found += [f for f in CONTAINER_FIELDS if f in container and f not in found]
+    for i, container in enumerate(containers):
+        honoured = {"readinessProbe"} if i == 0 and probes.honoured(container) else set()
+        found += [f for f in CONTAINER_FIELDS if f in container and f not in found and f not in honoured]
     if len(containers) > 1:
         found.append("containers[1:] (only the first container runs)")
     return found

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from labkit.errors import UnsupportedError
-from labkit.local import downward
+from labkit.local import downward, probes
 from labkit.meshmodel import selects, service_fqdn
 from labkit.state import LocalState, ProxyFiles
 
@@ -93,6 +93,7 @@ class Workload:
     )  # env name -> fieldRef path (downward.py fills it)
     annotations: dict[str, str] = field(default_factory=dict)  # pod template annotations
     image: str = ""  # the first container's image: the sample app's, or another (standin.py)
+    readiness: probes.Probe | None = None  # the first container's readinessProbe, when run here (probes.py)
 
     @property
     def version(self) -> str | None:
@@ -123,6 +124,7 @@ class Instance:
     index: int
     app_port: int  # where the app process listens on 127.0.0.1
     proxy: Proxy | None
+    ready: bool = True  # passes its readiness probe (probes.update); a not-ready one has no endpoints
 
     @property
     def name(self) -> str:
@@ -167,6 +169,8 @@ class Topology:
             return []
         out = []
         for inst in self.selected(service.namespace, service.selector):
+            if not inst.ready:
+                continue
             if inst.proxy is not None:
                 out.append(Endpoint("127.0.0.1", inst.proxy.inbound_ports[port.target_port], inst))
             else:
@@ -175,6 +179,25 @@ class Topology:
 
     def instance_of(self, proxy: Proxy) -> Instance | None:
         return next((i for i in self.instances if i.proxy is proxy), None)
+
+    def probe(self, inst: Instance) -> bool:
+        """Whether ``inst`` passes its readiness probe now (probes.py): pilot-agent's, or without the rewrite
+        the kubelet's through the sidecar's inbound listener (no passthrough listener here: a port no
+        Service targets reaches the app, docs/fidelity.md)."""
+        probe, kubelet = inst.workload.readiness, None
+        if probe and inst.proxy is not None and not probes.rewritten(inst.workload.annotations):
+            kubelet = inst.proxy.inbound_ports.get(probe.port or 0, inst.app_port)
+        return probes.ready(probe, inst.app_port, kubelet)
+
+    def update_readiness(self) -> bool:
+        """Probe every instance and record it on ``Instance.ready``; True when one changed (the endpoints
+        must be written again)."""
+        changed = False
+        for inst in self.instances:
+            now = self.probe(inst)
+            changed |= now != inst.ready
+            inst.ready = now
+        return changed
 
 
 def build_topology(
@@ -301,6 +324,7 @@ def _workload(r: Resource, namespace_labels: dict[str, str]) -> Workload:
         env_fields=env_fields,
         annotations=annotations,
         image=str(containers[0].get("image", "")) if containers else "",
+        readiness=probes.readiness(containers[0]) if containers else None,
     )
 
 

@@ -13,6 +13,11 @@ against a plaintext caller) does not lose the rest of the run; `error` uses labk
 
     python load.py --url 'http://currency-converter:8080/convert?from=NOK&to=EUR&amount=100' --n 200 \
         --concurrency 8 --qps 50 --header 'x-canary: true'
+
+With `--open-loop` (and `--qps`) it works as labkit.traffic's open loop (wrk2's way): request i is due at
+i/qps, its `t` and latency count from then, so a stall that delays later sends counts against them too
+instead of hiding the queue (coordinated omission); `--duration` then ends the run on time, and requests
+still due are never sent (the achieved rate falls short of the asked one).
 """
 
 from __future__ import annotations
@@ -97,11 +102,17 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--header", type=header, action="append", default=[], help="'Name: value', repeatable")
     p.add_argument("--timeout", type=positive(float), default=5.0, help="seconds per request")
-    return p.parse_args(argv)
+    p.add_argument("--open-loop", action="store_true", help="time each request from when it was due")
+    p.add_argument("--duration", type=positive(float), default=None, help="with --open-loop: stop on time")
+    args = p.parse_args(argv)
+    if args.open_loop and not args.qps:
+        p.error("--open-loop needs --qps: latency is measured from each request's scheduled time")
+    return args
 
 
-async def one(session: aiohttp.ClientSession, url: str) -> dict[str, Any]:
-    start, t0 = time.time(), time.perf_counter()
+async def one(session: aiohttp.ClientSession, url: str, late: float = 0.0) -> dict[str, Any]:
+    """One GET; ``late`` seconds it was sent after it was due (open loop) count in its t and latency."""
+    start, t0 = time.time() - late, time.perf_counter() - late
     try:
         async with session.get(url, allow_redirects=False) as response:
             body = await response.read()
@@ -128,9 +139,14 @@ async def run(args: argparse.Namespace) -> None:
 
         async def worker() -> None:
             for i in indices:  # shared iterator: each index is taken by exactly one worker
+                late = 0.0
                 if args.qps:
-                    await asyncio.sleep(max(0.0, began + i / args.qps - time.monotonic()))
-                print(json.dumps(await one(session, args.url)), flush=True)
+                    due = began + i / args.qps
+                    if args.open_loop and args.duration and time.monotonic() - began >= args.duration:
+                        return  # open loop ends on time: what is still due is a shortfall
+                    await asyncio.sleep(max(0.0, due - time.monotonic()))
+                    late = max(0.0, time.monotonic() - due) if args.open_loop else 0.0
+                print(json.dumps(await one(session, args.url, late)), flush=True)
 
         await asyncio.gather(*(worker() for _ in range(min(args.concurrency, args.n))))
 

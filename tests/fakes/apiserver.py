@@ -19,7 +19,8 @@ It refuses what the real server refuses, for what labkit calls:
 Server-side apply keeps ``metadata.managedFields`` per manager. Deployments roll out over ``rollout_seconds``
 (status and pod phase change with time, as the kubelet reports them), and sidecars are injected as the
 namespace label says when a pod is created: as a container, or as a native sidecar (an init container with
-``restartPolicy: Always``, Istio 1.31 on Kubernetes 1.36) when ``native_sidecars`` is set."""
+``restartPolicy: Always``, Istio 1.31 on Kubernetes 1.36) when ``native_sidecars`` is set, with the app's
+probes rewritten to pilot-agent as Istio's injector does (injector.py)."""
 
 from __future__ import annotations
 
@@ -35,7 +36,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import yaml
 
-from fakes import apiobjects
+from fakes import apiobjects, injector
 from fakes.apiobjects import (
     BUILTIN_NAMESPACES,
     CORE,
@@ -155,12 +156,14 @@ class FakeApiServer:
             del self.objects[path]
         labels = (self.objects.get(f"/api/v1/namespaces/{ns}") or {}).get("metadata", {}).get("labels") or {}
         template = spec["template"]["spec"]
+        kept = ("name", "image", "env", "ports", "readinessProbe", "livenessProbe", "startupProbe")
         containers = [
-            {k: c[k] for k in ("name", "image", "env") if k in c} for c in template.get("containers", [])
+            copy.deepcopy({k: c[k] for k in kept if k in c}) for c in template.get("containers") or []
         ]
         pod_spec: dict = {"containers": containers}
         if labels.get("istio-injection") == "enabled":
             proxy = {"name": "istio-proxy", "image": "docker.io/istio/proxyv2:1.30.3"}
+            injector.rewrite(containers, proxy, spec["template"]["metadata"].get("annotations") or {})
             if self.native_sidecars:  # istio/istio pkg/kube/inject/inject.go: ENABLE_NATIVE_SIDECARS
                 pod_spec["initContainers"] = [{"name": "istio-init"}, {**proxy, "restartPolicy": "Always"}]
             else:

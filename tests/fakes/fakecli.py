@@ -18,6 +18,7 @@ from pathlib import Path
 
 import cliutil
 import yaml
+from cgroup import read as cgroup_read
 from fake_istioctl import istioctl
 from loadtool import output as load_output
 
@@ -238,6 +239,8 @@ def _exec(args: list[str], words: list[str]) -> tuple[str, str, int]:
         return load_output(words), "", 0
     if words == ["pilot-agent", "request", "GET", "stats"]:
         return STATS, "", 0
+    if words[:1] == ["cat"] and all(w.startswith("/sys/fs/cgroup/") for w in words[1:]):
+        return cgroup_read(f"{namespace}.{ref.removeprefix('pod/')}.{container}", words[1:])
     return "", f"error: {words[:1]}: executable file not found in $PATH\n", 126
 
 

@@ -1,0 +1,158 @@
+"""Readiness probes rewritten to the sidecar as Istio's injector does (issue #18): on the local backend an
+injected instance is ready while its probe passes the way pilot-agent runs it, and out of the endpoints
+when it fails; exec probes are left alone."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from labkit import manifests
+from labkit.local import podfields, probes
+
+NAMESPACE = "probes"
+
+
+def _deployment(version: str, probe: dict, annotations: dict | None = None) -> str:
+    meta = {"labels": {"app": "web", "version": version}, "annotations": annotations or {}}
+    return yaml.safe_dump(
+        {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": f"web-{version}", "namespace": NAMESPACE},
+            "spec": {
+                "selector": {"matchLabels": meta["labels"]},
+                "template": {
+                    "metadata": meta,
+                    "spec": {
+                        "containers": [
+                            {
+                                "name": "web",
+                                "image": "registry.example.com/web:1",
+                                "ports": [{"containerPort": 9080, "name": "http"}],
+                                "readinessProbe": probe,
+                            }
+                        ]
+                    },
+                },
+            },
+        }
+    )
+
+
+def _apps() -> str:
+    head = f"""
+apiVersion: v1
+kind: Namespace
+metadata: {{name: {NAMESPACE}, labels: {{istio-injection: enabled}}}}
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: web, namespace: {NAMESPACE}}}
+spec:
+  selector: {{app: web}}
+  ports: [{{name: http, port: 9080, targetPort: 9080}}]
+---
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {{name: default, namespace: {NAMESPACE}}}
+spec: {{mtls: {{mode: STRICT}}}}
+"""
+    return "---\n".join(
+        [
+            head,
+            _deployment("v1", {"httpGet": {"path": "/healthz", "port": "http"}}),
+            _deployment("v2", {"httpGet": {"path": "/status/503", "port": 9080}}),
+            _deployment(
+                "v3",
+                {"httpGet": {"path": "/healthz", "port": 9080}},
+                {probes.REWRITE_ANNOTATION: "false"},
+            ),
+            _deployment("v4", {"exec": {"command": ["cat", "/tmp/ready"]}}),
+        ]
+    )
+
+
+@pytest.mark.mesh
+def test_a_failing_probe_keeps_the_pod_out_of_endpoints_and_a_kubelet_probe_is_refused_under_strict(
+    lab, capsys
+):
+    capsys.readouterr()
+    lab.apply(_apps())
+    [note] = [line for line in capsys.readouterr().out.splitlines() if "ignores" in line]
+    assert "readinessProbe" in note and note.count("Deployment/") == 1 and "Deployment/web-v4" in note
+    ready = {w.name: w.ready for w in lab.status().workloads if w.namespace == NAMESPACE}
+    # v1 rewritten (pilot-agent probes the app), v2 fails its path, v3 not rewritten: the kubelet's plain
+    # text probe meets the STRICT inbound listener of a real Envoy; v4's exec probe is left alone.
+    assert ready == {"web-v1": 1, "web-v2": 0, "web-v3": 0, "web-v4": 1}
+    result = lab.send(f"http://web.{NAMESPACE}:9080/", n=40, source="client", progress=False)
+    assert result.codes() == {200: 40} and set(result.counts()) == {"v1", "v4"}
+    lab.apply(_apps().replace("mode: STRICT", "mode: PERMISSIVE"))  # plain text reaches the app now
+    ready = {w.name: w.ready for w in lab.status().workloads if w.namespace == NAMESPACE}
+    assert ready == {"web-v1": 1, "web-v2": 0, "web-v3": 1, "web-v4": 1}
+    result = lab.send(f"http://web.{NAMESPACE}:9080/", n=60, source="client", progress=False)
+    assert result.codes() == {200: 60} and set(result.counts()) == {"v1", "v3", "v4"}
+
+
+def _container(probe: dict | None, **extra) -> dict:
+    return {"name": "web", "image": "i", **({"readinessProbe": probe} if probe else {}), **extra}
+
+
+def test_http_and_tcp_probes_are_run_and_named_ports_resolved():
+    ports = [{"name": "http", "containerPort": 9080}]
+    http = probes.readiness(_container({"httpGet": {"path": "/ready", "port": "http"}}, ports=ports))
+    assert http == probes.Probe("httpGet", 9080, "/ready")
+    tcp = probes.readiness(_container({"tcpSocket": {"port": 9080}, "failureThreshold": 1}, ports=ports))
+    assert tcp == probes.Probe("tcpSocket", 9080, failures=1)
+    # a port the container does not open: nothing listens there, the probe fails as on a cluster
+    assert probes.readiness(_container({"tcpSocket": {"port": 7000}}, ports=ports)).port is None
+    assert probes.readiness(_container({"httpGet": {"port": "admin"}}, ports=ports)).port is None
+
+
+def test_exec_and_grpc_probes_are_left_alone_and_named_as_ignored():
+    for probe in ({"exec": {"command": ["true"]}}, {"grpc": {"port": 9090}}):
+        assert probes.readiness(_container(probe)) is None and not probes.honoured(_container(probe))
+
+
+def test_the_annotation_turns_the_rewrite_off_as_go_parses_it():
+    assert probes.rewritten({}) and probes.rewritten({probes.REWRITE_ANNOTATION: "yes"})  # not a Go bool
+    assert not probes.rewritten({probes.REWRITE_ANNOTATION: "false"})
+    assert not probes.rewritten({probes.REWRITE_ANNOTATION: "0"})
+
+
+def test_the_note_no_longer_names_an_honoured_readiness_probe():
+    [v1, v2, _, v4] = [r for r in manifests.load(_apps()) if r.kind == "Deployment"]
+    assert podfields.ignored(v1) == [] and podfields.ignored(v2) == []
+    assert podfields.ignored(v4) == ["readinessProbe"]
+
+
+def test_on_kind_the_injected_pod_shows_the_rewritten_probes(tmp_path, monkeypatch):
+    """Contract test on the kind backend's stand-ins (tests/fakes, whose injector rewrites probes as Istio's
+    does): ``lab.get("pods")`` shows what the webhook made of each probe."""
+    from fakes import harness
+    from fakes.apiserver import FakeApiServer
+
+    from labkit.backends.kind import KubeLab
+    from labkit.kind import doctor
+
+    harness.install(tmp_path, monkeypatch)
+    api = FakeApiServer().start()
+    try:
+        monkeypatch.setenv("FAKE_API_SERVER", api.url)
+        harness.istio_release(tmp_path, monkeypatch)
+        monkeypatch.setattr(doctor, "HOST_PORTS", ())
+        lab = KubeLab("kind")
+        lab.up()
+        lab.apply(_apps())
+        pods = {p.body["metadata"]["ownerName"]: p.spec["containers"] for p in lab.get("pods", NAMESPACE)}
+        [web, proxy] = pods["web-v1"]
+        assert web["readinessProbe"] == {"httpGet": {"path": "/app-health/web/readyz", "port": 15020}}
+        [env] = [e for e in proxy["env"] if e["name"] == "ISTIO_KUBE_APP_PROBERS"]
+        original = {"httpGet": {"path": "/healthz", "port": 9080}}  # the named port resolved
+        assert json.loads(env["value"]) == {"/app-health/web/readyz": original}
+        assert pods["web-v3"][0]["readinessProbe"] == original  # opted out by the annotation
+        assert "exec" in pods["web-v4"][0]["readinessProbe"]  # left alone
+    finally:
+        api.stop()
