@@ -146,7 +146,13 @@ SCHEMAS: dict[str, dict[str, Any]] = {
     "Gateway": {
         "selector": ANY,
         "servers": [
-            {"port": {"number": ANY, "name": ANY, "protocol": Enum(("HTTP",))}, "hosts": ANY, "name": ANY}
+            {
+                "port": {"number": ANY, "name": ANY, "protocol": Enum(("HTTP", "HTTPS"))},
+                "hosts": ANY,
+                "name": ANY,
+                # secure ingress (local/gateway_tls.py): credentialName, a Secret in the gateway's namespace
+                "tls": {"mode": Enum(("SIMPLE", "MUTUAL")), "credentialName": ANY},
+            }
         ],
     },
 }
