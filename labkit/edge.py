@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from labkit import scenario
+from labkit import paths, scenario
 from labkit.command import run
 
 if TYPE_CHECKING:
@@ -160,25 +160,31 @@ def negotiated(url: str, at: tuple[str, int], ca: Path, client: Pair | None = No
         return None
 
 
-def curl(url: str, at: tuple[str, int], ca: Path, client: Pair | None = None) -> int | None:
-    """Run Istio's task command, ``curl -v --resolve <host>:<port>:<ip> --cacert ... [--cert --key]``, print
+def curl(url: str, at: tuple[str, int], ca: Path | None = None, client: Pair | None = None) -> int | None:
+    """Run the task's command, ``curl -v --resolve <host>:<port>:<ip> [--cacert ...] [--cert --key]``, print
     its status lines and exit code, and return the exit code (None when curl is not installed)."""
     parts = urlsplit(url)
-    target = f"https://{parts.hostname}:{at[1]}{parts.path or '/'}{'?' + parts.query if parts.query else ''}"
-    argv = ["curl", "-sS", "-v", "--max-time", "10", "--resolve", f"{parts.hostname}:{at[1]}:{at[0]}"]
-    argv += ["--cacert", str(ca)]
+    query = f"?{parts.query}" if parts.query else ""
+    target = f"{parts.scheme}://{parts.hostname}:{at[1]}{parts.path or '/'}{query}"
+    argv = ["curl", "-sS", "-v", "-o", "/dev/null", "--max-time", "10"]
+    argv += ["--resolve", f"{parts.hostname}:{at[1]}:{at[0]}"]
+    if ca is not None:
+        argv += ["--cacert", str(ca)]
     if client is not None:
         argv += ["--cert", str(client.cert), "--key", str(client.key)]
     print("$", " ".join([*argv, f"'{target}'"]))
     if shutil.which("curl") is None:
-        print(
-            "  (curl is not installed: install it with your OS's packages; the Python call checks the same)"
-        )
+        print("  (curl is not installed: get it from your OS's packages; the Python call checks the same)")
         return None
     done = run([*argv, target], timeout=20, ok=tuple(range(256)))
     shown = [ln for ln in done.stderr.splitlines() if ln.startswith(("< HTTP", "* ALPN", "curl:"))]
     print("\n".join("  " + ln for ln in shown) + f"\n  exit code {done.returncode}")
     return done.returncode
+
+
+def certs_dir() -> Path:
+    """Where the lesson keeps the certificates it makes: ``certs/`` in the lab's state folder."""
+    return paths.state_dir() / "certs"
 
 
 def _key():  # type: ignore[no-untyped-def]
