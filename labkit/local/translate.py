@@ -91,6 +91,7 @@ def translate(resources: list[Resource], topo: Topology, mesh: MeshSettings) -> 
     mesh_vss = [v for v in vss if "mesh" in (v.spec.get("gateways") or ["mesh"])]
     telemetries = of_kind(resources, "Telemetry")
     ports = sorted({p.port for h in hosts for p in h.ports})
+    store = secrets(resources)
     out = {}
     for proxy in topo.sidecars:
         log_file = access_log_on(telemetries, proxy, root, mesh.access_log_file is not None)
@@ -100,7 +101,7 @@ def translate(resources: list[Resource], topo: Topology, mesh: MeshSettings) -> 
                 f"proxy {proxy.id} has no outbound listener port for {missing}: call ensure_ports first"
             )
         listeners = [outbound_listener(proxy, p, log_file) for p in ports]
-        clusters = outbound_clusters(proxy, hosts, drs, auto_mtls, root)
+        clusters = outbound_clusters(proxy, hosts, drs, auto_mtls, root, store)
         instance = topo.instance_of(proxy)
         assert instance is not None
         own = _favour_own_routes(mesh_vss, proxy.namespace)
@@ -168,7 +169,10 @@ def _gateway(
             listeners.append(gateway_listener(proxy, port, target, log_file, tls=chains))
     return ProxyConfig(
         listeners=listeners,
-        clusters=[*outbound_clusters(proxy, hosts, drs, auto_mtls, mesh.root_namespace), blackhole_cluster()],
+        clusters=[
+            *outbound_clusters(proxy, hosts, drs, auto_mtls, mesh.root_namespace, secrets(resources)),
+            blackhole_cluster(),
+        ],
         routes=routes,
         extensions=rbac_configs(aps, proxy, mesh.root_namespace) if servers else {},
     )
