@@ -107,8 +107,8 @@ HTTP_ROUTE = "route: [{destination: {host: a}}]"
         (
             NET,
             "DestinationRule",
-            "{host: a, subsets: [{name: v1, trafficPolicy: {tls: {mode: SIMPLE}}}]}",
-            "field spec.subsets[0].trafficPolicy.tls.mode value 'SIMPLE' is not supported",
+            "{host: a, subsets: [{name: v1, trafficPolicy: {tls: {mode: SIMPLE, caCertificates: /ca.pem}}}]}",
+            "field spec.subsets[0].trafficPolicy.tls.caCertificates is not supported",
         ),
         (
             SEC,
@@ -131,9 +131,9 @@ HTTP_ROUTE = "route: [{destination: {host: a}}]"
         (
             NET,
             "Gateway",
-            "{servers: [{port: {number: 443, name: https, protocol: HTTPS}, hosts: ['*'], "
-            "tls: {mode: SIMPLE, credentialName: cert}}]}",
-            "field spec.servers[0].port.protocol value 'HTTPS' is not supported",
+            "{servers: [{port: {number: 443, name: tls, protocol: TLS}, hosts: ['*'], "
+            "tls: {mode: PASSTHROUGH}}]}",
+            "field spec.servers[0].port.protocol value 'TLS' is not supported",
         ),
         (
             NET,

@@ -40,6 +40,8 @@ def test_every_cluster_config_file_validates(path: Path, context: list[manifests
     resources = manifests.load(path)
     if path.parent.parent == paths.CLUSTER_CONFIG / "examples":  # an example's own Services and subsets
         context = [r for p in path.parent.glob("*.yaml") if p != path for r in manifests.load(p)]
+    if path.parent == paths.CLUSTER_CONFIG / "tasks":  # a task's own Gateways, ServiceEntries and stand-ins
+        context = context + [r for p in path.parent.glob("*.yaml") if p != path for r in manifests.load(p)]
     findings = validation.validate(resources, context=context)
     if path.name == "virtual-service-currency-converter-missing-subset.yaml":  # the deliberate mistake
         assert [(f.stage, f.field) for f in findings] == [

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 
 #: kind/cluster.yaml publishes the ingress gateway's NodePort here.
 INGRESS_URL = "http://127.0.0.1:8080"
+INGRESS_HTTPS_URL = "https://127.0.0.1:8443"  # the https NodePort 30443 (gateway port 443)
 #: How long up() waits for the nodes to be Ready after ``kind create`` (whose --wait may expire silently).
 NODE_READY_TIMEOUT = 300.0
 #: How long set_weights waits for istiod to push a new split to the client's proxy.
@@ -396,9 +397,11 @@ def _get_only(source: str, method: str) -> None:
 
 
 def _ingress(url: str) -> tuple[str, dict[str, str]]:
-    """Send ``url`` to the kind-mapped ingress gateway, keeping its host as the Host header."""
+    """Send ``url`` to the kind-mapped ingress gateway, keeping its host as the Host header: https (port
+    443) to the https NodePort's mapping, anything else to the http one."""
     parts = urlsplit(url)
-    target = urlsplit(INGRESS_URL)
+    secure = parts.scheme == "https" or parts.port == 443
+    target = urlsplit(INGRESS_HTTPS_URL if secure else INGRESS_URL)
     return urlunsplit((target.scheme, target.netloc, parts.path, parts.query, "")), {"Host": parts.netloc}
 
 

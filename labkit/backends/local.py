@@ -48,8 +48,10 @@ _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when present:
 
 
 def _is_istio(res: Resource) -> bool:
-    """Mesh configuration, applied live: Istio's APIs and the Gateway API (translated like them)."""
-    return is_istio(res.group) or res.group == "gateway.networking.k8s.io"
+    """Mesh configuration, applied live: Istio's APIs and the Gateway API (translated like them), and the
+    Secrets a Gateway's credentialName names (read live by istiod too: local/credentials.py)."""
+    secret = (res.group, res.kind) == ("", "Secret")
+    return is_istio(res.group) or res.group == "gateway.networking.k8s.io" or secret
 
 
 class _Plan(NamedTuple):

@@ -24,11 +24,13 @@ Example:
 
 Modules, one concern each: ``report`` (``passed``, ``fail``, the shared exact test), ``lifecycle`` (the lab
 itself), ``traffic`` (a run's answers and shares), ``telemetry`` (metrics, logs, identities), ``rollout`` (the
-canary control), ``measurement`` (``labkit.cost``) and ``tasks`` (Istio's tasks, notebooks 12-15).
+canary control), ``measurement`` (``labkit.cost``), ``tasks`` (Istio's tasks, notebooks 12-15) and ``edge``
+(secure ingress, notebook 17).
 """
 
 from __future__ import annotations
 
+from labkit.checks.edge import https_ok, negotiates_h2, tls_refused
 from labkit.checks.lifecycle import (
     install_settings,
     lab_is_down,
@@ -60,6 +62,9 @@ from labkit.errors import CheckFailed, LabError
 from labkit.stats import CONFIDENCE, LEVEL
 
 __all__ = [
+    "https_ok",
+    "negotiates_h2",
+    "tls_refused",
     "CONFIDENCE",
     "CheckFailed",
     "LEFTOVER",

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from labkit.local.origination import originate
 from labkit.local.registry import Host
 from labkit.meshmodel import envoy_duration as duration
 from labkit.meshmodel import fqdn as resolve_host
@@ -104,16 +105,25 @@ def merge_destination_rules(drs: list[Resource]) -> dict:
 
 
 def outbound_clusters(
-    proxy: Proxy, hosts: list[Host], drs: list[Resource], auto_mtls: dict[str, bool], root: str
+    proxy: Proxy,
+    hosts: list[Host],
+    drs: list[Resource],
+    auto_mtls: dict[str, bool],
+    root: str,
+    store: dict | None = None,
 ) -> list[dict]:
-    """Every outbound cluster ``proxy`` needs: per host port, and per DR subset of that host."""
+    """Every outbound cluster ``proxy`` needs: per host port, and per DR subset of that host; ``store``: the
+    Secrets a DR's ``tls.credentialName`` reads (credentials.secrets)."""
+    store = store or {}
     out = []
     for host in hosts:
         dr = find_destination_rule(drs, host, proxy.namespace, root)
         top = (dr.get("trafficPolicy") or {}) if dr else {}
         for port in host.ports:
             out.append(
-                _cluster(proxy, host, port.port, "", host.endpoints[port.port], top, auto_mtls[host.fqdn])
+                _cluster(
+                    proxy, host, port.port, "", host.endpoints[port.port], top, auto_mtls[host.fqdn], store
+                )
             )
             for subset in dr["subsets"] if dr else []:
                 policy = merge_policy(top, subset.get("trafficPolicy") or {})
@@ -124,7 +134,7 @@ def outbound_clusters(
                     if e.instance is not None and selects(labels, e.instance.workload.labels)
                 ]
                 out.append(
-                    _cluster(proxy, host, port.port, subset["name"], eps, policy, auto_mtls[host.fqdn])
+                    _cluster(proxy, host, port.port, subset["name"], eps, policy, auto_mtls[host.fqdn], store)
                 )
     return out
 
@@ -144,6 +154,7 @@ def _cluster(
     endpoints: list[Endpoint],
     policy: dict,
     auto_mtls: bool,
+    store: dict,
 ) -> dict:
     name = cluster_name(port, subset, host.fqdn)
     cluster: dict[str, Any] = {
@@ -177,17 +188,26 @@ def _cluster(
         )
         if value is not None
     }
-    if common:
-        cluster["typed_extension_protocol_options"] = {
-            HTTP_OPTIONS_KEY: {
-                "@type": HTTP_OPTIONS,
-                "common_http_protocol_options": common,
-                "explicit_http_config": {"http_protocol_options": {}},
-            }
+    tls_mode = (policy.get("tls") or {}).get("mode")
+    auto_sni = False
+    if tls_mode in ("SIMPLE", "MUTUAL"):  # TLS origination (origination.py)
+        socket, auto_sni = originate(policy["tls"], store, proxy.namespace)
+        if socket is None:  # its credential is missing: the cluster never warms, no endpoint serves
+            cluster["load_assignment"]["endpoints"] = []
+        else:
+            cluster["transport_socket"] = socket
+    if common or auto_sni:
+        options: dict[str, Any] = {
+            "@type": HTTP_OPTIONS,
+            "explicit_http_config": {"http_protocol_options": {}},
         }
+        if common:
+            options["common_http_protocol_options"] = common
+        if auto_sni:
+            options["upstream_http_protocol_options"] = {"auto_sni": True, "auto_san_validation": True}
+        cluster["typed_extension_protocol_options"] = {HTTP_OPTIONS_KEY: options}
     if policy.get("outlierDetection") is not None:
         _outlier(cluster, policy["outlierDetection"])
-    tls_mode = (policy.get("tls") or {}).get("mode")
     if tls_mode == "ISTIO_MUTUAL":
         cluster["transport_socket"] = istio_mutual(proxy, host, port, subset)
     elif tls_mode is None and auto_mtls:

@@ -210,23 +210,46 @@ def outbound_listener(proxy: Proxy, port: int, log_file: bool) -> dict:
     }
 
 
-def gateway_listener(proxy: Proxy, server_port: int, target: int, log_file: bool) -> dict:
+def gateway_listener(
+    proxy: Proxy,
+    server_port: int,
+    target: int,
+    log_file: bool,
+    tls: list[tuple[str, list[str], dict]] | None = None,
+) -> dict:
     """The gateway's ``0.0.0.0_<target>`` for Gateway server port ``server_port``, with RDS ``http.<target>``
-    (``resolvePorts``: the listener is on the ingress Service's targetPort) and the HCM's RBAC filters."""
-    hcm = _hcm(
-        f"outbound_0.0.0.0_{target};",
-        rbac_filters(proxy),
-        access_logs(proxy, log_file, source_tags(proxy)),
-        rds=_rds(proxy, f"http.{target}"),
-        use_remote_address=True,
-    )
-    return {
+    (``resolvePorts``: the listener is on the ingress Service's targetPort) and the HCM's RBAC filters.
+
+    ``tls``: an HTTPS port's servers as (route name, SNI names, transport socket), one filter chain each
+    (core/gateway.go ``createGatewayHTTPFilterChainOpts``): matched on SNI (none for ``*``), behind
+    ``tls_inspector``; a client whose SNI matches no chain is closed during the handshake."""
+
+    def chain(route: str) -> dict:
+        hcm = _hcm(
+            f"outbound_0.0.0.0_{target};",
+            rbac_filters(proxy),
+            access_logs(proxy, log_file, source_tags(proxy)),
+            rds=_rds(proxy, route),
+            use_remote_address=True,
+        )
+        return {"filters": [hcm]}
+
+    listener: dict[str, Any] = {
         "@type": LISTENER,
         "name": f"0.0.0.0_{target}",
         "address": _address(proxy.gateway_ports[server_port]),
         "traffic_direction": "OUTBOUND",
-        "filter_chains": [{"filters": [hcm]}],
     }
+    if tls is None:
+        return listener | {"filter_chains": [chain(f"http.{target}")]}
+    chains = []
+    for route, names, socket in tls:
+        c = chain(route) | {"transport_socket": socket}
+        if names and "*" not in names:  # a full wildcard matches any SNI (and none)
+            c["filter_chain_match"] = {"server_names": names}
+        chains.append(c)
+    listener["listener_filters"] = [_filter("envoy.filters.listener.tls_inspector", TLS_INSPECTOR)]
+    return listener | {"filter_chains": chains}
 
 
 def inbound_listener(proxy: Proxy, target_port: int, mode: str, service: str, log_file: bool) -> dict:

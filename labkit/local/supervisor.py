@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import socket
 import sys
 import time
 from collections.abc import Callable
@@ -154,6 +155,8 @@ class Supervisor:
         for inst in topo.instances:
             url = f"http://127.0.0.1:{inst.app_port}/healthz"
             checks[app_name(inst)] = functools.partial(envoy.http_ok, url, timeout=0.5)
+            if "TLS_CERT" in inst.workload.env:  # HTTPS only (its manifest probes tcpSocket): it listens
+                checks[app_name(inst)] = functools.partial(_listening, inst.app_port)
         for proxy in topo.proxies.values():
             names = [lis["name"] for lis in configs[proxy.id].listeners]
             checks[envoy_name(proxy)] = functools.partial(envoy.ready, proxy, names)
@@ -180,3 +183,12 @@ class Supervisor:
 
     def stop_all(self) -> None:
         processes.stop(self.records(), self.state.run_dir)
+
+
+def _listening(port: int) -> bool:
+    """A kubelet tcpSocket probe: something accepts connections on 127.0.0.1:``port``."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False

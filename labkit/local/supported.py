@@ -47,7 +47,7 @@ DESTINATION = {"host": ANY, "subset": ANY, "port": {"number": ANY}}
 HEADER_OPS = {"set": ANY, "add": ANY, "remove": ANY}
 HEADERS = {"request": HEADER_OPS, "response": HEADER_OPS}
 PERCENT = {"value": ANY}
-TLS_MODES = Enum(("DISABLE", "ISTIO_MUTUAL"))
+TLS_MODES = Enum(("DISABLE", "ISTIO_MUTUAL", "SIMPLE", "MUTUAL"))
 MTLS_MODES = Enum(("UNSET", "DISABLE", "PERMISSIVE", "STRICT"))
 TRAFFIC_POLICY = {
     "loadBalancer": {"simple": Enum(("UNSPECIFIED", "ROUND_ROBIN", "LEAST_REQUEST", "LEAST_CONN", "RANDOM"))},
@@ -69,7 +69,8 @@ TRAFFIC_POLICY = {
         "maxEjectionPercent": ANY,
         "minHealthPercent": ANY,
     },
-    "tls": {"mode": TLS_MODES},
+    # SIMPLE/MUTUAL: TLS origination (local/origination.py), the CA and client certificate by credentialName
+    "tls": {"mode": TLS_MODES, "sni": ANY, "credentialName": ANY},
 }
 
 #: The spec schema of every Istio kind the local backend implements.
@@ -146,7 +147,13 @@ SCHEMAS: dict[str, dict[str, Any]] = {
     "Gateway": {
         "selector": ANY,
         "servers": [
-            {"port": {"number": ANY, "name": ANY, "protocol": Enum(("HTTP",))}, "hosts": ANY, "name": ANY}
+            {
+                "port": {"number": ANY, "name": ANY, "protocol": Enum(("HTTP", "HTTPS"))},
+                "hosts": ANY,
+                "name": ANY,
+                # secure ingress (local/gateway_tls.py): credentialName, a Secret in the gateway's namespace
+                "tls": {"mode": Enum(("SIMPLE", "MUTUAL")), "credentialName": ANY},
+            }
         ],
     },
 }

@@ -22,7 +22,9 @@ from labkit.local.access_logging import access_log_on
 from labkit.local.authn import namespace_mode, port_mode
 from labkit.local.authz import rbac_configs
 from labkit.local.clusters import blackhole_cluster, inbound_cluster, outbound_clusters
+from labkit.local.credentials import secrets
 from labkit.local.gateway_routes import gateway_route_config
+from labkit.local.gateway_tls import downstream_tls, route_name, sni_hosts
 from labkit.local.httproute import convert, is_gateway_semantics
 from labkit.local.listeners import gateway_listener, inbound_listener, outbound_listener
 from labkit.local.registry import Host, build_registry, of_kind
@@ -89,6 +91,7 @@ def translate(resources: list[Resource], topo: Topology, mesh: MeshSettings) -> 
     mesh_vss = [v for v in vss if "mesh" in (v.spec.get("gateways") or ["mesh"])]
     telemetries = of_kind(resources, "Telemetry")
     ports = sorted({p.port for h in hosts for p in h.ports})
+    store = secrets(resources)
     out = {}
     for proxy in topo.sidecars:
         log_file = access_log_on(telemetries, proxy, root, mesh.access_log_file is not None)
@@ -98,7 +101,7 @@ def translate(resources: list[Resource], topo: Topology, mesh: MeshSettings) -> 
                 f"proxy {proxy.id} has no outbound listener port for {missing}: call ensure_ports first"
             )
         listeners = [outbound_listener(proxy, p, log_file) for p in ports]
-        clusters = outbound_clusters(proxy, hosts, drs, auto_mtls, root)
+        clusters = outbound_clusters(proxy, hosts, drs, auto_mtls, root, store)
         instance = topo.instance_of(proxy)
         assert instance is not None
         own = _favour_own_routes(mesh_vss, proxy.namespace)
@@ -141,13 +144,35 @@ def _gateway(
     telemetries = of_kind(resources, "Telemetry")
     log_file = access_log_on(telemetries, proxy, mesh.root_namespace, mesh.access_log_file is not None)
     listeners, routes = [], []
+    store = secrets(resources)
     for port in sorted(servers):
         target = INGRESS_TARGET_PORTS.get(port, port)
-        listeners.append(gateway_listener(proxy, port, target, log_file))
-        routes.append(gateway_route_config(proxy, f"http.{target}", servers[port], vss, hosts))
+        if not any(server.get("tls") for server, _ in servers[port]):
+            listeners.append(gateway_listener(proxy, port, target, log_file))
+            routes.append(gateway_route_config(proxy, f"http.{target}", servers[port], vss, hosts))
+            continue
+        plain = next((gw for server, gw in servers[port] if not server.get("tls")), None)
+        if plain is not None:
+            raise UnsupportedError(
+                f"{plain.where}: Gateway port {port} has both plain-text and TLS servers; the local backend "
+                "(like istiod, which reports a conflict) serves one protocol per port. What to do: give the "
+                "HTTP server another port number"
+            )
+        chains = []  # an HTTPS port: one filter chain and route config per server (gateway_tls.py)
+        for server, gw in servers[port]:
+            socket = downstream_tls(server, store, proxy.namespace)
+            if socket is not None:
+                name = route_name(server, gw)
+                chains.append((name, sni_hosts(server), socket))
+                routes.append(gateway_route_config(proxy, name, [(server, gw)], vss, hosts))
+        if chains:  # Envoy needs a chain; with no credential at all the port stays closed
+            listeners.append(gateway_listener(proxy, port, target, log_file, tls=chains))
     return ProxyConfig(
         listeners=listeners,
-        clusters=[*outbound_clusters(proxy, hosts, drs, auto_mtls, mesh.root_namespace), blackhole_cluster()],
+        clusters=[
+            *outbound_clusters(proxy, hosts, drs, auto_mtls, mesh.root_namespace, secrets(resources)),
+            blackhole_cluster(),
+        ],
         routes=routes,
         extensions=rbac_configs(aps, proxy, mesh.root_namespace) if servers else {},
     )

@@ -14,7 +14,7 @@ volume: JSON {"name", "namespace", "labels", "serviceAccount"}), or the downward
 POD_NAMESPACE and POD_VERSION (fieldRef metadata.labels['version']) on kind. VERSION, when set, wins over the
 label. Other settings: PORT (8080), HOST (0.0.0.0), FAIL_RATE (0..1, share of /convert, or in echo mode of
 the echo answers, answered 500), DELAY_MS (added to every /convert), MODE (converter | rates | echo), CALLS
-and the rest of callgraph.py.
+and the rest of callgraph.py; TLS_CERT, TLS_KEY (and TLS_CLIENT_CA) serve HTTPS (tls_from_env).
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ import os
 import random
 import re
 import socket
+import ssl
 import sys
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
@@ -97,6 +98,7 @@ class Settings:
     delay_ms: float
     mode: str
     calls: callgraph.CallPlan | None = None
+    tls: tuple[str, str, str] | None = None  # (certificate, key, client CA or "") files: serve HTTPS
 
     @property
     def version(self) -> str | None:
@@ -132,7 +134,36 @@ def settings_from_env(env: dict[str, str]) -> Settings:
         delay_ms=number("DELAY_MS", "0", 0, 600_000),
         mode=mode,
         calls=callgraph.plan_from_env(env),
+        tls=tls_from_env(env),
     )
+
+
+def tls_from_env(env: Mapping[str, str]) -> tuple[str, str, str] | None:
+    """TLS_CERT and TLS_KEY (PEM files; relative paths from this folder, so the image and the local backend
+    find the same files) make the app serve HTTPS, as the egress lesson's external stand-in does;
+    TLS_CLIENT_CA also requires a client certificate signed by that CA (mutual TLS)."""
+    if not env.get("TLS_CERT"):
+        return None
+    here = os.path.dirname(os.path.abspath(__file__))
+    files = [
+        os.path.join(here, env.get(k, "")) if env.get(k) else ""
+        for k in ("TLS_CERT", "TLS_KEY", "TLS_CLIENT_CA")
+    ]
+    for name, path in zip(("TLS_CERT", "TLS_KEY", "TLS_CLIENT_CA"), files, strict=True):
+        if (path or name != "TLS_CLIENT_CA") and not os.path.isfile(path):
+            sys.exit(f"currency-converter: {name}={env.get(name)!r} is not a file; set it to a PEM file")
+    return files[0], files[1], files[2]
+
+
+def ssl_context(tls: tuple[str, str, str] | None) -> ssl.SSLContext | None:
+    if tls is None:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(tls[0], tls[1])
+    if tls[2]:
+        context.load_verify_locations(tls[2])
+        context.verify_mode = ssl.CERT_REQUIRED
+    return context
 
 
 def joined(headers: Mapping[str, str]) -> dict[str, str]:
@@ -302,6 +333,7 @@ def main() -> None:
         make_app(settings),
         host=settings.host,
         port=settings.port,
+        ssl_context=ssl_context(settings.tls),
         print=None,
         access_log_class=LineLogger,
         shutdown_timeout=2.0,
