@@ -58,6 +58,17 @@ def show(name: str | Path) -> Path:
     return path
 
 
+def show_object(body: dict) -> dict:
+    """Print a manifest made in the notebook (a RequestAuthentication holding a key made here) as YAML, then
+    the kubectl command that applies it on a cluster, and return it for ``lab.apply``."""
+    import yaml  # with lesson.show's file text, the only YAML this module prints
+
+    print(f"# --- {body['kind']} {body['metadata']['name']} (made in this notebook) ---")
+    print(yaml.safe_dump(body, sort_keys=False, width=100).rstrip())
+    print("# --- on a cluster, `lab.apply` of this object is: kubectl apply -f - (with this YAML on stdin)")
+    return body
+
+
 def _shown(path: Path) -> str:
     """``path`` as a trainee types it from the repository root (absolute when outside it)."""
     try:

@@ -81,3 +81,26 @@ def test_a_request_principal_names_one_issuer_and_subject(lab):
     finally:
         lab.delete(only_jason)
         lab.delete(authn)
+
+
+def test_a_space_delimited_scope_claim_matches_one_of_its_words(lab):
+    """``buildSpaceDelimitedClaims``: ``scope`` "read convert" is the list [read, convert] for matching."""
+    issuer = Issuer()
+    authn = issuer.request_authentication()
+    scoped = {
+        "apiVersion": "security.istio.io/v1",
+        "kind": "AuthorizationPolicy",
+        "metadata": {"name": "convert-scope", "namespace": "payments-prod"},
+        "spec": {
+            "selector": {"matchLabels": {"app": "currency-converter"}},
+            "rules": [{"when": [{"key": "request.auth.claims[scope]", "values": ["convert"]}]}],
+        },
+    }
+    try:
+        lab.apply(authn)
+        lab.apply(scoped)
+        assert codes(lab, issuer.token("ana", scope="read convert")) == {200: 5}
+        assert codes(lab, issuer.token("ana", scope="read")) == {403: 5}
+    finally:
+        lab.delete(scoped)
+        lab.delete(authn)
