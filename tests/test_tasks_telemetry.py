@@ -1,5 +1,5 @@
 """The Telemetry API on the local backend (notebook 20), through real Envoy and real HTTP: a workload's
-Telemetry turns its access log on over a mesh-wide off (pilot/pkg/model/telemetry.go ``mergeLogs``) and
+Telemetry turns its access log on over its namespace's off (pilot/pkg/model/telemetry.go ``mergeLogs``) and
 keeps only the lines its CEL ``filter.expression`` accepts (core/accesslog.go
 ``buildAccessLogFilterFromTelemetry``).
 """
@@ -14,7 +14,7 @@ from labkit import lesson, paths
 
 pytestmark = pytest.mark.mesh
 
-OFF = paths.MESH / "telemetry-access-log-off.yaml"
+OFF = paths.CLUSTER_CONFIG / "tasks" / "telemetry-payments-prod-access-log-off.yaml"
 ERRORS_ONLY = paths.CLUSTER_CONFIG / "tasks" / "telemetry-currency-converter-errors-only.yaml"
 BASE = lesson.URL.split("/convert")[0]
 SERVERS = ("currency-converter-v1", "currency-converter-v2")
@@ -32,7 +32,9 @@ def test_the_filtered_log_has_only_the_failed_requests_and_the_others_stay_quiet
         lines = [line for w in SERVERS for line in lab.access_log(w, tail=500) if marker in line]
         statuses = sorted(int(line.split('" ')[1].split()[0]) for line in lines)
         assert statuses == [404] * 5 + [418] * 5  # only >= 400, every one of them
-        assert not [line for line in lab.access_log("client", tail=500) if marker in line]  # mesh-wide off
+        assert not [
+            line for line in lab.access_log("client", tail=500) if marker in line
+        ]  # the namespace's off
     finally:
         lab.delete(ERRORS_ONLY)
         lab.delete(OFF)
