@@ -56,6 +56,16 @@ def show(name: str | Path) -> Path:
     return path
 
 
+def show_object(body: dict) -> dict:
+    """Print a manifest made in the notebook (a RequestAuthentication holding a key made here) as YAML and
+    return it for ``lab.apply``, which prints the kubectl command it stands for (``kubectl apply -f -``)."""
+    import yaml  # with lesson.show's file text, the only YAML this module prints
+
+    print(f"# --- {body['kind']} {body['metadata']['name']} (made in this notebook) ---")
+    print(yaml.safe_dump(body, sort_keys=False, width=100).rstrip())
+    return body
+
+
 def command(lab: Lab, line: str, timeout: float = 60) -> None:
     """The kubectl/istioctl command of this step, printed as ``$ line``: on kind (and kube) it runs for real
     and its output follows; on the local backend, which has no Kubernetes, it is the line to type on a

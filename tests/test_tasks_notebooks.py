@@ -1,6 +1,6 @@
-"""Notebooks 13-16 (Istio's tasks) broken on purpose, as a trainee would break them: the CHECK cell must
-fail with the trainee's message (the pattern of tests/test_notebooks.py). The lessons themselves run top to
-bottom in tests/test_notebooks.py, which collects every notebook."""
+"""Notebooks 12-15, 19 and 20 (Istio's tasks) broken on purpose, as a trainee would break them: the CHECK cell
+must fail with the trainee's message (the pattern of tests/test_notebooks.py). The lessons themselves run top
+to bottom in tests/test_notebooks.py, which collects every notebook."""
 
 from __future__ import annotations
 
@@ -30,6 +30,15 @@ from labkit.manifests import load
 wrong = load(edge_policy)[0].body
 wrong["metadata"]["namespace"] = "payments-prod"
 edge_policy = wrong
+"""
+#: Only the RequestAuthentication where the policy that requires a token was meant: no token still passes.
+AUTHN_FOR_POLICY = "require = authn"
+#: The workload Telemetry without its filter: it logs every request.
+TELEMETRY_WITHOUT_FILTER = """
+from labkit.manifests import load
+wrong = load(errors_only)[0].body
+del wrong["spec"]["accessLogging"][0]["filter"]
+errors_only = wrong
 """
 
 #: (notebook, the cell after which the lesson is broken, the breaking code, the CHECK cell, what it must say)
@@ -71,6 +80,20 @@ BROKEN = [
         EDGE_POLICY_IN_WRONG_NAMESPACE,
         'checks.forbidden(outside_headers, what="/headers from outside")',
         ["expected 403 (RBAC: access denied) for /headers from outside"],
+    ),
+    (
+        "19-end-user-jwt",
+        'require = lesson.show("tasks/authorization-policy-currency-converter-require-jwt.yaml")',
+        AUTHN_FOR_POLICY,
+        'checks.forbidden(no_token, what="a call without a token")',
+        ["expected 403 (RBAC: access denied) for a call without a token", "200: 20"],
+    ),
+    (
+        "20-telemetry-api",
+        'errors_only = lesson.show("tasks/telemetry-currency-converter-errors-only.yaml")',
+        TELEMETRY_WITHOUT_FILTER,
+        "checks.access_log_filtered(lab, SERVERS, marker, sent, logged=lambda code: code >= 400)",
+        ["lines for [200] should have been filtered out", "accessLogging[].filter.expression"],
     ),
 ]
 

@@ -5,14 +5,16 @@ from __future__ import annotations
 import pytest
 from support.envoy import configs, envoy_validate, hcms
 
-from labkit import manifests
-from labkit.errors import UnsupportedError
+from labkit import manifests, paths, validation
+from labkit.errors import UnsupportedError, ValidationError
+from labkit.local import listeners
 from labkit.local.supported import check_supported
 from labkit.mesh import MeshSettings
 
 V1 = "sidecar~currency-converter-v1-0.payments-prod"
 CLIENT = "sidecar~client-0.payments-prod"
 OFF = "telemetry-access-log-off.yaml"
+ERRORS_ONLY = paths.CLUSTER_CONFIG / "tasks" / "telemetry-currency-converter-errors-only.yaml"
 GATEWAY = "gateway-currency-converter.yaml"  # gives the ingress gateway a listener, hence a log to check
 
 
@@ -69,3 +71,37 @@ def test_another_provider_is_refused_by_name(tmp_path):
     other = telemetry("istio-system", True).replace("name: envoy", "name: otel")
     with pytest.raises(UnsupportedError, match=r"spec.accessLogging\[0\].providers\[0\].name value 'otel'"):
         check_supported(manifests.load(other))  # what Lab.apply's capability check runs
+
+
+def test_a_workload_telemetry_with_a_filter_logs_through_envoys_cel_filter_and_envoy_accepts_it(tmp_path):
+    """core/accesslog.go ``buildAccessLogFilterFromTelemetry``: the expression as a CEL ExpressionFilter on
+    the file logger only (the request counter counts every request); the mesh-wide off holds elsewhere."""
+    topo, cfgs = configs(tmp_path, OFF, ERRORS_ONLY.read_text())
+    assert file_logs(cfgs[V1]) == {True} and file_logs(cfgs[CLIENT]) == {False}
+    for lst in cfgs[V1].listeners:
+        for hcm in hcms(lst):
+            [file_log] = [log for log in hcm["access_log"] if log["name"] == "envoy.access_loggers.file"]
+            assert file_log["filter"] == {
+                "extension_filter": {
+                    "name": "envoy.access_loggers.extension_filters.cel",
+                    "typed_config": {
+                        "@type": listeners.CEL_FILTER,
+                        "expression": "response.code >= 400",
+                    },
+                }
+            }
+            stats = [log for log in hcm["access_log"] if log["name"] == "envoy.access_loggers.stats"]
+            assert stats and "filter" not in stats[0]
+    envoy_validate(topo, cfgs, tmp_path / "validate")
+
+
+def test_an_expression_that_is_not_cel_is_refused_by_validation_and_match_is_refused_by_name():
+    bad = manifests.load(ERRORS_ONLY.read_text().replace('"response.code >= 400"', '"response.code >= "'))
+    with pytest.raises(
+        ValidationError, match=r"spec\.accessLogging\[0\]\.filter\.expression: must be a valid CEL"
+    ):
+        validation.check(bad)
+    body = manifests.load(ERRORS_ONLY)[0].body
+    body["spec"]["accessLogging"][0]["match"] = {"mode": "SERVER"}
+    with pytest.raises(UnsupportedError, match=r"spec\.accessLogging\[0\]\.match is not supported"):
+        check_supported(manifests.load(body))

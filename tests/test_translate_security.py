@@ -110,11 +110,12 @@ def rbac(cfgs, proxy_id: str) -> dict:
         names
         == [f["name"] for f in plaintext["http_filters"] if "config_discovery" in f]
         == [
+            "envoy.filters.http.jwt_authn",
             "envoy.filters.http.rbac.deny",
             "envoy.filters.http.rbac.allow",
         ]
     )
-    configs_ = [cfgs[proxy_id].extensions[n] for n in names]
+    configs_ = [cfgs[proxy_id].extensions[n] for n in names[1:]]
     return {c["rules"]["action"]: c["rules"] for c in configs_ if "rules" in c}
 
 
@@ -123,6 +124,7 @@ def test_authorization_policies_become_deny_then_allow_rbac_rules_with_istio_pol
     for hcm in hcms(listener(cfgs[V1], "virtualInbound_8080")):  # both chains, mTLS and plaintext
         assert [f["name"] for f in hcm["http_filters"]] == [
             "envoy.filters.http.header_to_metadata",
+            "envoy.filters.http.jwt_authn",  # RequestAuthentication (test_translate_jwt.py), before RBAC
             "envoy.filters.http.rbac.deny",
             "envoy.filters.http.rbac.allow",
             "envoy.filters.http.fault",

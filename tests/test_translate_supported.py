@@ -73,7 +73,12 @@ HTTP_ROUTE = "route: [{destination: {host: a}}]"
             "{gatewayClassName: istio, listeners: [{name: https, port: 443, protocol: HTTPS}]}",
             "field spec.listeners[0].protocol value 'HTTPS' is not supported",
         ),
-        (SEC, "RequestAuthentication", "{}", "kind RequestAuthentication is not supported"),
+        (
+            SEC,
+            "RequestAuthentication",
+            "{jwtRules: [{issuer: a, jwksUri: 'https://a.example/jwks'}]}",
+            "field spec.jwtRules[0].jwksUri is not supported",
+        ),
         (
             NET,
             "VirtualService",
@@ -119,14 +124,14 @@ HTTP_ROUTE = "route: [{destination: {host: a}}]"
         (
             SEC,
             "AuthorizationPolicy",
-            "{rules: [{when: [{key: 'request.auth.claims[iss]', values: [x]}]}]}",
-            "field spec.rules[0].when[0].key value 'request.auth.claims[iss]' is not supported",
+            "{rules: [{when: [{key: 'request.auth.presenter', values: [x]}]}]}",
+            "field spec.rules[0].when[0].key value 'request.auth.presenter' is not supported",
         ),
         (
             SEC,
             "AuthorizationPolicy",
-            "{rules: [{from: [{source: {requestPrincipals: ['*']}}]}]}",
-            "field spec.rules[0].from[0].source.requestPrincipals is not supported",
+            "{rules: [{from: [{source: {notRequestPrincipals: ['*']}}]}]}",
+            "field spec.rules[0].from[0].source.notRequestPrincipals is not supported",
         ),
         (
             NET,

@@ -186,11 +186,12 @@ class KubeLab(Lab):
         return manifests.load(items)
 
     def applied(self) -> list[Resource]:
-        """What is live now: the lab's Istio kinds (authorization included) and the kinds of
-        cluster-config/apps, in the lab's namespaces, with metadata and spec as the API server holds them
+        """What is live now: the lab's Istio kinds (authorization, JWT and Telemetry included) and the kinds
+        of cluster-config/apps, in the lab's namespaces, with metadata and spec as the API server holds them
         (``Lab.reset`` compares the manifests against these)."""
         kinds = {(r.api_version, r.kind) for r in manifests.load(paths.APPS) if r.kind != "Namespace"}
         kinds |= {*workloads.LIVE_KINDS, ("security.istio.io/v1", "AuthorizationPolicy")}
+        kinds |= {("security.istio.io/v1", "RequestAuthentication"), ("telemetry.istio.io/v1", "Telemetry")}
         bodies = []
         for api_version, kind in sorted(kinds):
             for ns in scenario.NAMESPACES:

@@ -43,7 +43,14 @@ from labkit.checks.measurement import measurement_sound
 from labkit.checks.report import LEFTOVER, _describe, _flags, _requests, _test, fail, passed
 from labkit.checks.rollout import rollout_promoted, rollout_rolled_back
 from labkit.checks.tasks import circuit_breaker_trips, mirrored, overflow_counted
-from labkit.checks.telemetry import _samples, access_log_shows, metrics_recorded, mutual_tls, peer_identity
+from labkit.checks.telemetry import (
+    _samples,
+    access_log_filtered,
+    access_log_shows,
+    metrics_recorded,
+    mutual_tls,
+    peer_identity,
+)
 from labkit.checks.traffic import (
     _share_check,
     all_ok,
@@ -57,6 +64,7 @@ from labkit.checks.traffic import (
     slow_share,
     split_matches,
     status_share,
+    unauthenticated,
 )
 from labkit.errors import CheckFailed, LabError
 from labkit.stats import CONFIDENCE, LEVEL
@@ -76,6 +84,7 @@ __all__ = [
     "_samples",
     "_share_check",
     "_test",
+    "access_log_filtered",
     "access_log_shows",
     "all_ok",
     "blocked_egress",
@@ -104,5 +113,6 @@ __all__ = [
     "slow_share",
     "split_matches",
     "status_share",
+    "unauthenticated",
     "versions_running",
 ]

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING
 
 from labkit import metrics as _metrics
@@ -69,6 +70,35 @@ def access_log_shows(lab: Lab, workload: str, text: str, tail: int = 200) -> Non
             "traffic first",
         )
     passed(f"{len(lines)} access-log line(s) of {workload} contain {text!r}")
+
+
+def access_log_filtered(
+    lab: Lab, workloads: Iterable[str], marker: str, sent: Mapping[int, int], logged: Callable[[int], bool]
+) -> None:
+    """The access logs of ``workloads`` hold exactly the requests (their URL carries ``marker``) whose status
+    ``logged`` accepts: ``sent`` counts the requests per status, as the caller saw them. A Telemetry's
+    ``filter.expression`` decides which lines a proxy writes."""
+    import time  # only for this check
+
+    expected = sorted(code for code, n in sent.items() if logged(code) for _ in range(n))
+    deadline = time.monotonic() + 3  # lines are flushed on a timer
+    while True:
+        lines = [line for w in workloads for line in lab.access_log(w, tail=500) if marker in line]
+        codes = sorted(int(line.split('" ', 1)[1].split()[0]) for line in lines)
+        if len(codes) >= len(expected) or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    if codes != expected:
+        unwanted = sorted({c for c in codes if not logged(c)})
+        raise fail(
+            f"the access logs of {', '.join(workloads)} have {len(codes)} line(s) for these requests "
+            f"({dict(Counter(codes)) or 'none'}); expected {len(expected)} ({dict(Counter(expected))})"
+            + (f": lines for {unwanted} should have been filtered out" if unwanted else ""),
+            "the Telemetry that selects the workload: providers [envoy], disabled not true, and "
+            "accessLogging[].filter.expression (e.g. response.code >= 400); the most specific Telemetry "
+            "wins (workload over namespace over the mesh's in istio-system)",
+        )
+    passed(f"{len(codes)} line(s) logged, only the requests the filter keeps ({dict(Counter(codes))})")
 
 
 def peer_identity(lab: Lab | Iterable[RequestCount], source: str = "client", expected: str = "") -> None:

@@ -137,6 +137,23 @@ def forbidden(result: TrafficResult, what: str = "this caller") -> None:
     passed(f"{what} denied: {len(outcomes)}/{len(outcomes)} answered 403")
 
 
+def unauthenticated(result: TrafficResult, what: str = "this caller") -> None:
+    """Every request was turned away with 401: the sidecar's JWT check refused its token (a
+    RequestAuthentication verifies every token that is present: bad signature, other issuer, expired)."""
+    outcomes = _requests(result, what)
+    bad = [o for o in outcomes if o.status != 401]
+    if bad:
+        raise fail(
+            f"expected 401 (Jwt verification fails / Jwt is expired) for {what}, but {len(bad)} of "
+            f"{len(outcomes)} were not ({_describe(result)})",
+            "the RequestAuthentication that selects app=currency-converter: its issuer and jwks (a token "
+            "signed by that key and not expired passes; a 2xx means the token was accepted, a 403 that an "
+            "AuthorizationPolicy, not the JWT check, said no)",
+            result,
+        )
+    passed(f"{what} refused by the JWT check: {len(outcomes)}/{len(outcomes)} answered 401")
+
+
 def blocked_egress(result: TrafficResult, host: str = "api.fxrates.example") -> None:
     """REGISTRY_ONLY blocked the call: a 502 from the sidecar, or (kind, plain DNS) an unresolved name."""
     outcomes = _requests(result, host)

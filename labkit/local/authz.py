@@ -35,6 +35,10 @@ SHADOW_PREFIX = {"ALLOW": "istio_dry_run_allow_", "DENY": "istio_dry_run_deny_"}
 #: ``rbacPolicyMatchNever``: the one policy of an AuthorizationPolicy without rules.
 MATCH_NEVER = {"permissions": [{"not_rule": {"any": True}}], "principals": [{"not_id": {"any": True}}]}
 _HEADER_KEY = re.compile(r"request\.headers\[([^\]]+)\]")
+_CLAIMS_KEY = re.compile(r"request\.auth\.claims((?:\[[^\]]+\])+)")
+#: Where jwt_authn (requestauthn.py) puts the verified token: ``MetadataValueMatcherForJWTClaim``'s filter
+#: (``authn_model.EnvoyJwtFilterName``) and first key (``filters.EnvoyJwtFilterPayload``).
+JWT_FILTER, JWT_PAYLOAD = "envoy.filters.http.jwt_authn", "payload"
 
 
 def applies(policy: Resource, proxy: Proxy, root_namespace: str) -> bool:
@@ -85,20 +89,30 @@ def _policy(rule: dict) -> dict:
     a field's values are ORed and its ``not`` values are one negated OR after them."""
     when = []
     for condition in rule.get("when") or []:
-        header = _HEADER_KEY.fullmatch(condition["key"])  # check_supported admits request.headers[...] only
-        if header is None:
-            continue
-        # model.go ``rule.principal``: the values ORed, then the notValues ORed under one ``not_id``
-        if condition.get("values"):
-            when.append(_or_ids([_header(header.group(1), v) for v in condition["values"]]))
-        if condition.get("notValues"):
-            when.append({"not_id": _or_ids([_header(header.group(1), v) for v in condition["notValues"]])})
+        # check_supported admits request.headers[...] and request.auth.claims[...] only
+        header, claims = _HEADER_KEY.fullmatch(condition["key"]), _CLAIMS_KEY.fullmatch(condition["key"])
+        if header is not None:
+            # model.go ``rule.principal``: the values ORed, then the notValues ORed under one ``not_id``
+            if condition.get("values"):
+                when.append(_or_ids([_header(header.group(1), v) for v in condition["values"]]))
+            if condition.get("notValues"):
+                when.append(
+                    {"not_id": _or_ids([_header(header.group(1), v) for v in condition["notValues"]])}
+                )
+        elif claims is not None:  # an extended generator: one matcher for all values, ``not_id`` of it
+            path = re.findall(r"\[([^\]]+)\]", claims.group(1))
+            if condition.get("values"):
+                when.append(_claim(path, condition["values"]))
+            if condition.get("notValues"):
+                when.append({"not_id": _claim(path, condition["notValues"])})
     principals = []
     for f in rule.get("from") or [{}]:
         source = (f or {}).get("source") or {}
         ids = []
         if source.get("principals"):
             ids.append(_or_ids([_principal(p) for p in source["principals"]]))
+        if source.get("requestPrincipals"):  # model.go inserts it after principals, before namespaces
+            ids.append(_or_ids([_request_principal(p) for p in source["requestPrincipals"]]))
         if source.get("namespaces"):
             ids.append(_or_ids([_namespace(ns) for ns in source["namespaces"]]))
         principals.append(_and_ids(ids + when))
@@ -137,6 +151,48 @@ def _path(value: str) -> dict:
 def _principal(value: str) -> dict:
     """``srcPrincipalGenerator``: ``cluster.local/ns/x/sa/y`` as the peer's ``spiffe://`` URI SAN."""
     return {"authenticated": {"principal_name": _string_match(value, prefix="spiffe://")}}
+
+
+def _request_principal(value: str) -> dict:
+    """``requestPrincipalGenerator``: ``<iss>/<sub>`` split at the last ``/`` (an issuer may be a URL), each
+    half matched in the verified payload: ``*`` any, ``*x``/``x*`` a suffix/prefix on the side it is on."""
+    any_: dict[str, Any] = {"safe_regex": {"regex": ".+"}}
+    match_iss: dict[str, Any]
+    match_sub: dict[str, Any]
+    iss, found, sub = value.rpartition("/")
+    if not found:
+        iss, sub = value, ""
+    if value == "*":
+        match_iss, match_sub = any_, any_
+    elif value.startswith("*"):
+        if found:
+            match_iss = any_ if iss == "*" else {"suffix": iss[1:]}
+            match_sub = {"exact": sub}
+        else:
+            match_iss, match_sub = any_, {"suffix": value[1:]}
+    elif value.endswith("*"):
+        if found:
+            match_iss, match_sub = {"exact": iss}, any_ if sub == "*" else {"prefix": sub[:-1]}
+        else:
+            match_iss, match_sub = {"prefix": value[:-1]}, any_
+    else:
+        match_iss, match_sub = {"exact": iss}, {"exact": sub}
+    return _and_ids(
+        [_payload(["iss"], {"string_match": match_iss}), _payload(["sub"], {"string_match": match_sub})]
+    )
+
+
+def _claim(path: list[str], values: list[str]) -> dict:
+    """``requestClaimGenerator`` (``MetadataListValueMatcherForJWTClaims``, extended JWT): the claim is one of
+    the values, or a list holding one of them (a ``groups`` claim)."""
+    matchers = [{"string_match": _string_match(v)} for v in values]
+    value = matchers[0] if len(matchers) == 1 else {"or_match": {"value_matchers": matchers}}
+    return _payload(path, {"or_match": {"value_matchers": [{"list_match": {"one_of": value}}, value]}})
+
+
+def _payload(path: list[str], value: dict) -> dict:
+    keys = [{"key": k} for k in (JWT_PAYLOAD, *path)]
+    return {"metadata": {"filter": JWT_FILTER, "path": keys, "value": value}}
 
 
 def _namespace(ns: str) -> dict:

@@ -15,8 +15,11 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from labkit.local.access_logging import FileLog
 from labkit.local.authz import FILTERS, RBAC
 from labkit.local.clusters import DOWNSTREAM_TLS, PEER_KEYS, TLS_PARAMS, cert_pair, peer_labels
+from labkit.local.requestauthn import FILTER as JWT_FILTER
+from labkit.local.requestauthn import JWT_AUTHN
 from labkit.local.routes import PEER_HEADERS
 from labkit.metrics import LABELS
 
@@ -31,6 +34,7 @@ HEADER_TO_METADATA = "type.googleapis.com/envoy.extensions.filters.http.header_t
 TLS_INSPECTOR = "type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector"
 FILE_LOG = "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog"
 STATS_LOG = "type.googleapis.com/envoy.extensions.access_loggers.stats.v3.Config"
+CEL_FILTER = "type.googleapis.com/envoy.extensions.access_loggers.filters.cel.v3.ExpressionFilter"
 NETWORK_INPUTS = "type.googleapis.com/envoy.extensions.matching.common_inputs.network.v3"
 STRING_VALUE = "type.googleapis.com/google.protobuf.StringValue"
 #: ``EnvoyServerName`` (core/accesslog.go): the ``server`` header on every response the proxy sends.
@@ -60,20 +64,28 @@ CIPHERS = [
 ]
 
 
-def access_logs(proxy: Proxy, log_file: bool, tags: dict[str, str]) -> list[dict]:
-    """The file access log (when meshConfig.accessLogFile is set) and the request counter."""
+def access_logs(proxy: Proxy, log_file: FileLog | None, tags: dict[str, str]) -> list[dict]:
+    """The file access log (meshConfig.accessLogFile or a Telemetry), with the Telemetry's CEL filter if
+    it has one (core/accesslog.go ``buildAccessLogFilterFromTelemetry``), and the request counter."""
     logs = []
-    if log_file:
-        logs.append(
-            {
-                "name": "envoy.access_loggers.file",
-                "typed_config": {
-                    "@type": FILE_LOG,
-                    "path": str(proxy.access_log),
-                    "log_format": {"text_format_source": {"inline_string": ACCESS_LOG_FORMAT}},
-                },
+    if log_file is not None:
+        file_log: dict[str, Any] = {
+            "name": "envoy.access_loggers.file",
+            "typed_config": {
+                "@type": FILE_LOG,
+                "path": str(proxy.access_log),
+                "log_format": {"text_format_source": {"inline_string": ACCESS_LOG_FORMAT}},
+            },
+        }
+        if log_file.filter is not None:
+            cel = {"@type": CEL_FILTER, "expression": log_file.filter}
+            file_log["filter"] = {
+                "extension_filter": {
+                    "name": "envoy.access_loggers.extension_filters.cel",
+                    "typed_config": cel,
+                }
             }
-        )
+        logs.append(file_log)
     logs.append(
         {
             "name": "envoy.access_loggers.stats",
@@ -158,17 +170,18 @@ def _hcm(stat_prefix: str, filters: list[dict], logs: list[dict], **routing: Any
     )
 
 
-def rbac_filters(proxy: Proxy) -> list[dict]:
-    """The HCM's RBAC filters (DENY, then ALLOW), each configured by its ECDS file (authz.rbac_configs)."""
+def security_filters(proxy: Proxy) -> list[dict]:
+    """The HCM's ``jwt_authn`` filter, then its RBAC filters (DENY, then ALLOW), each configured by its ECDS
+    file (requestauthn.jwt_config, authz.rbac_configs)."""
     return [
         {
             "name": name,
             "config_discovery": {
                 "config_source": _file_source(proxy, extension_file(proxy, name)),
-                "type_urls": [RBAC],
+                "type_urls": [type_url],
             },
         }
-        for name in FILTERS.values()
+        for name, type_url in [(JWT_FILTER, JWT_AUTHN), *((name, RBAC) for name in FILTERS.values())]
     ]
 
 
@@ -193,7 +206,7 @@ def _address(port: int) -> dict:
     return {"socket_address": {"address": "127.0.0.1", "port_value": port}}
 
 
-def outbound_listener(proxy: Proxy, port: int, log_file: bool) -> dict:
+def outbound_listener(proxy: Proxy, port: int, log_file: FileLog | None) -> dict:
     """``0.0.0.0_<port>`` on the proxy's 127.0.0.1 port for it; the Host header picks the service (vhost)."""
     hcm = _hcm(
         f"outbound_0.0.0.0_{port};",
@@ -214,7 +227,7 @@ def gateway_listener(
     proxy: Proxy,
     server_port: int,
     target: int,
-    log_file: bool,
+    log_file: FileLog | None,
     tls: list[tuple[str, list[str], dict]] | None = None,
 ) -> dict:
     """The gateway's ``0.0.0.0_<target>`` for Gateway server port ``server_port``, with RDS ``http.<target>``
@@ -227,7 +240,7 @@ def gateway_listener(
     def chain(route: str) -> dict:
         hcm = _hcm(
             f"outbound_0.0.0.0_{target};",
-            rbac_filters(proxy),
+            security_filters(proxy),
             access_logs(proxy, log_file, source_tags(proxy)),
             rds=_rds(proxy, route),
             use_remote_address=True,
@@ -252,7 +265,9 @@ def gateway_listener(
     return listener | {"filter_chains": chains}
 
 
-def inbound_listener(proxy: Proxy, target_port: int, mode: str, service: str, log_file: bool) -> dict:
+def inbound_listener(
+    proxy: Proxy, target_port: int, mode: str, service: str, log_file: FileLog | None
+) -> dict:
     """``virtualInbound_<port>``: Istio's inbound filter chains for one target port (filterchain_options.go).
 
     STRICT: TLS only; PERMISSIVE: TLS with an Istio ALPN, or plaintext; DISABLE: plaintext only. A client that
@@ -317,7 +332,9 @@ def _to_chain(name: str) -> dict:
     return {"action": {"name": name, "typed_config": {"@type": STRING_VALUE, "value": name}}}
 
 
-def _inbound_chain(proxy: Proxy, port: int, name: str, mtls: bool, service: str, log_file: bool) -> dict:
+def _inbound_chain(
+    proxy: Proxy, port: int, name: str, mtls: bool, service: str, log_file: FileLog | None
+) -> dict:
     source = _filter(
         "envoy.filters.http.header_to_metadata",
         HEADER_TO_METADATA,
@@ -326,7 +343,7 @@ def _inbound_chain(proxy: Proxy, port: int, name: str, mtls: bool, service: str,
     security = "mutual_tls" if mtls else "none"
     hcm = _hcm(
         f"inbound_0.0.0.0_{port};",
-        [source, *rbac_filters(proxy)],
+        [source, *security_filters(proxy)],
         access_logs(proxy, log_file, destination_tags(proxy, service, security)),
         rds=_rds(proxy, f"inbound|{port}||"),
         forward_client_cert_details="APPEND_FORWARD",

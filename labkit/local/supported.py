@@ -120,11 +120,14 @@ SCHEMAS: dict[str, dict[str, Any]] = {
         "action": Enum(("ALLOW", "DENY")),
         "rules": [
             {
-                "from": [{"source": {"principals": ANY, "namespaces": ANY}}],
+                "from": [{"source": {"principals": ANY, "requestPrincipals": ANY, "namespaces": ANY}}],
                 "to": [{"operation": {"methods": ANY, "paths": ANY, "notPaths": ANY}}],
                 "when": [
                     {
-                        "key": Pattern(r"request\.headers\[[^\]]+\]", "request.headers[x-user]"),
+                        "key": Pattern(
+                            r"request\.headers\[[^\]]+\]|request\.auth\.claims(\[[^\]]+\])+",
+                            "request.headers[x-user] or request.auth.claims[groups]",
+                        ),
                         "values": ANY,
                         "notValues": ANY,
                     }
@@ -139,10 +142,17 @@ SCHEMAS: dict[str, dict[str, Any]] = {
         "location": Enum(("MESH_EXTERNAL",)),
         "endpoints": [{"address": ANY, "ports": ANY}],
     },
-    # Only access logging on or off, for the envoy provider (local/access_logging.py).
+    # JWT from an inline JWKS (local/requestauthn.py): jwksUri needs istiod to fetch it.
+    "RequestAuthentication": {
+        "selector": {"matchLabels": ANY},
+        "jwtRules": [{"issuer": ANY, "jwks": ANY}],
+    },
+    # Access logging on or off, with a CEL filter, for the envoy provider (local/access_logging.py).
     "Telemetry": {
         "selector": {"matchLabels": ANY},
-        "accessLogging": [{"providers": [{"name": Enum(("envoy",))}], "disabled": ANY}],
+        "accessLogging": [
+            {"providers": [{"name": Enum(("envoy",))}], "disabled": ANY, "filter": {"expression": ANY}}
+        ],
     },
     "Gateway": {
         "selector": ANY,
@@ -258,6 +268,8 @@ def check_supported(resources: list[Resource]) -> None:
             _walk(r, r.spec, SCHEMAS[r.kind], "spec")
             if r.kind == "ServiceEntry":
                 _check_service_entry_protocols(r)
+            if r.kind == "RequestAuthentication":
+                _check_inline_jwks(r)
 
 
 def _walk(r: Resource, value: Any, schema: Any, path: str) -> None:
@@ -298,4 +310,17 @@ def _check_service_entry_protocols(r: Resource) -> None:
             raise UnsupportedError(
                 f"{r.where}: field spec.ports[{i}].protocol value {protocol!r} is not supported by the local "
                 f"backend (it routes HTTP ServiceEntry ports only). {KIND_BACKEND}, or use protocol: HTTP"
+            )
+
+
+def _check_inline_jwks(r: Resource) -> None:
+    """Without ``jwks`` istiod fetches the keys (``jwksUri``, else the issuer's OpenID discovery): no fetch
+    here, where the token's keys are the lab's own."""
+    for i, rule in enumerate(r.spec.get("jwtRules") or []):
+        if not (rule or {}).get("jwks"):
+            raise UnsupportedError(
+                f"{r.where}: field spec.jwtRules[{i}].jwks is required by the local backend (istiod would "
+                "fetch the issuer's keys; the local backend fetches nothing). What to do: inline the "
+                "issuer's public JWKS as jwks (labkit.tokens.Issuer.jwks), or use the kind backend "
+                "(LAB_BACKEND=kind)"
             )

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from labkit.errors import BackendError, UnsupportedError
-from labkit.local.access_logging import access_log_on
+from labkit.local.access_logging import file_log
 from labkit.local.authn import namespace_mode, port_mode
 from labkit.local.authz import rbac_configs
 from labkit.local.clusters import blackhole_cluster, inbound_cluster, outbound_clusters
@@ -28,6 +28,8 @@ from labkit.local.gateway_tls import downstream_tls, route_name, sni_hosts
 from labkit.local.httproute import convert, is_gateway_semantics
 from labkit.local.listeners import gateway_listener, inbound_listener, outbound_listener
 from labkit.local.registry import Host, build_registry, of_kind
+from labkit.local.requestauthn import FILTER as JWT_FILTER
+from labkit.local.requestauthn import jwt_config
 from labkit.local.routes import inbound_route_config, sidecar_route_config
 from labkit.local.topology import Proxy, Topology, ensure_gateway_port, ensure_outbound_port
 from labkit.meshmodel import CLUSTER_DOMAIN, selects
@@ -82,6 +84,7 @@ def translate(resources: list[Resource], topo: Topology, mesh: MeshSettings) -> 
     resources = _istio_view(resources, topo, mesh.cluster_domain)
     pas = of_kind(resources, "PeerAuthentication")
     aps = of_kind(resources, "AuthorizationPolicy")
+    ras = of_kind(resources, "RequestAuthentication")
     drs = of_kind(resources, "DestinationRule")
     vss = of_kind(resources, "VirtualService")
     hosts = build_registry(topo, of_kind(resources, "ServiceEntry"))
@@ -94,7 +97,7 @@ def translate(resources: list[Resource], topo: Topology, mesh: MeshSettings) -> 
     store = secrets(resources)
     out = {}
     for proxy in topo.sidecars:
-        log_file = access_log_on(telemetries, proxy, root, mesh.access_log_file is not None)
+        log_file = file_log(telemetries, proxy, root, mesh.access_log_file is not None)
         missing = [p for p in ports if p not in proxy.outbound_ports]
         if missing:
             raise BackendError(
@@ -113,8 +116,8 @@ def translate(resources: list[Resource], topo: Topology, mesh: MeshSettings) -> 
             clusters.append(inbound_cluster(target, instance.app_port))
             routes.append(inbound_route_config(target, service))
         clusters.append(blackhole_cluster())
-        rbac = rbac_configs(aps, proxy, root) if proxy.inbound_ports else {}
-        out[proxy.id] = ProxyConfig(listeners, clusters, routes, rbac)
+        security = _security(ras, aps, proxy, root) if proxy.inbound_ports else {}
+        out[proxy.id] = ProxyConfig(listeners, clusters, routes, security)
     out[topo.gateway.id] = _gateway(resources, topo.gateway, hosts, drs, vss, aps, auto_mtls, mesh)
     return out
 
@@ -142,7 +145,7 @@ def _gateway(
             f"the gateway has no listener port for Gateway server ports {missing}: call ensure_ports"
         )
     telemetries = of_kind(resources, "Telemetry")
-    log_file = access_log_on(telemetries, proxy, mesh.root_namespace, mesh.access_log_file is not None)
+    log_file = file_log(telemetries, proxy, mesh.root_namespace, mesh.access_log_file is not None)
     listeners, routes = [], []
     store = secrets(resources)
     for port in sorted(servers):
@@ -174,8 +177,15 @@ def _gateway(
             blackhole_cluster(),
         ],
         routes=routes,
-        extensions=rbac_configs(aps, proxy, mesh.root_namespace) if servers else {},
+        extensions=_security(of_kind(resources, "RequestAuthentication"), aps, proxy, mesh.root_namespace)
+        if servers
+        else {},
     )
+
+
+def _security(ras: list[Resource], aps: list[Resource], proxy: Proxy, root: str) -> dict[str, dict]:
+    """The ECDS configs of the HCM's security filters: jwt_authn (RequestAuthentication), then RBAC."""
+    return {JWT_FILTER: jwt_config(ras, proxy, root), **rbac_configs(aps, proxy, root)}
 
 
 def _favour_own_routes(vss: list[Resource], namespace: str) -> list[Resource]:

@@ -9,7 +9,7 @@ from collections.abc import Iterator, Mapping
 from labkit import manifests
 from labkit.manifests import TOOL_CONFIGS, Resource
 from labkit.meshmodel import is_istio
-from labkit.validation import authorization, names, virtualservice
+from labkit.validation import authn_telemetry, authorization, names, virtualservice
 from labkit.validation.findings import Finding, error, finding
 from labkit.validation.names import Problems, duration_problems
 
@@ -398,4 +398,6 @@ _RULES = {
     "PeerAuthentication": _peer_authentication,
     "Gateway": _gateway,
     "AuthorizationPolicy": authorization.problems,
+    "RequestAuthentication": authn_telemetry.request_authentication,
+    "Telemetry": authn_telemetry.telemetry,
 }

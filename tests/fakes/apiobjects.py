@@ -28,6 +28,7 @@ ISTIO = [
     ("apis/networking.istio.io/v1", "ServiceEntry", "serviceentries", True),
     ("apis/security.istio.io/v1", "PeerAuthentication", "peerauthentications", True),
     ("apis/security.istio.io/v1", "AuthorizationPolicy", "authorizationpolicies", True),
+    ("apis/security.istio.io/v1", "RequestAuthentication", "requestauthentications", True),
     ("apis/telemetry.istio.io/v1", "Telemetry", "telemetries", True),
 ]
 RESOURCES = CORE + ISTIO
