@@ -74,6 +74,25 @@ def test_committed_notebooks_carry_no_outputs() -> None:
     assert not dirty, f"strip outputs before committing (.venv/bin/nbstripout notebooks/*.ipynb): {dirty}"
 
 
+#: Notebooks whose kubectl/istioctl steps are answered on every backend (issue #11/#13; others follow).
+ANSWERED_EVERYWHERE = ("02", "03", "06", "07", "08", "09")
+
+
+def test_each_kubectl_step_gets_the_labs_own_answer_on_every_backend() -> None:
+    """A ``lesson.command`` cell only prints its line on the local backend (no Kubernetes): beside it the
+    cell asks the lab the same question (``lab.get``, ``lab.proxy_config``, ``lab.mtls_mode`` ...), so no
+    step is skipped; and no cell is kind-only."""
+    import re
+
+    unanswered = []
+    for path in (p for p in NOTEBOOKS if p.name[:2] in ANSWERED_EVERYWHERE):
+        for i, cell in enumerate(nbformat.read(path, as_version=4).cells):
+            asks = re.findall(r"\blab\.(\w+)\(", cell.source)
+            if "lesson.command(" in cell.source and not asks or "kind_only" in cell.source:
+                unanswered.append(f"{path.name} cell {i}")
+    assert not unanswered, f"kubectl/istioctl steps answered only on kind: {unanswered}"
+
+
 def test_every_notebook_has_the_lesson_parts() -> None:
     """Title, goals, time, a CHECK cell, an exercise with a collapsed solution, troubleshooting, nav bar."""
     for path in NOTEBOOKS:
