@@ -100,7 +100,8 @@ def tls_secret(name: str, namespace: str, pair: Pair, ca: Path | None = None) ->
 def address(lab: Lab, port: int = 443) -> tuple[str, int]:
     """Where the ingress gateway's Gateway port ``port`` listens on this machine (kind: its NodePort
     mapping; local: the gateway Envoy's listener)."""
-    target, _ = lab.resolver(scenario.INGRESS)(f"https://ingress.invalid:{port}/")
+    scheme = "https" if port == 443 else "http"
+    target, _ = lab.resolver(scenario.INGRESS)(f"{scheme}://ingress.invalid:{port}/")
     parts = urlsplit(target)
     return parts.hostname or "127.0.0.1", parts.port or port
 

@@ -84,3 +84,21 @@ def test_other_client_tls_fields_are_refused_by_name(field):
         UnsupportedError, match=rf"spec.trafficPolicy.tls.{field.split(':')[0]} is not supported"
     ):
         check_supported([dr])
+
+
+@pytest.mark.parametrize(
+    ("tls", "says"),
+    [
+        ("{mode: MUTUAL}", r"tls.clientCertificate: client certificate required for mutual tls"),
+        (
+            "{mode: SIMPLE, credentialName: c, caCertificates: /a}",
+            r"tls.caCertificates: cannot specify client",
+        ),
+    ],
+)
+def test_client_tls_is_validated_as_istiod_does(tls, says):
+    from labkit import validation
+    from labkit.errors import ValidationError
+
+    with pytest.raises(ValidationError, match=says):
+        validation.check(manifests.load(_texts(tls)[1]))

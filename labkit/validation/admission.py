@@ -10,6 +10,7 @@ from labkit import manifests
 from labkit.manifests import TOOL_CONFIGS, Resource
 from labkit.meshmodel import is_istio
 from labkit.validation import authn_telemetry, authorization, names, virtualservice
+from labkit.validation import tls as tls_rules
 from labkit.validation.findings import Finding, error, finding
 from labkit.validation.names import Problems, duration_problems
 
@@ -62,23 +63,8 @@ def findings(r: Resource) -> list[Finding]:
         problems = [*_workload_selector(r.spec.get("selector")), *(rules(r.spec) if rules else [])]
         out += [_as_finding(r, p) for p in problems]
     if (r.group, r.kind) == ("", "Secret"):
-        out += [_as_finding(r, p) for p in _secret(r.body)]
+        out += [_as_finding(r, p) for p in tls_rules.secret_problems(r.body)]
     return out
-
-
-def _secret(body: Mapping) -> Problems:
-    """Kubernetes' ValidateSecret (pkg/apis/core/validation): a ``kubernetes.io/tls`` Secret must hold
-    ``tls.crt`` and ``tls.key`` (in ``data`` or ``stringData``)."""
-    if body.get("type") != "kubernetes.io/tls":
-        return
-    keys = set(body.get("data") or {}) | set(body.get("stringData") or {})
-    for key in ("tls.crt", "tls.key"):
-        if key not in keys:
-            yield (
-                f"data[{key}]",
-                f"a kubernetes.io/tls Secret needs the key {key}; the API server rejects it",
-                "create it with `kubectl create secret tls NAME --cert=FILE --key=FILE`, which sets both",
-            )
 
 
 def _workload_selector(selector: Mapping | None) -> Problems:
@@ -192,6 +178,7 @@ def _traffic_policy(field: str, policy: Mapping | None) -> Problems:
     }
     for name, value in durations.items():
         yield from duration_problems(f"{field}.{name}", value)
+    yield from tls_rules.client_problems(f"{field}.tls", policy.get("tls") or {})
     for name in ("maxEjectionPercent", "minHealthPercent"):  # ValidatePercent
         if outlier.get(name) is not None and not 0 <= outlier[name] <= 100:
             yield (
@@ -356,26 +343,7 @@ def _gateway(spec: Mapping) -> Problems:
                 "set port.protocol: HTTPS, or keep only tls.httpsRedirect",
             )
         elif tls:
-            yield from _server_tls(f"{field}.tls", tls)
-
-
-def _server_tls(field: str, tls: Mapping) -> Problems:
-    """``validateTLSOptions`` (validation.go): SIMPLE and MUTUAL need a credentialName, or the certificate
-    files (serverCertificate and privateKey, plus caCertificates for MUTUAL)."""
-    mode = tls.get("mode", "PASSTHROUGH")
-    if mode not in ("SIMPLE", "MUTUAL", "OPTIONAL_MUTUAL") or tls.get("credentialName"):
-        return
-    needed = [("serverCertificate", "a server certificate"), ("privateKey", "a private key")]
-    if mode != "SIMPLE":
-        needed.append(("caCertificates", "a client CA bundle"))
-    for key, what in needed:
-        if not tls.get(key):
-            yield (
-                f"{field}.{key}",
-                f"{mode} TLS requires {what} when no credentialName is set; istiod rejects it",
-                "set tls.credentialName to a Secret in the gateway's namespace (kubernetes.io/tls, with "
-                "ca.crt for MUTUAL)",
-            )
+            yield from tls_rules.server_problems(f"{field}.tls", tls)
 
 
 def _gateway_host(field: str, host: str) -> Problems:
