@@ -1,6 +1,6 @@
-"""The CHECK functions of notebooks 12-15 on recorded data: each passes on a working lesson's numbers and
-fails, with its "What to do: look at ...", on a broken one's (the same checks run on real traffic in the
-notebooks)."""
+"""The CHECK functions of notebooks 12-15, 19 and 20 on recorded data: each passes on a working lesson's
+numbers and fails, with its "What to do: look at ...", on a broken one's (the same checks run on real traffic
+in the notebooks)."""
 
 from __future__ import annotations
 
@@ -102,3 +102,28 @@ def test_mirrored_waits_for_copies_still_in_flight():
     lab = Arriving(lines("late", 50))
     checks.mirrored(lab, "currency-converter-v2", "late", sent=50)  # type: ignore[arg-type]
     assert lab.reads == 2
+
+
+def test_unauthenticated_passes_on_401_and_names_the_request_authentication_otherwise(capsys):
+    checks.unauthenticated(result((401, None, 5)), what="an expired token")
+    assert "an expired token refused by the JWT check: 5/5 answered 401" in capsys.readouterr().out
+    with pytest.raises(CheckFailed, match=r"expected 401 .* for an expired token, but 5 of 5 were not") as e:
+        checks.unauthenticated(result((200, None, 5)), what="an expired token")
+    assert "What to do: look at the RequestAuthentication" in str(e.value)
+
+
+def _line(status: int, marker: str) -> str:
+    request = f'"GET /status/{status}?m={marker} HTTP/1.1"'
+    return f'[2026-12-01T15:00:00.000Z] {request} {status} - via_upstream - "-" 0 0 1 1'
+
+
+def test_access_log_filtered_wants_exactly_the_lines_the_filter_keeps(capsys):
+    sent = {200: 2, 404: 1, 500: 1}
+    kept = Recorded([_line(404, "m1"), _line(500, "m1"), _line(200, "other")])
+    checks.access_log_filtered(kept, ["v1"], "m1", sent, logged=lambda code: code >= 400)
+    assert "2 line(s) logged" in capsys.readouterr().out
+    everything = Recorded([_line(200, "m1"), _line(200, "m1"), _line(404, "m1"), _line(500, "m1")])
+    with pytest.raises(CheckFailed, match=r"lines for \[200\] should have been filtered out"):
+        checks.access_log_filtered(everything, ["v1"], "m1", sent, logged=lambda code: code >= 400)
+    with pytest.raises(CheckFailed, match=r"have 0 line\(s\) for these requests"):
+        checks.access_log_filtered(Recorded([]), ["v1"], "m1", {404: 1}, logged=lambda code: code >= 400)
