@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 STATE = Path(os.environ.get("FAKE_CLI_DIR", "."))
@@ -25,6 +23,9 @@ def api(path: str) -> dict | None:
     """GET an object from the fake API server (None: 404, or no API server in this test)."""
     if not os.environ.get("FAKE_API_SERVER"):
         return None
+    import urllib.error  # here: each fake call is a new process, and most ask no API server
+    import urllib.request
+
     try:
         with urllib.request.urlopen(os.environ["FAKE_API_SERVER"] + path, timeout=10) as response:
             return json.loads(response.read())

@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import json
 import os
-import urllib.request
 from pathlib import Path
 
 import cliutil
-import yaml
 
 
 def _fqdn(host: str, namespace: str) -> str:
@@ -87,6 +85,8 @@ IOP_SPEC_FIELDS = {"profile", "revision", "hub", "tag", "namespace", "meshConfig
 
 
 def _iop_error(path: str) -> str | None:
+    import yaml  # here: most calls need no YAML, and each fake call is a new process
+
     try:
         iop = yaml.safe_load(Path(path).read_text()) or {}
     except (OSError, yaml.YAMLError) as exc:
@@ -157,6 +157,8 @@ def istioctl(args: list[str]) -> tuple[str, str, int]:
         if problem:
             return "", problem + "\n", 1
         if os.environ.get("FAKE_API_SERVER"):  # leave istiod and the gateway in the fake cluster
+            import urllib.request  # here: each fake call is a new process
+
             request = urllib.request.Request(
                 os.environ["FAKE_API_SERVER"] + "/fake/install-istio", method="POST"
             )

@@ -17,7 +17,6 @@ import time
 from pathlib import Path
 
 import cliutil
-import yaml
 from cgroup import read as cgroup_read
 from fake_istioctl import istioctl
 from loadtool import output as load_output
@@ -58,6 +57,8 @@ KIND_PORT_FIELDS = {"containerPort", "hostPort", "listenAddress", "protocol"}
 
 def _kind_config_error(path: str) -> str | None:
     """kind's complaint about a --config file, or None when kind would accept it."""
+    import yaml  # here: most calls need no YAML, and each fake call is a new process
+
     try:
         config = yaml.safe_load(Path(path).read_text())
     except (OSError, yaml.YAMLError) as exc:
@@ -108,6 +109,8 @@ def kind(args: list[str]) -> tuple[str, str, int]:
             problem = _kind_config_error(cliutil.flag(args, "--config"))
             if problem:
                 return "", problem + "\n", 1
+            import yaml  # here: most calls need no YAML, and each fake call is a new process
+
             config = yaml.safe_load(Path(cliutil.flag(args, "--config")).read_text())
             ports = [f"{m['containerPort']}/{m.get('protocol', 'TCP').lower()} -> "
                      f"{m.get('listenAddress', '0.0.0.0')}:{m['hostPort']}"
