@@ -108,7 +108,7 @@ def with_env(deployment: str, namespace: str = scenario.NAMESPACE, **env: str) -
 
 
 def run(command: str, timeout: float = 60) -> str:
-    """Run a shell command a kind-only cell shows (kubectl, istioctl), print its output and return it.
+    """Run a shell command a step shows (kubectl, istioctl) on kind, print its output and return it.
 
     Example:
         >>> lesson.run(f"kubectl get pods -n {scenario.NAMESPACE}")
