@@ -81,6 +81,7 @@ bench: install
 	$(BIN)/python bench/bench_local.py
 	$(BIN)/python bench/bench_traffic.py
 	$(BIN)/python bench/bench_capacity.py
+	$(BIN)/python bench/bench_reset.py
 
 clean:
 	-$(BIN)/labkit down

@@ -1,6 +1,6 @@
 """Notebook 07 (resilience: faults, retries, timeouts, ejection) run N times in a row on one local lab, as a
 room of trainees would: prints each run's result and time, then how many passed (the statistical checks are
-built to fail a correct lab less than once in 20,000 runs each; labkit/checks.py).
+built at the lab's one level, labkit.stats.CONFIDENCE).
 
     .venv/bin/python bench/bench_notebook07.py [--runs 30]
 """

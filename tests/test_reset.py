@@ -4,7 +4,6 @@ policy, a Deployment with FAIL_RATE, a running stream) the lab is exactly the ch
 from __future__ import annotations
 
 import copy
-import time
 
 import pytest
 
@@ -26,9 +25,7 @@ def test_reset_removes_leftovers_and_restores_deployments(lab) -> None:
     stream = lab.stream(scenario.URL, qps=50, on_batch=lambda batch: seen.append(len(batch)))
     stream.start()
 
-    started = time.monotonic()
-    changes = lab.reset("canary-90-10")
-    took = time.monotonic() - started
+    changes = lab.reset("canary-90-10")  # its time is in bench/bench_reset.py: tests do not time things
 
     assert not stream.running, "reset must stop background traffic"
     assert {"deleted"} <= {c.action for c in changes}
@@ -39,7 +36,6 @@ def test_reset_removes_leftovers_and_restores_deployments(lab) -> None:
     assert in_sync(live, app) and covers(app.body, live.body), "FAIL_RATE left on v2"
     result = lab.send(scenario.URL, n=200)
     assert result.codes() == {200: 200}, result.summary()
-    assert took < 30, f"reset took {took:.1f} s"
 
 
 @pytest.mark.mesh
