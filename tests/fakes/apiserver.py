@@ -73,7 +73,7 @@ class FakeApiServer:
     url: str = ""
     istio: bool = False  # Istio's CRDs installed (istioctl install does it)
     native_sidecars: bool = False
-    rollout_seconds: float = 0.2
+    rollout_seconds: float = 0.0  # a test of waiting sets its own (test_kind_kube); others need not wait
     minor: str = "36"
     _ready_at: dict[str, float] = field(default_factory=dict)
 
