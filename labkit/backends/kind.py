@@ -13,7 +13,7 @@ from urllib.parse import urlsplit, urlunsplit
 from labkit import manifests, paths, scenario
 from labkit.command import run
 from labkit.errors import BackendError, LabError
-from labkit.kind import cluster, doctor, images, istio, podtraffic, workloads
+from labkit.kind import cluster, doctor, gatewayapi, images, istio, podtraffic, workloads
 from labkit.kind.commands import Target
 from labkit.kind.k8s import has_sidecar, rollout_complete
 from labkit.kind.kube import Kube
@@ -67,8 +67,8 @@ class KubeLab(Lab):
     # --- lifecycle ----------------------------------------------------------------------------------------
 
     def up(self) -> Status:
-        """Preflight, create or reuse the cluster, build and load the image, install Istio and the addons,
-        apply the apps and wait until every pod is ready with its sidecar."""
+        """Preflight, create or reuse the cluster, build and load the image, install the Gateway API CRDs,
+        Istio and the addons, apply the apps and wait until every pod is ready with its sidecar."""
         self._preflight()
         if self.backend == "kind":
             _say(f"cluster {self.name}: creating or reusing (the first time takes a few minutes)")
@@ -91,6 +91,7 @@ class KubeLab(Lab):
                 images.pull_and_load(wanted, self.name)
         else:
             _say(f"kube mode: the nodes must be able to pull {cluster.IMAGE} (push it to their registry)")
+        gatewayapi.ensure(self.kube, _say)  # before istiod starts, so it watches the Gateway API kinds
         self._install_istio()
         self.addons()
         _say("applying cluster-config/apps")
