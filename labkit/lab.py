@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from labkit import canary, manifests, paths
 from labkit.errors import BackendError, LabError
 from labkit.manifests import TOOL_CONFIGS, load
-from labkit.scenario import CHECKPOINTS, NAMESPACE, NAMESPACES, SERVICE
+from labkit.scenario import CHECKPOINTS, NAMESPACE, NAMESPACES, PORT, SERVICE
 from labkit.status import Change, Status
 
 if TYPE_CHECKING:
@@ -138,9 +138,30 @@ class Lab(abc.ABC):
 
     # --- shared behaviour, built on the methods above -------------------------------------------------
 
-    def set_weights(self, service: str, namespace: str = NAMESPACE, **weights: int) -> list[Change]:
-        """Render the canary VirtualService for ``{subset: weight}`` and apply it (one-integer revert)."""
-        return self.apply(canary.virtual_service(service, weights, namespace=namespace))
+    def set_weights(
+        self,
+        service: str,
+        namespace: str = NAMESPACE,
+        *,
+        api: str = "istio",
+        port: int = PORT,
+        **weights: int,
+    ) -> list[Change]:
+        """Render the canary route for ``{version: weight}`` and apply it (one-integer revert): a
+        VirtualService (``api="istio"``) or an HTTPRoute (``api="gateway"``, to ``<service>-<version>``
+        Services). The other API's canary route of that name is deleted first: a sidecar applies one of the
+        two, never both (validation.gateway_api ``conflicts``)."""
+        body = canary.route(api, service, weights, namespace=namespace, port=port)
+        other = [kind for a, kind in canary.KINDS.items() if a != api]
+        stale = [r.body for kind in other for r in self._existing(kind, namespace) if r.name == service]
+        return (self.delete(stale) if stale else []) + self.apply(body)
+
+    def _existing(self, kind: str, namespace: str) -> list[Resource]:
+        """``get(kind, namespace)``, or nothing where the kind is not installed (no Gateway API CRDs)."""
+        try:
+            return self.get(kind, namespace)
+        except LabError:
+            return []
 
     def send(
         self,
@@ -219,7 +240,7 @@ class Lab(abc.ABC):
         leftover = [
             r.body
             for r in live.values()
-            if r.group.endswith("istio.io") and r.namespace in NAMESPACES and r.key not in keys
+            if is_mesh_config(r) and r.namespace in NAMESPACES and r.key not in keys
         ]
         changes = self.delete(leftover) if leftover else []
         apps = {r.key: r for r in manifests.load(paths.APPS)}
@@ -247,10 +268,16 @@ def checkpoint_resources(checkpoint: str | None) -> list[Resource]:
     return [r for rel in CHECKPOINTS[checkpoint] for r in manifests.load(paths.CLUSTER_CONFIG / rel)]
 
 
+def is_mesh_config(r: Resource) -> bool:
+    """Istio's configuration kinds and the Gateway API's: what a checkpoint holds exactly (reset deletes the
+    rest, so an HTTPRoute left by an earlier notebook cannot shadow a VirtualService)."""
+    return r.group.endswith("istio.io") or r.group == "gateway.networking.k8s.io"
+
+
 def in_sync(live: Resource, wanted: Resource) -> bool:
     """``live`` runs as ``wanted`` says: an Istio spec exactly (a leftover ``fault`` is drift), a Kubernetes
     object in every field the manifest sets (the API server adds defaults)."""
-    if wanted.group.endswith("istio.io"):
+    if is_mesh_config(wanted):
         return live.spec == wanted.spec and covers(live.metadata, wanted.metadata)
     return covers(live.body, wanted.body)
 

@@ -110,3 +110,26 @@ def test_doctor_reports_the_crds_file_then_the_clusters_crds(env):
     KubeLab("kind").up()
     check = doctor.check_gateway_api(cluster_exists=True)
     assert (check.level, check.message) == ("ok", "Gateway API v1.5.1 CRDs (standard channel) installed")
+
+
+def test_set_weights_in_gateway_mode_writes_the_http_route_and_waits_for_the_proxy(env, capsys):
+    _, api = env
+    _downloaded()
+    lab = KubeLab("kind")
+    lab.up()
+    lab.apply(paths.MESH / "destination-rule-currency-converter.yaml")
+    lab.set_weights("currency-converter", v1=90, v2=10)
+    lab.apply(GATEWAY_API / "service-currency-converter-versions.yaml")
+    capsys.readouterr()
+    changes = lab.set_weights("currency-converter", api="gateway", v1=70, v2=30)
+    assert [(c.kind, c.action) for c in changes] == [("VirtualService", "deleted"), ("HTTPRoute", "created")]
+    (route,) = lab.get("httproutes", "payments-prod")
+    assert [(b["name"], b["weight"]) for b in route.spec["rules"][0]["backendRefs"]] == [
+        ("currency-converter-v1", 70),
+        ("currency-converter-v2", 30),
+    ]
+    assert lab.route_weights() == {"v1": 70, "v2": 30}  # the client's proxy: the version Services' clusters
+    assert "still routes" not in capsys.readouterr().out  # set_weights saw the proxy hold the split
+    changes = lab.set_weights("currency-converter", v1=90, v2=10)  # back to the Istio API
+    assert [(c.kind, c.action) for c in changes] == [("HTTPRoute", "deleted"), ("VirtualService", "created")]
+    assert lab.get("httproutes", "payments-prod") == []

@@ -280,9 +280,18 @@ class KubeLab(Lab):
         pod = workloads.first_pod(self.kube, workload.namespace, workload.name)
         return istio.route_weights(self.target, pod, workload.namespace, service_fqdn(service, namespace))
 
-    def set_weights(self, service: str, namespace: str = scenario.NAMESPACE, **weights: int) -> list[Change]:
-        """Apply the canary split, then wait until the client's proxy holds it (``proxy-config routes``)."""
-        changes = super().set_weights(service, namespace, **weights)
+    def set_weights(
+        self,
+        service: str,
+        namespace: str = scenario.NAMESPACE,
+        *,
+        api: str = "istio",
+        port: int = scenario.PORT,
+        **weights: int,
+    ) -> list[Change]:
+        """Apply the canary split (either API), then wait until the client's proxy holds it (``proxy-config
+        routes``)."""
+        changes = super().set_weights(service, namespace, api=api, port=port, **weights)
         wanted = {subset: w for subset, w in weights.items() if w}
         deadline = time.monotonic() + PROPAGATION_TIMEOUT
         while True:
