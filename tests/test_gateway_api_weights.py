@@ -81,3 +81,14 @@ def test_reset_removes_an_http_route_left_by_an_earlier_notebook(gw: Lab) -> Non
     gw.reset("canary-90-10")
     assert gw.get("httproutes", "payments-prod") == []
     assert gw.route_weights() == {"v1": 90, "v2": 10}
+
+
+def test_tables_show_an_http_routes_parents_and_weighted_backends():
+    from labkit import tables
+
+    (route,) = manifests.load(GATEWAY_API / "http-route-currency-converter-90-10.yaml")
+    [header, row] = tables.resources([route])
+    assert header.split() == ["NAMESPACE", "NAME", "DETAIL"]
+    assert row.split(None, 2)[2] == (
+        "parents Service/currency-converter  backends currency-converter-v1 90, currency-converter-v2 10"
+    )
