@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import nbformat
 import pytest
 from browser.notebook import NotebookPage
 from browser.server import JupyterLab
@@ -223,17 +224,24 @@ def test_live_split_follows_slider_and_rolls_back(notebook: NotebookPage) -> Non
 
 
 def test_in_gateway_api_mode_the_slider_moves_the_http_route_and_the_chart_follows(
-    notebook: NotebookPage,
+    notebook: NotebookPage, jupyterlab: JupyterLab
 ) -> None:
+    """The control switched to the Gateway API with its toggle, in a one-cell notebook of its own (05 runs
+    whole in the test above)."""
     page = notebook.page
-    notebook.open("notebooks/05-live-traffic-split.ipynb")
-    control = notebook.add_cell_and_run(
+    setup = (
         "import labkit\nfrom labkit import lesson, widgets\n\nlab = labkit.open()\n"
         'lab.ensure("canary-90-10")\n'
         'lab.apply(lesson.manifest_path("gateway-api/service-currency-converter-versions.yaml"))\n'
-        'control = widgets.canary_control(lab, service="currency-converter", qps=200)\ncontrol',
-        timeout=180,
+        'control = widgets.canary_control(lab, service="currency-converter", qps=200)\ncontrol'
     )
+    own = nbformat.read(jupyterlab.root / "notebooks" / "05-live-traffic-split.ipynb", as_version=4)
+    own.cells = [nbformat.v4.new_code_cell(setup)]  # 05's kernelspec, so no kernel dialog
+    nbformat.write(own, jupyterlab.root / "notebooks" / "gateway-api.ipynb")
+    notebook.open("notebooks/gateway-api.ipynb")
+    notebook.run_all()
+    notebook.wait_executed(timeout=180)
+    control = page.locator(".jp-OutputArea").first
     chart = control.locator(".js-plotly-plot")
     chart.scroll_into_view_if_needed()
 

@@ -92,3 +92,13 @@ def test_tables_show_an_http_routes_parents_and_weighted_backends():
     assert row.split(None, 2)[2] == (
         "parents Service/currency-converter  backends currency-converter-v1 90, currency-converter-v2 10"
     )
+
+
+@pytest.mark.mesh
+def test_labkit_weights_with_api_gateway_writes_the_http_route(gw: Lab, monkeypatch, capsys) -> None:
+    from labkit import cli
+
+    monkeypatch.setattr(cli, "_lab", lambda args: gw)  # the shared lab, not one opened from LAB_STATE
+    assert cli.main(["weights", SERVICE, "v1=80", "v2=20", "--api", "gateway"]) == 0
+    assert "HTTPRoute" in capsys.readouterr().out
+    assert gw.route_weights() == {"v1": 80, "v2": 20}
