@@ -117,9 +117,10 @@ def test_canary_90_10_notebook_shows_chart_and_check(notebook: NotebookPage) -> 
     notebook.shot("executed")
 
     check = notebook.page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stdout']")
-    split_check = check.filter(has_text=re.compile(r"✔ v2 got .*consistent with the configured 10"))
-    split_check.scroll_into_view_if_needed()
-    assert split_check.is_visible()
+    split_checks = check.filter(has_text=re.compile(r"✔ v2 got .*consistent with the configured 10"))
+    assert split_checks.count() == 2  # the Istio APIs' CHECK and the optional Gateway API section's
+    split_checks.first.scroll_into_view_if_needed()
+    assert split_checks.first.is_visible()
     notebook.shot("check-passed")
 
     plot = notebook.page.locator(".jp-OutputArea .js-plotly-plot").last
