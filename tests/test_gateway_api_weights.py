@@ -100,5 +100,5 @@ def test_labkit_weights_with_api_gateway_writes_the_http_route(gw: Lab, monkeypa
 
     monkeypatch.setattr(cli, "_lab", lambda args: gw)  # the shared lab, not one opened from LAB_STATE
     assert cli.main(["weights", SERVICE, "v1=80", "v2=20", "--api", "gateway"]) == 0
-    assert "HTTPRoute" in capsys.readouterr().out
+    assert "httproute/currency-converter (payments-prod) created" in capsys.readouterr().out
     assert gw.route_weights() == {"v1": 80, "v2": 20}
