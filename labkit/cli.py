@@ -61,7 +61,10 @@ def cmd_apply_sample(args):
 
 
 def cmd_weights(args):
-    _print_changes(_lab(args).set_weights(args.service, namespace=args.namespace, **_weights(args.weights)))
+    lab = _lab(args)
+    _print_changes(
+        lab.set_weights(args.service, namespace=args.namespace, api=args.api, **_weights(args.weights))
+    )
 
 
 def _headers(items: Sequence[str]) -> dict[str, str]:
@@ -190,6 +193,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("service")
     p.add_argument("weights", nargs="+", metavar="SUBSET=WEIGHT")
     p.add_argument("--namespace", default=scenario.NAMESPACE)
+    p.add_argument(
+        "--api", choices=("istio", "gateway"), default="istio", help="write a VirtualService or an HTTPRoute"
+    )
     p.set_defaults(func=cmd_weights)
     p = sub.add_parser(
         "send",

@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING, Any
 from labkit import canary, manifests, paths
 from labkit.errors import BackendError, LabError
 from labkit.manifests import TOOL_CONFIGS, load
-from labkit.scenario import CHECKPOINTS, NAMESPACE, NAMESPACES, SERVICE
+from labkit.mesh import load_mesh_settings
+from labkit.scenario import CHECKPOINTS, NAMESPACE, NAMESPACES, PORT, SERVICE
 from labkit.status import Change, Status
 
 if TYPE_CHECKING:
@@ -156,10 +157,31 @@ class Lab(abc.ABC):
 
     # --- shared behaviour, built on the methods above -------------------------------------------------
 
-    def set_weights(self, service: str, namespace: str = NAMESPACE, **weights: int) -> list[Change]:
-        """Render the canary VirtualService for ``{subset: weight}`` and apply it (one-integer revert)."""
+    def set_weights(
+        self,
+        service: str,
+        namespace: str = NAMESPACE,
+        *,
+        api: str = "istio",
+        port: int = PORT,
+        **weights: int,
+    ) -> list[Change]:
+        """Render the canary route for ``{version: weight}`` and apply it (one-integer revert): a
+        VirtualService (``api="istio"``) or an HTTPRoute (``api="gateway"``, to ``<service>-<version>``
+        Services). The other API's canary route of that name is deleted first: a sidecar applies one of the
+        two, never both (validation.gateway_api ``conflicts``)."""
+        body = canary.route(api, service, weights, namespace=namespace, port=port)
+        other = [kind for a, kind in canary.KINDS.items() if a != api]
+        stale = [r.body for kind in other for r in self._existing(kind, namespace) if r.name == service]
         # quiet: a rollout sets weights every step; the trainee sees the weights, not a YAML on stdin
-        return self.apply(canary.virtual_service(service, weights, namespace=namespace), quiet=True)
+        return (self.delete(stale, quiet=True) if stale else []) + self.apply(body, quiet=True)
+
+    def _existing(self, kind: str, namespace: str) -> list[Resource]:
+        """``get(kind, namespace)``, or nothing where the kind is not installed (no Gateway API CRDs)."""
+        try:
+            return self.get(kind, namespace)
+        except LabError:
+            return []
 
     def send(
         self,
@@ -239,10 +261,13 @@ class Lab(abc.ABC):
         self.up()
         live = {r.key: r for r in self.applied()}
         keys = {r.key for r in wanted}
+        # the lessons' namespaces and Istio's root one, where mesh-wide objects (a Telemetry, the edge's
+        # AuthorizationPolicy, the https Gateway) live
+        namespaces = {*NAMESPACES, load_mesh_settings().root_namespace}
         leftover = [
             r.body
             for r in live.values()
-            if r.group.endswith("istio.io") and r.namespace in NAMESPACES and r.key not in keys
+            if is_mesh_config(r) and r.namespace in namespaces and r.key not in keys
         ]
         changes = self.delete(leftover, quiet=True) if leftover else []  # the changes say what happened
         apps = {r.key: r for r in manifests.load(paths.APPS)}
@@ -270,10 +295,16 @@ def checkpoint_resources(checkpoint: str | None) -> list[Resource]:
     return [r for rel in CHECKPOINTS[checkpoint] for r in manifests.load(paths.CLUSTER_CONFIG / rel)]
 
 
+def is_mesh_config(r: Resource) -> bool:
+    """Istio's configuration kinds and the Gateway API's: what a checkpoint holds exactly (reset deletes the
+    rest, so an HTTPRoute left by an earlier notebook cannot shadow a VirtualService)."""
+    return r.group.endswith("istio.io") or r.group == "gateway.networking.k8s.io"
+
+
 def in_sync(live: Resource, wanted: Resource) -> bool:
     """``live`` runs as ``wanted`` says: an Istio spec exactly (a leftover ``fault`` is drift), a Kubernetes
     object in every field the manifest sets (the API server adds defaults)."""
-    if wanted.group.endswith("istio.io"):
+    if is_mesh_config(wanted):
         return live.spec == wanted.spec and covers(live.metadata, wanted.metadata)
     return covers(live.body, wanted.body)
 

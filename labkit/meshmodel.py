@@ -114,6 +114,19 @@ def weights_route_nothing(weights: Iterable[int | None]) -> bool:
     return len(listed) > 1 and sum(listed) == 0
 
 
+def weighted_version(cluster: str, host: str) -> str:
+    """The version a weighted cluster of ``host``'s route stands for, as the split counts it: its subset
+    (``outbound|<port>|<subset>|<fqdn>``, istio/istio pilot/pkg/model/service.go ``BuildSubsetKey``), else
+    for a Gateway API backend Service ``<service>-<version>`` (no subsets there) that suffix."""
+    parts = cluster.split("|")
+    if len(parts) != 4:
+        return "(no subset)"
+    service, backend = host.split(".")[0], parts[3].split(".")[0]
+    if not parts[2] and backend.startswith(f"{service}-"):
+        return backend[len(service) + 1 :]
+    return parts[2] or "(no subset)"
+
+
 def is_ip(host: str) -> bool:
     """An IPv4 or IPv6 address (istiod's netutil.IsValidIPAddress)."""
     try:

@@ -1,10 +1,10 @@
 """The state folder (``.lab/``, or ``LAB_STATE``): the one place that names every file in it.
 
-Layout: ``bin/`` (pinned kind/istioctl), ``istio/`` (the release's samples), ``kind/`` (kubeconfigs, API
-discovery cache), and for the local backend
-``ports.json``, ``applied.yaml`` (+ ``applied.lock``), ``apps.validated``, ``ca/``, ``run/<process>.json``
-(pidfiles), ``logs/<process>.log`` and per proxy ``proxies/<id>/`` with ``bootstrap.yaml``,
-``cfg/{cds,lds}.yaml``, ``rds/``, ``certs/`` and ``access.log``.
+Layout: ``bin/`` (pinned kind/istioctl), ``istio/`` (the release's samples), ``gateway-api/`` (the Gateway
+API CRDs), ``kind/`` (kubeconfigs, API discovery cache), and for the local backend ``ports.json``,
+``applied.yaml`` (+ ``applied.lock``), ``apps.validated``, ``ca/``, ``run/<process>.json`` (pidfiles),
+``logs/<process>.log`` and per proxy ``proxies/<id>/`` with ``bootstrap.yaml``, ``cfg/{cds,lds}.yaml``,
+``rds/``, ``certs/`` and ``access.log``.
 """
 
 from __future__ import annotations
@@ -34,6 +34,11 @@ def bin_dir() -> Path:
 def istio_dir() -> Path:
     """Where ``labkit tools install`` unpacks the Istio release's ``samples/``."""
     return paths.state_dir() / "istio"
+
+
+def gateway_api_dir() -> Path:
+    """Where ``labkit tools install`` keeps the verified Gateway API CRDs (``standard-install-<v>.yaml``)."""
+    return paths.state_dir() / "gateway-api"
 
 
 def kubeconfig(cluster: str, default: bool) -> Path:

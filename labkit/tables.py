@@ -39,6 +39,16 @@ def _detail(kind: str, body: dict) -> str:
         return f"action {action}  rules {len(rules)}"
     if kind == "Gateway":
         return "hosts " + ",".join(h for s in spec.get("servers") or [] for h in s.get("hosts") or [])
+    if kind == "HTTPRoute":
+        parents = ",".join(
+            f"{p.get('kind', 'Gateway')}/{p.get('name', '')}" for p in spec.get("parentRefs") or []
+        )
+        backends = ", ".join(
+            f"{b.get('name', '')} {b.get('weight', 1)}"
+            for rule in spec.get("rules") or []
+            for b in rule.get("backendRefs") or []
+        )
+        return f"parents {parents}" + (f"  backends {backends}" if backends else "")
     if kind == "Deployment":
         version = ((spec.get("template") or {}).get("metadata") or {}).get("labels", {}).get("version")
         return f"replicas {spec.get('replicas', 1)}" + (f"  version {version}" if version else "")

@@ -12,6 +12,10 @@ from __future__ import annotations
 ISTIO_VERSION = "1.30.3"
 ISTIO_MINOR = ISTIO_VERSION.rsplit(".", 1)[0]
 
+#: The Gateway API release (standard channel) the kind backend installs: the one Istio 1.30.3 is built and
+#: conformance-tested against (istio/istio go.mod at tag 1.30.3: ``sigs.k8s.io/gateway-api v1.5.1``).
+GATEWAY_API_VERSION = "v1.5.1"
+
 #: Kubernetes minors Istio 1.30 supports, lowest and highest: istio.io "Supported Releases" (support status
 #: table, content/en/docs/releases/supported-releases/index.md) and the 1.30.0 release notes' tip box list
 #: 1.32-1.36; istioctl's own floor is MinK8SVersion = 32 (istioctl/pkg/install/k8sversion/version.go).

@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import nbformat
 import pytest
 from browser.notebook import NotebookPage
 from browser.server import JupyterLab
@@ -116,9 +117,10 @@ def test_canary_90_10_notebook_shows_chart_and_check(notebook: NotebookPage) -> 
     notebook.shot("executed")
 
     check = notebook.page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stdout']")
-    split_check = check.filter(has_text=re.compile(r"✔ v2 got .*consistent with the configured 10"))
-    split_check.scroll_into_view_if_needed()
-    assert split_check.is_visible()
+    split_checks = check.filter(has_text=re.compile(r"✔ v2 got .*consistent with the configured 10"))
+    assert split_checks.count() == 2  # the Istio APIs' CHECK and the optional Gateway API section's
+    split_checks.first.scroll_into_view_if_needed()
+    assert split_checks.first.is_visible()
     notebook.shot("check-passed")
 
     plot = notebook.page.locator(".jp-OutputArea .js-plotly-plot").last
@@ -133,6 +135,16 @@ def test_canary_90_10_notebook_shows_chart_and_check(notebook: NotebookPage) -> 
     assert not notebook.page.get_by_text(re.compile(r"^Figure(Widget)?\(")).count(), (
         "a chart fell back to text"
     )
+
+
+def _key_slider_to(page, handle: Locator, value: int) -> None:
+    """Move a slider with the keyboard on its handle (5 % a key press), as a trainee without a mouse can."""
+    handle.focus()
+    for _ in range(25):
+        now = float(handle.get_attribute("aria-valuenow") or "nan")
+        if now == value:
+            return
+        page.keyboard.press("ArrowRight" if now < value else "ArrowLeft")
 
 
 def test_live_split_follows_slider_and_rolls_back(notebook: NotebookPage) -> None:
@@ -183,13 +195,7 @@ def test_live_split_follows_slider_and_rolls_back(notebook: NotebookPage) -> Non
     notebook.shot("traffic-on")
 
     # v2 to 50 % with the keyboard on the slider's handle; the kernel keeps v1 at 100 - v2.
-    handle = slider("v2").locator(".noUi-handle")
-    handle.focus()
-    for _ in range(25):
-        now = float(handle.get_attribute("aria-valuenow") or "nan")
-        if now == 50:
-            break
-        page.keyboard.press("ArrowRight" if now < 50 else "ArrowLeft")
+    _key_slider_to(page, slider("v2").locator(".noUi-handle"), 50)
     v1_readout = slider("v1").locator(".widget-readout")
     notebook.poll(v1_readout.inner_text, lambda text: text.strip() == "50", 15, "v1 follows to 50")
     control.get_by_role("button", name="Apply").click()
@@ -216,3 +222,51 @@ def test_live_split_follows_slider_and_rolls_back(notebook: NotebookPage) -> Non
     print(f"rolled back with {errors[0]:.0f} % errors charted: {status.inner_text()}")
     notebook.poll(observed_v2, lambda v: v <= 2, 30, "observed v2 back to 0 %")
     notebook.shot("v2-drained")
+
+
+def test_in_gateway_api_mode_the_slider_moves_the_http_route_and_the_chart_follows(
+    notebook: NotebookPage, jupyterlab: JupyterLab
+) -> None:
+    """The control switched to the Gateway API with its toggle, in a one-cell notebook of its own (05 runs
+    whole in the test above)."""
+    page = notebook.page
+    setup = (
+        "import labkit\nfrom labkit import lesson, widgets\n\nlab = labkit.open()\n"
+        'lab.ensure("canary-90-10")\n'
+        'lab.apply(lesson.manifest_path("gateway-api/service-currency-converter-versions.yaml"))\n'
+        'control = widgets.canary_control(lab, service="currency-converter", qps=200)\ncontrol'
+    )
+    own = nbformat.read(jupyterlab.root / "notebooks" / "05-live-traffic-split.ipynb", as_version=4)
+    own.cells = [nbformat.v4.new_code_cell(setup)]  # 05's kernelspec, so no kernel dialog
+    nbformat.write(own, jupyterlab.root / "notebooks" / "gateway-api.ipynb")
+    notebook.open("notebooks/gateway-api.ipynb")
+    notebook.run_all()
+    notebook.wait_executed(timeout=180)
+    control = page.locator(".jp-OutputArea").first
+    chart = control.locator(".js-plotly-plot")
+    chart.scroll_into_view_if_needed()
+
+    def last(uid: str) -> float | None:
+        trace = next((t for t in notebook.graph(chart)["traces"] if t["uid"] == uid), {"y": []})
+        return trace["y"][-1] if trace["y"] else None
+
+    control.get_by_role("button", name="Gateway API").click()  # the toggle: Apply now writes an HTTPRoute
+    control.get_by_role("button", name="Send traffic").click()
+    notebook.poll(lambda: last("observed-v2"), lambda v: v is not None and v < 30, 30, "observed v2 charted")
+    v2 = control.locator(".widget-slider").filter(has=page.locator(".widget-label", has_text="v2"))
+    _key_slider_to(page, v2.locator(".noUi-handle"), 50)
+    control.get_by_role("button", name="Apply").click()
+    notebook.poll(lambda: last("configured-v2"), lambda v: v == 50, 15, "configured 50 % charted")
+    notebook.poll(
+        lambda: last("observed-v2"), lambda v: v is not None and abs(v - 50) <= 8, 30, "v2 near 50 %"
+    )
+    notebook.shot("gateway-api-50")
+
+    routes = notebook.add_cell_and_run(
+        'control.stop()\n(route,) = lab.get("httproutes", "payments-prod")\n'
+        'print("HTTPRoute", [b["weight"] for b in route.spec["rules"][0]["backendRefs"]], '
+        '"VirtualServices", len(lab.get("virtualservices", "payments-prod")))'
+    )
+    notebook.poll(routes.inner_text, lambda t: "HTTPRoute" in t, 30, "the kernel's answer")
+    assert "HTTPRoute [50, 50] VirtualServices 0" in routes.inner_text()
+    assert "(HTTPRoute)" in control.inner_text()  # the log line says which object the slider wrote

@@ -153,7 +153,9 @@ def test_istio_archive_gives_istioctl_and_the_addons(release_server, monkeypatch
     assert (tools.istio_dir() / "samples" / "addons" / "kiali.yaml").is_file()
 
 
-def test_labkit_tools_install_installs_both_pinned_tools_from_the_server(release_server, monkeypatch, capsys):
+def test_labkit_tools_install_installs_both_pinned_tools_and_the_crds_from_the_server(
+    release_server, monkeypatch, capsys
+):
     base, files, _ = release_server
     archive = io.BytesIO()
     with tarfile.open(fileobj=archive, mode="w:gz") as tar:
@@ -166,10 +168,16 @@ def test_labkit_tools_install_installs_both_pinned_tools_from_the_server(release
         name = f"/{tool}-linux-amd64" + (".tar.gz" if tool == "istioctl" else "")
         files[name], files[name + ".sha256sum"] = blob, f"{sha}  {name[1:]}\n".encode()
         _pin(monkeypatch, tool, base, sha)
+    files["/standard-install.yaml"] = b"kind: CustomResourceDefinition\n"
+    monkeypatch.setattr(tools, "GATEWAY_API_URL", f"{base}/standard-install.yaml")
+    monkeypatch.setattr(
+        tools, "GATEWAY_API_SHA256", hashlib.sha256(files["/standard-install.yaml"]).hexdigest()
+    )
     monkeypatch.setattr(tools, "current_platform", lambda: "linux-amd64")
     assert cli.main(["tools", "install"]) == 0
     out = capsys.readouterr().out
     assert "kind v0 verified and installed" in out and "istioctl v0 verified and installed" in out
+    assert "Gateway API v1.5.1 CRDs (standard channel) verified" in out
     assert which("istioctl") == str(tools.bin_dir() / "istioctl")
 
 
@@ -206,3 +214,16 @@ def test_kind_node_image_istio_and_kubectl_are_a_supported_combination():
     kubectl = _minor(versions.KUBECTL_MINOR)
     assert kubectl[0] == node[0] and abs(kubectl[1] - node[1]) <= 1  # kubectl's version-skew policy
     assert _minor(validation.KUBERNETES_VERSION) == node  # schemas of the Kubernetes the cluster runs
+
+
+def test_gateway_api_crds_are_kept_only_when_their_sha256_matches_the_pin(release_server, monkeypatch):
+    base, files, _ = release_server
+    crds = b"apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\n"
+    files["/standard-install.yaml"] = crds
+    monkeypatch.setattr(tools, "GATEWAY_API_URL", f"{base}/standard-install.yaml")
+    with pytest.raises(LabError, match=r"has SHA-256 \w+, expected 751002b3\w+; not kept"):
+        tools.install_gateway_api()  # the real pin: these bytes are not the release's
+    assert not tools.gateway_api_file().exists()
+    monkeypatch.setattr(tools, "GATEWAY_API_SHA256", hashlib.sha256(crds).hexdigest())
+    assert tools.install_gateway_api().read_bytes() == crds
+    assert tools.gateway_api_file().name == "standard-install-v1.5.1.yaml"

@@ -39,6 +39,14 @@ def test_reset_removes_leftovers_and_restores_deployments(lab) -> None:
 
 
 @pytest.mark.mesh
+def test_reset_removes_a_leftover_in_istios_root_namespace(lab) -> None:
+    """A mesh-wide Telemetry (istio-system) left by an interrupted lesson would keep every access log off."""
+    lab.apply(paths.CLUSTER_CONFIG / "mesh/telemetry-access-log-off.yaml")
+    lab.reset("canary-90-10")
+    assert not [r for r in lab.applied() if r.kind == "Telemetry" and r.namespace == "istio-system"]
+
+
+@pytest.mark.mesh
 def test_reset_of_a_clean_lab_changes_nothing(lab) -> None:
     lab.ensure("canary-90-10")
     assert lab.reset("canary-90-10") == []

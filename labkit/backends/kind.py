@@ -13,7 +13,7 @@ from urllib.parse import urlsplit, urlunsplit
 from labkit import manifests, paths, scenario
 from labkit.command import run
 from labkit.errors import BackendError, LabError
-from labkit.kind import cluster, doctor, images, istio, podtraffic, workloads
+from labkit.kind import cluster, doctor, gatewayapi, images, istio, podtraffic, workloads
 from labkit.kind.commands import Target
 from labkit.kind.k8s import has_sidecar, rollout_complete
 from labkit.kind.kube import Kube
@@ -68,8 +68,8 @@ class KubeLab(Lab):
     # --- lifecycle ----------------------------------------------------------------------------------------
 
     def up(self) -> Status:
-        """Preflight, create or reuse the cluster, build and load the image, install Istio and the addons,
-        apply the apps and wait until every pod is ready with its sidecar."""
+        """Preflight, create or reuse the cluster, build and load the image, install the Gateway API CRDs,
+        Istio and the addons, apply the apps and wait until every pod is ready with its sidecar."""
         self._preflight()
         if self.backend == "kind":
             _say(f"cluster {self.name}: creating or reusing (the first time takes a few minutes)")
@@ -92,6 +92,7 @@ class KubeLab(Lab):
                 images.pull_and_load(wanted, self.name)
         else:
             _say(f"kube mode: the nodes must be able to pull {cluster.IMAGE} (push it to their registry)")
+        gatewayapi.ensure(self.kube, _say)  # before istiod starts, so it watches the Gateway API kinds
         self._install_istio()
         self.addons()
         _say("applying cluster-config/apps")
@@ -291,9 +292,18 @@ class KubeLab(Lab):
         fqdn = service_fqdn(service, namespace)
         return istio.route_weights(self.target, pod, workload.namespace, fqdn, int(ports[0]["port"]))
 
-    def set_weights(self, service: str, namespace: str = scenario.NAMESPACE, **weights: int) -> list[Change]:
-        """Apply the canary split, then wait until the client's proxy holds it (``proxy-config routes``)."""
-        changes = super().set_weights(service, namespace, **weights)
+    def set_weights(
+        self,
+        service: str,
+        namespace: str = scenario.NAMESPACE,
+        *,
+        api: str = "istio",
+        port: int = scenario.PORT,
+        **weights: int,
+    ) -> list[Change]:
+        """Apply the canary split (either API), then wait until the client's proxy holds it (``proxy-config
+        routes``)."""
+        changes = super().set_weights(service, namespace, api=api, port=port, **weights)
         wanted = {subset: w for subset, w in weights.items() if w}
         deadline = time.monotonic() + PROPAGATION_TIMEOUT
         while True:

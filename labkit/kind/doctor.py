@@ -16,8 +16,8 @@ import yaml
 from labkit import paths
 from labkit.command import run
 from labkit.errors import CommandError, LabError, ToolNotFoundError
-from labkit.kind import cluster, images, istio
-from labkit.versions import ISTIO_MINOR, K8S_SUPPORTED  # the one place for versions
+from labkit.kind import cluster, gatewayapi, images, istio, tools
+from labkit.versions import GATEWAY_API_VERSION, ISTIO_MINOR, K8S_SUPPORTED  # the one place for versions
 
 MIN_CPUS = 4
 #: 8 GiB asked of Docker; Docker Desktop set to "8 GB" reports about 7.7 GiB of MemTotal, so allow that.
@@ -248,11 +248,38 @@ def check_addons() -> Check:
     return Check("ok", f"Istio addons in {found}")
 
 
+def check_gateway_api(cluster_exists: bool) -> Check:
+    """The Gateway API CRDs: in the cluster when it exists (what HTTPRoutes need), else the verified file
+    ``lab.up()`` installs them from. A warning, not an error: the Istio APIs work without them."""
+    fix = "run `labkit tools install` (it downloads and verifies them); lab.up() then installs them"
+    if cluster_exists:
+        try:
+            from labkit.kind.kube import Kube  # the kubernetes client: imported only when a cluster exists
+
+            found = gatewayapi.installed(Kube(cluster.kubeconfig(), cluster.context()))
+        except LabError:
+            found = None  # the cluster does not answer: the file is what up() will need
+        else:
+            level, line = gatewayapi.describe(found)
+            if found is not None:
+                return Check(level, line, "" if level == "ok" else "lab.up() leaves them as they are")
+    source = tools.gateway_api_file()
+    if source.is_file():
+        return Check(
+            "ok", f"Gateway API {GATEWAY_API_VERSION} CRDs verified in {source} (lab.up() installs them)"
+        )
+    return Check(
+        "warning",
+        f"the Gateway API {GATEWAY_API_VERSION} CRDs are not downloaded, so HTTPRoutes will be refused",
+        fix,
+    )
+
+
 def run_checks(*, cluster_exists: bool) -> list[Check]:
     """Every preflight check; an existing cluster is checked for the lab's port mapping instead of the
     ports being free (it holds them)."""
     checks = check_docker() + check_tools() + [check_node_image(), check_addons(), check_images()]
-    checks += check_inotify()
+    checks += check_inotify() + [check_gateway_api(cluster_exists)]
     if not cluster_exists:
         checks += check_ports()
     else:

@@ -15,6 +15,7 @@ from labkit.command import run, which
 from labkit.errors import LabError
 from labkit.kind import images
 from labkit.kind.commands import Target
+from labkit.meshmodel import weighted_version
 from labkit.versions import ISTIO_MINOR
 
 ADDONS = ("prometheus.yaml", "kiali.yaml")
@@ -107,9 +108,10 @@ def _json_list(text: str) -> list[dict]:
 
 
 def route_weights(target: Target, pod: str, namespace: str, host: str, port: int) -> dict[str, int]:
-    """``{subset: weight}`` for ``host`` as pod's proxy holds them (``proxy-config routes -o json``): in the
-    route configuration named after the Service's ``port``: an outbound HTTP listener's RDS name is the port
-    number (istio/istio pilot/pkg/networking/core/listener.go, buildSidecarOutboundHTTPListenerOpts)."""
+    """``{version: weight}`` for ``host`` as pod's proxy holds them (``proxy-config routes -o json``):
+    subsets, or the versions of Gateway API backends (``meshmodel.weighted_version``), in the route
+    configuration named after the Service's ``port``: an outbound HTTP listener's RDS name is the port number
+    (istio/istio pilot/pkg/networking/core/listener.go, buildSidecarOutboundHTTPListenerOpts)."""
     argv = ["istioctl", "proxy-config", "routes", f"{pod}.{namespace}", "--name", str(port), "-o", "json"]
     out = run(argv + target.args(), env=target.env(), timeout=60).stdout
     weights: dict[str, int] = {}
@@ -124,9 +126,8 @@ def route_weights(target: Target, pod: str, namespace: str, host: str, port: int
             if "cluster" in action:
                 clusters = [{"name": action["cluster"], "weight": 100}]
             for cluster in clusters:
-                parts = cluster["name"].split("|")
-                subset = (parts[2] if len(parts) == 4 else "") or "(no subset)"
-                weights[subset] = weights.get(subset, 0) + int(cluster.get("weight", 0))
+                version = weighted_version(cluster["name"], host)
+                weights[version] = weights.get(version, 0) + int(cluster.get("weight", 0))
     return weights
 
 

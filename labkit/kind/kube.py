@@ -100,10 +100,13 @@ class Kube:
                 "look up kinds", lambda: self.dynamic.resources.get(api_version=api_version, kind=kind)
             )
         except ResourceNotFoundError as exc:
-            raise BackendError(
-                f"the cluster does not know {kind} ({api_version})",
-                "if it is an Istio kind, Istio is not installed yet: run lab.up()",
-            ) from exc
+            fix = "if it is an Istio kind, Istio is not installed yet: run lab.up()"
+            if api_version.startswith("gateway.networking.k8s.io/"):
+                fix = (
+                    "the Gateway API CRDs are not installed (Istio does not install them): run `labkit tools "
+                    "install`, then lab.up(); `kubectl get crd gateways.gateway.networking.k8s.io` checks"
+                )
+            raise BackendError(f"the cluster does not know {kind} ({api_version})", fix) from exc
 
     def kind_named(self, name: str) -> tuple[str, str]:
         """``(apiVersion, kind)`` for a name as kubectl takes it: a kind, its plural, singular or short name,

@@ -1,5 +1,7 @@
 """``labkit tools install``: pinned kind and istioctl release binaries in the state folder, each checked
-against the SHA-256 pinned here AND the one the release publishes, before ``labkit.command.run`` can find it.
+against the SHA-256 pinned here AND the one the release publishes, before ``labkit.command.run`` can find it;
+and the Gateway API CRDs (standard channel), checked against their pin, kept for ``lab.up()`` to apply (so
+bringing a cluster up never downloads them).
 
 A tool whose checksum is not pinned below is refused: fill ``sha256`` from the release's published checksum
 file (after checking it) rather than trusting whatever a download says."""
@@ -19,8 +21,8 @@ from pathlib import Path
 import urllib3
 
 from labkit.errors import LabError
-from labkit.state import bin_dir, istio_dir
-from labkit.versions import ISTIO_VERSION, KIND_VERSION
+from labkit.state import bin_dir, gateway_api_dir, istio_dir
+from labkit.versions import GATEWAY_API_VERSION, ISTIO_VERSION, KIND_VERSION
 
 CONNECT_TIMEOUT, READ_TIMEOUT = 10.0, 60.0
 
@@ -84,6 +86,39 @@ PINS: dict[str, Release] = {
         platforms={"darwin-amd64": "osx-amd64", "darwin-arm64": "osx-arm64"},
     ),
 }
+
+
+#: Gateway API's standard-channel CRDs (one file for every platform). Its SHA-256 has one public source:
+#: zephytiju/JuntaiPlatformFoundationsIaC src/release.ts ``GATEWAY_API_MANIFEST`` (its src/artifacts.ts
+#: fetches the file and refuses any other digest). Where the internet is reachable, compare it with
+#: ``sha256sum`` of the release's own file before changing it.
+GATEWAY_API_URL = (
+    f"https://github.com/kubernetes-sigs/gateway-api/releases/download/{GATEWAY_API_VERSION}/"
+    "standard-install.yaml"
+)
+GATEWAY_API_SHA256 = "751002b3b91a87f7ae3bd2517c79a47a8d7ed6702901808a1cf9bd97d284f9b8"
+
+
+def gateway_api_file() -> Path:
+    """Where the verified ``standard-install.yaml`` of the pinned Gateway API release is kept."""
+    return gateway_api_dir() / f"standard-install-{GATEWAY_API_VERSION}.yaml"
+
+
+def install_gateway_api() -> Path:
+    """Download the Gateway API CRDs, verify their SHA-256 against the pin, keep them for ``lab.up()``."""
+    target = gateway_api_file()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+        download = Path(tmp) / "download"
+        with download.open("wb") as sink:
+            actual = _get(_http(), GATEWAY_API_URL, sink)
+        if actual != GATEWAY_API_SHA256:
+            raise LabError(
+                f"{GATEWAY_API_URL} has SHA-256 {actual}, expected {GATEWAY_API_SHA256}; not kept (a "
+                "truncated download or a proxy rewriting it?). What to do: retry `labkit tools install`"
+            )
+        download.replace(target)
+    return target
 
 
 def current_platform() -> str:
@@ -174,9 +209,11 @@ def _unpack_istio(archive: Path, tmp: Path) -> Path:
 
 
 def main(args: argparse.Namespace | None = None) -> int:
-    """``labkit tools install``: every pinned tool, or the first error with what to do."""
+    """``labkit tools install``: every pinned tool and the Gateway API CRDs, or the first error with what to
+    do."""
     for tool in PINS:
         path = install(tool)
         print(f"{tool} {PINS[tool].version} verified and installed: {path}")
+    print(f"Gateway API {GATEWAY_API_VERSION} CRDs (standard channel) verified: {install_gateway_api()}")
     print(f"labkit runs these before any on PATH; add {bin_dir()} to PATH to use them yourself")
     return 0

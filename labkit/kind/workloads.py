@@ -24,6 +24,8 @@ LIVE_KINDS = (
     ("networking.istio.io/v1", "Gateway"),
     ("networking.istio.io/v1", "ServiceEntry"),
     ("security.istio.io/v1", "PeerAuthentication"),
+    ("gateway.networking.k8s.io/v1", "HTTPRoute"),  # none until the Gateway API CRDs are installed
+    ("gateway.networking.k8s.io/v1", "Gateway"),
     ("v1", "Service"),
     ("apps/v1", "Deployment"),
 )

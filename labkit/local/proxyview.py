@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from labkit.errors import LabError
 from labkit.local import envoy
+from labkit.meshmodel import weighted_version
 
 if TYPE_CHECKING:
     from labkit.local.topology import Proxy
@@ -65,11 +66,8 @@ def route_weights(routes: list[dict[str, Any]], host: str, port: int) -> dict[st
             if "cluster" in action:
                 clusters = [{"name": action["cluster"], "weight": 100}]
             for cluster in clusters:
-                parts = cluster["name"].split(
-                    "|"
-                )  # outbound|<port>|<subset>|<fqdn> (istio model.BuildSubsetKey)
-                subset = (parts[2] if len(parts) == 4 else "") or "(no subset)"
-                weights[subset] = weights.get(subset, 0) + int(cluster.get("weight", 0))
+                version = weighted_version(cluster["name"], host)
+                weights[version] = weights.get(version, 0) + int(cluster.get("weight", 0))
     return weights
 
 

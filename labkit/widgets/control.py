@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import ipywidgets as w
 import plotly.graph_objects as go
 
-from labkit import scenario, stats, traffic, viz
+from labkit import canary, scenario, stats, traffic, viz
 from labkit.lesson import URL as DEFAULT_URL
 from labkit.stats import CONFIDENCE
 from labkit.widgets.rollout import Rollout
@@ -37,6 +37,7 @@ class ControlState:
     traffic: bool
     rollout: str
     log: tuple[str, ...]
+    api: str = "istio"  # which canary route the control writes: istio (VirtualService), gateway (HTTPRoute)
 
 
 class CanaryControl:
@@ -54,11 +55,15 @@ class CanaryControl:
         weights: Mapping[str, int] | None = None,
         window: float = 2.0,
         history: float = 90.0,
+        api: str = "istio",
+        port: int = scenario.PORT,
     ):
         """``weights``: what the lab runs now (default 90/10, as in the canary checkpoint); not applied.
         ``window``: the observed share and error rate are over the last ``window`` s (shorter than a
-        rollout step, so the chart reaches each step's weight)."""
+        rollout step, so the chart reaches each step's weight). ``api``: the canary route Apply and the
+        rollout write, a VirtualService ("istio") or an HTTPRoute ("gateway"); the toggle switches it."""
         self.lab, self.service, self.url, self.source, self.namespace = lab, service, url, source, namespace
+        self.port = port
         self.window, self.history = window, history
         current = dict(weights or {"v1": 90, "v2": 10})
         self.baseline, self.canary = list(current)
@@ -81,6 +86,9 @@ class CanaryControl:
         )
         self.slider.observe(lambda c: self._pair(self.baseline_slider, c["new"]), "value")
         self.baseline_slider.observe(lambda c: self._pair(self.slider, c["new"]), "value")
+        self.api_toggle = w.ToggleButtons(
+            options=[("Istio APIs", "istio"), ("Gateway API", "gateway")], value=api, description="API"
+        )
         self.apply_button = w.Button(description="Apply", button_style="primary", icon="check")
         self.apply_button.on_click(lambda _: self.apply())
         self.qps = w.BoundedIntText(value=int(qps), min=1, max=2000, description="req/s")
@@ -103,6 +111,7 @@ class CanaryControl:
         self._trace = {t.uid: t for t in self.figure.data}
         self.widget = w.VBox(
             [
+                self.api_toggle,
                 w.HBox([self.baseline_slider, self.slider, self.apply_button]),
                 w.HBox([self.qps, self.traffic_button, self.rollout_button]),
                 self.status,
@@ -115,7 +124,8 @@ class CanaryControl:
     # --- what the buttons do ------------------------------------------------------------------------------
 
     def apply(self, weight: int | None = None) -> list[Change]:
-        """Apply the slider's split (or ``weight`` % to the canary) as the VirtualService."""
+        """Apply the slider's split (or ``weight`` % to the canary) as the VirtualService, or the HTTPRoute
+        in Gateway API mode."""
         if weight is not None:
             self.slider.value = weight
         return self._set_weight(self.slider.value)
@@ -190,6 +200,7 @@ class CanaryControl:
             traffic=self._stream is not None and self._stream.running,
             rollout=self._rollout.status if self._rollout else "idle",
             log=log,
+            api=self.api_toggle.value,
         )
 
     def close(self) -> None:
@@ -217,12 +228,16 @@ class CanaryControl:
 
     def _set_weight(self, canary_weight: int) -> list[Change]:
         weights = {self.baseline: 100 - canary_weight, self.canary: canary_weight}
-        changes = self.lab.set_weights(self.service, self.namespace, **weights)
+        api = self.api_toggle.value
+        changes = self.lab.set_weights(self.service, self.namespace, api=api, port=self.port, **weights)
         with self._lock:
             self._configured.append((self._now(), weights))
         if self.slider.value != canary_weight:
             self.slider.value = canary_weight
-        self._note(f"applied {self.baseline} {100 - canary_weight} % / {self.canary} {canary_weight} %")
+        kind = canary.KINDS[api]
+        self._note(
+            f"applied {self.baseline} {100 - canary_weight} % / {self.canary} {canary_weight} % ({kind})"
+        )
         self._draw(force=True)
         return changes
 

@@ -20,7 +20,11 @@ CORE = [
     ("apis/rbac.authorization.k8s.io/v1", "Role", "roles", True),
     ("apis/rbac.authorization.k8s.io/v1", "RoleBinding", "rolebindings", True),
     ("apis/apiextensions.k8s.io/v1", "CustomResourceDefinition", "customresourcedefinitions", False),
-]
+    ("apis/admissionregistration.k8s.io/v1", "ValidatingAdmissionPolicy",
+     "validatingadmissionpolicies", False),
+    ("apis/admissionregistration.k8s.io/v1", "ValidatingAdmissionPolicyBinding",
+     "validatingadmissionpolicybindings", False),
+]  # fmt: skip
 ISTIO = [
     ("apis/networking.istio.io/v1", "VirtualService", "virtualservices", True),
     ("apis/networking.istio.io/v1", "DestinationRule", "destinationrules", True),
@@ -44,8 +48,34 @@ BUILTIN_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease"
 EPHEMERAL_FORBIDDEN = ("ports", "resources", "livenessProbe", "readinessProbe", "startupProbe", "lifecycle")
 
 
-def object_path(obj: dict) -> str:
-    for prefix, kind, plural, namespaced in RESOURCES:
+def crd_resources(objects: dict[str, dict]) -> list[tuple[str, str, str, bool]]:
+    """The kinds the stored CRDs serve, one entry per served version, as the API server adds them to
+    discovery once a CRD is Established (apiextensions-apiserver
+    pkg/apiserver/customresource_discovery_controller.go)."""
+    out = []
+    for obj in objects.values():
+        if obj.get("kind") != "CustomResourceDefinition":
+            continue
+        spec = obj["spec"]
+        for version in spec.get("versions") or []:
+            if version.get("served"):
+                prefix = f"apis/{spec['group']}/{version['name']}"
+                names = spec["names"]
+                out.append((prefix, names["kind"], names["plural"], spec["scope"] == "Namespaced"))
+    return out
+
+
+def version_order(version: str) -> tuple[int, int, int]:
+    """Kubernetes' version priority (GA, then beta, then alpha; higher numbers first): the preferred version
+    of a group is the first (apimachinery pkg/version/helpers.go ``CompareKubeAwareVersionStrings``)."""
+    major, _, rest = version[1:].partition("beta" if "beta" in version else "alpha")
+    if not rest:
+        return (0, -int(version[1:]), 0)
+    return (1 if "beta" in version else 2, -int(major), -int(rest))
+
+
+def object_path(obj: dict, resources: list | None = None) -> str:
+    for prefix, kind, plural, namespaced in resources or RESOURCES:
         if kind == obj["kind"] and prefix.endswith(obj["apiVersion"]):
             ns = f"/namespaces/{obj['metadata'].get('namespace', 'default')}" if namespaced else ""
             return f"/{prefix}{ns}/{plural}/{obj['metadata']['name']}"
@@ -127,19 +157,21 @@ def discovery(fake: Any, path: str) -> dict | None:
     if path == "/api":
         return {"kind": "APIVersions", "versions": ["v1"]}
     if path == "/apis":
-        groups = sorted({p.split("/")[1] for p, *_ in resources if p.startswith("apis/")})
-        return {
-            "kind": "APIGroupList",
-            "groups": [
-                {
-                    "name": g,
-                    "versions": [{"groupVersion": f"{g}/v1", "version": "v1"}],
-                    "preferredVersion": {"groupVersion": f"{g}/v1", "version": "v1"},
-                }
-                for g in groups
-            ],
-        }
+        versions: dict[str, set[str]] = {}
+        for p, *_ in resources:
+            if p.startswith("apis/"):
+                versions.setdefault(p.split("/")[1], set()).add(p.split("/")[2])
+        groups = []
+        for g, served in sorted(versions.items()):
+            listed = [{"groupVersion": f"{g}/{v}", "version": v} for v in sorted(served, key=version_order)]
+            groups.append({"name": g, "versions": listed, "preferredVersion": listed[0]})
+        return {"kind": "APIGroupList", "groups": groups}
     listed = [(kind, plural, ns) for p, kind, plural, ns in resources if f"/{p}" == path]
+    short_names = dict(SHORT_NAMES)
+    group = path.split("/")[2] if path.startswith("/apis/") and path.count("/") == 3 else None
+    for crd in fake.objects.values():  # a CRD's kind takes its own short names (Gateway API's Gateway: gtw)
+        if crd.get("kind") == "CustomResourceDefinition" and crd["spec"]["group"] == group:
+            short_names[crd["spec"]["names"]["kind"]] = crd["spec"]["names"].get("shortNames") or []
     if listed:
         pod_subresources = [
             {"name": "pods/log", "kind": "Pod", "namespaced": True, "verbs": ["get"]},
@@ -156,7 +188,7 @@ def discovery(fake: Any, path: str) -> dict | None:
                     "namespaced": ns,
                     "verbs": ["get", "list", "patch", "delete"],
                     "singularName": kind.lower(),
-                    "shortNames": SHORT_NAMES.get(kind, []),
+                    "shortNames": short_names.get(kind, []),
                 }
                 for kind, plural, ns in listed
             ]

@@ -11,7 +11,10 @@ It refuses what the real server refuses, for what labkit calls:
   with a ``Warning`` header, as the server's default ``fieldValidation=Warn`` does;
 - an apply patch without ``fieldManager``: 422; fields owned by another applier without ``force=true``: 409
   Conflict (staging/src/k8s.io/apiserver/pkg/endpoints/handlers/patch.go, fieldmanager);
-- Istio kinds before Istio's CRDs are installed (``istioctl install`` posts /fake/install-istio here);
+- Istio kinds before Istio's CRDs are installed (``istioctl install`` posts /fake/install-istio here), and
+  any other CRD's kinds (Gateway API's) before that CRD is applied: a CRD applied through the API is served
+  (discovery, objects) once Established, a moment later, and deleting it deletes its objects
+  (apiextensions-apiserver pkg/controller/establish, pkg/controller/finalizer);
 - ephemeral containers with a duplicate name or with ports/resources/probes: 422
   (pkg/apis/core/validation/validation.go ``validateEphemeralContainers``);
 - the Prometheus proxy before the addon's Deployment is ready: 503 ``no endpoints available for service``
@@ -42,6 +45,7 @@ from fakes.apiobjects import (
     CORE,
     EPHEMERAL_FORBIDDEN,
     RESOURCES,
+    crd_resources,
     deployment,
     node,
     object_path,
@@ -109,11 +113,14 @@ class FakeApiServer:
         return path
 
     def resources(self) -> list[tuple[str, str, str, bool]]:
-        return RESOURCES if self.istio else CORE
+        """What the server serves now: a kind node's kinds, Istio's once installed, each Established CRD's."""
+        now = time.monotonic()
+        established = {p: o for p, o in self.objects.items() if self._ready_at.get(p, 0.0) <= now}
+        return (RESOURCES if self.istio else CORE) + crd_resources(established)
 
     def put(self, obj: dict) -> None:
         """Store an object as the cluster would hold it (no checks: a test's setup)."""
-        self.objects[object_path(obj)] = obj
+        self.objects[object_path(obj, RESOURCES + crd_resources(self.objects))] = obj
 
     def read(self, path: str) -> dict | None:
         """The object as a GET would answer it now (a Deployment's status and its pods' phase follow time)."""
@@ -127,6 +134,10 @@ class FakeApiServer:
         if obj["kind"] == "Pod" and not ready:
             obj = copy.deepcopy(obj)
             obj["status"]["phase"] = "Pending"
+        if obj["kind"] == "CustomResourceDefinition":
+            obj = copy.deepcopy(obj)
+            condition = {"type": "Established", "status": str(ready), "reason": "InitialNamesAccepted"}
+            obj["status"] = {"conditions": [condition], "acceptedNames": obj["spec"]["names"]}
         return obj
 
     def store(self, obj: dict, rolled_out: bool = True) -> None:
@@ -134,6 +145,8 @@ class FakeApiServer:
         namespace says now (so pods created before the namespace is labelled keep running without a sidecar,
         as on a cluster)."""
         self.put(obj)
+        if obj["kind"] == "CustomResourceDefinition" and object_path(obj) not in self._ready_at:
+            self._ready_at[object_path(obj)] = time.monotonic() + self.rollout_seconds
         if obj["kind"] != "Deployment" or not rolled_out:
             return
         meta, spec = obj["metadata"], obj["spec"]
@@ -374,8 +387,13 @@ def _handler(fake: FakeApiServer) -> type[BaseHTTPRequestHandler]:
 
         def do_DELETE(self) -> None:
             path, _, _ = self._record()
-            if fake.objects.pop(path, None) is None:
+            gone = fake.objects.pop(path, None)
+            if gone is None:
                 return self._not_found(path)
+            if gone["kind"] == "CustomResourceDefinition":  # its objects go with it
+                served = crd_resources({path: gone})
+                for p in [p for p in fake.objects if any(f"/{prefix}/" in p for prefix, *_ in served)]:
+                    del fake.objects[p]
             self._reply(200, {"kind": "Status", "status": "Success"})
 
     return Handler

@@ -38,11 +38,35 @@ def _route(rule: dict, port: int, fqdn: str) -> dict:
     return {"match": rule["match"][0] if rule.get("match") else {"prefix": "/"}, "route": action}
 
 
+def _mesh_route(rule: dict, port: int, namespace: str) -> dict:
+    """One HTTPRoute rule as istiod converts it for a sidecar: each backendRef a Service's own cluster, no
+    subset (pilot/pkg/config/kube/gateway/conversion.go ``buildHTTPDestination``)."""
+    refs = rule.get("backendRefs") or []
+    hosts = [f"{b['name']}.{b.get('namespace', namespace)}.svc.cluster.local" for b in refs]
+    clusters = [
+        {"name": f"outbound|{b.get('port', port)}||{host}", "weight": b.get("weight", 1)}
+        for b, host in zip(refs, hosts, strict=True)
+    ]
+    return {"match": {"prefix": "/"}, "route": {"weightedClusters": {"clusters": clusters}}}
+
+
+def _parents(route: dict) -> set[tuple[str, str]]:
+    """The Services (namespace, name) a mesh HTTPRoute is attached to."""
+    ns = route["metadata"]["namespace"]
+    return {
+        (p.get("namespace", ns), p["name"])
+        for p in route["spec"].get("parentRefs") or []
+        if p.get("kind") == "Service" and p.get("group", "") == ""
+    }
+
+
 def _routes(name: str | None) -> list[dict]:
     """The RouteConfigurations (one per port; only ``name`` if given) a sidecar holds: a virtual host per
-    Service port, routed as the live VirtualServices say (istiod pushes them at once in this fake)."""
+    Service port, routed as the live VirtualServices say, or a mesh HTTPRoute attached to the Service (in the
+    caller's namespace first: istio/istio pilot/pkg/model/push_context.go), pushed at once in this fake."""
     services = (cliutil.api("/api/v1/services") or {}).get("items") or []
     vss = (cliutil.api("/apis/networking.istio.io/v1/virtualservices") or {}).get("items") or []
+    http_routes = (cliutil.api("/apis/gateway.networking.k8s.io/v1/httproutes") or {}).get("items") or []
     configs: dict[str, list[dict]] = {}
     for svc in services:
         ns, svc_name = svc["metadata"]["namespace"], svc["metadata"]["name"]
@@ -55,6 +79,11 @@ def _routes(name: str | None) -> list[dict]:
                 vs_ns = vs["metadata"]["namespace"]
                 if fqdn in {_fqdn(h, vs_ns) for h in (vs.get("spec") or {}).get("hosts") or []}:
                     routes = [_route(rule, port["port"], fqdn) for rule in vs["spec"].get("http") or []]
+            for route in http_routes:
+                if (ns, svc_name) in _parents(route):
+                    routes = [
+                        _mesh_route(rule, port["port"], ns) for rule in route["spec"].get("rules") or []
+                    ]
             vhost = {"name": f"{fqdn}:{port['port']}", "domains": [fqdn, f"{svc_name}.{ns}", svc_name]}
             configs.setdefault(str(port["port"]), []).append({**vhost, "routes": routes})
     return [{"name": port, "virtualHosts": hosts} for port, hosts in sorted(configs.items())]
