@@ -418,7 +418,7 @@ def test_a_new_kernel_stops_the_lab_and_nothing_is_left(lab):
 
 def test_port_clash_is_named_and_leaves_nothing_running(lab):
     topo = lab._current()
-    port = topo.gateway.admin_port
+    port = topo.gateway.gateway_ports[80]
     with socket.socket() as squatter:
         squatter.setsockopt(
             socket.SOL_SOCKET, socket.SO_REUSEADDR, 1

@@ -285,7 +285,7 @@ def test_gateway_rbac_denies_with_403_even_where_no_route_matches(lab):
 
 def _stat(lab: LocalLab, workload: str, name: str) -> int:
     proxy = next(p for p in lab._current().sidecars if p.workload == workload)
-    text = envoy.admin_get(proxy.admin_port, "/stats?filter=" + urllib.request.quote(name))
+    text = envoy.admin_get(proxy, "/stats?filter=" + urllib.request.quote(name))
     return sum(int(line.rpartition(": ")[2]) for line in text.splitlines() if line.strip())
 
 

@@ -389,7 +389,7 @@ class LocalLab(Lab):
 
     def proxy_stats(self, workload: str, contains: str = "") -> dict[str, int]:
         """``workload``'s Envoy counters whose names contain ``contains``, from its admin ``/stats``."""
-        return metrics.envoy_stats(envoy.admin_get(self._proxy(workload).admin_port, "/stats"), contains)
+        return metrics.envoy_stats(envoy.admin_get(self._proxy(workload), "/stats"), contains)
 
     def route_weights(
         self, service: str = SERVICE, namespace: str = NAMESPACE, source: str = "client"

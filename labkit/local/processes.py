@@ -19,6 +19,8 @@ import psutil
 
 from labkit.files import write_atomic
 
+#: The mode of pidfiles and logs: the lab's user only.
+PRIVATE = 0o600
 #: psutil rounds create_time; two readings of the same process differ by far less than this.
 _SAME_START = 0.05
 #: Popen handles of the processes this kernel started, so they are reaped (no zombies) when they exit.
@@ -51,11 +53,14 @@ def start(
     cwd: Path | None = None,
     spec: str = "",
 ) -> ProcessRecord:
-    """Start ``argv`` in its own session, output appended to ``log_file``, and write its pidfile."""
+    """Start ``argv`` in its own session, output appended to ``log_file``, and write its pidfile (both
+    0600: a log shows the lab's requests, a pidfile which processes to signal)."""
     pid_dir.mkdir(parents=True, exist_ok=True)
     log_file.parent.mkdir(parents=True, exist_ok=True)
     full_env = {**os.environ, **(env or {})}
-    with open(log_file, "ab") as log:
+    fd = os.open(log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, PRIVATE)
+    os.fchmod(fd, PRIVATE)  # a log an older labkit created 0644
+    with open(fd, "ab") as log:
         proc = subprocess.Popen(
             list(argv),
             stdin=subprocess.DEVNULL,
@@ -64,6 +69,7 @@ def start(
             env=full_env,
             cwd=cwd,
             start_new_session=True,  # own process group: a Ctrl-C in the notebook does not hit the lab
+            umask=0o077,  # what it creates (an app's socket, Envoy's access log) is the lab's user's only
         )
     _children[proc.pid] = proc
     try:
@@ -71,7 +77,7 @@ def start(
     except psutil.NoSuchProcess:  # exited at once; the caller's readiness check reports it with the log
         create_time = 0.0
     record = ProcessRecord(name, proc.pid, create_time, list(argv), str(log_file), spec)
-    write_atomic(_pidfile(pid_dir, name), json.dumps(asdict(record)))
+    write_atomic(_pidfile(pid_dir, name), json.dumps(asdict(record)), PRIVATE)
     return record
 
 
