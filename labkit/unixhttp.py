@@ -47,6 +47,17 @@ class _Connection(http.client.HTTPConnection):
         self.sock = conn
 
 
+def connect(target: str, timeout: float) -> tuple[http.client.HTTPConnection, str]:
+    """A keep-alive ``http.client`` connection for ``target`` (``http://`` or ``http+unix://``), and the
+    path with query to request on it."""
+    sock, plain = split(target)
+    parts = urlsplit(plain)
+    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    if sock is not None:
+        return _Connection(Path(sock), timeout), path
+    return http.client.HTTPConnection(parts.hostname or "localhost", parts.port, timeout=timeout), path
+
+
 def get(sock: Path, path: str, timeout: float) -> tuple[int, str]:
     """GET ``path`` on the Unix socket ``sock``: ``(status, body text)``; OSError when nothing answers."""
     conn = _Connection(sock, timeout)
