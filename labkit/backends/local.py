@@ -401,6 +401,16 @@ class LocalLab(Lab):
             raise LabError(f"no Service {service!r} with a port in namespace {namespace!r}")
         return proxyview.route_weights(self.proxy_config(source, "routes"), svc.fqdn, svc.ports[0].port)
 
+    def pod_urls(self, workload: str, namespace: str = NAMESPACE) -> list[str]:
+        """The TCP ports the processes of ``workload`` (its apps and sidecars) really listen on, read from the
+        OS as ``ss -ltnp`` shows them: behind a sidecar only its inbound listeners; the app's own socket and
+        the admin and outbound sockets are Unix sockets only the lab's user may open."""
+        topo = self._require_up()
+        found = resolve.workload(topo, f"{namespace}/{workload}")
+        insts = [i for i in topo.instances if i.workload is found]
+        names = [app_name(i) for i in insts] + [envoy_name(i.proxy) for i in insts if i.proxy is not None]
+        return [f"http://127.0.0.1:{port}/" for port in self._procs.listening(names)]
+
     def mtls_mode(self, workload: str, namespace: str = NAMESPACE) -> str | None:
         """The inbound mTLS mode (STRICT, PERMISSIVE, DISABLE) ``workload``'s sidecar enforces; None
         without a sidecar."""

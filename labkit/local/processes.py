@@ -105,7 +105,7 @@ def record(pid_dir: Path, name: str) -> ProcessRecord | None:
     return next((r for r in records(pid_dir) if r.name == name), None)
 
 
-def _process(rec: ProcessRecord) -> psutil.Process | None:
+def process(rec: ProcessRecord) -> psutil.Process | None:
     """The live process ``rec`` describes, or None if it exited or the pid now belongs to someone else."""
     child = _children.get(rec.pid)
     if child is not None and child.poll() is not None:  # our own child: reap it
@@ -122,13 +122,13 @@ def _process(rec: ProcessRecord) -> psutil.Process | None:
 
 def is_alive(rec: ProcessRecord) -> bool:
     """True while the very process ``rec`` started is running (not a zombie, not a reused pid)."""
-    return _process(rec) is not None
+    return process(rec) is not None
 
 
 def stop(recs: Iterable[ProcessRecord], pid_dir: Path, timeout: float = 5.0) -> None:
     """SIGTERM each process group, wait up to ``timeout`` s, SIGKILL what is left; remove the pidfiles."""
     recs = list(recs)
-    procs = [p for p in (_process(r) for r in recs) if p is not None]
+    procs = [p for p in (process(r) for r in recs) if p is not None]
     for proc in procs:
         _signal(proc, signal.SIGTERM)
     _, alive = psutil.wait_procs(procs, timeout=timeout)

@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, NamedTuple
 
+import psutil
 import yaml
 
 from labkit import paths
@@ -172,6 +173,16 @@ class Supervisor:
                 raise LabError(f"not ready after {READY_TIMEOUT:.0f} s: {', '.join(checks)}.{tails}")
             if checks:
                 time.sleep(0.02)
+
+    def listening(self, names: list[str]) -> list[int]:
+        """The 127.0.0.1 TCP ports the running processes ``names`` listen on, as the OS reports them."""
+        ports: set[int] = set()
+        for rec in self.records():
+            proc = processes.process(rec) if rec.name in names else None
+            if proc is not None:
+                conns = proc.net_connections("tcp")
+                ports |= {c.laddr.port for c in conns if c.status == psutil.CONN_LISTEN}
+        return sorted(ports)
 
     def log_tail(self, name: str) -> str:
         log = self.state.log(name)
