@@ -156,7 +156,8 @@ class FakeApiServer:
         labels = (self.objects.get(f"/api/v1/namespaces/{ns}") or {}).get("metadata", {}).get("labels") or {}
         template = spec["template"]["spec"]
         containers = [
-            {k: c[k] for k in ("name", "image", "env") if k in c} for c in template.get("containers", [])
+            {k: c[k] for k in ("name", "image", "env", "ports") if k in c}
+            for c in template.get("containers", [])
         ]
         pod_spec: dict = {"containers": containers}
         if labels.get("istio-injection") == "enabled":
@@ -178,7 +179,11 @@ class FakeApiServer:
                 "kind": "Pod",
                 "metadata": pod_meta,
                 "spec": copy.deepcopy(pod_spec),
-                "status": {"phase": "Running"},
+                # the pod network's address (kind's default podSubnet 10.244.0.0/16), one per pod
+                "status": {
+                    "phase": "Running",
+                    "podIP": f"10.244.{generation % 250}.{len(self.objects) % 250 + 2}",
+                },
             }
             self.put(pod)
             self._ready_at[object_path(pod)] = ready_at
