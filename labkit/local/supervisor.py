@@ -190,4 +190,7 @@ class Supervisor:
         return f"\nLast lines of {log}:\n  " + "\n  ".join(lines) if lines else f" (no output in {log})"
 
     def stop_all(self) -> None:
+        """Stop every process of the lab and remove the sockets they leave (Envoy does not unlink its own)."""
         processes.stop(self.records(), self.state.run_dir)
+        for sock in self.state.sock_dir.glob("*.sock"):
+            sock.unlink(missing_ok=True)
