@@ -62,7 +62,11 @@ SOCKET_MODE = 0o600
 
 
 def address(where: int | Path) -> dict:
-    """An Envoy ``Address``: a 127.0.0.1 port, or a Unix socket (``pipe``) only the lab's user may open."""
+    """An Envoy ``Address``: a 127.0.0.1 port, or a Unix socket (``pipe``) only the lab's user may open.
+
+    Envoy unlinks a stale file at the path before it binds and chmods the socket to ``mode`` right after
+    (``SocketImpl::bind``, source/common/network/socket_impl.cc in envoyproxy/envoy); the 0700 folder
+    covers the moment between the two."""
     if isinstance(where, Path):
         return {"pipe": {"path": str(where), "mode": SOCKET_MODE}}
     return {"socket_address": {"address": "127.0.0.1", "port_value": where}}

@@ -11,12 +11,12 @@ files, so a weight change applies to existing keep-alive connections without res
 from __future__ import annotations
 
 import hashlib
+import http.client
 import json
 import os
 import shutil
 import time
 import urllib.parse
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -40,9 +40,6 @@ EXTENSION = "type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig"
 ECDS_STAT = "extension_config_discovery.http_filter."
 #: Timeout of one admin API call.
 ADMIN_TIMEOUT = 2.0
-
-# No proxy: every call goes to 127.0.0.1, whatever http_proxy says.
-_opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
 def binary() -> str:
@@ -223,17 +220,16 @@ def admin_get(proxy: Proxy, path: str, timeout: float = ADMIN_TIMEOUT) -> str:
 
 
 def http_ok(url: str, timeout: float = ADMIN_TIMEOUT) -> bool:
-    """True if ``url`` (``http://127.0.0.1:...`` or ``http+unix://``) answers 200 within ``timeout``."""
-    sock, plain = unixhttp.split(url)
+    """True if ``url`` (``http://127.0.0.1:...`` or ``http+unix://``) answers 200 within ``timeout``
+    (http.client: no proxy, whatever http_proxy says)."""
+    conn, path = unixhttp.connect(url, timeout)
     try:
-        if sock is not None:
-            parts = urllib.parse.urlsplit(plain)
-            target = parts.path + (f"?{parts.query}" if parts.query else "")
-            return unixhttp.get(Path(sock), target, timeout)[0] == 200
-        with _opener.open(url, timeout=timeout) as resp:
-            return resp.status == 200
-    except (OSError, ValueError):
+        conn.request("GET", path)
+        return conn.getresponse().status == 200
+    except (OSError, http.client.HTTPException):
         return False
+    finally:
+        conn.close()
 
 
 def ready(proxy: Proxy, listeners: list[str]) -> bool:
