@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import stat
 import subprocess
 import sys
+from pathlib import Path
 
 import psutil
 import pytest
@@ -187,10 +189,12 @@ def test_pidfiles_and_logs_are_the_lab_users_only_even_a_log_an_older_labkit_lef
 
 
 def test_the_state_folder_is_made_private_and_a_too_long_one_is_refused_by_name(tmp_path):
+    import tempfile
+
     from labkit import state
 
-    shared = tmp_path / "shared"
-    shared.mkdir(mode=0o755)
+    shared = Path(tempfile.mkdtemp(dir="/tmp"))  # short, whatever pytest-xdist makes of tmp_path
+    shared.chmod(0o755)
     files = state.LocalState(shared)  # a folder an older labkit (or the user) created 0755
     assert stat.S_IMODE(shared.stat().st_mode) == 0o700
     assert files.open_sockets() == shared / "sock" and stat.S_IMODE((shared / "sock").stat().st_mode) == 0o700
@@ -198,3 +202,4 @@ def test_the_state_folder_is_made_private_and_a_too_long_one_is_refused_by_name(
     with pytest.raises(BackendError, match="too long a path for the lab's Unix sockets") as caught:
         deep.open_sockets()
     assert "LAB_STATE" in str(caught.value)
+    shutil.rmtree(shared)
