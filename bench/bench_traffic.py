@@ -1,5 +1,7 @@
 """Max sustained request rate of labkit's load generator beside `hey` (Debian package `hey`), on the same
-targets in the same run: the sample service directly, then through the local mesh (client sidecar -> v1/v2).
+targets in the same run: the sample service directly, then through the local mesh's front door (the ingress
+gateway -> v1/v2 over mTLS: hey dials TCP only, and the client sidecar's outbound listeners are Unix sockets
+only the lab's user may open), and labkit alone through the client sidecar's socket (client -> v1/v2).
 
     .venv/bin/python bench/bench_traffic.py [--seconds 3] [--rounds 3] [--concurrency 32]
 """
@@ -72,17 +74,25 @@ def hey_rps(resolver: traffic.Resolver, seconds: float, concurrency: int) -> flo
     return float(match.group(1))
 
 
-def measure(name: str, resolver: traffic.Resolver, args: argparse.Namespace) -> None:
+def measure(name: str, resolver: traffic.Resolver, args: argparse.Namespace, hey: bool = True) -> None:
     """One table row. The machine is shared, so labkit and hey alternate for ``args.rounds`` rounds and the
-    row shows medians: a load spike then hurts both tools, not only the one that happened to run."""
+    row shows medians: a load spike then hurts both tools, not only the one that happened to run. Without
+    ``hey`` (a Unix socket), labkit alone."""
     ours, theirs, failed = [], [], 0
     for _ in range(args.rounds):
         rps, bad = labkit_rps(resolver, args.seconds, args.concurrency)
         ours.append(rps)
         failed += bad
-        theirs.append(hey_rps(resolver, args.seconds, args.concurrency))
-    ratio = statistics.median(a / b for a, b in zip(ours, theirs, strict=True))
+        if hey:
+            theirs.append(hey_rps(resolver, args.seconds, args.concurrency))
     note = f"  ({failed} failed)" if failed else ""
+    if not theirs:
+        spread = f"{min(ours):.0f}-{max(ours):.0f} / -"
+        print(
+            f"{name:<24} {statistics.median(ours):>13.0f} {'-':>10} {'-':>6}  {spread:>22}{note}", flush=True
+        )
+        return
+    ratio = statistics.median(a / b for a, b in zip(ours, theirs, strict=True))
     spread = f"{min(ours):.0f}-{max(ours):.0f} / {min(theirs):.0f}-{max(theirs):.0f}"
     print(
         f"{name:<24} {statistics.median(ours):>13.0f} {statistics.median(theirs):>10.0f} {ratio:>6.2f}"
@@ -110,7 +120,14 @@ def main() -> None:
         try:
             lab.up()
             lab.ensure("canary-90-10")
-            measure("through the local mesh", lab.resolver("client"), args)
+            for name in (
+                "gateway-currency-converter.yaml",
+                "virtual-service-currency-converter-ingress.yaml",
+            ):
+                lab.apply(paths.MESH / name)
+            ingress = lab.resolver("ingress")  # the Gateway's port 80, whatever the Service's port
+            measure("mesh via the ingress", lambda url: ingress(url.replace(":8080/", "/", 1)), args)
+            measure("mesh via client sidecar", lab.resolver("client"), args, hey=False)
         finally:
             lab.down()
 

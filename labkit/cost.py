@@ -246,8 +246,9 @@ def _kind_paths(lab: Any, url: str, concurrency: int) -> list[Path]:
 
 
 def _local_paths(lab: Any, url: str, concurrency: int) -> list[Path]:
-    """Direct to v1's app port, to v1's sidecar inbound port (plaintext), and through the client's sidecar
-    (with every request routed to v1, so all three reach the same process)."""
+    """Direct to v1's app (its Unix socket: only its sidecar and the lab's user reach it), to v1's sidecar
+    inbound port (plaintext), and through the client's sidecar (with every request routed to v1, so all three
+    reach the same process)."""
     import psutil  # imported here: only the local backend's measurement reads processes
 
     from labkit import traffic
@@ -261,8 +262,9 @@ def _local_paths(lab: Any, url: str, concurrency: int) -> list[Path]:
     parts = urlsplit(url)
     rest = parts.path + (f"?{parts.query}" if parts.query else "")
 
-    def to(port: int) -> traffic.Resolver:
-        return lambda _: (f"http://127.0.0.1:{port}{rest}", {"Host": parts.netloc})
+    def to(where: int | str) -> traffic.Resolver:
+        target = where if isinstance(where, str) else f"http://127.0.0.1:{where}{rest}"
+        return lambda _: (target, {"Host": parts.netloc})
 
     def sender(resolver: traffic.Resolver) -> Callable[[float, float], TrafficResult]:
         return lambda rate, s: traffic.send(resolver, url, duration=s, qps=rate, open_loop=True,
@@ -276,7 +278,7 @@ def _local_paths(lab: Any, url: str, concurrency: int) -> list[Path]:
 
     server: dict[str, Meter] = {"server sidecar": _Process(process(v1.proxy))}
     return [
-        Path(DIRECT, sender(to(v1.app_port)), peer_authentication=PERMISSIVE),
+        Path(DIRECT, sender(to(v1.url(rest))), peer_authentication=PERMISSIVE),
         Path(SERVER, sender(to(inbound)), server, peer_authentication=PERMISSIVE),
         Path(BOTH, sender(lab.resolver("client")), {"client sidecar": _Process(process(client)), **server}),
     ]

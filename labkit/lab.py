@@ -150,6 +150,12 @@ class Lab(abc.ABC):
         """The inbound mTLS mode (STRICT, PERMISSIVE, ...) of ``workload``'s sidecar; None without one."""
         raise self._missing("mtls_mode")
 
+    def pod_urls(self, workload: str, namespace: str = NAMESPACE) -> list[str]:
+        """An ``http://`` URL for every TCP address the pods of ``workload`` listen on, as a caller that
+        skips the Service (a pod IP from ``kubectl get pod -o wide``, a port from ``ss -ltn``) would dial
+        them: under STRICT none of them may answer plaintext."""
+        raise self._missing("pod_urls")
+
     def _missing(self, method: str) -> Exception:
         return BackendError(
             f"lab.{method} is not available on the {self.backend} backend", "use the local backend"

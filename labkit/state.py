@@ -3,8 +3,12 @@
 Layout: ``bin/`` (pinned kind/istioctl), ``istio/`` (the release's samples), ``gateway-api/`` (the Gateway
 API CRDs), ``kind/`` (kubeconfigs, API discovery cache), and for the local backend ``ports.json``,
 ``applied.yaml`` (+ ``applied.lock``), ``apps.validated``, ``ca/``, ``run/<process>.json`` (pidfiles),
-``logs/<process>.log`` and per proxy ``proxies/<id>/`` with ``bootstrap.yaml``, ``cfg/{cds,lds}.yaml``,
-``rds/``, ``certs/`` and ``access.log``.
+``logs/<process>.log``, ``sock/`` (the Unix sockets of the apps behind a sidecar, of every Envoy's admin API
+and of the sidecars' outbound listeners) and per proxy ``proxies/<id>/`` with ``bootstrap.yaml``,
+``cfg/{cds,lds}.yaml``, ``rds/``, ``certs/`` and ``access.log``.
+
+The folder is 0700: on a shared machine (JupyterHub with local users) nobody else can read a key, a log or the
+config, nor open a socket in it (a Unix socket's own mode is not checked on every OS; its folder's is).
 """
 
 from __future__ import annotations
@@ -22,6 +26,11 @@ from labkit.errors import BackendError
 if TYPE_CHECKING:
     from filelock import FileLock
 
+#: The mode of the state folder and of ``sock/``: the lab's user only.
+PRIVATE_DIR = 0o700
+#: A Unix socket path is at most 107 bytes (``sun_path``, Linux 108 with the NUL; macOS 104): the lab's
+#: socket names are short, so the state folder's own path may be this long.
+MAX_SOCKET_DIR = 80
 #: How long a change waits for another kernel's change to the same lab (a reconcile may take ~30 s).
 LOCK_TIMEOUT = 120.0
 
@@ -65,13 +74,14 @@ class LocalState:
 
     def __init__(self, root: Path | None = None) -> None:
         self.root = Path(root) if root is not None else paths.state_dir()
-        self.root.mkdir(parents=True, exist_ok=True)
+        private_dir(self.root)
         self.ports = self.root / "ports.json"
         self.applied = self.root / "applied.yaml"
         self.apps_validated = self.root / "apps.validated"
         self.ca_dir = self.root / "ca"
         self.run_dir = self.root / "run"
         self.logs_dir = self.root / "logs"
+        self.sock_dir = self.root / "sock"
         self._lock_file = self.root / "applied.lock"
         self._lock: FileLock | None = None
 
@@ -80,6 +90,22 @@ class LocalState:
 
     def proxy_dir(self, proxy_id: str) -> Path:
         return self.root / "proxies" / safe_name(proxy_id)
+
+    def app_socket(self, namespace: str, instance: str) -> Path:
+        """Where the app of an instance with a sidecar listens: only its sidecar (and the lab's user) reach
+        it, as only the pod's own sidecar reaches a pod's app under STRICT."""
+        return socket_path(self.sock_dir, "app", f"{namespace}/{instance}")
+
+    def open_sockets(self) -> Path:
+        """``sock/``, created 0700; a clear error when its path is too long for a Unix socket."""
+        if len(str(self.sock_dir.absolute())) > MAX_SOCKET_DIR:
+            raise BackendError(
+                f"the state folder {self.root} has too long a path for the lab's Unix sockets "
+                f"(at most {MAX_SOCKET_DIR - len('/sock')} characters)",
+                "set LAB_STATE to a shorter path, e.g. ~/.meshlab",
+            )
+        private_dir(self.sock_dir)
+        return self.sock_dir
 
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:
@@ -105,10 +131,25 @@ class LocalState:
             self._lock.release()
 
 
-class ProxyFiles:
-    """The files of one proxy, under its folder ``self.dir`` (``LocalState.proxy_dir``); mixed into Proxy."""
+def private_dir(path: Path) -> None:
+    """Create ``path`` (and its parents) and make it 0700: the lab's user only."""
+    path.mkdir(parents=True, exist_ok=True)
+    if path.stat().st_mode & 0o777 != PRIVATE_DIR:
+        path.chmod(PRIVATE_DIR)
 
+
+def socket_path(sock_dir: Path, kind: str, key: str) -> Path:
+    """A short socket name in ``sock_dir``: ``<kind>-<digest of key>.sock`` (``sun_path`` is short)."""
+    return sock_dir / f"{kind}-{hashlib.sha256(key.encode()).hexdigest()[:10]}.sock"
+
+
+class ProxyFiles:
+    """The files of one proxy, under its folder ``self.dir`` (``LocalState.proxy_dir``), and its sockets in
+    ``self.sock_dir`` (``LocalState.sock_dir``); mixed into Proxy."""
+
+    id: str
     dir: Path
+    sock_dir: Path
 
     @property
     def bootstrap_file(self) -> Path:
@@ -148,3 +189,13 @@ class ProxyFiles:
     @property
     def access_log(self) -> Path:
         return self.dir / "access.log"
+
+    @property
+    def admin_socket(self) -> Path:
+        """The admin API's Unix socket (mode 0600): it can stop the proxy and dump its keys' paths."""
+        return socket_path(self.sock_dir, "admin", self.id)
+
+    def outbound_socket(self, port: int) -> Path:
+        """The Unix socket (mode 0600) of the outbound listener for registry port ``port``: whoever connects
+        sends as this proxy's workload, so only the lab's user may."""
+        return socket_path(self.sock_dir, "out", f"{self.id}/{port}")

@@ -10,8 +10,6 @@ stand-in for images that are not the lab's.
 from __future__ import annotations
 
 import json
-import urllib.error
-import urllib.request
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -20,7 +18,7 @@ from pathlib import Path
 import pytest
 
 import labkit
-from labkit import checks, paths, viz
+from labkit import checks, paths, unixhttp, viz
 from labkit.lab import Lab
 from labkit.traffic import Outcome, TrafficResult
 
@@ -94,12 +92,13 @@ def bookshop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
 def get(lab: Lab, url: str, source: str, headers: dict[str, str] | None = None) -> tuple[int, dict]:
     """One request from ``source``, as lab.send sends it, returning the status and the JSON answer."""
     target, host = lab.resolver(source)(url)
-    request = urllib.request.Request(target, headers={**(headers or {}), **host})
+    conn, path = unixhttp.connect(target, timeout=15)  # a sidecar's outbound listener is a Unix socket
     try:
-        with urllib.request.urlopen(request, timeout=15) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as e:
-        return e.code, json.loads(e.read() or b"{}")
+        conn.request("GET", path, headers={**(headers or {}), **host})
+        response = conn.getresponse()
+        return response.status, json.loads(response.read() or b"{}")
+    finally:
+        conn.close()
 
 
 def hop(body: dict, workload_prefix: str) -> dict:

@@ -16,10 +16,11 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 
+import psutil
 import pytest
 from support.sample import free_port
 
-from labkit import manifests, paths
+from labkit import manifests, paths, unixhttp
 from labkit.local import standin, supervisor
 from labkit.local.topology import build_topology
 
@@ -227,5 +228,34 @@ def test_the_backend_gives_other_images_echo_mode_and_callers_their_sidecars_out
     [front] = [i for i in topo.instances if i.workload.name == "storefront-v1"]
     assert front.proxy is not None
     via = json.loads(env["storefront-v1-0"]["MESHLAB_OUTBOUND"])["via"]
-    assert via == {str(p): local for p, local in front.proxy.outbound_ports.items()}
+    assert via == {str(p): str(sock) for p, sock in front.proxy.outbound_sockets.items()}
     assert "9080" in via
+
+
+def test_an_app_on_a_socket_listens_on_no_port_and_a_caller_reaches_it_through_its_via_socket(tmp_path):
+    """The local backend's app behind a sidecar (SOCKET) and a caller's calls through a Unix socket (its
+    sidecar's outbound listener, here the callee itself): the same HTTP, no TCP port."""
+    sock = tmp_path / "callee.sock"
+    inherited = {k: v for k, v in os.environ.items() if k not in APP_ENV}
+    callee = subprocess.Popen(
+        [sys.executable, str(APP)],
+        env={**inherited, "SOCKET": str(sock), "MODE": "echo", "POD_NAME": "reviews-v1-0"},
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 15
+        while not sock.exists() or unixhttp.get(sock, "/healthz", 1)[0] != 200:
+            assert callee.poll() is None and time.monotonic() < deadline, "app.py did not start on SOCKET"
+            time.sleep(0.05)
+        listening = [c for c in psutil.Process(callee.pid).net_connections("inet") if c.status == "LISTEN"]
+        assert listening == []  # nothing on TCP: only whoever may open the socket reaches it
+        outbound = json.dumps({"via": {"9080": str(sock)}})
+        calls = "http://reviews:9080/r,http://ratings:9090/r"  # 9090: no listener, refused like a sidecar's
+        with app(MODE="echo", CALLS=calls, MESHLAB_OUTBOUND=outbound) as caller:
+            status, body = get(caller, "/")
+    finally:
+        callee.kill()
+        callee.communicate(timeout=10)
+    reached, refused = body["calls"]
+    assert status == 200 and (reached["status"], reached["workload"]) == (200, "reviews-v1-0")
+    assert refused["status"] is None and "no answer" in refused["error"]

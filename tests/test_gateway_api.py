@@ -5,13 +5,11 @@ answers 500 as istiod's conversion makes it (pilot/pkg/config/kube/gateway/conve
 
 from __future__ import annotations
 
-import http.client
 import json
-import urllib.parse
 
 import pytest
 
-from labkit import checks, lesson, paths
+from labkit import checks, lesson, paths, unixhttp
 from labkit.errors import UnsupportedError, ValidationError
 
 pytestmark = pytest.mark.mesh
@@ -161,14 +159,9 @@ def request(lab, path: str, headers: dict | None = None):
     """One GET from the client's sidecar, redirects not followed: (status, response headers, body)."""
     base = URL.split("/convert")[0]
     target, extra = lab.resolver("client")(base + path)
-    parts = urllib.parse.urlsplit(target)
-    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=5)
+    conn, target_path = unixhttp.connect(target, timeout=5)  # the sidecar's outbound listener: a Unix socket
     try:
-        conn.request(
-            "GET",
-            parts.path + (f"?{parts.query}" if parts.query else ""),
-            headers={**extra, **(headers or {})},
-        )
+        conn.request("GET", target_path, headers={**extra, **(headers or {})})
         resp = conn.getresponse()
         return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read().decode()
     finally:

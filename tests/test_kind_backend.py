@@ -18,7 +18,7 @@ from fakes import harness
 
 from labkit import lesson, manifests, metrics, paths, traffic
 from labkit.backends.kind import KubeLab, _ingress
-from labkit.errors import BackendError, CommandError
+from labkit.errors import BackendError, CommandError, LabError
 from labkit.kind import cluster
 from labkit.kind.podtraffic import parse_load_output
 
@@ -358,6 +358,21 @@ def test_proxy_stats_reads_the_istio_proxy_counters_with_pilot_agent(running):
     assert stats == {f"{cc}.upstream_rq_pending_overflow": 7, f"{cc}.upstream_rq_pending_total": 23}
     call = [c for c in fake.calls("kubectl") if "exec" in c][-1]
     assert call[call.index("-c") :] == ["-c", "istio-proxy", "--", "pilot-agent", "request", "GET", "stats"]
+
+
+def test_pod_urls_are_each_pods_ip_with_its_app_ports_not_the_sidecars(running):
+    """What notebook 03 dials directly on kind: a pod IP and the app's containerPort (iptables sends it into
+    the sidecar); the istio-proxy container's own ports are not the app's."""
+    _, api, lab = running
+    pods = [
+        o
+        for o in api.objects.values()
+        if o.get("kind") == "Pod" and o["metadata"].get("ownerName") == "currency-converter-v1"
+    ]
+    assert pods and all(any(c["name"] == "istio-proxy" for c in p["spec"]["containers"]) for p in pods)
+    assert lab.pod_urls("currency-converter-v1") == [f"http://{p['status']['podIP']}:8080/" for p in pods]
+    with pytest.raises(LabError, match="no Deployment 'nope'"):
+        lab.pod_urls("nope")
 
 
 # --- how the real tools behave (#20) ------------------------------------------------------------------------

@@ -410,15 +410,17 @@ def test_a_new_kernel_reattaches_to_the_same_lab_and_config(lab):
 def test_a_new_kernel_stops_the_lab_and_nothing_is_left(lab):
     pids = [r.pid for r in processes.records(lab.files.run_dir)]
     assert pids
+    assert list(lab.files.sock_dir.glob("*.sock"))
     LocalLab(state=lab.state).down()
     assert not any(psutil.pid_exists(p) and psutil.Process(p).status() != "zombie" for p in pids)
     assert _lab_children() == []
+    assert list(lab.files.sock_dir.glob("*.sock")) == []  # no socket left behind either
     assert not lab.status().up
 
 
 def test_port_clash_is_named_and_leaves_nothing_running(lab):
     topo = lab._current()
-    port = topo.gateway.admin_port
+    port = topo.gateway.gateway_ports[80]
     with socket.socket() as squatter:
         squatter.setsockopt(
             socket.SOL_SOCKET, socket.SO_REUSEADDR, 1

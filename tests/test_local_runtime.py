@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import stat
 import subprocess
 import sys
+from pathlib import Path
 
 import psutil
 import pytest
@@ -172,3 +174,32 @@ def test_a_change_waits_for_another_kernels_change_and_says_who_holds_the_lock(t
         pass
     with other.lock():  # free again
         pass
+
+
+def test_pidfiles_and_logs_are_the_lab_users_only_even_a_log_an_older_labkit_left_0644(tmp_path):
+    old_log = tmp_path / "sleeper.log"
+    old_log.write_text("from an older labkit\n")
+    old_log.chmod(0o644)
+    rec = _sleeper(tmp_path)
+    try:
+        for path in (tmp_path / "run" / f"{rec.name}.json", old_log):
+            assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+    finally:
+        processes.stop([rec], tmp_path / "run", timeout=5)
+
+
+def test_the_state_folder_is_made_private_and_a_too_long_one_is_refused_by_name(tmp_path):
+    import tempfile
+
+    from labkit import state
+
+    shared = Path(tempfile.mkdtemp(dir="/tmp"))  # short, whatever pytest-xdist makes of tmp_path
+    shared.chmod(0o755)
+    files = state.LocalState(shared)  # a folder an older labkit (or the user) created 0755
+    assert stat.S_IMODE(shared.stat().st_mode) == 0o700
+    assert files.open_sockets() == shared / "sock" and stat.S_IMODE((shared / "sock").stat().st_mode) == 0o700
+    deep = state.LocalState(tmp_path / ("d" * (state.MAX_SOCKET_DIR + 1)))
+    with pytest.raises(BackendError, match="too long a path for the lab's Unix sockets") as caught:
+        deep.open_sockets()
+    assert "LAB_STATE" in str(caught.value)
+    shutil.rmtree(shared)

@@ -147,6 +147,13 @@ BROKEN = [
         ["still got a 2xx", "mTLS is not STRICT", "Also possible: leftover configuration"],
     ),
     (
+        "03-strict-mtls",
+        'pod_urls = lab.pod_urls("currency-converter-v1")',
+        "lab.apply(permissive)  # the pod's inbound port then answers plaintext",
+        "checks.direct_dials_refused(lab",
+        ["directly", "still got a 2xx", "mTLS is not STRICT"],
+    ),
+    (
         "08-zero-trust",
         'lesson.show("mesh/authorization-policy-currency-converter-deny-all.yaml")',
         "deny = lesson.manifest_path('mesh/authorization-policy-currency-converter-allow-client.yaml')",

@@ -12,7 +12,7 @@ import pytest
 import yaml
 from support.envoy import lab_topology
 
-from labkit import manifests, paths
+from labkit import manifests, paths, unixhttp
 from labkit.errors import CapacityError, LabError, UnsupportedError
 from labkit.local import capacity, resolve, supervisor
 from labkit.local.ports import Ports
@@ -53,19 +53,32 @@ def test_injected_namespaces_get_one_sidecar_per_instance(tmp_path):
     )
 
 
-def test_every_sidecar_has_an_outbound_port_per_registry_port_and_inbound_per_target_port(tmp_path):
+def test_every_sidecar_has_an_outbound_socket_per_registry_port_and_inbound_port_per_target_port(tmp_path):
     topo, _ = lab_topology(tmp_path)
     for proxy in topo.sidecars:
-        assert set(proxy.outbound_ports) == {80, 8080}  # fx-rates 80 + 8080, currency-converter 8080
+        assert set(proxy.outbound_sockets) == {80, 8080}  # fx-rates 80 + 8080, currency-converter 8080
     client = topo.proxies["sidecar~client-0.payments-prod"]
     assert client.inbound_ports == {}  # no Service selects the client
     assert set(topo.proxies["sidecar~currency-converter-v1-0.payments-prod"].inbound_ports) == {8080}
     bound = [
-        port
-        for p in topo.proxies.values()
-        for port in (p.admin_port, *p.inbound_ports.values(), *p.outbound_ports.values())
-    ] + [i.app_port for i in topo.instances]
+        port for p in topo.proxies.values() for port in (*p.inbound_ports.values(), *p.gateway_ports.values())
+    ] + [i.app_port for i in topo.instances if i.app_port is not None]
     assert len(bound) == len(set(bound)), "two listeners would share a 127.0.0.1 port"
+    sockets = [
+        sock for p in topo.proxies.values() for sock in (p.admin_socket, *p.outbound_sockets.values())
+    ] + [i.app_socket for i in topo.instances if i.app_socket is not None]
+    assert len(sockets) == len(set(sockets)), "two listeners would share a Unix socket"
+    assert {s.parent for s in sockets} == {tmp_path / "sock"}
+
+
+def test_an_app_behind_a_sidecar_has_a_socket_and_no_port_and_one_without_a_port(tmp_path):
+    topo, _ = lab_topology(tmp_path)
+    for inst in topo.instances:
+        if inst.proxy is not None:  # reachable only through its sidecar (and by the lab's user)
+            assert inst.app_port is None and inst.app_socket is not None
+            assert inst.url("/healthz").startswith("http+unix://")
+        else:  # a pod without a sidecar is reachable in plaintext, as on Kubernetes
+            assert inst.app_socket is None and inst.url("/x") == f"http://127.0.0.1:{inst.app_port}/x"
 
 
 def test_same_allocator_sequence_gives_the_same_topology(tmp_path):
@@ -92,9 +105,9 @@ def test_service_endpoints_are_sidecar_inbound_ports_or_the_bare_app(tmp_path):
 def test_ensure_ports_add_listener_ports_once(tmp_path):
     topo, ports = lab_topology(tmp_path)
     alloc = lambda: next(ports)  # noqa: E731
-    assert ensure_outbound_port(topo, 9999, alloc) is True
-    assert ensure_outbound_port(topo, 9999, alloc) is False
-    assert all(9999 in p.outbound_ports for p in topo.sidecars)
+    assert ensure_outbound_port(topo, 9999) is True
+    assert ensure_outbound_port(topo, 9999) is False
+    assert all(p.outbound_sockets[9999] == p.outbound_socket(9999) for p in topo.sidecars)
     assert ensure_gateway_port(topo, 80, alloc) is True and 80 in topo.gateway.gateway_ports
 
 
@@ -203,9 +216,9 @@ def test_a_source_is_a_workload_by_namespace_bare_name_or_alias(tmp_path):
     endpoints = {e.port for e in topo.endpoints(orders, orders.port(9000))}
     assert int(target.split(":")[2].split("/")[0]) in endpoints and headers == {"Host": "orders:9000"}
     web = topo.proxies["sidecar~web-0.shop"]
-    assert (
-        resolve.resolver(topo, "web")("http://orders:9000/x")[0]
-        == f"http://127.0.0.1:{web.outbound_ports[9000]}/x"
+    assert resolve.resolver(topo, "web")("http://orders:9000/x?a=1") == (
+        unixhttp.url(web.outbound_sockets[9000], "/x?a=1"),
+        {"Host": "orders:9000"},
     )
 
 
@@ -309,9 +322,9 @@ def test_ports_are_kept_by_what_they_are_for_so_adding_a_workload_moves_nothing(
         return topo, added
 
     def numbers(topo: Topology) -> dict[str, int]:
-        out = {f"app {i.name}": i.app_port for i in topo.instances}
+        out = {f"app {i.name}": i.app_port for i in topo.instances if i.app_port is not None}
         for p in topo.proxies.values():
-            out |= {f"admin {p.id}": p.admin_port, **{f"{p.id} {k}": v for k, v in p.gateway_ports.items()}}
+            out |= {f"{p.id} {k}": v for k, v in p.gateway_ports.items()}
             out |= {f"{p.id} in {k}": v for k, v in p.inbound_ports.items()}
         return out
 
@@ -321,5 +334,7 @@ def test_ports_are_kept_by_what_they_are_for_so_adding_a_workload_moves_nothing(
     assert not added and numbers(again) == numbers(first)  # a new kernel: the same ports
     web = shop_doc("web")
     web["metadata"]["namespace"] = "payments-prod"  # sorts before every lesson workload but one
+    # without a sidecar, so its app gets a port (behind one, the app and the proxy's admin are sockets)
+    web["spec"]["template"]["metadata"].setdefault("labels", {})["sidecar.istio.io/inject"] = "false"
     grown, added = assigned(web)
     assert added and {k: v for k, v in numbers(grown).items() if k in numbers(first)} == numbers(first)

@@ -290,10 +290,12 @@ def test_service_entry_adds_a_vhost_and_a_plaintext_cluster_to_the_lab_service(t
 
 def test_service_entry_ports_get_listeners_and_endpoints_must_stay_local(tmp_path):
     topo, cfgs = configs(tmp_path, SERVICE_ENTRY.replace("number: 80,", "number: 9090,"))
-    assert (
-        listener(client(cfgs), "0.0.0.0_9090")["address"]["socket_address"]["port_value"]
-        == (topo.proxies["sidecar~client-0.payments-prod"].outbound_ports[9090])
-    )
+    assert listener(client(cfgs), "0.0.0.0_9090")["address"] == {
+        "pipe": {
+            "path": str(topo.proxies["sidecar~client-0.payments-prod"].outbound_sockets[9090]),
+            "mode": 0o600,
+        }
+    }
     literal = SERVICE_ENTRY.replace("fx-rates.external.svc.cluster.local", "127.0.0.1")
     [endpoint] = cluster(client(configs(tmp_path, literal)[1]), "outbound|80||api.fxrates.example")[
         "load_assignment"

@@ -6,7 +6,6 @@ what it changed. docs/fidelity.md names the istiod source of each behaviour and 
 
 from __future__ import annotations
 
-import http.client
 import json
 import time
 import urllib.error
@@ -16,7 +15,7 @@ import urllib.request
 import pytest
 from support.request import get
 
-from labkit import lesson, metrics, paths, traffic
+from labkit import lesson, metrics, paths, traffic, unixhttp
 from labkit.backends.local import LocalLab
 from labkit.local import envoy, telemetry
 
@@ -285,7 +284,7 @@ def test_gateway_rbac_denies_with_403_even_where_no_route_matches(lab):
 
 def _stat(lab: LocalLab, workload: str, name: str) -> int:
     proxy = next(p for p in lab._current().sidecars if p.workload == workload)
-    text = envoy.admin_get(proxy.admin_port, "/stats?filter=" + urllib.request.quote(name))
+    text = envoy.admin_get(proxy, "/stats?filter=" + urllib.request.quote(name))
     return sum(int(line.rpartition(": ")[2]) for line in text.splitlines() if line.strip())
 
 
@@ -330,18 +329,16 @@ def test_a_policy_change_reaches_the_same_open_connection(lab):
     """ECDS: the new RBAC config applies to the next request on a connection opened before the change."""
     deny_all = MESH / "authorization-policy-currency-converter-deny-all.yaml"
     target, headers = lab.resolver("client")(URL)
-    parts = urllib.parse.urlsplit(target)
-    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=5)
-    path = f"{parts.path}?{parts.query}"
+    conn, path = unixhttp.connect(target, timeout=5)
     try:
         conn.request("GET", path, headers=headers)
         assert conn.getresponse().read() and conn.sock is not None
-        local = conn.sock.getsockname()
+        opened = conn.sock
         lab.apply(deny_all)
         conn.request("GET", path, headers=headers)
         response = conn.getresponse()
         assert (response.status, response.read()) == (403, b"RBAC: access denied")
-        assert conn.sock is not None and conn.sock.getsockname() == local  # the same TCP connection
+        assert conn.sock is opened  # the same connection (http.client opens a new socket after a close)
     finally:
         conn.close()
         lab.delete(deny_all)

@@ -47,9 +47,9 @@ def test_default_is_permissive_with_an_istio_alpn_tls_chain_and_a_plaintext_chai
     [inbound_route] = route(cfgs[V1], "inbound|8080||")["virtual_hosts"][0]["routes"]
     assert inbound_route["route"]["cluster"] == "inbound|8080||" and inbound_route["route"]["timeout"] == "0s"
     assert "typed_per_filter_config" not in inbound_route
-    app_port = next(i.app_port for i in topo.instances if i.proxy is topo.proxies[V1])
+    app_socket = next(i.app_socket for i in topo.instances if i.proxy is topo.proxies[V1])
     endpoint = cluster(cfgs[V1], "inbound|8080||")["load_assignment"]["endpoints"][0]["lb_endpoints"][0]
-    assert endpoint["endpoint"]["address"]["socket_address"]["port_value"] == app_port
+    assert endpoint["endpoint"]["address"] == {"pipe": {"path": str(app_socket), "mode": 0o600}}
     assert rbac(cfgs, V1) == {}  # no AuthorizationPolicy: the RBAC filters enforce nothing
     # the caller identity headers become metadata and are removed before the app
     rules = hcm["http_filters"][0]["typed_config"]["request_rules"]

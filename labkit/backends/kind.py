@@ -327,6 +327,21 @@ class KubeLab(Lab):
         ns = ns or namespace
         return istio.mtls_mode(self.target, workloads.first_pod(self.kube, ns, name), ns)
 
+    def pod_urls(self, workload: str, namespace: str = scenario.NAMESPACE) -> list[str]:
+        """Each pod IP with each port its app containers declare (the sidecar's own ports left out): a dial
+        there lands in the pod's sidecar through Istio's iptables capture, as the app never sees it."""
+        deployment = self.kube.get("apps/v1", "Deployment", workload, namespace)
+        if deployment is None:
+            raise LabError(f"no Deployment {workload!r} in namespace {namespace!r}", "check the name")
+        return [
+            f"http://{pod['status']['podIP']}:{port['containerPort']}/"
+            for pod in workloads.pods(self.kube, deployment)
+            if (pod.get("status") or {}).get("podIP")
+            for container in pod["spec"]["containers"]
+            if container["name"] != "istio-proxy"
+            for port in container.get("ports") or []
+        ]
+
     def proxy_config(self, workload: str, what: str = "routes") -> Any:
         """What ``workload``'s proxy runs (``istioctl proxy-config <what> <pod>.<ns> -o json``), parsed:
         ``workload`` is a lesson alias, ``namespace/name`` or a unique Deployment name."""

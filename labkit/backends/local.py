@@ -397,7 +397,7 @@ class LocalLab(Lab):
 
     def proxy_stats(self, workload: str, contains: str = "") -> dict[str, int]:
         """``workload``'s Envoy counters whose names contain ``contains``, from its admin ``/stats``."""
-        return metrics.envoy_stats(envoy.admin_get(self._proxy(workload).admin_port, "/stats"), contains)
+        return metrics.envoy_stats(envoy.admin_get(self._proxy(workload), "/stats"), contains)
 
     def route_weights(
         self, service: str = SERVICE, namespace: str = NAMESPACE, source: str = "client"
@@ -408,6 +408,16 @@ class LocalLab(Lab):
         if svc is None or not svc.ports:
             raise LabError(f"no Service {service!r} with a port in namespace {namespace!r}")
         return proxyview.route_weights(self.proxy_config(source, "routes"), svc.fqdn, svc.ports[0].port)
+
+    def pod_urls(self, workload: str, namespace: str = NAMESPACE) -> list[str]:
+        """The TCP ports the processes of ``workload`` (its apps and sidecars) really listen on, read from the
+        OS as ``ss -ltnp`` shows them: behind a sidecar only its inbound listeners; the app's own socket and
+        the admin and outbound sockets are Unix sockets only the lab's user may open."""
+        topo = self._require_up()
+        found = resolve.workload(topo, f"{namespace}/{workload}")
+        insts = [i for i in topo.instances if i.workload is found]
+        names = [app_name(i) for i in insts] + [envoy_name(i.proxy) for i in insts if i.proxy is not None]
+        return [f"http://127.0.0.1:{port}/" for port in self._procs.listening(names)]
 
     def mtls_mode(self, workload: str, namespace: str = NAMESPACE) -> str | None:
         """The inbound mTLS mode (STRICT, PERMISSIVE, DISABLE) ``workload``'s sidecar enforces; None

@@ -11,6 +11,7 @@ from labkit.checks.report import _describe, _flags, _requests, _test, fail, pass
 from labkit.stats import CONFIDENCE, LEVEL
 
 if TYPE_CHECKING:
+    from labkit.lab import Lab
     from labkit.traffic import TrafficResult
 
 
@@ -45,6 +46,21 @@ def refused(result: TrafficResult, what: str = "the legacy client") -> None:
             result,
         )
     passed(f"{what} refused: {_describe(result)}")
+
+
+def direct_dials_refused(
+    lab: Lab, workload: str, namespace: str = scenario.NAMESPACE, source: str = "legacy", n: int = 5
+) -> None:
+    """A caller without a sidecar that skips the Service and dials every address the pods of ``workload``
+    listen on (``lab.pod_urls``) gets no answer from the app: under STRICT there is no plaintext path."""
+    urls = lab.pod_urls(workload, namespace)
+    if not urls:
+        raise fail(
+            f"no pod of {workload} ({namespace}) listens on any TCP address, so nothing could be dialled",
+            "is the lab up (lab.status())? Every pod with a sidecar listens on its inbound port",
+        )
+    for url in urls:
+        refused(lab.send(url, n=n, source=source), what=f"{source} dialling {url} directly")
 
 
 def only_version(result: TrafficResult, version: str) -> None:

@@ -2,13 +2,15 @@
 registry port plus one per DR subset, with the DR's traffic policy (a subset's policy replaces whole blocks)
 and Istio's mTLS: explicit ``tls`` or auto mTLS (``transport_socket_matches`` on endpoint metadata).
 
-Endpoints are STATIC 127.0.0.1 addresses: a sidecar's inbound listener, or the bare app when it has none.
+Endpoints are STATIC 127.0.0.1 addresses: a sidecar's inbound listener, or the bare app when it has none; a
+sidecar's inbound cluster is its own app's Unix socket (``address()``, the one place addresses are shaped).
 A ServiceEntry with ``resolution: DNS`` is also STATIC here, because registry.py already resolved it to a
 loopback address (the local backend never sends traffic off this machine).
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from labkit.local.origination import originate
@@ -54,6 +56,21 @@ PEER_KEYS = (
 )
 #: Istio's default cluster ID (``CLUSTER_ID``), the ``*_cluster`` label of a single-cluster mesh.
 CLUSTER_ID = "Kubernetes"
+
+
+#: Mode of the sockets Envoy binds (admin API, outbound listeners): the lab's user only.
+SOCKET_MODE = 0o600
+
+
+def address(where: int | Path) -> dict:
+    """An Envoy ``Address``: a 127.0.0.1 port, or a Unix socket (``pipe``) only the lab's user may open.
+
+    Envoy unlinks a stale file at the path before it binds and chmods the socket to ``mode`` right after
+    (``SocketImpl::bind``, source/common/network/socket_impl.cc in envoyproxy/envoy); the 0700 folder
+    covers the moment between the two."""
+    if isinstance(where, Path):
+        return {"pipe": {"path": str(where), "mode": SOCKET_MODE}}
+    return {"socket_address": {"address": "127.0.0.1", "port_value": where}}
 
 
 def cluster_name(port: int, subset: str, fqdn: str) -> str:
@@ -330,8 +347,9 @@ def cert_pair(proxy: Proxy) -> dict:
     }
 
 
-def inbound_cluster(target_port: int, app_port: int) -> dict:
-    """``inbound|<port>||``: the sidecar's own app on 127.0.0.1."""
+def inbound_cluster(target_port: int, app_socket: Path) -> dict:
+    """``inbound|<port>||``: the sidecar's own app, on its Unix socket (on a pod, 127.0.0.1 inside the pod's
+    network namespace: no one outside reaches it but through the sidecar)."""
     name = f"inbound|{target_port}||"
     return {
         "@type": CLUSTER,
@@ -343,19 +361,7 @@ def inbound_cluster(target_port: int, app_port: int) -> dict:
         "circuit_breakers": {"thresholds": [_thresholds({})]},
         "load_assignment": {
             "cluster_name": name,
-            "endpoints": [
-                {
-                    "lb_endpoints": [
-                        {
-                            "endpoint": {
-                                "address": {
-                                    "socket_address": {"address": "127.0.0.1", "port_value": app_port}
-                                }
-                            }
-                        }
-                    ]
-                }
-            ],
+            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": address(app_socket)}}]}],
         },
     }
 

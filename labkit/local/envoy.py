@@ -1,5 +1,8 @@
 """One Envoy per proxy: its bootstrap and command line, atomic file-xDS writes, readiness and the admin API.
 
+The admin API listens on a Unix socket with mode 0600 in the state folder's private ``sock/`` (it can stop
+the proxy, change its log level and dump its config): every read of it below goes there (``admin_get``).
+
 Envoy watches its config directories and reloads a file only when one is *moved* into place, so every write
 goes to a temporary file in the same directory followed by ``os.replace`` (reference §9). Routes live in RDS
 files, so a weight change applies to existing keep-alive connections without restarting anything.
@@ -8,19 +11,20 @@ files, so a weight change applies to existing keep-alive connections without res
 from __future__ import annotations
 
 import hashlib
+import http.client
 import json
 import os
 import shutil
 import time
 import urllib.parse
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from labkit import platforms
+from labkit import platforms, unixhttp
 from labkit.errors import ToolNotFoundError
 from labkit.files import write_atomic
+from labkit.local.clusters import address
 
 if TYPE_CHECKING:
     from labkit.local.topology import Proxy
@@ -36,9 +40,6 @@ EXTENSION = "type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig"
 ECDS_STAT = "extension_config_discovery.http_filter."
 #: Timeout of one admin API call.
 ADMIN_TIMEOUT = 2.0
-
-# No proxy: every call goes to 127.0.0.1, whatever http_proxy says.
-_opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
 def binary() -> str:
@@ -75,7 +76,7 @@ def binary() -> str:
 
 
 def bootstrap(proxy: Proxy) -> dict[str, Any]:
-    """The bootstrap: node identity, admin on 127.0.0.1, LDS/CDS from the proxy's watched config directory."""
+    """The bootstrap: node identity, admin on its 0600 Unix socket, LDS/CDS from the watched config folder."""
 
     def source(path: Path) -> dict[str, Any]:
         return {
@@ -85,7 +86,7 @@ def bootstrap(proxy: Proxy) -> dict[str, Any]:
 
     return {
         "node": {"id": proxy.id, "cluster": f"{proxy.workload}.{proxy.namespace}"},
-        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": proxy.admin_port}}},
+        "admin": {"address": address(proxy.admin_socket)},
         "dynamic_resources": {"lds_config": source(proxy.lds_file), "cds_config": source(proxy.cds_file)},
         "stats_config": {
             "use_all_default_tags": False,
@@ -191,7 +192,7 @@ def _applied_versions(proxy: Proxy) -> dict[str, str] | None:
     to STRICT) are gone, so the next request meets only the new config."""
     try:
         query = urllib.parse.quote("version_text|total_listeners_warming|draining")
-        text = admin_get(proxy.admin_port, f"/stats?filter={query}", timeout=1.0)
+        text = admin_get(proxy, f"/stats?filter={query}", timeout=1.0)
     except OSError:
         return None
     out: dict[str, str] = {}
@@ -210,27 +211,33 @@ def _applied_versions(proxy: Proxy) -> dict[str, str] | None:
 # --- admin API ---------------------------------------------------------------------------------------------
 
 
-def admin_get(port: int, path: str, timeout: float = ADMIN_TIMEOUT) -> str:
-    """GET ``path`` from the admin API on ``port``; raises OSError (URLError) when it does not answer."""
-    with _opener.open(f"http://127.0.0.1:{port}{path}", timeout=timeout) as resp:
-        return resp.read().decode("utf-8", errors="replace")
+def admin_get(proxy: Proxy, path: str, timeout: float = ADMIN_TIMEOUT) -> str:
+    """GET ``path`` from ``proxy``'s admin API (its Unix socket); raises OSError when it does not answer."""
+    status, text = unixhttp.get(proxy.admin_socket, path, timeout)
+    if status != 200:
+        raise OSError(f"{proxy.id} admin {path}: HTTP {status}: {text[:200]}")
+    return text
 
 
 def http_ok(url: str, timeout: float = ADMIN_TIMEOUT) -> bool:
-    """True if ``url`` answers 200 within ``timeout``."""
+    """True if ``url`` (``http://127.0.0.1:...`` or ``http+unix://``) answers 200 within ``timeout``
+    (http.client: no proxy, whatever http_proxy says)."""
+    conn, path = unixhttp.connect(url, timeout)
     try:
-        with _opener.open(url, timeout=timeout) as resp:
-            return resp.status == 200
-    except (OSError, ValueError):
+        conn.request("GET", path)
+        return conn.getresponse().status == 200
+    except (OSError, http.client.HTTPException):
         return False
+    finally:
+        conn.close()
 
 
 def ready(proxy: Proxy, listeners: list[str]) -> bool:
     """True once Envoy reports LIVE and every listener in ``listeners`` is active (bound)."""
     try:
-        if admin_get(proxy.admin_port, "/ready", timeout=0.5).strip() != "LIVE":
+        if admin_get(proxy, "/ready", timeout=0.5).strip() != "LIVE":
             return False
-        statuses = json.loads(admin_get(proxy.admin_port, "/listeners?format=json", timeout=0.5))
+        statuses = json.loads(admin_get(proxy, "/listeners?format=json", timeout=0.5))
     except (OSError, ValueError):
         return False
     active = {s.get("name") for s in statuses.get("listener_statuses", [])}
@@ -240,14 +247,14 @@ def ready(proxy: Proxy, listeners: list[str]) -> bool:
 def stats_prometheus(proxy: Proxy, filter_regex: str | None = None) -> str:
     """The admin ``/stats/prometheus`` text (optionally only the stats matching ``filter_regex``)."""
     query = f"?filter={urllib.parse.quote(filter_regex)}" if filter_regex else ""
-    return admin_get(proxy.admin_port, f"/stats/prometheus{query}")
+    return admin_get(proxy, f"/stats/prometheus{query}")
 
 
 def config_dump(proxy: Proxy) -> dict[str, Any]:
     """The admin ``/config_dump``: what Envoy actually runs."""
-    return json.loads(admin_get(proxy.admin_port, "/config_dump"))
+    return json.loads(admin_get(proxy, "/config_dump"))
 
 
 def clusters(proxy: Proxy) -> dict[str, Any]:
     """The admin ``/clusters?format=json``: clusters with their endpoints and health."""
-    return json.loads(admin_get(proxy.admin_port, "/clusters?format=json"))
+    return json.loads(admin_get(proxy, "/clusters?format=json"))

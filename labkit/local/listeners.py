@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from labkit.local.access_logging import FileLog
 from labkit.local.authz import FILTERS, RBAC
-from labkit.local.clusters import DOWNSTREAM_TLS, PEER_KEYS, TLS_PARAMS, cert_pair, peer_labels
+from labkit.local.clusters import DOWNSTREAM_TLS, PEER_KEYS, TLS_PARAMS, address, cert_pair, peer_labels
 from labkit.local.requestauthn import FILTER as JWT_FILTER
 from labkit.local.requestauthn import JWT_AUTHN
 from labkit.local.routes import PEER_HEADERS
@@ -202,12 +202,9 @@ def _rds(proxy: Proxy, name: str) -> dict:
     return {"route_config_name": name, "config_source": _file_source(proxy, proxy.route_file(name))}
 
 
-def _address(port: int) -> dict:
-    return {"socket_address": {"address": "127.0.0.1", "port_value": port}}
-
-
 def outbound_listener(proxy: Proxy, port: int, log_file: FileLog | None) -> dict:
-    """``0.0.0.0_<port>`` on the proxy's 127.0.0.1 port for it; the Host header picks the service (vhost)."""
+    """``0.0.0.0_<port>`` on the proxy's Unix socket for it (mode 0600: only the lab's user may send as
+    this workload, as only the pod's own processes reach its sidecar); the Host header picks the service."""
     hcm = _hcm(
         f"outbound_0.0.0.0_{port};",
         [],
@@ -217,7 +214,7 @@ def outbound_listener(proxy: Proxy, port: int, log_file: FileLog | None) -> dict
     return {
         "@type": LISTENER,
         "name": f"0.0.0.0_{port}",
-        "address": _address(proxy.outbound_ports[port]),
+        "address": address(proxy.outbound_sockets[port]),
         "traffic_direction": "OUTBOUND",
         "filter_chains": [{"filters": [hcm]}],
     }
@@ -250,7 +247,7 @@ def gateway_listener(
     listener: dict[str, Any] = {
         "@type": LISTENER,
         "name": f"0.0.0.0_{target}",
-        "address": _address(proxy.gateway_ports[server_port]),
+        "address": address(proxy.gateway_ports[server_port]),
         "traffic_direction": "OUTBOUND",
     }
     if tls is None:
@@ -309,7 +306,7 @@ def inbound_listener(
     return {
         "@type": LISTENER,
         "name": f"virtualInbound_{target_port}",
-        "address": _address(proxy.inbound_ports[target_port]),
+        "address": address(proxy.inbound_ports[target_port]),
         "traffic_direction": "INBOUND",
         "listener_filters": [_filter("envoy.filters.listener.tls_inspector", TLS_INSPECTOR)],
         "continue_on_listener_filters_timeout": True,

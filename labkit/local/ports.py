@@ -1,5 +1,6 @@
 """The local lab's 127.0.0.1 ports: allocated once and persisted, so a new kernel finds the same lab, and
-checked free before anything binds them."""
+checked free before anything binds them. Only what any caller may dial has a port (a sidecar's inbound
+listener, an app without a sidecar, the gateway); the rest are Unix sockets (labkit.state names them)."""
 
 from __future__ import annotations
 
@@ -20,8 +21,8 @@ if TYPE_CHECKING:
 
 
 class Ports:
-    """Every port of the topology by what it is for (``app/<ns>/<instance>``, ``admin/<proxy>``,
-    ``inbound/<proxy>/<target port>``, ``outbound/<proxy>/<port>``, ``gateway/<proxy>/<port>``), persisted
+    """Every port of the topology by what it is for (``app/<ns>/<instance>`` of an app without a sidecar,
+    ``inbound/<proxy>/<target port>``, ``gateway/<proxy>/<port>``), persisted
     in ``ports.json``: a new kernel finds the same lab, and adding a workload, a ServiceEntry or a Gateway
     gives only the new things new ports, so nothing else restarts and the ingress URL stays."""
 
@@ -60,14 +61,10 @@ def _slots(topo: Topology) -> dict[str, Callable[[int], None]]:
     """Every port of ``topo`` by key, as a setter for it."""
     slots: dict[str, Callable[[int], None]] = {}
     for inst in topo.instances:
-        slots[f"app/{inst.workload.namespace}/{inst.name}"] = functools.partial(setattr, inst, "app_port")
+        if inst.proxy is None:
+            slots[f"app/{inst.workload.namespace}/{inst.name}"] = functools.partial(setattr, inst, "app_port")
     for proxy in topo.proxies.values():
-        slots[f"admin/{proxy.id}"] = functools.partial(setattr, proxy, "admin_port")
-        for kind, ports in (
-            ("inbound", proxy.inbound_ports),
-            ("outbound", proxy.outbound_ports),
-            ("gateway", proxy.gateway_ports),
-        ):
+        for kind, ports in (("inbound", proxy.inbound_ports), ("gateway", proxy.gateway_ports)):
             for number in ports:
                 slots[f"{kind}/{proxy.id}/{number}"] = functools.partial(ports.__setitem__, number)
     return slots

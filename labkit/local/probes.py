@@ -24,6 +24,9 @@ import http.client
 import socket
 import ssl
 from dataclasses import dataclass
+from pathlib import Path
+
+from labkit import unixhttp
 
 #: The pod annotation that turns the rewrite off (istio/api annotation ``SidecarRewriteAppHTTPProbers``).
 REWRITE_ANNOTATION = "sidecar.istio.io/rewriteAppHTTPProbers"
@@ -91,35 +94,41 @@ def rewritten(annotations: dict[str, str]) -> bool:
     return _GO_BOOLS.get(annotations.get(REWRITE_ANNOTATION, ""), True)
 
 
-def ready(probe: Probe | None, app_port: int, kubelet_port: int | None = None) -> bool:
+def ready(probe: Probe | None, app: int | Path, kubelet_port: int | None = None) -> bool:
     """Whether an instance passes ``probe`` now (True without one), within ``failureThreshold`` attempts in a
-    row: pilot-agent's probe to the app on ``app_port``, or, when the injector did not rewrite it, the
-    kubelet's on ``kubelet_port`` (the sidecar's inbound listener)."""
+    row: pilot-agent's probe to the app (its 127.0.0.1 port, or behind a sidecar its Unix socket), or, when
+    the injector did not rewrite it, the kubelet's on ``kubelet_port`` (the sidecar's inbound listener)."""
     if probe is None:
         return True
     if probe.port is None:
         return False
-    port = app_port if kubelet_port is None else kubelet_port
-    return any(_once(port, probe) for _ in range(probe.failures))
+    target = app if kubelet_port is None else kubelet_port
+    return any(_once(target, probe) for _ in range(probe.failures))
 
 
-def _once(port: int, probe: Probe) -> bool:
+def _once(target: int | Path, probe: Probe) -> bool:
     """One probe: a TCP connect, or the kubelet's httpGet (kubernetes pkg/probe/http/http.go: 200-399
     succeeds, TLS unverified, redirects not followed here)."""
     if probe.action == "tcpSocket":
         try:
-            socket.create_connection(("127.0.0.1", port), timeout=probe.timeout).close()
+            if isinstance(target, Path):
+                with socket.socket(socket.AF_UNIX) as unix:
+                    unix.settimeout(probe.timeout)
+                    unix.connect(str(target))
+            else:
+                socket.create_connection(("127.0.0.1", target), timeout=probe.timeout).close()
         except OSError:
             return False
         return True
-    if probe.scheme == "HTTPS":
+    conn: http.client.HTTPConnection
+    if isinstance(target, Path):  # an app behind its sidecar (plain HTTP: TLS is the sidecar's business)
+        conn, _ = unixhttp.connect(unixhttp.url(target), probe.timeout)
+    elif probe.scheme == "HTTPS":
         context = ssl.create_default_context()
         context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
-        conn: http.client.HTTPConnection = http.client.HTTPSConnection(
-            "127.0.0.1", port, timeout=probe.timeout, context=context
-        )
+        conn = http.client.HTTPSConnection("127.0.0.1", target, timeout=probe.timeout, context=context)
     else:
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=probe.timeout)
+        conn = http.client.HTTPConnection("127.0.0.1", target, timeout=probe.timeout)
     try:
         conn.request("GET", probe.path, headers={"User-Agent": "kube-probe/1.36", **dict(probe.headers)})
         return 200 <= conn.getresponse().status < 400

@@ -19,6 +19,8 @@ import psutil
 
 from labkit.files import write_atomic
 
+#: The mode of pidfiles and logs: the lab's user only.
+PRIVATE = 0o600
 #: psutil rounds create_time; two readings of the same process differ by far less than this.
 _SAME_START = 0.05
 #: Popen handles of the processes this kernel started, so they are reaped (no zombies) when they exit.
@@ -51,11 +53,14 @@ def start(
     cwd: Path | None = None,
     spec: str = "",
 ) -> ProcessRecord:
-    """Start ``argv`` in its own session, output appended to ``log_file``, and write its pidfile."""
+    """Start ``argv`` in its own session, output appended to ``log_file``, and write its pidfile (both
+    0600: a log shows the lab's requests, a pidfile which processes to signal)."""
     pid_dir.mkdir(parents=True, exist_ok=True)
     log_file.parent.mkdir(parents=True, exist_ok=True)
     full_env = {**os.environ, **(env or {})}
-    with open(log_file, "ab") as log:
+    fd = os.open(log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, PRIVATE)
+    os.fchmod(fd, PRIVATE)  # a log an older labkit created 0644
+    with open(fd, "ab") as log:
         proc = subprocess.Popen(
             list(argv),
             stdin=subprocess.DEVNULL,
@@ -64,6 +69,7 @@ def start(
             env=full_env,
             cwd=cwd,
             start_new_session=True,  # own process group: a Ctrl-C in the notebook does not hit the lab
+            umask=0o077,  # what it creates (an app's socket, Envoy's access log) is the lab's user's only
         )
     _children[proc.pid] = proc
     try:
@@ -71,7 +77,7 @@ def start(
     except psutil.NoSuchProcess:  # exited at once; the caller's readiness check reports it with the log
         create_time = 0.0
     record = ProcessRecord(name, proc.pid, create_time, list(argv), str(log_file), spec)
-    write_atomic(_pidfile(pid_dir, name), json.dumps(asdict(record)))
+    write_atomic(_pidfile(pid_dir, name), json.dumps(asdict(record)), PRIVATE)
     return record
 
 
@@ -99,7 +105,7 @@ def record(pid_dir: Path, name: str) -> ProcessRecord | None:
     return next((r for r in records(pid_dir) if r.name == name), None)
 
 
-def _process(rec: ProcessRecord) -> psutil.Process | None:
+def process(rec: ProcessRecord) -> psutil.Process | None:
     """The live process ``rec`` describes, or None if it exited or the pid now belongs to someone else."""
     child = _children.get(rec.pid)
     if child is not None and child.poll() is not None:  # our own child: reap it
@@ -116,13 +122,13 @@ def _process(rec: ProcessRecord) -> psutil.Process | None:
 
 def is_alive(rec: ProcessRecord) -> bool:
     """True while the very process ``rec`` started is running (not a zombie, not a reused pid)."""
-    return _process(rec) is not None
+    return process(rec) is not None
 
 
 def stop(recs: Iterable[ProcessRecord], pid_dir: Path, timeout: float = 5.0) -> None:
     """SIGTERM each process group, wait up to ``timeout`` s, SIGKILL what is left; remove the pidfiles."""
     recs = list(recs)
-    procs = [p for p in (_process(r) for r in recs) if p is not None]
+    procs = [p for p in (process(r) for r in recs) if p is not None]
     for proc in procs:
         _signal(proc, signal.SIGTERM)
     _, alive = psutil.wait_procs(procs, timeout=timeout)

@@ -37,7 +37,7 @@ def proxy_config(proxy: Proxy, what: str) -> list[dict[str, Any]]:
     if what == "endpoints":
         return envoy.clusters(proxy).get("cluster_statuses", [])
     if what == "secrets":
-        return json.loads(envoy.admin_get(proxy.admin_port, "/certs")).get("certificates", [])
+        return json.loads(envoy.admin_get(proxy, "/certs")).get("certificates", [])
     dump: dict[str, Any] = next(
         (c for c in envoy.config_dump(proxy)["configs"] if c.get("@type") == ADMIN_TYPE + SECTIONS[what]), {}
     )

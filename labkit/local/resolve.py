@@ -3,17 +3,20 @@ and which kind a kubectl-style name means.
 
 A source is any workload (``"shop/web"``, or a bare name when unique), the lesson's aliases
 (``labkit.scenario.SOURCES``) or the ingress gateway (``labkit.scenario.INGRESS``). A workload with a sidecar
-sends through its sidecar's outbound listener for the URL's port, so the request carries that workload's
-identity; one without a sidecar goes straight to one endpoint of the Service, plaintext, as kube-proxy would
+sends through its sidecar's outbound listener for the URL's port (a Unix socket only the lab's user may open,
+as an ``http+unix://`` URL: labkit.unixhttp), so the request carries that workload's identity; one without a
+sidecar goes straight to one endpoint of the Service, plaintext, as kube-proxy would
 send a pod's request.
 """
 
 from __future__ import annotations
 
 import random
+from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit, urlunsplit
 
+from labkit import unixhttp
 from labkit.errors import LabError
 from labkit.meshmodel import alt_names
 from labkit.scenario import INGRESS, SOURCES
@@ -72,7 +75,7 @@ def resolver(topo: Topology, source: str) -> Resolver:
     wl = workload(topo, source)
     sidecars = proxies(topo, f"{wl.namespace}/{wl.name}")
     if sidecars:  # any replica: they share the workload's identity
-        return lambda url: _via(url, random.choice(sidecars).outbound_ports.get(_port(url), CLOSED_PORT))
+        return lambda url: _via(url, random.choice(sidecars).outbound_sockets.get(_port(url), CLOSED_PORT))
     return lambda url: _via(url, _kube_proxy(topo, url, namespace=wl.namespace))
 
 
@@ -81,12 +84,16 @@ def _port(url: str) -> int:
     return parts.port or (443 if parts.scheme == "https" else 80)
 
 
-def _via(url: str, port: int) -> tuple[str, dict[str, str]]:
-    """Connect to 127.0.0.1:``port`` with the logical host in the Host header; 127.0.0.1 URLs pass through."""
+def _via(url: str, where: int | Path) -> tuple[str, dict[str, str]]:
+    """Connect to 127.0.0.1:``where`` or the Unix socket ``where`` with the logical host in the Host header;
+    127.0.0.1 URLs pass through."""
     parts = urlsplit(url)
     if parts.hostname == "127.0.0.1":
         return url, {}
-    target = urlunsplit((parts.scheme, f"127.0.0.1:{port}", parts.path, parts.query, ""))
+    if isinstance(where, Path):
+        rest = urlunsplit(("", "", parts.path or "/", parts.query, ""))
+        return unixhttp.url(where, rest), {"Host": parts.netloc}
+    target = urlunsplit((parts.scheme, f"127.0.0.1:{where}", parts.path, parts.query, ""))
     return target, {"Host": parts.netloc}
 
 

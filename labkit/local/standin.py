@@ -46,10 +46,11 @@ def environment(topo: Topology, inst: Instance) -> dict[str, str]:
 
 
 def outbound(topo: Topology, inst: Instance) -> dict:
-    """Where the app's calls connect: its sidecar's outbound listener per Service port, or without a sidecar
-    every name a pod in its namespace may use for a Service port and the endpoints behind it (kube-proxy)."""
+    """Where the app's calls connect: its sidecar's outbound listener (socket) per Service port, or without a
+    sidecar every name a pod in its namespace may use for a Service port and the endpoints behind it
+    (kube-proxy)."""
     if inst.proxy is not None:
-        return {"via": {str(port): local for port, local in sorted(inst.proxy.outbound_ports.items())}}
+        return {"via": {str(port): str(sock) for port, sock in sorted(inst.proxy.outbound_sockets.items())}}
     namespace = inst.workload.namespace
     endpoints: dict[str, list[int]] = {}
     for service in topo.services:

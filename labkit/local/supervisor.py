@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, NamedTuple
 
+import psutil
 import yaml
 
 from labkit import paths
@@ -61,12 +62,8 @@ def _bootstrap_text(proxy: Proxy) -> str:
 
 
 def _ports_of(proxy: Proxy) -> list[int]:
-    return [
-        proxy.admin_port,
-        *proxy.inbound_ports.values(),
-        *proxy.outbound_ports.values(),
-        *proxy.gateway_ports.values(),
-    ]
+    """The TCP ports ``proxy`` binds (its admin API and outbound listeners are Unix sockets)."""
+    return [*proxy.inbound_ports.values(), *proxy.gateway_ports.values()]
 
 
 def wanted(topo: Topology) -> dict[str, Wanted]:
@@ -77,9 +74,13 @@ def wanted(topo: Topology) -> dict[str, Wanted]:
     for inst in topo.instances:
         env = downward.environment(inst)
         env.update(standin.environment(topo, inst))
-        env.update(PORT=str(inst.app_port), HOST="127.0.0.1", PYTHONUNBUFFERED="1")
+        if inst.app_port is None:  # behind a sidecar: only the sidecar reaches it (app.py, SOCKET)
+            env.update(SOCKET=str(inst.app_socket), PYTHONUNBUFFERED="1")
+        else:
+            env.update(PORT=str(inst.app_port), HOST="127.0.0.1", PYTHONUNBUFFERED="1")
         argv = [sys.executable, app]
-        out[app_name(inst)] = Wanted(argv, env, [inst.app_port], _spec(argv, env))
+        ports = [] if inst.app_port is None else [inst.app_port]
+        out[app_name(inst)] = Wanted(argv, env, ports, _spec(argv, env))
     for proxy in topo.proxies.values():
         argv = envoy.command(proxy, proxy.bootstrap_file)
         out[envoy_name(proxy)] = Wanted(argv, {}, _ports_of(proxy), _spec(argv, {}, _bootstrap_text(proxy)))
@@ -121,6 +122,7 @@ class Supervisor:
             [r for r in self.records() if r.name in start or r.name not in want], self.state.run_dir
         )
         check_free({port: name for name, w in start.items() for port in w.ports}, self.state.ports)
+        self.state.open_sockets()
         proxies = list(topo.proxies.values())
         for proxy in proxies:
             write_atomic(proxy.bootstrap_file, _bootstrap_text(proxy))
@@ -153,8 +155,7 @@ class Supervisor:
         """Poll until every app answers /healthz and every Envoy is LIVE with its listeners bound."""
         checks: dict[str, Callable[[], bool]] = {}
         for inst in topo.instances:
-            url = f"http://127.0.0.1:{inst.app_port}/healthz"
-            checks[app_name(inst)] = functools.partial(envoy.http_ok, url, timeout=0.5)
+            checks[app_name(inst)] = functools.partial(envoy.http_ok, inst.url("/healthz"), timeout=0.5)
             if "TLS_CERT" in inst.workload.env:  # HTTPS only (its manifest probes tcpSocket): it listens
                 checks[app_name(inst)] = functools.partial(_listening, inst.app_port)
         for proxy in topo.proxies.values():
@@ -176,13 +177,26 @@ class Supervisor:
             if checks:
                 time.sleep(0.02)
 
+    def listening(self, names: list[str]) -> list[int]:
+        """The 127.0.0.1 TCP ports the running processes ``names`` listen on, as the OS reports them."""
+        ports: set[int] = set()
+        for rec in self.records():
+            proc = processes.process(rec) if rec.name in names else None
+            if proc is not None:
+                conns = proc.net_connections("tcp")
+                ports |= {c.laddr.port for c in conns if c.status == psutil.CONN_LISTEN}
+        return sorted(ports)
+
     def log_tail(self, name: str) -> str:
         log = self.state.log(name)
         lines = telemetry.tail(log, 12)
         return f"\nLast lines of {log}:\n  " + "\n  ".join(lines) if lines else f" (no output in {log})"
 
     def stop_all(self) -> None:
+        """Stop every process of the lab and remove the sockets they leave (Envoy does not unlink its own)."""
         processes.stop(self.records(), self.state.run_dir)
+        for sock in self.state.sock_dir.glob("*.sock"):
+            sock.unlink(missing_ok=True)
 
 
 def _listening(port: int) -> bool:

@@ -1,5 +1,8 @@
 """The local mesh's shape, from the same app manifests kind applies: services, workloads, their instances
-and the proxies in front of them, each with the 127.0.0.1 ports it binds (no pod IPs, no iptables here).
+and the proxies in front of them, each with the addresses it binds (no pod IPs, no iptables here): 127.0.0.1
+ports for what any caller may dial (a sidecar's inbound listener, an app without a sidecar, the ingress
+gateway), Unix sockets in the state folder's private ``sock/`` for what only the pod itself reaches (the app
+behind a sidecar, the Envoy admin API, a sidecar's outbound listeners; labkit.state names them).
 
 Ports come from the runtime's ``allocate_port`` in a fixed order, so the same manifests and the same allocator
 sequence always give the same topology.
@@ -12,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from labkit import unixhttp
 from labkit.errors import UnsupportedError
 from labkit.local import downward, probes
 from labkit.meshmodel import selects, service_fqdn
@@ -111,10 +115,10 @@ class Proxy(ProxyFiles):
     labels: dict[str, str]
     service_account: str
     spiffe: str
-    admin_port: int
     dir: Path
+    sock_dir: Path
     inbound_ports: dict[int, int] = field(default_factory=dict)  # target port -> inbound listener port
-    outbound_ports: dict[int, int] = field(default_factory=dict)  # service port -> outbound listener port
+    outbound_sockets: dict[int, Path] = field(default_factory=dict)  # service port -> outbound listener
     gateway_ports: dict[int, int] = field(default_factory=dict)  # Gateway server port -> listener port
 
 
@@ -122,13 +126,21 @@ class Proxy(ProxyFiles):
 class Instance:
     workload: Workload
     index: int
-    app_port: int  # where the app process listens on 127.0.0.1
+    app_port: int | None  # where an app without a sidecar listens on 127.0.0.1
     proxy: Proxy | None
     ready: bool = True  # passes its readiness probe (probes.update); a not-ready one has no endpoints
+    app_socket: Path | None = None  # where an app behind a sidecar listens: reachable only through it
 
     @property
     def name(self) -> str:
         return f"{self.workload.name}-{self.index}"
+
+    def url(self, path: str = "/") -> str:
+        """The app itself, bypassing any sidecar: what the lab's user (health checks, notebook 11's no-mesh
+        path) dials; an ``http+unix://`` URL behind a sidecar (labkit.unixhttp)."""
+        if self.app_socket is not None:
+            return unixhttp.url(self.app_socket, path)
+        return f"http://127.0.0.1:{self.app_port}{path}"
 
 
 @dataclass(frozen=True)
@@ -173,7 +185,7 @@ class Topology:
                 continue
             if inst.proxy is not None:
                 out.append(Endpoint("127.0.0.1", inst.proxy.inbound_ports[port.target_port], inst))
-            else:
+            elif inst.app_port is not None:
                 out.append(Endpoint("127.0.0.1", inst.app_port, inst))
         return out
 
@@ -185,9 +197,12 @@ class Topology:
         the kubelet's through the sidecar's inbound listener (no passthrough listener here: a port no
         Service targets reaches the app, docs/fidelity.md)."""
         probe, kubelet = inst.workload.readiness, None
+        app: int | Path = inst.app_socket if inst.app_socket is not None else (inst.app_port or 0)
         if probe and inst.proxy is not None and not probes.rewritten(inst.workload.annotations):
-            kubelet = inst.proxy.inbound_ports.get(probe.port or 0, inst.app_port)
-        return probes.ready(probe, inst.app_port, kubelet)
+            kubelet = inst.proxy.inbound_ports.get(probe.port or 0)
+            if kubelet is None:  # no Service targets that port: no inbound listener; the app itself answers
+                return probes.ready(probe, app)
+        return probes.ready(probe, app, kubelet)
 
     def update_readiness(self) -> bool:
         """Probe every instance and record it on ``Instance.ready``; True when one changed (the endpoints
@@ -227,8 +242,9 @@ def build_topology(
             {p.target_port for s in services if _selects(s, w) for p in s.ports} if w.injected else set()
         )
         for index in range(w.replicas):
-            inst = Instance(w, index, allocate_port(), None)
+            inst = Instance(w, index, None if w.injected else allocate_port(), None)
             if w.injected:
+                inst.app_socket = files.app_socket(w.namespace, inst.name)
                 proxy_id = f"sidecar~{inst.name}.{w.namespace}"
                 inst.proxy = Proxy(
                     id=proxy_id,
@@ -238,11 +254,11 @@ def build_topology(
                     labels=dict(w.labels),
                     service_account=w.service_account,
                     spiffe=f"spiffe://{trust_domain}/ns/{w.namespace}/sa/{w.service_account}",
-                    admin_port=allocate_port(),
                     dir=files.proxy_dir(proxy_id),
+                    sock_dir=files.sock_dir,
                     inbound_ports={t: allocate_port() for t in targets},
-                    outbound_ports={p: allocate_port() for p in registry_ports},
                 )
+                inst.proxy.outbound_sockets = {p: inst.proxy.outbound_socket(p) for p in registry_ports}
                 proxies[proxy_id] = inst.proxy
             instances.append(inst)
     gateway_id = f"{GATEWAY_WORKLOAD}.{GATEWAY_NAMESPACE}"
@@ -254,19 +270,19 @@ def build_topology(
         labels=dict(GATEWAY_LABELS),
         service_account=GATEWAY_SERVICE_ACCOUNT,
         spiffe=f"spiffe://{trust_domain}/ns/{GATEWAY_NAMESPACE}/sa/{GATEWAY_SERVICE_ACCOUNT}",
-        admin_port=allocate_port(),
         dir=files.proxy_dir(gateway_id),
+        sock_dir=files.sock_dir,
     )
     proxies[gateway_id] = gateway
     return Topology(services, workloads, instances, proxies, gateway)
 
 
-def ensure_outbound_port(topo: Topology, port: int, allocate_port: Callable[[], int]) -> bool:
-    """Give every sidecar an outbound listener port for registry port ``port``; True if one was added."""
+def ensure_outbound_port(topo: Topology, port: int) -> bool:
+    """Give every sidecar an outbound listener for registry port ``port``; True if one was added."""
     added = False
     for proxy in topo.sidecars:
-        if port not in proxy.outbound_ports:
-            proxy.outbound_ports[port] = allocate_port()
+        if port not in proxy.outbound_sockets:
+            proxy.outbound_sockets[port] = proxy.outbound_socket(port)
             added = True
     return added
 

@@ -57,13 +57,14 @@ class ProxyConfig:
 
 
 def ensure_ports(resources: list[Resource], topo: Topology, allocate_port: Callable[[], int]) -> bool:
-    """Allocate listener ports the applied resources need: every sidecar one per ServiceEntry port, the
-    gateway one per server port of a Gateway it runs. True if any was added (the runtime persists them)."""
+    """Allocate listeners the applied resources need: every sidecar one (a socket) per ServiceEntry port,
+    the gateway one (a port) per server port of a Gateway it runs. True if any was added (the runtime
+    persists them)."""
     added = False
     resources = _istio_view(resources, topo)
     for se in of_kind(resources, "ServiceEntry"):
         for p in se.spec.get("ports") or []:
-            added |= ensure_outbound_port(topo, int(p["number"]), allocate_port)
+            added |= ensure_outbound_port(topo, int(p["number"]))
     for gw in _gateways_of(resources, topo.gateway):
         for server in gw.spec.get("servers") or []:
             added |= ensure_gateway_port(topo, int(server["port"]["number"]), allocate_port)
@@ -98,10 +99,10 @@ def translate(resources: list[Resource], topo: Topology, mesh: MeshSettings) -> 
     out = {}
     for proxy in topo.sidecars:
         log_file = file_log(telemetries, proxy, root, mesh.access_log_file is not None)
-        missing = [p for p in ports if p not in proxy.outbound_ports]
+        missing = [p for p in ports if p not in proxy.outbound_sockets]
         if missing:
             raise BackendError(
-                f"proxy {proxy.id} has no outbound listener port for {missing}: call ensure_ports first"
+                f"proxy {proxy.id} has no outbound listener for {missing}: call ensure_ports first"
             )
         listeners = [outbound_listener(proxy, p, log_file) for p in ports]
         clusters = outbound_clusters(proxy, hosts, drs, auto_mtls, root, store)
@@ -113,7 +114,8 @@ def translate(resources: list[Resource], topo: Topology, mesh: MeshSettings) -> 
             mode = port_mode(pas, proxy.namespace, proxy.labels, target, root)
             service = _inbound_service(topo, proxy, target)
             listeners.append(inbound_listener(proxy, target, mode, service, log_file))
-            clusters.append(inbound_cluster(target, instance.app_port))
+            assert instance.app_socket is not None  # every instance with a sidecar has one
+            clusters.append(inbound_cluster(target, instance.app_socket))
             routes.append(inbound_route_config(target, service))
         clusters.append(blackhole_cluster())
         security = _security(ras, aps, proxy, root) if proxy.inbound_ports else {}

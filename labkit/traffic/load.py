@@ -1,4 +1,7 @@
-"""The load generator: an aiohttp client that sends a run's requests, one ``Outcome`` per request."""
+"""The load generator: an aiohttp client that sends a run's requests, one ``Outcome`` per request.
+
+A resolver may answer an ``http+unix://`` URL (labkit.unixhttp): a sidecar's outbound listener on a Unix
+socket; each socket gets its own keep-alive pool beside the TCP one."""
 
 from __future__ import annotations
 
@@ -11,6 +14,7 @@ from collections.abc import Callable, Mapping
 
 import aiohttp
 
+from labkit import unixhttp
 from labkit.errors import LabError
 from labkit.traffic.results import Outcome, TrafficResult
 
@@ -106,20 +110,32 @@ class _Load:
         self.elapsed = 0.0
         self.finished = threading.Event()
         self._next = 0
+        self._sessions: dict[str | None, aiohttp.ClientSession] = {}
+
+    def _session(self, sock: str | None) -> aiohttp.ClientSession:
+        """The keep-alive pool (one connection per worker) for TCP (None) or for the Unix socket ``sock``."""
+        if sock not in self._sessions:
+            connector = (
+                aiohttp.UnixConnector(path=sock, limit=self.concurrency)
+                if sock is not None
+                else aiohttp.TCPConnector(limit=self.concurrency)
+            )
+            timeout = aiohttp.ClientTimeout(total=self.timeout)
+            self._sessions[sock] = aiohttp.ClientSession(connector=connector, timeout=timeout)
+        return self._sessions[sock]
 
     async def go(self) -> None:
         self.start = self.start or time.monotonic()
         try:
-            # a keep-alive pool with one connection per worker
-            connector = aiohttp.TCPConnector(limit=self.concurrency)
-            timeout = aiohttp.ClientTimeout(total=self.timeout)
-            async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
-                await asyncio.gather(*(self._worker(session) for _ in range(self.concurrency)))
+            await asyncio.gather(*(self._worker() for _ in range(self.concurrency)))
         finally:
+            for session in self._sessions.values():
+                await session.close()
+            self._sessions.clear()
             self.elapsed = time.monotonic() - self.start
             self.finished.set()
 
-    async def _worker(self, session: aiohttp.ClientSession) -> None:
+    async def _worker(self) -> None:
         while True:
             i, self._next = self._next, self._next + 1
             if self.n is not None and i >= self.n:
@@ -136,16 +152,16 @@ class _Load:
                 return  # open loop ends on time: requests still due are a shortfall in the achieved rate
             # Open loop (as wrk2 does) times a request from when it was due, so a stall that delays the next
             # sends counts against them too, instead of hiding the queue (coordinated omission).
-            outcome = await self._one(
-                session, self.start + due if self.open_loop and due is not None else None
-            )
+            outcome = await self._one(self.start + due if self.open_loop and due is not None else None)
             if self.sink is None:
                 self.outcomes.append(outcome)
             else:
                 self.sink(outcome)
 
-    async def _one(self, session: aiohttp.ClientSession, due: float | None = None) -> Outcome:
+    async def _one(self, due: float | None = None) -> Outcome:
         target, extra = self.resolver(self.url)
+        sock, target = unixhttp.split(target)
+        session = self._session(sock)
         headers = {**self.headers, **extra} if extra else self.headers
         sent = time.monotonic()
         if due is not None:

@@ -12,9 +12,11 @@ received. CALLS makes each request call other services and report the chain (cal
 Identity, as a pod learns it from the kubelet: MESHLAB_POD (the local backend's stand-in for a downward-API
 volume: JSON {"name", "namespace", "labels", "serviceAccount"}), or the downward-API env POD_NAME,
 POD_NAMESPACE and POD_VERSION (fieldRef metadata.labels['version']) on kind. VERSION, when set, wins over the
-label. Other settings: PORT (8080), HOST (0.0.0.0), FAIL_RATE (0..1, share of /convert, or in echo mode of
-the echo answers, answered 500), DELAY_MS (added to every /convert), MODE (converter | rates | echo), CALLS
-and the rest of callgraph.py; TLS_CERT, TLS_KEY (and TLS_CLIENT_CA) serve HTTPS (tls_from_env).
+label. Other settings: PORT (8080), HOST (0.0.0.0), SOCKET (a Unix socket path to listen on instead of HOST
+and PORT: the local backend's app behind a sidecar, reachable only through it), FAIL_RATE (0..1, share of
+/convert, or in echo mode of the echo answers, answered 500), DELAY_MS (added to every /convert), MODE
+(converter | rates | echo), CALLS and the rest of callgraph.py; TLS_CERT, TLS_KEY (and TLS_CLIENT_CA) serve
+HTTPS (tls_from_env).
 """
 
 from __future__ import annotations
@@ -31,7 +33,6 @@ import sys
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 
-import aiohttp
 import callgraph  # beside this file: `python app.py` puts its folder on sys.path
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
@@ -39,8 +40,8 @@ from aiohttp.abc import AbstractAccessLogger
 #: Units of each currency per 1 EUR. Fixed, so a converted amount is the same on every version and every run.
 RATES: dict[str, float] = {"EUR": 1.0, "NOK": 11.70, "USD": 1.08, "GBP": 0.85, "SEK": 11.45, "DKK": 7.46}
 
-#: The app's client for CALLS: one pool of connections to its sidecar for all requests.
-SESSION = web.AppKey("session", aiohttp.ClientSession)
+#: The app's clients for CALLS: a pool of connections to its sidecar (per outbound socket) for all requests.
+SESSION = web.AppKey("session", callgraph.Sessions)
 #: MODE: the currency API, the fx-rates stand-in, or the stand-in for any other image (echo).
 MODES = ("converter", "rates", "echo")
 
@@ -99,6 +100,7 @@ class Settings:
     mode: str
     calls: callgraph.CallPlan | None = None
     tls: tuple[str, str, str] | None = None  # (certificate, key, client CA or "") files: serve HTTPS
+    socket: str | None = None  # SOCKET: listen on this Unix socket instead of host:port
 
     @property
     def version(self) -> str | None:
@@ -135,6 +137,7 @@ def settings_from_env(env: dict[str, str]) -> Settings:
         mode=mode,
         calls=callgraph.plan_from_env(env),
         tls=tls_from_env(env),
+        socket=env.get("SOCKET") or None,
     )
 
 
@@ -283,9 +286,11 @@ def make_app(settings: Settings) -> web.Application:
         response.headers["x-version"] = shown or ""  # on every answer, errors and 404s included
 
     async def client_session(app: web.Application) -> AsyncIterator[None]:
-        async with aiohttp.ClientSession() as session:
-            app[SESSION] = session
+        app[SESSION] = sessions = callgraph.Sessions()
+        try:
             yield
+        finally:
+            await sessions.close()
 
     app = web.Application()
     if settings.calls is not None:
@@ -323,16 +328,16 @@ def main() -> None:
     print(
         f"currency-converter {me.namespace}/{me.workload} {settings.version or '(no version)'} pod {me.pod} "
         f"({settings.mode}) "
-        f"on {settings.host}:{settings.port} "
+        f"on {settings.socket or f'{settings.host}:{settings.port}'} "
         f"FAIL_RATE={settings.fail_rate:g} DELAY_MS={settings.delay_ms:g}",
         flush=True,
     )
     # run_app stops cleanly on SIGTERM and SIGINT; a short shutdown timeout keeps `kubectl delete` and
     # `lab.down()` quick when a delayed request is still in flight.
+    where = {"path": settings.socket} if settings.socket else {"host": settings.host, "port": settings.port}
     web.run_app(
         make_app(settings),
-        host=settings.host,
-        port=settings.port,
+        **where,
         ssl_context=ssl_context(settings.tls),
         print=None,
         access_log_class=LineLogger,

@@ -8,9 +8,9 @@ back to whoever sent the first request.
 
 Calls leave through the workload's own sidecar. On kind, iptables makes that transparent: the app calls the
 URL. The local backend has no iptables, so it hands the app MESHLAB_OUTBOUND (JSON): ``{"via": {"<port>":
-<listener>}}``, the sidecar's outbound listener for each Service port (the Host header names the Service, as
-labkit/local/resolve.py sends), or, without a sidecar, ``{"endpoints": {"<host>:<port>": [<port>, ...]}}``,
-what kube-proxy would pick from.
+"<socket>"}}``, the Unix socket of the sidecar's outbound listener for each Service port (the Host header
+names the Service, as labkit/local/resolve.py sends), or, without a sidecar, ``{"endpoints": {"<host>:<port>":
+[<port>, ...]}}``, what kube-proxy would pick from.
 """
 
 from __future__ import annotations
@@ -58,23 +58,27 @@ MAX_TIMEOUT = 60.0
 class Outbound:
     """Where a call connects on the local backend (see the module docstring); empty: call the URL."""
 
-    via: dict[int, int] = field(default_factory=dict)
+    via: dict[int, str] = field(default_factory=dict)
     endpoints: dict[str, list[int]] = field(default_factory=dict)
 
-    def target(self, url: str) -> tuple[str, dict[str, str]] | None:
-        """The URL to connect to and the Host header that keeps the logical name; None: no such Service."""
+    def target(self, url: str) -> tuple[str, dict[str, str], str | None] | None:
+        """The URL to connect to, the Host header that keeps the logical name and the Unix socket to connect
+        through (None: TCP); None: no such Service."""
         parts = urlsplit(url)
         port = parts.port or 80
+        host = {"Host": parts.netloc}
         if self.via:
-            local = self.via.get(port, CLOSED_PORT)
+            if port in self.via:
+                return urlunsplit(("http", "localhost", parts.path, parts.query, "")), host, self.via[port]
+            local = CLOSED_PORT
         elif self.endpoints:
             choices = self.endpoints.get(f"{parts.hostname}:{port}")
             if choices is None:
                 return None
             local = random.choice(choices or [CLOSED_PORT])
         else:
-            return url, {}
-        return urlunsplit(("http", f"127.0.0.1:{local}", parts.path, parts.query, "")), {"Host": parts.netloc}
+            return url, {}, None
+        return urlunsplit(("http", f"127.0.0.1:{local}", parts.path, parts.query, "")), host, None
 
 
 @dataclass(frozen=True)
@@ -125,7 +129,7 @@ def _outbound(raw: str | None) -> Outbound:
     try:
         data = json.loads(raw) if raw else {}
         return Outbound(
-            via={int(k): int(v) for k, v in (data.get("via") or {}).items()},
+            via={int(k): str(v) for k, v in (data.get("via") or {}).items()},
             endpoints={str(k): [int(p) for p in v] for k, v in (data.get("endpoints") or {}).items()},
         )
     except (ValueError, TypeError, AttributeError):
@@ -136,9 +140,24 @@ def _invalid(name: str, value: str, fix: str) -> NoReturn:
     sys.exit(f"currency-converter: {name}={value!r} is invalid; {fix}")
 
 
-async def call_all(
-    plan: CallPlan, session: aiohttp.ClientSession, incoming: dict[str, str]
-) -> tuple[list[dict], bool]:
+class Sessions:
+    """The app's client pools: one over TCP, one per Unix socket it calls through (a sidecar's listener)."""
+
+    def __init__(self) -> None:
+        self._by_socket: dict[str | None, aiohttp.ClientSession] = {}
+
+    def get(self, socket: str | None) -> aiohttp.ClientSession:
+        if socket not in self._by_socket:
+            connector = aiohttp.UnixConnector(path=socket) if socket else aiohttp.TCPConnector()
+            self._by_socket[socket] = aiohttp.ClientSession(connector=connector)
+        return self._by_socket[socket]
+
+    async def close(self) -> None:
+        for session in self._by_socket.values():
+            await session.close()
+
+
+async def call_all(plan: CallPlan, session: Sessions, incoming: dict[str, str]) -> tuple[list[dict], bool]:
     """Make every call of ``plan`` for one incoming request; (each call's report, whether any failed)."""
     headers = {k: v for k, v in incoming.items() if k.lower() in plan.forward}
     if plan.parallel:
@@ -154,16 +173,17 @@ def _failed(report: dict) -> bool:
     return status is None or status >= 400
 
 
-async def _call(plan: CallPlan, session: aiohttp.ClientSession, url: str, headers: dict[str, str]) -> dict:
+async def _call(plan: CallPlan, sessions: Sessions, url: str, headers: dict[str, str]) -> dict:
     """One call: its URL, status and time, and who answered (the callee's own report, its calls included)."""
     started = time.monotonic()
     report: dict = {"url": url}
     resolved = plan.outbound.target(url)
     if resolved is None:
         return {**report, "status": None, "error": "no such Service (name resolution fails)", "ms": 0.0}
-    target, host = resolved
+    target, host, socket = resolved
     try:
         timeout = aiohttp.ClientTimeout(total=plan.timeout)
+        session = sessions.get(socket)
         async with session.get(target, headers={**headers, **host}, timeout=timeout) as response:
             raw = await response.read()
             report["status"] = response.status

@@ -194,7 +194,11 @@ class FakeApiServer:
                 "kind": "Pod",
                 "metadata": pod_meta,
                 "spec": copy.deepcopy(pod_spec),
-                "status": {"phase": "Running"},
+                # the pod network's address (kind's default podSubnet 10.244.0.0/16), one per pod
+                "status": {
+                    "phase": "Running",
+                    "podIP": f"10.244.{generation % 250}.{len(self.objects) % 250 + 2}",
+                },
             }
             self.put(pod)
             self._ready_at[object_path(pod)] = ready_at

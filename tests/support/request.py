@@ -1,22 +1,19 @@
 """One request through a local lab's path for a traffic source, read whole: what the tests of the local mesh
-look at beyond the load generator's outcome (the body and the response headers)."""
+look at beyond the load generator's outcome (the body and the response headers). The path may be a Unix
+socket (a sidecar's outbound listener): labkit.unixhttp connects either way."""
 
 from __future__ import annotations
 
-import urllib.error
-import urllib.request
-
-from labkit import lesson
-
-NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+from labkit import lesson, unixhttp
 
 
 def get(lab, url: str = lesson.URL, source: str = "client", headers: dict | None = None):
     """One request through ``source``'s path: (status, body, response headers)."""
     target, extra = lab.resolver(source)(url)
-    req = urllib.request.Request(target, headers={**(headers or {}), **extra})
+    conn, path = unixhttp.connect(target, timeout=5)
     try:
-        with NO_PROXY.open(req, timeout=5) as resp:
-            return resp.status, resp.read().decode(), resp.headers
-    except urllib.error.HTTPError as e:
-        return e.code, e.read().decode(), e.headers
+        conn.request("GET", path, headers={**(headers or {}), **extra})
+        resp = conn.getresponse()
+        return resp.status, resp.read().decode(), resp.headers
+    finally:
+        conn.close()
