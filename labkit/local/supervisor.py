@@ -156,8 +156,8 @@ class Supervisor:
         checks: dict[str, Callable[[], bool]] = {}
         for inst in topo.instances:
             checks[app_name(inst)] = functools.partial(envoy.http_ok, inst.url("/healthz"), timeout=0.5)
-            if "TLS_CERT" in inst.workload.env:  # HTTPS only (its manifest probes tcpSocket): it listens
-                checks[app_name(inst)] = functools.partial(_listening, inst.app_port)
+            if "TLS_CERT" in inst.workload.env and inst.app_port is not None:  # HTTPS only (no sidecar):
+                checks[app_name(inst)] = functools.partial(_listening, inst.app_port)  # it listens
         for proxy in topo.proxies.values():
             names = [lis["name"] for lis in configs[proxy.id].listeners]
             checks[envoy_name(proxy)] = functools.partial(envoy.ready, proxy, names)
