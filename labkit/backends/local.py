@@ -285,7 +285,7 @@ class LocalLab(Lab):
         if ports.assign(topo):
             ports.save(topo)
         configs = translate(istio, topo, self._mesh_settings())
-        self._procs.wait_applied(envoy.write_configs([(p, configs[p.id]) for p in topo.proxies.values()]))
+        self._procs.push(topo, configs)
 
     # --- observing -----------------------------------------------------------------------------------------
 

@@ -12,7 +12,6 @@ strips them before the app.
 from __future__ import annotations
 
 import re
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from labkit.local.authz import FILTERS, RBAC
@@ -33,6 +32,9 @@ FILE_LOG = "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAcce
 STATS_LOG = "type.googleapis.com/envoy.extensions.access_loggers.stats.v3.Config"
 NETWORK_INPUTS = "type.googleapis.com/envoy.extensions.matching.common_inputs.network.v3"
 STRING_VALUE = "type.googleapis.com/google.protobuf.StringValue"
+#: Where RDS and ECDS resources come from: the control plane's ADS stream (labkit/local/xds), as istiod's
+#: ``ConfigSource{ads: {}}`` (pilot/pkg/networking/core/listener.go, extension/wasmplugin.go).
+ADS = {"ads": {}, "resource_api_version": "V3"}
 #: ``EnvoyServerName`` (core/accesslog.go): the ``server`` header on every response the proxy sends.
 SERVER_NAME = "istio-envoy"
 #: Istio's default TEXT access-log format (``EnvoyTextLogFormat``), verbatim.
@@ -79,7 +81,9 @@ def access_logs(proxy: Proxy, log_file: bool, tags: dict[str, str]) -> list[dict
             "name": "envoy.access_loggers.stats",
             "typed_config": {
                 "@type": STATS_LOG,
-                "stats_scope": {"prefix": STATS_PREFIX},
+                # stat_prefix, deprecated in 1.40 for stats_scope.prefix (a log warning): the control plane
+                # sends protobuf built from xds-protos, whose newest release (1.85) predates stats_scope.
+                "stat_prefix": STATS_PREFIX,
                 "counters": [
                     {
                         "value_fixed": 1,
@@ -158,13 +162,13 @@ def _hcm(stat_prefix: str, filters: list[dict], logs: list[dict], **routing: Any
     )
 
 
-def rbac_filters(proxy: Proxy) -> list[dict]:
-    """The HCM's RBAC filters (DENY, then ALLOW), each configured by its ECDS file (authz.rbac_configs)."""
+def rbac_filters() -> list[dict]:
+    """The HCM's RBAC filters (DENY, then ALLOW), each configured over ECDS (authz.rbac_configs)."""
     return [
         {
             "name": name,
             "config_discovery": {
-                "config_source": _file_source(proxy, extension_file(proxy, name)),
+                "config_source": ADS,
                 "type_urls": [RBAC],
             },
         }
@@ -172,21 +176,9 @@ def rbac_filters(proxy: Proxy) -> list[dict]:
     ]
 
 
-def extension_file(proxy: Proxy, name: str) -> Path:
-    """Where an ECDS resource lives: beside the route files, in the directory watched for RDS."""
-    return proxy.route_file(f"ecds.{name}")
-
-
-def _file_source(proxy: Proxy, path: Path) -> dict:
-    return {
-        "resource_api_version": "V3",
-        "path_config_source": {"path": str(path), "watched_directory": {"path": str(proxy.rds_dir)}},
-    }
-
-
-def _rds(proxy: Proxy, name: str) -> dict:
-    """File-based RDS in its own watched directory: a weight change applies even on keep-alive connections."""
-    return {"route_config_name": name, "config_source": _file_source(proxy, proxy.route_file(name))}
+def _rds(name: str) -> dict:
+    """RDS over the control plane's ADS stream: a weight change applies even on keep-alive connections."""
+    return {"route_config_name": name, "config_source": ADS}
 
 
 def _address(port: int) -> dict:
@@ -199,7 +191,7 @@ def outbound_listener(proxy: Proxy, port: int, log_file: bool) -> dict:
         f"outbound_0.0.0.0_{port};",
         [],
         access_logs(proxy, log_file, source_tags(proxy)),
-        rds=_rds(proxy, str(port)),
+        rds=_rds(str(port)),
     )
     return {
         "@type": LISTENER,
@@ -215,9 +207,9 @@ def gateway_listener(proxy: Proxy, server_port: int, target: int, log_file: bool
     (``resolvePorts``: the listener is on the ingress Service's targetPort) and the HCM's RBAC filters."""
     hcm = _hcm(
         f"outbound_0.0.0.0_{target};",
-        rbac_filters(proxy),
+        rbac_filters(),
         access_logs(proxy, log_file, source_tags(proxy)),
-        rds=_rds(proxy, f"http.{target}"),
+        rds=_rds(f"http.{target}"),
         use_remote_address=True,
     )
     return {
@@ -303,9 +295,9 @@ def _inbound_chain(proxy: Proxy, port: int, name: str, mtls: bool, service: str,
     security = "mutual_tls" if mtls else "none"
     hcm = _hcm(
         f"inbound_0.0.0.0_{port};",
-        [source, *rbac_filters(proxy)],
+        [source, *rbac_filters()],
         access_logs(proxy, log_file, destination_tags(proxy, service, security)),
-        rds=_rds(proxy, f"inbound|{port}||"),
+        rds=_rds(f"inbound|{port}||"),
         forward_client_cert_details="APPEND_FORWARD",
         set_current_client_cert_details={"subject": True, "dns": True, "uri": True},
     )

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
 
 class Ports:
-    """Every port of the topology by what it is for (``app/<ns>/<instance>``, ``admin/<proxy>``,
+    """Every port of the topology by what it is for (``istiod``, ``app/<ns>/<instance>``, ``admin/<proxy>``,
     ``inbound/<proxy>/<target port>``, ``outbound/<proxy>/<port>``, ``gateway/<proxy>/<port>``), persisted
     in ``ports.json``: a new kernel finds the same lab, and adding a workload, a ServiceEntry or a Gateway
     gives only the new things new ports, so nothing else restarts and the ingress URL stays."""
@@ -58,7 +58,7 @@ class Ports:
 
 def _slots(topo: Topology) -> dict[str, Callable[[int], None]]:
     """Every port of ``topo`` by key, as a setter for it."""
-    slots: dict[str, Callable[[int], None]] = {}
+    slots: dict[str, Callable[[int], None]] = {"istiod": functools.partial(setattr, topo, "istiod_port")}
     for inst in topo.instances:
         slots[f"app/{inst.workload.namespace}/{inst.name}"] = functools.partial(setattr, inst, "app_port")
     for proxy in topo.proxies.values():

@@ -1,9 +1,10 @@
-"""Process supervision for the local lab: what should run for a topology (an app process per instance, an
-Envoy per proxy), keeping what runs as wanted and restarting the rest, and waiting until everything is ready.
+"""Process supervision for the local lab: what should run for a topology (the control plane, an app process
+per instance, an Envoy per proxy), keeping what runs as wanted and restarting the rest, and waiting until
+everything is ready and every proxy ACKed its config.
 
-Every process is known by a name (``app.<ns>.<instance>``, ``envoy.<proxy id>``) that also names its pidfile
-and its log, and by a spec (a fingerprint of its command, environment and bootstrap): a running process whose
-wanted spec changed is restarted, any other is kept.
+Every process is known by a name (``istiod``, ``app.<ns>.<instance>``, ``envoy.<proxy id>``) that also names
+its pidfile and its log, and by a spec (a fingerprint of its command, environment and bootstrap): a running
+process whose wanted spec changed is restarted, any other is kept.
 """
 
 from __future__ import annotations
@@ -11,9 +12,12 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import os
+import signal
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
 import yaml
@@ -23,6 +27,7 @@ from labkit.errors import LabError
 from labkit.files import write_atomic
 from labkit.local import downward, envoy, processes, standin, telemetry
 from labkit.local.ports import check_free
+from labkit.local.xds import snapshot, sync
 from labkit.state import safe_name
 
 if TYPE_CHECKING:
@@ -32,6 +37,8 @@ if TYPE_CHECKING:
 
 #: How long up() waits for every process to become ready (generous: CI machines are slow and shared).
 READY_TIMEOUT = 30.0
+#: The control plane's process name (pidfile, log, ``lab.status()``).
+ISTIOD = "istiod"
 
 
 class Wanted(NamedTuple):
@@ -55,8 +62,8 @@ def _spec(argv: list[str], env: dict[str, str], extra: str = "") -> str:
     return hashlib.sha256(json.dumps([argv, sorted(env.items()), extra]).encode()).hexdigest()[:16]
 
 
-def _bootstrap_text(proxy: Proxy) -> str:
-    return yaml.safe_dump(envoy.bootstrap(proxy), sort_keys=False)
+def _bootstrap_text(proxy: Proxy, xds_port: int) -> str:
+    return yaml.safe_dump(envoy.bootstrap(proxy, xds_port), sort_keys=False)
 
 
 def _ports_of(proxy: Proxy) -> list[int]:
@@ -68,11 +75,12 @@ def _ports_of(proxy: Proxy) -> list[int]:
     ]
 
 
-def wanted(topo: Topology) -> dict[str, Wanted]:
-    """Every process the lab runs, by name: the app instances (with the pod identity the kubelet would give
-    them, see downward.py) and one Envoy per proxy."""
+def wanted(topo: Topology, root: Path) -> dict[str, Wanted]:
+    """Every process the lab runs, by name: the control plane, the app instances (with the pod identity the
+    kubelet would give them, see downward.py) and one Envoy per proxy."""
     app = str(paths.SERVICE_DIR / "app.py")
-    out: dict[str, Wanted] = {}
+    istiod = [sys.executable, "-m", "labkit.local.xds.istiod", str(root), str(topo.istiod_port)]
+    out: dict[str, Wanted] = {ISTIOD: Wanted(istiod, {}, [topo.istiod_port], _spec(istiod, {}))}
     for inst in topo.instances:
         env = downward.environment(inst)
         env.update(standin.environment(topo, inst))
@@ -81,7 +89,8 @@ def wanted(topo: Topology) -> dict[str, Wanted]:
         out[app_name(inst)] = Wanted(argv, env, [inst.app_port], _spec(argv, env))
     for proxy in topo.proxies.values():
         argv = envoy.command(proxy, proxy.bootstrap_file)
-        out[envoy_name(proxy)] = Wanted(argv, {}, _ports_of(proxy), _spec(argv, {}, _bootstrap_text(proxy)))
+        boot = _bootstrap_text(proxy, topo.istiod_port)
+        out[envoy_name(proxy)] = Wanted(argv, {}, _ports_of(proxy), _spec(argv, {}, boot))
     return out
 
 
@@ -100,7 +109,7 @@ class Supervisor:
 
     def to_start(self, topo: Topology, restart: set[str]) -> dict[str, Wanted]:
         """The wanted processes not running as wanted (dead, outdated, or named in ``restart``)."""
-        want = wanted(topo)
+        want = wanted(topo, self.state.root)
         keep = {
             r.name
             for r in self.records()
@@ -113,18 +122,21 @@ class Supervisor:
 
     def reconcile(self, topo: Topology, configs: dict[str, ProxyConfig], restart: set[str]) -> None:
         """Keep what runs as wanted; stop the dead, the outdated, the unknown and those in ``restart``; write
-        every proxy's bootstrap and xDS files; start the rest; return once all are ready and applied."""
+        every proxy's bootstrap and the control plane's snapshot; start the rest (istiod first, so Envoys
+        find it); return once all are ready and every proxy ACKed its config."""
         start = self.to_start(topo, restart)
-        want = wanted(topo)
+        want = wanted(topo, self.state.root)
         processes.stop(
             [r for r in self.records() if r.name in start or r.name not in want], self.state.run_dir
         )
         check_free({port: name for name, w in start.items() for port in w.ports}, self.state.ports)
         proxies = list(topo.proxies.values())
         for proxy in proxies:
-            write_atomic(proxy.bootstrap_file, _bootstrap_text(proxy))
-        written = envoy.write_configs([(p, configs[p.id]) for p in proxies])
-        for name, w in start.items():
+            write_atomic(proxy.bootstrap_file, _bootstrap_text(proxy, topo.istiod_port))
+        snap = snapshot.build(proxies, configs)
+        changed = sync.publish(self.state.root, snap)
+        for name in sorted(start, key=lambda n: n != ISTIOD):
+            w = start[name]
             processes.start(
                 name,
                 w.argv,
@@ -134,19 +146,65 @@ class Supervisor:
                 cwd=paths.ROOT,
                 spec=w.spec,
             )
+            if name == ISTIOD:
+                self._wait_loaded(snap, signal_it=False)
+        if ISTIOD not in start and changed:
+            self._wait_loaded(snap, signal_it=True)
         self.wait_ready(topo, configs)
-        self.wait_applied(written)
+        sync.wait_acked(self.state.root, snap, list(snap["nodes"]))
+        self._wait_settled(proxies)
 
-    def wait_applied(self, written: list[envoy.Written]) -> None:
-        """Return once every Envoy runs the files just written, so the next request sees the change."""
-        rejected = envoy.wait_applied(written)
-        if rejected:
-            files = ", ".join(str(w.path) for w in rejected)
-            proxies = {w.proxy.id: w.proxy for w in rejected}.values()
-            tails = "".join(self.log_tail(envoy_name(p)) for p in proxies)
-            raise LabError(
-                f"Envoy did not apply {files} (rejected, see its log); this is a labkit bug.{tails}"
-            )
+    def push(self, topo: Topology, configs: dict[str, ProxyConfig]) -> None:
+        """Serve new ``configs`` (no process restarts): publish, tell istiod, return once every proxy whose
+        config changed ACKed it and none of its listeners warms or drains."""
+        old = self.snapshot()
+        snap = snapshot.build(list(topo.proxies.values()), configs)
+        if not sync.publish(self.state.root, snap):
+            return
+        self._wait_loaded(snap, signal_it=True)
+        nodes = sync.changed_nodes(old, snap)
+        sync.wait_acked(self.state.root, snap, nodes)
+        relisten = set(sync.changed_nodes(old, snap, snapshot.LISTENER))
+        self._wait_settled([p for p in topo.proxies.values() if snapshot.node_id(p) in relisten])
+
+    def snapshot(self) -> dict | None:
+        """The snapshot istiod serves (None before the first up())."""
+        try:
+            return json.loads(snapshot.snapshot_file(self.state.root).read_text())
+        except (OSError, ValueError):
+            return None
+
+    def _wait_loaded(self, snap: dict, signal_it: bool) -> None:
+        """Wait until istiod runs with ``snap`` loaded (SIGHUP it first when ``signal_it``)."""
+        rec = processes.record(self.state.run_dir, ISTIOD)
+        if rec is None or not processes.is_alive(rec):
+            raise LabError(f"{ISTIOD} is not running; lab.up() restarts it.{self.log_tail(ISTIOD)}")
+        if signal_it:
+            os.kill(rec.pid, signal.SIGHUP)
+        deadline = time.monotonic() + READY_TIMEOUT
+        while not sync.loaded(self.state.root, rec.pid, snap):
+            state = sync.read(self.state.root)
+            if state.get("pid") == rec.pid and state.get("error"):
+                raise LabError(f"{ISTIOD} refused the new config: {state['error']}")
+            if not processes.is_alive(rec):
+                raise LabError(f"{ISTIOD} exited while starting.{self.log_tail(ISTIOD)}")
+            if time.monotonic() > deadline:
+                raise LabError(
+                    f"{ISTIOD} did not load {snapshot.snapshot_file(self.state.root)} "
+                    f"within {READY_TIMEOUT:.0f} s.{self.log_tail(ISTIOD)}"
+                )
+            time.sleep(0.005)
+
+    def _wait_settled(self, proxies: list[Proxy]) -> None:
+        deadline = time.monotonic() + READY_TIMEOUT
+        pending = list(proxies)
+        while pending:
+            pending = [p for p in pending if not envoy.settled(p)]
+            if pending and time.monotonic() > deadline:
+                names = ", ".join(envoy_name(p) for p in pending)
+                raise LabError(f"listeners still warming or draining after {READY_TIMEOUT:.0f} s: {names}")
+            if pending:
+                time.sleep(0.01)
 
     def wait_ready(self, topo: Topology, configs: dict[str, ProxyConfig]) -> None:
         """Poll until every app answers /healthz and every Envoy is LIVE with its listeners bound."""

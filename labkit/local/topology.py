@@ -145,6 +145,7 @@ class Topology:
     instances: list[Instance]
     proxies: dict[str, Proxy]  # every sidecar and the gateway, by id
     gateway: Proxy
+    istiod_port: int = 0  # the control plane's ADS port (labkit/local/xds)
 
     @property
     def sidecars(self) -> list[Proxy]:
