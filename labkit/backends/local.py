@@ -28,16 +28,18 @@ from labkit.local import capacity, envoy, podfields, proxyview, resolve, telemet
 from labkit.local.ca import LocalCA
 from labkit.local.httproute import with_status
 from labkit.local.ports import Ports
-from labkit.local.supervisor import Supervisor, app_name, envoy_name
+from labkit.local.supervisor import ISTIOD, Supervisor, app_name, envoy_name
 from labkit.local.supported import SCHEMAS, check_supported
 from labkit.local.topology import KUBE_KINDS, Topology, build_topology, ensure_gateway_port
 from labkit.local.translate import ProxyConfig, ensure_ports, route_status, translate
+from labkit.local.xds import sync
+from labkit.local.xds.sync import SyncError
 from labkit.manifests import Resource
 from labkit.mesh import MeshSettings, load_mesh_settings
 from labkit.meshmodel import is_istio
 from labkit.scenario import NAMESPACE, SERVICE
 from labkit.state import LocalState
-from labkit.status import Change, Status, WorkloadStatus
+from labkit.status import Change, ProxyStatus, Status, WorkloadStatus
 
 if TYPE_CHECKING:
     from labkit.local.topology import Proxy
@@ -260,8 +262,7 @@ class LocalLab(Lab):
                     self.up()
                     raise
             else:
-                self._write_config(new_applied)  # translate first: a failure leaves the saved set untouched
-                self._save_applied(new_applied)
+                self._push(new_applied)
         return changes
 
     def _delete(self, resources: list[Resource]) -> list[Change]:
@@ -273,9 +274,19 @@ class LocalLab(Lab):
             for res in resources:
                 found = applied.pop(res.key, None) is not None
                 changes.append(Change(res.kind, res.namespace, res.name, "deleted" if found else "not found"))
-            self._write_config(list(applied.values()))
-            self._save_applied(list(applied.values()))
+            self._push(list(applied.values()))
         return changes
+
+    def _push(self, applied: list[Resource]) -> None:
+        """Translate and serve ``applied``, then save it. A translation error leaves the saved set untouched;
+        a proxy's NACK does not: istiod serves the change (as kubectl accepts an object Envoy then rejects),
+        so the saved set says what the control plane serves and the next apply is compared with it."""
+        try:
+            self._write_config(applied)
+        except SyncError:
+            self._save_applied(applied)
+            raise
+        self._save_applied(applied)
 
     def _write_config(self, applied: list[Resource]) -> None:
         topo = self._require_up()
@@ -302,6 +313,14 @@ class LocalLab(Lab):
                 rec = recs.get(name)
                 what = f"process {rec.pid} is not running" if rec else "was never started"
                 problems.append(f"{name}: {what} (log: {self.files.log(name)}); lab.up() restarts it")
+        if ISTIOD not in alive:
+            rec = recs.get(ISTIOD)
+            what = f"process {rec.pid} is not running" if rec else "was never started"
+            problems.append(
+                f"{ISTIOD} (the control plane): {what} (log: {self.files.log(ISTIOD)}); the proxies keep "
+                "serving "
+                "their last config but no change reaches them; lab.up() restarts it"
+            )
         workloads = []
         for wl in topo.workloads:
             insts = [i for i in topo.instances if i.workload is wl]
@@ -386,6 +405,12 @@ class LocalLab(Lab):
         """What ``workload``'s Envoy runs (routes, clusters, listeners, endpoints, secrets), from its admin
         API; see proxyview.py for the shapes."""
         return proxyview.proxy_config(self._proxy(workload), what)
+
+    def proxy_status(self) -> list[ProxyStatus]:
+        """Each proxy's sync state with the lab's istiod (labkit/local/xds/sync.py), like ``istioctl
+        proxy-status``."""
+        self._require_up()
+        return sync.status(self.state, self._procs.snapshot())
 
     def proxy_stats(self, workload: str, contains: str = "") -> dict[str, int]:
         """``workload``'s Envoy counters whose names contain ``contains``, from its admin ``/stats``."""

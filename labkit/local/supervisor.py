@@ -163,7 +163,7 @@ class Supervisor:
             return
         self._wait_loaded(snap, signal_it=True)
         nodes = sync.changed_nodes(old, snap)
-        sync.wait_acked(self.state.root, snap, nodes)
+        sync.wait_acked(self.state.root, snap, nodes, old)
         relisten = set(sync.changed_nodes(old, snap, snapshot.LISTENER))
         self._wait_settled([p for p in topo.proxies.values() if snapshot.node_id(p) in relisten])
 

@@ -51,7 +51,8 @@ class Control:
             self.error = f"cannot read {snapshot.snapshot_file(self.state_root)}: {err}"
             self.changed()
             return
-        served, names = {}, {}
+        served: dict[str, dict[str, tuple[str, list[Any]]]] = {}
+        names: dict[str, dict[str, list[str]]] = {}
         try:
             for node, data in snap["nodes"].items():
                 old = self.served.get(node, {})

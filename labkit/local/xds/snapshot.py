@@ -103,7 +103,7 @@ def version(items: list[dict[str, Any]]) -> str:
 def build(proxies: list[Proxy], configs: dict[str, ProxyConfig]) -> dict[str, Any]:
     """The snapshot: ``{"version", "nodes": {node id: {"proxy", "metadata", "types": {type URL: {"version",
     "resources"}}}}}``; ``version`` changes whenever any proxy's config does."""
-    nodes = {}
+    nodes: dict[str, dict[str, Any]] = {}
     for proxy in proxies:
         types = {
             url: {"version": version(items), "resources": items}

@@ -5,34 +5,20 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from labkit.errors import LabError
 from labkit.files import write_atomic
 from labkit.local.xds import snapshot
+from labkit.status import ProxyStatus
 
 #: How long apply waits for every affected proxy's ACK (100 proxies ACK in well under a second).
 ACK_TIMEOUT = 10.0
-#: The types ``proxy-status`` shows, in istioctl's column order.
-COLUMNS = ("CDS", "LDS", "EDS", "RDS", "ECDS")
 
 
 class SyncError(LabError):
     """A proxy NACKed the new config, or did not ACK it in time."""
-
-
-@dataclass(frozen=True)
-class ProxySync:
-    """One row of ``proxy-status``: the proxy, and per xDS type SYNCED / STALE / NACK / NOT SENT."""
-
-    proxy: str
-    node: str
-    connected: bool
-    types: dict[str, str]
-    version: str
-    errors: dict[str, str]  # type -> Envoy's error_detail of a NACK
 
 
 def publish(state_root: Path, snap: dict[str, Any]) -> bool:
@@ -73,8 +59,10 @@ def changed_nodes(old: dict[str, Any] | None, new: dict[str, Any], only: str = "
     ]
 
 
-def pending(sync: dict[str, Any], snap: dict[str, Any], nodes: list[str]) -> tuple[list[str], list[str]]:
-    """(proxies not yet in sync, NACK descriptions) for ``nodes`` of ``snap``."""
+def pending(
+    sync: dict[str, Any], snap: dict[str, Any], nodes: list[str], old: dict[str, Any] | None = None
+) -> tuple[list[str], list[str]]:
+    """(proxies not yet in sync, NACK descriptions naming the resources that changed since ``old``)."""
     waiting, nacks = [], []
     for node in nodes:
         want = snapshot.expected(snap["nodes"][node])
@@ -84,25 +72,42 @@ def pending(sync: dict[str, Any], snap: dict[str, Any], nodes: list[str]) -> tup
             status = have.get(short, {})
             nack = status.get("nack")
             if nack and nack.get("version") == version:
-                nacks.append(_nack_text(snap["nodes"][node]["proxy"], short, nack["error"]))
+                names = _changed(old, snap, node, url)
+                what = f" of {', '.join(names)}" if names else ""
+                nacks.append(
+                    f"{snap['nodes'][node]['proxy']} rejected its {short} update{what} (NACK): "
+                    f"{nack['error'].strip()}"
+                )
             elif status.get("acked") != version:
                 waiting.append(snap["nodes"][node]["proxy"])
                 break
     return sorted(set(waiting)), nacks
 
 
-def _nack_text(proxy: str, short: str, error: str) -> str:
-    return f"{proxy} rejected its {short} update (NACK): {error.strip()}"
+def _changed(old: dict[str, Any] | None, snap: dict[str, Any], node: str, url: str) -> list[str]:
+    """The names of ``node``'s resources of type ``url`` that differ from ``old``'s (or are new)."""
+    before = (old or {}).get("nodes", {}).get(node, {}).get("types", {}).get(url, {}).get("resources", [])
+    was = {_name(r): r for r in before}
+    now = snap["nodes"][node]["types"][url]["resources"]
+    return [repr(_name(r)) for r in now if was.get(_name(r)) != r]
+
+
+def _name(resource: dict[str, Any]) -> str:
+    return resource.get("name") or resource.get("cluster_name") or "?"
 
 
 def wait_acked(
-    state_root: Path, snap: dict[str, Any], nodes: list[str], timeout: float = ACK_TIMEOUT
+    state_root: Path,
+    snap: dict[str, Any],
+    nodes: list[str],
+    old: dict[str, Any] | None = None,
+    timeout: float = ACK_TIMEOUT,
 ) -> None:
     """Return once each of ``nodes`` ACKed its version of ``snap``; SyncError naming every proxy that NACKed
     (with Envoy's message) or did not answer within ``timeout``."""
     deadline = time.monotonic() + timeout
     while True:
-        waiting, nacks = pending(read(state_root), snap, nodes)
+        waiting, nacks = pending(read(state_root), snap, nodes, old)
         if not waiting and not nacks:
             return
         if nacks and not waiting or time.monotonic() > deadline:
@@ -123,7 +128,7 @@ def wait_acked(
     )
 
 
-def status(state_root: Path, snap: dict[str, Any] | None) -> list[ProxySync]:
+def status(state_root: Path, snap: dict[str, Any] | None) -> list[ProxyStatus]:
     """Every proxy of ``snap`` with each type SYNCED (ACKed what was sent), STALE (sent, not ACKed yet, or
     not sent the newest), NACK (rejected the newest), or NOT SENT (nothing of that type for it)."""
     if snap is None:
@@ -147,8 +152,6 @@ def status(state_root: Path, snap: dict[str, Any] | None) -> list[ProxySync]:
             else:
                 types[short] = "STALE"
         rows.append(
-            ProxySync(
-                data["proxy"], node, bool(have.get("connected")), types, snapshot.version([want]), errors
-            )
+            ProxyStatus(data["proxy"], types, snapshot.version([want]), bool(have.get("connected")), errors)
         )
     return rows
