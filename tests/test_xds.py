@@ -9,6 +9,7 @@ import copy
 import json
 import os
 import signal
+import socket
 import threading
 import time
 from collections import Counter
@@ -148,3 +149,28 @@ def test_envoy_admin_reports_the_versions_istiod_sent(lab):
     proxy = lab._proxy("client")
     stats = envoy.admin_get(proxy.admin_port, "/stats?filter=rds.*version_text")
     assert want in stats
+
+
+def test_the_ingress_port_stays_the_labs_while_no_gateway_listens_on_it(lab):
+    port = int(lab.status().ingress_url.rsplit(":", 1)[1])
+    with socket.socket() as other, pytest.raises(OSError, match="in use"):
+        other.bind(("127.0.0.1", port))  # another lab, another program: refused
+    with socket.socket() as caller, pytest.raises(ConnectionRefusedError):
+        caller.connect(("127.0.0.1", port))  # no listener yet: refused, as on a fresh port
+    gateway = MESH / "gateway-currency-converter.yaml"
+    ingress_vs = MESH / "virtual-service-currency-converter-ingress.yaml"
+    lab.apply(gateway)
+    lab.apply(ingress_vs)
+    try:
+        served = lab.send(
+            f"{lab.status().ingress_url}/convert?from=NOK&to=EUR&amount=1",
+            n=10,
+            source="ingress",
+            progress=False,
+        )
+        assert served.codes() == {200: 10}  # Envoy's listener binds beside istiod's placeholder
+    finally:
+        lab.delete(ingress_vs)
+        lab.delete(gateway)
+    with socket.socket() as other, pytest.raises(OSError, match="in use"):
+        other.bind(("127.0.0.1", port))

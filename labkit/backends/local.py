@@ -321,6 +321,8 @@ class LocalLab(Lab):
                 "serving "
                 "their last config but no change reaches them; lab.up() restarts it"
             )
+        elif error := sync.read(self.state).get("error"):
+            problems.append(f"{ISTIOD}: {error}")
         workloads = []
         for wl in topo.workloads:
             insts = [i for i in topo.instances if i.workload is wl]

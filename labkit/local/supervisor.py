@@ -129,7 +129,10 @@ class Supervisor:
         processes.stop(
             [r for r in self.records() if r.name in start or r.name not in want], self.state.run_dir
         )
-        check_free({port: name for name, w in start.items() for port in w.ports}, self.state.ports)
+        # the running istiod holds the listener ports (snapshot.held_ports): ours, not a clash
+        held = set((self.snapshot() or {}).get("hold", [])) if ISTIOD not in start else set()
+        needed = {port: name for name, w in start.items() for port in w.ports if port not in held}
+        check_free(needed, self.state.ports)
         proxies = list(topo.proxies.values())
         for proxy in proxies:
             write_atomic(proxy.bootstrap_file, _bootstrap_text(proxy, topo.istiod_port))

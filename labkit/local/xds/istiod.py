@@ -16,6 +16,7 @@ import itertools
 import json
 import os
 import signal
+import socket
 import sys
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,7 @@ class Control:
         self.sync: dict[str, dict[str, Any]] = {}
         self._flush: asyncio.TimerHandle | None = None
         self.error = ""
+        self.held: dict[int, socket.socket] = {}
 
     def load(self) -> None:
         """Read the snapshot; convert only the types whose version changed; push to every stream."""
@@ -73,9 +75,26 @@ class Control:
             self.changed()
             return
         self.served, self.names, self.version, self.error = served, names, snap["version"], ""
+        self.hold(set(snap.get("hold", [])))
         for stream in list(self.streams.values()):
             stream.push()
         self.changed()
+
+    def hold(self, ports: set[int]) -> None:
+        """Keep exactly ``ports`` bound without listen() and with SO_REUSEPORT: a connection is refused, as
+        when nothing binds the port, another program cannot bind it, and Envoy's listener (reuse_port) can."""
+        for port in set(self.held) - ports:
+            self.held.pop(port).close()
+        for port in sorted(ports - set(self.held)):
+            sock = socket.socket()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError as err:
+                sock.close()
+                self.error = f"cannot hold port 127.0.0.1:{port} for the lab: {err}"
+                continue
+            self.held[port] = sock
 
     def changed(self) -> None:
         """Write sync.json soon (once for a burst of ACKs)."""

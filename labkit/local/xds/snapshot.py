@@ -74,7 +74,9 @@ def node_metadata(proxy: Proxy) -> dict[str, Any]:
 def resources(config: ProxyConfig) -> dict[str, list[dict[str, Any]]]:
     """The proxy's resources by type URL: outbound STATIC clusters split into an EDS cluster plus its
     ``ClusterLoadAssignment``, ECDS configs wrapped as ``TypedExtensionConfig``."""
-    clusters, endpoints = [], []
+    clusters, endpoints, listeners = [], [], []
+    for listener in config.listeners:  # bind beside istiod's placeholder socket (held_ports)
+        listeners.append({**listener, "enable_reuse_port": True} if "address" in listener else listener)
     for cluster in config.clusters:
         if cluster["name"].startswith("outbound|") and "load_assignment" in cluster:
             cluster = copy.copy(cluster)
@@ -90,7 +92,7 @@ def resources(config: ProxyConfig) -> dict[str, list[dict[str, Any]]]:
     return {
         CLUSTER: clusters,
         ENDPOINT: endpoints,
-        LISTENER: config.listeners,
+        LISTENER: listeners,
         ROUTE: config.routes,
         EXTENSION: extensions,
     }
@@ -111,7 +113,20 @@ def build(proxies: list[Proxy], configs: dict[str, ProxyConfig]) -> dict[str, An
         }
         nodes[node_id(proxy)] = {"proxy": proxy.id, "types": types}
     digest = {n: {u: t["version"] for u, t in v["types"].items()} for n, v in nodes.items()}
-    return {"version": version([digest]), "nodes": nodes}
+    return {"version": version([digest]), "nodes": nodes, "hold": held_ports(proxies)}
+
+
+def held_ports(proxies: list[Proxy]) -> list[int]:
+    """Every listener port the lab allocated: istiod keeps each bound (not listening, SO_REUSEPORT), so no
+    other program takes one while no listener holds it yet, say the ingress port before any Gateway."""
+    return sorted(
+        {
+            port
+            for p in proxies
+            for ports in (p.inbound_ports, p.outbound_ports, p.gateway_ports)
+            for port in ports.values()
+        }
+    )
 
 
 def expected(node: dict[str, Any]) -> dict[str, str]:
