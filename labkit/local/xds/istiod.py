@@ -53,6 +53,7 @@ class Control:
             self.error = f"cannot read {snapshot.snapshot_file(self.state_root)}: {err}"
             self.changed()
             return
+        cache: dict[str, Any] = {}  # replicas of one workload share most resources: convert each once
         served: dict[str, dict[str, tuple[str, list[Any]]]] = {}
         names: dict[str, dict[str, list[str]]] = {}
         try:
@@ -63,10 +64,8 @@ class Control:
                     if url in old and old[url][0] == typed["version"]:
                         served[node][url] = old[url]
                     else:
-                        anys = [
-                            proto.to_any(r, f"{data['proxy']} {snapshot.SHORT[url]}")
-                            for r in typed["resources"]
-                        ]
+                        where = f"{data['proxy']} {snapshot.SHORT[url]}"
+                        anys = [self.convert(r, where, cache) for r in typed["resources"]]
                         served[node][url] = (typed["version"], anys)
                     names[node][url] = [_name(r) for r in typed["resources"]]
                 self.sync.setdefault(node, {"proxy": data["proxy"], "connected": False, "types": {}})
@@ -79,6 +78,13 @@ class Control:
         for stream in list(self.streams.values()):
             stream.push()
         self.changed()
+
+    @staticmethod
+    def convert(resource: dict[str, Any], where: str, cache: dict[str, Any]) -> Any:
+        key = json.dumps(resource, separators=(",", ":"))
+        if key not in cache:
+            cache[key] = proto.to_any(resource, where)
+        return cache[key]
 
     def hold(self, ports: set[int]) -> None:
         """Keep exactly ``ports`` bound without listen() and with SO_REUSEPORT: a connection is refused, as
