@@ -11,6 +11,7 @@ kernels applying at once both land. Who sends and how a request finds its way: r
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import itertools
 import json
@@ -27,7 +28,7 @@ from labkit.lab import Lab, show
 from labkit.local import capacity, envoy, podfields, proxyview, resolve, telemetry
 from labkit.local.ca import LocalCA
 from labkit.local.httproute import with_status
-from labkit.local.ports import Ports
+from labkit.local.ports import Ports, release
 from labkit.local.supervisor import ISTIOD, Supervisor, app_name, envoy_name
 from labkit.local.supported import SCHEMAS, check_supported
 from labkit.local.topology import KUBE_KINDS, Topology, build_topology, ensure_gateway_port
@@ -138,6 +139,7 @@ class LocalLab(Lab):
             if added:
                 with self.files.lock():
                     ports.save(topo)
+                release()  # nothing starts here: the next up() or apply binds them
             self._topo, self._topo_stamp = topo, self._stamp()
         return self._topo
 
@@ -152,13 +154,14 @@ class LocalLab(Lab):
         """Start (or reattach to, or repair) the lab. A lab that cannot run here is refused before anything
         starts; on a failure while starting, everything stops and the error is raised."""
         with self.files.lock():
-            applied = self._applied()
-            plan = self._plan(applied)
             try:
+                plan = self._plan(applied=self._applied())
                 self._run(plan)
             except BaseException:
                 self._procs.stop_all()
                 raise
+            finally:
+                release()  # new ports are istiod's to hold now (ports.Ports._free)
         return self.status()
 
     def _plan(self, applied: list[Resource]) -> _Plan:
@@ -234,8 +237,14 @@ class LocalLab(Lab):
                 show(ignored)
 
     def _apply(self, resources: list[Resource]) -> list[Change]:
-        """Istio objects change Envoy config live (file xDS, no restart); an edited Deployment restarts its
+        """Istio objects change Envoy config live (over xDS, no restart); an edited Deployment restarts its
         processes. On any error nothing changes; a topology this machine cannot run is refused first."""
+        try:
+            return self._apply_locked(resources)
+        finally:
+            release()  # ports allocated for the change are istiod's to hold now (or nothing started)
+
+    def _apply_locked(self, resources: list[Resource]) -> list[Change]:
         self._require_up()
         with self.files.lock():  # read-modify-write of the applied state: one kernel at a time
             applied = self._applied()
@@ -412,7 +421,10 @@ class LocalLab(Lab):
         """Each proxy's sync state with the lab's istiod (labkit/local/xds/sync.py), like ``istioctl
         proxy-status``."""
         self._require_up()
-        return sync.status(self.state, self._procs.snapshot())
+        rows = sync.status(self.state, self._procs.snapshot())
+        if ISTIOD not in self._procs.alive():  # what it last wrote is no news: nobody is connected now
+            rows = [dataclasses.replace(r, connected=False) for r in rows]
+        return rows
 
     def proxy_stats(self, workload: str, contains: str = "") -> dict[str, int]:
         """``workload``'s Envoy counters whose names contain ``contains``, from its admin ``/stats``."""

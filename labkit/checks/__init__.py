@@ -34,6 +34,7 @@ from labkit.checks.lifecycle import (
     lab_is_down,
     lab_is_up,
     preflight,
+    proxies_synced,
     sidecars_injected,
     versions_running,
 )
@@ -92,6 +93,7 @@ __all__ = [
     "passed",
     "peer_identity",
     "preflight",
+    "proxies_synced",
     "refused",
     "rollout_promoted",
     "rollout_rolled_back",

@@ -25,7 +25,7 @@ import yaml
 from labkit import paths
 from labkit.errors import LabError
 from labkit.files import write_atomic
-from labkit.local import downward, envoy, processes, standin, telemetry
+from labkit.local import downward, envoy, ports, processes, standin, telemetry
 from labkit.local.ports import check_free
 from labkit.local.xds import snapshot, sync
 from labkit.state import safe_name
@@ -138,24 +138,29 @@ class Supervisor:
             write_atomic(proxy.bootstrap_file, _bootstrap_text(proxy, topo.istiod_port))
         snap = snapshot.build(proxies, configs)
         changed = sync.publish(self.state.root, snap)
-        for name in sorted(start, key=lambda n: n != ISTIOD):
-            w = start[name]
-            processes.start(
-                name,
-                w.argv,
-                pid_dir=self.state.run_dir,
-                log_file=self.state.log(name),
-                env=w.env,
-                cwd=paths.ROOT,
-                spec=w.spec,
-            )
-            if name == ISTIOD:
-                self._wait_loaded(snap, signal_it=False)
-        if ISTIOD not in start and changed:
+        if ISTIOD in start:
+            ports.release(topo.istiod_port)  # its gRPC server binds without SO_REUSEPORT
+            self._start(ISTIOD, start.pop(ISTIOD))
+            self._wait_loaded(snap, signal_it=False)
+        elif changed:
             self._wait_loaded(snap, signal_it=True)
+        ports.release()  # istiod holds the new listener ports now; the apps and admin ports are free to bind
+        for name, w in start.items():
+            self._start(name, w)
         self.wait_ready(topo, configs)
         sync.wait_acked(self.state.root, snap, list(snap["nodes"]))
         self._wait_settled(proxies)
+
+    def _start(self, name: str, w: Wanted) -> None:
+        processes.start(
+            name,
+            w.argv,
+            pid_dir=self.state.run_dir,
+            log_file=self.state.log(name),
+            env=w.env,
+            cwd=paths.ROOT,
+            spec=w.spec,
+        )
 
     def push(self, topo: Topology, configs: dict[str, ProxyConfig]) -> None:
         """Serve new ``configs`` (no process restarts): publish, tell istiod, return once every proxy whose
@@ -164,7 +169,10 @@ class Supervisor:
         snap = snapshot.build(list(topo.proxies.values()), configs)
         if not sync.publish(self.state.root, snap):
             return
-        self._wait_loaded(snap, signal_it=True)
+        try:
+            self._wait_loaded(snap, signal_it=True)
+        finally:
+            ports.release()
         nodes = sync.changed_nodes(old, snap)
         sync.wait_acked(self.state.root, snap, nodes, old)
         relisten = set(sync.changed_nodes(old, snap, snapshot.LISTENER))
@@ -240,4 +248,5 @@ class Supervisor:
         return f"\nLast lines of {log}:\n  " + "\n  ".join(lines) if lines else f" (no output in {log})"
 
     def stop_all(self) -> None:
+        ports.release()
         processes.stop(self.records(), self.state.run_dir)
