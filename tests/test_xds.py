@@ -129,7 +129,7 @@ def test_killed_istiod_leaves_traffic_flowing_and_up_restarts_it_with_the_same_c
         while not any(ISTIOD in p for p in lab.status().problems) and time.monotonic() < deadline:
             time.sleep(0.05)
         assert any(p.startswith(f"{ISTIOD} (the control plane)") for p in lab.status().problems)
-        time.sleep(1)  # traffic on the last config while no control plane runs
+        time.sleep(3)  # traffic on the last config while no control plane runs (Envoys retry meanwhile)
         lab.up()
     finally:
         stop.set()

@@ -330,8 +330,15 @@ class LocalLab(Lab):
                 "serving "
                 "their last config but no change reaches them; lab.up() restarts it"
             )
-        elif error := sync.read(self.state).get("error"):
-            problems.append(f"{ISTIOD}: {error}")
+        else:
+            state = sync.read(self.state)
+            if state.get("error"):
+                problems.append(f"{ISTIOD}: {state['error']}")
+            if state.get("unheld"):
+                problems.append(
+                    f"{ISTIOD}: another program holds the lab's port(s) {state['unheld']}, so a listener on "
+                    "one would not bind; stop it, or lab.down() and delete ports.json for new ports"
+                )
         workloads = []
         for wl in topo.workloads:
             insts = [i for i in topo.instances if i.workload is wl]

@@ -29,7 +29,8 @@ FLUSH_INTERVAL_MS = 100
 DRAIN_TIME_S = 1
 #: The bootstrap cluster of the control plane, named as istio-proxy names it.
 XDS_CLUSTER = "xds-grpc"
-#: Reconnect quickly when the control plane restarts (Envoy's default backoff grows from 0.5 s to 30 s).
+#: Reconnect quickly when the control plane restarts (Envoy's default backoff grows from 0.5 s to 30 s);
+#: ``EnvoyGrpc.retry_policy`` is the one the xDS stream reads (``GrpcService.retry_policy`` is not).
 XDS_RETRY = {"retry_back_off": {"base_interval": "0.1s", "max_interval": "1s"}}
 #: Timeout of one admin API call.
 ADMIN_TIMEOUT = 2.0
@@ -90,7 +91,7 @@ def bootstrap(proxy: Proxy, xds_port: int) -> dict[str, Any]:
                 "api_type": "GRPC",
                 "transport_api_version": "V3",
                 "set_node_on_first_message_only": True,
-                "grpc_services": [{"envoy_grpc": {"cluster_name": XDS_CLUSTER}, "retry_policy": XDS_RETRY}],
+                "grpc_services": [{"envoy_grpc": {"cluster_name": XDS_CLUSTER, "retry_policy": XDS_RETRY}}],
             },
             "cds_config": ads,
             "lds_config": ads,

@@ -44,6 +44,8 @@ class Control:
         self._flush: asyncio.TimerHandle | None = None
         self.error = ""
         self.held: dict[int, socket.socket] = {}
+        self.wanted: set[int] = set()
+        self.unheld: list[int] = []
 
     def load(self) -> None:
         """Read the snapshot; convert only the types whose version changed; push to every stream."""
@@ -88,7 +90,11 @@ class Control:
 
     def hold(self, ports: set[int]) -> None:
         """Keep exactly ``ports`` bound without listen() and with SO_REUSEPORT: a connection is refused, as
-        when nothing binds the port, another program cannot bind it, and Envoy's listener (reuse_port) can."""
+        when nothing binds the port, another program cannot bind it, and Envoy's listener (reuse_port) can.
+        A port another program took while no istiod held it (say, as a connection's source port) is tried
+        again every second (``retry``) and listed in sync.json meanwhile: not fatal, as long as no listener
+        needs it (one that does fails to bind, and that proxy NACKs saying so)."""
+        self.wanted = ports
         for port in set(self.held) - ports:
             self.held.pop(port).close()
         for port in sorted(ports - set(self.held)):
@@ -96,11 +102,20 @@ class Control:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             try:
                 sock.bind(("127.0.0.1", port))
-            except OSError as err:
+            except OSError:
                 sock.close()
-                self.error = f"cannot hold port 127.0.0.1:{port} for the lab: {err}"
                 continue
             self.held[port] = sock
+        unheld = sorted(ports - set(self.held))
+        if unheld != self.unheld:
+            self.unheld = unheld
+            self.changed()
+
+    async def retry(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            if self.unheld:
+                self.hold(self.wanted)
 
     def changed(self) -> None:
         """Write sync.json soon (once for a burst of ACKs)."""
@@ -109,7 +124,13 @@ class Control:
 
     def flush(self) -> None:
         self._flush = None
-        body = {"pid": os.getpid(), "version": self.version, "error": self.error, "nodes": self.sync}
+        body = {
+            "pid": os.getpid(),
+            "version": self.version,
+            "error": self.error,
+            "unheld": self.unheld,
+            "nodes": self.sync,
+        }
         write_atomic(snapshot.sync_file(self.state_root), json.dumps(body))
 
 
@@ -219,7 +240,9 @@ async def serve(state_root: Path, port: int) -> None:
     server.add_insecure_port(f"127.0.0.1:{port}")
     await server.start()
     control.flush()  # sync.json with this pid: the lab's sign that istiod is up and has loaded the snapshot
+    retry = asyncio.create_task(control.retry())
     await stop.wait()
+    retry.cancel()
     await server.stop(grace=0.5)
 
 
