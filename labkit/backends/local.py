@@ -322,23 +322,7 @@ class LocalLab(Lab):
                 rec = recs.get(name)
                 what = f"process {rec.pid} is not running" if rec else "was never started"
                 problems.append(f"{name}: {what} (log: {self.files.log(name)}); lab.up() restarts it")
-        if ISTIOD not in alive:
-            rec = recs.get(ISTIOD)
-            what = f"process {rec.pid} is not running" if rec else "was never started"
-            problems.append(
-                f"{ISTIOD} (the control plane): {what} (log: {self.files.log(ISTIOD)}); the proxies keep "
-                "serving "
-                "their last config but no change reaches them; lab.up() restarts it"
-            )
-        else:
-            state = sync.read(self.state)
-            if state.get("error"):
-                problems.append(f"{ISTIOD}: {state['error']}")
-            if state.get("unheld"):
-                problems.append(
-                    f"{ISTIOD}: another program holds the lab's port(s) {state['unheld']}, so a listener on "
-                    "one would not bind; stop it, or lab.down() and delete ports.json for new ports"
-                )
+        problems += self._procs.control_plane_problems()
         workloads = []
         for wl in topo.workloads:
             insts = [i for i in topo.instances if i.workload is wl]

@@ -242,6 +242,24 @@ class Supervisor:
             if checks:
                 time.sleep(0.02)
 
+    def control_plane_problems(self) -> list[str]:
+        """What ``lab.status()`` says about istiod: not running, or what it could not do."""
+        rec = processes.record(self.state.run_dir, ISTIOD)
+        if rec is None or not processes.is_alive(rec):
+            what = f"process {rec.pid} is not running" if rec else "was never started"
+            return [
+                f"{ISTIOD} (the control plane): {what} (log: {self.state.log(ISTIOD)}); the proxies keep "
+                "serving their last config but no change reaches them; lab.up() restarts it"
+            ]
+        state = sync.read(self.state.root)
+        problems = [f"{ISTIOD}: {state['error']}"] if state.get("error") else []
+        if state.get("unheld"):
+            problems.append(
+                f"{ISTIOD}: another program holds the lab's port(s) {state['unheld']}, so a listener on one "
+                "would not bind; stop it, or lab.down() and delete ports.json for new ports"
+            )
+        return problems
+
     def log_tail(self, name: str) -> str:
         log = self.state.log(name)
         lines = telemetry.tail(log, 12)
