@@ -10,6 +10,8 @@ import json
 import os
 import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter
@@ -174,3 +176,18 @@ def test_the_ingress_port_stays_the_labs_while_no_gateway_listens_on_it(lab):
         lab.delete(gateway)
     with socket.socket() as other, pytest.raises(OSError, match="in use"):
         other.bind(("127.0.0.1", port))
+
+
+def test_labkit_proxy_status_prints_a_row_per_proxy_and_exits_0_when_all_synced(lab):
+    env = {**os.environ, "LAB_STATE": str(lab.files.root), "LAB_BACKEND": "local"}
+    run = subprocess.run(
+        [sys.executable, "-m", "labkit.cli", "proxy-status"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    header, *rows = run.stdout.splitlines()
+    assert header.split()[:6] == ["NAME", "CDS", "LDS", "EDS", "RDS", "ECDS"]
+    assert len(rows) == 4 and all(r.split()[1:3] == ["SYNCED", "SYNCED"] for r in rows)
