@@ -170,11 +170,16 @@ class Stream:
         self.send(url)
 
     def push(self) -> None:
-        """Send, in istiod's order, every subscribed type whose version changed."""
+        """Send, in istiod's order, every subscribed type whose version changed, and the endpoints again
+        after any cluster change: a modified cluster warms until it gets its ClusterLoadAssignment, and Envoy
+        holds LDS and RDS back meanwhile (istiod's full push sends EDS after CDS the same way)."""
         served = self.control.served.get(self.node, {})
+        clusters_sent = False
         for url in snapshot.ORDER:
-            if url in self.subscribed and served.get(url, ("", []))[0] != self.sent.get(url, ("", ""))[0]:
+            changed = served.get(url, ("", []))[0] != self.sent.get(url, ("", ""))[0]
+            if url in self.subscribed and (changed or (url == snapshot.ENDPOINT and clusters_sent)):
                 self.send(url)
+                clusters_sent |= url == snapshot.CLUSTER
 
     def send(self, url: str) -> None:
         version, anys = self.control.served.get(self.node, {}).get(url, ("", []))
