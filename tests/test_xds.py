@@ -191,3 +191,14 @@ def test_labkit_proxy_status_prints_a_row_per_proxy_and_exits_0_when_all_synced(
     header, *rows = run.stdout.splitlines()
     assert header.split()[:6] == ["NAME", "CDS", "LDS", "EDS", "RDS", "ECDS"]
     assert len(rows) == 4 and all(r.split()[1:3] == ["SYNCED", "SYNCED"] for r in rows)
+
+
+def test_a_cluster_change_is_acked_too_with_its_endpoints_resent(lab):
+    modified = "cluster_manager.cluster_modified"
+    before = sum(lab.proxy_stats("client", modified).values())
+    lab.apply(MESH / "destination-rule-currency-converter-outlier.yaml")  # CDS: the clusters change
+    _all_synced(lab)
+    assert sum(lab.proxy_stats("client", modified).values()) > before
+    lab.apply(MESH / "destination-rule-currency-converter.yaml")
+    _all_synced(lab)
+    assert lab.send(URL, n=20, progress=False).codes() == {200: 20}
