@@ -112,6 +112,15 @@ def cmd_send(args):
     return 0
 
 
+def cmd_proxy_status(args):
+    """Each proxy's sync state with the control plane (istioctl proxy-status); exit 1 unless all SYNCED."""
+    from labkit.status import proxy_status_table
+
+    rows = _lab(args).proxy_status()
+    print(proxy_status_table(rows))
+    return 0 if all(r.synced for r in rows) else 1
+
+
 def cmd_proxy_config(args):
     """What the workload's Envoy runs: routes as a table (weights included), anything else as JSON."""
     import json
@@ -212,6 +221,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-H", "--header", action="append", default=[], metavar="'NAME: VALUE'")
     p.add_argument("--expect", nargs="+", metavar="SUBSET=WEIGHT", help="exit 1 unless the split fits these")
     p.set_defaults(func=cmd_send)
+    sub.add_parser(
+        "proxy-status", help="is every proxy in sync with the control plane (SYNCED, STALE, NACK)"
+    ).set_defaults(func=cmd_proxy_status)
     p = sub.add_parser(
         "proxy-config", help="what a workload's Envoy runs, e.g. `labkit proxy-config shop/web routes`"
     )

@@ -12,7 +12,7 @@ from labkit.errors import BackendError, LabError
 from labkit.manifests import TOOL_CONFIGS, load
 from labkit.mesh import load_mesh_settings
 from labkit.scenario import CHECKPOINTS, NAMESPACE, NAMESPACES, PORT, SERVICE
-from labkit.status import Change, Status
+from labkit.status import Change, ProxyStatus, Status
 
 if TYPE_CHECKING:
     from labkit.manifests import Resource, Source
@@ -133,6 +133,11 @@ class Lab(abc.ABC):
     def proxy_config(self, workload: str, what: str = "routes") -> list[dict[str, Any]]:
         """What ``workload``'s Envoy runs: "routes", "clusters", "listeners", "endpoints" or "secrets"."""
         raise self._missing("proxy_config")
+
+    def proxy_status(self) -> list[ProxyStatus]:
+        """Per proxy, whether it runs the control plane's newest config, per xDS type (SYNCED, STALE, NACK
+        with Envoy's message), like ``istioctl proxy-status``."""
+        raise self._missing("proxy_status")
 
     def route_weights(
         self, service: str = SERVICE, namespace: str = NAMESPACE, source: str = "client"

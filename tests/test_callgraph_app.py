@@ -23,6 +23,7 @@ from support.sample import free_port
 from labkit import manifests, paths, unixhttp
 from labkit.local import standin, supervisor
 from labkit.local.topology import build_topology
+from labkit.state import LocalState
 
 APP = paths.SERVICE_DIR / "app.py"
 #: What a pod learns about itself or is told to do; never inherited from the test's own environment.
@@ -220,7 +221,7 @@ def test_the_backend_gives_other_images_echo_mode_and_callers_their_sidecars_out
     details.body["spec"]["template"]["spec"]["containers"][0]["image"] = "example.com/details:1"
     ports = itertools.count(30000)
     topo = build_topology(apps, tmp_path, lambda: next(ports))
-    want = supervisor.wanted(topo)
+    want = supervisor.wanted(topo, LocalState(tmp_path))
     env = {name.split(".")[-1]: w.env for name, w in want.items() if name.startswith("app.")}
     assert env["details-v1-0"]["MODE"] == "echo"  # another image: the stand-in
     assert env["ratings-v1-0"]["MODE"] == "echo"  # the sample image, in the mode its env asks for

@@ -159,7 +159,7 @@ def test_the_state_folder_its_sockets_and_its_secrets_are_the_lab_users_only(str
     assert stat.S_IMODE(files.sock_dir.stat().st_mode) == 0o700
     sockets = _sockets(strict_lab)
     kinds = {s.name.split("-")[0] for s in sockets}
-    assert kinds == {"app", "admin", "out"}
+    assert kinds == {"app", "admin", "out", "xds"}  # xds: the control plane's gRPC, every proxy's config
     for path in sockets:
         assert stat.S_ISSOCK(path.stat().st_mode) and path.stat().st_mode & 0o077 == 0, path
     private = _private_files(strict_lab)

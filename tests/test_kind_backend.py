@@ -473,3 +473,27 @@ def test_apply_hook_applies_without_validating_again(running, capsys):
         assert "warning" not in capsys.readouterr().out
     finally:
         lab._apply(manifests.load(paths.MESH / "virtual-service-currency-converter-90-10.yaml"))
+
+
+def test_proxy_status_parses_istioctl_proxy_status_one_row_per_sidecar(running):
+    fake, _, lab = running
+    rows = lab.proxy_status()
+    assert rows and all(r.synced for r in rows)
+    assert any(r.proxy.startswith("client-") and r.proxy.endswith(".payments-prod") for r in rows)
+    assert {r.types["ECDS"] for r in rows} == {"NOT SENT"}  # IGNORED: the proxy uses no ECDS
+    assert fake.calls("istioctl")[-1][:2] == ["istioctl", "proxy-status"]
+
+
+def test_a_stale_or_rejected_type_reads_as_istioctl_prints_it():
+    from labkit.kind.istio import parse_proxy_status
+
+    text = (
+        "NAME                         CLUSTER        CDS                            LDS            "
+        "EDS            RDS            ECDS        ISTIOD            VERSION\n"
+        "client-7d9.payments-prod     Kubernetes     STALE (Never Acknowledged)     SYNCED (5m)    "
+        "SYNCED (5m)    ERROR          IGNORED     istiod-abc-1      1.30.3\n"
+    )
+    [row] = parse_proxy_status(text)
+    assert row.proxy == "client-7d9.payments-prod" and row.version == "1.30.3"
+    assert row.types == {"CDS": "STALE", "LDS": "SYNCED", "EDS": "SYNCED", "RDS": "NACK", "ECDS": "NOT SENT"}
+    assert not row.synced

@@ -175,8 +175,10 @@ def _oversized(replicas: int) -> dict:
 
 def test_an_oversized_deployment_is_refused_before_anything_starts(shop):
     before, applied = pids(shop), shop.files.applied.read_bytes()
-    limited = LocalLab(shop.state, limits=capacity.Limits(inotify_instances=128))  # Linux's default
-    with pytest.raises(CapacityError, match=r"deployment/orders-v1 \(shop\) with 40 replica.*= 128") as err:
+    limited = LocalLab(shop.state, limits=capacity.Limits(memory_bytes=2**30))
+    with pytest.raises(
+        CapacityError, match=r"deployment/orders-v1 \(shop\) with 40 replica.*1024 MiB"
+    ) as err:
         limited.apply(_oversized(40))
     assert "What to do: lower spec.replicas of deployment/orders-v1" in str(err.value)
     assert pids(shop) == before and shop.files.applied.read_bytes() == applied
@@ -185,9 +187,7 @@ def test_an_oversized_deployment_is_refused_before_anything_starts(shop):
 
 def test_a_lowered_memory_limit_refuses_even_one_more_replica(shop):
     before = pids(shop)
-    limited = LocalLab(
-        shop.state, limits=capacity.Limits(inotify_instances=10**6, memory_bytes=capacity.MEMORY_PER_ENVOY)
-    )
+    limited = LocalLab(shop.state, limits=capacity.Limits(memory_bytes=capacity.MEMORY_PER_ENVOY))
     with pytest.raises(CapacityError, match=r"deployment/orders-v1 \(shop\) with 3 replica.*MiB available"):
         limited.apply(_oversized(3))
     assert pids(shop) == before

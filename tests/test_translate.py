@@ -320,7 +320,7 @@ def test_every_connection_manager_logs_istio_text_format_and_counts_requests_wit
                     == ACCESS_LOG_FORMAT
                 )
                 stats = stats_log["typed_config"]
-                assert stats["stats_scope"] == {"prefix": "istiolocal"}
+                assert stats["stat_prefix"] == "istiolocal"
                 tags = {t["name"]: t["value_format"] for t in stats["counters"][0]["stat"]["tags"]}
                 assert tuple(tags) == metrics.LABELS
     out_tags = _tags(listener(client(cfgs), "0.0.0.0_8080"))[0]

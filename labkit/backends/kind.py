@@ -20,6 +20,7 @@ from labkit.kind.kube import Kube
 from labkit.lab import Change, Lab, Status
 from labkit.meshmodel import service_fqdn
 from labkit.metrics import RequestCount, envoy_stats
+from labkit.status import ProxyStatus
 
 if TYPE_CHECKING:
     from labkit.manifests import Resource
@@ -341,6 +342,10 @@ class KubeLab(Lab):
             if container["name"] != "istio-proxy"
             for port in container.get("ports") or []
         ]
+
+    def proxy_status(self) -> list[ProxyStatus]:
+        """``istioctl proxy-status``, parsed: each proxy's CDS/LDS/EDS/RDS/ECDS state (SYNCED, STALE ...)."""
+        return istio.proxy_status(self.target)
 
     def proxy_config(self, workload: str, what: str = "routes") -> Any:
         """What ``workload``'s proxy runs (``istioctl proxy-config <what> <pod>.<ns> -o json``), parsed:

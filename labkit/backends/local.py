@@ -11,6 +11,7 @@ kernels applying at once both land. Who sends and how a request finds its way: r
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import itertools
 import json
@@ -27,17 +28,19 @@ from labkit.lab import Lab, show
 from labkit.local import capacity, envoy, podfields, proxyview, resolve, telemetry
 from labkit.local.ca import LocalCA
 from labkit.local.httproute import with_status
-from labkit.local.ports import Ports
-from labkit.local.supervisor import Supervisor, app_name, envoy_name
+from labkit.local.ports import Ports, release
+from labkit.local.supervisor import ISTIOD, Supervisor, app_name, envoy_name
 from labkit.local.supported import SCHEMAS, check_supported
 from labkit.local.topology import KUBE_KINDS, Topology, build_topology, ensure_gateway_port
 from labkit.local.translate import ProxyConfig, ensure_ports, route_status, translate
+from labkit.local.xds import sync
+from labkit.local.xds.sync import SyncError
 from labkit.manifests import Resource
 from labkit.mesh import MeshSettings, load_mesh_settings
 from labkit.meshmodel import is_istio
 from labkit.scenario import NAMESPACE, SERVICE
 from labkit.state import LocalState
-from labkit.status import Change, Status, WorkloadStatus
+from labkit.status import Change, ProxyStatus, Status, WorkloadStatus
 
 if TYPE_CHECKING:
     from labkit.local.topology import Proxy
@@ -138,6 +141,7 @@ class LocalLab(Lab):
             if added:
                 with self.files.lock():
                     ports.save(topo)
+                release()  # nothing starts here: the next up() or apply binds them
             self._topo, self._topo_stamp = topo, self._stamp()
         return self._topo
 
@@ -152,13 +156,14 @@ class LocalLab(Lab):
         """Start (or reattach to, or repair) the lab. A lab that cannot run here is refused before anything
         starts; on a failure while starting, everything stops and the error is raised."""
         with self.files.lock():
-            applied = self._applied()
-            plan = self._plan(applied)
             try:
+                plan = self._plan(applied=self._applied())
                 self._run(plan)
             except BaseException:
                 self._procs.stop_all()
                 raise
+            finally:
+                release()  # new ports are istiod's to hold now (ports.Ports._free)
         return self.status()
 
     def _plan(self, applied: list[Resource]) -> _Plan:
@@ -236,8 +241,14 @@ class LocalLab(Lab):
                 show(ignored)
 
     def _apply(self, resources: list[Resource]) -> list[Change]:
-        """Istio objects change Envoy config live (file xDS, no restart); an edited Deployment restarts its
+        """Istio objects change Envoy config live (over xDS, no restart); an edited Deployment restarts its
         processes. On any error nothing changes; a topology this machine cannot run is refused first."""
+        try:
+            return self._apply_locked(resources)
+        finally:
+            release()  # ports allocated for the change are istiod's to hold now (or nothing started)
+
+    def _apply_locked(self, resources: list[Resource]) -> list[Change]:
         self._require_up()
         with self.files.lock():  # read-modify-write of the applied state: one kernel at a time
             applied = self._applied()
@@ -264,8 +275,7 @@ class LocalLab(Lab):
                     self.up()
                     raise
             else:
-                self._write_config(new_applied)  # translate first: a failure leaves the saved set untouched
-                self._save_applied(new_applied)
+                self._push(new_applied)
         return changes
 
     def _delete(self, resources: list[Resource]) -> list[Change]:
@@ -277,9 +287,19 @@ class LocalLab(Lab):
             for res in resources:
                 found = applied.pop(res.key, None) is not None
                 changes.append(Change(res.kind, res.namespace, res.name, "deleted" if found else "not found"))
-            self._write_config(list(applied.values()))
-            self._save_applied(list(applied.values()))
+            self._push(list(applied.values()))
         return changes
+
+    def _push(self, applied: list[Resource]) -> None:
+        """Translate and serve ``applied``, then save it. A translation error leaves the saved set untouched;
+        a proxy's NACK does not: istiod serves the change (as kubectl accepts an object Envoy then rejects),
+        so the saved set says what the control plane serves and the next apply is compared with it."""
+        try:
+            self._write_config(applied)
+        except SyncError:
+            self._save_applied(applied)
+            raise
+        self._save_applied(applied)
 
     def _write_config(self, applied: list[Resource]) -> None:
         topo = self._require_up()
@@ -290,7 +310,7 @@ class LocalLab(Lab):
             ports.save(topo)
         for _ in range(2):  # again when a readiness probe's answer changed with this config (probes.py)
             configs = translate(istio, topo, self._mesh_settings())
-            self._procs.wait_applied(envoy.write_configs([(p, configs[p.id]) for p in topo.proxies.values()]))
+            self._procs.push(topo, configs)
             if not topo.update_readiness():
                 break
 
@@ -309,6 +329,7 @@ class LocalLab(Lab):
                 rec = recs.get(name)
                 what = f"process {rec.pid} is not running" if rec else "was never started"
                 problems.append(f"{name}: {what} (log: {self.files.log(name)}); lab.up() restarts it")
+        problems += self._procs.control_plane_problems()
         workloads = []
         for wl in topo.workloads:
             insts = [i for i in topo.instances if i.workload is wl]
@@ -394,6 +415,15 @@ class LocalLab(Lab):
         """What ``workload``'s Envoy runs (routes, clusters, listeners, endpoints, secrets), from its admin
         API; see proxyview.py for the shapes."""
         return proxyview.proxy_config(self._proxy(workload), what)
+
+    def proxy_status(self) -> list[ProxyStatus]:
+        """Each proxy's sync state with the lab's istiod (labkit/local/xds/sync.py), like ``istioctl
+        proxy-status``."""
+        self._require_up()
+        rows = sync.status(self.state, self._procs.snapshot())
+        if ISTIOD not in self._procs.alive():  # what it last wrote is no news: nobody is connected now
+            rows = [dataclasses.replace(r, connected=False) for r in rows]
+        return rows
 
     def proxy_stats(self, workload: str, contains: str = "") -> dict[str, int]:
         """``workload``'s Envoy counters whose names contain ``contains``, from its admin ``/stats``."""

@@ -36,6 +36,7 @@ from labkit.checks.lifecycle import (
     lab_is_down,
     lab_is_up,
     preflight,
+    proxies_synced,
     sidecars_injected,
     versions_running,
 )
@@ -108,6 +109,7 @@ __all__ = [
     "passed",
     "peer_identity",
     "preflight",
+    "proxies_synced",
     "refused",
     "rollout_promoted",
     "rollout_rolled_back",

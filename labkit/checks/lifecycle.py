@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING
 
 from labkit import paths, scenario
@@ -14,6 +14,7 @@ from labkit.errors import LabError
 
 if TYPE_CHECKING:
     from labkit.lab import Lab
+    from labkit.status import ProxyStatus
 
 
 # --- before the lab starts ----------------------------------------------------------------------------------
@@ -111,6 +112,29 @@ def sidecars_injected(lab: Lab, namespace: str = scenario.NAMESPACE) -> None:
             "on kind: `kubectl rollout restart deploy -n " + namespace + "` and `istioctl analyze`",
         )
     passed(f"every workload in {namespace} has a sidecar: {', '.join(sorted(w.name for w in workloads))}")
+
+
+def proxies_synced(lab: Lab | Iterable[ProxyStatus]) -> None:
+    """Every proxy ACKed the control plane's newest config (``istioctl proxy-status`` all SYNCED); a NACK
+    names the proxy, the type and Envoy's own message."""
+    rows = list(lab.proxy_status() if hasattr(lab, "proxy_status") else lab)
+    behind = [r for r in rows if not r.synced]
+    if not rows or behind:
+        lines = [
+            f"{r.proxy}: "
+            + ", ".join(f"{t} {s}" for t, s in r.types.items() if s not in ("SYNCED", "NOT SENT"))
+            + ("" if r.connected else " (not connected)")
+            + "".join(f"; {t} rejected: {msg.strip()}" for t, msg in r.errors.items())
+            for r in behind
+        ]
+        raise fail(
+            "no proxy reports to the control plane"
+            if not rows
+            else "not every proxy runs the newest config: " + "; ".join(lines),
+            "a NACK quotes Envoy: fix or delete the resource it names and apply again; STALE ones catch up "
+            "within seconds (run the cell again); lab.status() names a proxy that is not running",
+        )
+    passed(f"all {len(rows)} proxies SYNCED with the control plane (CDS, LDS, EDS, RDS)")
 
 
 def versions_running(lab: Lab, *versions: str, app: str = "currency-converter") -> None:

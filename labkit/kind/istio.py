@@ -16,6 +16,7 @@ from labkit.errors import LabError
 from labkit.kind import images
 from labkit.kind.commands import Target
 from labkit.meshmodel import weighted_version
+from labkit.status import ProxyStatus
 from labkit.versions import ISTIO_MINOR
 
 ADDONS = ("prometheus.yaml", "kiali.yaml")
@@ -136,6 +137,44 @@ def proxy_config(target: Target, pod: str, namespace: str, what: str) -> Any:
     argv = ["istioctl", "proxy-config", what, f"{pod}.{namespace}", "-o", "json", *target.args()]
     fix = f"the pod needs a sidecar (`kubectl get pod {pod} -n {namespace}` shows 2/2); lab.status()"
     return json.loads(run(argv, env=target.env(), timeout=60, fix=fix).stdout or "null")
+
+
+#: ``istioctl proxy-status`` columns that hold an xDS type's state (istioctl/pkg/writer/pilot/status.go).
+XDS_COLUMNS = ("CDS", "LDS", "EDS", "RDS", "ECDS")
+
+
+def proxy_status(target: Target) -> list[ProxyStatus]:
+    """``istioctl proxy-status``, parsed: a row per proxy with each type's state."""
+    argv = ["istioctl", "proxy-status", *target.args()]
+    return parse_proxy_status(run(argv, env=target.env(), timeout=60).stdout)
+
+
+def parse_proxy_status(text: str) -> list[ProxyStatus]:
+    """Rows of istioctl's tabwriter table, cut at the header's column starts (cells hold spaces: "SYNCED
+    (3m)", "STALE (Never Acknowledged)", "NOT SENT"); the state is the cell's first word, ERROR (a NACK in
+    the CSDS status) reads NACK, IGNORED (a type the proxy does not use) NOT SENT."""
+    lines = [line for line in text.splitlines() if line.strip()]
+    if not lines or not lines[0].startswith("NAME"):
+        return []
+    header = lines[0]
+    starts = [m.start() for m in re.finditer(r"\S+", header)]
+    names = header.split()
+    rows = []
+    for line in lines[1:]:
+        cells = {
+            name: line[start : (starts[i + 1] if i + 1 < len(starts) else None)].strip()
+            for i, (name, start) in enumerate(zip(names, starts, strict=True))
+        }
+        types = {c: _state(cells[c]) for c in XDS_COLUMNS if c in cells}
+        rows.append(ProxyStatus(cells["NAME"], types, version=cells.get("VERSION", "")))
+    return rows
+
+
+def _state(cell: str) -> str:
+    if cell.startswith("NOT SENT") or cell.startswith("IGNORED") or not cell:
+        return "NOT SENT"
+    word = cell.split()[0]
+    return "NACK" if word in ("ERROR", "NACK") else word
 
 
 def mtls_mode(target: Target, pod: str, namespace: str) -> str | None:

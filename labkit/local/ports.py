@@ -42,13 +42,18 @@ class Ports:
         return any(key not in self._saved for key in slots)
 
     def _free(self) -> int:
+        """A free port, kept bound (SO_REUSEPORT, no listen) by this process until the lab's istiod holds it
+        (``release``), so no other program takes it while the lab starts (certificates take seconds)."""
         taken = set(self.by_key.values())
         while True:
-            with socket.socket() as s:
-                s.bind(("127.0.0.1", 0))
-                port = s.getsockname()[1]
+            s = socket.socket()
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
             if port not in taken:
+                _pending[port] = s
                 return port
+            s.close()
 
     def save(self, topo: Topology) -> None:
         """Persist the ports ``topo`` uses (those of removed workloads are dropped)."""
@@ -70,9 +75,24 @@ def _slots(topo: Topology) -> dict[str, Callable[[int], None]]:
     return slots
 
 
+#: Ports this process allocated and keeps bound until istiod holds them (Ports._free).
+_pending: dict[int, socket.socket] = {}
+
+
+def release(*only: int) -> None:
+    """Close the sockets that kept newly allocated ports (``only`` these, else all: istiod holds them now,
+    or the start failed)."""
+    for port in only or list(_pending):
+        sock = _pending.pop(port, None)
+        if sock is not None:
+            sock.close()
+
+
 def check_free(ports: dict[int, str], ports_file: Path) -> None:
     """Raise PortInUseError for the first of ``ports`` (port -> owning process) another process holds."""
     for port, owner in sorted(ports.items()):
+        if port in _pending:
+            continue  # ours, kept bound since it was allocated
         with socket.socket() as s:
             s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT leftovers are no clash
             try:

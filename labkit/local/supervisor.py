@@ -1,9 +1,10 @@
-"""Process supervision for the local lab: what should run for a topology (an app process per instance, an
-Envoy per proxy), keeping what runs as wanted and restarting the rest, and waiting until everything is ready.
+"""Process supervision for the local lab: what should run for a topology (the control plane, an app process
+per instance, an Envoy per proxy), keeping what runs as wanted and restarting the rest, and waiting until
+everything is ready and every proxy ACKed its config.
 
-Every process is known by a name (``app.<ns>.<instance>``, ``envoy.<proxy id>``) that also names its pidfile
-and its log, and by a spec (a fingerprint of its command, environment and bootstrap): a running process whose
-wanted spec changed is restarted, any other is kept.
+Every process is known by a name (``istiod``, ``app.<ns>.<instance>``, ``envoy.<proxy id>``) that also names
+its pidfile and its log, and by a spec (a fingerprint of its command, environment and bootstrap): a running
+process whose wanted spec changed is restarted, any other is kept.
 """
 
 from __future__ import annotations
@@ -11,10 +12,13 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import os
+import signal
 import socket
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
 import psutil
@@ -23,9 +27,10 @@ import yaml
 from labkit import paths
 from labkit.errors import LabError
 from labkit.files import write_atomic
-from labkit.local import downward, envoy, processes, standin, telemetry
+from labkit.local import downward, envoy, ports, processes, standin, telemetry
 from labkit.local.ports import check_free
-from labkit.state import safe_name
+from labkit.local.xds import snapshot, sync
+from labkit.state import LocalState, safe_name
 
 if TYPE_CHECKING:
     from labkit.local.topology import Instance, Proxy, Topology
@@ -34,6 +39,8 @@ if TYPE_CHECKING:
 
 #: How long up() waits for every process to become ready (generous: CI machines are slow and shared).
 READY_TIMEOUT = 30.0
+#: The control plane's process name (pidfile, log, ``lab.status()``).
+ISTIOD = "istiod"
 
 
 class Wanted(NamedTuple):
@@ -57,8 +64,8 @@ def _spec(argv: list[str], env: dict[str, str], extra: str = "") -> str:
     return hashlib.sha256(json.dumps([argv, sorted(env.items()), extra]).encode()).hexdigest()[:16]
 
 
-def _bootstrap_text(proxy: Proxy) -> str:
-    return yaml.safe_dump(envoy.bootstrap(proxy), sort_keys=False)
+def _bootstrap_text(proxy: Proxy, xds_socket: Path) -> str:
+    return yaml.safe_dump(envoy.bootstrap(proxy, xds_socket), sort_keys=False)
 
 
 def _ports_of(proxy: Proxy) -> list[int]:
@@ -66,11 +73,12 @@ def _ports_of(proxy: Proxy) -> list[int]:
     return [*proxy.inbound_ports.values(), *proxy.gateway_ports.values()]
 
 
-def wanted(topo: Topology) -> dict[str, Wanted]:
-    """Every process the lab runs, by name: the app instances (with the pod identity the kubelet would give
-    them, see downward.py) and one Envoy per proxy."""
+def wanted(topo: Topology, state: LocalState) -> dict[str, Wanted]:
+    """Every process the lab runs, by name: the control plane, the app instances (with the pod identity the
+    kubelet would give them, see downward.py) and one Envoy per proxy."""
     app = str(paths.SERVICE_DIR / "app.py")
-    out: dict[str, Wanted] = {}
+    istiod = [sys.executable, "-m", "labkit.local.xds.istiod", str(state.root), str(state.xds_socket)]
+    out: dict[str, Wanted] = {ISTIOD: Wanted(istiod, {}, [], _spec(istiod, {}))}
     for inst in topo.instances:
         env = downward.environment(inst)
         env.update(standin.environment(topo, inst))
@@ -83,7 +91,8 @@ def wanted(topo: Topology) -> dict[str, Wanted]:
         out[app_name(inst)] = Wanted(argv, env, ports, _spec(argv, env))
     for proxy in topo.proxies.values():
         argv = envoy.command(proxy, proxy.bootstrap_file)
-        out[envoy_name(proxy)] = Wanted(argv, {}, _ports_of(proxy), _spec(argv, {}, _bootstrap_text(proxy)))
+        boot = _bootstrap_text(proxy, state.xds_socket)
+        out[envoy_name(proxy)] = Wanted(argv, {}, _ports_of(proxy), _spec(argv, {}, boot))
     return out
 
 
@@ -102,7 +111,7 @@ class Supervisor:
 
     def to_start(self, topo: Topology, restart: set[str]) -> dict[str, Wanted]:
         """The wanted processes not running as wanted (dead, outdated, or named in ``restart``)."""
-        want = wanted(topo)
+        want = wanted(topo, self.state)
         keep = {
             r.name
             for r in self.records()
@@ -115,41 +124,100 @@ class Supervisor:
 
     def reconcile(self, topo: Topology, configs: dict[str, ProxyConfig], restart: set[str]) -> None:
         """Keep what runs as wanted; stop the dead, the outdated, the unknown and those in ``restart``; write
-        every proxy's bootstrap and xDS files; start the rest; return once all are ready and applied."""
+        every proxy's bootstrap and the control plane's snapshot; start the rest (istiod first, so Envoys
+        find it); return once all are ready and every proxy ACKed its config."""
         start = self.to_start(topo, restart)
-        want = wanted(topo)
+        want = wanted(topo, self.state)
         processes.stop(
             [r for r in self.records() if r.name in start or r.name not in want], self.state.run_dir
         )
-        check_free({port: name for name, w in start.items() for port in w.ports}, self.state.ports)
+        # the running istiod holds the listener ports (snapshot.held_ports): ours, not a clash
+        held = set((self.snapshot() or {}).get("hold", [])) if ISTIOD not in start else set()
+        needed = {port: name for name, w in start.items() for port in w.ports if port not in held}
+        check_free(needed, self.state.ports)
         self.state.open_sockets()
         proxies = list(topo.proxies.values())
         for proxy in proxies:
-            write_atomic(proxy.bootstrap_file, _bootstrap_text(proxy))
-        written = envoy.write_configs([(p, configs[p.id]) for p in proxies])
+            write_atomic(proxy.bootstrap_file, _bootstrap_text(proxy, self.state.xds_socket))
+        snap = snapshot.build(proxies, configs)
+        changed = sync.publish(self.state.root, snap)
+        if ISTIOD in start:
+            self._start(ISTIOD, start.pop(ISTIOD))
+            self._wait_loaded(snap, signal_it=False)
+        elif changed:
+            self._wait_loaded(snap, signal_it=True)
+        ports.release()  # istiod holds the new listener ports now; the apps and admin ports are free to bind
         for name, w in start.items():
-            processes.start(
-                name,
-                w.argv,
-                pid_dir=self.state.run_dir,
-                log_file=self.state.log(name),
-                env=w.env,
-                cwd=paths.ROOT,
-                spec=w.spec,
-            )
+            self._start(name, w)
         self.wait_ready(topo, configs)
-        self.wait_applied(written)
+        sync.wait_acked(self.state.root, snap, list(snap["nodes"]))
+        self._wait_settled(proxies)
 
-    def wait_applied(self, written: list[envoy.Written]) -> None:
-        """Return once every Envoy runs the files just written, so the next request sees the change."""
-        rejected = envoy.wait_applied(written)
-        if rejected:
-            files = ", ".join(str(w.path) for w in rejected)
-            proxies = {w.proxy.id: w.proxy for w in rejected}.values()
-            tails = "".join(self.log_tail(envoy_name(p)) for p in proxies)
-            raise LabError(
-                f"Envoy did not apply {files} (rejected, see its log); this is a labkit bug.{tails}"
-            )
+    def _start(self, name: str, w: Wanted) -> None:
+        processes.start(
+            name,
+            w.argv,
+            pid_dir=self.state.run_dir,
+            log_file=self.state.log(name),
+            env=w.env,
+            cwd=paths.ROOT,
+            spec=w.spec,
+        )
+
+    def push(self, topo: Topology, configs: dict[str, ProxyConfig]) -> None:
+        """Serve new ``configs`` (no process restarts): publish, tell istiod, return once every proxy whose
+        config changed ACKed it and none of its listeners warms or drains."""
+        old = self.snapshot()
+        snap = snapshot.build(list(topo.proxies.values()), configs)
+        if not sync.publish(self.state.root, snap):
+            return
+        try:
+            self._wait_loaded(snap, signal_it=True)
+        finally:
+            ports.release()
+        nodes = sync.changed_nodes(old, snap)
+        sync.wait_acked(self.state.root, snap, nodes, old)
+        relisten = set(sync.changed_nodes(old, snap, snapshot.LISTENER))
+        self._wait_settled([p for p in topo.proxies.values() if snapshot.node_id(p) in relisten])
+
+    def snapshot(self) -> dict | None:
+        """The snapshot istiod serves (None before the first up())."""
+        try:
+            return json.loads(snapshot.snapshot_file(self.state.root).read_text())
+        except (OSError, ValueError):
+            return None
+
+    def _wait_loaded(self, snap: dict, signal_it: bool) -> None:
+        """Wait until istiod runs with ``snap`` loaded (SIGHUP it first when ``signal_it``)."""
+        rec = processes.record(self.state.run_dir, ISTIOD)
+        if rec is None or not processes.is_alive(rec):
+            raise LabError(f"{ISTIOD} is not running; lab.up() restarts it.{self.log_tail(ISTIOD)}")
+        if signal_it:
+            os.kill(rec.pid, signal.SIGHUP)
+        deadline = time.monotonic() + READY_TIMEOUT
+        while not sync.loaded(self.state.root, rec.pid, snap):
+            state = sync.read(self.state.root)
+            if state.get("pid") == rec.pid and state.get("error"):
+                raise LabError(f"{ISTIOD} refused the new config: {state['error']}")
+            if not processes.is_alive(rec):
+                raise LabError(f"{ISTIOD} exited while starting.{self.log_tail(ISTIOD)}")
+            if time.monotonic() > deadline:
+                raise LabError(
+                    f"{ISTIOD} did not load {snapshot.snapshot_file(self.state.root)} "
+                    f"within {READY_TIMEOUT:.0f} s.{self.log_tail(ISTIOD)}"
+                )
+            time.sleep(0.005)
+
+    def _wait_settled(self, proxies: list[Proxy]) -> None:
+        deadline = time.monotonic() + READY_TIMEOUT
+        pending = list(proxies)
+        while pending:
+            pending = [p for p in pending if not envoy.settled(p)]
+            if pending and time.monotonic() > deadline:
+                names = ", ".join(envoy_name(p) for p in pending)
+                raise LabError(f"listeners still warming or draining after {READY_TIMEOUT:.0f} s: {names}")
+            if pending:
+                time.sleep(0.01)
 
     def wait_ready(self, topo: Topology, configs: dict[str, ProxyConfig]) -> None:
         """Poll until every app answers /healthz and every Envoy is LIVE with its listeners bound."""
@@ -187,6 +255,24 @@ class Supervisor:
                 ports |= {c.laddr.port for c in conns if c.status == psutil.CONN_LISTEN}
         return sorted(ports)
 
+    def control_plane_problems(self) -> list[str]:
+        """What ``lab.status()`` says about istiod: not running, or what it could not do."""
+        rec = processes.record(self.state.run_dir, ISTIOD)
+        if rec is None or not processes.is_alive(rec):
+            what = f"process {rec.pid} is not running" if rec else "was never started"
+            return [
+                f"{ISTIOD} (the control plane): {what} (log: {self.state.log(ISTIOD)}); the proxies keep "
+                "serving their last config but no change reaches them; lab.up() restarts it"
+            ]
+        state = sync.read(self.state.root)
+        problems = [f"{ISTIOD}: {state['error']}"] if state.get("error") else []
+        if state.get("unheld"):
+            problems.append(
+                f"{ISTIOD}: another program holds the lab's port(s) {state['unheld']}, so a listener on one "
+                "would not bind; stop it, or lab.down() and delete ports.json for new ports"
+            )
+        return problems
+
     def log_tail(self, name: str) -> str:
         log = self.state.log(name)
         lines = telemetry.tail(log, 12)
@@ -194,6 +280,7 @@ class Supervisor:
 
     def stop_all(self) -> None:
         """Stop every process of the lab and remove the sockets they leave (Envoy does not unlink its own)."""
+        ports.release()
         processes.stop(self.records(), self.state.run_dir)
         for sock in self.state.sock_dir.glob("*.sock"):
             sock.unlink(missing_ok=True)

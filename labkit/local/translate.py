@@ -48,7 +48,7 @@ INGRESS_TARGET_PORTS = {15021: 15021, 80: 8080, 443: 8443}
 @dataclass
 class ProxyConfig:
     """One proxy's Envoy v3 resources (each with ``@type``), ready to write as file-xDS; ``extensions`` are
-    ECDS filter configs by filter name (written to ``listeners.extension_file``)."""
+    ECDS filter configs by filter name (served over ADS by istiod)."""
 
     listeners: list[dict]
     clusters: list[dict]

@@ -151,6 +151,24 @@ def _pod_with_sidecar(ref: str) -> tuple[dict | None, str]:
     return pod, ""
 
 
+def _proxy_status() -> str:
+    """``istioctl proxy-status`` as 1.30 prints it (tabwriter, istioctl/pkg/writer/pilot/status.go): every
+    pod with an istio-proxy container, all SYNCED (the fake istiod pushes at once), ECDS unused."""
+    pods = (cliutil.api("/api/v1/pods") or {}).get("items") or []
+    names = sorted(
+        f"{p['metadata']['name']}.{p['metadata']['namespace']}"
+        for p in pods
+        if any(c["name"] == "istio-proxy" for c in (p.get("spec") or {}).get("containers") or [])
+    )
+    width = max([len("NAME"), *map(len, names)]) + 5
+    cols = ("CLUSTER", "CDS", "LDS", "EDS", "RDS", "ECDS", "ISTIOD", "VERSION")
+    cells = ("Kubernetes", *["SYNCED (2m)"] * 4, "IGNORED", "istiod-fake-1", "1.30.3")
+    line = "".join(f"{c:<16}" for c in cols).rstrip()
+    out = [f"{'NAME':<{width}}{line}"]
+    out += [f"{n:<{width}}" + "".join(f"{c:<16}" for c in cells).rstrip() for n in names]
+    return "\n".join(out) + "\n"
+
+
 def _mtls_mode(namespace: str) -> tuple[str, list[str]]:
     """The workload mTLS mode istiod applies: the namespace's PeerAuthentication, else the root namespace's,
     else PERMISSIVE (istio/istio pilot/pkg/security/authn/policy_applier.go)."""
@@ -211,6 +229,8 @@ def istioctl(args: list[str]) -> tuple[str, str, int]:
         if args[1] == "routes":
             return json.dumps(_routes(cliutil.flag(args, "--name") or None)) + "\n", "", 0
         return json.dumps([{"name": f"fake {args[1]} of {args[2]}"}]) + "\n", "", 0
+    if args[:1] == ["proxy-status"]:
+        return _proxy_status(), "", 0
     if args[:3] == ["x", "describe", "pod"]:
         namespace = cliutil.flag(args, "-n", "default")
         mode, applied = _mtls_mode(namespace)
