@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from labkit.manifests import Resource, Source
     from labkit.metrics import RequestCount
     from labkit.traffic import Outcome, Resolver, TrafficResult
+    from labkit.traffic.tcp import TcpResult
 
 
 def show(message: str) -> None:
@@ -172,6 +173,13 @@ class Lab(abc.ABC):
         from labkit import traffic  # here: aiohttp's import would slow `import labkit`
 
         return traffic.send(self.resolver(source), url, source=source, **load)
+
+    def send_tcp(self, url: str, n: int = 200, *, source: str = "client", concurrency: int = 8) -> TcpResult:
+        """Open ``n`` TCP connections from ``source`` to ``url`` (``tcp://host:port``), each sending one line
+        and reading its echo, as Istio's tcp-echo task does with ``nc``: the split is per connection."""
+        from labkit.traffic import tcp  # here: aiohttp's import would slow `import labkit`
+
+        return tcp.send_tcp(self.resolver(source), url, n, concurrency=concurrency, source=source)
 
     def stream(
         self,

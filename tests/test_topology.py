@@ -56,15 +56,17 @@ def test_injected_namespaces_get_one_sidecar_per_instance(tmp_path):
 def test_every_sidecar_has_an_outbound_port_per_registry_port_and_inbound_per_target_port(tmp_path):
     topo, _ = lab_topology(tmp_path)
     for proxy in topo.sidecars:
-        assert set(proxy.outbound_ports) == {80, 8080}  # fx-rates 80 + 8080, currency-converter 8080
+        assert set(proxy.outbound_ports) == {80, 8080, 9001}  # fx-rates; currency-converter
     client = topo.proxies["sidecar~client-0.payments-prod"]
     assert client.inbound_ports == {}  # no Service selects the client
-    assert set(topo.proxies["sidecar~currency-converter-v1-0.payments-prod"].inbound_ports) == {8080}
+    assert set(topo.proxies["sidecar~currency-converter-v1-0.payments-prod"].inbound_ports) == {8080, 9001}
+    v1 = next(i for i in topo.instances if i.name == "currency-converter-v1-0")
+    assert set(v1.tcp_ports) == {9001}  # the app's TCP echo port gets its own 127.0.0.1 port
     bound = [
         port
         for p in topo.proxies.values()
         for port in (p.admin_port, *p.inbound_ports.values(), *p.outbound_ports.values())
-    ] + [i.app_port for i in topo.instances]
+    ] + [port for i in topo.instances for port in (i.app_port, *i.tcp_ports.values())]
     assert len(bound) == len(set(bound)), "two listeners would share a 127.0.0.1 port"
 
 
@@ -156,10 +158,10 @@ def test_unsupported_app_kinds_and_ports_are_named(tmp_path):
         UnsupportedError, match=r"<string> \(document 1\) StatefulSet/db: kind StatefulSet .*kind"
     ):
         build_topology(manifests.load(statefulset), tmp_path, lambda: 1)
-    tcp = "apiVersion: v1\nkind: Service\nmetadata: {name: db, namespace: data}\n"
-    tcp += "spec: {ports: [{name: tcp, port: 5432}]}\n"
-    with pytest.raises(UnsupportedError, match=r"Service/db: field spec.ports\[0\] is a TCP port"):
-        build_topology(manifests.load(tcp), tmp_path, lambda: 1)
+    mongo = "apiVersion: v1\nkind: Service\nmetadata: {name: db, namespace: data}\n"
+    mongo += "spec: {ports: [{name: mongo, port: 27017}]}\n"
+    with pytest.raises(UnsupportedError, match=r"Service/db: field spec.ports\[0\] is a Mongo port"):
+        build_topology(manifests.load(mongo), tmp_path, lambda: 1)
     portless = INJECTION.split("---")[4].replace("ports: [{containerPort: 9000}]", "image: x")
     # the app's port comes from the lab (PORT), so a Deployment without containerPort builds
     assert [w.name for w in build_topology(manifests.load(portless), tmp_path, lambda: 1).workloads] == [

@@ -24,6 +24,7 @@ from labkit.metrics import RequestCount, envoy_stats
 if TYPE_CHECKING:
     from labkit.manifests import Resource
     from labkit.traffic import Outcome, Resolver, TrafficResult
+    from labkit.traffic.tcp import TcpResult
 
 #: kind/cluster.yaml publishes the ingress gateway's NodePort here.
 INGRESS_URL = "http://127.0.0.1:8080"
@@ -372,6 +373,16 @@ class KubeLab(Lab):
             self.kube, self.target, self._workload(source), url, n=load["n"], duration=load["duration"],
             qps=load["qps"], concurrency=load["concurrency"], headers=load["headers"], source=source,
         )  # fmt: skip
+
+    def send_tcp(self, url: str, n: int = 200, *, source: str = "client", concurrency: int = 8) -> TcpResult:
+        """The connections leave from inside a pod of ``source``, through its sidecar (load.py's tcp://)."""
+        from labkit.traffic.tcp import TcpResult  # imported lazily: keeps `import labkit` fast
+
+        result = podtraffic.send(
+            self.kube, self.target, self._workload(source), url, n=n, duration=None, qps=None,
+            concurrency=concurrency, headers=None, source=source,
+        )  # fmt: skip
+        return TcpResult(result.outcomes, source, url, result.elapsed)
 
 
 def _get_only(source: str, method: str) -> None:

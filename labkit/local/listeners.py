@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from labkit.local.authz import FILTERS, RBAC
 from labkit.local.clusters import DOWNSTREAM_TLS, PEER_KEYS, TLS_PARAMS, cert_pair, peer_labels
 from labkit.local.routes import PEER_HEADERS
+from labkit.local.tcp import tcp_proxy
 from labkit.metrics import LABELS
 
 if TYPE_CHECKING:
@@ -60,20 +61,25 @@ CIPHERS = [
 ]
 
 
+def file_log(proxy: Proxy, log_file: bool) -> list[dict]:
+    """The file access log, when meshConfig.accessLogFile (or a Telemetry resource) turns it on."""
+    if not log_file:
+        return []
+    return [
+        {
+            "name": "envoy.access_loggers.file",
+            "typed_config": {
+                "@type": FILE_LOG,
+                "path": str(proxy.access_log),
+                "log_format": {"text_format_source": {"inline_string": ACCESS_LOG_FORMAT}},
+            },
+        }
+    ]
+
+
 def access_logs(proxy: Proxy, log_file: bool, tags: dict[str, str]) -> list[dict]:
     """The file access log (when meshConfig.accessLogFile is set) and the request counter."""
-    logs = []
-    if log_file:
-        logs.append(
-            {
-                "name": "envoy.access_loggers.file",
-                "typed_config": {
-                    "@type": FILE_LOG,
-                    "path": str(proxy.access_log),
-                    "log_format": {"text_format_source": {"inline_string": ACCESS_LOG_FORMAT}},
-                },
-            }
-        )
+    logs = file_log(proxy, log_file)
     logs.append(
         {
             "name": "envoy.access_loggers.stats",
@@ -210,6 +216,18 @@ def outbound_listener(proxy: Proxy, port: int, log_file: bool) -> dict:
     }
 
 
+def outbound_tcp_listener(proxy: Proxy, port: int, tcp_proxy: dict) -> dict:
+    """A TCP port's outbound listener: ``tcp_proxy`` for the one host on it (tcp.py; Istio binds it to the
+    Service's ClusterIP, ``<ip>_<port>``, which local sidecars do not have)."""
+    return {
+        "@type": LISTENER,
+        "name": f"0.0.0.0_{port}",
+        "address": _address(proxy.outbound_ports[port]),
+        "traffic_direction": "OUTBOUND",
+        "filter_chains": [{"filters": [tcp_proxy]}],
+    }
+
+
 def gateway_listener(proxy: Proxy, server_port: int, target: int, log_file: bool) -> dict:
     """The gateway's ``0.0.0.0_<target>`` for Gateway server port ``server_port``, with RDS ``http.<target>``
     (``resolvePorts``: the listener is on the ingress Service's targetPort) and the HCM's RBAC filters."""
@@ -229,7 +247,9 @@ def gateway_listener(proxy: Proxy, server_port: int, target: int, log_file: bool
     }
 
 
-def inbound_listener(proxy: Proxy, target_port: int, mode: str, service: str, log_file: bool) -> dict:
+def inbound_listener(
+    proxy: Proxy, target_port: int, mode: str, service: str, log_file: bool, tcp: bool = False
+) -> dict:
     """``virtualInbound_<port>``: Istio's inbound filter chains for one target port (filterchain_options.go).
 
     STRICT: TLS only; PERMISSIVE: TLS with an Istio ALPN, or plaintext; DISABLE: plaintext only. A client that
@@ -265,8 +285,8 @@ def inbound_listener(proxy: Proxy, target_port: int, mode: str, service: str, lo
     if mode in ("PERMISSIVE", "DISABLE"):
         by_transport["raw_buffer"] = _to_chain(plain)
     chains = [
-        _inbound_chain(proxy, target_port, mtls, True, service, log_file),
-        _inbound_chain(proxy, target_port, plain, False, service, log_file),
+        _inbound_chain(proxy, target_port, mtls, True, service, log_file, tcp),
+        _inbound_chain(proxy, target_port, plain, False, service, log_file, tcp),
     ]
     return {
         "@type": LISTENER,
@@ -294,22 +314,16 @@ def _to_chain(name: str) -> dict:
     return {"action": {"name": name, "typed_config": {"@type": STRING_VALUE, "value": name}}}
 
 
-def _inbound_chain(proxy: Proxy, port: int, name: str, mtls: bool, service: str, log_file: bool) -> dict:
-    source = _filter(
-        "envoy.filters.http.header_to_metadata",
-        HEADER_TO_METADATA,
-        request_rules=[_source_rule(header, key, mtls) for key, header in PEER_HEADERS.items()],
-    )
-    security = "mutual_tls" if mtls else "none"
-    hcm = _hcm(
-        f"inbound_0.0.0.0_{port};",
-        [source, *rbac_filters(proxy)],
-        access_logs(proxy, log_file, destination_tags(proxy, service, security)),
-        rds=_rds(proxy, f"inbound|{port}||"),
-        forward_client_cert_details="APPEND_FORWARD",
-        set_current_client_cert_details={"subject": True, "dns": True, "uri": True},
-    )
-    chain: dict[str, Any] = {"name": name, "filters": [hcm]}
+def _inbound_chain(
+    proxy: Proxy, port: int, name: str, mtls: bool, service: str, log_file: bool, tcp: bool
+) -> dict:
+    """One inbound filter chain: an HCM with the RBAC filters, or for a TCP port ``tcp_proxy`` to the app."""
+    if tcp:
+        inbound = f"inbound|{port}||"
+        filters = [tcp_proxy(inbound, file_log(proxy, log_file), cluster=inbound)]
+    else:
+        filters = [_inbound_hcm(proxy, port, mtls, service, log_file)]
+    chain: dict[str, Any] = {"name": name, "filters": filters}
     if mtls:
         chain["transport_socket"] = {
             "name": "envoy.transport_sockets.tls",
@@ -325,6 +339,23 @@ def _inbound_chain(proxy: Proxy, port: int, name: str, mtls: bool, service: str,
             },
         }
     return chain
+
+
+def _inbound_hcm(proxy: Proxy, port: int, mtls: bool, service: str, log_file: bool) -> dict:
+    source = _filter(
+        "envoy.filters.http.header_to_metadata",
+        HEADER_TO_METADATA,
+        request_rules=[_source_rule(header, key, mtls) for key, header in PEER_HEADERS.items()],
+    )
+    security = "mutual_tls" if mtls else "none"
+    return _hcm(
+        f"inbound_0.0.0.0_{port};",
+        [source, *rbac_filters(proxy)],
+        access_logs(proxy, log_file, destination_tags(proxy, service, security)),
+        rds=_rds(proxy, f"inbound|{port}||"),
+        forward_client_cert_details="APPEND_FORWARD",
+        set_current_client_cert_details={"subject": True, "dns": True, "uri": True},
+    )
 
 
 def _source_rule(header: str, key: str, trusted: bool) -> dict:

@@ -61,6 +61,9 @@ def _slots(topo: Topology) -> dict[str, Callable[[int], None]]:
     slots: dict[str, Callable[[int], None]] = {}
     for inst in topo.instances:
         slots[f"app/{inst.workload.namespace}/{inst.name}"] = functools.partial(setattr, inst, "app_port")
+        for number in inst.tcp_ports:
+            key = f"app-tcp/{inst.workload.namespace}/{inst.name}/{number}"
+            slots[key] = functools.partial(inst.tcp_ports.__setitem__, number)
     for proxy in topo.proxies.values():
         slots[f"admin/{proxy.id}"] = functools.partial(setattr, proxy, "admin_port")
         for kind, ports in (

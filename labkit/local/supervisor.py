@@ -77,8 +77,11 @@ def wanted(topo: Topology) -> dict[str, Wanted]:
         env = downward.environment(inst)
         env.update(standin.environment(topo, inst))
         env.update(PORT=str(inst.app_port), HOST="127.0.0.1", PYTHONUNBUFFERED="1")
+        for port in inst.tcp_ports.values():  # one at most (topology.py)
+            env["TCP_PORT"] = str(port)
         argv = [sys.executable, app]
-        out[app_name(inst)] = Wanted(argv, env, [inst.app_port], _spec(argv, env))
+        ports = [inst.app_port, *inst.tcp_ports.values()]
+        out[app_name(inst)] = Wanted(argv, env, ports, _spec(argv, env))
     for proxy in topo.proxies.values():
         argv = envoy.command(proxy, proxy.bootstrap_file)
         out[envoy_name(proxy)] = Wanted(argv, {}, _ports_of(proxy), _spec(argv, {}, _bootstrap_text(proxy)))

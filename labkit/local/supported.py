@@ -103,6 +103,9 @@ SCHEMAS: dict[str, dict[str, Any]] = {
                 "headers": HEADERS,
             }
         ],
+        # tcp.py: the first tcp route for a port, to one cluster or weighted clusters (no sourceLabels,
+        # destinationSubnets or gateways in its match)
+        "tcp": [{"match": [{"port": ANY}], "route": [{"destination": DESTINATION, "weight": ANY}]}],
     },
     "DestinationRule": {
         "host": ANY,

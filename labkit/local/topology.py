@@ -45,6 +45,8 @@ PROTOCOLS = {
 }
 #: Protocols the local backend routes as HTTP. "" is an unnamed port: Istio sniffs it; lab apps speak HTTP.
 HTTP_PROTOCOLS = {"HTTP", "HTTP2", "GRPC", "GRPC-Web", ""}
+#: What the local backend proxies as plain TCP (tcp_proxy): the app's TCP echo port (TCP_PORT).
+TCP = "TCP"
 
 
 def port_protocol(name: str, app_protocol: str | None = None) -> str:
@@ -123,10 +125,15 @@ class Instance:
     index: int
     app_port: int  # where the app process listens on 127.0.0.1
     proxy: Proxy | None
+    tcp_ports: dict[int, int] = field(default_factory=dict)  # TCP target port -> app's TCP_PORT on 127.0.0.1
 
     @property
     def name(self) -> str:
         return f"{self.workload.name}-{self.index}"
+
+    def app_port_for(self, target_port: int) -> int:
+        """Where the app listens for ``target_port``: its TCP echo port, or its HTTP ``app_port``."""
+        return self.tcp_ports.get(target_port, self.app_port)
 
 
 @dataclass(frozen=True)
@@ -170,7 +177,7 @@ class Topology:
             if inst.proxy is not None:
                 out.append(Endpoint("127.0.0.1", inst.proxy.inbound_ports[port.target_port], inst))
             else:
-                out.append(Endpoint("127.0.0.1", inst.app_port, inst))
+                out.append(Endpoint("127.0.0.1", inst.app_port_for(port.target_port), inst))
         return out
 
     def instance_of(self, proxy: Proxy) -> Instance | None:
@@ -203,8 +210,10 @@ def build_topology(
         targets = sorted(
             {p.target_port for s in services if _selects(s, w) for p in s.ports} if w.injected else set()
         )
+        tcp_targets = _tcp_targets(services, w)
         for index in range(w.replicas):
             inst = Instance(w, index, allocate_port(), None)
+            inst.tcp_ports = {t: allocate_port() for t in tcp_targets}
             if w.injected:
                 proxy_id = f"sidecar~{inst.name}.{w.namespace}"
                 inst.proxy = Proxy(
@@ -261,6 +270,19 @@ def _selects(service: Service, w: Workload) -> bool:
     return bool(service.selector) and service.namespace == w.namespace and selects(service.selector, w.labels)
 
 
+def _tcp_targets(services: list[Service], w: Workload) -> list[int]:
+    """The workload's TCP target ports: the sample app has one TCP echo port (TCP_PORT), so at most one."""
+    ours = [s for s in services if _selects(s, w)]
+    targets = sorted({p.target_port for s in ours for p in s.ports if p.protocol == TCP})
+    if len(targets) > 1:
+        raise UnsupportedError(
+            f"Deployment {w.namespace}/{w.name} is selected by TCP Service ports with target ports "
+            f"{targets}; the local backend's app has one TCP echo port (TCP_PORT): keep one TCP port per "
+            "workload, or use the kind backend (LAB_BACKEND=kind)"
+        )
+    return targets
+
+
 def _service(r: Resource) -> Service:
     spec = r.spec
     ports = []
@@ -273,10 +295,11 @@ def _service(r: Resource) -> Service:
                 "backend needs a number: write the container port number"
             )
         protocol = port_protocol(name, p.get("appProtocol"))
-        if protocol not in HTTP_PROTOCOLS:
+        if protocol not in HTTP_PROTOCOLS | {TCP}:
             raise UnsupportedError(
                 f"{r.where}: field spec.ports[{i}] is a {protocol} port ({name!r}); the local backend routes "
-                "HTTP only: name the port http or http-<suffix>, or use the kind backend (LAB_BACKEND=kind)"
+                "HTTP and plain TCP only: name the port http, http-<suffix> or tcp, or use the kind backend "
+                "(LAB_BACKEND=kind)"
             )
         ports.append(ServicePort(name, int(p["port"]), target, protocol))
     return Service(r.name, r.namespace, ports, dict(spec.get("selector") or {}))

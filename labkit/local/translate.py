@@ -24,9 +24,16 @@ from labkit.local.authz import rbac_configs
 from labkit.local.clusters import blackhole_cluster, inbound_cluster, outbound_clusters
 from labkit.local.gateway_routes import gateway_route_config
 from labkit.local.httproute import convert, is_gateway_semantics
-from labkit.local.listeners import gateway_listener, inbound_listener, outbound_listener
+from labkit.local.listeners import (
+    file_log,
+    gateway_listener,
+    inbound_listener,
+    outbound_listener,
+    outbound_tcp_listener,
+)
 from labkit.local.registry import Host, build_registry, of_kind
 from labkit.local.routes import inbound_route_config, sidecar_route_config
+from labkit.local.tcp import outbound_tcp_proxy, tcp_hosts
 from labkit.local.topology import Proxy, Topology, ensure_gateway_port, ensure_outbound_port
 from labkit.meshmodel import CLUSTER_DOMAIN, selects
 
@@ -89,6 +96,7 @@ def translate(resources: list[Resource], topo: Topology, mesh: MeshSettings) -> 
     mesh_vss = [v for v in vss if "mesh" in (v.spec.get("gateways") or ["mesh"])]
     telemetries = of_kind(resources, "Telemetry")
     ports = sorted({p.port for h in hosts for p in h.ports})
+    tcp_ports = tcp_hosts(hosts)
     out = {}
     for proxy in topo.sidecars:
         log_file = access_log_on(telemetries, proxy, root, mesh.access_log_file is not None)
@@ -97,18 +105,27 @@ def translate(resources: list[Resource], topo: Topology, mesh: MeshSettings) -> 
             raise BackendError(
                 f"proxy {proxy.id} has no outbound listener port for {missing}: call ensure_ports first"
             )
-        listeners = [outbound_listener(proxy, p, log_file) for p in ports]
+        own = _favour_own_routes(mesh_vss, proxy.namespace)
+        listeners = [
+            outbound_tcp_listener(
+                proxy, p, outbound_tcp_proxy(tcp_ports[p], p, own, hosts, file_log(proxy, log_file))
+            )
+            if p in tcp_ports
+            else outbound_listener(proxy, p, log_file)
+            for p in ports
+        ]
         clusters = outbound_clusters(proxy, hosts, drs, auto_mtls, root)
         instance = topo.instance_of(proxy)
         assert instance is not None
-        own = _favour_own_routes(mesh_vss, proxy.namespace)
-        routes = [sidecar_route_config(proxy, p, hosts, own) for p in ports]
+        routes = [sidecar_route_config(proxy, p, hosts, own) for p in ports if p not in tcp_ports]
         for target in sorted(proxy.inbound_ports):
             mode = port_mode(pas, proxy.namespace, proxy.labels, target, root)
             service = _inbound_service(topo, proxy, target)
-            listeners.append(inbound_listener(proxy, target, mode, service, log_file))
-            clusters.append(inbound_cluster(target, instance.app_port))
-            routes.append(inbound_route_config(target, service))
+            tcp = target in instance.tcp_ports
+            listeners.append(inbound_listener(proxy, target, mode, service, log_file, tcp))
+            clusters.append(inbound_cluster(target, instance.app_port_for(target)))
+            if not tcp:
+                routes.append(inbound_route_config(target, service))
         clusters.append(blackhole_cluster())
         rbac = rbac_configs(aps, proxy, root) if proxy.inbound_ports else {}
         out[proxy.id] = ProxyConfig(listeners, clusters, routes, rbac)

@@ -7,7 +7,9 @@ REPORT_VERSION=false hides it, as a user's own image would, and the lab then mea
 FAIL_RATE and DELAY_MS make /convert misbehave on purpose for the resilience lessons; MODE=rates turns it into
 the stand-in external API `fx-rates` for the egress lesson; MODE=echo into a stand-in for any other image, as
 Istio's echo test app answers (pkg/test/echo in istio/istio): every path 200 with who answered and what it
-received. CALLS makes each request call other services and report the chain (callgraph.py).
+received. CALLS makes each request call other services and report the chain (callgraph.py). TCP_PORT opens a
+TCP echo port beside the HTTP one, as Istio's tcp-echo sample (samples/tcp-echo/src/main.go): each line a
+connection sends comes back as "<prefix> <line>", the prefix being TCP_PREFIX or the version.
 
 Identity, as a pod learns it from the kubelet: MESHLAB_POD (the local backend's stand-in for a downward-API
 volume: JSON {"name", "namespace", "labels", "serviceAccount"}), or the downward-API env POD_NAME,
@@ -20,6 +22,7 @@ and the rest of callgraph.py.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import math
 import os
@@ -27,7 +30,7 @@ import random
 import re
 import socket
 import sys
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 
 import aiohttp
@@ -97,6 +100,8 @@ class Settings:
     delay_ms: float
     mode: str
     calls: callgraph.CallPlan | None = None
+    tcp_port: int | None = None  # TCP_PORT: the TCP echo port (None: none)
+    tcp_prefix: str = ""  # what every echoed line starts with
 
     @property
     def version(self) -> str | None:
@@ -123,15 +128,18 @@ def settings_from_env(env: dict[str, str]) -> Settings:
     report = env.get("REPORT_VERSION", "true").lower()
     if report not in ("true", "false"):
         sys.exit(f"currency-converter: REPORT_VERSION={report!r} is invalid; set it to 'true' or 'false'")
+    identity = identity_from_env(env)
     return Settings(
         host=env.get("HOST", "0.0.0.0"),
         port=int(number("PORT", "8080", 0, 65535)),
-        identity=identity_from_env(env),
+        identity=identity,
         report_version=report == "true",
         fail_rate=number("FAIL_RATE", "0", 0, 1),
         delay_ms=number("DELAY_MS", "0", 0, 600_000),
         mode=mode,
         calls=callgraph.plan_from_env(env),
+        tcp_port=int(number("TCP_PORT", "0", 1, 65535)) if env.get("TCP_PORT") else None,
+        tcp_prefix=env.get("TCP_PREFIX") or identity.version or "hello",
     )
 
 
@@ -257,6 +265,8 @@ def make_app(settings: Settings) -> web.Application:
             yield
 
     app = web.Application()
+    if settings.tcp_port is not None:
+        app.cleanup_ctx.append(tcp_context(settings))
     if settings.calls is not None:
         app.cleanup_ctx.append(client_session)
     if shown:
@@ -273,6 +283,31 @@ def make_app(settings: Settings) -> web.Application:
     else:  # echo: every other path, any method, answers who answered (Istio's echo app)
         app.router.add_route("*", "/{tail:.*}", echo)
     return app
+
+
+async def tcp_echo(prefix: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """One TCP connection: answer every line with "<prefix> <line>" until the client closes (tcp-echo)."""
+    try:
+        while line := await reader.readline():
+            writer.write(f"{prefix} ".encode() + line)
+            await writer.drain()
+    except ConnectionError:
+        pass
+    finally:
+        writer.close()
+
+
+def tcp_context(settings: Settings) -> Callable[[web.Application], AsyncIterator[None]]:
+    """The TCP echo server, started and stopped with the HTTP app."""
+
+    async def serve(app: web.Application) -> AsyncIterator[None]:
+        handler = functools.partial(tcp_echo, settings.tcp_prefix)
+        server = await asyncio.start_server(handler, settings.host, settings.tcp_port)
+        print(f"tcp echo on {settings.host}:{settings.tcp_port} prefix {settings.tcp_prefix!r}", flush=True)
+        yield
+        server.close()
+
+    return serve
 
 
 class LineLogger(AbstractAccessLogger):

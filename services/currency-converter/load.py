@@ -13,6 +13,10 @@ against a plaintext caller) does not lose the rest of the run; `error` uses labk
 
     python load.py --url 'http://currency-converter:8080/convert?from=NOK&to=EUR&amount=100' --n 200 \
         --concurrency 8 --qps 50 --header 'x-canary: true'
+
+A `tcp://host:port` URL opens one TCP connection per "request" instead, sends the line "hello" and reads
+the echo "<prefix> hello" (Istio's tcp-echo task); `version` is the prefix, `status` null, and `error`
+"no echo" when the connection closed without one (as `labkit.traffic.tcp` reports it).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import json
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 
@@ -119,6 +124,30 @@ async def one(session: aiohttp.ClientSession, url: str) -> dict[str, Any]:
     }
 
 
+async def one_tcp(url: str, timeout: float, line: str = "hello") -> dict[str, Any]:
+    """One TCP connection: send ``line``, read the echo; the same fields as an HTTP request's line."""
+    parts = urlsplit(url)
+    start, t0 = time.time(), time.perf_counter()
+    version, error = None, None
+    try:
+        async with asyncio.timeout(timeout):
+            reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
+            try:
+                writer.write(f"{line}\n".encode())
+                await writer.drain()
+                answer = (await reader.readline()).decode(errors="replace").strip()
+            finally:
+                writer.close()
+        prefix, sep, echoed = answer.partition(" ")
+        version, error = (prefix, None) if sep and echoed == line else (None, "no echo")
+    except ConnectionRefusedError:
+        error = "refused"
+    except (TimeoutError, OSError) as exc:
+        error = error_name(exc)
+    return {"t": start, "status": None, "version": version, "latency": time.perf_counter() - t0,
+            "error": error, "flags": None}  # fmt: skip
+
+
 async def run(args: argparse.Namespace) -> None:
     """Spread the n requests over `concurrency` workers; with --qps, request i starts at i/qps or later."""
     indices = iter(range(args.n))
@@ -130,7 +159,11 @@ async def run(args: argparse.Namespace) -> None:
             for i in indices:  # shared iterator: each index is taken by exactly one worker
                 if args.qps:
                     await asyncio.sleep(max(0.0, began + i / args.qps - time.monotonic()))
-                print(json.dumps(await one(session, args.url)), flush=True)
+                if args.url.startswith("tcp://"):
+                    outcome = await one_tcp(args.url, args.timeout)
+                else:
+                    outcome = await one(session, args.url)
+                print(json.dumps(outcome), flush=True)
 
         await asyncio.gather(*(worker() for _ in range(min(args.concurrency, args.n))))
 

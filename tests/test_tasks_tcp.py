@@ -1,0 +1,88 @@
+"""TCP traffic shifting (notebook 21) on the local backend, through real Envoy and real TCP connections:
+VirtualService ``tcp`` routes become ``tcp_proxy`` with ``weighted_clusters`` as istiod builds them
+(labkit/local/tcp.py, after pilot/pkg/networking/core/networkfilter.go), under STRICT mTLS.
+
+One lab for the module at the canary checkpoint; each test puts back what it changed.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from labkit import checks, paths
+from labkit.checks import CheckFailed
+from labkit.scenario import NAMESPACE, SERVICE
+
+pytestmark = pytest.mark.mesh
+
+TASKS = paths.CLUSTER_CONFIG / "tasks"
+PORT = 9001  # the sample app's TCP echo port (cluster-config/apps/currency-converter.yaml)
+TCP_URL = f"tcp://{SERVICE}.{NAMESPACE}:{PORT}"
+
+
+def tcp_proxy(lab, listener: str) -> dict:
+    """The client sidecar's tcp_proxy config on ``listener``, as its Envoy runs it (config dump)."""
+    [found] = [lst for lst in lab.proxy_config("client", "listeners") if lst["name"] == listener]
+    [chain] = found["filter_chains"]
+    return chain["filters"][0]["typed_config"]
+
+
+def test_tcp_routes_shift_connections_80_20_and_a_50_50_split_fails_the_check(lab):
+    """tcp[].route weights: weighted_clusters, one pick per connection; the lesson's CHECK tells 50/50."""
+    try:
+        lab.apply(TASKS / "virtual-service-currency-converter-tcp-80-20.yaml")
+        config = tcp_proxy(lab, "0.0.0.0_9001")
+        assert config["stat_prefix"] == f"{SERVICE}.{NAMESPACE}"  # <vs name>.<namespace>, as istiod names it
+        assert config["weighted_clusters"]["clusters"] == [
+            {"name": f"outbound|9001|v1|{SERVICE}.{NAMESPACE}.svc.cluster.local", "weight": 80},
+            {"name": f"outbound|9001|v2|{SERVICE}.{NAMESPACE}.svc.cluster.local", "weight": 20},
+        ]
+        shifted = lab.send_tcp(TCP_URL, 400)
+        assert shifted.codes() == {"echoed": 400}, shifted.summary()
+        checks.split_matches(shifted, {"v1": 80, "v2": 20})
+
+        lab.apply(TASKS / "virtual-service-currency-converter-tcp-50-50.yaml")
+        even = lab.send_tcp(TCP_URL, 400)
+        with pytest.raises(CheckFailed, match="does not match the configured 80/20"):
+            checks.split_matches(even, {"v1": 80, "v2": 20})
+    finally:
+        lab.ensure("canary-90-10")
+
+
+def test_one_tcp_destination_is_a_plain_cluster_and_http_routes_leave_tcp_alone(lab):
+    """A single destination is ``tcp_proxy.cluster`` with the cluster as stat prefix; the canary
+    VirtualService (http routes only) leaves the TCP port on the Service's default cluster, both versions."""
+    one = {  # the single-destination form of Istio's task
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "VirtualService",
+        "metadata": {"name": SERVICE, "namespace": NAMESPACE},
+        "spec": {
+            "hosts": [SERVICE],
+            "tcp": [
+                {"route": [{"destination": {"host": SERVICE, "subset": "v2", "port": {"number": PORT}}}]}
+            ],
+        },
+    }
+    try:
+        default = lab.send_tcp(TCP_URL, 60)  # the canary checkpoint: http weights only
+        assert set(default.counts()) == {"v1", "v2"} and tcp_proxy(lab, "0.0.0.0_9001")["cluster"] == (
+            f"outbound|9001||{SERVICE}.{NAMESPACE}.svc.cluster.local"
+        )
+        lab.apply(one)
+        cluster = f"outbound|9001|v2|{SERVICE}.{NAMESPACE}.svc.cluster.local"
+        assert tcp_proxy(lab, "0.0.0.0_9001")["stat_prefix"] == cluster
+        assert lab.send_tcp(TCP_URL, 30).counts() == {"v2": 30}
+        http = lab.send(f"http://{SERVICE}.{NAMESPACE}:8080/", n=20, progress=False)
+        assert http.codes() == {200: 20}  # no http route: the HTTP port keeps its default route
+    finally:
+        lab.ensure("canary-90-10")
+
+
+def test_strict_mtls_refuses_a_plaintext_tcp_client_and_the_access_log_shows_connections(lab):
+    """The TCP port sits behind the same inbound filter chains as HTTP: STRICT takes TLS only."""
+    refused = lab.send_tcp(TCP_URL, 10, source="legacy")  # no sidecar: plaintext straight to the pod
+    assert "echoed" not in refused.codes(), refused.summary()
+    served = lab.send_tcp(TCP_URL, 10)
+    assert served.codes() == {"echoed": 10}
+    lines = lab.access_log("client", tail=20)
+    assert any('"- - -"' in line and "outbound|9001||" in line for line in lines), lines
