@@ -37,6 +37,8 @@ class Lab(abc.ABC):
     backend: str = "abstract"
     #: How long ``metrics()`` may take to count a request just answered (a telemetry split waits for it).
     telemetry_lag: float = 2.0
+    #: How often the lab's Prometheus scrapes the proxies (``promql``; Istio's addon: every 15 s).
+    scrape_interval: float = 15.0
 
     @abc.abstractmethod
     def up(self) -> Status:
@@ -127,6 +129,12 @@ class Lab(abc.ABC):
         ``/stats`` (on kind ``pilot-agent request GET stats`` in its istio-proxy container, as Istio's tasks
         read them), e.g. ``upstream_rq_pending_overflow`` of a circuit breaker."""
         raise NotImplementedError(f"lab.proxy_stats on the {self.backend} backend")
+
+    def promql(self, query: str) -> list[dict[str, Any]]:
+        """An instant PromQL query on the lab's Prometheus (kind: Istio's addon; local: the ``prometheus``
+        binary scraping every proxy): the HTTP API's ``data.result``,
+        ``[{"metric": {...}, "value": [t, v]}]``."""
+        raise self._missing("promql")
 
     def mtls_mode(self, workload: str, namespace: str = NAMESPACE) -> str | None:
         """The inbound mTLS mode (STRICT, PERMISSIVE, ...) of ``workload``'s sidecar; None without one."""

@@ -231,6 +231,10 @@ class KubeLab(Lab):
             status.problems += problems
         return status
 
+    def promql(self, query: str) -> list[dict[str, Any]]:
+        """The query on Istio's Prometheus addon (installed by up()), via the API server's service proxy."""
+        return self.kube.prometheus(query)
+
     def metrics(self) -> list[RequestCount]:
         """``istio_requests_total`` from the addon Prometheus (scraped every 15 s, so recent requests lag)."""
         return [

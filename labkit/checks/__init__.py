@@ -24,7 +24,8 @@ Example:
 
 Modules, one concern each: ``report`` (``passed``, ``fail``, the shared exact test), ``lifecycle`` (the lab
 itself), ``traffic`` (a run's answers and shares), ``telemetry`` (metrics, logs, identities), ``rollout`` (the
-canary control), ``measurement`` (``labkit.cost``) and ``tasks`` (Istio's tasks, notebooks 12-15).
+canary control), ``measurement`` (``labkit.cost``), ``tasks`` (Istio's tasks, notebooks 12-15) and
+``observe`` (TCP echoes and Prometheus's counts, notebooks 21-22).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from labkit.checks.lifecycle import (
     versions_running,
 )
 from labkit.checks.measurement import measurement_sound
+from labkit.checks.observe import all_echoed, by_label, prometheus_counted, settled_counts
 from labkit.checks.report import LEFTOVER, _describe, _flags, _requests, _test, fail, passed
 from labkit.checks.rollout import rollout_promoted, rollout_rolled_back
 from labkit.checks.tasks import circuit_breaker_trips, mirrored, overflow_counted
@@ -72,8 +74,10 @@ __all__ = [
     "_share_check",
     "_test",
     "access_log_shows",
+    "all_echoed",
     "all_ok",
     "blocked_egress",
+    "by_label",
     "circuit_breaker_trips",
     "error_share_at_most",
     "fail",
@@ -91,8 +95,10 @@ __all__ = [
     "overflow_counted",
     "passed",
     "peer_identity",
+    "prometheus_counted",
     "preflight",
     "refused",
+    "settled_counts",
     "rollout_promoted",
     "rollout_rolled_back",
     "sidecars_injected",
