@@ -1,6 +1,6 @@
-"""Notebooks 13-16 (Istio's tasks) broken on purpose, as a trainee would break them: the CHECK cell must
-fail with the trainee's message (the pattern of tests/test_notebooks.py). The lessons themselves run top to
-bottom in tests/test_notebooks.py, which collects every notebook."""
+"""Notebooks 12-15, 21 and 22 (Istio's tasks) broken on purpose, as a trainee would break them: the CHECK
+cell must fail with the trainee's message (the pattern of tests/test_notebooks.py). The lessons themselves
+run top to bottom in tests/test_notebooks.py, which collects every notebook."""
 
 from __future__ import annotations
 
@@ -30,6 +30,12 @@ from labkit.manifests import load
 wrong = load(edge_policy)[0].body
 wrong["metadata"]["namespace"] = "payments-prod"
 edge_policy = wrong
+"""
+#: A query without ``reporter``: it adds the caller's and the server's count of every request.
+BOTH_REPORTERS = """
+QUERY = QUERY.replace('reporter="source", ', '')
+before = checks.settled_counts(lab, QUERY)
+fresh = lab.send(lesson.URL, n=200)
 """
 
 #: (notebook, the cell after which the lesson is broken, the breaking code, the CHECK cell, what it must say)
@@ -71,6 +77,20 @@ BROKEN = [
         EDGE_POLICY_IN_WRONG_NAMESPACE,
         'checks.forbidden(outside_headers, what="/headers from outside")',
         ["expected 403 (RBAC: access denied) for /headers from outside"],
+    ),
+    (
+        "21-tcp-traffic-shifting",
+        "print(*lab.apply(vs)",
+        "lab.apply(lesson.manifest_path('tasks/virtual-service-currency-converter-tcp-50-50.yaml'))",
+        'checks.split_matches(result, {"v1": 80, "v2": 20})',
+        ["does not match the configured 80/20", "What to do: look at which VirtualService is applied"],
+    ),
+    (
+        "22-querying-metrics",
+        "QUERY = (",
+        BOTH_REPORTERS,
+        "checks.prometheus_counted(lab, QUERY, before, fresh)",
+        ["every request twice", "What to do: look at the query's filters"],
     ),
 ]
 
