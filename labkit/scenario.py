@@ -34,4 +34,11 @@ CHECKPOINTS: dict[str, list[str]] = {
         "mesh/destination-rule-currency-converter.yaml",
         "mesh/virtual-service-currency-converter-90-10.yaml",
     ],
+    # notebook 21's end state: the HTTP port on v1, the TCP echo port's connections 80/20
+    "tcp-80-20": [
+        "apps/currency-converter.yaml",
+        "mesh/peer-authentication-strict.yaml",
+        "mesh/destination-rule-currency-converter.yaml",
+        "tasks/virtual-service-currency-converter-tcp-80-20.yaml",
+    ],
 }

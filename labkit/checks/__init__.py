@@ -8,10 +8,10 @@ Checks read data only (a ``Status``, a ``TrafficResult``, metrics), so they beha
 percentage), so a correct lab can fail a statistical check by bad luck. Every statistical check here is an
 exact binomial test (scipy), so that chance is at most ``1 - CONFIDENCE`` per check by construction, never
 tuned until it passes. The level is budgeted for a whole CI run (``labkit.stats``): at most
-``CHECKS_PER_RUN`` = 100 statistical checks on live traffic, of which a full notebook run executes 24 (8 per
-pass of the notebooks: 04 one, 05 one, 07 four, 10 two; the run makes about three passes: every notebook, each
-again after an interrupted one, and the interrupted halves, broken lessons and exports; a test
-keeps the tally). By the union bound the run fails falsely with probability at most
+``CHECKS_PER_RUN`` = 100 statistical checks on live traffic, of which a full notebook run executes 26 (9 per
+pass of the notebooks: 04 one, 05 one, 07 four, 10 two, 21 one; the run makes about three passes: every
+notebook, each again after an interrupted one, and the interrupted halves, broken lessons and exports; a
+test keeps the tally). By the union bound the run fails falsely with probability at most
 100 × (1 - CONFIDENCE) = 1 in 1,000, so each check uses CONFIDENCE = 1 - 0.001 / 100 = 99.999 %. (05's
 rollout cannot roll a healthy canary back by chance: with no failures its interval's lower end is 0.) A wrong
 configuration (50/50 where 90/10 is configured, no retries where retries are configured) still fails every
