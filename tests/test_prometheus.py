@@ -5,6 +5,8 @@ task runs unchanged (labkit/local/prometheus.py)."""
 from __future__ import annotations
 
 import shutil
+import time
+from types import SimpleNamespace
 
 import psutil
 import pytest
@@ -21,6 +23,17 @@ BY_VERSION = (
     f'sum by (destination_version) (istio_requests_total{{reporter="source", source_workload="client", '
     f'destination_service="{HOST}"}})'
 )
+
+
+def wait_for(condition, timeout: float = 15.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.2)
+    return True
+
+
 needs_prometheus = pytest.mark.skipif(
     not shutil.which("prometheus"), reason="needs Debian's prometheus (make system-deps installs it)"
 )
@@ -32,10 +45,23 @@ def test_a_missing_binary_says_how_to_get_it(monkeypatch, tmp_path):
         prometheus.binary()
 
 
-def test_the_scrape_renames_the_counter_and_fills_empty_labels_as_istio_does(tmp_path):
-    config = prometheus.config(tmp_path / "targets.json")
+def test_the_tour_leaves_out_its_prometheus_step_saying_how_to_get_the_binary(monkeypatch, tmp_path):
+    from labkit import tour
+
+    monkeypatch.setenv("LAB_PROMETHEUS", str(tmp_path / "no-prometheus"))
+    local, kind = SimpleNamespace(backend="local"), SimpleNamespace(backend="kind")
+    assert "sudo apt-get install prometheus" in tour._prometheus_missing(local)
+    assert tour._prometheus_missing(kind) == ""  # the addon: nothing to install by hand
+
+
+def test_the_scrape_renames_the_counter_and_fills_empty_labels_as_istio_does():
+    proxy = SimpleNamespace(admin_port=15000, namespace="payments-prod", id="sidecar~client-0.payments-prod")
+    config = prometheus.config([proxy])
     [job] = config["scrape_configs"]
-    assert job["metrics_path"] == "/stats/prometheus" and job["file_sd_configs"][0]["files"]
+    assert job["metrics_path"] == "/stats/prometheus" and job["params"] == {"filter": ["istiolocal"]}
+    assert job["static_configs"] == [
+        {"targets": ["127.0.0.1:15000"], "labels": {"namespace": "payments-prod", "pod": "client-0"}}
+    ]
     rename, *unknown = job["metric_relabel_configs"]
     assert rename["regex"] == "envoy_istiolocal_requests_total"
     assert rename["replacement"] == "istio_requests_total"
@@ -78,10 +104,15 @@ def test_a_query_counting_both_reporters_fails_the_lessons_check(lab):
 
 @pytest.mark.mesh
 @needs_prometheus
-def test_bad_promql_is_refused_naming_the_query_and_down_stops_prometheus(lab):
+def test_bad_promql_is_refused_new_targets_are_reloaded_and_down_stops_prometheus(lab):
     with pytest.raises(LabError, match=r"Prometheus refused the query 'sum by \(\(': .*parse error"):
         lab.promql("sum by ((")
     server = prometheus.Prometheus(lab.files)
+    proxies = sorted(lab._require_up().proxies.values(), key=lambda p: p.id)
+    server.ensure(proxies[:1])  # the proxies changed: the config is reloaded, not the process restarted
+    assert wait_for(lambda: len(prometheus.query(server.url, "up")) == 1)
+    server.ensure(proxies)
+    assert wait_for(lambda: len(prometheus.query(server.url, "up == 1")) == len(proxies))
     record = processes.record(server.run_dir, prometheus.NAME)
     assert record is not None and processes.is_alive(record)
     lab.down()

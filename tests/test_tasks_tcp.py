@@ -86,3 +86,14 @@ def test_strict_mtls_refuses_a_plaintext_tcp_client_and_the_access_log_shows_con
     assert served.codes() == {"echoed": 10}
     lines = lab.access_log("client", tail=20)
     assert any('"- - -"' in line and "outbound|9001||" in line for line in lines), lines
+
+
+def test_the_tcp_checkpoint_reaches_notebook_21s_end_state_and_back(lab):
+    """``lab.ensure("tcp-80-20")`` (scenario.py): the 80/20 TCP route in one call; the canary undoes it."""
+    try:
+        lab.ensure("tcp-80-20")
+        weights = [c["weight"] for c in tcp_proxy(lab, "0.0.0.0_9001")["weighted_clusters"]["clusters"]]
+        assert weights == [80, 20]
+    finally:
+        lab.ensure("canary-90-10")
+    assert "cluster" in tcp_proxy(lab, "0.0.0.0_9001")  # back to the Service's default cluster

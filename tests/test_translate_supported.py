@@ -89,6 +89,12 @@ HTTP_ROUTE = "route: [{destination: {host: a}}]"
         (
             NET,
             "VirtualService",
+            f"{{hosts: [a], gateways: [gw], tcp: [{{{HTTP_ROUTE}}}]}}",
+            "field spec.tcp is not supported by the local backend for gateways (gw)",
+        ),
+        (
+            NET,
+            "VirtualService",
             "{hosts: [a], http: [{redirect: {uri: /elsewhere}}]}",
             "field spec.http[0].redirect is not supported",
         ),

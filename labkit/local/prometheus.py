@@ -9,9 +9,10 @@ the stats filter already names the counter ``istio_requests_total``. Here the si
 request counter is scraped (``filter=istiolocal``): the lesson's queries need nothing else, and scraping every
 Envoy stat of every proxy each interval would cost this 2-core machine more than the lesson.
 
-The targets live in a file_sd file Prometheus re-reads when it changes, so a proxy added later is scraped
-without a restart (``write_targets``). Its pidfile is in ``prometheus/run``, apart from the mesh's processes,
-which ``up()`` reconciles (it would stop a process it does not know); ``LocalLab.down()`` stops it too."""
+The targets are static (scraped from the first interval on; file_sd would hand them over only after its
+5 s update delay); when the proxies change, the config is rewritten and reloaded (``/-/reload``). Its
+pidfile is in ``prometheus/run``, apart from the mesh's processes, which ``up()`` reconciles (it would stop
+a process it does not know); ``LocalLab.down()`` stops it too."""
 
 from __future__ import annotations
 
@@ -59,7 +60,7 @@ def binary() -> str:
     return found
 
 
-def config(targets_file: Path) -> dict[str, Any]:
+def config(proxies: list[Proxy]) -> dict[str, Any]:
     """prometheus.yml: one job scraping each proxy's admin ``/stats/prometheus`` (the request counter)."""
     unknown = [
         {"source_labels": [label], "regex": "", "target_label": label, "replacement": "unknown"}
@@ -72,7 +73,7 @@ def config(targets_file: Path) -> dict[str, Any]:
                 "job_name": "envoy-stats",  # the name of the addon's job for sidecars' Envoy stats
                 "metrics_path": "/stats/prometheus",
                 "params": {"filter": ["istiolocal"]},
-                "file_sd_configs": [{"files": [str(targets_file)]}],
+                "static_configs": targets(proxies),
                 "metric_relabel_configs": [
                     {
                         "source_labels": ["__name__"],
@@ -88,7 +89,7 @@ def config(targets_file: Path) -> dict[str, Any]:
 
 
 def targets(proxies: list[Proxy]) -> list[dict[str, Any]]:
-    """file_sd targets: each proxy's admin port, labelled with its namespace and pod as the addon does."""
+    """The targets: each proxy's admin port, labelled with its namespace and pod as the addon does."""
     return [
         {
             "targets": [f"127.0.0.1:{p.admin_port}"],
@@ -106,7 +107,6 @@ class Prometheus:
         self.dir = state.root / "prometheus"
         self.run_dir = self.dir / "run"
         self.config_file = self.dir / "prometheus.yml"
-        self.targets_file = self.dir / "targets.json"
         self.port_file = self.dir / "port"
 
     @property
@@ -117,19 +117,25 @@ class Prometheus:
         rec = processes.record(self.run_dir, NAME)
         return rec is not None and processes.is_alive(rec) and self.port_file.is_file()
 
-    def write_targets(self, proxies: list[Proxy]) -> None:
-        text = json.dumps(targets(proxies), indent=1, sort_keys=True)
-        if not self.targets_file.is_file() or self.targets_file.read_text() != text:
-            write_atomic(self.targets_file, text)
+    def _write_config(self, proxies: list[Proxy]) -> bool:
+        """Write prometheus.yml for ``proxies``; True if it changed."""
+        text = yaml.safe_dump(config(proxies), sort_keys=False)
+        if self.config_file.is_file() and self.config_file.read_text() == text:
+            return False
+        self.dir.mkdir(parents=True, exist_ok=True)
+        write_atomic(self.config_file, text)
+        return True
 
     def ensure(self, proxies: list[Proxy]) -> str:
         """Start Prometheus unless it runs; its base URL once it answers ``/-/ready``."""
-        self.write_targets(proxies)
+        changed = self._write_config(proxies)
         if self.running():
+            if changed:  # a proxy came or went: reload the targets
+                reload = urllib.request.Request(f"{self.url}/-/reload", method="POST")
+                with _opener.open(reload, timeout=QUERY_TIMEOUT):
+                    pass
             return self.url
         argv0 = binary()
-        self.dir.mkdir(parents=True, exist_ok=True)
-        write_atomic(self.config_file, yaml.safe_dump(config(self.targets_file), sort_keys=False))
         port = _free_port()
         write_atomic(self.port_file, str(port))
         argv = [
@@ -138,6 +144,7 @@ class Prometheus:
             f"--storage.tsdb.path={self.dir / 'data'}",
             "--storage.tsdb.retention.time=2h",
             f"--web.listen-address=127.0.0.1:{port}",
+            "--web.enable-lifecycle",  # POST /-/reload re-reads the targets
         ]
         rec = processes.start(NAME, argv, pid_dir=self.run_dir, log_file=self.state.log(NAME))
         deadline = time.monotonic() + READY_TIMEOUT
@@ -153,8 +160,8 @@ class Prometheus:
         return self.url
 
     def _wait_scraping(self, targets: int, deadline: float) -> None:
-        """Until every proxy has been scraped once (file_sd hands new targets over after a few seconds), so
-        the first query already sees every proxy's counters."""
+        """Until every proxy has been scraped once, so the first query already sees every proxy's
+        counters."""
         while len(query(self.url, "up == 1")) < targets:
             if time.monotonic() > deadline:
                 raise BackendError(

@@ -254,6 +254,8 @@ def check_supported(resources: list[Resource]) -> None:
             _walk(r, r.spec, SCHEMAS[r.kind], "spec")
             if r.kind == "ServiceEntry":
                 _check_service_entry_protocols(r)
+            if r.kind == "VirtualService" and r.spec.get("tcp"):
+                _check_tcp_in_mesh(r)
 
 
 def _walk(r: Resource, value: Any, schema: Any, path: str) -> None:
@@ -295,3 +297,14 @@ def _check_service_entry_protocols(r: Resource) -> None:
                 f"{r.where}: field spec.ports[{i}].protocol value {protocol!r} is not supported by the local "
                 f"backend (it routes HTTP ServiceEntry ports only). {KIND_BACKEND}, or use protocol: HTTP"
             )
+
+
+def _check_tcp_in_mesh(r: Resource) -> None:
+    """``tcp`` routes run on sidecars (tcp.py); the gateway's listeners are HTTP only."""
+    gateways = [g for g in r.spec.get("gateways") or ["mesh"] if g != "mesh"]
+    if gateways:
+        raise UnsupportedError(
+            f"{r.where}: field spec.tcp is not supported by the local backend for gateways "
+            f"({', '.join(gateways)}): its gateway routes HTTP only, tcp routes run on sidecars "
+            f"(gateways: [mesh]). {KIND_BACKEND}"
+        )

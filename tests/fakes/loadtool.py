@@ -1,6 +1,7 @@
 """What the lab's load tool (services/currency-converter/load.py) prints, for the fakes that stand in for the
 pods it runs in (``kubectl exec`` and an ephemeral container): one JSON line per request, ``t`` a wall-clock
-time, a 90/10 v1/v2 split like the lesson's canary."""
+time, a 90/10 v1/v2 split like the lesson's canary; for a ``tcp://`` URL one line per connection, as load.py
+prints its echoes (status null, version the echo's prefix)."""
 
 from __future__ import annotations
 
@@ -12,10 +13,11 @@ def output(argv: list[str]) -> str:
     if "--url" not in argv:
         raise ValueError("load.py: error: the following arguments are required: --url")
     n = int(argv[argv.index("--n") + 1]) if "--n" in argv else 10
+    tcp = argv[argv.index("--url") + 1].startswith("tcp://")  # one connection per row: no HTTP status
     rows = [
         {
             "t": 1764250000.0 + i * 0.01,  # load.py prints wall-clock time.time()
-            "status": 200,
+            "status": None if tcp else 200,
             "version": "v2" if i % 10 == 9 else "v1",
             "latency": 0.004,
             "error": None,
