@@ -31,8 +31,8 @@ CANARY = {"v1": 90, "v2": 10}
 #: ``checks.CONFIDENCE``) to be about ±4 points.
 SPLIT_REQUESTS = 1000
 #: Notebook 21's TCP route and notebook 22's query (the client's requests to the service, one reporter).
-TCP_FILE = "tasks/virtual-service-currency-converter-tcp-80-20.yaml"
-TCP_URL, TCP_SPLIT = f"tcp://{scenario.SERVICE}.{scenario.NAMESPACE}:9001", {"v1": 80, "v2": 20}
+TCP_FILE = "tasks/virtual-service-tcp-echo-80-20.yaml"
+TCP_URL, TCP_SPLIT = f"tcp://tcp-echo.{scenario.NAMESPACE}:9001", {"v1": 80, "v2": 20}
 PROMQL = (
     'sum by (destination_version) (istio_requests_total{reporter="source", source_workload="client", '
     f'destination_service="{scenario.SERVICE}.{scenario.NAMESPACE}.svc.cluster.local"}})'

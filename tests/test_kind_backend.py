@@ -185,7 +185,7 @@ def test_metrics_have_the_local_backends_shape(running):
 def test_send_tcp_opens_the_connections_from_inside_the_client_pod(running):
     """Notebook 21 on kind: load.py's tcp:// mode in the client pod, its echoes as a TcpResult."""
     fake, _, lab = running
-    url = "tcp://currency-converter.payments-prod:9001"
+    url = "tcp://tcp-echo.payments-prod:9001"
     result = lab.send_tcp(url, n=20)
     assert result.counts() == {"v1": 18, "v2": 2} and result.codes() == {"echoed": 20}
     call = [c for c in fake.calls("kubectl") if "exec" in c][-1]

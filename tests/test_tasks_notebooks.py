@@ -81,7 +81,7 @@ BROKEN = [
     (
         "21-tcp-traffic-shifting",
         "print(*lab.apply(vs)",
-        "lab.apply(lesson.manifest_path('tasks/virtual-service-currency-converter-tcp-50-50.yaml'))",
+        "lab.apply(lesson.manifest_path('tasks/virtual-service-tcp-echo-50-50.yaml'))",
         'checks.split_matches(result, {"v1": 80, "v2": 20})',
         ["does not match the configured 80/20", "What to do: look at which VirtualService is applied"],
     ),

@@ -11,13 +11,15 @@ import pytest
 
 from labkit import checks, paths
 from labkit.checks import CheckFailed
-from labkit.scenario import NAMESPACE, SERVICE
+from labkit.scenario import NAMESPACE
 
 pytestmark = pytest.mark.mesh
 
 TASKS = paths.CLUSTER_CONFIG / "tasks"
-PORT = 9001  # the sample app's TCP echo port (cluster-config/apps/currency-converter.yaml)
-TCP_URL = f"tcp://{SERVICE}.{NAMESPACE}:{PORT}"
+PORT = 9001  # the sample app's TCP echo port, Service tcp-echo (cluster-config/apps/currency-converter.yaml)
+ECHO = "tcp-echo"
+TCP_URL = f"tcp://{ECHO}.{NAMESPACE}:{PORT}"
+FQDN = f"{ECHO}.{NAMESPACE}.svc.cluster.local"
 
 
 def tcp_proxy(lab, listener: str) -> dict:
@@ -30,18 +32,18 @@ def tcp_proxy(lab, listener: str) -> dict:
 def test_tcp_routes_shift_connections_80_20_and_a_50_50_split_fails_the_check(lab):
     """tcp[].route weights: weighted_clusters, one pick per connection; the lesson's CHECK tells 50/50."""
     try:
-        lab.apply(TASKS / "virtual-service-currency-converter-tcp-80-20.yaml")
+        lab.apply(TASKS / "virtual-service-tcp-echo-80-20.yaml")
         config = tcp_proxy(lab, "0.0.0.0_9001")
-        assert config["stat_prefix"] == f"{SERVICE}.{NAMESPACE}"  # <vs name>.<namespace>, as istiod names it
+        assert config["stat_prefix"] == f"{ECHO}.{NAMESPACE}"  # <vs name>.<namespace>, as istiod names it
         assert config["weighted_clusters"]["clusters"] == [
-            {"name": f"outbound|9001|v1|{SERVICE}.{NAMESPACE}.svc.cluster.local", "weight": 80},
-            {"name": f"outbound|9001|v2|{SERVICE}.{NAMESPACE}.svc.cluster.local", "weight": 20},
+            {"name": f"outbound|9001|v1|{FQDN}", "weight": 80},
+            {"name": f"outbound|9001|v2|{FQDN}", "weight": 20},
         ]
         shifted = lab.send_tcp(TCP_URL, 400)
         assert shifted.codes() == {"echoed": 400}, shifted.summary()
         checks.split_matches(shifted, {"v1": 80, "v2": 20})
 
-        lab.apply(TASKS / "virtual-service-currency-converter-tcp-50-50.yaml")
+        lab.apply(TASKS / "virtual-service-tcp-echo-50-50.yaml")
         even = lab.send_tcp(TCP_URL, 400)
         with pytest.raises(CheckFailed, match="does not match the configured 80/20"):
             checks.split_matches(even, {"v1": 80, "v2": 20})
@@ -49,31 +51,26 @@ def test_tcp_routes_shift_connections_80_20_and_a_50_50_split_fails_the_check(la
         lab.ensure("canary-90-10")
 
 
-def test_one_tcp_destination_is_a_plain_cluster_and_http_routes_leave_tcp_alone(lab):
-    """A single destination is ``tcp_proxy.cluster`` with the cluster as stat prefix; the canary
-    VirtualService (http routes only) leaves the TCP port on the Service's default cluster, both versions."""
+def test_one_tcp_destination_is_a_plain_cluster_and_no_route_is_the_default_cluster(lab):
+    """A single destination is ``tcp_proxy.cluster`` with the cluster as stat prefix; without a
+    VirtualService the TCP port takes the Service's default cluster, both versions."""
     one = {  # the single-destination form of Istio's task
         "apiVersion": "networking.istio.io/v1",
         "kind": "VirtualService",
-        "metadata": {"name": SERVICE, "namespace": NAMESPACE},
+        "metadata": {"name": ECHO, "namespace": NAMESPACE},
         "spec": {
-            "hosts": [SERVICE],
-            "tcp": [
-                {"route": [{"destination": {"host": SERVICE, "subset": "v2", "port": {"number": PORT}}}]}
-            ],
+            "hosts": [ECHO],
+            "tcp": [{"route": [{"destination": {"host": ECHO, "subset": "v2", "port": {"number": PORT}}}]}],
         },
     }
     try:
-        default = lab.send_tcp(TCP_URL, 60)  # the canary checkpoint: http weights only
-        assert set(default.counts()) == {"v1", "v2"} and tcp_proxy(lab, "0.0.0.0_9001")["cluster"] == (
-            f"outbound|9001||{SERVICE}.{NAMESPACE}.svc.cluster.local"
-        )
+        default = lab.send_tcp(TCP_URL, 60)  # the canary checkpoint: no route for tcp-echo
+        assert set(default.counts()) == {"v1", "v2"}
+        assert tcp_proxy(lab, "0.0.0.0_9001")["cluster"] == f"outbound|9001||{FQDN}"
+        lab.apply(TASKS / "virtual-service-tcp-echo-80-20.yaml")  # its DestinationRule: the subsets
         lab.apply(one)
-        cluster = f"outbound|9001|v2|{SERVICE}.{NAMESPACE}.svc.cluster.local"
-        assert tcp_proxy(lab, "0.0.0.0_9001")["stat_prefix"] == cluster
+        assert tcp_proxy(lab, "0.0.0.0_9001")["stat_prefix"] == f"outbound|9001|v2|{FQDN}"
         assert lab.send_tcp(TCP_URL, 30).counts() == {"v2": 30}
-        http = lab.send(f"http://{SERVICE}.{NAMESPACE}:8080/", n=20, progress=False)
-        assert http.codes() == {200: 20}  # no http route: the HTTP port keeps its default route
     finally:
         lab.ensure("canary-90-10")
 
