@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from labkit.manifests import Resource, Source
     from labkit.metrics import RequestCount
     from labkit.traffic import Outcome, Resolver, TrafficResult
+    from labkit.traffic.tcp import TcpResult
 
 
 def show(message: str) -> None:
@@ -49,6 +50,8 @@ class Lab(abc.ABC):
     backend: str = "abstract"
     #: How long ``metrics()`` may take to count a request just answered (a telemetry split waits for it).
     telemetry_lag: float = 2.0
+    #: How often the lab's Prometheus scrapes the proxies (``promql``; Istio's addon: every 15 s).
+    scrape_interval: float = 15.0
 
     @abc.abstractmethod
     def up(self) -> Status:
@@ -151,6 +154,12 @@ class Lab(abc.ABC):
         read them), e.g. ``upstream_rq_pending_overflow`` of a circuit breaker."""
         raise NotImplementedError(f"lab.proxy_stats on the {self.backend} backend")
 
+    def promql(self, query: str) -> list[dict[str, Any]]:
+        """An instant PromQL query on the lab's Prometheus (kind: Istio's addon; local: the ``prometheus``
+        binary scraping every proxy): the HTTP API's ``data.result``,
+        ``[{"metric": {...}, "value": [t, v]}]``."""
+        raise self._missing("promql")
+
     def mtls_mode(self, workload: str, namespace: str = NAMESPACE) -> str | None:
         """The inbound mTLS mode (STRICT, PERMISSIVE, ...) of ``workload``'s sidecar; None without one."""
         raise self._missing("mtls_mode")
@@ -227,6 +236,13 @@ class Lab(abc.ABC):
         from labkit import traffic  # here: aiohttp's import would slow `import labkit`
 
         return traffic.send(self.resolver(source), url, source=source, **load)
+
+    def send_tcp(self, url: str, n: int = 200, *, source: str = "client", concurrency: int = 8) -> TcpResult:
+        """Open ``n`` TCP connections from ``source`` to ``url`` (``tcp://host:port``), each sending one line
+        and reading its echo, as Istio's tcp-echo task does with ``nc``: the split is per connection."""
+        from labkit.traffic import tcp  # here: aiohttp's import would slow `import labkit`
+
+        return tcp.send_tcp(self.resolver(source), url, n, concurrency=concurrency, source=source)
 
     def stream(
         self,

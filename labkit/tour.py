@@ -1,9 +1,10 @@
-"""``labkit tour``: the core of notebooks 01–05 run headless, each step followed by its check, and an
-HTML report.
+"""``labkit tour``: the core of notebooks 01–05, 21 and 22 run headless, each step followed by its check,
+and an HTML report.
 
 Steps: start the mesh, deploy currency-converter v1/v2 with sidecars, STRICT mTLS proven both ways (the
 legacy client is refused, the mesh client gets 200 over mutual TLS), then the 90/10 canary measured with
-its interval and verdict. Exit code 0 only if every check passed; the lab is stopped afterwards unless
+its interval and verdict; then connections shifted 80/20 by a TCP route, and Prometheus counting the
+requests per version. Exit code 0 only if every check passed; the lab is stopped afterwards unless
 ``--keep``.
 """
 
@@ -29,6 +30,13 @@ CANARY = {"v1": 90, "v2": 10}
 #: Requests sent to measure the split: enough for a 10 % share's interval (at the lab's confidence,
 #: ``checks.CONFIDENCE``) to be about ±4 points.
 SPLIT_REQUESTS = 1000
+#: Notebook 21's TCP route and notebook 22's query (the client's requests to the service, one reporter).
+TCP_FILE = "tasks/virtual-service-tcp-echo-80-20.yaml"
+TCP_URL, TCP_SPLIT = f"tcp://tcp-echo.{scenario.NAMESPACE}:9001", {"v1": 80, "v2": 20}
+PROMQL = (
+    'sum by (destination_version) (istio_requests_total{reporter="source", source_workload="client", '
+    f'destination_service="{scenario.SERVICE}.{scenario.NAMESPACE}.svc.cluster.local"}})'
+)
 
 
 @dataclass
@@ -113,17 +121,49 @@ def run(lab: Lab, tour: Tour | None = None) -> Tour:
         checks.split_matches(result, CANARY)
         return result
 
-    for title, action in (
+    def tcp() -> None:
+        for change in lab.apply(lesson.manifest_path(TCP_FILE)):
+            print(change)
+        result = lab.send_tcp(TCP_URL, n=400)
+        print(result.summary())
+        checks.all_echoed(result)
+        checks.split_matches(result, TCP_SPLIT)
+
+    def promql() -> None:
+        before = checks.settled_counts(lab, PROMQL)
+        checks.prometheus_counted(lab, PROMQL, before, lab.send(lesson.URL, n=100))
+
+    steps = [
         ("1. Start the mesh (lab.up)", up),
         ("2. Deploy currency-converter v1 and v2, each with a sidecar", deploy),
         ("3. STRICT mTLS: legacy refused, client served over mutual TLS", strict),
         (f"4. Canary {CANARY['v1']}/{CANARY['v2']}: the split measured with its interval", canary),
-    ):
+        ("5. TCP traffic shifting: connections split 80/20 (notebook 21)", tcp),
+    ]
+    missing = _prometheus_missing(lab)
+    if missing:
+        print(f"\n(step 6, Prometheus, left out: {missing})")
+    else:
+        steps.append(("6. Prometheus counts the requests per version exactly (notebook 22)", promql))
+    for title, action in steps:
         if tour.step(title, action) is False:
             break
     with contextlib.suppress(LabError):
         tour.figures.append(("Mesh traffic", _viz().topology(lab.metrics())))
     return tour
+
+
+def _prometheus_missing(lab: Lab) -> str:
+    """Why the local backend cannot run Prometheus here (its binary is missing, and how to get it), or ""."""
+    if lab.backend != "local":
+        return ""
+    from labkit.local import prometheus  # the local engine, only for a local lab
+
+    try:
+        prometheus.binary()
+    except LabError as exc:
+        return str(exc)
+    return ""
 
 
 def _viz() -> Any:

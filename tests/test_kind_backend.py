@@ -182,6 +182,26 @@ def test_metrics_have_the_local_backends_shape(running):
     assert metrics.total(samples, destination_version="v2", connection_security_policy="mutual_tls") == 7.0
 
 
+def test_send_tcp_opens_the_connections_from_inside_the_client_pod(running):
+    """Notebook 21 on kind: load.py's tcp:// mode in the client pod, its echoes as a TcpResult."""
+    fake, _, lab = running
+    url = "tcp://tcp-echo.payments-prod:9001"
+    result = lab.send_tcp(url, n=20)
+    assert result.counts() == {"v1": 18, "v2": 2} and result.codes() == {"echoed": 20}
+    call = [c for c in fake.calls("kubectl") if "exec" in c][-1]
+    assert call[call.index("load.py") :] == ["load.py", "--url", url, "--n", "20", "--concurrency", "8"]
+
+
+def test_promql_queries_the_addon_through_the_api_servers_service_proxy(running):
+    """Notebook 22 on kind: the query's answer is Prometheus's own data.result."""
+    _, api, lab = running
+    series = {"metric": {"destination_version": "v1"}, "value": [1764250000.1, "3.5"]}
+    api.prometheus = [series]
+    assert lab.promql("sum by (destination_version) (rate(istio_requests_total[1m]))") == [series]
+    asked = [r for r in api.requests if "/services/prometheus:9090/proxy/api/v1/query" in r.path]
+    assert asked and "rate" in asked[-1].path
+
+
 def test_access_log_keeps_only_access_lines_of_the_proxy(running):
     _, api, lab = running
     [pod] = [o for p, o in api.objects.items() if "/pods/currency-converter-v1-" in p]

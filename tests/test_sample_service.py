@@ -13,6 +13,7 @@ import itertools
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -421,6 +422,34 @@ def test_load_tool_reports_the_envoy_response_flags_header():
 def test_load_tool_names_a_refused_connection_as_labkit_does():
     records = run_load("--url", f"http://127.0.0.1:{free_port()}{CONVERT}", "--n", "2", "--timeout", "2")
     assert [(r["status"], r["error"], r["flags"]) for r in records] == [(None, "refused", None)] * 2
+
+
+def test_tcp_echo_port_answers_each_line_with_the_version_as_prefix():
+    """Istio's tcp-echo sample: every line of a connection comes back as "<prefix> <line>"."""
+    tcp = free_port()
+    with service(VERSION="v2", TCP_PORT=str(tcp)), socket.create_connection(("127.0.0.1", tcp), 5) as conn:
+        conn.sendall(b"hello\nworld\n")
+        answers = conn.makefile("rb")
+        lines = [answers.readline(), answers.readline()]
+    assert lines == [b"v2 hello\n", b"v2 world\n"]
+    with (
+        service(VERSION="v1", TCP_PORT=str(tcp), TCP_PREFIX="one"),
+        socket.create_connection(("127.0.0.1", tcp), 5) as conn,
+    ):
+        conn.sendall(b"hi\n")
+        assert conn.makefile("rb").readline() == b"one hi\n"
+
+
+def test_load_tool_opens_one_tcp_connection_per_request_for_a_tcp_url():
+    """The kind backend's send_tcp: load.py in the client pod reports each connection's echo prefix."""
+    tcp = free_port()
+    with service(VERSION="v2", TCP_PORT=str(tcp)):
+        echoed = run_load("--url", f"tcp://127.0.0.1:{tcp}", "--n", "5", "--concurrency", "2")
+    refused = run_load("--url", f"tcp://127.0.0.1:{free_port()}", "--n", "1", "--timeout", "2")
+    assert {(r["status"], r["version"], r["error"]) for r in echoed} == {(None, "v2", None)} and len(
+        echoed
+    ) == 5
+    assert [(r["version"], r["error"]) for r in refused] == [(None, "refused")]
 
 
 def test_load_tool_rejects_a_malformed_header():

@@ -1,4 +1,4 @@
-"""Notebooks 12-15, 19 and 20 (Istio's tasks) broken on purpose, as a trainee would break them: the CHECK cell
+"""Notebooks 12-15 and 19-22 (Istio's tasks) broken on purpose, as a trainee would break them: the CHECK cell
 must fail with the trainee's message (the pattern of tests/test_notebooks.py). The lessons themselves run top
 to bottom in tests/test_notebooks.py, which collects every notebook."""
 
@@ -39,6 +39,12 @@ from labkit.manifests import load
 wrong = load(errors_only)[0].body
 del wrong["spec"]["accessLogging"][0]["filter"]
 errors_only = wrong
+"""
+#: A query without ``reporter``: it adds the caller's and the server's count of every request.
+BOTH_REPORTERS = """
+QUERY = QUERY.replace('reporter="source", ', '')
+before = checks.settled_counts(lab, QUERY)
+fresh = lab.send(lesson.URL, n=200)
 """
 
 #: (notebook, the cell after which the lesson is broken, the breaking code, the CHECK cell, what it must say)
@@ -94,6 +100,20 @@ BROKEN = [
         TELEMETRY_WITHOUT_FILTER,
         "checks.access_log_filtered(lab, SERVERS, marker, sent, logged=lambda code: code >= 400)",
         ["lines for [200] should have been filtered out", "accessLogging[].filter.expression"],
+    ),
+    (
+        "21-tcp-traffic-shifting",
+        "print(*lab.apply(vs)",
+        "lab.apply(lesson.manifest_path('tasks/virtual-service-tcp-echo-50-50.yaml'))",
+        'checks.split_matches(result, {"v1": 80, "v2": 20})',
+        ["does not match the configured 80/20", "What to do: look at which VirtualService is applied"],
+    ),
+    (
+        "22-querying-metrics",
+        "QUERY = (",
+        BOTH_REPORTERS,
+        "checks.prometheus_counted(lab, QUERY, before, fresh)",
+        ["every request twice", "What to do: look at the query's filters"],
     ),
 ]
 

@@ -56,17 +56,25 @@ def test_injected_namespaces_get_one_sidecar_per_instance(tmp_path):
 def test_every_sidecar_has_an_outbound_socket_per_registry_port_and_inbound_port_per_target_port(tmp_path):
     topo, _ = lab_topology(tmp_path)
     for proxy in topo.sidecars:
-        assert set(proxy.outbound_sockets) == {80, 8080}  # fx-rates 80 + 8080, currency-converter 8080
+        assert set(proxy.outbound_sockets) == {80, 8080, 9001}  # fx-rates; currency-converter; tcp-echo
     client = topo.proxies["sidecar~client-0.payments-prod"]
     assert client.inbound_ports == {}  # no Service selects the client
-    assert set(topo.proxies["sidecar~currency-converter-v1-0.payments-prod"].inbound_ports) == {8080}
+    assert set(topo.proxies["sidecar~currency-converter-v1-0.payments-prod"].inbound_ports) == {8080, 9001}
+    v1 = next(i for i in topo.instances if i.name == "currency-converter-v1-0")
+    assert (
+        set(v1.tcp_sockets) == {9001} and not v1.tcp_ports
+    )  # its TCP echo port: a socket behind the sidecar
     bound = [
         port for p in topo.proxies.values() for port in (*p.inbound_ports.values(), *p.gateway_ports.values())
-    ] + [i.app_port for i in topo.instances if i.app_port is not None]
+    ] + [
+        port for i in topo.instances if i.app_port is not None for port in (i.app_port, *i.tcp_ports.values())
+    ]
     assert len(bound) == len(set(bound)), "two listeners would share a 127.0.0.1 port"
     sockets = [
         sock for p in topo.proxies.values() for sock in (p.admin_socket, *p.outbound_sockets.values())
-    ] + [i.app_socket for i in topo.instances if i.app_socket is not None]
+    ] + [
+        s for i in topo.instances if i.app_socket is not None for s in (i.app_socket, *i.tcp_sockets.values())
+    ]
     assert len(sockets) == len(set(sockets)), "two listeners would share a Unix socket"
     assert {s.parent for s in sockets} == {tmp_path / "sock"}
 
@@ -169,10 +177,10 @@ def test_unsupported_app_kinds_and_ports_are_named(tmp_path):
         UnsupportedError, match=r"<string> \(document 1\) StatefulSet/db: kind StatefulSet .*kind"
     ):
         build_topology(manifests.load(statefulset), tmp_path, lambda: 1)
-    tcp = "apiVersion: v1\nkind: Service\nmetadata: {name: db, namespace: data}\n"
-    tcp += "spec: {ports: [{name: tcp, port: 5432}]}\n"
-    with pytest.raises(UnsupportedError, match=r"Service/db: field spec.ports\[0\] is a TCP port"):
-        build_topology(manifests.load(tcp), tmp_path, lambda: 1)
+    mongo = "apiVersion: v1\nkind: Service\nmetadata: {name: db, namespace: data}\n"
+    mongo += "spec: {ports: [{name: mongo, port: 27017}]}\n"
+    with pytest.raises(UnsupportedError, match=r"Service/db: field spec.ports\[0\] is a Mongo port"):
+        build_topology(manifests.load(mongo), tmp_path, lambda: 1)
     portless = INJECTION.split("---")[4].replace("ports: [{containerPort: 9000}]", "image: x")
     # the app's port comes from the lab (PORT), so a Deployment without containerPort builds
     assert [w.name for w in build_topology(manifests.load(portless), tmp_path, lambda: 1).workloads] == [

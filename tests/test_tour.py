@@ -27,11 +27,11 @@ def test_tour_passes_every_check_writes_an_offline_report_and_stops_the_lab(tmp_
     assert "legacy client (no sidecar) refused" in out
     assert "connection_security_policy=mutual_tls" in out and "consistent with" in out
     assert "client authenticated as spiffe://cluster.local/ns/payments-prod/sa/client" in out
-    assert "4/4 steps passed" in out
+    assert "6/6 steps passed" in out and "Prometheus counted the 100 requests" in out
     page = report.read_text(encoding="utf-8")
     assert "every check passed" in page and "Configured vs observed split" in page
     assert "plotly.js v" in page and 'src="https://cdn' not in page  # plotly.js embedded: opens offline
-    assert page.count("<h2><span class='ok'>✔</span>") == 4
+    assert page.count("<h2><span class='ok'>✔</span>") == 6
     assert not LocalLab(tmp_path / "state").status().up
 
 

@@ -88,8 +88,14 @@ HTTP_ROUTE = "route: [{destination: {host: a}}]"
         (
             NET,
             "VirtualService",
-            f"{{hosts: [a], tcp: [{{{HTTP_ROUTE}}}]}}",
-            "field spec.tcp is not supported",
+            f"{{hosts: [a], tcp: [{{match: [{{port: 9001, sourceLabels: {{app: x}}}}], {HTTP_ROUTE}}}]}}",
+            "field spec.tcp[0].match[0].sourceLabels is not supported",
+        ),
+        (
+            NET,
+            "VirtualService",
+            f"{{hosts: [a], gateways: [gw], tcp: [{{{HTTP_ROUTE}}}]}}",
+            "field spec.tcp is not supported by the local backend for gateways (gw)",
         ),
         (
             NET,

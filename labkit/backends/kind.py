@@ -25,6 +25,7 @@ from labkit.status import ProxyStatus
 if TYPE_CHECKING:
     from labkit.manifests import Resource
     from labkit.traffic import Outcome, Resolver, TrafficResult
+    from labkit.traffic.tcp import TcpResult
 
 #: kind/cluster.yaml publishes the ingress gateway's NodePort here.
 INGRESS_URL = "http://127.0.0.1:8080"
@@ -234,6 +235,10 @@ class KubeLab(Lab):
             status.problems += problems
         return status
 
+    def promql(self, query: str) -> list[dict[str, Any]]:
+        """The query on Istio's Prometheus addon (installed by up()), via the API server's service proxy."""
+        return self.kube.prometheus(query)
+
     def metrics(self) -> list[RequestCount]:
         """``istio_requests_total`` from the addon Prometheus (scraped every 15 s, so recent requests lag)."""
         return [
@@ -419,6 +424,16 @@ class KubeLab(Lab):
             qps=load["qps"], concurrency=load["concurrency"], headers=load["headers"], source=source,
             open_loop=load["open_loop"],
         )  # fmt: skip
+
+    def send_tcp(self, url: str, n: int = 200, *, source: str = "client", concurrency: int = 8) -> TcpResult:
+        """The connections leave from inside a pod of ``source``, through its sidecar (load.py's tcp://)."""
+        from labkit.traffic.tcp import TcpResult  # imported lazily: keeps `import labkit` fast
+
+        result = podtraffic.send(
+            self.kube, self.target, self._workload(source), url, n=n, duration=None, qps=None,
+            concurrency=concurrency, headers=None, source=source,
+        )  # fmt: skip
+        return TcpResult(result.outcomes, source, url, result.elapsed)
 
 
 def _get_only(source: str, method: str) -> None:

@@ -25,10 +25,11 @@ from labkit import manifests, metrics, paths
 from labkit.errors import BackendError, LabError, UnsupportedError
 from labkit.files import write_atomic
 from labkit.lab import Lab, show
-from labkit.local import capacity, envoy, podfields, proxyview, resolve, telemetry
+from labkit.local import capacity, envoy, podfields, prometheus, proxyview, resolve, telemetry
 from labkit.local.ca import LocalCA
 from labkit.local.httproute import with_status
 from labkit.local.ports import Ports, release
+from labkit.local.prometheus import Prometheus
 from labkit.local.supervisor import ISTIOD, Supervisor, app_name, envoy_name
 from labkit.local.supported import SCHEMAS, check_supported
 from labkit.local.topology import KUBE_KINDS, Topology, build_topology, ensure_gateway_port
@@ -70,6 +71,7 @@ class LocalLab(Lab):
     machine's limits for the capacity check (capacity.py)."""
 
     backend = "local"
+    scrape_interval = float(prometheus.SCRAPE_INTERVAL)
 
     def __init__(self, state: Path | None = None, limits: capacity.Limits | None = None) -> None:
         self.files = LocalState(state)
@@ -198,6 +200,7 @@ class LocalLab(Lab):
         like deleting a kind cluster; ports, certificates and logs stay for the next up()."""
         with self.files.lock():
             self._procs.stop_all()
+            Prometheus(self.files).stop()
             self.files.applied.unlink(missing_ok=True)
             self._topo = None
 
@@ -375,6 +378,14 @@ class LocalLab(Lab):
     def metrics(self) -> list[RequestCount]:
         """``istio_requests_total`` from every running proxy (reporter source and destination)."""
         return telemetry.requests_total(self._live_proxies(self._require_up()))
+
+    def promql(self, query: str) -> list[dict[str, Any]]:
+        """Run ``query`` on the lab's Prometheus (started on first use; labkit/local/prometheus.py)."""
+        return prometheus.query(self.prometheus(), query)
+
+    def prometheus(self) -> str:
+        """The lab's Prometheus, scraping every proxy: started unless it runs; its base URL."""
+        return Prometheus(self.files).ensure(list(self._require_up().proxies.values()))
 
     def access_log(self, workload: str, tail: int = 50) -> list[str]:
         """The last ``tail`` lines of ``workload``'s proxy access log (all its replicas, in time order).

@@ -8,10 +8,10 @@ Checks read data only (a ``Status``, a ``TrafficResult``, metrics), so they beha
 percentage), so a correct lab can fail a statistical check by bad luck. Every statistical check here is an
 exact binomial test (scipy), so that chance is at most ``1 - CONFIDENCE`` per check by construction, never
 tuned until it passes. The level is budgeted for a whole CI run (``labkit.stats``): at most
-``CHECKS_PER_RUN`` = 100 statistical checks on live traffic, of which a full notebook run executes 30 (10 per
-pass of the notebooks: 04 two, 05 two, 07 four, 10 two; the run makes about three passes: every notebook, each
-again after an interrupted one, and the interrupted halves, broken lessons and exports; a test
-keeps the tally). By the union bound the run fails falsely with probability at most
+``CHECKS_PER_RUN`` = 100 statistical checks on live traffic, of which a full notebook run executes 32 (11 per
+pass of the notebooks: 04 two, 05 two, 07 four, 10 two, 21 one; the run makes about three passes: every
+notebook, each again after an interrupted one, and the interrupted halves, broken lessons and exports; a
+test keeps the tally). By the union bound the run fails falsely with probability at most
 100 × (1 - CONFIDENCE) = 1 in 1,000, so each check uses CONFIDENCE = 1 - 0.001 / 100 = 99.999 %. (05's
 rollout cannot roll a healthy canary back by chance: with no failures its interval's lower end is 0.) A wrong
 configuration (50/50 where 90/10 is configured, no retries where retries are configured) still fails every
@@ -24,8 +24,8 @@ Example:
 
 Modules, one concern each: ``report`` (``passed``, ``fail``, the shared exact test), ``lifecycle`` (the lab
 itself), ``traffic`` (a run's answers and shares), ``telemetry`` (metrics, logs, identities), ``rollout`` (the
-canary control), ``measurement`` (``labkit.cost``), ``tasks`` (Istio's tasks, notebooks 12-15) and ``edge``
-(secure ingress, notebook 17).
+canary control), ``measurement`` (``labkit.cost``), ``tasks`` (Istio's tasks, notebooks 12-15), ``edge``
+(secure ingress, notebook 17) and ``observe`` (TCP echoes and Prometheus's counts, notebooks 21-22).
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ from labkit.checks.lifecycle import (
     versions_running,
 )
 from labkit.checks.measurement import measurement_sound
+from labkit.checks.observe import all_echoed, by_label, prometheus_counted, settled_counts
 from labkit.checks.report import LEFTOVER, _describe, _flags, _requests, _test, fail, passed
 from labkit.checks.rollout import rollout_promoted, rollout_rolled_back
 from labkit.checks.tasks import circuit_breaker_trips, mirrored, overflow_counted
@@ -88,8 +89,10 @@ __all__ = [
     "_test",
     "access_log_filtered",
     "access_log_shows",
+    "all_echoed",
     "all_ok",
     "blocked_egress",
+    "by_label",
     "circuit_breaker_trips",
     "direct_dials_refused",
     "error_share_at_most",
@@ -108,9 +111,11 @@ __all__ = [
     "overflow_counted",
     "passed",
     "peer_identity",
+    "prometheus_counted",
     "preflight",
     "proxies_synced",
     "refused",
+    "settled_counts",
     "rollout_promoted",
     "rollout_rolled_back",
     "sidecars_injected",

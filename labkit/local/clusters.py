@@ -347,7 +347,7 @@ def cert_pair(proxy: Proxy) -> dict:
     }
 
 
-def inbound_cluster(target_port: int, app_socket: Path) -> dict:
+def inbound_cluster(target_port: int, app: Path | int) -> dict:
     """``inbound|<port>||``: the sidecar's own app, on its Unix socket (on a pod, 127.0.0.1 inside the pod's
     network namespace: no one outside reaches it but through the sidecar)."""
     name = f"inbound|{target_port}||"
@@ -361,7 +361,7 @@ def inbound_cluster(target_port: int, app_socket: Path) -> dict:
         "circuit_breakers": {"thresholds": [_thresholds({})]},
         "load_assignment": {
             "cluster_name": name,
-            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": address(app_socket)}}]}],
+            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": address(app)}}]}],
         },
     }
 

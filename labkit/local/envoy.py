@@ -34,6 +34,8 @@ FLUSH_INTERVAL_MS = 100
 DRAIN_TIME_S = 1
 #: The bootstrap cluster of the control plane, named as istio-proxy names it.
 XDS_CLUSTER = "xds-grpc"
+#: istio-proxy's cluster behind the 15090 stats listener: the admin API (envoy_bootstrap.json).
+STATS_CLUSTER = "prometheus_stats"
 #: Reconnect quickly when the control plane restarts (Envoy's default backoff grows from 0.5 s to 30 s);
 #: ``EnvoyGrpc.retry_policy`` is the one the xDS stream reads (``GrpcService.retry_policy`` is not).
 XDS_RETRY = {"retry_back_off": {"base_interval": "0.1s", "max_interval": "1s"}}
@@ -99,7 +101,10 @@ def bootstrap(proxy: Proxy, xds_socket: Path) -> dict[str, Any]:
             "cds_config": ads,
             "lds_config": ads,
         },
-        "static_resources": {"clusters": [_xds_cluster(xds_socket)]},
+        "static_resources": {
+            "listeners": [_stats_listener(proxy)],
+            "clusters": [_xds_cluster(xds_socket), _admin_cluster(proxy)],
+        },
         "stats_config": {
             "use_all_default_tags": False,
             "stats_tags": [
@@ -107,6 +112,46 @@ def bootstrap(proxy: Proxy, xds_socket: Path) -> dict[str, Any]:
                 {"tag_name": "response_code", "regex": r"_rq(_(\d{3}))$"},
                 {"tag_name": "response_code_class", "regex": r"_rq(_(\dxx))$"},
             ],
+        },
+    }
+
+
+def _stats_listener(proxy: Proxy) -> dict[str, Any]:
+    """istio-proxy's ``0.0.0.0_15090`` (envoy_bootstrap.json): ``/stats/prometheus`` and nothing else of the
+    admin API, on a TCP port Prometheus scrapes; the rest of the admin API stays on its 0600 socket."""
+    route = {"match": {"prefix": "/stats/prometheus"}, "route": {"cluster": STATS_CLUSTER}}
+    hcm = {
+        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3"
+        ".HttpConnectionManager",
+        "stat_prefix": "stats",
+        "route_config": {"virtual_hosts": [{"name": "backend", "domains": ["*"], "routes": [route]}]},
+        "http_filters": [
+            {
+                "name": "envoy.filters.http.router",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
+                },
+            }
+        ],
+    }
+    return {
+        "name": "0.0.0.0_15090",
+        "address": address(proxy.stats_port),
+        "filter_chains": [
+            {"filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}]}
+        ],
+    }
+
+
+def _admin_cluster(proxy: Proxy) -> dict[str, Any]:
+    """istio-proxy's ``prometheus_stats`` cluster: the proxy's own admin API."""
+    return {
+        "name": STATS_CLUSTER,
+        "type": "STATIC",
+        "connect_timeout": "1s",
+        "load_assignment": {
+            "cluster_name": STATS_CLUSTER,
+            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": address(proxy.admin_socket)}}]}],
         },
     }
 

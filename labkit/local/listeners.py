@@ -20,6 +20,7 @@ from labkit.local.clusters import DOWNSTREAM_TLS, PEER_KEYS, TLS_PARAMS, address
 from labkit.local.requestauthn import FILTER as JWT_FILTER
 from labkit.local.requestauthn import JWT_AUTHN
 from labkit.local.routes import PEER_HEADERS
+from labkit.local.tcp import tcp_proxy
 from labkit.metrics import LABELS
 
 if TYPE_CHECKING:
@@ -66,28 +67,33 @@ CIPHERS = [
 ]
 
 
-def access_logs(proxy: Proxy, log_file: FileLog | None, tags: dict[str, str]) -> list[dict]:
+def file_loggers(proxy: Proxy, log_file: FileLog | None) -> list[dict]:
     """The file access log (meshConfig.accessLogFile or a Telemetry), with the Telemetry's CEL filter if
-    it has one (core/accesslog.go ``buildAccessLogFilterFromTelemetry``), and the request counter."""
-    logs = []
-    if log_file is not None:
-        file_log: dict[str, Any] = {
-            "name": "envoy.access_loggers.file",
-            "typed_config": {
-                "@type": FILE_LOG,
-                "path": str(proxy.access_log),
-                "log_format": {"text_format_source": {"inline_string": ACCESS_LOG_FORMAT}},
-            },
-        }
-        if log_file.filter is not None:
-            cel = {"@type": CEL_FILTER, "expression": log_file.filter}
-            file_log["filter"] = {
-                "extension_filter": {
-                    "name": "envoy.access_loggers.extension_filters.cel",
-                    "typed_config": cel,
-                }
+    it has one (core/accesslog.go ``buildAccessLogFilterFromTelemetry``); none when logging is off."""
+    if log_file is None:
+        return []
+    logger: dict[str, Any] = {
+        "name": "envoy.access_loggers.file",
+        "typed_config": {
+            "@type": FILE_LOG,
+            "path": str(proxy.access_log),
+            "log_format": {"text_format_source": {"inline_string": ACCESS_LOG_FORMAT}},
+        },
+    }
+    if log_file.filter is not None:
+        cel = {"@type": CEL_FILTER, "expression": log_file.filter}
+        logger["filter"] = {
+            "extension_filter": {
+                "name": "envoy.access_loggers.extension_filters.cel",
+                "typed_config": cel,
             }
-        logs.append(file_log)
+        }
+    return [logger]
+
+
+def access_logs(proxy: Proxy, log_file: FileLog | None, tags: dict[str, str]) -> list[dict]:
+    """The file access log (``file_loggers``) and the request counter."""
+    logs = file_loggers(proxy, log_file)
     logs.append(
         {
             "name": "envoy.access_loggers.stats",
@@ -212,6 +218,18 @@ def outbound_listener(proxy: Proxy, port: int, log_file: FileLog | None) -> dict
     }
 
 
+def outbound_tcp_listener(proxy: Proxy, port: int, tcp_proxy: dict) -> dict:
+    """A TCP port's outbound listener: ``tcp_proxy`` for the one host on it (tcp.py; Istio binds it to the
+    Service's ClusterIP, ``<ip>_<port>``, which local sidecars do not have), on the proxy's Unix socket."""
+    return {
+        "@type": LISTENER,
+        "name": f"0.0.0.0_{port}",
+        "address": address(proxy.outbound_sockets[port]),
+        "traffic_direction": "OUTBOUND",
+        "filter_chains": [{"filters": [tcp_proxy]}],
+    }
+
+
 def gateway_listener(
     proxy: Proxy,
     server_port: int,
@@ -255,7 +273,7 @@ def gateway_listener(
 
 
 def inbound_listener(
-    proxy: Proxy, target_port: int, mode: str, service: str, log_file: FileLog | None
+    proxy: Proxy, target_port: int, mode: str, service: str, log_file: FileLog | None, tcp: bool = False
 ) -> dict:
     """``virtualInbound_<port>``: Istio's inbound filter chains for one target port (filterchain_options.go).
 
@@ -292,8 +310,8 @@ def inbound_listener(
     if mode in ("PERMISSIVE", "DISABLE"):
         by_transport["raw_buffer"] = _to_chain(plain)
     chains = [
-        _inbound_chain(proxy, target_port, mtls, True, service, log_file),
-        _inbound_chain(proxy, target_port, plain, False, service, log_file),
+        _inbound_chain(proxy, target_port, mtls, True, service, log_file, tcp),
+        _inbound_chain(proxy, target_port, plain, False, service, log_file, tcp),
     ]
     return {
         "@type": LISTENER,
@@ -322,23 +340,15 @@ def _to_chain(name: str) -> dict:
 
 
 def _inbound_chain(
-    proxy: Proxy, port: int, name: str, mtls: bool, service: str, log_file: FileLog | None
+    proxy: Proxy, port: int, name: str, mtls: bool, service: str, log_file: FileLog | None, tcp: bool
 ) -> dict:
-    source = _filter(
-        "envoy.filters.http.header_to_metadata",
-        HEADER_TO_METADATA,
-        request_rules=[_source_rule(header, key, mtls) for key, header in PEER_HEADERS.items()],
-    )
-    security = "mutual_tls" if mtls else "none"
-    hcm = _hcm(
-        f"inbound_0.0.0.0_{port};",
-        [source, *security_filters()],
-        access_logs(proxy, log_file, destination_tags(proxy, service, security)),
-        rds=_rds(f"inbound|{port}||"),
-        forward_client_cert_details="APPEND_FORWARD",
-        set_current_client_cert_details={"subject": True, "dns": True, "uri": True},
-    )
-    chain: dict[str, Any] = {"name": name, "filters": [hcm]}
+    """One inbound filter chain: an HCM with the RBAC filters, or for a TCP port ``tcp_proxy`` to the app."""
+    if tcp:
+        inbound = f"inbound|{port}||"
+        filters = [tcp_proxy(inbound, file_loggers(proxy, log_file), cluster=inbound)]
+    else:
+        filters = [_inbound_hcm(proxy, port, mtls, service, log_file)]
+    chain: dict[str, Any] = {"name": name, "filters": filters}
     if mtls:
         chain["transport_socket"] = {
             "name": "envoy.transport_sockets.tls",
@@ -354,6 +364,23 @@ def _inbound_chain(
             },
         }
     return chain
+
+
+def _inbound_hcm(proxy: Proxy, port: int, mtls: bool, service: str, log_file: FileLog | None) -> dict:
+    source = _filter(
+        "envoy.filters.http.header_to_metadata",
+        HEADER_TO_METADATA,
+        request_rules=[_source_rule(header, key, mtls) for key, header in PEER_HEADERS.items()],
+    )
+    security = "mutual_tls" if mtls else "none"
+    return _hcm(
+        f"inbound_0.0.0.0_{port};",
+        [source, *security_filters()],
+        access_logs(proxy, log_file, destination_tags(proxy, service, security)),
+        rds=_rds(f"inbound|{port}||"),
+        forward_client_cert_details="APPEND_FORWARD",
+        set_current_client_cert_details={"subject": True, "dns": True, "uri": True},
+    )
 
 
 def _source_rule(header: str, key: str, trusted: bool) -> dict:

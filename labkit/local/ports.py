@@ -66,9 +66,13 @@ def _slots(topo: Topology) -> dict[str, Callable[[int], None]]:
     """Every port of ``topo`` by key, as a setter for it."""
     slots: dict[str, Callable[[int], None]] = {}
     for inst in topo.instances:
-        if inst.proxy is None:
+        if inst.proxy is None:  # behind a sidecar the app's ports are Unix sockets (state.py)
             slots[f"app/{inst.workload.namespace}/{inst.name}"] = functools.partial(setattr, inst, "app_port")
+            for number in inst.tcp_ports:
+                key = f"app-tcp/{inst.workload.namespace}/{inst.name}/{number}"
+                slots[key] = functools.partial(inst.tcp_ports.__setitem__, number)
     for proxy in topo.proxies.values():
+        slots[f"stats/{proxy.id}"] = functools.partial(setattr, proxy, "stats_port")
         for kind, ports in (("inbound", proxy.inbound_ports), ("gateway", proxy.gateway_ports)):
             for number in ports:
                 slots[f"{kind}/{proxy.id}/{number}"] = functools.partial(ports.__setitem__, number)

@@ -70,7 +70,7 @@ def _bootstrap_text(proxy: Proxy, xds_socket: Path) -> str:
 
 def _ports_of(proxy: Proxy) -> list[int]:
     """The TCP ports ``proxy`` binds (its admin API and outbound listeners are Unix sockets)."""
-    return [*proxy.inbound_ports.values(), *proxy.gateway_ports.values()]
+    return [proxy.stats_port, *proxy.inbound_ports.values(), *proxy.gateway_ports.values()]
 
 
 def wanted(topo: Topology, state: LocalState) -> dict[str, Wanted]:
@@ -84,10 +84,14 @@ def wanted(topo: Topology, state: LocalState) -> dict[str, Wanted]:
         env.update(standin.environment(topo, inst))
         if inst.app_port is None:  # behind a sidecar: only the sidecar reaches it (app.py, SOCKET)
             env.update(SOCKET=str(inst.app_socket), PYTHONUNBUFFERED="1")
+            for sock in inst.tcp_sockets.values():  # one at most (topology.py)
+                env["TCP_SOCKET"] = str(sock)
         else:
             env.update(PORT=str(inst.app_port), HOST="127.0.0.1", PYTHONUNBUFFERED="1")
+            for port in inst.tcp_ports.values():  # one at most (topology.py)
+                env["TCP_PORT"] = str(port)
         argv = [sys.executable, app]
-        ports = [] if inst.app_port is None else [inst.app_port]
+        ports = [] if inst.app_port is None else [inst.app_port, *inst.tcp_ports.values()]
         out[app_name(inst)] = Wanted(argv, env, ports, _spec(argv, env))
     for proxy in topo.proxies.values():
         argv = envoy.command(proxy, proxy.bootstrap_file)

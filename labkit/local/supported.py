@@ -104,6 +104,9 @@ SCHEMAS: dict[str, dict[str, Any]] = {
                 "headers": HEADERS,
             }
         ],
+        # tcp.py: the first tcp route for a port, to one cluster or weighted clusters (no sourceLabels,
+        # destinationSubnets or gateways in its match)
+        "tcp": [{"match": [{"port": ANY}], "route": [{"destination": DESTINATION, "weight": ANY}]}],
     },
     "DestinationRule": {
         "host": ANY,
@@ -270,6 +273,8 @@ def check_supported(resources: list[Resource]) -> None:
                 _check_service_entry_protocols(r)
             if r.kind == "RequestAuthentication":
                 _check_inline_jwks(r)
+            if r.kind == "VirtualService" and r.spec.get("tcp"):
+                _check_tcp_in_mesh(r)
 
 
 def _walk(r: Resource, value: Any, schema: Any, path: str) -> None:
@@ -324,3 +329,14 @@ def _check_inline_jwks(r: Resource) -> None:
                 "issuer's public JWKS as jwks (labkit.tokens.Issuer.jwks), or use the kind backend "
                 "(LAB_BACKEND=kind)"
             )
+
+
+def _check_tcp_in_mesh(r: Resource) -> None:
+    """``tcp`` routes run on sidecars (tcp.py); the gateway's listeners are HTTP only."""
+    gateways = [g for g in r.spec.get("gateways") or ["mesh"] if g != "mesh"]
+    if gateways:
+        raise UnsupportedError(
+            f"{r.where}: field spec.tcp is not supported by the local backend for gateways "
+            f"({', '.join(gateways)}): its gateway routes HTTP only, tcp routes run on sidecars "
+            f"(gateways: [mesh]). {KIND_BACKEND}"
+        )

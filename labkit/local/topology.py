@@ -49,6 +49,8 @@ PROTOCOLS = {
 }
 #: Protocols the local backend routes as HTTP. "" is an unnamed port: Istio sniffs it; lab apps speak HTTP.
 HTTP_PROTOCOLS = {"HTTP", "HTTP2", "GRPC", "GRPC-Web", ""}
+#: What the local backend proxies as plain TCP (tcp_proxy): the app's TCP echo port (TCP_PORT).
+TCP = "TCP"
 
 
 def port_protocol(name: str, app_protocol: str | None = None) -> str:
@@ -120,6 +122,7 @@ class Proxy(ProxyFiles):
     inbound_ports: dict[int, int] = field(default_factory=dict)  # target port -> inbound listener port
     outbound_sockets: dict[int, Path] = field(default_factory=dict)  # service port -> outbound listener
     gateway_ports: dict[int, int] = field(default_factory=dict)  # Gateway server port -> listener port
+    stats_port: int = 0  # istio-proxy's 15090: /stats/prometheus only, for Prometheus (envoy.bootstrap)
 
 
 @dataclass
@@ -130,6 +133,8 @@ class Instance:
     proxy: Proxy | None
     ready: bool = True  # passes its readiness probe (probes.update); a not-ready one has no endpoints
     app_socket: Path | None = None  # where an app behind a sidecar listens: reachable only through it
+    tcp_ports: dict[int, int] = field(default_factory=dict)  # TCP target port -> TCP_PORT (no sidecar)
+    tcp_sockets: dict[int, Path] = field(default_factory=dict)  # TCP target port -> TCP_SOCKET (sidecar)
 
     @property
     def name(self) -> str:
@@ -141,6 +146,14 @@ class Instance:
         if self.app_socket is not None:
             return unixhttp.url(self.app_socket, path)
         return f"http://127.0.0.1:{self.app_port}{path}"
+
+    def app_address(self, target_port: int) -> int | Path:
+        """Where the app listens for ``target_port``: its TCP echo port or socket, else its HTTP one."""
+        if target_port in self.tcp_sockets:
+            return self.tcp_sockets[target_port]
+        if target_port in self.tcp_ports:
+            return self.tcp_ports[target_port]
+        return self.app_socket if self.app_socket is not None else (self.app_port or 0)
 
 
 @dataclass(frozen=True)
@@ -186,7 +199,7 @@ class Topology:
             if inst.proxy is not None:
                 out.append(Endpoint("127.0.0.1", inst.proxy.inbound_ports[port.target_port], inst))
             elif inst.app_port is not None:
-                out.append(Endpoint("127.0.0.1", inst.app_port, inst))
+                out.append(Endpoint("127.0.0.1", inst.tcp_ports.get(port.target_port, inst.app_port), inst))
         return out
 
     def instance_of(self, proxy: Proxy) -> Instance | None:
@@ -241,10 +254,14 @@ def build_topology(
         targets = sorted(
             {p.target_port for s in services if _selects(s, w) for p in s.ports} if w.injected else set()
         )
+        tcp_targets = _tcp_targets(services, w)
         for index in range(w.replicas):
             inst = Instance(w, index, None if w.injected else allocate_port(), None)
-            if w.injected:
+            if not w.injected:
+                inst.tcp_ports = {t: allocate_port() for t in tcp_targets}
+            else:  # the app's ports are sockets only its sidecar (and the lab's user) reach
                 inst.app_socket = files.app_socket(w.namespace, inst.name)
+                inst.tcp_sockets = {t: files.app_socket(w.namespace, f"{inst.name}/{t}") for t in tcp_targets}
                 proxy_id = f"sidecar~{inst.name}.{w.namespace}"
                 inst.proxy = Proxy(
                     id=proxy_id,
@@ -300,6 +317,19 @@ def _selects(service: Service, w: Workload) -> bool:
     return bool(service.selector) and service.namespace == w.namespace and selects(service.selector, w.labels)
 
 
+def _tcp_targets(services: list[Service], w: Workload) -> list[int]:
+    """The workload's TCP target ports: the sample app has one TCP echo port (TCP_PORT), so at most one."""
+    ours = [s for s in services if _selects(s, w)]
+    targets = sorted({p.target_port for s in ours for p in s.ports if p.protocol == TCP})
+    if len(targets) > 1:
+        raise UnsupportedError(
+            f"Deployment {w.namespace}/{w.name} is selected by TCP Service ports with target ports "
+            f"{targets}; the local backend's app has one TCP echo port (TCP_PORT): keep one TCP port per "
+            "workload, or use the kind backend (LAB_BACKEND=kind)"
+        )
+    return targets
+
+
 def _service(r: Resource) -> Service:
     spec = r.spec
     ports = []
@@ -312,10 +342,11 @@ def _service(r: Resource) -> Service:
                 "backend needs a number: write the container port number"
             )
         protocol = port_protocol(name, p.get("appProtocol"))
-        if protocol not in HTTP_PROTOCOLS:
+        if protocol not in HTTP_PROTOCOLS | {TCP}:
             raise UnsupportedError(
                 f"{r.where}: field spec.ports[{i}] is a {protocol} port ({name!r}); the local backend routes "
-                "HTTP only: name the port http or http-<suffix>, or use the kind backend (LAB_BACKEND=kind)"
+                "HTTP and plain TCP only: name the port http, http-<suffix> or tcp, or use the kind backend "
+                "(LAB_BACKEND=kind)"
             )
         ports.append(ServicePort(name, int(p["port"]), target, protocol))
     return Service(r.name, r.namespace, ports, dict(spec.get("selector") or {}))

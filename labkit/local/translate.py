@@ -26,11 +26,18 @@ from labkit.local.credentials import secrets
 from labkit.local.gateway_routes import gateway_route_config
 from labkit.local.gateway_tls import downstream_tls, route_name, sni_hosts
 from labkit.local.httproute import convert, is_gateway_semantics
-from labkit.local.listeners import gateway_listener, inbound_listener, outbound_listener
+from labkit.local.listeners import (
+    file_loggers,
+    gateway_listener,
+    inbound_listener,
+    outbound_listener,
+    outbound_tcp_listener,
+)
 from labkit.local.registry import Host, build_registry, of_kind
 from labkit.local.requestauthn import FILTER as JWT_FILTER
 from labkit.local.requestauthn import jwt_config
 from labkit.local.routes import inbound_route_config, sidecar_route_config
+from labkit.local.tcp import outbound_tcp_proxy, tcp_hosts
 from labkit.local.topology import Proxy, Topology, ensure_gateway_port, ensure_outbound_port
 from labkit.meshmodel import CLUSTER_DOMAIN, selects
 
@@ -96,6 +103,7 @@ def translate(resources: list[Resource], topo: Topology, mesh: MeshSettings) -> 
     telemetries = of_kind(resources, "Telemetry")
     ports = sorted({p.port for h in hosts for p in h.ports})
     store = secrets(resources)
+    tcp_ports = tcp_hosts(hosts)
     out = {}
     for proxy in topo.sidecars:
         log_file = file_log(telemetries, proxy, root, mesh.access_log_file is not None)
@@ -104,19 +112,27 @@ def translate(resources: list[Resource], topo: Topology, mesh: MeshSettings) -> 
             raise BackendError(
                 f"proxy {proxy.id} has no outbound listener for {missing}: call ensure_ports first"
             )
-        listeners = [outbound_listener(proxy, p, log_file) for p in ports]
+        own = _favour_own_routes(mesh_vss, proxy.namespace)
+        listeners = [
+            outbound_tcp_listener(
+                proxy, p, outbound_tcp_proxy(tcp_ports[p], p, own, hosts, file_loggers(proxy, log_file))
+            )
+            if p in tcp_ports
+            else outbound_listener(proxy, p, log_file)
+            for p in ports
+        ]
         clusters = outbound_clusters(proxy, hosts, drs, auto_mtls, root, store)
         instance = topo.instance_of(proxy)
         assert instance is not None
-        own = _favour_own_routes(mesh_vss, proxy.namespace)
-        routes = [sidecar_route_config(proxy, p, hosts, own) for p in ports]
+        routes = [sidecar_route_config(proxy, p, hosts, own) for p in ports if p not in tcp_ports]
         for target in sorted(proxy.inbound_ports):
             mode = port_mode(pas, proxy.namespace, proxy.labels, target, root)
             service = _inbound_service(topo, proxy, target)
-            listeners.append(inbound_listener(proxy, target, mode, service, log_file))
-            assert instance.app_socket is not None  # every instance with a sidecar has one
-            clusters.append(inbound_cluster(target, instance.app_socket))
-            routes.append(inbound_route_config(target, service))
+            tcp = target in instance.tcp_sockets
+            listeners.append(inbound_listener(proxy, target, mode, service, log_file, tcp))
+            clusters.append(inbound_cluster(target, instance.app_address(target)))
+            if not tcp:
+                routes.append(inbound_route_config(target, service))
         clusters.append(blackhole_cluster())
         security = _security(ras, aps, proxy, root) if proxy.inbound_ports else {}
         out[proxy.id] = ProxyConfig(listeners, clusters, routes, security)

@@ -7,7 +7,10 @@ REPORT_VERSION=false hides it, as a user's own image would, and the lab then mea
 FAIL_RATE and DELAY_MS make /convert misbehave on purpose for the resilience lessons; MODE=rates turns it into
 the stand-in external API `fx-rates` for the egress lesson; MODE=echo into a stand-in for any other image, as
 Istio's echo test app answers (pkg/test/echo in istio/istio): every path 200 with who answered and what it
-received. CALLS makes each request call other services and report the chain (callgraph.py).
+received. CALLS makes each request call other services and report the chain (callgraph.py). TCP_PORT opens a
+TCP echo port beside the HTTP one, as Istio's tcp-echo sample (samples/tcp-echo/src/main.go): each line a
+connection sends comes back as "<prefix> <line>", the prefix being TCP_PREFIX or the version (TCP_SOCKET: on
+that Unix socket instead, behind a sidecar).
 
 Identity, as a pod learns it from the kubelet: MESHLAB_POD (the local backend's stand-in for a downward-API
 volume: JSON {"name", "namespace", "labels", "serviceAccount"}), or the downward-API env POD_NAME,
@@ -22,6 +25,7 @@ HTTPS (tls_from_env).
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import math
 import os
@@ -30,7 +34,7 @@ import re
 import socket
 import ssl
 import sys
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 
 import callgraph  # beside this file: `python app.py` puts its folder on sys.path
@@ -101,6 +105,9 @@ class Settings:
     calls: callgraph.CallPlan | None = None
     tls: tuple[str, str, str] | None = None  # (certificate, key, client CA or "") files: serve HTTPS
     socket: str | None = None  # SOCKET: listen on this Unix socket instead of host:port
+    tcp_port: int | None = None  # TCP_PORT: the TCP echo port (None: none)
+    tcp_socket: str | None = None  # TCP_SOCKET: the TCP echo on this Unix socket instead
+    tcp_prefix: str = ""  # what every echoed line starts with
 
     @property
     def version(self) -> str | None:
@@ -127,10 +134,11 @@ def settings_from_env(env: dict[str, str]) -> Settings:
     report = env.get("REPORT_VERSION", "true").lower()
     if report not in ("true", "false"):
         sys.exit(f"currency-converter: REPORT_VERSION={report!r} is invalid; set it to 'true' or 'false'")
+    identity = identity_from_env(env)
     return Settings(
         host=env.get("HOST", "0.0.0.0"),
         port=int(number("PORT", "8080", 0, 65535)),
-        identity=identity_from_env(env),
+        identity=identity,
         report_version=report == "true",
         fail_rate=number("FAIL_RATE", "0", 0, 1),
         delay_ms=number("DELAY_MS", "0", 0, 600_000),
@@ -138,6 +146,9 @@ def settings_from_env(env: dict[str, str]) -> Settings:
         calls=callgraph.plan_from_env(env),
         tls=tls_from_env(env),
         socket=env.get("SOCKET") or None,
+        tcp_port=int(number("TCP_PORT", "0", 1, 65535)) if env.get("TCP_PORT") else None,
+        tcp_socket=env.get("TCP_SOCKET") or None,
+        tcp_prefix=env.get("TCP_PREFIX") or identity.version or "hello",
     )
 
 
@@ -293,6 +304,8 @@ def make_app(settings: Settings) -> web.Application:
             await sessions.close()
 
     app = web.Application()
+    if settings.tcp_port is not None or settings.tcp_socket is not None:
+        app.cleanup_ctx.append(tcp_context(settings))
     if settings.calls is not None:
         app.cleanup_ctx.append(client_session)
     if shown:
@@ -309,6 +322,36 @@ def make_app(settings: Settings) -> web.Application:
     else:  # echo: every other path, any method, answers who answered (Istio's echo app)
         app.router.add_route("*", "/{tail:.*}", echo)
     return app
+
+
+async def tcp_echo(prefix: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """One TCP connection: answer every line with "<prefix> <line>" until the client closes (tcp-echo)."""
+    try:
+        while line := await reader.readline():
+            writer.write(f"{prefix} ".encode() + line)
+            await writer.drain()
+    except ConnectionError:
+        pass
+    finally:
+        writer.close()
+
+
+def tcp_context(settings: Settings) -> Callable[[web.Application], AsyncIterator[None]]:
+    """The TCP echo server, started and stopped with the HTTP app."""
+
+    async def serve(app: web.Application) -> AsyncIterator[None]:
+        handler = functools.partial(tcp_echo, settings.tcp_prefix)
+        if settings.tcp_socket is not None:  # behind a sidecar, as the HTTP app (SOCKET)
+            server = await asyncio.start_unix_server(handler, settings.tcp_socket)
+            where = settings.tcp_socket
+        else:
+            server = await asyncio.start_server(handler, settings.host, settings.tcp_port)
+            where = f"{settings.host}:{settings.tcp_port}"
+        print(f"tcp echo on {where} prefix {settings.tcp_prefix!r}", flush=True)
+        yield
+        server.close()
+
+    return serve
 
 
 class LineLogger(AbstractAccessLogger):

@@ -18,6 +18,9 @@ With `--open-loop` (and `--qps`) it works as labkit.traffic's open loop (wrk2's 
 i/qps, its `t` and latency count from then, so a stall that delays later sends counts against them too
 instead of hiding the queue (coordinated omission); `--duration` then ends the run on time, and requests
 still due are never sent (the achieved rate falls short of the asked one).
+A `tcp://host:port` URL opens one TCP connection per "request" instead, sends the line "hello" and reads
+the echo "<prefix> hello" (Istio's tcp-echo task); `version` is the prefix, `status` null, and `error`
+"no echo" when the connection closed without one (as `labkit.traffic.tcp` reports it).
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import json
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 
@@ -130,6 +134,30 @@ async def one(session: aiohttp.ClientSession, url: str, late: float = 0.0) -> di
     }
 
 
+async def one_tcp(url: str, timeout: float, line: str = "hello") -> dict[str, Any]:
+    """One TCP connection: send ``line``, read the echo; the same fields as an HTTP request's line."""
+    parts = urlsplit(url)
+    start, t0 = time.time(), time.perf_counter()
+    version, error = None, None
+    try:
+        async with asyncio.timeout(timeout):
+            reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
+            try:
+                writer.write(f"{line}\n".encode())
+                await writer.drain()
+                answer = (await reader.readline()).decode(errors="replace").strip()
+            finally:
+                writer.close()
+        prefix, sep, echoed = answer.partition(" ")
+        version, error = (prefix, None) if sep and echoed == line else (None, "no echo")
+    except ConnectionRefusedError:
+        error = "refused"
+    except (TimeoutError, OSError) as exc:
+        error = error_name(exc)
+    return {"t": start, "status": None, "version": version, "latency": time.perf_counter() - t0,
+            "error": error, "flags": None}  # fmt: skip
+
+
 async def run(args: argparse.Namespace) -> None:
     """Spread the n requests over `concurrency` workers; with --qps, request i starts at i/qps or later."""
     indices = iter(range(args.n))
@@ -146,7 +174,11 @@ async def run(args: argparse.Namespace) -> None:
                         return  # open loop ends on time: what is still due is a shortfall
                     await asyncio.sleep(max(0.0, due - time.monotonic()))
                     late = max(0.0, time.monotonic() - due) if args.open_loop else 0.0
-                print(json.dumps(await one(session, args.url, late)), flush=True)
+                if args.url.startswith("tcp://"):
+                    outcome = await one_tcp(args.url, args.timeout)
+                else:
+                    outcome = await one(session, args.url, late)
+                print(json.dumps(outcome), flush=True)
 
         await asyncio.gather(*(worker() for _ in range(min(args.concurrency, args.n))))
 

@@ -74,6 +74,8 @@ def _routes(name: str | None) -> list[dict]:
         for port in (svc.get("spec") or {}).get("ports") or []:
             if name is not None and str(port["port"]) != name:
                 continue
+            if "tcp" in (port.get("appProtocol"), port.get("name")):
+                continue  # a TCP port has a tcp_proxy listener, no route config (networkfilter.go)
             routes = [{"match": {"prefix": "/"}, "route": {"cluster": f"outbound|{port['port']}||{fqdn}"}}]
             for vs in vss:
                 vs_ns = vs["metadata"]["namespace"]

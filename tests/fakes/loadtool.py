@@ -1,7 +1,9 @@
 """What the lab's load tool (services/currency-converter/load.py) prints, for the fakes that stand in for the
 pods it runs in (``kubectl exec`` and an ephemeral container): one JSON line per request, ``t`` a wall-clock
-time, a 90/10 v1/v2 split like the lesson's canary. ``$FAKE_LOAD_RPS`` is the most the pod can send: an
-``--open-loop --duration D`` run asked for more ends on time with only what it could send, as load.py does."""
+time, a 90/10 v1/v2 split like the lesson's canary; for a ``tcp://`` URL one line per connection, as load.py
+prints its echoes (status null, version the echo's prefix). ``$FAKE_LOAD_RPS`` is the most the pod can
+send: an ``--open-loop --duration D`` run asked for more ends on time with only what it could send, as
+load.py does."""
 
 from __future__ import annotations
 
@@ -19,10 +21,11 @@ def output(argv: list[str]) -> str:
     if "--open-loop" in argv and "--duration" in argv and qps > capacity:
         n = min(n, int(capacity * float(argv[argv.index("--duration") + 1])))
     step = 1 / min(qps, capacity)
+    tcp = argv[argv.index("--url") + 1].startswith("tcp://")  # one connection per row: no HTTP status
     rows = [
         {
             "t": 1764250000.0 + i * step,  # load.py prints wall-clock time.time()
-            "status": 200,
+            "status": None if tcp else 200,
             "version": "v2" if i % 10 == 9 else "v1",
             "latency": 0.004,
             "error": None,

@@ -85,17 +85,31 @@ def resources(config: ProxyConfig) -> dict[str, list[dict[str, Any]]]:
             cluster["eds_cluster_config"] = {"eds_config": ADS, "service_name": cluster["name"]}
             endpoints.append({"@type": ENDPOINT, **assignment, "cluster_name": cluster["name"]})
         clusters.append(cluster)
+    # only what a listener names: Envoy asks for RDS and ECDS by name, and istiod answers those names
+    # (pilot/pkg/xds/rds.go, ecds.go), so a route config no listener uses (a Gateway server whose
+    # credential is missing) is never asked for and never ACKed
+    named = set(_values(listeners, "route_config_name"))
     extensions = [
         {"@type": EXTENSION, "name": name, "typed_config": typed}
         for name, typed in sorted(config.extensions.items())
+        if name in set(_values(listeners, "name"))
     ]
     return {
         CLUSTER: clusters,
         ENDPOINT: endpoints,
         LISTENER: listeners,
-        ROUTE: config.routes,
+        ROUTE: [r for r in config.routes if r["name"] in named],
         EXTENSION: extensions,
     }
+
+
+def _values(tree: Any, key: str) -> list[Any]:
+    """Every value of ``key`` anywhere in a JSON-like tree."""
+    if isinstance(tree, dict):
+        return [v for k, v in tree.items() if k == key] + [x for v in tree.values() for x in _values(v, key)]
+    if isinstance(tree, list):
+        return [x for v in tree for x in _values(v, key)]
+    return []
 
 
 def version(items: list[dict[str, Any]]) -> str:
