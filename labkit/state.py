@@ -97,6 +97,10 @@ class LocalState:
         it, as only the pod's own sidecar reaches a pod's app under STRICT."""
         return socket_path(self.sock_dir, "app", f"{namespace}/{instance}")
 
+    def tcp_socket(self, namespace: str, instance: str, port: int) -> Path:
+        """Where such an app's TCP port (the sample's TCP echo) listens, reached the same way."""
+        return socket_path(self.sock_dir, "tcp", f"{namespace}/{instance}/{port}")
+
     def open_sockets(self) -> Path:
         """``sock/``, created 0700; a clear error when its path is too long for a Unix socket."""
         if len(str(self.sock_dir.absolute())) > MAX_SOCKET_DIR:

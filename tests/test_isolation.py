@@ -145,7 +145,9 @@ def test_under_strict_no_tcp_address_of_the_lab_reaches_an_injected_app(strict_l
         p: _answered_by(r) for p, r in replies.items() if p not in gateway and _answered_by(r) in injected
     }
     assert reached == {}, f"plaintext reached an injected app on 127.0.0.1 ports {reached}"
-    for port in sorted(set(ports) - gateway):
+    stats = {p.stats_port for p in topo.proxies.values()}  # istio-proxy's 15090: /stats/prometheus only
+    assert stats <= set(ports) and all(replies[p].startswith("answer HTTP/1.1 404") for p in stats)
+    for port in sorted(set(ports) - gateway - stats):
         if replies[port].startswith("answer "):  # only an app without a sidecar answers here
             assert _answered_by(replies[port]) not in (None, *injected), replies[port][:200]
     assert all(replies[p].startswith("answer HTTP/1.1 200") for p in gateway)  # the front door, over mTLS
@@ -159,7 +161,13 @@ def test_the_state_folder_its_sockets_and_its_secrets_are_the_lab_users_only(str
     assert stat.S_IMODE(files.sock_dir.stat().st_mode) == 0o700
     sockets = _sockets(strict_lab)
     kinds = {s.name.split("-")[0] for s in sockets}
-    assert kinds == {"app", "admin", "out", "xds"}  # xds: the control plane's gRPC, every proxy's config
+    assert kinds == {
+        "app",
+        "tcp",
+        "admin",
+        "out",
+        "xds",
+    }  # xds: the control plane's gRPC, every proxy's config
     for path in sockets:
         assert stat.S_ISSOCK(path.stat().st_mode) and path.stat().st_mode & 0o077 == 0, path
     private = _private_files(strict_lab)

@@ -109,6 +109,9 @@ def test_http_and_tcp_probes_are_run_and_named_ports_resolved():
     # a port the container does not open: nothing listens there, the probe fails as on a cluster
     assert probes.readiness(_container({"tcpSocket": {"port": 7000}}, ports=ports)).port is None
     assert probes.readiness(_container({"httpGet": {"port": "admin"}}, ports=ports)).port is None
+    # unnamed ports, as the lesson's Deployments declare 8080 and the TCP echo's 9001: each one counts
+    unnamed = [{"containerPort": 8080}, {"containerPort": 9001}]
+    assert probes.readiness(_container({"httpGet": {"port": 8080}}, ports=unnamed)).port == 8080
 
 
 def test_exec_and_grpc_probes_are_left_alone_and_named_as_ignored():

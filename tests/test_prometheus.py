@@ -55,12 +55,12 @@ def test_the_tour_leaves_out_its_prometheus_step_saying_how_to_get_the_binary(mo
 
 
 def test_the_scrape_renames_the_counter_and_fills_empty_labels_as_istio_does():
-    proxy = SimpleNamespace(admin_port=15000, namespace="payments-prod", id="sidecar~client-0.payments-prod")
+    proxy = SimpleNamespace(stats_port=15090, namespace="payments-prod", id="sidecar~client-0.payments-prod")
     config = prometheus.config([proxy])
     [job] = config["scrape_configs"]
     assert job["metrics_path"] == "/stats/prometheus" and job["params"] == {"filter": ["istiolocal"]}
     assert job["static_configs"] == [
-        {"targets": ["127.0.0.1:15000"], "labels": {"namespace": "payments-prod", "pod": "client-0"}}
+        {"targets": ["127.0.0.1:15090"], "labels": {"namespace": "payments-prod", "pod": "client-0"}}
     ]
     rename, *unknown = job["metric_relabel_configs"]
     assert rename["regex"] == "envoy_istiolocal_requests_total"

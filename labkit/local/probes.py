@@ -72,12 +72,13 @@ def readiness(container: dict) -> Probe | None:
         return None
     assert isinstance(probe, dict) and kind is not None
     spec = probe[kind] or {}
-    declared = {p.get("name"): p.get("containerPort") for p in container.get("ports") or []}
+    ports = container.get("ports") or []
+    named = {p["name"]: p.get("containerPort") for p in ports if p.get("name")}
     port = spec.get("port")
     if isinstance(port, str) and not port.isdigit():
-        port = declared.get(port)
+        port = named.get(port)
     port = int(port) if port is not None else None
-    numbers = {n for n in declared.values() if n is not None}
+    numbers = {p["containerPort"] for p in ports if p.get("containerPort") is not None}
     return Probe(
         action=kind,
         port=port if port is not None and (not numbers or port in numbers) else None,

@@ -261,7 +261,7 @@ def build_topology(
                 inst.tcp_ports = {t: allocate_port() for t in tcp_targets}
             else:  # the app's ports are sockets only its sidecar (and the lab's user) reach
                 inst.app_socket = files.app_socket(w.namespace, inst.name)
-                inst.tcp_sockets = {t: files.app_socket(w.namespace, f"{inst.name}/{t}") for t in tcp_targets}
+                inst.tcp_sockets = {t: files.tcp_socket(w.namespace, inst.name, t) for t in tcp_targets}
                 proxy_id = f"sidecar~{inst.name}.{w.namespace}"
                 inst.proxy = Proxy(
                     id=proxy_id,

@@ -12,6 +12,7 @@ import time
 from collections import Counter
 from urllib.parse import urlsplit
 
+from labkit import unixhttp
 from labkit.traffic.load import Resolver, _error
 from labkit.traffic.results import Outcome, TrafficResult
 
@@ -28,11 +29,15 @@ class TcpResult(TrafficResult):
         return dict(Counter(o.error for o in self.outcomes if o.error))
 
 
-async def _connection(host: str, port: int, line: str, timeout: float, start: float) -> Outcome:
+async def _connection(where: str | tuple[str, int], line: str, timeout: float, start: float) -> Outcome:
+    """One connection to ``where``: a Unix socket path (a sidecar's outbound listener) or (host, port)."""
     sent = time.monotonic()
     try:
         async with asyncio.timeout(timeout):
-            reader, writer = await asyncio.open_connection(host, port)
+            if isinstance(where, str):
+                reader, writer = await asyncio.open_unix_connection(where)
+            else:
+                reader, writer = await asyncio.open_connection(*where)
             try:
                 writer.write(f"{line}\n".encode())
                 await writer.drain()
@@ -50,14 +55,17 @@ async def _connection(host: str, port: int, line: str, timeout: float, start: fl
 
 
 async def _run(target: str, n: int, concurrency: int, line: str, timeout: float) -> list[Outcome]:
-    parts = urlsplit(target)
-    host, port = parts.hostname or "127.0.0.1", parts.port or 0
+    sock, plain = unixhttp.split(target)  # the resolver's http+unix:// form names a socket
+    parts = urlsplit(plain)
+    where: str | tuple[str, int] = (
+        sock if sock is not None else (parts.hostname or "127.0.0.1", parts.port or 0)
+    )
     start, todo = time.monotonic(), iter(range(n))
     out: list[Outcome] = []
 
     async def worker() -> None:
         for _ in todo:  # shared iterator: each connection is opened by exactly one worker
-            out.append(await _connection(host, port, line, timeout, start))
+            out.append(await _connection(where, line, timeout, start))
 
     await asyncio.gather(*(worker() for _ in range(min(concurrency, n))))
     return out
