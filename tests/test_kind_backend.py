@@ -346,8 +346,8 @@ def test_set_env_prints_the_kubectl_set_env_it_stands_for(running, capsys):
     changes = lesson.set_env(lab, "currency-converter-v2", DELAY_MS="0")  # as the manifest says: a no-op
     assert capsys.readouterr().out.splitlines() == [
         # every variable: the ones not named go back to the manifest's values, as the lab's apply does
-        "# on a cluster: kubectl set env deployment/currency-converter-v2 -n payments-prod VERSION=v2 "
-        "FAIL_RATE=0 DELAY_MS=0",
+        "# on a cluster: kubectl set env deployment/currency-converter-v2 -n payments-prod TCP_PORT=9001 "
+        "VERSION=v2 FAIL_RATE=0 DELAY_MS=0",
         *(str(c) for c in changes),
     ]
 
@@ -390,7 +390,9 @@ def test_pod_urls_are_each_pods_ip_with_its_app_ports_not_the_sidecars(running):
         if o.get("kind") == "Pod" and o["metadata"].get("ownerName") == "currency-converter-v1"
     ]
     assert pods and all(any(c["name"] == "istio-proxy" for c in p["spec"]["containers"]) for p in pods)
-    assert lab.pod_urls("currency-converter-v1") == [f"http://{p['status']['podIP']}:8080/" for p in pods]
+    assert lab.pod_urls("currency-converter-v1") == [  # the HTTP port and the TCP echo's
+        f"http://{p['status']['podIP']}:{port}/" for p in pods for port in (8080, 9001)
+    ]
     with pytest.raises(LabError, match="no Deployment 'nope'"):
         lab.pod_urls("nope")
 

@@ -84,6 +84,7 @@ def test_without_the_verified_file_up_goes_on_and_an_http_route_says_what_to_do(
 
 def test_a_crd_is_served_only_once_established_and_its_objects_go_with_it(env):
     _, api = env
+    api.rollout_seconds = 0.3  # the API server establishes a CRD a moment after it is stored
     api.store(fake_release.crd("HTTPRoute", "httproutes", True, ["v1"], [], bundle="v1.5.1"))
     assert "HTTPRoute" not in {k for _, k, *_ in api.resources()}  # not Established yet
     time.sleep(api.rollout_seconds)

@@ -69,8 +69,13 @@ def listener(cfg: ProxyConfig, name: str) -> dict:
 
 
 def hcms(listener_: dict) -> list[dict]:
-    """The HttpConnectionManager configs of every filter chain of a listener."""
-    return [f["typed_config"] for chain in listener_["filter_chains"] for f in chain["filters"]]
+    """The HttpConnectionManager configs of every filter chain of a listener (no TCP port's tcp_proxy)."""
+    return [
+        f["typed_config"]
+        for chain in listener_["filter_chains"]
+        for f in chain["filters"]
+        if f["name"] == "envoy.filters.network.http_connection_manager"
+    ]
 
 
 def envoy_validate(topo: Topology, cfgs: dict[str, ProxyConfig], work: Path) -> None:
