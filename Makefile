@@ -55,7 +55,7 @@ test-envoy-oldest: install
 	LAB_ENVOY="$$envoy" $(BIN)/pytest -q -p no:cacheprovider tests/test_translate_envoy.py \
 	  tests/test_translate_fidelity.py tests/test_local_lab.py tests/test_local_shop.py
 
-## Debian's Chromium (the browser tests and PNG export; Playwright and kaleido cannot download one here) and Prometheus (notebook 22).
+## Debian's Chromium (the browser tests and PNG export; Playwright and kaleido cannot download one here) and Prometheus (notebook 21).
 system-deps:
 	@if command -v chromium >/dev/null 2>&1; then :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
@@ -64,7 +64,7 @@ system-deps:
 	@if command -v prometheus >/dev/null 2>&1; then :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; \
-	else echo "note: prometheus not found and not root: notebook 22 and its tests need it (sudo apt-get install prometheus)"; fi
+	else echo "note: prometheus not found and not root: notebook 21 and its tests need it (sudo apt-get install prometheus)"; fi
 
 ## configurable-http-proxy for the JupyterHub test (tests/test_jupyterhub.py), from npm into .ci/node.
 CHP := .ci/node/node_modules/.bin/configurable-http-proxy

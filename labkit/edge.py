@@ -1,4 +1,4 @@
-"""Secure ingress from the host (notebook 17): certificates made with ``cryptography`` (and the ``openssl``
+"""Secure ingress from the host (notebook 16): certificates made with ``cryptography`` (and the ``openssl``
 commands that make the same files), the Secrets a Gateway's ``credentialName`` names, and HTTPS calls to the
 ingress gateway with real TLS: Python's ``ssl`` (status, negotiated ALPN, or the TLS error) and ``curl``
 (its exit code, as Istio's tasks check them: 35 for a failed handshake, 56 for an alert after it)."""

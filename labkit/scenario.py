@@ -34,7 +34,7 @@ CHECKPOINTS: dict[str, list[str]] = {
         "mesh/destination-rule-currency-converter.yaml",
         "mesh/virtual-service-currency-converter-90-10.yaml",
     ],
-    # notebook 21's end state: the 90/10 canary, and tcp-echo's connections 80/20
+    # notebook 20's end state: the 90/10 canary, and tcp-echo's connections 80/20
     "tcp-80-20": [
         "apps/currency-converter.yaml",
         "mesh/peer-authentication-strict.yaml",

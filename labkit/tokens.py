@@ -1,4 +1,4 @@
-"""End-user tokens for notebook 19: an issuer the lab makes (an RSA key generated here, never written to
+"""End-user tokens for notebook 18: an issuer the lab makes (an RSA key generated here, never written to
 disk), its public JWKS for a RequestAuthentication's ``jwks``, and JWTs signed with it (joserfc), so the
 lesson needs no identity provider and no internet. A token from ``Issuer.token`` is what an OpenID provider
 would hand a user: RS256, ``iss``, ``sub``, ``iat``, ``exp``, and any claims asked for (``groups``...)."""

@@ -30,7 +30,7 @@ CANARY = {"v1": 90, "v2": 10}
 #: Requests sent to measure the split: enough for a 10 % share's interval (at the lab's confidence,
 #: ``checks.CONFIDENCE``) to be about ±4 points.
 SPLIT_REQUESTS = 1000
-#: Notebook 21's TCP route and notebook 22's query (the client's requests to the service, one reporter).
+#: Notebook 20's TCP route and notebook 21's query (the client's requests to the service, one reporter).
 TCP_FILE = "tasks/virtual-service-tcp-echo-80-20.yaml"
 TCP_URL, TCP_SPLIT = f"tcp://tcp-echo.{scenario.NAMESPACE}:9001", {"v1": 80, "v2": 20}
 PROMQL = (
@@ -138,13 +138,13 @@ def run(lab: Lab, tour: Tour | None = None) -> Tour:
         ("2. Deploy currency-converter v1 and v2, each with a sidecar", deploy),
         ("3. STRICT mTLS: legacy refused, client served over mutual TLS", strict),
         (f"4. Canary {CANARY['v1']}/{CANARY['v2']}: the split measured with its interval", canary),
-        ("5. TCP traffic shifting: connections split 80/20 (notebook 21)", tcp),
+        ("5. TCP traffic shifting: connections split 80/20 (notebook 20)", tcp),
     ]
     missing = _prometheus_missing(lab)
     if missing:
         print(f"\n(step 6, Prometheus, left out: {missing})")
     else:
-        steps.append(("6. Prometheus counts the requests per version exactly (notebook 22)", promql))
+        steps.append(("6. Prometheus counts the requests per version exactly (notebook 21)", promql))
     for title, action in steps:
         if tour.step(title, action) is False:
             break

@@ -183,7 +183,7 @@ def test_metrics_have_the_local_backends_shape(running):
 
 
 def test_send_tcp_opens_the_connections_from_inside_the_client_pod(running):
-    """Notebook 21 on kind: load.py's tcp:// mode in the client pod, its echoes as a TcpResult."""
+    """Notebook 20 on kind: load.py's tcp:// mode in the client pod, its echoes as a TcpResult."""
     fake, _, lab = running
     url = "tcp://tcp-echo.payments-prod:9001"
     result = lab.send_tcp(url, n=20)
@@ -193,7 +193,7 @@ def test_send_tcp_opens_the_connections_from_inside_the_client_pod(running):
 
 
 def test_promql_queries_the_addon_through_the_api_servers_service_proxy(running):
-    """Notebook 22 on kind: the query's answer is Prometheus's own data.result."""
+    """Notebook 21 on kind: the query's answer is Prometheus's own data.result."""
     _, api, lab = running
     series = {"metric": {"destination_version": "v1"}, "value": [1764250000.1, "3.5"]}
     api.prometheus = [series]

@@ -1,4 +1,4 @@
-"""Notebooks 19 and 20 on the kind backend, against the stand-in API server (tests/fakes/apiserver.py): the
+"""Notebooks 18 and 19 on the kind backend, against the stand-in API server (tests/fakes/apiserver.py): the
 same manifests the local backend runs (the RequestAuthentication made by labkit.tokens, the task policies and
 the Telemetry) pass the same validation, are server-side applied as kubectl would and come back from
 ``lab.get``; deleting them leaves nothing. What Istio then does with them is the live test's

@@ -28,7 +28,7 @@ CELL_TIMEOUT = 180
 def lab_env(tmp_path_factory: pytest.TempPathFactory):
     """The kernel environment: the backend from LAB_BACKEND (default local), a lab state shared by the run.
 
-    The lab is stopped at the end even when a notebook failed before ``16-clean-up`` ran.
+    The lab is stopped at the end even when a notebook failed before ``22-clean-up`` ran.
     """
     backend = os.environ.get("LAB_BACKEND", "local")
     state = os.environ.get("LAB_STATE") or str(tmp_path_factory.mktemp("lab-state"))
@@ -204,7 +204,7 @@ def _midway(nb: nbformat.NotebookNode) -> tuple[int, float]:
     return at, 3.0
 
 
-PAIRS = list(zip(NOTEBOOKS[2:-1], NOTEBOOKS[3:], strict=True))  # 02 -> 03 ... 09 -> 16-clean-up
+PAIRS = list(zip(NOTEBOOKS[2:-1], NOTEBOOKS[3:], strict=True))  # 02 -> 03 ... 21 -> 22-clean-up
 
 
 @pytest.mark.notebooks
@@ -250,12 +250,12 @@ def test_the_run_s_statistical_checks_fit_the_false_failure_budget() -> None:
     )
     assert (
         count == 11
-    )  # 04: 2, 05: 2 (Istio API, Gateway API), 07: 4, 10: 2, 21: 1 (the contents page, checks.py)
+    )  # 04: 2, 05: 2 (Istio API, Gateway API), 07: 4, 10: 2, 20: 1 (the contents page, checks.py)
     in_a_run = (
         count  # every notebook top to bottom
         + count  # every notebook after 02 again, each after an interrupted one
         + 3  # the interrupted halves: 05's split before its rollout, 07's abort and delay shares
-        + 3  # the broken lessons: 07's three shares before its failing retry check (04, 21 fail on purpose)
+        + 3  # the broken lessons: 07's three shares before its failing retry check (04, 20 fail on purpose)
         + 4  # the HTML exports of 04 and 05, two each
     )
     assert in_a_run <= 35  # of stats.CHECKS_PER_RUN: the rest is the test modules' measured splits

@@ -1,4 +1,4 @@
-"""Querying metrics (notebook 22) on the local backend: the real ``prometheus`` binary (Debian's package,
+"""Querying metrics (notebook 21) on the local backend: the real ``prometheus`` binary (Debian's package,
 which ``make system-deps`` installs) scraping every real Envoy, so the PromQL of Istio's "Querying Metrics"
 task runs unchanged (labkit/local/prometheus.py)."""
 

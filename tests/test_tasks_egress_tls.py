@@ -1,4 +1,4 @@
-"""Istio's "Egress TLS Origination" task on the local backend, through real Envoy and real TLS (notebook 18):
+"""Istio's "Egress TLS Origination" task on the local backend, through real Envoy and real TLS (notebook 17):
 a ServiceEntry whose HTTP port 80 targets 443, and a DestinationRule ``tls`` SIMPLE / MUTUAL with
 ``credentialName`` (local/origination.py; istiod's ``constructUpstreamTLS`` in
 pilot/pkg/networking/core/cluster_tls.go). The HTTPS stand-in is the sample app with its own CA

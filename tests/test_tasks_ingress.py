@@ -1,5 +1,5 @@
 """Istio's "Ingress Gateways" and "Secure Gateways" tasks on the local backend, through real Envoy, real TLS
-and real HTTP (notebook 17): a Gateway server ``tls.mode`` SIMPLE and MUTUAL whose ``credentialName`` names
+and real HTTP (notebook 16): a Gateway server ``tls.mode`` SIMPLE and MUTUAL whose ``credentialName`` names
 a Secret in the gateway's namespace (local/credentials.py, local/gateway_tls.py; istiod's
 ``BuildListenerTLSContext`` in pilot/pkg/networking/core/listener.go, pilot/pkg/credentials/kube/secrets.go).
 

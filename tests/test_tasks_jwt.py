@@ -1,4 +1,4 @@
-"""End-user authentication with JWT on the local backend (notebook 19), through real Envoy and real HTTP:
+"""End-user authentication with JWT on the local backend (notebook 18), through real Envoy and real HTTP:
 RequestAuthentication → Envoy's jwt_authn (pilot/pkg/security/authn/policy_applier.go), requestPrincipals
 and ``request.auth.claims[...]`` → RBAC on the verified payload (authz/model/generator.go). Tokens are
 signed by a key made here (labkit.tokens, joserfc).

@@ -1,4 +1,4 @@
-"""Notebooks 12-15 and 19-22 (Istio's tasks) broken on purpose, as a trainee would break them: the CHECK cell
+"""Notebooks 12-15 and 18-21 (Istio's tasks) broken on purpose, as a trainee would break them: the CHECK cell
 must fail with the trainee's message (the pattern of tests/test_notebooks.py). The lessons themselves run top
 to bottom in tests/test_notebooks.py, which collects every notebook."""
 
@@ -88,28 +88,28 @@ BROKEN = [
         ["expected 403 (RBAC: access denied) for /headers from outside"],
     ),
     (
-        "19-end-user-jwt",
+        "18-end-user-jwt",
         'require = lesson.show("tasks/authorization-policy-currency-converter-require-jwt.yaml")',
         AUTHN_FOR_POLICY,
         'checks.forbidden(no_token, what="a call without a token")',
         ["expected 403 (RBAC: access denied) for a call without a token", "200: 20"],
     ),
     (
-        "20-telemetry-api",
+        "19-telemetry-api",
         'errors_only = lesson.show("tasks/telemetry-currency-converter-errors-only.yaml")',
         TELEMETRY_WITHOUT_FILTER,
         "checks.access_log_filtered(lab, SERVERS, marker, sent, logged=lambda code: code >= 400)",
         ["lines for [200] should have been filtered out", "accessLogging[].filter.expression"],
     ),
     (
-        "21-tcp-traffic-shifting",
+        "20-tcp-traffic-shifting",
         "print(*lab.apply(vs)",
         "lab.apply(lesson.manifest_path('tasks/virtual-service-tcp-echo-50-50.yaml'))",
         'checks.split_matches(result, {"v1": 80, "v2": 20})',
         ["does not match the configured 80/20", "What to do: look at which VirtualService is applied"],
     ),
     (
-        "22-querying-metrics",
+        "21-querying-metrics",
         "QUERY = (",
         BOTH_REPORTERS,
         "checks.prometheus_counted(lab, QUERY, before, fresh)",

@@ -1,4 +1,4 @@
-"""TCP traffic shifting (notebook 21) on the local backend, through real Envoy and real TCP connections:
+"""TCP traffic shifting (notebook 20) on the local backend, through real Envoy and real TCP connections:
 VirtualService ``tcp`` routes become ``tcp_proxy`` with ``weighted_clusters`` as istiod builds them
 (labkit/local/tcp.py, after pilot/pkg/networking/core/networkfilter.go), under STRICT mTLS.
 

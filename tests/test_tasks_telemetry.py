@@ -1,4 +1,4 @@
-"""The Telemetry API on the local backend (notebook 20), through real Envoy and real HTTP: a workload's
+"""The Telemetry API on the local backend (notebook 19), through real Envoy and real HTTP: a workload's
 Telemetry turns its access log on over its namespace's off (pilot/pkg/model/telemetry.go ``mergeLogs``) and
 keeps only the lines its CEL ``filter.expression`` accepts (core/accesslog.go
 ``buildAccessLogFilterFromTelemetry``).

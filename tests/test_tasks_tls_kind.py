@@ -1,4 +1,4 @@
-"""Notebooks 17 and 18 on the kind backend, contract-tested on the stand-ins (tests/fakes: the fake kind,
+"""Notebooks 16 and 17 on the kind backend, contract-tested on the stand-ins (tests/fakes: the fake kind,
 docker, istioctl and kubectl, and the stand-in Kubernetes API server): the lessons' Secrets, Gateways,
 stand-in and origination rules apply unchanged with kubectl's answers, and the HTTPS ingress address is
 kind's https port mapping (cluster-config/kind/cluster.yaml: 127.0.0.1:8443 -> NodePort 30443 -> 443)."""

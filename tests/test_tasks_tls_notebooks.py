@@ -1,4 +1,4 @@
-"""Notebooks 17 (secure ingress) and 18 (egress TLS origination) broken on purpose, as a trainee would break
+"""Notebooks 16 (secure ingress) and 18 (egress TLS origination) broken on purpose, as a trainee would break
 them: the CHECK cell must fail with the trainee's message (the pattern of tests/test_tasks_notebooks.py). The
 lessons themselves run top to bottom in tests/test_notebooks.py."""
 
@@ -16,8 +16,8 @@ from labkit import paths
 
 pytestmark = pytest.mark.notebooks
 
-INGRESS = "17-ingress-and-secure-ingress"
-EGRESS = "18-egress-tls-origination"
+INGRESS = "16-ingress-and-secure-ingress"
+EGRESS = "17-egress-tls-origination"
 #: The Secret in the service's namespace instead of the gateway's: Istio finds no credential.
 SECRET_IN_WRONG_NAMESPACE = """
 lab.delete(secret)

@@ -1,4 +1,4 @@
-"""The HTTPS stand-in (the sample app with TLS_CERT/TLS_KEY/TLS_CLIENT_CA, notebook 18) as a real process,
+"""The HTTPS stand-in (the sample app with TLS_CERT/TLS_KEY/TLS_CLIENT_CA, notebook 17) as a real process,
 and the secure-ingress checks (labkit/checks/edge.py) on recorded replies: each passes on a working lesson's
 answer and fails, with its "What to do: look at ...", on a broken one's."""
 

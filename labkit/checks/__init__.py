@@ -9,7 +9,7 @@ percentage), so a correct lab can fail a statistical check by bad luck. Every st
 exact binomial test (scipy), so that chance is at most ``1 - CONFIDENCE`` per check by construction, never
 tuned until it passes. The level is budgeted for a whole CI run (``labkit.stats``): at most
 ``CHECKS_PER_RUN`` = 100 statistical checks on live traffic, of which a full notebook run executes 32 (11 per
-pass of the notebooks: 04 two, 05 two, 07 four, 10 two, 21 one; the run makes about three passes: every
+pass of the notebooks: 04 two, 05 two, 07 four, 10 two, 20 one; the run makes about three passes: every
 notebook, each again after an interrupted one, and the interrupted halves, broken lessons and exports; a
 test keeps the tally). By the union bound the run fails falsely with probability at most
 100 × (1 - CONFIDENCE) = 1 in 1,000, so each check uses CONFIDENCE = 1 - 0.001 / 100 = 99.999 %. (05's
@@ -25,7 +25,7 @@ Example:
 Modules, one concern each: ``report`` (``passed``, ``fail``, the shared exact test), ``lifecycle`` (the lab
 itself), ``traffic`` (a run's answers and shares), ``telemetry`` (metrics, logs, identities), ``rollout`` (the
 canary control), ``measurement`` (``labkit.cost``), ``tasks`` (Istio's tasks, notebooks 12-15), ``edge``
-(secure ingress, notebook 17) and ``observe`` (TCP echoes and Prometheus's counts, notebooks 21-22).
+(secure ingress, notebook 16) and ``observe`` (TCP echoes and Prometheus's counts, notebooks 20-21).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Checks of secure ingress (notebook 17): a call over TLS to the gateway was answered, or refused in the
+"""Checks of secure ingress (notebook 16): a call over TLS to the gateway was answered, or refused in the
 handshake, and HTTP/2 is what the gateway negotiates."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Checks of notebooks 21 and 22: TCP connections echoed (the tcp-echo task), and Prometheus counting what
+"""Checks of notebooks 20 and 21: TCP connections echoed (the tcp-echo task), and Prometheus counting what
 the traffic did (the "Querying Metrics" task). Prometheus scrapes on an interval, so its checks wait for it
 (``lab.scrape_interval``): the counts it shows are the proxies' counters at its last scrape."""
 

@@ -1,4 +1,4 @@
-"""A real Prometheus for the local lab (notebook 22, Istio's "Querying Metrics" task): the ``prometheus``
+"""A real Prometheus for the local lab (notebook 21, Istio's "Querying Metrics" task): the ``prometheus``
 binary (Debian's package ``prometheus``, or ``LAB_PROMETHEUS``) scraping every proxy's admin
 ``/stats/prometheus``, started as a lab process (pidfile, log) on first use and stopped by ``lab.down()``.
 
