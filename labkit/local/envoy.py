@@ -124,7 +124,10 @@ def _stats_listener(proxy: Proxy) -> dict[str, Any]:
         "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3"
         ".HttpConnectionManager",
         "stat_prefix": "stats",
-        "route_config": {"virtual_hosts": [{"name": "backend", "domains": ["*"], "routes": [route]}]},
+        "route_config": {  # named, unlike istio-proxy's, so every route config in proxy_config has a name
+            "name": STATS_CLUSTER,
+            "virtual_hosts": [{"name": "backend", "domains": ["*"], "routes": [route]}],
+        },
         "http_filters": [
             {
                 "name": "envoy.filters.http.router",
