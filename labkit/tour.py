@@ -1,4 +1,4 @@
-"""``labkit tour``: the core of notebooks 01–05, 21 and 22 run headless, each step followed by its check,
+"""``labkit tour``: the core of notebooks 01–05, 20 and 21 run headless, each step followed by its check,
 and an HTML report.
 
 Steps: start the mesh, deploy currency-converter v1/v2 with sidecars, STRICT mTLS proven both ways (the

@@ -1,4 +1,4 @@
-"""The CHECK functions of notebooks 12-15, 19 and 20 on recorded data: each passes on a working lesson's
+"""The CHECK functions of notebooks 12-15, 18 and 19 on recorded data: each passes on a working lesson's
 numbers and fails, with its "What to do: look at ...", on a broken one's (the same checks run on real traffic
 in the notebooks)."""
 

@@ -1,4 +1,4 @@
-"""Notebooks 12-15 and 18-21 (Istio's tasks) broken on purpose, as a trainee would break them: the CHECK cell
+"""Notebooks 12-21 (Istio's tasks) broken on purpose, as a trainee would break them: the CHECK cell
 must fail with the trainee's message (the pattern of tests/test_notebooks.py). The lessons themselves run top
 to bottom in tests/test_notebooks.py, which collects every notebook."""
 
@@ -45,6 +45,20 @@ BOTH_REPORTERS = """
 QUERY = QUERY.replace('reporter="source", ', '')
 before = checks.settled_counts(lab, QUERY)
 fresh = lab.send(lesson.URL, n=200)
+"""
+
+#: The Secret in the service's namespace instead of the gateway's: Istio finds no credential.
+SECRET_IN_WRONG_NAMESPACE = """
+lab.delete(secret)
+lab.apply(edge.tls_secret("currency-credential", "payments-prod", server))
+"""
+#: SIMPLE where MUTUAL was meant: any client gets in.
+SIMPLE_FOR_MUTUAL = "lab.apply(https_gateway)"
+#: The provider's CA in the gateway's namespace instead of the client's: the sidecar finds no credential.
+CA_IN_WRONG_NAMESPACE = """
+lab.delete(ca_secret)
+ca_secret["metadata"]["namespace"] = "istio-system"
+lab.apply(ca_secret)
 """
 
 #: (notebook, the cell after which the lesson is broken, the breaking code, the CHECK cell, what it must say)
@@ -115,6 +129,27 @@ BROKEN = [
         "checks.prometheus_counted(lab, QUERY, before, fresh)",
         ["every request twice", "What to do: look at the query's filters"],
     ),
+    (
+        "16-ingress-and-secure-ingress",
+        'secret = edge.tls_secret("currency-credential", "istio-system", server)',
+        SECRET_IN_WRONG_NAMESPACE,
+        'checks.https_ok(served, what="currency.example.com")',
+        ["expected HTTP 200 for currency.example.com over TLS, but it was refused", "What to do: look at"],
+    ),
+    (
+        "16-ingress-and-secure-ingress",
+        "print(*lab.apply(mutual)",
+        SIMPLE_FOR_MUTUAL,
+        'checks.tls_refused(no_cert, what="a client without a certificate")',
+        ["expected the gateway to refuse a client without a certificate in the TLS handshake"],
+    ),
+    (
+        "17-egress-tls-origination",
+        'STANDIN_TLS = paths.ROOT / "services"',
+        CA_IN_WRONG_NAMESPACE,
+        'checks.all_ok(originated, what="api.fxrates.example over TLS origination")',
+        ["20 of 20 requests to api.fxrates.example over TLS origination failed", "What to do: look at"],
+    ),
 ]
 
 
@@ -136,7 +171,8 @@ def _cell(nb: nbformat.NotebookNode, text: str) -> int:
 
 
 def _put_back(state: str) -> None:
-    """What a broken run may leave: the task's policies, gateway and routes; then the canary checkpoint."""
+    """What a broken run may leave: the task's policies, gateways, routes and Secrets; then the canary
+    checkpoint."""
     from labkit.backends.local import LocalLab
 
     lab = LocalLab(Path(state))
@@ -144,9 +180,18 @@ def _put_back(state: str) -> None:
         lab.delete(path)
     for doc in (
         "tasks/virtual-service-currency-converter-ingress-all.yaml",
+        "tasks/destination-rule-fx-rates-tls-origination.yaml",
+        "tasks/service-entry-fx-rates-tls.yaml",
+        "tasks/virtual-service-currency-converter-edge.yaml",
+        "tasks/gateway-currency-converter-https.yaml",
         "mesh/gateway-currency-converter.yaml",
     ):
         lab.delete(paths.CLUSTER_CONFIG / doc)
+    for namespace in ("istio-system", "payments-prod"):
+        for name in ("currency-credential", "fx-rates-ca"):
+            lab.delete(
+                {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "namespace": namespace}}
+            )
     lab.delete(
         {
             "apiVersion": "security.istio.io/v1",

@@ -140,34 +140,39 @@ def error_share_at_most(result: TrafficResult, expected: float) -> None:
 
 def forbidden(result: TrafficResult, what: str = "this caller") -> None:
     """Every request was denied with 403 (an AuthorizationPolicy said no)."""
-    outcomes = _requests(result, what)
-    bad = [o for o in outcomes if o.status != 403]
-    if bad:
-        raise fail(
-            f"expected 403 (RBAC: access denied) for {what}, but {len(bad)} of {len(outcomes)} were not "
-            f"({_describe(result)})",
-            "which AuthorizationPolicies select app=currency-converter, their principals "
-            "(cluster.local/ns/<ns>/sa/<sa>) and paths; a 2xx means a rule allowed it",
-            result,
-        )
-    passed(f"{what} denied: {len(outcomes)}/{len(outcomes)} answered 403")
+    look_at = (
+        "which AuthorizationPolicies select app=currency-converter, their principals "
+        "(cluster.local/ns/<ns>/sa/<sa>) and paths; a 2xx means a rule allowed it"
+    )
+    _all_answered(result, 403, "RBAC: access denied", what, look_at, "denied")
 
 
 def unauthenticated(result: TrafficResult, what: str = "this caller") -> None:
     """Every request was turned away with 401: the sidecar's JWT check refused its token (a
     RequestAuthentication verifies every token that is present: bad signature, other issuer, expired)."""
+    look_at = (
+        "the RequestAuthentication that selects app=currency-converter: its issuer and jwks (a token "
+        "signed by that key and not expired passes; a 2xx means the token was accepted, a 403 that an "
+        "AuthorizationPolicy, not the JWT check, said no)"
+    )
+    reason = "Jwt verification fails / Jwt is expired"
+    _all_answered(result, 401, reason, what, look_at, "refused by the JWT check")
+
+
+def _all_answered(
+    result: TrafficResult, status: int, reason: str, what: str, look_at: str, verb: str
+) -> None:
+    """Every request of ``result`` was answered ``status`` (Envoy's ``reason``), or CheckFailed."""
     outcomes = _requests(result, what)
-    bad = [o for o in outcomes if o.status != 401]
+    bad = [o for o in outcomes if o.status != status]
     if bad:
         raise fail(
-            f"expected 401 (Jwt verification fails / Jwt is expired) for {what}, but {len(bad)} of "
-            f"{len(outcomes)} were not ({_describe(result)})",
-            "the RequestAuthentication that selects app=currency-converter: its issuer and jwks (a token "
-            "signed by that key and not expired passes; a 2xx means the token was accepted, a 403 that an "
-            "AuthorizationPolicy, not the JWT check, said no)",
+            f"expected {status} ({reason}) for {what}, but {len(bad)} of {len(outcomes)} were not "
+            f"({_describe(result)})",
+            look_at,
             result,
         )
-    passed(f"{what} refused by the JWT check: {len(outcomes)}/{len(outcomes)} answered 401")
+    passed(f"{what} {verb}: {len(outcomes)}/{len(outcomes)} answered {status}")
 
 
 def blocked_egress(result: TrafficResult, host: str = "api.fxrates.example") -> None:
