@@ -17,7 +17,6 @@ pytestmark = pytest.mark.mesh
 GATEWAY_API = paths.CLUSTER_CONFIG / "gateway-api"
 URL = lesson.URL
 #: The lab's 99.9 % confidence: a false failure once in a thousand runs, while 50/50 for 90/10 always fails.
-CONFIDENCE = 0.999
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ import yaml
 from scipy.stats import binomtest
 from support.request import get
 
-from labkit import lesson, metrics, paths, traffic
+from labkit import lesson, metrics, paths, stats, traffic
 from labkit.backends.local import LocalLab
 from labkit.errors import LabError, ManifestError, PortInUseError, ToolNotFoundError, UnsupportedError
 from labkit.local import envoy, processes, telemetry
@@ -31,7 +31,8 @@ MESH = paths.CLUSTER_CONFIG / "mesh"
 
 
 def wilson_contains(k: int, n: int, p: float) -> bool:
-    ci = binomtest(k, n, p).proportion_ci(confidence_level=0.999, method="wilson")  # the lab's 99.9 %
+    """At the lab's one confidence level (labkit.stats.CONFIDENCE)."""
+    ci = binomtest(k, n, p).proportion_ci(confidence_level=stats.CONFIDENCE, method="wilson")
     return ci.low <= p <= ci.high
 
 
@@ -421,6 +422,7 @@ def test_a_new_kernel_stops_the_lab_and_nothing_is_left(lab):
 def test_port_clash_is_named_and_leaves_nothing_running(lab):
     topo = lab._current()
     port = topo.gateway.gateway_ports[80]
+    lab.down()  # a stopped lab whose port another program took meanwhile (a running one's istiod holds it)
     with socket.socket() as squatter:
         squatter.setsockopt(
             socket.SOL_SOCKET, socket.SO_REUSEADDR, 1

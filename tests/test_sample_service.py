@@ -26,10 +26,9 @@ import aiohttp
 import pytest
 import yaml
 from aiohttp import web
-from scipy.stats import binomtest
 from support.sample import free_port
 
-from labkit import paths
+from labkit import paths, stats
 
 APP = paths.SERVICE_DIR / "app.py"
 LOAD = paths.SERVICE_DIR / "load.py"
@@ -160,8 +159,8 @@ def test_fail_rate_share_of_500s_is_within_a_binomial_interval():
         statuses = [svc.get(CONVERT).status for _ in range(n)]
     assert set(statuses) <= {200, 500}
     failures = statuses.count(500)
-    interval = binomtest(failures, n).proportion_ci(confidence_level=0.999)
-    assert interval.low <= 0.3 <= interval.high, f"{failures}/{n} answered 500 with FAIL_RATE=0.3"
+    low, high = stats.interval(failures, n)  # at the lab's one level (a whole CI run's budget)
+    assert low <= 0.3 <= high, f"{failures}/{n} answered 500 with FAIL_RATE=0.3"
 
 
 def test_fail_rate_one_always_fails_and_still_names_the_version():
