@@ -23,6 +23,8 @@ class Host:
     ports: list[ServicePort]
     external: bool
     endpoints: dict[int, list[Endpoint]] = field(default_factory=dict)  # service port -> endpoints
+    #: load assignments built from these endpoints, shared by every proxy of one translation (clusters.py)
+    assignments: dict[tuple, dict] = field(default_factory=dict, repr=False, compare=False)
 
     def port(self, number: int) -> ServicePort | None:
         return next((p for p in self.ports if p.port == number), None)

@@ -186,10 +186,7 @@ class Supervisor:
 
     def snapshot(self) -> dict | None:
         """The snapshot istiod serves (None before the first up())."""
-        try:
-            return json.loads(snapshot.snapshot_file(self.state.root).read_text())
-        except (OSError, ValueError):
-            return None
+        return sync.served(self.state.root)
 
     def _wait_loaded(self, snap: dict, signal_it: bool) -> None:
         """Wait until istiod runs with ``snap`` loaded (SIGHUP it first when ``signal_it``)."""
