@@ -12,6 +12,7 @@ from support.envoy import MESH, istio
 
 from labkit import manifests, paths
 from labkit.local import translate as translate_module
+from labkit.local.routes import sidecar_route_config
 from labkit.local.topology import build_topology
 from labkit.local.translate import ProxyConfig, ensure_ports, translate
 from labkit.local.xds import snapshot, sync
@@ -54,6 +55,11 @@ def _translate(tmp_path, *texts, cached: bool = True, monkeypatch=None):
             return hosts
 
         monkeypatch.setattr(translate_module, "build_registry", uncached)
+        monkeypatch.setattr(
+            translate_module,
+            "_sidecar_routes",
+            lambda shared, proxy, port, hosts, vss: sidecar_route_config(proxy, port, hosts, vss),
+        )
     return topo, translate(resources, topo, MESH)
 
 
@@ -84,12 +90,15 @@ def test_shared_endpoints_and_snapshot_are_byte_identical_to_building_each_proxy
     # built once for every proxy with the cache, once per proxy without it
     assert len({id(assignment(shared, p)) for p in sidecars}) == 1
     assert len({id(assignment(alone, p)) for p in sidecars}) == len(sidecars)
+    v1 = [p.id for p in topo.sidecars if p.workload.endswith("-v1")]
+    assert len({id(shared[p].routes[0]) for p in v1}) == 1  # one route config for the replicas
+    assert len({id(alone[p].routes[0]) for p in v1}) == len(v1)
 
     proxies = list(topo.proxies.values())
     snap = snapshot.build(proxies, shared)
     assert json.dumps(snap["nodes"]) == json.dumps(_naive(proxies, shared))
     assert snapshot.parse(snapshot.dump(snap)) == snap
-    v1 = [snapshot.node_id(p) for p in proxies if p.workload.endswith("-v1")]
+    v1 = [snapshot.node_id(p) for p in proxies if p.workload.endswith("-v1")]  # now by node id
     eds = {id(snap["nodes"][n]["types"][snapshot.ENDPOINT]["resources"]) for n in v1}
     assert len(v1) == REPLICAS and len(eds) == 1  # the replicas share one list, stored once by dump
     assert snapshot.dump(snap).count('"cluster_name":"outbound|') < len(v1) * len(

@@ -3,6 +3,7 @@ ServiceEntry hosts), each with the loopback endpoints its traffic lands on here.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -29,9 +30,10 @@ class Host:
     def port(self, number: int) -> ServicePort | None:
         return next((p for p in self.ports if p.port == number), None)
 
-    @property
+    @functools.cached_property
     def service_accounts(self) -> list[str]:
-        """SPIFFE ids of the sidecars behind this host: the SANs a client accepts under ISTIO_MUTUAL."""
+        """SPIFFE ids of the sidecars behind this host: the SANs a client accepts under ISTIO_MUTUAL (once
+        per translation: every proxy's clusters to this host ask)."""
         return sorted(
             {
                 e.instance.proxy.spiffe
