@@ -22,7 +22,7 @@ WEIGHTS = "virtual-service-currency-converter-90-10.yaml"
 
 
 class _NoCache(dict):
-    """A Host's assignment cache that keeps nothing: every proxy builds its own endpoints."""
+    """A Host's cache that keeps nothing: every proxy builds its own endpoints."""
 
     def __setitem__(self, key, value) -> None:
         pass
@@ -51,7 +51,7 @@ def _translate(tmp_path, *texts, cached: bool = True, monkeypatch=None):
         def uncached(*args):
             hosts = build(*args)
             for host in hosts:
-                host.assignments = _NoCache()
+                host.shared = _NoCache()
             return hosts
 
         monkeypatch.setattr(translate_module, "build_registry", uncached)
@@ -77,6 +77,17 @@ def _naive(proxies, configs) -> dict:
     return nodes
 
 
+def _plain_dump(snap: dict) -> str:
+    """``snapshot.dump`` by plain json.dumps: each distinct list once, nodes naming it by version."""
+    table: dict = {}
+    nodes = {}
+    for node, data in snap["nodes"].items():
+        for url, typed in data["types"].items():
+            table.setdefault(url, {}).setdefault(typed["version"], typed["resources"])
+        nodes[node] = {**data, "types": {url: typed["version"] for url, typed in data["types"].items()}}
+    return json.dumps({**snap, "nodes": nodes, "resources": table}, separators=(",", ":"))
+
+
 def test_shared_endpoints_and_snapshot_are_byte_identical_to_building_each_proxy_alone(tmp_path, monkeypatch):
     topo, shared = _translate(tmp_path, WEIGHTS)
     _, alone = _translate(tmp_path, WEIGHTS, cached=False, monkeypatch=monkeypatch)
@@ -95,9 +106,11 @@ def test_shared_endpoints_and_snapshot_are_byte_identical_to_building_each_proxy
     assert len({id(alone[p].routes[0]) for p in v1}) == len(v1)
 
     proxies = list(topo.proxies.values())
-    snap = snapshot.build(proxies, shared)
+    enc = snapshot.Encoder()
+    snap = snapshot.build(proxies, shared, enc)
     assert json.dumps(snap["nodes"]) == json.dumps(_naive(proxies, shared))
-    assert snapshot.parse(snapshot.dump(snap)) == snap
+    assert snapshot.dump(snap, enc) == _plain_dump(snap)
+    assert snapshot.parse(snapshot.dump(snap, enc)) == snap
     v1 = [snapshot.node_id(p) for p in proxies if p.workload.endswith("-v1")]  # now by node id
     eds = {id(snap["nodes"][n]["types"][snapshot.ENDPOINT]["resources"]) for n in v1}
     assert len(v1) == REPLICAS and len(eds) == 1  # the replicas share one list, stored once by dump

@@ -145,11 +145,7 @@ def outbound_clusters(
             for subset in dr["subsets"] if dr else []:
                 policy = merge_policy(top, subset.get("trafficPolicy") or {})
                 labels = subset.get("labels") or {}
-                eps = [
-                    e
-                    for e in host.endpoints[port.port]
-                    if e.instance is not None and selects(labels, e.instance.workload.labels)
-                ]
+                eps = _subset_endpoints(host, port.port, labels)
                 out.append(
                     _cluster(proxy, host, port.port, subset["name"], eps, policy, auto_mtls[host.fqdn], store)
                 )
@@ -305,11 +301,24 @@ def _assignment(host: Host, name: str, endpoints: list[Endpoint]) -> dict:
     istiod builds a cluster's endpoints once per push and serves them from its cache to every proxy
     (pilot/pkg/xds/eds.go ``Cache.Get(&builder)``, pilot/pkg/xds/endpoints/endpoint_builder.go). Shared
     between proxies, so never changed in place."""
-    key = (name, tuple(map(id, endpoints)))  # the endpoints live as long as ``host``: no id is reused
-    found = host.assignments.get(key)
+    key = ("assignment", name, *map(id, endpoints))  # the endpoints live as long as ``host``: no id reused
+    found = host.shared.get(key)
     if found is None:
         lb_endpoints = [_lb_endpoint(e, host) for e in endpoints]
-        found = host.assignments[key] = {"cluster_name": name, "endpoints": [{"lb_endpoints": lb_endpoints}]}
+        found = host.shared[key] = {"cluster_name": name, "endpoints": [{"lb_endpoints": lb_endpoints}]}
+    return found
+
+
+def _subset_endpoints(host: Host, port: int, labels: dict) -> list[Endpoint]:
+    """The endpoints of ``host`` on ``port`` whose workload has a subset's ``labels`` (once a translation)."""
+    key = ("subset", port, *sorted(labels.items()))
+    found = host.shared.get(key)
+    if found is None:
+        found = host.shared[key] = [
+            e
+            for e in host.endpoints[port]
+            if e.instance is not None and selects(labels, e.instance.workload.labels)
+        ]
     return found
 
 

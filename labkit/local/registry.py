@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from labkit import meshmodel
 from labkit.errors import UnsupportedError
@@ -24,8 +24,9 @@ class Host:
     ports: list[ServicePort]
     external: bool
     endpoints: dict[int, list[Endpoint]] = field(default_factory=dict)  # service port -> endpoints
-    #: load assignments built from these endpoints, shared by every proxy of one translation (clusters.py)
-    assignments: dict[tuple, dict] = field(default_factory=dict, repr=False, compare=False)
+    #: what every proxy's clusters derive from this host alone (a subset's endpoints, load assignments),
+    #: built once per translation (clusters.py)
+    shared: dict[tuple, Any] = field(default_factory=dict, repr=False, compare=False)
 
     def port(self, number: int) -> ServicePort | None:
         return next((p for p in self.ports if p.port == number), None)

@@ -143,8 +143,9 @@ class Supervisor:
         proxies = list(topo.proxies.values())
         for proxy in proxies:
             write_atomic(proxy.bootstrap_file, _bootstrap_text(proxy, self.state.xds_socket))
-        snap = snapshot.build(proxies, configs)
-        changed = sync.publish(self.state.root, snap)
+        enc = snapshot.Encoder()
+        snap = snapshot.build(proxies, configs, enc)
+        changed = sync.publish(self.state.root, snap, enc)
         if ISTIOD in start:
             self._start(ISTIOD, start.pop(ISTIOD))
             self._wait_loaded(snap, signal_it=False)
@@ -172,8 +173,9 @@ class Supervisor:
         """Serve new ``configs`` (no process restarts): publish, tell istiod, return once every proxy whose
         config changed ACKed it and none of its listeners warms or drains."""
         old = self.snapshot()
-        snap = snapshot.build(list(topo.proxies.values()), configs)
-        if not sync.publish(self.state.root, snap):
+        enc = snapshot.Encoder()
+        snap = snapshot.build(list(topo.proxies.values()), configs, enc)
+        if not sync.publish(self.state.root, snap, enc):
             return
         try:
             self._wait_loaded(snap, signal_it=True)

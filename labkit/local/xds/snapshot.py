@@ -151,12 +151,14 @@ def _digest(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
-def build(proxies: list[Proxy], configs: dict[str, ProxyConfig]) -> dict[str, Any]:
+def build(
+    proxies: list[Proxy], configs: dict[str, ProxyConfig], enc: Encoder | None = None
+) -> dict[str, Any]:
     """The snapshot: ``{"version", "nodes": {node id: {"proxy", "metadata", "types": {type URL: {"version",
     "resources"}}}}}``; ``version`` changes whenever any proxy's config does. Proxies whose resources of a
     type are the same (replicas of one workload) share one list, as ``dump`` stores it once."""
     nodes: dict[str, dict[str, Any]] = {}
-    enc = Encoder()
+    enc = enc or Encoder()
     lists: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for proxy in proxies:
         types = {}
@@ -168,16 +170,25 @@ def build(proxies: list[Proxy], configs: dict[str, ProxyConfig]) -> dict[str, An
     return {"version": version([digest]), "nodes": nodes, "hold": held_ports(proxies)}
 
 
-def dump(snap: dict[str, Any]) -> str:
+def dump(snap: dict[str, Any], enc: Encoder | None = None) -> str:
     """The snapshot as JSON text, each type's resource list once by its version however many proxies have
-    it (a 100-replica workload's endpoints are written once, not 100 times); ``parse`` reverses it."""
-    table: dict[str, dict[str, Any]] = {}
+    it (a 100-replica workload's endpoints are written once, not 100 times); ``parse`` reverses it. With
+    the ``Encoder`` that built it, no resource is encoded again."""
+    enc = enc or Encoder()
+    table: dict[str, dict[str, str]] = {}
     nodes = {}
     for node, data in snap["nodes"].items():
         for url, typed in data["types"].items():
-            table.setdefault(url, {}).setdefault(typed["version"], typed["resources"])
+            lists = table.setdefault(url, {})
+            if typed["version"] not in lists:
+                lists[typed["version"]] = "[" + ",".join(enc.text(r) for r in typed["resources"]) + "]"
         nodes[node] = {**data, "types": {url: typed["version"] for url, typed in data["types"].items()}}
-    return json.dumps({**snap, "nodes": nodes, "resources": table}, separators=(",", ":"))
+    resources = ",".join(
+        json.dumps(url) + ":{" + ",".join(f"{json.dumps(v)}:{text}" for v, text in lists.items()) + "}"
+        for url, lists in table.items()
+    )
+    head = json.dumps({**snap, "nodes": nodes}, separators=(",", ":"))
+    return head[:-1] + ',"resources":{' + resources + "}}"
 
 
 def parse(text: str) -> dict[str, Any]:

@@ -25,10 +25,11 @@ class SyncError(LabError):
 _SERVED: dict[Path, tuple[tuple[int, ...], dict[str, Any]]] = {}
 
 
-def publish(state_root: Path, snap: dict[str, Any]) -> bool:
-    """Write the snapshot istiod serves; True if it changed (then istiod must be told, by SIGHUP)."""
+def publish(state_root: Path, snap: dict[str, Any], enc: snapshot.Encoder | None = None) -> bool:
+    """Write the snapshot istiod serves (``enc``: the one that built it); True if it changed (then istiod
+    must be told, by SIGHUP)."""
     file = snapshot.snapshot_file(state_root)
-    changed = write_atomic(file, snapshot.dump(snap))
+    changed = write_atomic(file, snapshot.dump(snap, enc))
     _remember(file, snap)
     return changed
 
