@@ -29,7 +29,7 @@ GATEWAY_WORKLOAD = "istio-ingressgateway"
 GATEWAY_LABELS = {"app": "istio-ingressgateway", "istio": "ingressgateway"}
 GATEWAY_SERVICE_ACCOUNT = "istio-ingressgateway-service-account"
 #: How many readiness probes run at once (each waits for its app, a few ms; the lab may run 100 instances).
-PROBE_WORKERS = 16
+PROBE_WORKERS = 8
 #: App-manifest kinds that only carry identity or grouping; the local backend needs nothing else from them.
 PASSIVE_KINDS = {"ServiceAccount", "ConfigMap", "Secret"}
 #: The Kubernetes kinds the local backend runs (those of cluster-config/apps); other kinds are rejected.
