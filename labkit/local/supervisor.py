@@ -78,7 +78,7 @@ def wanted(topo: Topology, state: LocalState) -> dict[str, Wanted]:
     kubelet would give them, see downward.py) and one Envoy per proxy."""
     app = str(paths.SERVICE_DIR / "app.py")
     istiod = [sys.executable, "-m", "labkit.local.xds.istiod", str(state.root), str(state.xds_socket)]
-    out: dict[str, Wanted] = {ISTIOD: Wanted(istiod, {}, [], _spec(istiod, {}))}
+    out: dict[str, Wanted] = {ISTIOD: Wanted(istiod, {}, [], _spec(istiod, {}, snapshot.FORMAT))}
     for inst in topo.instances:
         env = downward.environment(inst)
         env.update(standin.environment(topo, inst))

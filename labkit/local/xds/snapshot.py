@@ -35,6 +35,9 @@ SHORT = {CLUSTER: "CDS", ENDPOINT: "EDS", LISTENER: "LDS", ROUTE: "RDS", EXTENSI
 #: Types Envoy subscribes to by wildcard: always requested, even with no resources.
 WILDCARD = (CLUSTER, LISTENER)
 ADS = {"ads": {}, "resource_api_version": "V3"}
+#: The layout of snapshot.json (``dump``); part of istiod's process spec, so up() restarts an istiod started
+#: by an older labkit that reads another layout.
+FORMAT = "2: resource lists stored once by version"
 
 
 def folder(state_root: Path) -> Path:
