@@ -2,7 +2,8 @@
 time up() takes to start them all, memory per idle sidecar (RSS, and what it really costs: private memory and
 PSS, since every Envoy maps the same binary), the push latency from ``apply`` of a weight change to the last
 proxy's ACK (median and max; and the control plane's part, from publishing the snapshot to the last ACK,
-without validation and translation), and istiod's CPU per push.
+without validation and translation), istiod's CPU per push, and the machine's load average (other jobs
+slow every figure).
 
     .venv/bin/python bench/bench_xds.py [--sidecars 10 30 60 100] [--pushes 5]
 
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import os
 import statistics
 import tempfile
 import time
@@ -91,7 +93,7 @@ def run(sidecars: int, pushes: int) -> None:
                 f" private {uss:4.1f} MB, PSS {pss:4.1f} MB | apply -> last ACK median"
                 f" {statistics.median(latencies) * 1000:5.0f} ms, max {max(latencies) * 1000:5.0f} ms"
                 f" (of which publish -> last ACK {statistics.median(pushing) * 1000:4.0f} ms)"
-                f" | istiod CPU {cpu * 1000:4.0f} ms/push"
+                f" | istiod CPU {cpu * 1000:4.0f} ms/push | load average {os.getloadavg()[0]:.1f}"
             )
         finally:
             lab.down()

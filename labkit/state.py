@@ -14,6 +14,7 @@ config, nor open a socket in it (a Unix socket's own mode is not checked on ever
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import re
 from collections.abc import Iterator
@@ -179,15 +180,15 @@ class ProxyFiles:
     def route_file(self, name: str) -> Path:
         return self.rds_dir / f"rds_{safe_name(name)}.yaml"
 
-    @property
+    @functools.cached_property  # every cluster of a push names it: joined once
     def cert_file(self) -> Path:
         return self.dir / "certs" / "cert-chain.pem"
 
-    @property
+    @functools.cached_property  # every cluster of a push names it: joined once
     def key_file(self) -> Path:
         return self.dir / "certs" / "key.pem"
 
-    @property
+    @functools.cached_property  # every cluster of a push names it: joined once
     def ca_file(self) -> Path:
         return self.dir / "certs" / "root-cert.pem"
 

@@ -148,9 +148,23 @@ def test_killed_istiod_leaves_traffic_flowing_and_up_restarts_it_with_the_same_c
 def test_envoy_admin_reports_the_versions_istiod_sent(lab):
     node = next(n for n, d in lab._procs.snapshot()["nodes"].items() if d["proxy"] == CLIENT)
     want = lab._procs.snapshot()["nodes"][node]["types"][snapshot.ROUTE]["version"]
-    proxy = lab._proxy("client")
-    stats = envoy.admin_get(proxy, "/stats?filter=rds.*version_text")
-    assert want in stats
+    dump = envoy.config_dump(lab._proxy("client"))  # what istioctl proxy-config reads
+    routes = next(c for c in dump["configs"] if c["@type"].endswith(".RoutesConfigDump"))
+    assert want in {r["version_info"] for r in routes["dynamic_route_configs"]}
+
+
+def test_envoy_creates_istios_stats_and_every_one_the_lab_reads_only(lab):
+    """istio-proxy's stats inclusion list (envoy.STATS_INCLUSION): the counters behind istio_requests_total,
+    readiness and draining, and a caller's outbound cluster counters stay; other families are never made."""
+    assert lab.send(URL, n=5, progress=False).codes() == {200: 5}
+    text = envoy.admin_get(lab._proxy("client"), "/stats")
+    names = {line.partition(": ")[0] for line in text.splitlines()}
+    assert any(n.startswith("istiolocal.") for n in names)  # the request counters (listeners.STATS_PREFIX)
+    assert {"cluster_manager.cluster_modified", "listener_manager.total_listeners_warming"} <= names
+    assert any(
+        n.startswith("cluster.outbound|") and n.endswith("upstream_rq_pending_overflow") for n in names
+    )
+    assert not [n for n in names if n.startswith("cluster.inbound|") or n.endswith("downstream_rq_total")]
 
 
 def test_the_ingress_port_stays_the_labs_while_no_gateway_listens_on_it(lab):

@@ -145,11 +145,7 @@ def outbound_clusters(
             for subset in dr["subsets"] if dr else []:
                 policy = merge_policy(top, subset.get("trafficPolicy") or {})
                 labels = subset.get("labels") or {}
-                eps = [
-                    e
-                    for e in host.endpoints[port.port]
-                    if e.instance is not None and selects(labels, e.instance.workload.labels)
-                ]
+                eps = _subset_endpoints(host, port.port, labels)
                 out.append(
                     _cluster(proxy, host, port.port, subset["name"], eps, policy, auto_mtls[host.fqdn], store)
                 )
@@ -184,10 +180,7 @@ def _cluster(
         "circuit_breakers": {"thresholds": [_thresholds(policy.get("connectionPool") or {})]},
         "common_lb_config": {},
         "metadata": {"filter_metadata": {"istio": {"service": host.fqdn, "subset": subset, "port": port}}},
-        "load_assignment": {
-            "cluster_name": name,
-            "endpoints": [{"lb_endpoints": [_lb_endpoint(e, host) for e in endpoints]}],
-        },
+        "load_assignment": _assignment(host, name, endpoints),
     }
     pool = policy.get("connectionPool") or {}
     tcp, http = pool.get("tcp") or {}, pool.get("http") or {}
@@ -210,7 +203,7 @@ def _cluster(
     if tls_mode in ("SIMPLE", "MUTUAL"):  # TLS origination (origination.py)
         socket, auto_sni = originate(policy["tls"], store, proxy.namespace)
         if socket is None:  # its credential is missing: the cluster never warms, no endpoint serves
-            cluster["load_assignment"]["endpoints"] = []
+            cluster["load_assignment"] = {"cluster_name": name, "endpoints": []}
         else:
             cluster["transport_socket"] = socket
     if common or auto_sni:
@@ -301,6 +294,32 @@ def peer_labels(workload: str, namespace: str, labels: dict[str, str]) -> dict[s
         "canonical_revision": revision,
         "cluster": CLUSTER_ID,
     }
+
+
+def _assignment(host: Host, name: str, endpoints: list[Endpoint]) -> dict:
+    """Cluster ``name``'s endpoints, built once per translation for every proxy that has the cluster, as
+    istiod builds a cluster's endpoints once per push and serves them from its cache to every proxy
+    (pilot/pkg/xds/eds.go ``Cache.Get(&builder)``, pilot/pkg/xds/endpoints/endpoint_builder.go). Shared
+    between proxies, so never changed in place."""
+    key = ("assignment", name, *map(id, endpoints))  # the endpoints live as long as ``host``: no id reused
+    found = host.shared.get(key)
+    if found is None:
+        lb_endpoints = [_lb_endpoint(e, host) for e in endpoints]
+        found = host.shared[key] = {"cluster_name": name, "endpoints": [{"lb_endpoints": lb_endpoints}]}
+    return found
+
+
+def _subset_endpoints(host: Host, port: int, labels: dict) -> list[Endpoint]:
+    """The endpoints of ``host`` on ``port`` whose workload has a subset's ``labels`` (once a translation)."""
+    key = ("subset", port, *sorted(labels.items()))
+    found = host.shared.get(key)
+    if found is None:
+        found = host.shared[key] = [
+            e
+            for e in host.endpoints[port]
+            if e.instance is not None and selects(labels, e.instance.workload.labels)
+        ]
+    return found
 
 
 def _lb_endpoint(e: Endpoint, host: Host) -> dict:

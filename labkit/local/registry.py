@@ -3,8 +3,9 @@ ServiceEntry hosts), each with the loopback endpoints its traffic lands on here.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from labkit import meshmodel
 from labkit.errors import UnsupportedError
@@ -23,13 +24,17 @@ class Host:
     ports: list[ServicePort]
     external: bool
     endpoints: dict[int, list[Endpoint]] = field(default_factory=dict)  # service port -> endpoints
+    #: what every proxy's clusters derive from this host alone (a subset's endpoints, load assignments),
+    #: built once per translation (clusters.py)
+    shared: dict[tuple, Any] = field(default_factory=dict, repr=False, compare=False)
 
     def port(self, number: int) -> ServicePort | None:
         return next((p for p in self.ports if p.port == number), None)
 
-    @property
+    @functools.cached_property
     def service_accounts(self) -> list[str]:
-        """SPIFFE ids of the sidecars behind this host: the SANs a client accepts under ISTIO_MUTUAL."""
+        """SPIFFE ids of the sidecars behind this host: the SANs a client accepts under ISTIO_MUTUAL (once
+        per translation: every proxy's clusters to this host ask)."""
         return sorted(
             {
                 e.instance.proxy.spiffe

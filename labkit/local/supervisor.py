@@ -81,7 +81,7 @@ def wanted(topo: Topology, state: LocalState) -> dict[str, Wanted]:
     kubelet would give them, see downward.py) and one Envoy per proxy."""
     app = str(paths.SERVICE_DIR / "app.py")
     istiod = [sys.executable, "-m", "labkit.local.xds.istiod", str(state.root), str(state.xds_socket)]
-    out: dict[str, Wanted] = {ISTIOD: Wanted(istiod, {}, [], _spec(istiod, {}))}
+    out: dict[str, Wanted] = {ISTIOD: Wanted(istiod, {}, [], _spec(istiod, {}, snapshot.FORMAT))}
     for inst in topo.instances:
         env = downward.environment(inst)
         env.update(standin.environment(topo, inst))
@@ -146,8 +146,9 @@ class Supervisor:
         proxies = list(topo.proxies.values())
         for proxy in proxies:
             write_atomic(proxy.bootstrap_file, _bootstrap_text(proxy, self.state.xds_socket))
-        snap = snapshot.build(proxies, configs)
-        changed = sync.publish(self.state.root, snap)
+        enc = snapshot.Encoder()
+        snap = snapshot.build(proxies, configs, enc)
+        changed = sync.publish(self.state.root, snap, enc)
         if ISTIOD in start:
             self._start(ISTIOD, start.pop(ISTIOD))
             self._wait_loaded(snap, signal_it=False)
@@ -175,8 +176,9 @@ class Supervisor:
         """Serve new ``configs`` (no process restarts): publish, tell istiod, return once every proxy whose
         config changed ACKed it and none of its listeners warms or drains."""
         old = self.snapshot()
-        snap = snapshot.build(list(topo.proxies.values()), configs)
-        if not sync.publish(self.state.root, snap):
+        enc = snapshot.Encoder()
+        snap = snapshot.build(list(topo.proxies.values()), configs, enc)
+        if not sync.publish(self.state.root, snap, enc):
             return
         try:
             self._wait_loaded(snap, signal_it=True)
@@ -189,10 +191,7 @@ class Supervisor:
 
     def snapshot(self) -> dict | None:
         """The snapshot istiod serves (None before the first up())."""
-        try:
-            return json.loads(snapshot.snapshot_file(self.state.root).read_text())
-        except (OSError, ValueError):
-            return None
+        return sync.served(self.state.root)
 
     def _wait_loaded(self, snap: dict, signal_it: bool) -> None:
         """Wait until istiod runs with ``snap`` loaded (SIGHUP it first when ``signal_it``)."""

@@ -28,6 +28,8 @@ GATEWAY_NAMESPACE = "istio-system"
 GATEWAY_WORKLOAD = "istio-ingressgateway"
 GATEWAY_LABELS = {"app": "istio-ingressgateway", "istio": "ingressgateway"}
 GATEWAY_SERVICE_ACCOUNT = "istio-ingressgateway-service-account"
+#: How many readiness probes run at once (each waits for its app, a few ms; the lab may run 100 instances).
+PROBE_WORKERS = 8
 #: App-manifest kinds that only carry identity or grouping; the local backend needs nothing else from them.
 PASSIVE_KINDS = {"ServiceAccount", "ConfigMap", "Secret"}
 #: The Kubernetes kinds the local backend runs (those of cluster-config/apps); other kinds are rejected.
@@ -219,10 +221,14 @@ class Topology:
 
     def update_readiness(self) -> bool:
         """Probe every instance and record it on ``Instance.ready``; True when one changed (the endpoints
-        must be written again)."""
+        must be written again). All at once, as the kubelet runs one probe worker per container
+        (kubernetes pkg/kubelet/prober/worker.go): each probe mostly waits for its app."""
+        from concurrent.futures import ThreadPoolExecutor  # imported on first use: keeps `import labkit` fast
+
+        with ThreadPoolExecutor(max_workers=PROBE_WORKERS) as pool:
+            results = list(pool.map(self.probe, self.instances))
         changed = False
-        for inst in self.instances:
-            now = self.probe(inst)
+        for inst, now in zip(self.instances, results, strict=True):
             changed |= now != inst.ready
             inst.ready = now
         return changed

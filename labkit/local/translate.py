@@ -104,6 +104,7 @@ def translate(resources: list[Resource], topo: Topology, mesh: MeshSettings) -> 
     ports = sorted({p.port for h in hosts for p in h.ports})
     store = secrets(resources)
     tcp_ports = tcp_hosts(hosts)
+    shared: dict[tuple, dict] = {}  # route configs by workload and port: one for all replicas
     out = {}
     for proxy in topo.sidecars:
         log_file = file_log(telemetries, proxy, root, mesh.access_log_file is not None)
@@ -124,7 +125,7 @@ def translate(resources: list[Resource], topo: Topology, mesh: MeshSettings) -> 
         clusters = outbound_clusters(proxy, hosts, drs, auto_mtls, root, store)
         instance = topo.instance_of(proxy)
         assert instance is not None
-        routes = [sidecar_route_config(proxy, p, hosts, own) for p in ports if p not in tcp_ports]
+        routes = [_sidecar_routes(shared, proxy, p, hosts, own) for p in ports if p not in tcp_ports]
         for target in sorted(proxy.inbound_ports):
             mode = port_mode(pas, proxy.namespace, proxy.labels, target, root)
             service = _inbound_service(topo, proxy, target)
@@ -199,6 +200,19 @@ def _gateway(
         if servers
         else {},
     )
+
+
+def _sidecar_routes(
+    shared: dict[tuple, dict], proxy: Proxy, port: int, hosts: list[Host], vss: list[Resource]
+) -> dict:
+    """The outbound route config of ``port``, built once for all replicas of a workload: it depends on the
+    proxy's namespace, workload and labels only, and istiod too serves replicas one cached route config
+    (pilot/pkg/networking/core/route/route_cache.go ``Cache.Key``; pilot/pkg/model/typed_xds_cache.go).
+    Shared between proxies, so never changed in place."""
+    key = (proxy.namespace, proxy.workload, tuple(sorted(proxy.labels.items())), port)
+    if key not in shared:
+        shared[key] = sidecar_route_config(proxy, port, hosts, vss)
+    return shared[key]
 
 
 def _security(ras: list[Resource], aps: list[Resource], proxy: Proxy, root: str) -> dict[str, dict]:

@@ -50,12 +50,13 @@ class Control:
     def load(self) -> None:
         """Read the snapshot; convert only the types whose version changed; push to every stream."""
         try:
-            snap = json.loads(snapshot.snapshot_file(self.state_root).read_text())
+            snap = snapshot.parse(snapshot.snapshot_file(self.state_root).read_text())
         except (OSError, ValueError) as err:
             self.error = f"cannot read {snapshot.snapshot_file(self.state_root)}: {err}"
             self.changed()
             return
         cache: dict[str, Any] = {}  # replicas of one workload share most resources: convert each once
+        lists: dict[tuple[str, str], list[Any]] = {}  # and often a type's whole list (snapshot.build)
         served: dict[str, dict[str, tuple[str, list[Any]]]] = {}
         names: dict[str, dict[str, list[str]]] = {}
         try:
@@ -63,12 +64,13 @@ class Control:
                 old = self.served.get(node, {})
                 served[node], names[node] = {}, {}
                 for url, typed in data["types"].items():
+                    key = (url, typed["version"])
                     if url in old and old[url][0] == typed["version"]:
-                        served[node][url] = old[url]
-                    else:
+                        lists.setdefault(key, old[url][1])
+                    elif key not in lists:
                         where = f"{data['proxy']} {snapshot.SHORT[url]}"
-                        anys = [self.convert(r, where, cache) for r in typed["resources"]]
-                        served[node][url] = (typed["version"], anys)
+                        lists[key] = [self.convert(r, where, cache) for r in typed["resources"]]
+                    served[node][url] = (typed["version"], lists[key])
                     names[node][url] = [_name(r) for r in typed["resources"]]
                 self.sync.setdefault(node, {"proxy": data["proxy"], "connected": False, "types": {}})
         except proto.ProtoError as err:

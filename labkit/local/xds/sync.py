@@ -21,9 +21,45 @@ class SyncError(LabError):
     """A proxy NACKed the new config, or did not ACK it in time."""
 
 
-def publish(state_root: Path, snap: dict[str, Any]) -> bool:
-    """Write the snapshot istiod serves; True if it changed (then istiod must be told, by SIGHUP)."""
-    return write_atomic(snapshot.snapshot_file(state_root), json.dumps(snap, separators=(",", ":")))
+#: The snapshot file this process last wrote or read, by its path: (its identity on disk, the snapshot).
+_SERVED: dict[Path, tuple[tuple[int, ...], dict[str, Any]]] = {}
+
+
+def publish(state_root: Path, snap: dict[str, Any], enc: snapshot.Encoder | None = None) -> bool:
+    """Write the snapshot istiod serves (``enc``: the one that built it); True if it changed (then istiod
+    must be told, by SIGHUP)."""
+    file = snapshot.snapshot_file(state_root)
+    changed = write_atomic(file, snapshot.dump(snap, enc))
+    _remember(file, snap)
+    return changed
+
+
+def served(state_root: Path) -> dict[str, Any] | None:
+    """The snapshot istiod serves (None before the first publish); read again only when the file changed
+    since this process last wrote or read it (another kernel of the lab may have published)."""
+    file = snapshot.snapshot_file(state_root)
+    try:
+        key = _identity(file)
+        known = _SERVED.get(file)
+        if known is not None and known[0] == key:
+            return known[1]
+        snap = snapshot.parse(file.read_text())
+    except (OSError, ValueError):
+        return None
+    _remember(file, snap)
+    return snap
+
+
+def _identity(file: Path) -> tuple[int, ...]:
+    st = file.stat()
+    return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+def _remember(file: Path, snap: dict[str, Any]) -> None:
+    try:
+        _SERVED[file] = (_identity(file), snap)
+    except OSError:
+        _SERVED.pop(file, None)
 
 
 def read(state_root: Path) -> dict[str, Any]:
