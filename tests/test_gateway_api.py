@@ -81,7 +81,7 @@ def test_ingress_gateway_http_route_90_10_splits_inside_the_interval(gw_lab):
 
 def gateway_status(lab, namespace: str) -> dict[str, tuple[str, str]]:
     """The Gateway API Gateway's conditions, read like `kubectl get gateways.gateway.networking.k8s.io`."""
-    (gw,) = [g for g in lab.get("gateways", namespace) if g.group == "gateway.networking.k8s.io"]
+    (gw,) = lab.get("gateways.gateway.networking.k8s.io", namespace)  # not Istio's Gateways
     return {c["type"]: (c["status"], c["reason"]) for c in gw.body["status"]["conditions"]}
 
 

@@ -233,6 +233,7 @@ class KubeLab(Lab):
             line, problems = workloads.status(self.kube, d)
             status.workloads.append(line)
             status.problems += problems
+        status.problems += gatewayapi.unbound(self.kube)  # Gateways the host cannot reach
         return status
 
     def promql(self, query: str) -> list[dict[str, Any]]:

@@ -366,7 +366,12 @@ class LocalLab(Lab):
         applied = self._applied()
         objects = self.applied()
         wanted = resolve.kind(kind, KUBE_KINDS | set(SCHEMAS) | {"HTTPRoute"} | {r.kind for r in objects})
-        found = [r for r in objects if r.kind == wanted and namespace in (None, r.namespace)]
+        group = kind.lower().partition(".")[2]  # gateways.gateway.networking.k8s.io picks one API group
+        found = [
+            r
+            for r in objects
+            if r.kind == wanted and namespace in (None, r.namespace) and group in ("", r.group)
+        ]
         # Gateway API objects carry the status istiod writes on them (Accepted, ResolvedRefs ...)
         status = route_status([r for r in applied if _is_istio(r)], self._require_up(), self._mesh_settings())
         return sorted(with_status(found, status), key=lambda r: (r.namespace, r.name))

@@ -33,14 +33,6 @@ def ingress_host(domain: str = CLUSTER_DOMAIN) -> str:
     return service_fqdn(GATEWAY_WORKLOAD, GATEWAY_NAMESPACE, domain)
 
 
-def is_managed(spec: dict) -> bool:
-    """``IsManaged``: no address, or a single one of type IPAddress, means istiod deploys the gateway."""
-    addresses = spec.get("addresses") or []
-    if len(addresses) != 1:
-        return not addresses
-    return (addresses[0] or {}).get("type", DEFAULT_TYPE) == DEFAULT_TYPE
-
-
 @dataclass
 class Binding:
     """Where a Gateway runs: the listener ports the lab's ingress serves for it (none: nothing serves it)

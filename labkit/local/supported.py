@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from labkit.errors import UnsupportedError
-from labkit.local.gateway_address import ingress_host, is_managed
+from labkit.local.gateway_address import ingress_host
 from labkit.local.topology import GATEWAY_NAMESPACE, HTTP_PROTOCOLS, port_protocol
-from labkit.meshmodel import is_istio
+from labkit.meshmodel import gateway_is_managed, is_istio
 
 if TYPE_CHECKING:
     from labkit.manifests import Resource
@@ -338,7 +338,7 @@ def _check_inline_jwks(r: Resource) -> None:
 def _check_bound_gateway(r: Resource) -> None:
     """A Gateway the local backend can serve is bound to its ingress gateway (Istio's manual deployment);
     for the managed forms istiod would deploy a gateway ``<name>-istio`` of its own (gateway_address.py)."""
-    if not is_managed(r.spec):
+    if not gateway_is_managed(r.spec):
         return
     field = "spec.addresses[0].type" if r.spec.get("addresses") else "spec.addresses"
     raise UnsupportedError(
