@@ -253,3 +253,15 @@ def test_doctor_says_the_cluster_has_another_release_and_up_leaves_it(env, capsy
         "1.30 supports)"
     )
     assert "never replaces or downgrades CRDs a cluster already has" in check.fix
+
+
+def test_reset_removes_the_gateway_api_ingress_from_istios_root_namespace_too(env):
+    _downloaded()
+    lab = KubeLab("kind")
+    lab.up()
+    for f in GATEWAY_FILES:
+        lab.apply(f)
+    lab.reset("canary-90-10")  # what the next notebook's first cell does
+    assert lab.get("gateways.gateway.networking.k8s.io") == []  # the Gateway lives in istio-system
+    assert lab.get("httproutes") == []
+    assert lab.get("deployments", "istio-system")  # Istio's own objects there are not the lab's to reset
