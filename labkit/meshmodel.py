@@ -239,3 +239,13 @@ def _template_labels(r: Resource) -> dict[str, str]:
     template = r.spec.get("template") or {}
     labels = (template.get("metadata") or {}).get("labels")
     return dict(labels) if isinstance(labels, Mapping) else {}
+
+
+def gateway_is_managed(spec: Mapping) -> bool:
+    """A Gateway API Gateway istiod deploys a gateway of its own for (``<name>-istio``): no address, or a
+    single one of type IPAddress, the CRD's default type (pilot/pkg/config/kube/gatewaycommon/
+    gateway_utils.go ``IsManaged``); a Hostname address binds it to an existing gateway's Service instead."""
+    addresses = spec.get("addresses") or []
+    if len(addresses) != 1:
+        return not addresses
+    return (addresses[0] or {}).get("type", "IPAddress") == "IPAddress"

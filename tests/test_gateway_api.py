@@ -79,6 +79,41 @@ def test_ingress_gateway_http_route_90_10_splits_inside_the_interval(gw_lab):
         gw_lab.delete(GATEWAY_API / "gateway-currency-ingress.yaml")
 
 
+def gateway_status(lab, namespace: str) -> dict[str, tuple[str, str]]:
+    """The Gateway API Gateway's conditions, read like `kubectl get gateways.gateway.networking.k8s.io`."""
+    (gw,) = lab.get("gateways.gateway.networking.k8s.io", namespace)  # not Istio's Gateways
+    return {c["type"]: (c["status"], c["reason"]) for c in gw.body["status"]["conditions"]}
+
+
+def test_the_ingress_gateway_binding_shows_in_the_gateways_status(gw_lab):
+    gateway = (GATEWAY_API / "gateway-currency-ingress.yaml").read_text()
+    route = (GATEWAY_API / "http-route-currency-converter-ingress.yaml").read_text()
+    gw_lab.apply(gateway)
+    try:
+        assert gateway_status(gw_lab, "istio-system") == {
+            "Accepted": ("True", "Accepted"),
+            "Programmed": ("True", "Programmed"),
+        }
+    finally:
+        gw_lab.delete(gateway)
+    # Beside the routes instead of beside the gateway's Service: istiod binds it to nothing (push_context.go
+    # mergeGateways takes the Service's instances in the Gateway's namespace only); its status says so.
+    beside = gateway.replace("namespace: istio-system", "namespace: payments-prod")
+    gw_lab.apply(beside)
+    gw_lab.apply(route.replace("namespace: istio-system", "namespace: payments-prod"))
+    try:
+        assert gateway_status(gw_lab, "payments-prod") == {
+            "Accepted": ("True", "Accepted"),
+            "Programmed": ("False", "AddressNotUsable"),
+        }
+        base = gw_lab.status().ingress_url
+        codes = gw_lab.send(f"{base}/convert?from=NOK&to=EUR&amount=1", n=4, source="ingress", progress=False)
+        assert 200 not in codes.codes()  # nothing serves the Gateway
+    finally:
+        gw_lab.delete(GATEWAY_API / "http-route-currency-converter-ingress.yaml")
+        gw_lab.delete(beside)
+
+
 def test_header_match_route_sends_only_marked_requests_to_v2(gw_lab):
     gw_lab.apply(GATEWAY_API / "http-route-currency-converter-header-match.yaml")
     marked = gw_lab.send(URL, n=20, concurrency=4, headers={"x-canary": "true"}, progress=False)

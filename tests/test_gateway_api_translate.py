@@ -163,15 +163,14 @@ def test_ingress_route_binds_to_the_gateway_listener(tmp_path):
 
 
 def test_a_route_from_another_namespace_is_not_allowed_by_the_same_namespace_listener(tmp_path):
-    other = (GATEWAY_API / "http-route-currency-converter-ingress.yaml").read_text()
-    other = other.replace("namespace: payments-prod", "namespace: legacy").replace(
-        "- name: currency-ingress", "- name: currency-ingress\n      namespace: payments-prod"
+    same = (GATEWAY_API / "gateway-currency-ingress.yaml").read_text().replace("from: All", "from: Same")
+    topo, cfgs, resources = translated(
+        tmp_path, same, GATEWAY_API / "http-route-currency-converter-ingress.yaml"
     )
-    topo, cfgs, resources = translated(tmp_path, GATEWAY_API / "gateway-currency-ingress.yaml", other)
     (config,) = [r for r in cfgs[topo.gateway.id].routes if r["name"] == "http.8080"]
     assert config["virtual_hosts"][0]["name"] == "blackhole:80"  # nothing bound: 404 NR
     status = route_status(resources, topo, MESH)[
-        ("gateway.networking.k8s.io", "HTTPRoute", "legacy", "currency-converter-ingress")
+        ("gateway.networking.k8s.io", "HTTPRoute", "payments-prod", "currency-converter-ingress")
     ]
     (accepted,) = status["parents"][0]["conditions"]
     assert (accepted["type"], accepted["status"], accepted["reason"]) == (

@@ -161,6 +161,16 @@ BROKEN = [
         ["expected 403 (RBAC: access denied)", "Response flags seen:"],
     ),
     (
+        "16-ingress-and-secure-ingress",
+        "print(*lab.apply(ingress_route)",
+        "lab.delete(ingress)  # the Gateway beside the routes, not beside the gateway's Service\n"
+        "for src in (ingress, ingress_route):\n"
+        "    lab.apply(src.read_text().replace('namespace: istio-system', 'namespace: payments-prod'))\n"
+        "via_gateway_api = lab.send(EDGE, n=20, source='ingress')",
+        "checks.all_ok(via_gateway_api)",
+        ["20 of 20 requests to currency-converter failed"],
+    ),
+    (
         "09-observability",
         "print(proxy_status_table(lab.proxy_status()))",
         "import os, signal\nfrom labkit.local import processes\n"

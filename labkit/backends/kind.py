@@ -176,7 +176,10 @@ class KubeLab(Lab):
                     self.backend, False, problems=[f"kind cluster {self.name} does not exist: run lab.up()"]
                 )
         ingress_url = INGRESS_URL if self.backend == "kind" else None
-        return workloads.lab_status(self.kube, self.backend, ingress_url)
+        status = workloads.lab_status(self.kube, self.backend, ingress_url)
+        if status.up:
+            status.problems += gatewayapi.unbound(self.kube)  # Gateways the host cannot reach
+        return status
 
     def promql(self, query: str) -> list[dict[str, Any]]:
         """The query on Istio's Prometheus addon (installed by up()), via the API server's service proxy."""

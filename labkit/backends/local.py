@@ -300,7 +300,12 @@ class LocalLab(Lab):
         applied = self._applied()
         objects = applied_state.running(applied)
         wanted = resolve.kind(kind, KUBE_KINDS | set(SCHEMAS) | {"HTTPRoute"} | {r.kind for r in objects})
-        found = [r for r in objects if r.kind == wanted and namespace in (None, r.namespace)]
+        group = kind.lower().partition(".")[2]  # gateways.gateway.networking.k8s.io picks one API group
+        found = [
+            r
+            for r in objects
+            if r.kind == wanted and namespace in (None, r.namespace) and group in ("", r.group)
+        ]
         # Gateway API objects carry the status istiod writes on them (Accepted, ResolvedRefs ...)
         status = route_status(mesh_config(applied), self._require_up(), self._mesh_settings())
         return sorted(with_status(found, status), key=lambda r: (r.namespace, r.name))

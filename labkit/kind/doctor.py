@@ -10,6 +10,7 @@ import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import yaml
 
@@ -18,6 +19,9 @@ from labkit.command import run
 from labkit.errors import BackendError, CommandError, LabError, ToolNotFoundError
 from labkit.kind import cluster, gatewayapi, images, istio, tools
 from labkit.versions import GATEWAY_API_VERSION, ISTIO_MINOR, K8S_SUPPORTED  # the one place for versions
+
+if TYPE_CHECKING:
+    from labkit.kind.kube import Kube
 
 MIN_CPUS = 4
 #: 8 GiB asked of Docker; Docker Desktop set to "8 GB" reports about 7.7 GiB of MemTotal, so allow that.
@@ -254,15 +258,13 @@ def check_gateway_api(cluster_exists: bool) -> Check:
     fix = "run `labkit tools install` (it downloads and verifies them); lab.up() then installs them"
     if cluster_exists:
         try:
-            from labkit.kind.kube import Kube  # the kubernetes client: imported only when a cluster exists
-
-            found = gatewayapi.installed(Kube(cluster.kubeconfig(), cluster.context()))
+            found = gatewayapi.installed(_kube())
         except LabError:
             found = None  # the cluster does not answer: the file is what up() will need
         else:
             level, line = gatewayapi.describe(found)
             if found is not None:
-                return Check(level, line, "" if level == "ok" else "lab.up() leaves them as they are")
+                return Check(level, line, "" if level == "ok" else gatewayapi.OTHER_RELEASE)
     source = tools.gateway_api_file()
     if source.is_file():
         return Check(
@@ -273,6 +275,21 @@ def check_gateway_api(cluster_exists: bool) -> Check:
         f"the Gateway API {GATEWAY_API_VERSION} CRDs are not downloaded, so HTTPRoutes will be refused",
         fix,
     )
+
+
+def check_gateway_bindings() -> list[Check]:
+    """The cluster's Gateway API Gateways the host cannot reach (not bound to the lab's ingress gateway)."""
+    try:
+        problems = gatewayapi.unbound(_kube())
+    except LabError:
+        return []  # the cluster does not answer: check_gateway_api has said so
+    return [Check("warning", *p.split(". What to do: ", 1)) for p in problems]
+
+
+def _kube() -> Kube:
+    from labkit.kind.kube import Kube  # the kubernetes client: imported only when a cluster exists
+
+    return Kube(cluster.kubeconfig(), cluster.context())
 
 
 def run_checks(*, cluster_exists: bool) -> list[Check]:
@@ -289,6 +306,7 @@ def run_checks(*, cluster_exists: bool) -> list[Check]:
             checks.append(Check("error", message, fix))
         else:
             checks.append(Check("ok", f"kind cluster {cluster.NAME} publishes the lab's ports"))
+        checks += check_gateway_bindings()
     return checks
 
 

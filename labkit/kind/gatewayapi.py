@@ -1,7 +1,8 @@
 """The Gateway API CRDs on the cluster: Istio does not install them, so ``lab.up()`` does, as Istio's docs say
 (``kubectl get crd gateways.gateway.networking.k8s.io || kubectl apply -f standard-install.yaml``, istio.io
 boilerplates/gateway-api-install-crds.md): left alone when present, else applied from the verified file
-``labkit tools install`` keeps (no download while the cluster comes up), then waited for until Established."""
+``labkit tools install`` keeps (no download while the cluster comes up), then waited for until Established.
+And which Gateways the host cannot reach (``unbound``: ``lab.status()`` and ``labkit doctor`` name them)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typing import TYPE_CHECKING
 from labkit import manifests
 from labkit.errors import BackendError
 from labkit.kind import tools
+from labkit.meshmodel import gateway_is_managed, service_fqdn
 from labkit.versions import GATEWAY_API_VERSION
 
 if TYPE_CHECKING:
@@ -24,6 +26,13 @@ BUNDLE_VERSION = f"{GROUP}/bundle-version"
 CHANNEL = f"{GROUP}/channel"
 CRD = ("apiextensions.k8s.io/v1", "CustomResourceDefinition")
 ESTABLISH_TIMEOUT = 60.0
+#: The gateway kind's host port mapping reaches (cluster-config/kind/cluster.yaml): a Gateway is reachable
+#: from the host only when bound to its Service (Istio's manual deployment, cluster-config/gateway-api/).
+INGRESS_SERVICE = service_fqdn("istio-ingressgateway", "istio-system")
+BIND = (
+    "bind it to the lab's ingress gateway as cluster-config/gateway-api/gateway-currency-ingress.yaml does: "
+    f"metadata.namespace istio-system and spec.addresses [{{type: Hostname, value: {INGRESS_SERVICE}}}]"
+)
 
 
 def installed(kube: Kube) -> tuple[str, str] | None:
@@ -33,6 +42,14 @@ def installed(kube: Kube) -> tuple[str, str] | None:
         return None
     notes = crd.get("metadata", {}).get("annotations") or {}
     return notes.get(BUNDLE_VERSION, "unknown"), notes.get(CHANNEL, "unknown")
+
+
+#: What to do about another release of the CRDs in the cluster: the lab does not touch them.
+OTHER_RELEASE = (
+    "nothing while the Gateway API lessons work: lab.up() never replaces or downgrades CRDs a cluster "
+    "already has (other resources may use them); for the tested release start from a fresh cluster "
+    f"(`labkit down`, then lab.up() installs {GATEWAY_API_VERSION})"
+)
 
 
 def describe(found: tuple[str, str] | None) -> tuple[str, str]:
@@ -49,6 +66,37 @@ def describe(found: tuple[str, str] | None) -> tuple[str, str]:
     return "ok", f"Gateway API {version} CRDs ({channel} channel) installed"
 
 
+def unbound(kube: Kube) -> list[str]:
+    """A problem line for each ``istio``-class Gateway the host cannot reach: one istiod deploys a gateway
+    of its own for (no Hostname address: ``<name>-istio``, whose LoadBalancer Service kind neither gives an
+    address nor publishes on the host), or one istiod reports not Programmed (its reason and message, e.g.
+    AddressNotUsable for a Gateway outside the Service's namespace)."""
+    try:
+        gateways = kube.objects(f"{GROUP}/v1", "Gateway")
+    except BackendError:
+        return []  # no Gateway API CRDs: no Gateways either
+    out = []
+    for gw in gateways:
+        spec, meta = gw.get("spec") or {}, gw.get("metadata") or {}
+        if spec.get("gatewayClassName") != "istio":
+            continue
+        where = f"Gateway {meta.get('namespace')}/{meta.get('name')} ({GROUP})"
+        if gateway_is_managed(spec):
+            out.append(
+                f"{where} has no Hostname address, so istiod deployed {meta.get('name')}-istio for it, which "
+                f"kind does not publish on the host. What to do: {BIND}"
+            )
+            continue
+        conditions = (gw.get("status") or {}).get("conditions") or []
+        programmed: dict = next((c for c in conditions if c.get("type") == "Programmed"), {})
+        if programmed.get("status") == "False":
+            out.append(
+                f"{where} is not programmed ({programmed.get('reason')}: {programmed.get('message')}). "
+                f"What to do: {BIND}"
+            )
+    return out
+
+
 def ensure(kube: Kube, say: Callable[[str], None]) -> None:
     """Install the pinned CRDs unless the cluster has Gateway API CRDs already (any release: never replaced,
     as Istio's docs do); without the verified file, say so and go on (the Istio APIs do not need them)."""
@@ -56,7 +104,7 @@ def ensure(kube: Kube, say: Callable[[str], None]) -> None:
     if found is not None:
         level, line = describe(found)
         if level != "ok":
-            say(f"warning: {line}; left as they are")
+            say(f"warning: {line}; left as they are. What to do: {OTHER_RELEASE}")
         return
     source = tools.gateway_api_file()
     if not source.is_file():

@@ -110,13 +110,15 @@ class Kube:
 
     def kind_named(self, name: str) -> tuple[str, str]:
         """``(apiVersion, kind)`` for a name as kubectl takes it: a kind, its plural, singular or short name,
-        in any case; Istio's group first where a name is in several (``gateways``)."""
-        wanted = name.lower()
+        in any case, with its group after a dot to pick one (``gateways.gateway.networking.k8s.io``); else
+        Istio's group first where a name is in several (``gateways``)."""
+        wanted, _, group = name.lower().partition(".")
         found = [
             r
             for r in self._call("look up kinds", lambda: self.dynamic.resources.search())
             if "/" not in (r.name or "")  # subresources (pods/log)
             and wanted in {r.kind.lower(), r.name, r.singular_name, *(r.short_names or [])}
+            and group in ("", r.group)
         ]
         if not found:
             raise LabError(

@@ -88,10 +88,14 @@ PINS: dict[str, Release] = {
 }
 
 
-#: Gateway API's standard-channel CRDs (one file for every platform). Its SHA-256 has one public source:
-#: zephytiju/JuntaiPlatformFoundationsIaC src/release.ts ``GATEWAY_API_MANIFEST`` (its src/artifacts.ts
-#: fetches the file and refuses any other digest). Where the internet is reachable, compare it with
-#: ``sha256sum`` of the release's own file before changing it.
+#: Gateway API's standard-channel CRDs (one file for every platform). Two independent sources agree on its
+#: SHA-256: zephytiju/JuntaiPlatformFoundationsIaC src/release.ts ``GATEWAY_API_MANIFEST`` (its
+#: src/artifacts.ts fetches the file and refuses any other digest), and the file rebuilt from
+#: kubernetes-sigs/gateway-api at tag v1.5.1 (commit e7677b70ae75) as its release does (``make
+#: build-install-yaml`` = hack/build-install-yaml.sh: the boilerplate, "Gateway API Standard channel
+#: install", then ``---``/``# <file>`` and each config/crd/standard/gateway*.yaml; the boilerplate has no
+#: YEAR left to fill). docs/instructors.md says how to redo the check. Where the internet is reachable,
+#: compare it with ``sha256sum`` of the release's own file before changing it.
 GATEWAY_API_URL = (
     f"https://github.com/kubernetes-sigs/gateway-api/releases/download/{GATEWAY_API_VERSION}/"
     "standard-install.yaml"

@@ -12,6 +12,7 @@ from labkit.errors import BackendError, LabError
 from labkit.kind.k8s import has_sidecar, rollout_complete
 from labkit.kind.kube import Kube
 from labkit.manifests import Resource
+from labkit.mesh import load_mesh_settings
 from labkit.status import Status, WorkloadStatus
 
 #: Namespaces of the cluster's own machinery (kind's storage provisioner, Istio, Kubernetes): not workloads.
@@ -54,13 +55,16 @@ def live_objects(kube: Kube) -> list[dict]:
 
 def lab_objects(kube: Kube) -> list[Resource]:
     """What is live now: the lab's Istio kinds (authorization, JWT and Telemetry included) and the kinds
-    of cluster-config/apps, in the lab's namespaces, with metadata and spec as the API server holds them."""
+    of cluster-config/apps, in the lab's namespaces (the Istio and Gateway API kinds in Istio's root one
+    too, as the local backend has them), with metadata and spec as the API server holds them."""
     kinds = {(r.api_version, r.kind) for r in manifests.load(paths.APPS) if r.kind != "Namespace"}
     kinds |= {*LIVE_KINDS, ("security.istio.io/v1", "AuthorizationPolicy")}
     kinds |= {("security.istio.io/v1", "RequestAuthentication"), ("telemetry.istio.io/v1", "Telemetry")}
     bodies = []
+    root = load_mesh_settings().root_namespace  # mesh-wide objects (a Telemetry, the Gateway API ingress)
     for api_version, kind in sorted(kinds):
-        for ns in scenario.NAMESPACES:
+        mesh = api_version.split("/")[0].endswith(("istio.io", "gateway.networking.k8s.io"))
+        for ns in (*scenario.NAMESPACES, root) if mesh else scenario.NAMESPACES:
             try:
                 items = kube.objects(api_version, kind, ns)
             except BackendError:

@@ -14,6 +14,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from labkit.local import gateway_address
+from labkit.local.gateway_address import condition as _condition
 from labkit.manifests import Resource
 from labkit.meshmodel import CLUSTER_DOMAIN, service_fqdn
 
@@ -58,13 +60,14 @@ def convert(
         for g in resources
         if is_gateway_api(g) and g.kind == "Gateway" and g.spec.get("gatewayClassName") == "istio"
     }
+    bindings = {key: gateway_address.bind(gw, known, domain) for key, gw in gateways.items()}
     out = Conversion()
     attached: Counter[str] = Counter()  # internal gateway name -> routes bound to it
     for r in resources:
         if not is_gateway_api(r):
             out.resources.append(r)
         elif r.kind == "Gateway" and (r.namespace, r.name) in gateways:
-            out.resources += _istio_gateways(r)
+            out.resources += _istio_gateways(r, bindings[(r.namespace, r.name)].ports)
         elif r.kind == "HTTPRoute":
             parents = []
             for i, ref in enumerate(r.spec.get("parentRefs") or []):
@@ -78,29 +81,32 @@ def convert(
                 if parent["conditions"][0]["status"] == "True":
                     parent["conditions"].append(resolved)
             out.status[r.key] = {"parents": parents}
-    for gw in gateways.values():
-        out.status[gw.key] = _gateway_status(gw, attached)
+    for key, gw in gateways.items():
+        out.status[gw.key] = _gateway_status(gw, attached, bindings[key])
     return out
 
 
-def _gateway_status(gw: Resource, attached: Counter[str]) -> dict:
-    """Accepted and Programmed, and per listener the number of routes attached (``attachedRoutes``), as
-    istiod reports a Gateway it serves (conditions.go); here every Gateway is served by the lab's ingress."""
-    programmed = "Resource programmed, served by the lab's ingress gateway (lab.status().ingress_url)"
-    ready = [
-        _condition("Accepted", True, "Accepted", "Resource accepted"),
-        _condition("Programmed", True, "Programmed", programmed),
+def _gateway_status(gw: Resource, attached: Counter[str], binding: gateway_address.Binding) -> dict:
+    """The Gateway's Accepted and Programmed (its address binding, gateway_address.py), its addresses,
+    and per listener the routes attached (``attachedRoutes``), as istiod reports them (conversion.go)."""
+    ok = [
+        _condition("Accepted", True, "Accepted", "No errors found"),
+        _condition("Programmed", True, "Programmed", "No errors found"),
+        _condition("ResolvedRefs", True, "ResolvedRefs", "No errors found"),
     ]
     listeners = [
         {
             "name": lis.get("name"),
             "attachedRoutes": attached[f"{gw.namespace}/{_internal_name(gw, lis)}"],
             "supportedKinds": [{"group": GROUP, "kind": "HTTPRoute"}],
-            "conditions": [*ready, _condition("ResolvedRefs", True, "ResolvedRefs", "No errors found")],
+            "conditions": ok,
         }
         for lis in gw.spec.get("listeners") or []
     ]
-    return {"conditions": ready, "listeners": listeners}
+    out: dict[str, Any] = {"conditions": binding.conditions, "listeners": listeners}
+    if binding.addresses:
+        out["addresses"] = binding.addresses
+    return out
 
 
 def with_status(objects: list[Resource], status: dict[tuple[str, str, str, str], dict]) -> list[Resource]:
@@ -111,10 +117,6 @@ def with_status(objects: list[Resource], status: dict[tuple[str, str, str, str],
         else r
         for r in objects
     ]
-
-
-def _condition(kind: str, ok: bool, reason: str, message: str) -> dict:
-    return {"type": kind, "status": "True" if ok else "False", "reason": reason, "message": message}
 
 
 def _bind(
@@ -180,12 +182,14 @@ def _internal_name(gw: Resource, listener: dict) -> str:
     return f"{gw.name}-{INTERNAL_GATEWAY}-{listener.get('name')}"
 
 
-def _istio_gateways(gw: Resource) -> list[Resource]:
-    """``convertGateways``: one internal Gateway per listener; ``ns/host`` hosts carry ``allowedRoutes``
-    (Same: the Gateway's namespace, All: ``*``). The empty selector puts them on the lab's one ingress proxy
-    (istiod deploys a proxy per Gateway; see cluster-config/README.md)."""
+def _istio_gateways(gw: Resource, ports: set[int]) -> list[Resource]:
+    """``convertGateways``: one internal Gateway per listener the ingress serves (``ports``, the bound
+    Service's); ``ns/host`` hosts carry ``allowedRoutes`` (Same: the Gateway's namespace, All: ``*``). The
+    empty selector puts them on the lab's one ingress proxy, the Service the Gateway's address names."""
     out = []
     for lis in gw.spec.get("listeners") or []:
+        if int(lis["port"]) not in ports:
+            continue  # resolvePorts (pilot/pkg/model/gateway.go): no Service port, no listener
         origin = ((lis.get("allowedRoutes") or {}).get("namespaces") or {}).get("from", "Same")
         ns = "*" if origin == "All" else gw.namespace
         server = {

@@ -12,8 +12,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from labkit.errors import UnsupportedError
-from labkit.local.topology import HTTP_PROTOCOLS, port_protocol
-from labkit.meshmodel import is_istio
+from labkit.local.gateway_address import ingress_host
+from labkit.local.topology import GATEWAY_NAMESPACE, HTTP_PROTOCOLS, port_protocol
+from labkit.meshmodel import gateway_is_managed, is_istio
 
 if TYPE_CHECKING:
     from labkit.manifests import Resource
@@ -237,6 +238,7 @@ GATEWAY_API_SCHEMAS: dict[str, dict[str, Any]] = {
     },
     "Gateway": {
         "gatewayClassName": Enum(("istio",)),
+        "addresses": [{"type": ANY, "value": ANY}],  # gateway_address.py: the binding and its status
         "listeners": [
             {
                 "name": ANY,
@@ -261,6 +263,8 @@ def check_supported(resources: list[Resource]) -> None:
                     f"(it implements {', '.join(GATEWAY_API_SCHEMAS)}). {KIND_BACKEND}, or remove it"
                 )
             _walk(r, r.spec, GATEWAY_API_SCHEMAS[r.kind], "spec")
+            if r.kind == "Gateway":
+                _check_bound_gateway(r)
             continue
         if is_istio(r.group) and r.kind not in SCHEMAS:
             raise UnsupportedError(
@@ -329,6 +333,22 @@ def _check_inline_jwks(r: Resource) -> None:
                 "issuer's public JWKS as jwks (labkit.tokens.Issuer.jwks), or use the kind backend "
                 "(LAB_BACKEND=kind)"
             )
+
+
+def _check_bound_gateway(r: Resource) -> None:
+    """A Gateway the local backend can serve is bound to its ingress gateway (Istio's manual deployment);
+    for the managed forms istiod would deploy a gateway ``<name>-istio`` of its own (gateway_address.py)."""
+    if not gateway_is_managed(r.spec):
+        return
+    field = "spec.addresses[0].type" if r.spec.get("addresses") else "spec.addresses"
+    raise UnsupportedError(
+        f"{r.where}: field {field}: without a Hostname address istiod deploys a gateway of its own for this "
+        f"Gateway ({r.name}-istio, Istio's automated deployment), which the local backend does not run, and "
+        "which kind does not map to the host either. What to do: bind the Gateway to the lab's ingress "
+        "gateway, as cluster-config/gateway-api/gateway-currency-ingress.yaml does (Istio's manual "
+        f"deployment): metadata.namespace: {GATEWAY_NAMESPACE} and addresses: [{{type: Hostname, value: "
+        f"{ingress_host()}}}]; or use the kind backend (LAB_BACKEND=kind)"
+    )
 
 
 def _check_tcp_in_mesh(r: Resource) -> None:

@@ -30,6 +30,10 @@ GATEWAY_LABELS = {"app": "istio-ingressgateway", "istio": "ingressgateway"}
 GATEWAY_SERVICE_ACCOUNT = "istio-ingressgateway-service-account"
 #: How many readiness probes run at once (each waits for its app, a few ms; the lab may run 100 instances).
 PROBE_WORKERS = 8
+#: The default ``istio-ingressgateway`` Service's ports → targetPorts (manifests/charts/gateways/istio-ingress
+#: values.yaml: status-port 15021, http2 80 → 8080, https 443 → 8443); an Istio Gateway's other server ports
+#: bind as they are, a Gateway API Gateway's are not served (gateway_address.py).
+INGRESS_TARGET_PORTS = {15021: 15021, 80: 8080, 443: 8443}
 #: App-manifest kinds that only carry identity or grouping; the local backend needs nothing else from them.
 PASSIVE_KINDS = {"ServiceAccount", "ConfigMap", "Secret"}
 #: The Kubernetes kinds the local backend runs (those of cluster-config/apps); other kinds are rejected.

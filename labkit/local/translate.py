@@ -38,7 +38,13 @@ from labkit.local.requestauthn import FILTER as JWT_FILTER
 from labkit.local.requestauthn import jwt_config
 from labkit.local.routes import inbound_route_config, sidecar_route_config
 from labkit.local.tcp import outbound_tcp_proxy, tcp_hosts
-from labkit.local.topology import Proxy, Topology, ensure_gateway_port, ensure_outbound_port
+from labkit.local.topology import (
+    INGRESS_TARGET_PORTS,
+    Proxy,
+    Topology,
+    ensure_gateway_port,
+    ensure_outbound_port,
+)
 from labkit.meshmodel import CLUSTER_DOMAIN, selects
 
 if TYPE_CHECKING:
@@ -46,10 +52,6 @@ if TYPE_CHECKING:
     from labkit.mesh import MeshSettings
 
 __all__ = ["ProxyConfig", "ensure_ports", "route_status", "translate"]
-
-#: The default ``istio-ingressgateway`` Service's ports → targetPorts (manifests/charts/gateways/istio-ingress
-#: values.yaml: status-port 15021, http2 80 → 8080, https 443 → 8443); other server ports bind as they are.
-INGRESS_TARGET_PORTS = {15021: 15021, 80: 8080, 443: 8443}
 
 
 @dataclass

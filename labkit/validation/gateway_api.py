@@ -12,6 +12,7 @@ httproute_types.go, gateway_types.go): names, types, enums and limits only.
 from __future__ import annotations
 
 import functools
+import re
 from typing import TYPE_CHECKING, Any
 
 from labkit.meshmodel import CLUSTER_DOMAIN, fqdn, service_fqdn
@@ -40,6 +41,15 @@ ISTIO_BACKENDS = {
     ("networking.istio.io", "Hostname"),
     ("networking.istio.io", "ServiceEntry"),
 }
+
+
+#: AddressType (shared_types.go ``+kubebuilder:validation:Pattern``, anchors as the CRD has them).
+ADDRESS_TYPE = (
+    r"^Hostname|IPAddress|NamedAddress|[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*"
+    r"\/[A-Za-z0-9\/\-._~%!$&'()*+,;=:]+$"
+)
+#: GatewaySpecAddress's CEL rule for a Hostname value (gateway_types.go).
+HOSTNAME = re.compile(r"(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 
 
 def _object(required: tuple[str, ...] = (), **properties: Any) -> dict:
@@ -147,7 +157,18 @@ GATEWAY_SPEC = _object(
     ("gatewayClassName", "listeners"),
     gatewayClassName=STRING,
     listeners=_list(LISTENER, 64),
-    addresses=_list({"type": "object"}, 16),
+    addresses=_list(
+        _object(
+            type={
+                "type": "string",
+                "maxLength": 253,
+                "pattern": ADDRESS_TYPE,
+                "examples": ["Hostname", "IPAddress"],
+            },
+            value={"type": "string", "maxLength": 253},
+        ),
+        16,
+    ),
     infrastructure={"type": "object"},
 )
 SPECS = {"HTTPRoute": HTTP_ROUTE_SPEC, "Gateway": GATEWAY_SPEC}
@@ -174,7 +195,9 @@ def validator(api_version: str, kind: str) -> jsonschema.Draft202012Validator | 
 def admission(r: Resource) -> list[Finding]:
     """The CRD's CEL rules on a schema-valid HTTPRoute: a Service backend needs a port
     (BackendObjectReference: "Must have port for Service reference"), an Exact or PathPrefix path is absolute
-    (HTTPPathMatch: "value must be an absolute path and start with '/'")."""
+    (HTTPPathMatch: "value must be an absolute path and start with '/'"); on a Gateway, Hostname addresses."""
+    if r.group == GROUP and r.kind == "Gateway":
+        return _addresses(r)
     if r.group != GROUP or r.kind != "HTTPRoute":
         return []
     out = []
@@ -205,6 +228,25 @@ def admission(r: Resource) -> list[Finding]:
                     )
                 )
     return out
+
+
+def _addresses(r: Resource) -> list[Finding]:
+    """GatewaySpecAddress's CEL rule: a Hostname value is a lower-case DNS name (the CRD rejects others)."""
+    return [
+        error(
+            r,
+            "admission",
+            f"spec.addresses[{i}].value",
+            f"{a['value']!r} is not a valid hostname (lower-case letters, digits, '-' and '.'; the CRD "
+            "rejects it)",
+            "write the Service's name as DNS has it: istio-ingressgateway.istio-system.svc.cluster.local",
+        )
+        for i, a in enumerate(r.spec.get("addresses") or [])
+        if isinstance(a, dict)
+        and a.get("type", "IPAddress") == "Hostname"
+        and a.get("value")
+        and not HOSTNAME.fullmatch(str(a["value"]))
+    ]
 
 
 def references(r: Resource) -> list[Finding]:
