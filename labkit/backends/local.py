@@ -25,7 +25,7 @@ from labkit import manifests, metrics, paths
 from labkit.errors import BackendError, LabError, UnsupportedError
 from labkit.files import write_atomic
 from labkit.lab import Lab, show
-from labkit.local import capacity, envoy, podfields, prometheus, proxyview, resolve, telemetry
+from labkit.local import capacity, envoy, kubelet, podfields, prometheus, proxyview, resolve, telemetry
 from labkit.local.ca import LocalCA
 from labkit.local.httproute import with_status
 from labkit.local.ports import Ports, release
@@ -317,6 +317,13 @@ class LocalLab(Lab):
             if not topo.update_readiness():
                 break
 
+    def _refresh_readiness(self, topo: Topology) -> None:
+        """Probe again and serve the endpoints that changed (probes.py, kubelet.py): what a cluster's kubelet
+        and EndpointSlice controller do all the time, done here whenever the lab reports status or sends."""
+        if topo.update_readiness():
+            with self.files.lock():
+                self._write_config(self._applied())
+
     # --- observing -----------------------------------------------------------------------------------------
 
     def status(self) -> Status:
@@ -333,15 +340,23 @@ class LocalLab(Lab):
                 what = f"process {rec.pid} is not running" if rec else "was never started"
                 problems.append(f"{name}: {what} (log: {self.files.log(name)}); lab.up() restarts it")
         problems += self._procs.control_plane_problems()
+        if ISTIOD in alive:
+            try:
+                self._refresh_readiness(topo)
+            except LabError as exc:
+                problems.append(f"{ISTIOD}: a readiness change did not reach the proxies: {exc}")
         workloads = []
         for wl in topo.workloads:
             insts = [i for i in topo.instances if i.workload is wl]
             ready = sum(
-                app_name(i) in alive and (i.proxy is None or envoy_name(i.proxy) in alive) and topo.probe(i)
+                app_name(i) in alive and (i.proxy is None or envoy_name(i.proxy) in alive) and i.ready
                 for i in insts
             )
+            restarts = sum(kubelet.restarts(i.kubelet_file) for i in insts if i.kubelet_file is not None)
             workloads.append(
-                WorkloadStatus(wl.name, wl.namespace, wl.version, wl.replicas, ready, wl.injected)
+                WorkloadStatus(
+                    wl.name, wl.namespace, wl.version, wl.replicas, ready, wl.injected, restarts=restarts
+                )
             )
         gw = topo.gateway
         gw_ready = int(envoy_name(gw) in alive)
@@ -405,8 +420,11 @@ class LocalLab(Lab):
         return sorted(lines)[-tail:] if len(proxies) > 1 else lines
 
     def resolver(self, source: str) -> Resolver:
-        """How ``source`` (a workload, ``namespace/workload``, an alias, "ingress") reaches a URL."""
-        return resolve.resolver(self._require_up(), source)
+        """How ``source`` (a workload, ``namespace/workload``, an alias, "ingress") reaches a URL, once the
+        endpoints hold the instances ready now."""
+        topo = self._require_up()
+        self._refresh_readiness(topo)
+        return resolve.resolver(topo, source)
 
     # --- what Envoy runs -----------------------------------------------------------------------------------
 

@@ -27,8 +27,9 @@ import yaml
 from labkit import paths
 from labkit.errors import LabError
 from labkit.files import write_atomic
-from labkit.local import downward, envoy, ports, processes, standin, telemetry
+from labkit.local import downward, envoy, kubelet, ports, processes, standin, telemetry
 from labkit.local.ports import check_free
+from labkit.local.topology import probe_target
 from labkit.local.xds import snapshot, sync
 from labkit.state import LocalState, safe_name
 
@@ -90,7 +91,13 @@ def wanted(topo: Topology, state: LocalState) -> dict[str, Wanted]:
             env.update(PORT=str(inst.app_port), HOST="127.0.0.1", PYTHONUNBUFFERED="1")
             for port in inst.tcp_ports.values():  # one at most (topology.py)
                 env["TCP_PORT"] = str(port)
+        if inst.grpc_socket is not None:  # its gRPC probes' port: the stand-in answers grpc.health.v1 there
+            env["GRPC_HEALTH_SOCKET"] = str(inst.grpc_socket)
         argv = [sys.executable, app]
+        if inst.kubelet_file is not None:  # liveness or startup probes: the pod's kubelet runs the app
+            kinds = {"startup": inst.workload.startup, "liveness": inst.workload.liveness}
+            env.update(kubelet.environment({k: (p, probe_target(inst, p)) for k, p in kinds.items() if p}))
+            argv = [sys.executable, "-m", "labkit.local.kubelet", str(inst.kubelet_file), "--", *argv]
         ports = [] if inst.app_port is None else [inst.app_port, *inst.tcp_ports.values()]
         out[app_name(inst)] = Wanted(argv, env, ports, _spec(argv, env))
     for proxy in topo.proxies.values():
@@ -254,8 +261,8 @@ class Supervisor:
         ports: set[int] = set()
         for rec in self.records():
             proc = processes.process(rec) if rec.name in names else None
-            if proc is not None:
-                conns = proc.net_connections("tcp")
+            for each in [proc, *proc.children(recursive=True)] if proc is not None else []:  # a pod's kubelet
+                conns = each.net_connections("tcp")
                 ports |= {c.laddr.port for c in conns if c.status == psutil.CONN_LISTEN}
         return sorted(ports)
 
