@@ -191,3 +191,16 @@ def test_liveness_and_startup_probes_are_no_longer_named_but_exec_ones_are():
     )
     [resource] = manifests.load(yaml.safe_dump(exec_probe))
     assert podfields.ignored(resource) == ["livenessProbe"]
+
+
+def test_on_kind_restarts_are_the_pods_restart_counts_summed_as_kubectl_shows_them():
+    from labkit.kind import workloads
+
+    def pod(*counts: int) -> dict:
+        return {
+            "status": {
+                "containerStatuses": [{"name": f"c{i}", "restartCount": n} for i, n in enumerate(counts)]
+            }
+        }
+
+    assert workloads.restarts([pod(2, 0), pod(1), {"status": {}}]) == 3
