@@ -107,19 +107,12 @@ class Kubelet:
         self._write(running=False, started=False, reason="stopped")
 
     def _spawn(self) -> subprocess.Popen | None:
-        """Start the app unless a stop arrived (signals held meanwhile, so none slips between the two)."""
-        signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
-        try:
-            if self.stopping:
-                return None
-            child = subprocess.Popen(  # in this process's group: the lab's stop reaches it too
-                self.argv,
-                env=self.env,
-                stdin=subprocess.DEVNULL,
-                preexec_fn=lambda: signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGNALS),  # noqa: PLW1509
-            )
-        finally:
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGNALS)
+        """Start the app unless a stop arrived. One arriving while it starts is seen by ``_watch`` next,
+        which ends it: the app never outlives a stop that came before it joined the group."""
+        if self.stopping:
+            return None
+        # in this process's group: the lab's stop reaches it too
+        child = subprocess.Popen(self.argv, env=self.env, stdin=subprocess.DEVNULL)
         self._write(running=True, started=self.startup is None, pid=child.pid)
         return child
 

@@ -127,44 +127,44 @@ def rewritten(annotations: dict[str, str]) -> bool:
     return _GO_BOOLS.get(annotations.get(REWRITE_ANNOTATION, ""), True)
 
 
-def ready(probe: Probe | None, target: int | Path) -> bool:
+def ready(probe: Probe | None, where: int | Path) -> bool:
     """Whether an instance passes its readiness ``probe`` now (True without one), within
-    ``failureThreshold`` attempts in a row, on ``target`` (``Topology.probe_target``)."""
+    ``failureThreshold`` attempts in a row, on ``where`` (topology.probe_target)."""
     if probe is None:
         return True
     if probe.port is None:
         return False
-    return any(once(target, probe) for _ in range(probe.failures))
+    return any(once(where, probe) for _ in range(probe.failures))
 
 
-def once(target: int | Path, probe: Probe) -> bool:
-    """One probe on ``target`` (a 127.0.0.1 port, or a Unix socket): a TCP connect, the kubelet's httpGet
+def once(where: int | Path, probe: Probe) -> bool:
+    """One probe on ``where`` (a 127.0.0.1 port, or a Unix socket): a TCP connect, the kubelet's httpGet
     (kubernetes pkg/probe/http/http.go: 200-399 succeeds, TLS unverified, redirects not followed here) or
     its grpc health check (pkg/probe/grpc/grpc.go: SERVING succeeds, anything else fails)."""
     if probe.port is None:
         return False
     if probe.action == "tcpSocket":
         try:
-            if isinstance(target, Path):
+            if isinstance(where, Path):
                 with socket.socket(socket.AF_UNIX) as unix:
                     unix.settimeout(probe.timeout)
-                    unix.connect(str(target))
+                    unix.connect(str(where))
             else:
-                socket.create_connection(("127.0.0.1", target), timeout=probe.timeout).close()
+                socket.create_connection(("127.0.0.1", where), timeout=probe.timeout).close()
         except OSError:
             return False
         return True
     if probe.action == "grpc":
-        return _grpc(target, probe)
+        return _grpc(where, probe)
     conn: http.client.HTTPConnection
-    if isinstance(target, Path):  # an app behind its sidecar (plain HTTP: TLS is the sidecar's business)
-        conn, _ = unixhttp.connect(unixhttp.url(target), probe.timeout)
+    if isinstance(where, Path):  # an app behind its sidecar (plain HTTP: TLS is the sidecar's business)
+        conn, _ = unixhttp.connect(unixhttp.url(where), probe.timeout)
     elif probe.scheme == "HTTPS":
         context = ssl.create_default_context()
         context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
-        conn = http.client.HTTPSConnection("127.0.0.1", target, timeout=probe.timeout, context=context)
+        conn = http.client.HTTPSConnection("127.0.0.1", where, timeout=probe.timeout, context=context)
     else:
-        conn = http.client.HTTPConnection("127.0.0.1", target, timeout=probe.timeout)
+        conn = http.client.HTTPConnection("127.0.0.1", where, timeout=probe.timeout)
     try:
         conn.request("GET", probe.path, headers={"User-Agent": USER_AGENT, **dict(probe.headers)})
         return 200 <= conn.getresponse().status < 400
@@ -174,13 +174,13 @@ def once(target: int | Path, probe: Probe) -> bool:
         conn.close()
 
 
-def _grpc(target: int | Path, probe: Probe) -> bool:
+def _grpc(where: int | Path, probe: Probe) -> bool:
     """grpc.health.v1.Health/Check of ``probe.service`` in plain text, within ``timeoutSeconds``: SERVING
     passes; NOT_SERVING, NOT_FOUND (a service the server does not know), no server or no answer fail."""
     import grpc  # imported here: loading grpc takes a while and only gRPC probes need it
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-    address = f"unix:{target}" if isinstance(target, Path) else f"127.0.0.1:{target}"
+    address = f"unix:{where}" if isinstance(where, Path) else f"127.0.0.1:{where}"
     options = [("grpc.primary_user_agent", USER_AGENT)]
     with grpc.insecure_channel(address, options=options) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
