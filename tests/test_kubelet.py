@@ -74,6 +74,15 @@ def test_a_failing_liveness_probe_restarts_the_app_and_a_stop_leaves_no_process(
     assert kubelet.read(status)["running"] is False
 
 
+def test_restarts_back_off_as_the_kubelets_do():
+    waits, waited = [], None
+    for _ in range(8):
+        waited = kubelet.backoff(waited, ran=1.0)
+        waits.append(waited)
+    assert waits == [0, 10, 20, 40, 80, 160, 300, 300]
+    assert kubelet.backoff(300, ran=kubelet.BACKOFF_RESET) == 0  # ten minutes up: at once again, then 10 s
+
+
 def _deployment(name: str, app: str, container: dict, annotations: dict | None = None) -> dict:
     labels = {"app": app, "version": name.rsplit("-", 1)[-1]}
     base = {"name": "web", "image": "registry.example.com/web:1", "ports": [{"containerPort": 9080}]}

@@ -62,6 +62,15 @@ def restarts(path: Path) -> int:
     return int(read(path).get("restarts") or 0)
 
 
+def backoff(waited: float | None, ran: float) -> float:
+    """How long to wait before restarting an app that ran ``ran`` seconds, the wait before that run having
+    been ``waited`` (None: it never restarted): at once, then 10 s doubling to 300 s; 10 minutes of running
+    start it over."""
+    if waited is None or ran >= BACKOFF_RESET:
+        return 0.0
+    return min(MAX_BACKOFF, waited * 2 if waited else BACKOFF)
+
+
 def environment(checks: dict[str, tuple[probes.Probe, int | Path]]) -> dict[str, str]:
     """The env that hands ``checks`` (probe kind -> probe and where it lands) to the pod's kubelet."""
     spec = {kind: {"probe": p.to_json(), "target": str(t)} for kind, (p, t) in sorted(checks.items())}
@@ -87,7 +96,7 @@ class Kubelet:
         self.restarts, self.stopping = 0, False
 
     def run(self) -> None:
-        backoff = 0.0
+        waited: float | None = None
         while True:
             child = self._spawn()
             if child is None:
@@ -98,12 +107,10 @@ class Kubelet:
             if self.stopping:
                 break
             self.restarts += 1
-            if time.monotonic() - began >= BACKOFF_RESET:
-                backoff = 0.0
+            waited = backoff(waited, time.monotonic() - began)
             self._write(running=False, started=False, reason=reason)
-            print(f"kubelet: {reason}; restart {self.restarts} in {backoff:g} s", flush=True)
-            self._sleep(backoff)
-            backoff = min(MAX_BACKOFF, backoff * 2 if backoff else BACKOFF)
+            print(f"kubelet: {reason}; restart {self.restarts} in {waited:g} s", flush=True)
+            self._sleep(waited)
         self._write(running=False, started=False, reason="stopped")
 
     def _spawn(self) -> subprocess.Popen | None:
