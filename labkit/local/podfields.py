@@ -80,6 +80,6 @@ def note(resources: list[Resource]) -> str | None:
     if not fields:
         return None
     return (
-        f"note: the local backend runs no kubelet and ignores {', '.join(fields)} (in {', '.join(where)}); "
-        "they take effect on the kind backend"
+        f"note: the local backend runs no container runtime and ignores {', '.join(fields)} "
+        f"(in {', '.join(where)}); they take effect on the kind backend"
     )
