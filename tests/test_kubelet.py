@@ -110,7 +110,9 @@ def _service(app: str) -> dict:
 
 
 FAST = {"periodSeconds": 1, "failureThreshold": 2}
-LIVE = {"httpGet": {"path": "/healthz", "port": 9080}, **FAST}
+HEALTHZ = {"httpGet": {"path": "/healthz", "port": 9080}}
+#: A startup probe that waits (up to a minute) for the app to listen: on a busy machine it takes seconds.
+UP = {**HEALTHZ, "periodSeconds": 1, "failureThreshold": 60}
 
 
 def _apps() -> str:
@@ -143,21 +145,17 @@ def _apps() -> str:
         _deployment(
             "web-v2",
             "web",
-            {
-                "startupProbe": {
-                    "httpGet": {"path": "/healthz", "port": 9080},
-                    "initialDelaySeconds": 1,
-                    **FAST,
-                }
-            },
+            {"startupProbe": {**UP, "initialDelaySeconds": 1}},
         ),
         # startup fails twice in a row -> killed and restarted, never ready
         _deployment(
             "web-v3", "web", {"startupProbe": {"httpGet": {"path": "/status/503", "port": 9080}, **FAST}}
         ),
         # liveness rewritten to pilot-agent: passes under STRICT; not rewritten: STRICT refuses it -> restarts
-        _deployment("flaky-v1", "flaky", {"livenessProbe": LIVE}),
-        _deployment("flaky-v2", "flaky", {"livenessProbe": LIVE}, {probes.REWRITE_ANNOTATION: "false"}),
+        _deployment("flaky-v1", "flaky", {"startupProbe": UP, "livenessProbe": {**HEALTHZ, **FAST}}),
+        _deployment(
+            "flaky-v2", "flaky", {"livenessProbe": {**HEALTHZ, **FAST}}, {probes.REWRITE_ANNOTATION: "false"}
+        ),
     ]
     return yaml.safe_dump_all(docs)
 
