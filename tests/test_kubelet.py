@@ -211,3 +211,19 @@ def test_on_kind_restarts_are_the_pods_restart_counts_summed_as_kubectl_shows_th
         }
 
     assert workloads.restarts([pod(2, 0), pod(1), {"status": {}}]) == 3
+
+
+@pytest.mark.mesh
+def test_an_app_that_crashes_under_its_kubelet_fails_the_apply_with_its_log_and_leaves_nothing(lab):
+    from labkit.errors import LabError
+
+    crashing = _deployment(
+        "crash-v1", "crash", {"env": [{"name": "GRPC_HEALTH", "value": "bogus"}], "livenessProbe": HEALTHZ}
+    )
+    namespace = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}}
+    with pytest.raises(
+        LabError, match=r"(?s)app\.kubelet\.crash-v1-0 exited while starting.*GRPC_HEALTH='bogus'"
+    ):
+        lab.apply(yaml.safe_dump_all([namespace, crashing]))
+    assert lab.status().healthy  # brought back as it was
+    assert not [r for r in processes.records(lab.files.run_dir) if "crash" in r.name]

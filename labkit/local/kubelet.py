@@ -41,6 +41,8 @@ GRACE = 30.0
 #: How often the loop wakes to look at the app and the clock.
 _TICK = 0.05
 _SIGNALS = {signal.SIGTERM, signal.SIGINT}
+#: How the reason for a restart starts when the app exited by itself (not killed for a probe).
+EXITED = "the app exited"
 
 
 def read(path: Path) -> dict:
@@ -56,6 +58,12 @@ def serving(path: Path) -> bool:
     """Whether the container runs and its startup probe (if any) passed: only then may it be ready."""
     state = read(path)
     return bool(state.get("running") and state.get("started"))
+
+
+def crashed(path: Path) -> bool:
+    """Whether the app exited by itself and waits for its restart (a crash: its log says why)."""
+    state = read(path)
+    return not state.get("running") and str(state.get("reason", "")).startswith(EXITED)
 
 
 def restarts(path: Path) -> int:
@@ -129,7 +137,7 @@ class Kubelet:
         failures, due = 0, None
         while not self.stopping:
             if child.poll() is not None:
-                return f"the app exited with code {child.returncode}"
+                return f"{EXITED} with code {child.returncode}"
             check = self.liveness if started else self.startup
             now = time.monotonic()
             if check is not None:

@@ -142,6 +142,9 @@ class Supervisor:
         processes.stop(
             [r for r in self.records() if r.name in start or r.name not in want], self.state.run_dir
         )
+        for inst in topo.instances:  # what a pod's earlier kubelet said is not news about the new one
+            if inst.kubelet_file is not None and app_name(inst) in start:
+                inst.kubelet_file.unlink(missing_ok=True)
         # the running istiod holds the listener ports (snapshot.held_ports): ours, not a clash
         held = set((self.snapshot() or {}).get("hold", [])) if ISTIOD not in start else set()
         needed = {port: name for name, w in start.items() for port in w.ports if port not in held}
@@ -242,13 +245,15 @@ class Supervisor:
             checks[envoy_name(proxy)] = functools.partial(envoy.ready, proxy, names)
         deadline = time.monotonic() + READY_TIMEOUT
         recs = {r.name: r for r in self.records()}
+        kubelets = {app_name(i): i.kubelet_file for i in topo.instances if i.kubelet_file is not None}
         while checks:
             for name, check in list(checks.items()):
                 if check():
                     del checks[name]
                     continue
                 rec = recs.get(name)
-                if rec is None or not processes.is_alive(rec):
+                crashed = name in kubelets and kubelet.crashed(kubelets[name])  # its kubelet restarts it
+                if rec is None or not processes.is_alive(rec) or crashed:
                     raise LabError(f"{name} exited while starting.{self.log_tail(name)}")
             if checks and time.monotonic() > deadline:
                 tails = "".join(self.log_tail(n) for n in checks)
