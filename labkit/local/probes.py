@@ -54,7 +54,6 @@ class Probe:
     service: str = ""  # grpc.service: the name asked of grpc.health.v1.Health/Check ("" = the server)
     timeout: float = 1.0  # timeoutSeconds
     failures: int = 3  # failureThreshold: failures in a row that make it fail
-    successes: int = 1  # successThreshold (1 for liveness and startup, as the API server requires)
     period: float = 10.0  # periodSeconds
     delay: float = 0.0  # initialDelaySeconds, from the container's start
 
@@ -105,7 +104,6 @@ def parse(container: dict, field: str) -> Probe | None:
         service=str(spec.get("service") or ""),
         timeout=float(probe.get("timeoutSeconds") or 1),
         failures=max(1, int(probe.get("failureThreshold") or 3)),
-        successes=max(1, int(probe.get("successThreshold") or 1)) if field == "readinessProbe" else 1,
         period=float(probe.get("periodSeconds") or 10),
         delay=float(probe.get("initialDelaySeconds") or 0),
     )
