@@ -102,6 +102,15 @@ class LocalState:
         """Where such an app's TCP port (the sample's TCP echo) listens, reached the same way."""
         return socket_path(self.sock_dir, "tcp", f"{namespace}/{instance}/{port}")
 
+    def grpc_socket(self, namespace: str, instance: str) -> Path:
+        """Where an instance's app answers grpc.health.v1 for its gRPC probes: only the prober (pilot-agent's
+        part, or the kubelet's) dials it, so it is a socket with or without a sidecar."""
+        return socket_path(self.sock_dir, "grpc", f"{namespace}/{instance}")
+
+    def kubelet_file(self, namespace: str, instance: str) -> Path:
+        """What the pod's kubelet (labkit/local/kubelet.py) says of its app: started, running, restarts."""
+        return self.root / "kubelet" / f"{safe_name(namespace)}.{safe_name(instance)}.json"
+
     def open_sockets(self) -> Path:
         """``sock/``, created 0700; a clear error when its path is too long for a Unix socket."""
         if len(str(self.sock_dir.absolute())) > MAX_SOCKET_DIR:

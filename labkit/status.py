@@ -29,6 +29,7 @@ class WorkloadStatus:
     ready: int
     sidecar: bool
     detail: str = ""
+    restarts: int = 0  # container restarts of its pods, as ``kubectl get pods``' RESTARTS
 
 
 @dataclass
@@ -47,9 +48,9 @@ class Status:
         lines = [f"backend {self.backend}: {'up' if self.up else 'down'}"]
         for w in self.workloads:
             side = "+sidecar" if w.sidecar else "no sidecar"
-            lines.append(
-                f"  {w.namespace}/{w.name}: {w.ready}/{w.replicas} ready, {side} {w.detail}".rstrip()
-            )
+            restarts = f", {w.restarts} restart{'s' * (w.restarts != 1)}" if w.restarts else ""
+            line = f"  {w.namespace}/{w.name}: {w.ready}/{w.replicas} ready{restarts}, {side} {w.detail}"
+            lines.append(line.rstrip())
         if self.ingress_url:
             lines.append(f"  ingress: {self.ingress_url}")
         lines += [f"  problem: {p}" for p in self.problems]

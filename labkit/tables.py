@@ -84,14 +84,17 @@ def print_resources(items: Iterable[Any], namespace: str | None = None) -> None:
 
 
 def workloads(status: Status, namespace: str) -> list[str]:
-    """``kubectl get pods``'s question, per workload of ``namespace``: how many replicas are ready, and which
-    containers each pod runs (the app, and ``istio-proxy`` when it has a sidecar)."""
-    rows = [("WORKLOAD", "READY", "CONTAINERS")]
+    """``kubectl get pods``'s question, per workload of ``namespace``: how many replicas are ready, how often
+    their containers restarted, and which containers each pod runs (the app, and ``istio-proxy`` when it has a
+    sidecar)."""
+    rows = [("WORKLOAD", "READY", "RESTARTS", "CONTAINERS")]
     for w in sorted(status.workloads, key=lambda w: w.name):
         if w.namespace == namespace:
-            rows.append((w.name, f"{w.ready}/{w.replicas}", "app, istio-proxy" if w.sidecar else "app"))
-    width = [max(len(r[i]) for r in rows) for i in range(2)]
-    return [f"{a:<{width[0]}}  {b:<{width[1]}}  {c}" for a, b, c in rows] if len(rows) > 1 else []
+            containers = "app, istio-proxy" if w.sidecar else "app"
+            rows.append((w.name, f"{w.ready}/{w.replicas}", str(w.restarts), containers))
+    width = [max(len(r[i]) for r in rows) for i in range(3)]
+    lines = [f"{a:<{width[0]}}  {b:<{width[1]}}  {c:<{width[2]}}  {d}" for a, b, c, d in rows]
+    return lines if len(rows) > 1 else []
 
 
 def _snake(node: Any) -> Any:

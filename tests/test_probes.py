@@ -1,6 +1,6 @@
 """Readiness probes rewritten to the sidecar as Istio's injector does (issue #18): on the local backend an
-injected instance is ready while its probe passes the way pilot-agent runs it, and out of the endpoints
-when it fails; exec probes are left alone."""
+injected instance is ready while its probe (httpGet, tcpSocket, grpc) passes the way pilot-agent runs it,
+and out of the endpoints when it fails; exec probes are left alone. Liveness and startup: test_kubelet.py."""
 
 from __future__ import annotations
 
@@ -15,8 +15,11 @@ from labkit.local import podfields, probes
 NAMESPACE = "probes"
 
 
-def _deployment(version: str, probe: dict, annotations: dict | None = None) -> str:
+def _deployment(
+    version: str, probe: dict, annotations: dict | None = None, env: dict | None = None, grpc: bool = False
+) -> str:
     meta = {"labels": {"app": "web", "version": version}, "annotations": annotations or {}}
+    ports = [{"containerPort": 9080, "name": "http"}] + ([{"containerPort": 9090}] if grpc else [])
     return yaml.safe_dump(
         {
             "apiVersion": "apps/v1",
@@ -31,7 +34,8 @@ def _deployment(version: str, probe: dict, annotations: dict | None = None) -> s
                             {
                                 "name": "web",
                                 "image": "registry.example.com/web:1",
-                                "ports": [{"containerPort": 9080, "name": "http"}],
+                                "ports": ports,
+                                "env": [{"name": k, "value": v} for k, v in (env or {}).items()],
                                 "readinessProbe": probe,
                             }
                         ]
@@ -42,7 +46,7 @@ def _deployment(version: str, probe: dict, annotations: dict | None = None) -> s
     )
 
 
-def _apps() -> str:
+def _apps(*deployments: str) -> str:
     head = f"""
 apiVersion: v1
 kind: Namespace
@@ -60,6 +64,8 @@ kind: PeerAuthentication
 metadata: {{name: default, namespace: {NAMESPACE}}}
 spec: {{mtls: {{mode: STRICT}}}}
 """
+    if deployments:
+        return "---\n".join([head, *deployments])
     return "---\n".join(
         [
             head,
@@ -96,6 +102,26 @@ def test_a_failing_probe_keeps_the_pod_out_of_endpoints_and_a_kubelet_probe_is_r
     assert result.codes() == {200: 60} and set(result.counts()) == {"v1", "v3", "v4"}
 
 
+@pytest.mark.mesh
+def test_a_grpc_probe_asks_the_apps_grpc_health_and_only_serving_pods_get_traffic(lab, capsys):
+    """pilot-agent's gRPC probe (server.go handleAppProbeGRPC) through the stand-in's grpc.health.v1: SERVING
+    passes; NOT_SERVING fails, and so does a service name the app does not know (NOT_FOUND), as on kubelet."""
+    cart = {"grpc": {"port": 9090, "service": "shop.Cart"}}
+    lab.apply(
+        _apps(
+            _deployment("v1", {"grpc": {"port": 9090}}, grpc=True),
+            _deployment("v2", {"grpc": {"port": 9090}}, env={"GRPC_HEALTH": "NOT_SERVING"}, grpc=True),
+            _deployment("v3", cart, grpc=True),  # the app knows only the server's "" name: NOT_FOUND
+            _deployment("v4", cart, env={"GRPC_SERVICES": "shop.Cart"}, grpc=True),
+        )
+    )
+    assert not [line for line in capsys.readouterr().out.splitlines() if "ignores" in line]
+    ready = {w.name: w.ready for w in lab.status().workloads if w.namespace == NAMESPACE}
+    assert ready == {"web-v1": 1, "web-v2": 0, "web-v3": 0, "web-v4": 1}
+    result = lab.send(f"http://web.{NAMESPACE}:9080/", n=40, source="client", progress=False)
+    assert result.codes() == {200: 40} and set(result.counts()) == {"v1", "v4"}
+
+
 def _container(probe: dict | None, **extra) -> dict:
     return {"name": "web", "image": "i", **({"readinessProbe": probe} if probe else {}), **extra}
 
@@ -114,9 +140,22 @@ def test_http_and_tcp_probes_are_run_and_named_ports_resolved():
     assert probes.readiness(_container({"httpGet": {"port": 8080}}, ports=unnamed)).port == 8080
 
 
-def test_exec_and_grpc_probes_are_left_alone_and_named_as_ignored():
-    for probe in ({"exec": {"command": ["true"]}}, {"grpc": {"port": 9090}}):
-        assert probes.readiness(_container(probe)) is None and not probes.honoured(_container(probe))
+def test_exec_probes_are_left_alone_and_named_as_ignored():
+    probe = {"exec": {"command": ["true"]}}
+    for field in probes.FIELDS:
+        container = {"name": "web", "image": "i", field: probe}
+        assert probes.parse(container, field) is None and not probes.honoured(container, field)
+
+
+def test_a_grpc_probe_asks_its_port_and_service_with_the_spec_timings():
+    container = _container(
+        {"grpc": {"port": 9090, "service": "shop.Cart"}, "periodSeconds": 2, "timeoutSeconds": 3},
+        ports=[{"containerPort": 8080}, {"containerPort": 9090}],
+    )
+    grpc = probes.readiness(container)
+    assert grpc == probes.Probe("grpc", 9090, service="shop.Cart", period=2, timeout=3)
+    assert probes.grpc_port(container) == 9090
+    assert probes.Probe.from_json(grpc.to_json()) == grpc  # as the pod's kubelet receives it
 
 
 def test_the_annotation_turns_the_rewrite_off_as_go_parses_it():

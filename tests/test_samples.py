@@ -76,9 +76,10 @@ def test_kubelet_only_fields_are_named_once_and_the_workload_answers(lab, capsys
     [note] = [line for line in printed if "ignores" in line]
     for name in ("volumes", "initContainers", "securityContext", "nodeSelector", "tolerations", "affinity"):
         assert name in note
-    for name in ("volumeMounts", "resources", "livenessProbe", "startupProbe"):
+    for name in ("volumeMounts", "resources", "startupProbe"):  # an exec probe: left alone
         assert name in note
-    assert "readinessProbe" not in note  # an httpGet one is run, as Istio rewrites it (test_probes.py)
+    # httpGet and tcpSocket probes are run, as Istio rewrites them (test_probes.py, test_kubelet.py)
+    assert "readinessProbe" not in note and "livenessProbe" not in note
     assert "containers[1:]" in note and "Deployment/inventory-v2" in note
     result = lab.send("http://inventory.samples:9080/api/items", n=20, source="client", progress=False)
     assert result.codes() == {200: 20} and result.counts() == {"v2": 20}  # the echo stand-in, its label

@@ -116,18 +116,19 @@ def test_a_namespace_shows_its_labels_as_show_labels_does():
     assert "istio-injection=enabled" in tables.resources([ns])[1]
 
 
-def test_workloads_answer_kubectl_get_pods_ready_and_containers():
+def test_workloads_answer_kubectl_get_pods_ready_restarts_and_containers():
     status = Status("local", True, workloads=[
-        WorkloadStatus("currency-converter-v1", "payments-prod", "v1", 1, 1, True),
+        WorkloadStatus("currency-converter-v1", "payments-prod", "v1", 1, 1, True, restarts=2),
         WorkloadStatus("client", "payments-prod", "v1", 2, 1, True),
         WorkloadStatus("legacy-client", "legacy", "v1", 1, 1, False),
     ])  # fmt: skip
-    assert [line.split(None, 2) for line in tables.workloads(status, "payments-prod")] == [
-        ["WORKLOAD", "READY", "CONTAINERS"],
-        ["client", "1/2", "app, istio-proxy"],
-        ["currency-converter-v1", "1/1", "app, istio-proxy"],
+    assert [line.split(None, 3) for line in tables.workloads(status, "payments-prod")] == [
+        ["WORKLOAD", "READY", "RESTARTS", "CONTAINERS"],
+        ["client", "1/2", "0", "app, istio-proxy"],
+        ["currency-converter-v1", "1/1", "2", "app, istio-proxy"],
     ]
-    assert tables.workloads(status, "legacy")[1].split(None, 2) == ["legacy-client", "1/1", "app"]
+    assert tables.workloads(status, "legacy")[1].split(None, 3) == ["legacy-client", "1/1", "0", "app"]
+    assert "currency-converter-v1: 1/1 ready, 2 restarts, +sidecar" in str(status)
     assert tables.workloads(status, "nope") == []
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import ctypes
 import itertools
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -345,3 +346,19 @@ def test_ports_are_kept_by_what_they_are_for_so_adding_a_workload_moves_nothing(
     web["spec"]["template"]["metadata"].setdefault("labels", {})["sidecar.istio.io/inject"] = "false"
     grown, added = assigned(web)
     assert added and {k: v for k, v in numbers(grown).items() if k in numbers(first)} == numbers(first)
+
+
+def test_capacity_counts_the_kubelet_of_a_pod_with_liveness_or_startup_probes(tmp_path):
+    plain, probed = shop_doc("orders-v1"), shop_doc("orders-v1")
+    for doc in (plain, probed):
+        doc["spec"]["replicas"] = 4
+    probed["spec"]["template"]["spec"]["containers"][0]["livenessProbe"] = {"tcpSocket": {"port": 8080}}
+    roomy = {"memory_bytes": 2**40, "threads": 10**6}
+    needed = []
+    for doc in (plain, probed):
+        with pytest.raises(CapacityError, match=r"needing about (\d+) MiB") as err:
+            capacity.check(
+                shop_topology(tmp_path, doc), set(), capacity.Limits(**(roomy | {"memory_bytes": 1}))
+            )
+        needed.append(int(re.search(r"needing about (\d+) MiB", str(err.value))[1]))
+    assert needed[1] - needed[0] == 4 * capacity.MEMORY_PER_APP // 2**20  # one kubelet per replica

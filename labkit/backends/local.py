@@ -29,7 +29,7 @@ from labkit.local.ca import LocalCA
 from labkit.local.httproute import with_status
 from labkit.local.ports import Ports, release
 from labkit.local.prometheus import Prometheus
-from labkit.local.supervisor import Supervisor, envoy_name
+from labkit.local.supervisor import ISTIOD, Supervisor, envoy_name
 from labkit.local.supported import SCHEMAS, check_supported
 from labkit.local.topology import KUBE_KINDS, Topology, build_topology, ensure_gateway_port
 from labkit.local.translate import ProxyConfig, ensure_ports, route_status, translate
@@ -283,12 +283,29 @@ class LocalLab(Lab):
             if not topo.update_readiness():
                 break
 
+    def _refresh_readiness(self, topo: Topology) -> None:
+        """Probe again and serve the endpoints that changed (probes.py, kubelet.py): what a cluster's kubelet
+        and EndpointSlice controller do all the time, done here whenever the lab reports status or sends."""
+        if topo.update_readiness():
+            with self.files.lock():
+                self._write_config(self._applied())
+
     # --- observing: each call asks the engine that owns the answer ------------------------------------------
 
     def status(self) -> Status:
         """Workloads with ready counts (ready while its processes live), the ingress URL, problems."""
         topo = self._current()
-        return Status(self.backend, up=False) if topo is None else self._procs.status(topo, self.backend)
+        if topo is None:
+            return Status(self.backend, up=False)
+        problems = []
+        if ISTIOD in self._procs.alive():
+            try:
+                self._refresh_readiness(topo)
+            except LabError as exc:
+                problems.append(f"{ISTIOD}: a readiness change did not reach the proxies: {exc}")
+        status = self._procs.status(topo, self.backend)
+        status.problems += problems
+        return status
 
     def applied(self) -> list[Resource]:
         """What runs now: cluster-config/apps with the trainee's edits, then the applied Istio objects."""
@@ -330,8 +347,11 @@ class LocalLab(Lab):
         return telemetry.access_log(self._require_up(), workload, tail)
 
     def resolver(self, source: str) -> Resolver:
-        """How ``source`` (a workload, ``namespace/workload``, an alias, "ingress") reaches a URL."""
-        return resolve.resolver(self._require_up(), source)
+        """How ``source`` (a workload, ``namespace/workload``, an alias, "ingress") reaches a URL, once the
+        endpoints hold the instances ready now."""
+        topo = self._require_up()
+        self._refresh_readiness(topo)
+        return resolve.resolver(topo, source)
 
     # --- what Envoy runs (proxyview.py reads it from the admin API) ----------------------------------------
 

@@ -147,6 +147,7 @@ def status(kube: Kube, deployment: dict) -> tuple[WorkloadStatus, list[str]]:
         ready=st.get("readyReplicas", 0),
         sidecar=bool(found) and all(has_sidecar(p) for p in found),
         detail="" if done else "(rolling out)",
+        restarts=restarts(found),
     )
     return line, problems
 
@@ -180,3 +181,9 @@ def pod_urls(kube: Kube, workload: str, namespace: str) -> list[str]:
         if container["name"] != "istio-proxy"
         for port in container.get("ports") or []
     ]
+
+
+def restarts(found: list[dict]) -> int:
+    """The pods' container restarts, summed over their containers as ``kubectl get pods``' RESTARTS."""
+    statuses = [c for p in found for c in (p.get("status") or {}).get("containerStatuses") or []]
+    return sum(int(c.get("restartCount") or 0) for c in statuses)

@@ -24,7 +24,8 @@ if TYPE_CHECKING:
     from labkit.local.topology import Topology, Workload
 
 #: Resident memory and threads per process, measured on this lab's processes (Envoy --concurrency 1: 68 MiB,
-#: 7 threads; the sample app under CPython: 36 MiB, 1 thread), rounded up.
+#: 7 threads; the sample app under CPython: 36 MiB, 1 thread; a pod's kubelet, kubelet.py, with grpc loaded:
+#: 42 MiB, 1 thread, counted as one more app process), rounded up.
 MEMORY_PER_ENVOY = 72 * 2**20
 MEMORY_PER_APP = 40 * 2**20
 THREADS_PER_ENVOY = 8
@@ -89,22 +90,23 @@ def check(topo: Topology, running: set[str], limits: Limits) -> None:
         culprit = f"deployment/{biggest.name} ({biggest.namespace}) with {biggest.replicas} replica(s)"
         what_to_do = f"lower spec.replicas of deployment/{biggest.name}"
 
-    memory = len(new_envoys) * MEMORY_PER_ENVOY + len(new_apps) * MEMORY_PER_APP
+    pythons = len(new_apps) + sum(i.kubelet_file is not None for i in new_apps)  # a pod's kubelet is one more
+    memory = len(new_envoys) * MEMORY_PER_ENVOY + pythons * MEMORY_PER_APP
     available = limits.memory()
     if memory > available:
         raise CapacityError(
-            f"{culprit} would start {len(new_envoys) + len(new_apps)} more processes, needing about "
+            f"{culprit} would start {len(new_envoys) + pythons} more processes, needing about "
             f"{memory // 2**20} MiB; this machine has {available // 2**20} MiB available. Nothing was "
             "started or stopped",
             f"{what_to_do}, or free memory",
         )
     thread_limit = limits.thread_limit()
     if thread_limit is not None:
-        threads = len(new_envoys) * THREADS_PER_ENVOY + len(new_apps) * THREADS_PER_APP
+        threads = len(new_envoys) * THREADS_PER_ENVOY + pythons * THREADS_PER_APP
         used = threads_in_use()
         if used + threads > thread_limit:
             raise CapacityError(
-                f"{culprit} would start {len(new_envoys) + len(new_apps)} more processes, needing about "
+                f"{culprit} would start {len(new_envoys) + pythons} more processes, needing about "
                 f"{threads} threads; this user runs {used} of its limit of {thread_limit} (ulimit -u). "
                 "Nothing was started or stopped",
                 f"{what_to_do}, or raise `ulimit -u`",

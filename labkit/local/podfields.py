@@ -4,8 +4,8 @@ Real-world Deployments (Istio's samples, a team's own) carry fields only a kubel
 volumes, resources, security contexts, placement, probes. Without Kubernetes there is nothing to act on them,
 and refusing them would make every such manifest unusable; so they are accepted and named once per apply. The
 fields that matter to the mesh (labels, annotations, ports, env, serviceAccountName, the injection label and
-annotation) are read by topology.py, and an httpGet or tcpSocket readinessProbe is run as Istio's injector
-rewrites it (probes.py).
+annotation) are read by topology.py, and httpGet, tcpSocket and grpc readiness, liveness and startup probes
+are run as Istio's injector rewrites them (probes.py, kubelet.py).
 """
 
 from __future__ import annotations
@@ -37,8 +37,8 @@ POD_FIELDS = (
     "schedulerName",
     "automountServiceAccountToken",
 )
-#: Container fields for the kubelet (api/core/v1 Container). A readinessProbe the lab runs (probes.HONOURED,
-#: first container) is not named; liveness and startup probes, and exec or grpc readiness, are.
+#: Container fields for the kubelet (api/core/v1 Container). A probe the lab runs (probes.HONOURED, first
+#: container) is not named; an exec probe is.
 CONTAINER_FIELDS = (
     "command",
     "args",
@@ -61,7 +61,7 @@ def ignored(resource: Resource) -> list[str]:
     found = [f for f in POD_FIELDS if f in pod]
     containers = pod.get("containers") or []
     for i, container in enumerate(containers):
-        honoured = {"readinessProbe"} if i == 0 and probes.honoured(container) else set()
+        honoured = {f for f in probes.FIELDS if i == 0 and probes.honoured(container, f)}
         found += [f for f in CONTAINER_FIELDS if f in container and f not in found and f not in honoured]
     if len(containers) > 1:
         found.append("containers[1:] (only the first container runs)")
@@ -80,6 +80,6 @@ def note(resources: list[Resource]) -> str | None:
     if not fields:
         return None
     return (
-        f"note: the local backend runs no kubelet and ignores {', '.join(fields)} (in {', '.join(where)}); "
-        "they take effect on the kind backend"
+        f"note: the local backend runs no container runtime and ignores {', '.join(fields)} "
+        f"(in {', '.join(where)}); they take effect on the kind backend"
     )

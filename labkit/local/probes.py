@@ -1,21 +1,21 @@
-"""Readiness probes on the local backend, rewritten to the sidecar as Istio's injector does.
+"""Probes on the local backend, rewritten to the sidecar as Istio's injector does.
 
 On a cluster the kubelet probes a container in plain text; in an injected pod that probe lands on the
 sidecar's inbound listener, which refuses it under STRICT mTLS. So Istio's injector (istio/istio
-pkg/kube/inject/app_probe.go, ``convertAppProber``) rewrites httpGet, tcpSocket and grpc probes to an
-httpGet on pilot-agent's status port 15020 (``/app-health/<container>/readyz``) and hands the original probe
-to pilot-agent in ``ISTIO_KUBE_APP_PROBERS``; pilot-agent (pilot/cmd/pilot-agent/status/server.go,
-``handleAppProbe``) then probes the app itself, past the sidecar. Exec probes are left alone. The pod
-annotation ``sidecar.istio.io/rewriteAppHTTPProbers: "false"`` turns the rewrite off (the install's default
-is on).
+pkg/kube/inject/app_probe.go, ``convertProbe``/``convertAppProber``) rewrites httpGet, tcpSocket and grpc
+readiness, liveness and startup probes to an httpGet on pilot-agent's status port 15020
+(``/app-health/<container>/readyz``, ``livez``, ``startupz``: pilot/cmd/pilot-agent/status/server.go
+``FormatProberURL``) and hands the original probe to pilot-agent in ``ISTIO_KUBE_APP_PROBERS``; pilot-agent
+(server.go ``handleAppProbe``; ``handleAppProbeGRPC`` calls grpc.health.v1.Health/Check and answers 200 only
+for SERVING) then probes the app itself, past the sidecar. Exec probes are left alone. The pod annotation
+``sidecar.istio.io/rewriteAppHTTPProbers: "false"`` turns the rewrite off (the install's default is on).
 
-Here the lab plays both parts for a readinessProbe: an instance is ready while its probe succeeds now, the
-rewritten one straight to the app (pilot-agent's), an un-rewritten one in plain text through the sidecar's
-inbound listener (the kubelet's, refused by real Envoy under STRICT). A not-ready instance is left out of
-every Service's endpoints, as istiod leaves out a pod its EndpointSlice marks not ready. The probe runs
-whenever the lab writes config or reports status: there is no periodic prober. httpGet and tcpSocket are
-honoured; grpc and exec readiness probes are ignored locally (the lab's apps speak HTTP; no container to
-exec in) and named so.
+Here the lab plays both parts: a rewritten probe goes straight to the app (pilot-agent's), an un-rewritten one
+in plain text through the sidecar's inbound listener (the kubelet's, refused by real Envoy under STRICT). A
+readinessProbe runs whenever the lab writes config, reports status or sends (no periodic prober); a not-ready
+instance is left out of every Service's endpoints, as istiod leaves out a pod its EndpointSlice marks not
+ready. Liveness and startup probes run every ``periodSeconds`` in the pod's kubelet (kubelet.py). Exec probes
+are ignored locally (no container to exec in) and named so.
 """
 
 from __future__ import annotations
@@ -23,15 +23,19 @@ from __future__ import annotations
 import http.client
 import socket
 import ssl
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from labkit import unixhttp
 
 #: The pod annotation that turns the rewrite off (istio/api annotation ``SidecarRewriteAppHTTPProbers``).
 REWRITE_ANNOTATION = "sidecar.istio.io/rewriteAppHTTPProbers"
-#: The probe actions the local backend runs.
-HONOURED = ("httpGet", "tcpSocket")
+#: The probe actions the local backend runs (every one Istio's injector rewrites).
+HONOURED = ("httpGet", "tcpSocket", "grpc")
+#: The container's probe fields, each with pilot-agent's URL suffix for it (FormatProberURL).
+FIELDS = {"readinessProbe": "readyz", "livenessProbe": "livez", "startupProbe": "startupz"}
+#: What the kubelet sends as User-Agent (kubernetes pkg/probe/http/request.go; pilot-agent passes it on).
+USER_AGENT = "kube-probe/1.36"
 #: strconv.ParseBool, which ShouldRewriteAppHTTPProbers uses; anything else keeps the default (rewrite).
 _GO_BOOLS = {"1": True, "t": True, "T": True, "TRUE": True, "true": True, "True": True}
 _GO_BOOLS |= {"0": False, "f": False, "F": False, "FALSE": False, "false": False, "False": False}
@@ -39,15 +43,26 @@ _GO_BOOLS |= {"0": False, "f": False, "F": False, "FALSE": False, "false": False
 
 @dataclass(frozen=True)
 class Probe:
-    """One readiness probe as the kubelet reads it; ``port`` is None when the app listens on no such port."""
+    """One probe as the kubelet reads it, with api/core/v1 Probe's defaults; ``port`` is None when the app
+    listens on no such port."""
 
-    action: str  # httpGet | tcpSocket
+    action: str  # httpGet | tcpSocket | grpc
     port: int | None
     path: str = "/"
     scheme: str = "HTTP"
     headers: tuple[tuple[str, str], ...] = ()
-    timeout: float = 1.0  # timeoutSeconds, 1 by default (api/core/v1 Probe)
-    failures: int = 3  # failureThreshold: failures in a row before the kubelet says not ready
+    service: str = ""  # grpc.service: the name asked of grpc.health.v1.Health/Check ("" = the server)
+    timeout: float = 1.0  # timeoutSeconds
+    failures: int = 3  # failureThreshold: failures in a row that make it fail
+    period: float = 10.0  # periodSeconds
+    delay: float = 0.0  # initialDelaySeconds, from the container's start
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict) -> Probe:
+        return cls(**{**data, "headers": tuple(tuple(h) for h in data.get("headers") or ())})
 
 
 def action(probe: dict | None) -> str | None:
@@ -57,16 +72,17 @@ def action(probe: dict | None) -> str | None:
     return next((a for a in ("httpGet", "tcpSocket", "grpc", "exec") if a in probe), None)
 
 
-def honoured(container: dict) -> bool:
-    """Whether the local backend runs ``container``'s readinessProbe (else it is named as ignored)."""
-    return action(container.get("readinessProbe")) in HONOURED
+def honoured(container: dict, field: str = "readinessProbe") -> bool:
+    """Whether the local backend runs ``container``'s probe ``field`` (else it is named as ignored)."""
+    return action(container.get(field)) in HONOURED
 
 
-def readiness(container: dict) -> Probe | None:
-    """The first container's readinessProbe when the local backend runs it. Its port must be one the container
-    declares (by number or name, as DumpAppProbers resolves names) or, with none declared, is taken as the
-    app's one port; else nothing listens there and the probe fails, as on a cluster."""
-    probe = container.get("readinessProbe")
+def parse(container: dict, field: str) -> Probe | None:
+    """The container's probe ``field`` when the local backend runs it. Its port must be one the container
+    declares (by number or name, as DumpAppProbers resolves names; grpc takes a number) or, with none
+    declared, is taken as the app's one port; else nothing listens there and the probe fails, as on a
+    cluster."""
+    probe = container.get(field)
     kind = action(probe)
     if kind not in HONOURED:
         return None
@@ -85,9 +101,23 @@ def readiness(container: dict) -> Probe | None:
         path=str(spec.get("path") or "/"),
         scheme=str(spec.get("scheme") or "HTTP").upper(),
         headers=tuple((str(h["name"]), str(h["value"])) for h in spec.get("httpHeaders") or []),
+        service=str(spec.get("service") or ""),
         timeout=float(probe.get("timeoutSeconds") or 1),
         failures=max(1, int(probe.get("failureThreshold") or 3)),
+        period=float(probe.get("periodSeconds") or 10),
+        delay=float(probe.get("initialDelaySeconds") or 0),
     )
+
+
+def readiness(container: dict) -> Probe | None:
+    """The container's readinessProbe when the local backend runs it (``parse``)."""
+    return parse(container, "readinessProbe")
+
+
+def grpc_port(container: dict) -> int | None:
+    """The port the container's gRPC probes ask (the stand-in then serves grpc.health.v1 there), if any."""
+    found = [p for p in (parse(container, f) for f in FIELDS) if p is not None and p.action == "grpc"]
+    return next((p.port for p in found if p.port is not None), None)
 
 
 def rewritten(annotations: dict[str, str]) -> bool:
@@ -95,45 +125,65 @@ def rewritten(annotations: dict[str, str]) -> bool:
     return _GO_BOOLS.get(annotations.get(REWRITE_ANNOTATION, ""), True)
 
 
-def ready(probe: Probe | None, app: int | Path, kubelet_port: int | None = None) -> bool:
-    """Whether an instance passes ``probe`` now (True without one), within ``failureThreshold`` attempts in a
-    row: pilot-agent's probe to the app (its 127.0.0.1 port, or behind a sidecar its Unix socket), or, when
-    the injector did not rewrite it, the kubelet's on ``kubelet_port`` (the sidecar's inbound listener)."""
+def ready(probe: Probe | None, where: int | Path) -> bool:
+    """Whether an instance passes its readiness ``probe`` now (True without one), within
+    ``failureThreshold`` attempts in a row, on ``where`` (topology.probe_target)."""
     if probe is None:
         return True
     if probe.port is None:
         return False
-    target = app if kubelet_port is None else kubelet_port
-    return any(_once(target, probe) for _ in range(probe.failures))
+    return any(once(where, probe) for _ in range(probe.failures))
 
 
-def _once(target: int | Path, probe: Probe) -> bool:
-    """One probe: a TCP connect, or the kubelet's httpGet (kubernetes pkg/probe/http/http.go: 200-399
-    succeeds, TLS unverified, redirects not followed here)."""
+def once(where: int | Path, probe: Probe) -> bool:
+    """One probe on ``where`` (a 127.0.0.1 port, or a Unix socket): a TCP connect, the kubelet's httpGet
+    (kubernetes pkg/probe/http/http.go: 200-399 succeeds, TLS unverified, redirects not followed here) or
+    its grpc health check (pkg/probe/grpc/grpc.go: SERVING succeeds, anything else fails)."""
+    if probe.port is None:
+        return False
     if probe.action == "tcpSocket":
         try:
-            if isinstance(target, Path):
+            if isinstance(where, Path):
                 with socket.socket(socket.AF_UNIX) as unix:
                     unix.settimeout(probe.timeout)
-                    unix.connect(str(target))
+                    unix.connect(str(where))
             else:
-                socket.create_connection(("127.0.0.1", target), timeout=probe.timeout).close()
+                socket.create_connection(("127.0.0.1", where), timeout=probe.timeout).close()
         except OSError:
             return False
         return True
+    if probe.action == "grpc":
+        return _grpc(where, probe)
     conn: http.client.HTTPConnection
-    if isinstance(target, Path):  # an app behind its sidecar (plain HTTP: TLS is the sidecar's business)
-        conn, _ = unixhttp.connect(unixhttp.url(target), probe.timeout)
+    if isinstance(where, Path):  # an app behind its sidecar (plain HTTP: TLS is the sidecar's business)
+        conn, _ = unixhttp.connect(unixhttp.url(where), probe.timeout)
     elif probe.scheme == "HTTPS":
         context = ssl.create_default_context()
         context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
-        conn = http.client.HTTPSConnection("127.0.0.1", target, timeout=probe.timeout, context=context)
+        conn = http.client.HTTPSConnection("127.0.0.1", where, timeout=probe.timeout, context=context)
     else:
-        conn = http.client.HTTPConnection("127.0.0.1", target, timeout=probe.timeout)
+        conn = http.client.HTTPConnection("127.0.0.1", where, timeout=probe.timeout)
     try:
-        conn.request("GET", probe.path, headers={"User-Agent": "kube-probe/1.36", **dict(probe.headers)})
+        conn.request("GET", probe.path, headers={"User-Agent": USER_AGENT, **dict(probe.headers)})
         return 200 <= conn.getresponse().status < 400
     except (OSError, http.client.HTTPException):
         return False
     finally:
         conn.close()
+
+
+def _grpc(where: int | Path, probe: Probe) -> bool:
+    """grpc.health.v1.Health/Check of ``probe.service`` in plain text, within ``timeoutSeconds``: SERVING
+    passes; NOT_SERVING, NOT_FOUND (a service the server does not know), no server or no answer fail."""
+    import grpc  # imported here: loading grpc takes a while and only gRPC probes need it
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    address = f"unix:{where}" if isinstance(where, Path) else f"127.0.0.1:{where}"
+    options = [("grpc.primary_user_agent", USER_AGENT)]
+    with grpc.insecure_channel(address, options=options) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        try:
+            answer = stub.Check(health_pb2.HealthCheckRequest(service=probe.service), timeout=probe.timeout)
+        except grpc.RpcError:
+            return False
+    return answer.status == health_pb2.HealthCheckResponse.SERVING

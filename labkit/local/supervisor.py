@@ -29,8 +29,9 @@ import yaml
 from labkit import paths
 from labkit.errors import LabError
 from labkit.files import write_atomic
-from labkit.local import downward, envoy, ports, processes, resolve, standin, telemetry
+from labkit.local import downward, envoy, kubelet, ports, processes, resolve, standin, telemetry
 from labkit.local.ports import check_free
+from labkit.local.topology import probe_target
 from labkit.local.xds import snapshot, sync
 from labkit.state import LocalState, safe_name
 from labkit.status import ProxyStatus, Status, WorkloadStatus
@@ -93,7 +94,13 @@ def wanted(topo: Topology, state: LocalState) -> dict[str, Wanted]:
             env.update(PORT=str(inst.app_port), HOST="127.0.0.1", PYTHONUNBUFFERED="1")
             for port in inst.tcp_ports.values():  # one at most (topology.py)
                 env["TCP_PORT"] = str(port)
+        if inst.grpc_socket is not None:  # its gRPC probes' port: the stand-in answers grpc.health.v1 there
+            env["GRPC_HEALTH_SOCKET"] = str(inst.grpc_socket)
         argv = [sys.executable, app]
+        if inst.kubelet_file is not None:  # liveness or startup probes: the pod's kubelet runs the app
+            kinds = {"startup": inst.workload.startup, "liveness": inst.workload.liveness}
+            env.update(kubelet.environment({k: (p, probe_target(inst, p)) for k, p in kinds.items() if p}))
+            argv = [sys.executable, "-m", "labkit.local.kubelet", str(inst.kubelet_file), "--", *argv]
         ports = [] if inst.app_port is None else [inst.app_port, *inst.tcp_ports.values()]
         out[app_name(inst)] = Wanted(argv, env, ports, _spec(argv, env))
     for proxy in topo.proxies.values():
@@ -138,6 +145,9 @@ class Supervisor:
         processes.stop(
             [r for r in self.records() if r.name in start or r.name not in want], self.state.run_dir
         )
+        for inst in topo.instances:  # what a pod's earlier kubelet said is not news about the new one
+            if inst.kubelet_file is not None and app_name(inst) in start:
+                inst.kubelet_file.unlink(missing_ok=True)
         # the running istiod holds the listener ports (snapshot.held_ports): ours, not a clash
         held = set((self.snapshot() or {}).get("hold", [])) if ISTIOD not in start else set()
         needed = {port: name for name, w in start.items() for port in w.ports if port not in held}
@@ -237,13 +247,15 @@ class Supervisor:
             checks[envoy_name(proxy)] = functools.partial(envoy.ready, proxy, names)
         deadline = time.monotonic() + READY_TIMEOUT
         recs = {r.name: r for r in self.records()}
+        kubelets = {app_name(i): i.kubelet_file for i in topo.instances if i.kubelet_file is not None}
         while checks:
             for name, check in list(checks.items()):
                 if check():
                     del checks[name]
                     continue
                 rec = recs.get(name)
-                if rec is None or not processes.is_alive(rec):
+                crashed = name in kubelets and kubelet.crashed(kubelets[name])  # its kubelet restarts it
+                if rec is None or not processes.is_alive(rec) or crashed:
                     raise LabError(f"{name} exited while starting.{self.log_tail(name)}")
             if checks and time.monotonic() > deadline:
                 tails = "".join(self.log_tail(n) for n in checks)
@@ -256,8 +268,8 @@ class Supervisor:
         ports: set[int] = set()
         for rec in self.records():
             proc = processes.process(rec) if rec.name in names else None
-            if proc is not None:
-                conns = proc.net_connections("tcp")
+            for each in [proc, *proc.children(recursive=True)] if proc is not None else []:  # a pod's kubelet
+                conns = each.net_connections("tcp")
                 ports |= {c.laddr.port for c in conns if c.status == psutil.CONN_LISTEN}
         return sorted(ports)
 
@@ -280,8 +292,8 @@ class Supervisor:
         return problems
 
     def status(self, topo: Topology, backend: str) -> Status:
-        """Workloads with ready counts (ready while its processes live and its readiness probe passes), the
-        ingress URL, and each problem with what to do."""
+        """Workloads with ready counts (ready while its processes live and its readiness probe last passed:
+        ``Topology.update_readiness``), restarts, the ingress URL, and each problem with what to do."""
         recs = {r.name: r for r in self.records()}
         if not recs:
             return Status(backend, up=False)
@@ -297,11 +309,14 @@ class Supervisor:
         for wl in topo.workloads:
             insts = [i for i in topo.instances if i.workload is wl]
             ready = sum(
-                app_name(i) in alive and (i.proxy is None or envoy_name(i.proxy) in alive) and topo.probe(i)
+                app_name(i) in alive and (i.proxy is None or envoy_name(i.proxy) in alive) and i.ready
                 for i in insts
             )
+            restarts = sum(kubelet.restarts(i.kubelet_file) for i in insts if i.kubelet_file is not None)
             workloads.append(
-                WorkloadStatus(wl.name, wl.namespace, wl.version, wl.replicas, ready, wl.injected)
+                WorkloadStatus(
+                    wl.name, wl.namespace, wl.version, wl.replicas, ready, wl.injected, restarts=restarts
+                )
             )
         gw = topo.gateway
         gw_ready = int(envoy_name(gw) in alive)

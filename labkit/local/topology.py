@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from labkit import unixhttp
 from labkit.errors import UnsupportedError
-from labkit.local import downward, probes
+from labkit.local import downward, kubelet, probes
 from labkit.meshmodel import selects, service_fqdn
 from labkit.state import LocalState, ProxyFiles
 
@@ -106,6 +106,9 @@ class Workload:
     annotations: dict[str, str] = field(default_factory=dict)  # pod template annotations
     image: str = ""  # the first container's image: the sample app's, or another (standin.py)
     readiness: probes.Probe | None = None  # the first container's readinessProbe, when run here (probes.py)
+    liveness: probes.Probe | None = None  # its livenessProbe and startupProbe: its kubelet's (kubelet.py)
+    startup: probes.Probe | None = None
+    grpc_port: int | None = None  # the container port its gRPC probes ask: the stand-in serves health there
 
     @property
     def version(self) -> str | None:
@@ -141,6 +144,8 @@ class Instance:
     app_socket: Path | None = None  # where an app behind a sidecar listens: reachable only through it
     tcp_ports: dict[int, int] = field(default_factory=dict)  # TCP target port -> TCP_PORT (no sidecar)
     tcp_sockets: dict[int, Path] = field(default_factory=dict)  # TCP target port -> TCP_SOCKET (sidecar)
+    grpc_socket: Path | None = None  # where the app answers grpc.health.v1 (a gRPC probe's port)
+    kubelet_file: Path | None = None  # what its kubelet says (kubelet.py), with liveness or startup probes
 
     @property
     def name(self) -> str:
@@ -212,16 +217,12 @@ class Topology:
         return next((i for i in self.instances if i.proxy is proxy), None)
 
     def probe(self, inst: Instance) -> bool:
-        """Whether ``inst`` passes its readiness probe now (probes.py): pilot-agent's, or without the rewrite
-        the kubelet's through the sidecar's inbound listener (no passthrough listener here: a port no
-        Service targets reaches the app, docs/fidelity.md)."""
-        probe, kubelet = inst.workload.readiness, None
-        app: int | Path = inst.app_socket if inst.app_socket is not None else (inst.app_port or 0)
-        if probe and inst.proxy is not None and not probes.rewritten(inst.workload.annotations):
-            kubelet = inst.proxy.inbound_ports.get(probe.port or 0)
-            if kubelet is None:  # no Service targets that port: no inbound listener; the app itself answers
-                return probes.ready(probe, app)
-        return probes.ready(probe, app, kubelet)
+        """Whether ``inst`` may be ready now: its container runs and passed its startup probe (kubelet.py),
+        and it passes its readiness probe (probes.py)."""
+        if inst.kubelet_file is not None and not kubelet.serving(inst.kubelet_file):
+            return False
+        probe = inst.workload.readiness
+        return probes.ready(probe, probe_target(inst, probe)) if probe is not None else True
 
     def update_readiness(self) -> bool:
         """Probe every instance and record it on ``Instance.ready``; True when one changed (the endpoints
@@ -236,6 +237,18 @@ class Topology:
             changed |= now != inst.ready
             inst.ready = now
         return changed
+
+
+def probe_target(inst: Instance, probe: probes.Probe) -> int | Path:
+    """Where ``probe`` of ``inst`` lands: pilot-agent's probe reaches the app itself (its gRPC health socket
+    for a grpc probe); without the rewrite the kubelet's meets the sidecar's inbound listener for that port
+    (no passthrough listener here: a port no Service targets reaches the app, docs/fidelity.md)."""
+    app: int | Path = inst.app_socket if inst.app_socket is not None else (inst.app_port or 0)
+    if probe.action == "grpc" and inst.grpc_socket is not None:
+        app = inst.grpc_socket
+    if inst.proxy is not None and not probes.rewritten(inst.workload.annotations):
+        return inst.proxy.inbound_ports.get(probe.port or 0, app)
+    return app
 
 
 def build_topology(
@@ -267,6 +280,10 @@ def build_topology(
         tcp_targets = _tcp_targets(services, w)
         for index in range(w.replicas):
             inst = Instance(w, index, None if w.injected else allocate_port(), None)
+            if w.grpc_port is not None:
+                inst.grpc_socket = files.grpc_socket(w.namespace, inst.name)
+            if w.liveness is not None or w.startup is not None:
+                inst.kubelet_file = files.kubelet_file(w.namespace, inst.name)
             if not w.injected:
                 inst.tcp_ports = {t: allocate_port() for t in tcp_targets}
             else:  # the app's ports are sockets only its sidecar (and the lab's user) reach
@@ -382,6 +399,9 @@ def _workload(r: Resource, namespace_labels: dict[str, str]) -> Workload:
         annotations=annotations,
         image=str(containers[0].get("image", "")) if containers else "",
         readiness=probes.readiness(containers[0]) if containers else None,
+        liveness=probes.parse(containers[0], "livenessProbe") if containers else None,
+        startup=probes.parse(containers[0], "startupProbe") if containers else None,
+        grpc_port=probes.grpc_port(containers[0]) if containers else None,
     )
 
 

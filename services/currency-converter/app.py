@@ -10,7 +10,11 @@ Istio's echo test app answers (pkg/test/echo in istio/istio): every path 200 wit
 received. CALLS makes each request call other services and report the chain (callgraph.py). TCP_PORT opens a
 TCP echo port beside the HTTP one, as Istio's tcp-echo sample (samples/tcp-echo/src/main.go): each line a
 connection sends comes back as "<prefix> <line>", the prefix being TCP_PREFIX or the version (TCP_SOCKET: on
-that Unix socket instead, behind a sidecar).
+that Unix socket instead, behind a sidecar). GRPC_HEALTH_PORT serves the gRPC health protocol
+(grpc.health.v1.Health, what a Kubernetes grpc probe asks) on that port (GRPC_HEALTH_SOCKET: on that Unix
+socket, as the local backend sets it for a Deployment's gRPC probe): GRPC_HEALTH (SERVING or NOT_SERVING) is
+what it answers for the server ("") and each name of GRPC_SERVICES (comma-separated); other names answer
+NOT_FOUND, as grpc's own health service does.
 
 Identity, as a pod learns it from the kubelet: MESHLAB_POD (the local backend's stand-in for a downward-API
 volume: JSON {"name", "namespace", "labels", "serviceAccount"}), or the downward-API env POD_NAME,
@@ -48,6 +52,9 @@ RATES: dict[str, float] = {"EUR": 1.0, "NOK": 11.70, "USD": 1.08, "GBP": 0.85, "
 SESSION = web.AppKey("session", callgraph.Sessions)
 #: MODE: the currency API, the fx-rates stand-in, or the stand-in for any other image (echo).
 MODES = ("converter", "rates", "echo")
+
+#: What GRPC_HEALTH may say (grpc.health.v1 HealthCheckResponse.ServingStatus).
+GRPC_HEALTH = ("SERVING", "NOT_SERVING")
 
 #: The longest /delay/{seconds} answers; above it a 400 (a lesson's timeout is seconds, not minutes).
 MAX_DELAY_SECONDS = 30
@@ -108,6 +115,10 @@ class Settings:
     tcp_port: int | None = None  # TCP_PORT: the TCP echo port (None: none)
     tcp_socket: str | None = None  # TCP_SOCKET: the TCP echo on this Unix socket instead
     tcp_prefix: str = ""  # what every echoed line starts with
+    grpc_port: int | None = None  # GRPC_HEALTH_PORT: grpc.health.v1 on this port (None: none)
+    grpc_socket: str | None = None  # GRPC_HEALTH_SOCKET: on this Unix socket instead
+    grpc_health: str = "SERVING"  # GRPC_HEALTH: what it answers
+    grpc_services: tuple[str, ...] = ()  # GRPC_SERVICES: the names it knows besides the server's ""
 
     @property
     def version(self) -> str | None:
@@ -135,6 +146,9 @@ def settings_from_env(env: dict[str, str]) -> Settings:
     if report not in ("true", "false"):
         sys.exit(f"currency-converter: REPORT_VERSION={report!r} is invalid; set it to 'true' or 'false'")
     identity = identity_from_env(env)
+    health = env.get("GRPC_HEALTH", "SERVING")
+    if health not in GRPC_HEALTH:
+        sys.exit(f"currency-converter: GRPC_HEALTH={health!r} is invalid; set it to SERVING or NOT_SERVING")
     return Settings(
         host=env.get("HOST", "0.0.0.0"),
         port=int(number("PORT", "8080", 0, 65535)),
@@ -149,6 +163,10 @@ def settings_from_env(env: dict[str, str]) -> Settings:
         tcp_port=int(number("TCP_PORT", "0", 1, 65535)) if env.get("TCP_PORT") else None,
         tcp_socket=env.get("TCP_SOCKET") or None,
         tcp_prefix=env.get("TCP_PREFIX") or identity.version or "hello",
+        grpc_port=int(number("GRPC_HEALTH_PORT", "0", 1, 65535)) if env.get("GRPC_HEALTH_PORT") else None,
+        grpc_socket=env.get("GRPC_HEALTH_SOCKET") or None,
+        grpc_health=health,
+        grpc_services=tuple(n.strip() for n in env.get("GRPC_SERVICES", "").split(",") if n.strip()),
     )
 
 
@@ -308,6 +326,8 @@ def make_app(settings: Settings) -> web.Application:
         app.cleanup_ctx.append(tcp_context(settings))
     if settings.calls is not None:
         app.cleanup_ctx.append(client_session)
+    if settings.grpc_port is not None or settings.grpc_socket is not None:
+        app.cleanup_ctx.append(grpc_health_context(settings))
     if shown:
         app.on_response_prepare.append(add_version_header)
     app.router.add_get("/", echo if settings.mode == "echo" else whoami)
@@ -350,6 +370,30 @@ def tcp_context(settings: Settings) -> Callable[[web.Application], AsyncIterator
         print(f"tcp echo on {where} prefix {settings.tcp_prefix!r}", flush=True)
         yield
         server.close()
+
+    return serve
+
+
+def grpc_health_context(settings: Settings) -> Callable[[web.Application], AsyncIterator[None]]:
+    """grpc's own health service (grpcio-health-checking) beside the HTTP app, in the same event loop."""
+
+    async def serve(app: web.Application) -> AsyncIterator[None]:
+        import grpc  # imported here: only an app with a gRPC probe loads grpc
+        from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+        servicer = health.aio.HealthServicer()
+        status = health_pb2.HealthCheckResponse.ServingStatus.Value(settings.grpc_health)
+        for name in ("", *settings.grpc_services):
+            await servicer.set(name, status)
+        server = grpc.aio.server()
+        health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
+        host = f"{settings.host}:{settings.grpc_port}"
+        where = f"unix:{settings.grpc_socket}" if settings.grpc_socket else host
+        server.add_insecure_port(where)
+        await server.start()
+        print(f"grpc health on {where}: {settings.grpc_health} {list(settings.grpc_services)}", flush=True)
+        yield
+        await server.stop(grace=None)
 
     return serve
 
