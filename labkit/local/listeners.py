@@ -15,7 +15,7 @@ import re
 from typing import TYPE_CHECKING, Any
 
 from labkit.local.access_logging import FileLog
-from labkit.local.authz import FILTERS, RBAC
+from labkit.local.authz import FILTERS, NETWORK_RBAC, RBAC, TCP_FILTERS
 from labkit.local.clusters import DOWNSTREAM_TLS, PEER_KEYS, TLS_PARAMS, address, cert_pair, peer_labels
 from labkit.local.requestauthn import FILTER as JWT_FILTER
 from labkit.local.requestauthn import JWT_AUTHN
@@ -183,16 +183,17 @@ def _hcm(stat_prefix: str, filters: list[dict], logs: list[dict], **routing: Any
 def security_filters() -> list[dict]:
     """The HCM's ``jwt_authn`` filter, then its RBAC filters (DENY, then ALLOW), each configured over ECDS
     (requestauthn.jwt_config, authz.rbac_configs)."""
-    return [
-        {
-            "name": name,
-            "config_discovery": {
-                "config_source": ADS,
-                "type_urls": [type_url],
-            },
-        }
-        for name, type_url in [(JWT_FILTER, JWT_AUTHN), *((name, RBAC) for name in FILTERS.values())]
-    ]
+    return [_ecds(JWT_FILTER, JWT_AUTHN), *(_ecds(name, RBAC) for name in FILTERS.values())]
+
+
+def tcp_security_filters() -> list[dict]:
+    """A TCP chain's network RBAC filters (DENY, then ALLOW) before ``tcp_proxy``, where istiod's
+    ``buildInboundNetworkFilters`` (core/listener_inbound.go) puts ``BuildTCP``'s, configured over ECDS."""
+    return [_ecds(name, NETWORK_RBAC) for name in TCP_FILTERS.values()]
+
+
+def _ecds(name: str, type_url: str) -> dict:
+    return {"name": name, "config_discovery": {"config_source": ADS, "type_urls": [type_url]}}
 
 
 def _rds(name: str) -> dict:
@@ -342,10 +343,14 @@ def _to_chain(name: str) -> dict:
 def _inbound_chain(
     proxy: Proxy, port: int, name: str, mtls: bool, service: str, log_file: FileLog | None, tcp: bool
 ) -> dict:
-    """One inbound filter chain: an HCM with the RBAC filters, or for a TCP port ``tcp_proxy`` to the app."""
+    """One inbound filter chain: an HCM with the RBAC filters, or for a TCP port the network RBAC filters and
+    ``tcp_proxy`` to the app."""
     if tcp:
         inbound = f"inbound|{port}||"
-        filters = [tcp_proxy(inbound, file_loggers(proxy, log_file), cluster=inbound)]
+        filters = [
+            *tcp_security_filters(),
+            tcp_proxy(inbound, file_loggers(proxy, log_file), cluster=inbound),
+        ]
     else:
         filters = [_inbound_hcm(proxy, port, mtls, service, log_file)]
     chain: dict[str, Any] = {"name": name, "filters": filters}

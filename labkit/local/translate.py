@@ -195,15 +195,25 @@ def _gateway(
             blackhole_cluster(),
         ],
         routes=routes,
-        extensions=_security(of_kind(resources, "RequestAuthentication"), aps, proxy, mesh.root_namespace)
+        extensions=_security(
+            of_kind(resources, "RequestAuthentication"), aps, proxy, mesh.root_namespace, _targets(proxy)
+        )
         if servers
         else {},
     )
 
 
-def _security(ras: list[Resource], aps: list[Resource], proxy: Proxy, root: str) -> dict[str, dict]:
-    """The ECDS configs of the HCM's security filters: jwt_authn (RequestAuthentication), then RBAC."""
-    return {JWT_FILTER: jwt_config(ras, proxy, root), **rbac_configs(aps, proxy, root)}
+def _security(
+    ras: list[Resource], aps: list[Resource], proxy: Proxy, root: str, ports: dict[int, int] | None = None
+) -> dict[str, dict]:
+    """The ECDS configs of the security filters: jwt_authn (RequestAuthentication), then RBAC; ``ports``:
+    the listener port for each port a policy's ``ports`` may name (authz.rbac_configs)."""
+    return {JWT_FILTER: jwt_config(ras, proxy, root), **rbac_configs(aps, proxy, root, ports)}
+
+
+def _targets(gateway: Proxy) -> dict[int, int]:
+    """The gateway's listener port per targetPort: its ``destination.port`` in Istio (``resolvePorts``)."""
+    return {INGRESS_TARGET_PORTS.get(p, p): local for p, local in gateway.gateway_ports.items()}
 
 
 def _favour_own_routes(vss: list[Resource], namespace: str) -> list[Resource]:
