@@ -375,9 +375,9 @@ class LocalLab(Lab):
         live = self._procs.alive()
         return [p for p in topo.proxies.values() if envoy_name(p) in live]
 
-    def metrics(self) -> list[RequestCount]:
-        """``istio_requests_total`` from every running proxy (reporter source and destination)."""
-        return telemetry.requests_total(self._live_proxies(self._require_up()))
+    def metrics(self, name: str = metrics.REQUESTS) -> list[RequestCount]:
+        """Istio's metric ``name`` from every running proxy (reporter source and destination)."""
+        return telemetry.requests_total(self._live_proxies(self._require_up()), name)
 
     def promql(self, query: str) -> list[dict[str, Any]]:
         """Run ``query`` on the lab's Prometheus (started on first use; labkit/local/prometheus.py)."""
