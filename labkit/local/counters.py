@@ -10,7 +10,9 @@ downstream connection, as Istio's filter reads its downstream bytes meter. Where
 access logger runs when the connection closes, so a connection is counted as opened, and its bytes, when
 it ends (Istio counts it opened when the peer's metadata arrives and reports bytes every 5 s); and the
 serving side of a TCP connection knows its caller only by the mTLS certificate (no TCP metadata exchange
-here), so ``source_workload``, ``source_app``, ``source_version``... are ``unknown`` there.
+here), so ``source_workload``, ``source_app``, ``source_version``... are ``unknown`` there. A change to an
+outbound ``tcp_proxy`` (its VirtualService's ``tcp`` routes) re-creates its filter chain, whose stats scope
+takes the ``source`` side's TCP counters with it (HTTP routes come by RDS and leave the counters alone).
 
 The client side reports ``source``, the server side ``destination``; for HTTP the server learns the caller's
 labels from headers the caller's proxy adds (routes.py), trusted only over mTLS (listeners.py)."""
