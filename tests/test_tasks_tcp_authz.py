@@ -72,11 +72,19 @@ def test_an_allow_on_source_principals_echoes_that_client_only(tcp_lab):
     assert echoed(tcp_lab) == 6
 
 
+def denied(lab) -> int:
+    """The servers' network RBAC ``denied`` counters (stat prefix ``tcp.``, as istiod sets it), summed."""
+    stats = [lab.proxy_stats(f"currency-converter-{v}", "tcp.rbac.denied") for v in ("v1", "v2")]
+    return sum(s.get("tcp.rbac.denied", 0) for s in stats)
+
+
 def test_a_deny_on_the_tcp_port_closes_it_and_leaves_http_alone(tcp_lab):
     deny = policy("deny-tcp", "DENY", [{"to": [{"operation": {"ports": [str(PORT)]}}]}])
     try:
         tcp_lab.apply(deny)
+        before = denied(tcp_lab)
         assert echoed(tcp_lab) == 0 and echoed(tcp_lab, "legacy") == 0
+        assert denied(tcp_lab) - before == 12  # each connection, mTLS and plaintext, closed by the filter
         assert tcp_lab.send(HTTP_URL, 5).codes() == {200: 5}  # the policy names port 9001 only
     finally:
         tcp_lab.delete(deny)
