@@ -91,6 +91,17 @@ def test_a_deny_on_the_tcp_port_closes_it_and_leaves_http_alone(tcp_lab):
     assert echoed(tcp_lab) == 6
 
 
+def test_a_deny_on_the_http_port_answers_403_and_leaves_tcp_alone(tcp_lab):
+    """``ports`` on an HTTP port: the same ``destination_port`` matcher in the HTTP RBAC filter."""
+    deny = policy("deny-http", "DENY", [{"to": [{"operation": {"ports": ["8080"]}}]}])
+    try:
+        tcp_lab.apply(deny)
+        assert tcp_lab.send(HTTP_URL, 5).codes() == {403: 5}
+        assert echoed(tcp_lab) == 6
+    finally:
+        tcp_lab.delete(deny)
+
+
 def test_an_allow_with_an_http_only_field_denies_tcp_but_serves_http(tcp_lab):
     """``methods`` is HTTP only: istiod drops the rule from the TCP chain, so the ALLOW matches nothing."""
     get_only = policy("get-only", "ALLOW", [{"to": [{"operation": {"methods": ["GET"]}}]}])
