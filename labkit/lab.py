@@ -11,6 +11,7 @@ from labkit import canary, manifests, paths
 from labkit.errors import BackendError, LabError
 from labkit.manifests import TOOL_CONFIGS, load
 from labkit.mesh import load_mesh_settings
+from labkit.metrics import REQUESTS
 from labkit.scenario import CHECKPOINTS, NAMESPACE, NAMESPACES, PORT, SERVICE
 from labkit.status import Change, ProxyStatus, Status
 
@@ -114,8 +115,9 @@ class Lab(abc.ABC):
         """What runs, what is ready, and what is wrong."""
 
     @abc.abstractmethod
-    def metrics(self) -> list[RequestCount]:
-        """``istio_requests_total`` samples, same labels on every backend."""
+    def metrics(self, name: str = REQUESTS) -> list[RequestCount]:
+        """The samples of Istio's metric ``name`` (``metrics.METRICS``: ``istio_requests_total``, or an
+        ``istio_tcp_*`` counter), same labels on every backend."""
 
     @abc.abstractmethod
     def access_log(self, workload: str, tail: int = 50) -> list[str]:

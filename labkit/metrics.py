@@ -1,10 +1,13 @@
-"""The request counter both backends report, shaped like Istio's ``istio_requests_total``."""
+"""The counters both backends report, shaped like Istio's standard metrics: ``istio_requests_total`` and the
+``istio_tcp_*`` connection counters."""
 
 from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
+
+from labkit.errors import LabError
 
 #: The labels labkit guarantees on every sample: Istio's ``istio_requests_total`` label set (istio.io
 #: reference/config/metrics), in this order on the local backend; the kind backend's Prometheus has them too.
@@ -35,10 +38,28 @@ LABELS = (
     "connection_security_policy",
 )
 
+REQUESTS = "istio_requests_total"
+#: Istio's TCP metrics (istio.io reference/config/metrics; istio/proxy istio_stats.cc ``reportHelper``).
+TCP_METRICS = (
+    "istio_tcp_connections_opened_total",
+    "istio_tcp_connections_closed_total",
+    "istio_tcp_sent_bytes_total",
+    "istio_tcp_received_bytes_total",
+)
+METRICS = (REQUESTS, *TCP_METRICS)
+#: A TCP series' labels: the request labels but ``response_code``; ``request_protocol`` is ``tcp``.
+TCP_LABELS = tuple(label for label in LABELS if label != "response_code")
+
+
+def check_metric(name: str) -> None:
+    """A metric labkit reports, else LabError naming the ones it does."""
+    if name not in METRICS:
+        raise LabError(f"labkit reports no metric {name!r}", f"ask for one of {', '.join(METRICS)}")
+
 
 @dataclass(frozen=True)
 class RequestCount:
-    """One ``istio_requests_total`` series: its labels and its current value."""
+    """One series of a metric (``istio_requests_total`` unless asked for another): labels and value."""
 
     labels: dict[str, str]
     value: float

@@ -41,7 +41,7 @@ class FakeLab:
     def status(self) -> Status:
         return self._status
 
-    def metrics(self) -> list[RequestCount]:
+    def metrics(self, name: str = "istio_requests_total") -> list[RequestCount]:
         return self._samples
 
     def access_log(self, workload: str, tail: int = 50) -> list[str]:

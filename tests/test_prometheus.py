@@ -4,6 +4,7 @@ task runs unchanged (labkit/local/prometheus.py)."""
 
 from __future__ import annotations
 
+import re
 import shutil
 import time
 from types import SimpleNamespace
@@ -63,10 +64,17 @@ def test_the_scrape_renames_the_counter_and_fills_empty_labels_as_istio_does():
         {"targets": ["127.0.0.1:15090"], "labels": {"namespace": "payments-prod", "pod": "client-0"}}
     ]
     rename, *unknown = job["metric_relabel_configs"]
-    assert rename["regex"] == "envoy_istiolocal_requests_total"
-    assert rename["replacement"] == "istio_requests_total"
-    assert {r["target_label"] for r in unknown} >= {"destination_version", "source_principal"}
-    assert all((r["regex"], r["replacement"]) == ("", "unknown") for r in unknown)
+    for envoy_name, istio_name in [
+        ("envoy_istiolocal_requests_total", "istio_requests_total"),
+        ("envoy_istiolocal_tcp_sent_bytes_total", "istio_tcp_sent_bytes_total"),
+    ]:
+        assert re.fullmatch(rename["regex"], envoy_name)  # Prometheus anchors a relabel regex
+        assert re.sub(rename["regex"], rename["replacement"].replace("$1", r"\1"), envoy_name) == istio_name
+    *labels, code = unknown
+    assert {r["target_label"] for r in labels} >= {"destination_version", "source_principal"}
+    assert all((r["regex"], r["replacement"]) == ("", "unknown") for r in labels)
+    # response_code is filled on requests only: Istio's TCP series have none
+    assert (code["source_labels"], code["regex"]) == (["__name__", "response_code"], "istio_requests_total;")
 
 
 @pytest.mark.mesh

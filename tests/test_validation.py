@@ -871,6 +871,18 @@ ISTIOD_RULES = [
     ),
     (
         "AuthorizationPolicy",
+        "{rules: [{to: [{operation: {ports: ['9001', '70000']}}]}]}",
+        "spec.rules[0].to[0].operation.ports[1]",
+        "bad port '70000'",
+    ),
+    (
+        "AuthorizationPolicy",
+        "{rules: [{to: [{operation: {notPorts: [http]}}]}]}",
+        "spec.rules[0].to[0].operation.notPorts[0]",
+        "bad port 'http'",
+    ),
+    (
+        "AuthorizationPolicy",
         "{rules: [{when: [{key: 'request.header[x-user]', values: [a]}]}]}",
         "spec.rules[0].when[0].key",
         "unknown attribute 'request.header[x-user]'",

@@ -19,7 +19,7 @@ from labkit.kind import cluster, doctor, gatewayapi, images, istio, podtraffic, 
 from labkit.kind.commands import Target
 from labkit.kind.kube import Kube
 from labkit.lab import Change, Lab, Status
-from labkit.metrics import RequestCount
+from labkit.metrics import REQUESTS, RequestCount, check_metric
 from labkit.status import ProxyStatus
 
 if TYPE_CHECKING:
@@ -185,11 +185,12 @@ class KubeLab(Lab):
         """The query on Istio's Prometheus addon (installed by up()), via the API server's service proxy."""
         return self.kube.prometheus(query)
 
-    def metrics(self) -> list[RequestCount]:
-        """``istio_requests_total`` from the addon Prometheus (scraped every 15 s, so recent requests lag)."""
+    def metrics(self, name: str = REQUESTS) -> list[RequestCount]:
+        """Istio's metric ``name`` from the addon Prometheus (scraped every 15 s, so recent traffic lags)."""
+        check_metric(name)
         return [
             RequestCount(labels=dict(s["metric"]), value=float(s["value"][1]))
-            for s in self.kube.prometheus("istio_requests_total")
+            for s in self.kube.prometheus(name)
         ]
 
     def access_log(self, workload: str, tail: int = 50) -> list[str]:

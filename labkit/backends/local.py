@@ -327,11 +327,11 @@ class LocalLab(Lab):
         status = route_status(mesh_config(applied), self._require_up(), self._mesh_settings())
         return sorted(with_status(found, status), key=lambda r: (r.namespace, r.name))
 
-    def metrics(self) -> list[RequestCount]:
-        """``istio_requests_total`` from every running proxy (reporter source and destination)."""
+    def metrics(self, name: str = metrics.REQUESTS) -> list[RequestCount]:
+        """Istio's metric ``name`` from every running proxy (reporter source and destination)."""
         topo = self._require_up()
         live = self._procs.alive()
-        return telemetry.requests_total(p for p in topo.proxies.values() if envoy_name(p) in live)
+        return telemetry.requests_total((p for p in topo.proxies.values() if envoy_name(p) in live), name)
 
     def promql(self, query: str) -> list[dict[str, Any]]:
         """Run ``query`` on the lab's Prometheus (started on first use; labkit/local/prometheus.py)."""

@@ -8,6 +8,14 @@ with no ALLOW policy at all there is no ALLOW filter. ``istio.io/dry-run: "true"
 ``shadow_rules`` (stats ``istio_dry_run_{allow,deny}_``): evaluated, logged and counted, never enforced.
 Envoy answers a denied request ``403 RBAC: access denied``, before routing, so also where no route matches.
 
+A TCP port's filter chain gets the same policies as network RBAC filters before ``tcp_proxy`` (``BuildTCP``/
+``buildTCP``: ``envoy.filters.network.rbac``, stat prefix ``tcp.``), built with ``forTCP``: an HTTP-only
+field (methods, paths, requestPrincipals, request.headers, request.auth.claims; authz/model/generator.go
+returns "... is HTTP only") drops the whole rule from an ALLOW policy (``Builder.build`` logs "skipped rule
+... on TCP filter chain" at debug level), so such a policy allows no connection, and is left out of a DENY
+rule (model.go ``rule.checkError``), which then denies more. Envoy closes a denied connection at its first
+byte.
+
 The filters sit on the connection manager as istiod puts them, but their config comes from file-based ECDS
 (``config_discovery``), one resource per filter: a policy change then leaves the listener as it is, so it
 reaches keep-alive connections at their next request (ECDS applies to new streams) and the listener's
@@ -26,10 +34,14 @@ if TYPE_CHECKING:
     from labkit.manifests import Resource
 
 RBAC = "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC"
+NETWORK_RBAC = "type.googleapis.com/envoy.extensions.filters.network.rbac.v3.RBAC"
 URI_TEMPLATE = "type.googleapis.com/envoy.extensions.path.match.uri_template.v3.UriTemplateMatchConfig"
 #: The HCM's RBAC filters by action, in istiod's order (after AUDIT, which the local backend refuses); each
 #: is also the name of the filter's ECDS resource.
 FILTERS = {"DENY": "envoy.filters.http.rbac.deny", "ALLOW": "envoy.filters.http.rbac.allow"}
+#: The TCP filter chain's network RBAC filters by action (``buildTCP``), also their ECDS resource names.
+TCP_FILTERS = {"DENY": "envoy.filters.network.rbac.deny", "ALLOW": "envoy.filters.network.rbac.allow"}
+TCP_STAT_PREFIX = "tcp."  # authz/model/model.go ``RBACTCPFilterStatPrefix``
 DRY_RUN = "istio.io/dry-run"
 SHADOW_PREFIX = {"ALLOW": "istio_dry_run_allow_", "DENY": "istio_dry_run_deny_"}  # authz/model/model.go
 #: ``rbacPolicyMatchNever``: the one policy of an AuthorizationPolicy without rules.
@@ -54,41 +66,64 @@ def dry_run(policy: Resource) -> bool:
     return value in ("1", "t", "T", "TRUE", "true", "True")
 
 
-def rbac_configs(policies: list[Resource], proxy: Proxy, root_namespace: str) -> dict[str, dict]:
-    """The RBAC filter config per action (``FILTERS``) for the policies that apply to ``proxy``: istiod's
-    ``buildHTTP`` output, or a rule-less config (enforcing nothing) where istiod emits no filter."""
+def rbac_configs(
+    policies: list[Resource], proxy: Proxy, root_namespace: str, ports: dict[int, int] | None = None
+) -> dict[str, dict]:
+    """The RBAC filter config per action, HTTP (``FILTERS``) and TCP (``TCP_FILTERS``), for the policies
+    that apply to ``proxy``: istiod's ``buildHTTP``/``buildTCP`` output, or a rule-less config (enforcing
+    nothing) where istiod emits no filter. ``ports`` maps the port Istio sees as ``destination.port`` (a
+    target port) to the proxy's listener port for it (default: the sidecar's inbound ports)."""
     mine = [p for p in policies if applies(p, proxy, root_namespace)]
+    local = proxy.inbound_ports if ports is None else ports
     out = {}
-    for action, name in FILTERS.items():
-        group = [p for p in mine if (p.spec.get("action") or "ALLOW") == action]
-        config: dict[str, Any] = {"@type": RBAC}
-        enforced = [p for p in group if not dry_run(p)]
-        shadow = [p for p in group if dry_run(p)]
-        if enforced:
-            config["rules"] = {"action": action, "policies": _policies(enforced)}
-        if shadow:
-            config["shadow_rules"] = {"action": action, "policies": _policies(shadow)}
-            config["shadow_rules_stat_prefix"] = SHADOW_PREFIX[action]
-        out[name] = config
+    for tcp, filters in ((False, FILTERS), (True, TCP_FILTERS)):
+        for action, name in filters.items():
+            group = [p for p in mine if (p.spec.get("action") or "ALLOW") == action]
+            config: dict[str, Any] = (
+                {"@type": NETWORK_RBAC, "stat_prefix": TCP_STAT_PREFIX} if tcp else {"@type": RBAC}
+            )
+            enforced = [p for p in group if not dry_run(p)]
+            shadow = [p for p in group if dry_run(p)]
+            if enforced:
+                config["rules"] = {"action": action, "policies": _policies(enforced, action, tcp, local)}
+            if shadow:
+                config["shadow_rules"] = {"action": action, "policies": _policies(shadow, action, tcp, local)}
+                config["shadow_rules_stat_prefix"] = SHADOW_PREFIX[action]
+            out[name] = config
     return out
 
 
-def _policies(group: list[Resource]) -> dict[str, dict]:
+def _policies(group: list[Resource], action: str, tcp: bool, ports: dict[int, int]) -> dict[str, dict]:
     rules: dict[str, dict] = {}
     for p in group:
         for i, rule in enumerate(p.spec.get("rules") or []):
-            rules[f"ns[{p.namespace}]-policy[{p.name}]-rule[{i}]"] = _policy(rule or {})
+            if tcp and action == "ALLOW" and _http_only(rule or {}):
+                continue  # ``Builder.build``: ``Generate(forTCP)`` failed, the rule is skipped
+            rules[f"ns[{p.namespace}]-policy[{p.name}]-rule[{i}]"] = _policy(rule or {}, tcp, ports)
         if not p.spec.get("rules"):
             rules[f"ns[{p.namespace}]-policy[{p.name}]-rule[0]"] = MATCH_NEVER
     return rules
 
 
-def _policy(rule: dict) -> dict:
+def _http_only(rule: dict) -> bool:
+    """Whether the rule uses a field generator.go calls "HTTP only" (of those the local backend takes)."""
+    sources = [(f or {}).get("source") or {} for f in rule.get("from") or []]
+    operations = [(t or {}).get("operation") or {} for t in rule.get("to") or []]
+    return (
+        any(s.get("requestPrincipals") for s in sources)
+        or any(o.get(k) for o in operations for k in ("methods", "paths", "notPaths"))
+        or bool(rule.get("when"))  # request.headers[...] and request.auth.claims[...] only (supported.py)
+    )
+
+
+def _policy(rule: dict, tcp: bool = False, ports: dict[int, int] | None = None) -> dict:
     """One rule (authz/model/model.go ``New``): permissions = one per ``to`` (OR), principals = one per
     ``from`` (OR), ``when`` ANDed into each principal (header conditions are principal matchers in istiod);
-    a field's values are ORed and its ``not`` values are one negated OR after them."""
+    a field's values are ORed and its ``not`` values are one negated OR after them. For a TCP chain
+    (``tcp``) the HTTP-only fields are left out (a DENY rule; an ALLOW rule with one never gets here)."""
+    http = not tcp
     when = []
-    for condition in rule.get("when") or []:
+    for condition in (rule.get("when") or []) if http else []:
         # check_supported admits request.headers[...] and request.auth.claims[...] only
         header, claims = _HEADER_KEY.fullmatch(condition["key"]), _CLAIMS_KEY.fullmatch(condition["key"])
         if header is not None:
@@ -111,7 +146,7 @@ def _policy(rule: dict) -> dict:
         ids = []
         if source.get("principals"):
             ids.append(_or_ids([_principal(p) for p in source["principals"]]))
-        if source.get("requestPrincipals"):  # model.go inserts it after principals, before namespaces
+        if http and source.get("requestPrincipals"):  # model.go: after principals, before namespaces
             ids.append(_or_ids([_request_principal(p) for p in source["requestPrincipals"]]))
         if source.get("namespaces"):
             ids.append(_or_ids([_namespace(ns) for ns in source["namespaces"]]))
@@ -120,14 +155,26 @@ def _policy(rule: dict) -> dict:
     for t in rule.get("to") or [{}]:
         op = (t or {}).get("operation") or {}
         rules = []
-        if op.get("methods"):
+        if http and op.get("methods"):
             rules.append(_or_rules([{"header": {"name": ":method", **_match(m)}} for m in op["methods"]]))
-        if op.get("paths"):
+        if http and op.get("paths"):
             rules.append(_or_rules([_path(p) for p in op["paths"]]))
-        if op.get("notPaths"):  # model.go ``rule.permission``: ``permissionNot(permissionOr(...))``
+        if http and op.get("notPaths"):  # model.go ``rule.permission``: ``permissionNot(permissionOr(...))``
             rules.append({"not_rule": _or_rules([_path(p) for p in op["notPaths"]])})
+        if op.get("ports"):  # ``destPortGenerator``, after paths (model.go ``New`` inserts it first)
+            rules.append(_or_rules([_port(p, ports or {}) for p in op["ports"]]))
+        if op.get("notPorts"):
+            rules.append({"not_rule": _or_rules([_port(p, ports or {}) for p in op["notPorts"]])})
         permissions.append({"and_rules": {"rules": rules}} if rules else {"any": True})
     return {"permissions": permissions, "principals": principals}
+
+
+def _port(value: str | int, ports: dict[int, int]) -> dict:
+    """``destPortGenerator``: ``destination_port``, the connection's local port. In Istio that is the target
+    port (iptables keeps the original destination); a local proxy listens for each target port on a port
+    of its own, so the match names that one, and a port this proxy does not serve matches nothing."""
+    local = ports.get(int(value))
+    return {"destination_port": local} if local is not None else {"not_rule": {"any": True}}
 
 
 def _header(name: str, value: str) -> dict:

@@ -2,11 +2,10 @@
 ``"<port>"``, inbound filter chains per PeerAuthentication mode, the gateway's ``0.0.0.0_<target port>`` with
 RDS ``http.<target port>``; inbound and gateway connection managers carry the RBAC filters (config by ECDS).
 
-Every HCM writes Istio's default TEXT access log to ``proxy.access_log`` and counts each request with Envoy's
-stats access logger as ``istiolocal.requests_total`` tagged with ``labkit.metrics.LABELS`` (upstream Envoy
-has no Istio stats filter). The client side reports ``source``, the server side ``destination``; the server
-learns the caller's labels from headers the caller's proxy adds (routes.py), trusted only over mTLS, and
-strips them before the app.
+Every HCM and TCP proxy writes Istio's default TEXT access log to ``proxy.access_log`` and counts Istio's
+standard metrics with Envoy's stats access logger (counters.py; upstream Envoy has no Istio stats filter).
+The server learns an HTTP caller's labels from headers the caller's proxy adds (routes.py), trusted only over
+mTLS, and strips them before the app.
 """
 
 from __future__ import annotations
@@ -15,13 +14,19 @@ import re
 from typing import TYPE_CHECKING, Any
 
 from labkit.local.access_logging import FileLog
-from labkit.local.authz import FILTERS, RBAC
-from labkit.local.clusters import DOWNSTREAM_TLS, PEER_KEYS, TLS_PARAMS, address, cert_pair, peer_labels
+from labkit.local.authz import FILTERS, NETWORK_RBAC, RBAC, TCP_FILTERS
+from labkit.local.clusters import DOWNSTREAM_TLS, TLS_PARAMS, address, cert_pair
+from labkit.local.counters import (
+    SOURCE_METADATA,
+    destination_tags,
+    request_counter,
+    source_tags,
+    tcp_counters,
+)
 from labkit.local.requestauthn import FILTER as JWT_FILTER
 from labkit.local.requestauthn import JWT_AUTHN
 from labkit.local.routes import PEER_HEADERS
 from labkit.local.tcp import tcp_proxy
-from labkit.metrics import LABELS
 
 if TYPE_CHECKING:
     from labkit.local.topology import Proxy
@@ -33,7 +38,6 @@ FAULT = "type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault"
 HEADER_TO_METADATA = "type.googleapis.com/envoy.extensions.filters.http.header_to_metadata.v3.Config"
 TLS_INSPECTOR = "type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector"
 FILE_LOG = "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog"
-STATS_LOG = "type.googleapis.com/envoy.extensions.access_loggers.stats.v3.Config"
 CEL_FILTER = "type.googleapis.com/envoy.extensions.access_loggers.filters.cel.v3.ExpressionFilter"
 NETWORK_INPUTS = "type.googleapis.com/envoy.extensions.matching.common_inputs.network.v3"
 STRING_VALUE = "type.googleapis.com/google.protobuf.StringValue"
@@ -52,10 +56,6 @@ ACCESS_LOG_FORMAT = (
     '"%REQ(:AUTHORITY)%" "%UPSTREAM_HOST%" %UPSTREAM_CLUSTER_RAW% %UPSTREAM_LOCAL_ADDRESS% '
     "%DOWNSTREAM_LOCAL_ADDRESS% %DOWNSTREAM_REMOTE_ADDRESS% %REQUESTED_SERVER_NAME% %ROUTE_NAME%\n"
 )
-STATS_PREFIX = "istiolocal"
-STATS_COUNTER = "requests_total"
-#: Dynamic-metadata namespace where the server side keeps the caller's identity taken from the headers.
-SOURCE_METADATA = "istio.lab"
 ISTIO_ALPNS = ["istio", "istio-peer-exchange", "istio-http/1.0", "istio-http/1.1", "istio-h2"]
 CIPHERS = [
     "ECDHE-ECDSA-AES256-GCM-SHA384",
@@ -92,71 +92,13 @@ def file_loggers(proxy: Proxy, log_file: FileLog | None) -> list[dict]:
 
 
 def access_logs(proxy: Proxy, log_file: FileLog | None, tags: dict[str, str]) -> list[dict]:
-    """The file access log (``file_loggers``) and the request counter."""
-    logs = file_loggers(proxy, log_file)
-    logs.append(
-        {
-            "name": "envoy.access_loggers.stats",
-            "typed_config": {
-                "@type": STATS_LOG,
-                # stat_prefix, deprecated in 1.40 for stats_scope.prefix (a log warning): the control plane
-                # sends protobuf built from xds-protos, whose newest release (1.85) predates stats_scope.
-                "stat_prefix": STATS_PREFIX,
-                "counters": [
-                    {
-                        "value_fixed": 1,
-                        "stat": {
-                            "name": STATS_COUNTER,
-                            "tags": [{"name": k, "value_format": v} for k, v in tags.items()],
-                        },
-                    }
-                ],
-            },
-        }
-    )
-    return logs
+    """An HCM's file access log (``file_loggers``) and request counter."""
+    return [*file_loggers(proxy, log_file), request_counter(tags)]
 
 
-def source_tags(proxy: Proxy) -> dict[str, str]:
-    """Labels the calling proxy reports: itself as constants, the destination from endpoint and route
-    metadata and the upstream connection's certificates (empty, so ``unknown``, over plaintext)."""
-    tags = {f"source_{k}": v for k, v in peer_labels(proxy.workload, proxy.namespace, proxy.labels).items()}
-    tags |= {f"destination_{k}": f"%UPSTREAM_METADATA(istio:{k})%" for k in PEER_KEYS}
-    tags |= {
-        "reporter": "source",
-        "source_principal": "%UPSTREAM_LOCAL_URI_SAN%",
-        "destination_principal": "%UPSTREAM_PEER_URI_SAN%",
-        "destination_service": "%METADATA(ROUTE:istio:service)%",
-        "destination_service_name": "%METADATA(ROUTE:istio:name)%",
-        "destination_service_namespace": "%METADATA(ROUTE:istio:namespace)%",
-        "connection_security_policy": "unknown",
-    }
-    return _ordered(tags)
-
-
-def destination_tags(proxy: Proxy, service: str, security: str) -> dict[str, str]:
-    """Labels the serving sidecar reports: itself as constants, the caller from the stripped headers."""
-    peer = peer_labels(proxy.workload, proxy.namespace, proxy.labels)
-    tags = {f"destination_{k}": v for k, v in peer.items()}
-    tags |= {f"source_{k}": f"%DYNAMIC_METADATA({SOURCE_METADATA}:{k})%" for k in PEER_KEYS}
-    known = service != "unknown"
-    tags |= {
-        "reporter": "destination",
-        "source_principal": "%DOWNSTREAM_PEER_URI_SAN%",  # the caller's certificate; empty when plaintext
-        "destination_principal": "%DOWNSTREAM_LOCAL_URI_SAN%",
-        "destination_service": service,
-        "destination_service_name": service.split(".")[0] if known else "unknown",
-        "destination_service_namespace": proxy.namespace if known else "unknown",
-        "connection_security_policy": security,
-    }
-    return _ordered(tags)
-
-
-def _ordered(tags: dict[str, str]) -> dict[str, str]:
-    """Every label of ``metrics.LABELS`` in its order; HTTP is all the local proxies speak."""
-    common = {"request_protocol": "http", "response_code": "%RESPONSE_CODE%"}
-    common["response_flags"] = "%RESPONSE_FLAGS%"
-    return {k: {**tags, **common}[k] for k in LABELS}
+def tcp_access_logs(proxy: Proxy, log_file: FileLog | None, tags: dict[str, str]) -> list[dict]:
+    """A ``tcp_proxy``'s file access log and TCP counters."""
+    return [*file_loggers(proxy, log_file), tcp_counters(tags)]
 
 
 def _filter(name: str, type_url: str, **config: Any) -> dict:
@@ -183,16 +125,17 @@ def _hcm(stat_prefix: str, filters: list[dict], logs: list[dict], **routing: Any
 def security_filters() -> list[dict]:
     """The HCM's ``jwt_authn`` filter, then its RBAC filters (DENY, then ALLOW), each configured over ECDS
     (requestauthn.jwt_config, authz.rbac_configs)."""
-    return [
-        {
-            "name": name,
-            "config_discovery": {
-                "config_source": ADS,
-                "type_urls": [type_url],
-            },
-        }
-        for name, type_url in [(JWT_FILTER, JWT_AUTHN), *((name, RBAC) for name in FILTERS.values())]
-    ]
+    return [_ecds(JWT_FILTER, JWT_AUTHN), *(_ecds(name, RBAC) for name in FILTERS.values())]
+
+
+def tcp_security_filters() -> list[dict]:
+    """A TCP chain's network RBAC filters (DENY, then ALLOW) before ``tcp_proxy``, where istiod's
+    ``buildInboundNetworkFilters`` (core/listener_inbound.go) puts ``BuildTCP``'s, configured over ECDS."""
+    return [_ecds(name, NETWORK_RBAC) for name in TCP_FILTERS.values()]
+
+
+def _ecds(name: str, type_url: str) -> dict:
+    return {"name": name, "config_discovery": {"config_source": ADS, "type_urls": [type_url]}}
 
 
 def _rds(name: str) -> dict:
@@ -342,10 +285,13 @@ def _to_chain(name: str) -> dict:
 def _inbound_chain(
     proxy: Proxy, port: int, name: str, mtls: bool, service: str, log_file: FileLog | None, tcp: bool
 ) -> dict:
-    """One inbound filter chain: an HCM with the RBAC filters, or for a TCP port ``tcp_proxy`` to the app."""
+    """One inbound filter chain: an HCM with the RBAC filters, or for a TCP port the network RBAC filters and
+    ``tcp_proxy`` to the app."""
     if tcp:
         inbound = f"inbound|{port}||"
-        filters = [tcp_proxy(inbound, file_loggers(proxy, log_file), cluster=inbound)]
+        security = "mutual_tls" if mtls else "none"
+        logs = tcp_access_logs(proxy, log_file, destination_tags(proxy, service, security, tcp=True))
+        filters = [*tcp_security_filters(), tcp_proxy(inbound, logs, cluster=inbound)]
     else:
         filters = [_inbound_hcm(proxy, port, mtls, service, log_file)]
     chain: dict[str, Any] = {"name": name, "filters": filters}

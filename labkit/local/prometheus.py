@@ -3,11 +3,12 @@ binary (Debian's package ``prometheus``, or ``LAB_PROMETHEUS``) scraping every p
 ``/stats/prometheus``, started as a lab process (pidfile, log) on first use and stopped by ``lab.down()``.
 
 On a cluster, Istio's addon (samples/addons/prometheus.yaml) scrapes each sidecar's merged metrics port, where
-the stats filter already names the counter ``istio_requests_total``. Here the sidecars count requests as
-``envoy_istiolocal_requests_total`` (listeners.py), so the scrape renames it and turns empty labels into
-``unknown`` (what Istio's stats filter reports), and PromQL written for Istio runs unchanged. Only the lab's
-request counter is scraped (``filter=istiolocal``): the lesson's queries need nothing else, and scraping every
-Envoy stat of every proxy each interval would cost this 2-core machine more than the lesson.
+the stats filter already names the counters ``istio_requests_total``, ``istio_tcp_sent_bytes_total``...
+Here the sidecars count them as ``envoy_istiolocal_requests_total``... (counters.py), so the scrape renames
+them and turns empty labels into ``unknown`` (what Istio's stats filter reports), and PromQL written for
+Istio runs unchanged. Only the lab's counters are scraped (``filter=istiolocal``): the lesson's queries
+need nothing else, and scraping every Envoy stat of every proxy each interval would cost this 2-core
+machine more than the lesson.
 
 The targets are static (scraped from the first interval on; file_sd would hand them over only after its
 5 s update delay); when the proxies change, the config is rewritten and reloaded (``/-/reload``). Its
@@ -32,7 +33,7 @@ import yaml
 from labkit.errors import BackendError, LabError
 from labkit.files import write_atomic
 from labkit.local import processes
-from labkit.metrics import LABELS
+from labkit.metrics import LABELS, REQUESTS
 
 if TYPE_CHECKING:
     from labkit.local.topology import Proxy
@@ -43,7 +44,8 @@ NAME = "prometheus"
 SCRAPE_INTERVAL = 2
 READY_TIMEOUT = 30.0
 QUERY_TIMEOUT = 10.0
-ENVOY_NAME = "envoy_istiolocal_requests_total"
+#: The lab's counters in Envoy's Prometheus output (counters.py), and Istio's name for them.
+ENVOY_NAMES, ISTIO_NAMES = "envoy_istiolocal_(.+)", "istio_$1"
 HOW_TO_GET = (
     "install Prometheus: `sudo apt-get install prometheus` (Debian/Ubuntu; `make system-deps` does it as "
     "root), `brew install prometheus` (macOS), or a release from prometheus.io/download; or set "
@@ -61,11 +63,21 @@ def binary() -> str:
 
 
 def config(proxies: list[Proxy]) -> dict[str, Any]:
-    """prometheus.yml: one job scraping each proxy's admin ``/stats/prometheus`` (the request counter)."""
+    """prometheus.yml: one job scraping each proxy's admin ``/stats/prometheus`` (the lab's counters)."""
     unknown = [
         {"source_labels": [label], "regex": "", "target_label": label, "replacement": "unknown"}
         for label in LABELS
+        if label != "response_code"
     ]
+    # a request's only: Istio's TCP series have no response_code label
+    unknown.append(
+        {
+            "source_labels": ["__name__", "response_code"],
+            "regex": f"{REQUESTS};",
+            "target_label": "response_code",
+            "replacement": "unknown",
+        }
+    )
     return {
         "global": {"scrape_interval": f"{SCRAPE_INTERVAL}s", "evaluation_interval": f"{SCRAPE_INTERVAL}s"},
         "scrape_configs": [
@@ -77,9 +89,9 @@ def config(proxies: list[Proxy]) -> dict[str, Any]:
                 "metric_relabel_configs": [
                     {
                         "source_labels": ["__name__"],
-                        "regex": ENVOY_NAME,
+                        "regex": ENVOY_NAMES,
                         "target_label": "__name__",
-                        "replacement": "istio_requests_total",
+                        "replacement": ISTIO_NAMES,
                     },
                     *unknown,
                 ],

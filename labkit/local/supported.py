@@ -125,7 +125,17 @@ SCHEMAS: dict[str, dict[str, Any]] = {
         "rules": [
             {
                 "from": [{"source": {"principals": ANY, "requestPrincipals": ANY, "namespaces": ANY}}],
-                "to": [{"operation": {"methods": ANY, "paths": ANY, "notPaths": ANY}}],
+                "to": [
+                    {
+                        "operation": {
+                            "methods": ANY,
+                            "paths": ANY,
+                            "notPaths": ANY,
+                            "ports": ANY,
+                            "notPorts": ANY,
+                        }
+                    }
+                ],
                 "when": [
                     {
                         "key": Pattern(

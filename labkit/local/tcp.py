@@ -13,7 +13,7 @@ filter chains as HTTP (listeners.py).
 Where this differs from a cluster: Istio binds a TCP port's outbound listener to the Service's ClusterIP
 (``<ip>_<port>``), so two Services may share a TCP port number; local sidecars have no Service IPs, so the
 listener is ``0.0.0.0_<port>`` and one TCP port number belongs to one host (``tcp_hosts`` refuses the rest).
-AuthorizationPolicy is not applied on TCP ports here (Istio's network RBAC filter): docs/fidelity.md."""
+AuthorizationPolicy guards the inbound chains with network RBAC filters (authz.py, listeners.py)."""
 
 from __future__ import annotations
 

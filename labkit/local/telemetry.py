@@ -1,9 +1,9 @@
-"""What the local proxies report: ``istio_requests_total`` from each Envoy's admin API, and its access log.
+"""What the local proxies report: Istio's standard metrics from each Envoy's admin API, and its access log.
 
-The translator has every proxy count requests with Envoy's stats access logger as
-``envoy_istiolocal_requests_total{reporter=..., ...}``; here it gets Istio's name back. Envoy writes file
-access logs from a buffer flushed every ``envoy.FLUSH_INTERVAL_MS``, so a line shows up that long after its
-request: ``access_log`` sleeps two intervals before reading; ``wait_for_lines`` re-reads until an
+The translator has every proxy count with Envoy's stats access logger (counters.py), e.g.
+``envoy_istiolocal_requests_total{reporter=..., ...}``; here each counter gets Istio's name back. Envoy writes
+file access logs from a buffer flushed every ``envoy.FLUSH_INTERVAL_MS``, so a line shows up that long after
+its request: ``access_log`` sleeps two intervals before reading; ``wait_for_lines`` re-reads until an
 expected line is there, for callers (the tests) that know what they wait for.
 """
 
@@ -19,30 +19,36 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from labkit.errors import LabError
 from labkit.local import envoy
-from labkit.metrics import RequestCount
+from labkit.metrics import REQUESTS, RequestCount, check_metric
 
 if TYPE_CHECKING:
     from labkit.local.topology import Proxy, Topology
 
-ENVOY_NAME = "envoy_istiolocal_requests_total"
+
+def envoy_metric(metric: str) -> str:
+    """What Envoy's Prometheus output calls Istio's ``metric`` here: ``istio_x`` is ``envoy_istiolocal_x``."""
+    return "envoy_istiolocal_" + metric.removeprefix("istio_")
 
 
-def parse_requests_total(text: str) -> list[RequestCount]:
-    """The ``istio_requests_total`` series in one proxy's Prometheus text; empty labels become "unknown"."""
+def parse_requests_total(text: str, metric: str = REQUESTS) -> list[RequestCount]:
+    """The series of ``metric`` in one proxy's Prometheus text; empty labels become "unknown"."""
     out = []
+    wanted = envoy_metric(metric)
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
-            if sample.name == ENVOY_NAME:
+            if sample.name == wanted:
                 labels = {k: (v or "unknown") for k, v in sample.labels.items()}
                 out.append(RequestCount(labels, float(sample.value)))
     return out
 
 
-def requests_total(proxies: Iterable[Proxy]) -> list[RequestCount]:
-    """``istio_requests_total`` from every proxy (each counts what it reported, as source or destination)."""
+def requests_total(proxies: Iterable[Proxy], metric: str = REQUESTS) -> list[RequestCount]:
+    """``metric`` (``istio_requests_total`` or an ``istio_tcp_*`` one) from every proxy (each counts what it
+    reported, as source or destination)."""
+    check_metric(metric)
     out: list[RequestCount] = []
     for proxy in proxies:
-        out += parse_requests_total(envoy.stats_prometheus(proxy, filter_regex="istiolocal"))
+        out += parse_requests_total(envoy.stats_prometheus(proxy, filter_regex="istiolocal"), metric)
     return out
 
 

@@ -18,20 +18,21 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from labkit.errors import BackendError, UnsupportedError
-from labkit.local.access_logging import file_log
+from labkit.local.access_logging import FileLog, file_log
 from labkit.local.authn import namespace_mode, port_mode
 from labkit.local.authz import rbac_configs
 from labkit.local.clusters import blackhole_cluster, inbound_cluster, outbound_clusters
+from labkit.local.counters import source_tags
 from labkit.local.credentials import secrets
 from labkit.local.gateway_routes import gateway_route_config
 from labkit.local.gateway_tls import downstream_tls, route_name, sni_hosts
 from labkit.local.httproute import convert, is_gateway_semantics
 from labkit.local.listeners import (
-    file_loggers,
     gateway_listener,
     inbound_listener,
     outbound_listener,
     outbound_tcp_listener,
+    tcp_access_logs,
 )
 from labkit.local.registry import Host, build_registry, of_kind
 from labkit.local.requestauthn import FILTER as JWT_FILTER
@@ -118,7 +119,9 @@ def translate(resources: list[Resource], topo: Topology, mesh: MeshSettings) -> 
         own = _favour_own_routes(mesh_vss, proxy.namespace)
         listeners = [
             outbound_tcp_listener(
-                proxy, p, outbound_tcp_proxy(tcp_ports[p], p, own, hosts, file_loggers(proxy, log_file))
+                proxy,
+                p,
+                outbound_tcp_proxy(tcp_ports[p], p, own, hosts, _tcp_logs(proxy, log_file, tcp_ports[p])),
             )
             if p in tcp_ports
             else outbound_listener(proxy, p, log_file)
@@ -198,7 +201,9 @@ def _gateway(
             blackhole_cluster(),
         ],
         routes=routes,
-        extensions=_security(of_kind(resources, "RequestAuthentication"), aps, proxy, mesh.root_namespace)
+        extensions=_security(
+            of_kind(resources, "RequestAuthentication"), aps, proxy, mesh.root_namespace, _targets(proxy)
+        )
         if servers
         else {},
     )
@@ -217,9 +222,22 @@ def _sidecar_routes(
     return shared[key]
 
 
-def _security(ras: list[Resource], aps: list[Resource], proxy: Proxy, root: str) -> dict[str, dict]:
-    """The ECDS configs of the HCM's security filters: jwt_authn (RequestAuthentication), then RBAC."""
-    return {JWT_FILTER: jwt_config(ras, proxy, root), **rbac_configs(aps, proxy, root)}
+def _security(
+    ras: list[Resource], aps: list[Resource], proxy: Proxy, root: str, ports: dict[int, int] | None = None
+) -> dict[str, dict]:
+    """The ECDS configs of the security filters: jwt_authn (RequestAuthentication), then RBAC; ``ports``:
+    the listener port for each port a policy's ``ports`` may name (authz.rbac_configs)."""
+    return {JWT_FILTER: jwt_config(ras, proxy, root), **rbac_configs(aps, proxy, root, ports)}
+
+
+def _targets(gateway: Proxy) -> dict[int, int]:
+    """The gateway's listener port per targetPort: its ``destination.port`` in Istio (``resolvePorts``)."""
+    return {INGRESS_TARGET_PORTS.get(p, p): local for p, local in gateway.gateway_ports.items()}
+
+
+def _tcp_logs(proxy: Proxy, log_file: FileLog | None, host: Host) -> list[dict]:
+    """The outbound ``tcp_proxy``'s access log and its TCP counters, reported as ``source``."""
+    return tcp_access_logs(proxy, log_file, source_tags(proxy, host))
 
 
 def _favour_own_routes(vss: list[Resource], namespace: str) -> list[Resource]:

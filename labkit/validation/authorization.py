@@ -4,6 +4,7 @@ as (field, message, fix) problems."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 
 from labkit.validation.names import Problems
@@ -81,8 +82,21 @@ def _rule(field: str, rule: Mapping) -> Problems:
                             "empty value not allowed; istiod rejects it",
                             "remove it",
                         )
+            for name in ("ports", "notPorts") if part == "to" else ():
+                for k, port in enumerate(content.get(name) or []):
+                    if port != "" and not _is_port(port):  # security.go ``ValidatePorts``
+                        yield (
+                            f"{where}.{name}[{k}]",
+                            f"bad port {port!r}: a port is a number from 0 to 65535; istiod rejects it",
+                            'write the port number as a string, e.g. "9001"',
+                        )
     for j, condition in enumerate(rule.get("when") or []):
         yield from _condition(f"{field}.when[{j}]", condition or {})
+
+
+def _is_port(value: object) -> bool:
+    """``strconv.ParseUint(port, 10, 32)`` and at most 65535."""
+    return re.fullmatch(r"[0-9]+", str(value)) is not None and int(str(value)) <= 65535
 
 
 def _condition(field: str, condition: Mapping) -> Problems:
