@@ -27,6 +27,7 @@ import yaml
 
 from labkit import manifests, paths
 from labkit.backends.local import LocalLab
+from labkit.local import applied as applied_state
 from labkit.local import processes
 from labkit.local.supervisor import ISTIOD
 
@@ -58,7 +59,8 @@ def run(sidecars: int, pushes: int) -> None:
         try:
             applied = manifests.load(_deployment(sidecars - 2))  # the client and v2 have one sidecar each
             lab._save_applied(applied)  # as if applied before: up() starts every sidecar at once
-            lab._validate_apps(lab._apps(applied))  # once per apps version, not part of a usual up()
+            # validated once per apps version, not part of a usual up()
+            applied_state.validate_apps(applied_state.apps(applied), lab.files.apps_validated)
             start = time.monotonic()
             lab.up()
             up_s = time.monotonic() - start

@@ -287,7 +287,7 @@ def test_set_weights_waits_until_the_client_proxy_holds_the_split(running, monke
         "/apis/networking.istio.io/v1/namespaces/payments-prod/virtualservices/currency-converter"
     ]
     assert [d["weight"] for d in vs["spec"]["http"][0]["route"]] == [90, 10]
-    monkeypatch.setattr("labkit.backends.kind.PROPAGATION_TIMEOUT", 0.0)
+    monkeypatch.setattr("labkit.kind.proxyview.PROPAGATION_TIMEOUT", 0.0)
     stale = json.dumps(lab.proxy_config("client", "routes"))  # what the proxy holds now: 90/10
     fake.respond("istioctl", ["proxy-config", "routes"], stdout=stale)  # istiod has not pushed yet
     try:

@@ -1,25 +1,25 @@
 """``KubeLab``: the Lab API on a real Istio mesh. ``kind`` mode builds and owns a kind cluster; ``kube``
-mode uses an existing cluster (``context=``) and never creates or deletes it. Traffic from inside pods lives
-in ``podtraffic``; the Kubernetes API in ``kube``; istioctl in ``istio``."""
+mode uses an existing cluster (``context=``) and never creates or deletes it.
+
+``KubeLab`` keeps the order of ``up()`` and the apply pipeline's hooks; every other call is one call into the
+engine that owns it: traffic from inside pods in ``podtraffic``, what a proxy runs in ``proxyview``, what the
+cluster runs in ``workloads``, the Kubernetes API in ``kube``, istioctl in ``istio``, preflight in
+``doctor``."""
 
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 from labkit import manifests, paths, scenario
-from labkit.command import run
 from labkit.errors import BackendError, LabError
-from labkit.kind import cluster, doctor, gatewayapi, images, istio, podtraffic, workloads
+from labkit.kind import cluster, doctor, gatewayapi, images, istio, podtraffic, proxyview, workloads
 from labkit.kind.commands import Target
-from labkit.kind.k8s import has_sidecar, rollout_complete
 from labkit.kind.kube import Kube
 from labkit.lab import Change, Lab, Status
-from labkit.meshmodel import service_fqdn
-from labkit.metrics import RequestCount, envoy_stats
+from labkit.metrics import RequestCount
 from labkit.status import ProxyStatus
 
 if TYPE_CHECKING:
@@ -32,12 +32,8 @@ INGRESS_URL = "http://127.0.0.1:8080"
 INGRESS_HTTPS_URL = "https://127.0.0.1:8443"  # the https NodePort 30443 (gateway port 443)
 #: How long up() waits for the nodes to be Ready after ``kind create`` (whose --wait may expire silently).
 NODE_READY_TIMEOUT = 300.0
-#: How long set_weights waits for istiod to push a new split to the client's proxy.
-PROPAGATION_TIMEOUT = 30.0
 #: Applied first so the objects inside them can be created in the same call.
 _FIRST = ("CustomResourceDefinition", "Namespace", "ServiceAccount")
-#: What ``proxy_config`` can ask a proxy for (``istioctl proxy-config <what>``).
-PROXY_CONFIG = ("routes", "clusters", "listeners", "endpoints", "secrets")
 
 
 def _say(message: str) -> None:
@@ -72,7 +68,7 @@ class KubeLab(Lab):
     def up(self) -> Status:
         """Preflight, create or reuse the cluster, build and load the image, install the Gateway API CRDs,
         Istio and the addons, apply the apps and wait until every pod is ready with its sidecar."""
-        self._preflight()
+        doctor.preflight(self.backend, self.name, _say)
         if self.backend == "kind":
             _say(f"cluster {self.name}: creating or reusing (the first time takes a few minutes)")
             created = cluster.create(self.name)
@@ -95,39 +91,12 @@ class KubeLab(Lab):
         else:
             _say(f"kube mode: the nodes must be able to pull {cluster.IMAGE} (push it to their registry)")
         gatewayapi.ensure(self.kube, _say)  # before istiod starts, so it watches the Gateway API kinds
-        self._install_istio()
+        istio.ensure_installed(self.kube, self.target, _say)
         self.addons()
         _say("applying cluster-config/apps")
         self.apply(paths.APPS, quiet=True)  # said just above
         workloads.wait_ready(self.kube, _say)
         return self.status()
-
-    def _preflight(self) -> None:
-        if self.backend == "kind":
-            try:
-                exists = cluster.exists(self.name)
-            except LabError:
-                exists = False  # kind or docker is missing; the checks say which
-            checks = doctor.run_checks(cluster_exists=exists)
-        else:
-            checks = doctor.check_tools(("kubectl", "istioctl"))  # an existing cluster: no kind, no docker
-        for check in checks:
-            if check.level == "warning":
-                _say(str(check))
-        errors = [str(c) for c in checks if c.level == "error"]
-        if errors:
-            raise BackendError("the kind backend cannot start (`labkit doctor`):\n  " + "\n  ".join(errors))
-
-    def _install_istio(self) -> None:
-        istiod = self.kube.get("apps/v1", "Deployment", "istiod", "istio-system")
-        if istiod is None or not rollout_complete(istiod):
-            _say("installing Istio (istioctl install, about two minutes)")
-            istio.install(self.target)
-        for name in ("istiod", "istio-ingressgateway"):
-            self.kube.wait_rollout("istio-system", name, timeout=300)
-        problem = istio.skew_problem(*istio.versions(self.target))
-        if problem:
-            _say(f"warning: {problem}")
 
     def addons(self) -> str:
         """Install Prometheus and Kiali from the Istio release's samples/addons; returns Kiali's URL."""
@@ -189,27 +158,9 @@ class KubeLab(Lab):
         return manifests.load(items)
 
     def applied(self) -> list[Resource]:
-        """What is live now: the lab's Istio kinds (authorization, JWT and Telemetry included) and the kinds
-        of cluster-config/apps, in the lab's namespaces, with metadata and spec as the API server holds them
-        (``Lab.reset`` compares the manifests against these)."""
-        kinds = {(r.api_version, r.kind) for r in manifests.load(paths.APPS) if r.kind != "Namespace"}
-        kinds |= {*workloads.LIVE_KINDS, ("security.istio.io/v1", "AuthorizationPolicy")}
-        kinds |= {("security.istio.io/v1", "RequestAuthentication"), ("telemetry.istio.io/v1", "Telemetry")}
-        bodies = []
-        for api_version, kind in sorted(kinds):
-            for ns in scenario.NAMESPACES:
-                try:
-                    items = self.kube.objects(api_version, kind, ns)
-                except BackendError:
-                    break  # this kind is not installed (no Istio CRDs yet): nothing of it is live
-                for o in items:
-                    meta, spec = o["metadata"], o.get("spec", {})
-                    bodies.append({"apiVersion": api_version, "kind": kind, "metadata": meta, "spec": spec})
-        namespaces = [self.kube.get("v1", "Namespace", ns) for ns in scenario.NAMESPACES]
-        bodies += [
-            {"apiVersion": "v1", "kind": "Namespace", "metadata": n["metadata"]} for n in namespaces if n
-        ]
-        return manifests.load(bodies) if bodies else []
+        """What is live now: the lab's kinds in the lab's namespaces, as the API server holds them
+        (``Lab.reset`` compares the manifests against these; workloads.py)."""
+        return workloads.lab_objects(self.kube)
 
     # --- state ----------------------------------------------------------------------------------------------
 
@@ -224,16 +175,8 @@ class KubeLab(Lab):
                 return Status(
                     self.backend, False, problems=[f"kind cluster {self.name} does not exist: run lab.up()"]
                 )
-        try:
-            deployments = workloads.deployments(self.kube)
-        except BackendError as exc:
-            return Status(self.backend, False, problems=[str(exc)])
-        status = Status(self.backend, True, ingress_url=INGRESS_URL if self.backend == "kind" else None)
-        for d in deployments:
-            line, problems = workloads.status(self.kube, d)
-            status.workloads.append(line)
-            status.problems += problems
-        return status
+        ingress_url = INGRESS_URL if self.backend == "kind" else None
+        return workloads.lab_status(self.kube, self.backend, ingress_url)
 
     def promql(self, query: str) -> list[dict[str, Any]]:
         """The query on Istio's Prometheus addon (installed by up()), via the API server's service proxy."""
@@ -249,30 +192,11 @@ class KubeLab(Lab):
     def access_log(self, workload: str, tail: int = 50) -> list[str]:
         """The last ``tail`` access-log lines of ``workload``'s istio-proxy (lines in Istio's TEXT format);
         ``workload`` as ``send`` takes a source (``currency-converter-v1``, ``shop/web``)."""
-        ns, pod = self._proxy_pod(workload)
-        text = self.kube.logs(ns, pod, "istio-proxy", tail=max(tail * 5, 200))
-        return [line for line in text.splitlines() if line.startswith("[")][-tail:]
+        return proxyview.access_log(self.kube, workload, tail)
 
     def proxy_stats(self, workload: str, contains: str = "") -> dict[str, int]:
-        """``workload``'s Envoy counters, as Istio's tasks read them: ``kubectl exec <pod> -c istio-proxy --
-        pilot-agent request GET stats``."""
-        ns, pod = self._proxy_pod(workload)
-        argv = ["kubectl", *self.target.args(), "exec", "-n", ns, pod, "-c", "istio-proxy", "--"]
-        argv += ["pilot-agent", "request", "GET", "stats"]
-        fix = f"check `kubectl get pods -n {ns}` (lab.status()); lab.up() repairs the lab"
-        return envoy_stats(run(argv, env=self.target.env(), timeout=60, fix=fix).stdout, contains)
-
-    def _proxy_pod(self, workload: str) -> tuple[str, str]:
-        """(namespace, pod) of ``workload``'s first pod with an istio-proxy container (the gateway's too)."""
-        found = self._workload(workload)
-        deployment = self.kube.get("apps/v1", "Deployment", found.name, found.namespace) or {}
-        pods = workloads.pods(self.kube, deployment)
-        where = f"deployment/{found.name} ({found.namespace})"
-        if not pods:
-            raise BackendError(f"{where} has no pods", f"`kubectl get pods -n {found.namespace}`")
-        if not has_sidecar(pods[0]):  # the ingress gateway's own container is called istio-proxy too
-            raise BackendError(f"{where} has no sidecar, so no proxy to read", "see lab.status()")
-        return found.namespace, pods[0]["metadata"]["name"]
+        """``workload``'s Envoy counters, as Istio's tasks read them (``pilot-agent request GET stats``)."""
+        return proxyview.proxy_stats(self.kube, self.target, workload, contains)
 
     # --- Istio's view ---------------------------------------------------------------------------------------
 
@@ -286,17 +210,7 @@ class KubeLab(Lab):
         """``{subset: weight}`` for ``service`` (its first port, as on the local backend) as ``source``'s
         sidecar holds them: the VirtualService reached the proxy. Any workload with a sidecar can be
         ``source`` (``shop/web``, ``web``), any Service and port the route of."""
-        svc = self.kube.get("v1", "Service", service, namespace) or {}
-        ports = (svc.get("spec") or {}).get("ports") or []
-        if not ports:
-            raise LabError(
-                f"no Service {service!r} with a port in namespace {namespace!r}",
-                f"check the name (`kubectl get services -n {namespace}`), or apply the Service first",
-            )
-        workload = self._workload(source)
-        pod = workloads.first_pod(self.kube, workload.namespace, workload.name)
-        fqdn = service_fqdn(service, namespace)
-        return istio.route_weights(self.target, pod, workload.namespace, fqdn, int(ports[0]["port"]))
+        return proxyview.route_weights(self.kube, self.target, source, service, namespace)
 
     def set_weights(
         self,
@@ -310,43 +224,20 @@ class KubeLab(Lab):
         """Apply the canary split (either API), then wait until the client's proxy holds it (``proxy-config
         routes``)."""
         changes = super().set_weights(service, namespace, api=api, port=port, **weights)
-        wanted = {subset: w for subset, w in weights.items() if w}
-        deadline = time.monotonic() + PROPAGATION_TIMEOUT
-        while True:
-            held = {subset: w for subset, w in self.route_weights(service, namespace).items() if w}
-            if held == wanted:
-                return changes
-            if time.monotonic() > deadline:
-                _say(
-                    f"warning: after {PROPAGATION_TIMEOUT:g}s the client's proxy still routes {held}, not "
-                    f"{wanted}. What to do: check lab.analyze() and `istioctl proxy-status`"
-                )
-                return changes
-            time.sleep(1)
+        proxyview.wait_for_weights(lambda: self.route_weights(service, namespace), weights, _say)
+        return changes
 
     def mtls_mode(
         self, workload: str = "currency-converter-v1", namespace: str = scenario.NAMESPACE
     ) -> str | None:
         """The workload mTLS mode (STRICT/PERMISSIVE) ``istioctl x describe pod`` reports for ``workload``
         (a Deployment name in ``namespace``, or ``namespace/name``)."""
-        ns, _, name = workload.rpartition("/")
-        ns = ns or namespace
-        return istio.mtls_mode(self.target, workloads.first_pod(self.kube, ns, name), ns)
+        return proxyview.mtls_mode(self.kube, self.target, workload, namespace)
 
     def pod_urls(self, workload: str, namespace: str = scenario.NAMESPACE) -> list[str]:
-        """Each pod IP with each port its app containers declare (the sidecar's own ports left out): a dial
-        there lands in the pod's sidecar through Istio's iptables capture, as the app never sees it."""
-        deployment = self.kube.get("apps/v1", "Deployment", workload, namespace)
-        if deployment is None:
-            raise LabError(f"no Deployment {workload!r} in namespace {namespace!r}", "check the name")
-        return [
-            f"http://{pod['status']['podIP']}:{port['containerPort']}/"
-            for pod in workloads.pods(self.kube, deployment)
-            if (pod.get("status") or {}).get("podIP")
-            for container in pod["spec"]["containers"]
-            if container["name"] != "istio-proxy"
-            for port in container.get("ports") or []
-        ]
+        """Each pod IP with each port its app containers declare: a dial there lands in the pod's sidecar
+        through Istio's iptables capture (workloads.py)."""
+        return workloads.pod_urls(self.kube, workload, namespace)
 
     def proxy_status(self) -> list[ProxyStatus]:
         """``istioctl proxy-status``, parsed: each proxy's CDS/LDS/EDS/RDS/ECDS state (SYNCED, STALE ...)."""
@@ -355,12 +246,7 @@ class KubeLab(Lab):
     def proxy_config(self, workload: str, what: str = "routes") -> Any:
         """What ``workload``'s proxy runs (``istioctl proxy-config <what> <pod>.<ns> -o json``), parsed:
         ``workload`` is a lesson alias, ``namespace/name`` or a unique Deployment name."""
-        if what not in PROXY_CONFIG:
-            raise LabError(f"proxy_config cannot show {what!r}", f"choose one of: {', '.join(PROXY_CONFIG)}")
-        found = self._workload(workload)
-        return istio.proxy_config(
-            self.target, workloads.first_pod(self.kube, found.namespace, found.name), found.namespace, what
-        )
+        return proxyview.proxy_config(self.kube, self.target, workload, what)
 
     def _workload(self, source: str) -> podtraffic.Workload:
         return podtraffic.find_workload(self.kube, source)

@@ -5,57 +5,45 @@ Istio YAML as the kind backend.
 Everything a new Python kernel needs to find the lab lives in the state folder (``labkit.state.LocalState``):
 the ports (allocated once, ports.py), the CA, pidfiles, logs, the Envoy config and the applied resources.
 ``up()`` reconciles (supervisor.py): it keeps healthy processes, restarts dead or outdated ones, and rewrites
-the Envoy config files that changed. Every change to the applied state holds the state folder's lock, so two
-kernels applying at once both land. Who sends and how a request finds its way: resolve.py.
+the Envoy config files that changed. Every change to the applied state (applied.py) holds the state folder's
+lock, so two kernels applying at once both land. Who sends and how a request finds its way: resolve.py.
+
+``LocalLab`` keeps the lab's lifecycle and the apply and delete of changes; what it observes is one call into
+the engine that owns it: the supervisor (status, proxy-status, listening ports), telemetry (metrics, access
+logs) and proxyview (what an Envoy runs).
 """
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
 import itertools
-import json
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-import yaml
-
-from labkit import manifests, metrics, paths
+from labkit import metrics
 from labkit.errors import BackendError, LabError, UnsupportedError
-from labkit.files import write_atomic
 from labkit.lab import Lab, show
+from labkit.local import applied as applied_state
 from labkit.local import capacity, envoy, podfields, prometheus, proxyview, resolve, telemetry
+from labkit.local.applied import is_mesh_config, mesh_config
 from labkit.local.ca import LocalCA
 from labkit.local.httproute import with_status
 from labkit.local.ports import Ports, release
 from labkit.local.prometheus import Prometheus
-from labkit.local.supervisor import ISTIOD, Supervisor, app_name, envoy_name
+from labkit.local.supervisor import Supervisor, envoy_name
 from labkit.local.supported import SCHEMAS, check_supported
 from labkit.local.topology import KUBE_KINDS, Topology, build_topology, ensure_gateway_port
 from labkit.local.translate import ProxyConfig, ensure_ports, route_status, translate
-from labkit.local.xds import sync
 from labkit.local.xds.sync import SyncError
-from labkit.manifests import Resource
 from labkit.mesh import MeshSettings, load_mesh_settings
-from labkit.meshmodel import is_istio
 from labkit.scenario import NAMESPACE, SERVICE
 from labkit.state import LocalState
-from labkit.status import Change, ProxyStatus, Status, WorkloadStatus
+from labkit.status import Change, ProxyStatus, Status
 
 if TYPE_CHECKING:
     from labkit.local.topology import Proxy
+    from labkit.manifests import Resource
     from labkit.metrics import RequestCount
     from labkit.traffic import Resolver
-
-_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when present: re-read on every apply
-
-
-def _is_istio(res: Resource) -> bool:
-    """Mesh configuration, applied live: Istio's APIs and the Gateway API (translated like them), and the
-    Secrets a Gateway's credentialName names (read live by istiod too: local/credentials.py)."""
-    secret = (res.group, res.kind) == ("", "Secret")
-    return is_istio(res.group) or res.group == "gateway.networking.k8s.io" or secret
 
 
 class _Plan(NamedTuple):
@@ -86,32 +74,11 @@ class LocalLab(Lab):
 
     def _applied(self) -> list[Resource]:
         """Resources applied on top of cluster-config/apps: Istio config, and edited Kubernetes objects."""
-        if not self.files.applied.is_file():
-            return []
-        entries = yaml.load(self.files.applied.read_text(), Loader=_Loader) or []
-        return [Resource(body=e["body"], source=e["source"], index=e["index"]) for e in entries]
+        return applied_state.load(self.files.applied)
 
     def _save_applied(self, resources: list[Resource]) -> None:
-        entries = [{"source": r.source, "index": r.index, "body": r.body} for r in resources]
-        write_atomic(self.files.applied, yaml.safe_dump(entries, sort_keys=False))
+        applied_state.save(self.files.applied, resources)
         self._topo_stamp = self._stamp()  # the cached topology already matches what was saved
-
-    def _apps(self, applied: list[Resource]) -> list[Resource]:
-        """cluster-config/apps/*.yaml, with the Kubernetes objects a trainee re-applied replacing theirs."""
-        by_key = {r.key: r for r in manifests.load(paths.APPS)}
-        by_key.update({r.key: r for r in applied if not _is_istio(r)})
-        return list(by_key.values())
-
-    def _validate_apps(self, apps: list[Resource]) -> None:
-        """Validate the apps, skipping it when exactly these were validated before (validation is slow)."""
-        digest = hashlib.sha256(json.dumps([r.body for r in apps], sort_keys=True).encode()).hexdigest()
-        marker = self.files.apps_validated
-        if marker.is_file() and marker.read_text() == digest:
-            return
-        from labkit import validation  # imported on first use: loading its schemas takes seconds
-
-        validation.check(apps)
-        write_atomic(marker, digest)
 
     def _topology(self, apps: list[Resource], istio: list[Resource]) -> tuple[Topology, Ports, bool]:
         """The topology with its persisted ports (ports.py), plus listener ports the applied ``istio`` objects
@@ -139,7 +106,7 @@ class LocalLab(Lab):
             return None
         if self._topo is None or self._topo_stamp != self._stamp():
             applied = self._applied()
-            topo, ports, added = self._topology(self._apps(applied), [r for r in applied if _is_istio(r)])
+            topo, ports, added = self._topology(applied_state.apps(applied), mesh_config(applied))
             if added:
                 with self.files.lock():
                     ports.save(topo)
@@ -172,9 +139,9 @@ class LocalLab(Lab):
         """Build, translate and check the lab ``applied`` describes (Envoy present, apps valid, capacity),
         changing nothing."""
         envoy.binary()  # fail first, with the fix, when Envoy is missing
-        apps = self._apps(applied)
-        self._validate_apps(apps)
-        istio = [r for r in applied if _is_istio(r)]
+        apps = applied_state.apps(applied)
+        applied_state.validate_apps(apps, self.files.apps_validated)
+        istio = mesh_config(applied)
         topo, ports, _ = self._topology(apps, istio)
         configs = translate(istio, topo, self._mesh_settings())
         capacity.check(topo, self._procs.alive(), self.limits)
@@ -216,13 +183,13 @@ class LocalLab(Lab):
         """The apps and the applied Istio objects, minus those ``incoming`` replaces (for analysis)."""
         applied = self._applied()
         keys = {r.key for r in incoming}
-        return [r for r in self._apps(applied) + [r for r in applied if _is_istio(r)] if r.key not in keys]
+        return [r for r in applied_state.running(applied) if r.key not in keys]
 
     def _check_capabilities(self, resources: list[Resource], deleting: bool = False) -> None:
         """Refuse, by name, valid Kubernetes kinds and Istio fields the local backend does not run, and the
         deletion of an app (the lab always runs cluster-config/apps)."""
         for res in resources:
-            if _is_istio(res):
+            if is_mesh_config(res):
                 continue
             if deleting:
                 raise UnsupportedError(
@@ -238,7 +205,7 @@ class LocalLab(Lab):
                     where=res.where,
                 )
         if not deleting:
-            check_supported([r for r in resources if _is_istio(r)])
+            check_supported(mesh_config(resources))
             ignored = podfields.note(resources)  # accepted, and said once (labkit/local/podfields.py)
             if ignored:
                 show(ignored)
@@ -255,7 +222,7 @@ class LocalLab(Lab):
         self._require_up()
         with self.files.lock():  # read-modify-write of the applied state: one kernel at a time
             applied = self._applied()
-            current = {r.key: r for r in self._apps(applied) + [r for r in applied if _is_istio(r)]}
+            current = {r.key: r for r in applied_state.running(applied)}
             changes, updated = [], {r.key: r for r in applied}
             for res in resources:
                 old = current.get(res.key)
@@ -266,9 +233,8 @@ class LocalLab(Lab):
             if all(c.action == "unchanged" for c in changes):
                 return changes
             new_applied = list(updated.values())
-            if any(
-                not _is_istio(r) and c.action != "unchanged" for r, c in zip(resources, changes, strict=True)
-            ):
+            pairs = zip(resources, changes, strict=True)
+            if any(not is_mesh_config(r) and c.action != "unchanged" for r, c in pairs):
                 plan = self._plan(new_applied)  # refused here (capacity, unsupported) with nothing changed
                 self._save_applied(new_applied)
                 try:
@@ -306,7 +272,7 @@ class LocalLab(Lab):
 
     def _write_config(self, applied: list[Resource]) -> None:
         topo = self._require_up()
-        istio = [r for r in applied if _is_istio(r)]
+        istio = mesh_config(applied)
         ensure_ports(istio, topo, itertools.count(1).__next__)  # new listeners: numbers from Ports.assign
         ports = Ports(self.files.ports)
         if ports.assign(topo):
@@ -317,67 +283,33 @@ class LocalLab(Lab):
             if not topo.update_readiness():
                 break
 
-    # --- observing -----------------------------------------------------------------------------------------
+    # --- observing: each call asks the engine that owns the answer ------------------------------------------
 
     def status(self) -> Status:
         """Workloads with ready counts (ready while its processes live), the ingress URL, problems."""
         topo = self._current()
-        recs = {r.name: r for r in self._procs.records()}
-        if topo is None or not recs:
-            return Status(self.backend, up=False)
-        alive = self._procs.alive()
-        problems = []
-        for name in [app_name(i) for i in topo.instances] + [envoy_name(p) for p in topo.proxies.values()]:
-            if name not in alive:
-                rec = recs.get(name)
-                what = f"process {rec.pid} is not running" if rec else "was never started"
-                problems.append(f"{name}: {what} (log: {self.files.log(name)}); lab.up() restarts it")
-        problems += self._procs.control_plane_problems()
-        workloads = []
-        for wl in topo.workloads:
-            insts = [i for i in topo.instances if i.workload is wl]
-            ready = sum(
-                app_name(i) in alive and (i.proxy is None or envoy_name(i.proxy) in alive) and topo.probe(i)
-                for i in insts
-            )
-            workloads.append(
-                WorkloadStatus(wl.name, wl.namespace, wl.version, wl.replicas, ready, wl.injected)
-            )
-        gw = topo.gateway
-        gw_ready = int(envoy_name(gw) in alive)
-        workloads.append(WorkloadStatus(gw.workload, gw.namespace, None, 1, gw_ready, False, "(gateway)"))
-        port = gw.gateway_ports.get(80) or next(iter(gw.gateway_ports.values()), None)
-        return Status(
-            self.backend,
-            up=bool(alive),
-            workloads=workloads,
-            ingress_url=f"http://127.0.0.1:{port}" if port else None,
-            problems=problems,
-        )
+        return Status(self.backend, up=False) if topo is None else self._procs.status(topo, self.backend)
 
     def applied(self) -> list[Resource]:
         """What runs now: cluster-config/apps with the trainee's edits, then the applied Istio objects."""
-        applied = self._applied()
-        return self._apps(applied) + [r for r in applied if _is_istio(r)]
+        return applied_state.running(self._applied())
 
     def get(self, kind: str, namespace: str | None = None) -> list[Resource]:
         """The objects of ``kind`` the lab runs (apps and applied), like ``kubectl get``: ``kind`` as kubectl
         takes it (VirtualService, virtualservices, vs); every namespace when ``namespace`` is None."""
         applied = self._applied()
-        objects = self.applied()
+        objects = applied_state.running(applied)
         wanted = resolve.kind(kind, KUBE_KINDS | set(SCHEMAS) | {"HTTPRoute"} | {r.kind for r in objects})
         found = [r for r in objects if r.kind == wanted and namespace in (None, r.namespace)]
         # Gateway API objects carry the status istiod writes on them (Accepted, ResolvedRefs ...)
-        status = route_status([r for r in applied if _is_istio(r)], self._require_up(), self._mesh_settings())
+        status = route_status(mesh_config(applied), self._require_up(), self._mesh_settings())
         return sorted(with_status(found, status), key=lambda r: (r.namespace, r.name))
-
-    def _live_proxies(self, topo: Topology) -> list[Proxy]:
-        live = self._procs.alive()
-        return [p for p in topo.proxies.values() if envoy_name(p) in live]
 
     def metrics(self) -> list[RequestCount]:
         """``istio_requests_total`` from every running proxy (reporter source and destination)."""
-        return telemetry.requests_total(self._live_proxies(self._require_up()))
+        topo = self._require_up()
+        live = self._procs.alive()
+        return telemetry.requests_total(p for p in topo.proxies.values() if envoy_name(p) in live)
 
     def promql(self, query: str) -> list[dict[str, Any]]:
         """Run ``query`` on the lab's Prometheus (started on first use; labkit/local/prometheus.py)."""
@@ -388,39 +320,19 @@ class LocalLab(Lab):
         return Prometheus(self.files).ensure(list(self._require_up().proxies.values()))
 
     def access_log(self, workload: str, tail: int = 50) -> list[str]:
-        """The last ``tail`` lines of ``workload``'s proxy access log (all its replicas, in time order).
-
-        Envoy flushes file logs every ``envoy.FLUSH_INTERVAL_MS``; this waits two intervals first, so requests
-        that were already answered are in the file."""
-        topo = self._require_up()
-        proxies = [p for p in topo.proxies.values() if workload in (p.workload, p.id)]
-        if not proxies:
-            known = sorted({p.workload for p in topo.proxies.values()})
-            raise LabError(
-                f"no proxy for workload {workload!r} (workloads without a sidecar have no access log); "
-                f"choose one of: {', '.join(known)}"
-            )
-        time.sleep(2 * envoy.FLUSH_INTERVAL_MS / 1000)
-        lines = [line for p in proxies for line in telemetry.tail(Path(p.access_log), tail)]
-        return sorted(lines)[-tail:] if len(proxies) > 1 else lines
+        """The last ``tail`` lines of ``workload``'s proxy access log (all its replicas, in time order); it
+        waits for Envoy's log flush first (telemetry.py)."""
+        return telemetry.access_log(self._require_up(), workload, tail)
 
     def resolver(self, source: str) -> Resolver:
         """How ``source`` (a workload, ``namespace/workload``, an alias, "ingress") reaches a URL."""
         return resolve.resolver(self._require_up(), source)
 
-    # --- what Envoy runs -----------------------------------------------------------------------------------
+    # --- what Envoy runs (proxyview.py reads it from the admin API) ----------------------------------------
 
     def _proxy(self, workload: str) -> Proxy:
         """The (first) Envoy of ``workload``; an error when it has none."""
-        topo = self._require_up()
-        found = resolve.proxies(topo, workload)
-        if not found:
-            raise LabError(
-                f"workload {workload!r} has no sidecar, so no Envoy config to show",
-                "pick an injected workload (lab.status() shows +sidecar), or label its namespace "
-                "istio-injection=enabled",
-            )
-        return found[0]
+        return proxyview.sidecar(self._require_up(), workload)
 
     def proxy_config(self, workload: str, what: str = "routes") -> list[dict[str, Any]]:
         """What ``workload``'s Envoy runs (routes, clusters, listeners, endpoints, secrets), from its admin
@@ -428,13 +340,9 @@ class LocalLab(Lab):
         return proxyview.proxy_config(self._proxy(workload), what)
 
     def proxy_status(self) -> list[ProxyStatus]:
-        """Each proxy's sync state with the lab's istiod (labkit/local/xds/sync.py), like ``istioctl
-        proxy-status``."""
+        """Each proxy's sync state with the lab's istiod, like ``istioctl proxy-status``."""
         self._require_up()
-        rows = sync.status(self.state, self._procs.snapshot())
-        if ISTIOD not in self._procs.alive():  # what it last wrote is no news: nobody is connected now
-            rows = [dataclasses.replace(r, connected=False) for r in rows]
-        return rows
+        return self._procs.proxy_status()
 
     def proxy_stats(self, workload: str, contains: str = "") -> dict[str, int]:
         """``workload``'s Envoy counters whose names contain ``contains``, from its admin ``/stats``."""
@@ -444,25 +352,13 @@ class LocalLab(Lab):
         self, service: str = SERVICE, namespace: str = NAMESPACE, source: str = "client"
     ) -> dict[str, int]:
         """``{subset: weight}`` as ``source``'s sidecar holds them for ``service`` (its first port)."""
-        topo = self._require_up()
-        svc = next((s for s in topo.services if (s.name, s.namespace) == (service, namespace)), None)
-        if svc is None or not svc.ports:
-            raise LabError(f"no Service {service!r} with a port in namespace {namespace!r}")
-        return proxyview.route_weights(self.proxy_config(source, "routes"), svc.fqdn, svc.ports[0].port)
+        return proxyview.service_route_weights(self._require_up(), source, service, namespace)
 
     def pod_urls(self, workload: str, namespace: str = NAMESPACE) -> list[str]:
-        """The TCP ports the processes of ``workload`` (its apps and sidecars) really listen on, read from the
-        OS as ``ss -ltnp`` shows them: behind a sidecar only its inbound listeners; the app's own socket and
-        the admin and outbound sockets are Unix sockets only the lab's user may open."""
-        topo = self._require_up()
-        found = resolve.workload(topo, f"{namespace}/{workload}")
-        insts = [i for i in topo.instances if i.workload is found]
-        names = [app_name(i) for i in insts] + [envoy_name(i.proxy) for i in insts if i.proxy is not None]
-        return [f"http://127.0.0.1:{port}/" for port in self._procs.listening(names)]
+        """The 127.0.0.1 TCP ports ``workload``'s processes really listen on (supervisor.py)."""
+        return self._procs.pod_urls(self._require_up(), f"{namespace}/{workload}")
 
     def mtls_mode(self, workload: str, namespace: str = NAMESPACE) -> str | None:
         """The inbound mTLS mode (STRICT, PERMISSIVE, DISABLE) ``workload``'s sidecar enforces; None
         without a sidecar."""
-        topo = self._require_up()
-        found = resolve.proxies(topo, f"{namespace}/{workload}")
-        return proxyview.mtls_mode(proxyview.proxy_config(found[0], "listeners")) if found else None
+        return proxyview.workload_mtls_mode(self._require_up(), f"{namespace}/{workload}")

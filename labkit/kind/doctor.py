@@ -15,7 +15,7 @@ import yaml
 
 from labkit import paths
 from labkit.command import run
-from labkit.errors import CommandError, LabError, ToolNotFoundError
+from labkit.errors import BackendError, CommandError, LabError, ToolNotFoundError
 from labkit.kind import cluster, gatewayapi, images, istio, tools
 from labkit.versions import GATEWAY_API_VERSION, ISTIO_MINOR, K8S_SUPPORTED  # the one place for versions
 
@@ -290,6 +290,25 @@ def run_checks(*, cluster_exists: bool) -> list[Check]:
         else:
             checks.append(Check("ok", f"kind cluster {cluster.NAME} publishes the lab's ports"))
     return checks
+
+
+def preflight(mode: str, name: str, say: Callable[[str], None]) -> None:
+    """What ``up()`` checks before it changes anything: every check in kind mode; in kube mode (an existing
+    cluster: no kind, no docker) only kubectl and istioctl. Warnings are said; errors stop it, all named."""
+    if mode == "kind":
+        try:
+            exists = cluster.exists(name)
+        except LabError:
+            exists = False  # kind or docker is missing; the checks say which
+        checks = run_checks(cluster_exists=exists)
+    else:
+        checks = check_tools(("kubectl", "istioctl"))
+    for check in checks:
+        if check.level == "warning":
+            say(str(check))
+    errors = [str(c) for c in checks if c.level == "error"]
+    if errors:
+        raise BackendError("the kind backend cannot start (`labkit doctor`):\n  " + "\n  ".join(errors))
 
 
 def main(args: argparse.Namespace | None = None) -> int:

@@ -1,5 +1,6 @@
-"""Istio through istioctl: install, version skew, ``analyze`` findings, route weights as the proxy holds them,
-the mTLS mode a pod gets, and where the release's ``samples/addons`` (Prometheus, Kiali) live."""
+"""Istio through istioctl: install (unless it runs), version skew, ``analyze`` findings, route weights as the
+proxy holds them, the mTLS mode a pod gets, and where the release's ``samples/addons`` (Prometheus, Kiali)
+live."""
 
 from __future__ import annotations
 
@@ -7,17 +8,22 @@ import contextlib
 import json
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from labkit import paths, state
 from labkit.command import run, which
 from labkit.errors import LabError
 from labkit.kind import images
 from labkit.kind.commands import Target
+from labkit.kind.k8s import rollout_complete
 from labkit.meshmodel import weighted_version
 from labkit.status import ProxyStatus
 from labkit.versions import ISTIO_MINOR
+
+if TYPE_CHECKING:
+    from labkit.kind.kube import Kube
 
 ADDONS = ("prometheus.yaml", "kiali.yaml")
 
@@ -28,6 +34,20 @@ def install(target: Target) -> None:
     argv += images.install_args()  # the pinned images, the ones pre-pull mode loaded into the nodes
     fix = "see istioctl's output above; `kubectl get pods -n istio-system` shows Pending or failing pods"
     run(argv + target.args(), env=target.env(), timeout=900, fix=fix)
+
+
+def ensure_installed(kube: Kube, target: Target, say: Callable[[str], None]) -> None:
+    """Install Istio unless istiod has rolled out already (a second ``up()`` keeps it), wait for istiod and
+    the ingress gateway, and warn when istioctl and the control plane are versions apart."""
+    istiod = kube.get("apps/v1", "Deployment", "istiod", "istio-system")
+    if istiod is None or not rollout_complete(istiod):
+        say("installing Istio (istioctl install, about two minutes)")
+        install(target)
+    for name in ("istiod", "istio-ingressgateway"):
+        kube.wait_rollout("istio-system", name, timeout=300)
+    problem = skew_problem(*versions(target))
+    if problem:
+        say(f"warning: {problem}")
 
 
 def versions(target: Target) -> tuple[str, list[str]]:

@@ -1,15 +1,18 @@
 """What the cluster runs: the Deployments outside the system namespaces, their pods, whether each pod has the
-sidecar its namespace asks for (and the repair), one status line each; and the live objects other objects
-refer to."""
+sidecar its namespace asks for (and the repair), one status line each and the lab's status from them; the
+live objects other objects refer to, and the lab's own objects as the API server holds them (``Lab.reset``
+compares the manifests against those)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
-from labkit.errors import BackendError
+from labkit import manifests, paths, scenario
+from labkit.errors import BackendError, LabError
 from labkit.kind.k8s import has_sidecar, rollout_complete
 from labkit.kind.kube import Kube
-from labkit.status import WorkloadStatus
+from labkit.manifests import Resource
+from labkit.status import Status, WorkloadStatus
 
 #: Namespaces of the cluster's own machinery (kind's storage provisioner, Istio, Kubernetes): not workloads.
 SYSTEM_NAMESPACES = frozenset(
@@ -47,6 +50,27 @@ def live_objects(kube: Kube) -> list[dict]:
             spec = obj.get("spec", {})
             bodies.append({"apiVersion": api_version, "kind": kind, "metadata": meta, "spec": spec})
     return bodies
+
+
+def lab_objects(kube: Kube) -> list[Resource]:
+    """What is live now: the lab's Istio kinds (authorization, JWT and Telemetry included) and the kinds
+    of cluster-config/apps, in the lab's namespaces, with metadata and spec as the API server holds them."""
+    kinds = {(r.api_version, r.kind) for r in manifests.load(paths.APPS) if r.kind != "Namespace"}
+    kinds |= {*LIVE_KINDS, ("security.istio.io/v1", "AuthorizationPolicy")}
+    kinds |= {("security.istio.io/v1", "RequestAuthentication"), ("telemetry.istio.io/v1", "Telemetry")}
+    bodies = []
+    for api_version, kind in sorted(kinds):
+        for ns in scenario.NAMESPACES:
+            try:
+                items = kube.objects(api_version, kind, ns)
+            except BackendError:
+                break  # this kind is not installed (no Istio CRDs yet): nothing of it is live
+            for o in items:
+                meta, spec = o["metadata"], o.get("spec", {})
+                bodies.append({"apiVersion": api_version, "kind": kind, "metadata": meta, "spec": spec})
+    namespaces = [kube.get("v1", "Namespace", ns) for ns in scenario.NAMESPACES]
+    bodies += [{"apiVersion": "v1", "kind": "Namespace", "metadata": n["metadata"]} for n in namespaces if n]
+    return manifests.load(bodies) if bodies else []
 
 
 def deployments(kube: Kube) -> list[dict]:
@@ -121,3 +145,34 @@ def status(kube: Kube, deployment: dict) -> tuple[WorkloadStatus, list[str]]:
         detail="" if done else "(rolling out)",
     )
     return line, problems
+
+
+def lab_status(kube: Kube, backend: str, ingress_url: str | None) -> Status:
+    """Every app Deployment's readiness and sidecar, and each problem with what to do; not up when the API
+    server does not answer."""
+    try:
+        found = deployments(kube)
+    except BackendError as exc:
+        return Status(backend, False, problems=[str(exc)])
+    lab = Status(backend, True, ingress_url=ingress_url)
+    for d in found:
+        line, problems = status(kube, d)
+        lab.workloads.append(line)
+        lab.problems += problems
+    return lab
+
+
+def pod_urls(kube: Kube, workload: str, namespace: str) -> list[str]:
+    """Each pod IP with each port its app containers declare (the sidecar's own ports left out): a dial
+    there lands in the pod's sidecar through Istio's iptables capture, as the app never sees it."""
+    deployment = kube.get("apps/v1", "Deployment", workload, namespace)
+    if deployment is None:
+        raise LabError(f"no Deployment {workload!r} in namespace {namespace!r}", "check the name")
+    return [
+        f"http://{pod['status']['podIP']}:{port['containerPort']}/"
+        for pod in pods(kube, deployment)
+        if (pod.get("status") or {}).get("podIP")
+        for container in pod["spec"]["containers"]
+        if container["name"] != "istio-proxy"
+        for port in container.get("ports") or []
+    ]

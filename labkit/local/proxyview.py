@@ -6,6 +6,9 @@ statuses of ``/clusters?format=json`` for endpoints. Field names stay Envoy's ow
 Secrets: local sidecars read their certificates from files (no SDS), so ``/config_dump`` has no secrets
 section; ``/certs`` reports the certificates Envoy loaded (SPIFFE URI SAN, serial, expiry), which is what
 ``istioctl proxy-config secret`` is used to check.
+
+A workload is named as ``lab.send`` takes a source (resolve.py); which Service and port a route is read for
+comes from the topology, so ``lab.route_weights`` asks the same route config a request to that Service takes.
 """
 
 from __future__ import annotations
@@ -14,11 +17,11 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from labkit.errors import LabError
-from labkit.local import envoy
+from labkit.local import envoy, resolve
 from labkit.meshmodel import weighted_version
 
 if TYPE_CHECKING:
-    from labkit.local.topology import Proxy
+    from labkit.local.topology import Proxy, Topology
 
 ADMIN_TYPE = "type.googleapis.com/envoy.admin.v3."
 #: What ``proxy_config`` can show: the ``/config_dump`` sections, then what other admin endpoints report.
@@ -28,6 +31,33 @@ SECTIONS = {
     "listeners": "ListenersConfigDump",
 }
 KINDS = (*SECTIONS, "endpoints", "secrets")
+
+
+def sidecar(topo: Topology, workload: str) -> Proxy:
+    """The (first) Envoy of ``workload``; an error saying what to do when it has none."""
+    found = resolve.proxies(topo, workload)
+    if not found:
+        raise LabError(
+            f"workload {workload!r} has no sidecar, so no Envoy config to show",
+            "pick an injected workload (lab.status() shows +sidecar), or label its namespace "
+            "istio-injection=enabled",
+        )
+    return found[0]
+
+
+def service_route_weights(topo: Topology, source: str, service: str, namespace: str) -> dict[str, int]:
+    """``{subset: weight}`` as ``source``'s sidecar holds them for ``service`` (its first port)."""
+    svc = next((s for s in topo.services if (s.name, s.namespace) == (service, namespace)), None)
+    if svc is None or not svc.ports:
+        raise LabError(f"no Service {service!r} with a port in namespace {namespace!r}")
+    routes = proxy_config(sidecar(topo, source), "routes")
+    return route_weights(routes, svc.fqdn, svc.ports[0].port)
+
+
+def workload_mtls_mode(topo: Topology, workload: str) -> str | None:
+    """The inbound mTLS mode ``workload``'s (first) sidecar enforces; None without a sidecar."""
+    found = resolve.proxies(topo, workload)
+    return mtls_mode(proxy_config(found[0], "listeners")) if found else None
 
 
 def proxy_config(proxy: Proxy, what: str) -> list[dict[str, Any]]:

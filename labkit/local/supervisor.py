@@ -1,6 +1,7 @@
 """Process supervision for the local lab: what should run for a topology (the control plane, an app process
 per instance, an Envoy per proxy), keeping what runs as wanted and restarting the rest, and waiting until
-everything is ready and every proxy ACKed its config.
+everything is ready and every proxy ACKed its config. What runs is also read here, for ``lab.status()``,
+``lab.proxy_status()`` and ``lab.pod_urls()``: the pidfiles and the OS are the truth, not what was wanted.
 
 Every process is known by a name (``istiod``, ``app.<ns>.<instance>``, ``envoy.<proxy id>``) that also names
 its pidfile and its log, and by a spec (a fingerprint of its command, environment and bootstrap): a running
@@ -9,6 +10,7 @@ process whose wanted spec changed is restarted, any other is kept.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import json
@@ -27,10 +29,11 @@ import yaml
 from labkit import paths
 from labkit.errors import LabError
 from labkit.files import write_atomic
-from labkit.local import downward, envoy, ports, processes, standin, telemetry
+from labkit.local import downward, envoy, ports, processes, resolve, standin, telemetry
 from labkit.local.ports import check_free
 from labkit.local.xds import snapshot, sync
 from labkit.state import LocalState, safe_name
+from labkit.status import ProxyStatus, Status, WorkloadStatus
 
 if TYPE_CHECKING:
     from labkit.local.topology import Instance, Proxy, Topology
@@ -275,6 +278,59 @@ class Supervisor:
                 "would not bind; stop it, or lab.down() and delete ports.json for new ports"
             )
         return problems
+
+    def status(self, topo: Topology, backend: str) -> Status:
+        """Workloads with ready counts (ready while its processes live and its readiness probe passes), the
+        ingress URL, and each problem with what to do."""
+        recs = {r.name: r for r in self.records()}
+        if not recs:
+            return Status(backend, up=False)
+        alive = self.alive()
+        problems = []
+        for name in [app_name(i) for i in topo.instances] + [envoy_name(p) for p in topo.proxies.values()]:
+            if name not in alive:
+                rec = recs.get(name)
+                what = f"process {rec.pid} is not running" if rec else "was never started"
+                problems.append(f"{name}: {what} (log: {self.state.log(name)}); lab.up() restarts it")
+        problems += self.control_plane_problems()
+        workloads = []
+        for wl in topo.workloads:
+            insts = [i for i in topo.instances if i.workload is wl]
+            ready = sum(
+                app_name(i) in alive and (i.proxy is None or envoy_name(i.proxy) in alive) and topo.probe(i)
+                for i in insts
+            )
+            workloads.append(
+                WorkloadStatus(wl.name, wl.namespace, wl.version, wl.replicas, ready, wl.injected)
+            )
+        gw = topo.gateway
+        gw_ready = int(envoy_name(gw) in alive)
+        workloads.append(WorkloadStatus(gw.workload, gw.namespace, None, 1, gw_ready, False, "(gateway)"))
+        port = gw.gateway_ports.get(80) or next(iter(gw.gateway_ports.values()), None)
+        return Status(
+            backend,
+            up=bool(alive),
+            workloads=workloads,
+            ingress_url=f"http://127.0.0.1:{port}" if port else None,
+            problems=problems,
+        )
+
+    def proxy_status(self) -> list[ProxyStatus]:
+        """Each proxy's sync state as istiod last wrote it (labkit/local/xds/sync.py); all disconnected
+        when istiod is not running (what it last wrote is no news: nobody is connected now)."""
+        rows = sync.status(self.state.root, self.snapshot())
+        if ISTIOD not in self.alive():
+            rows = [dataclasses.replace(r, connected=False) for r in rows]
+        return rows
+
+    def pod_urls(self, topo: Topology, workload: str) -> list[str]:
+        """The TCP ports the processes of ``workload`` (its apps and sidecars) really listen on, read from the
+        OS as ``ss -ltnp`` shows them: behind a sidecar only its inbound listeners; the app's own socket and
+        the admin and outbound sockets are Unix sockets only the lab's user may open."""
+        found = resolve.workload(topo, workload)
+        insts = [i for i in topo.instances if i.workload is found]
+        names = [app_name(i) for i in insts] + [envoy_name(i.proxy) for i in insts if i.proxy is not None]
+        return [f"http://127.0.0.1:{port}/" for port in self.listening(names)]
 
     def log_tail(self, name: str) -> str:
         log = self.state.log(name)

@@ -3,7 +3,7 @@
 The translator has every proxy count requests with Envoy's stats access logger as
 ``envoy_istiolocal_requests_total{reporter=..., ...}``; here it gets Istio's name back. Envoy writes file
 access logs from a buffer flushed every ``envoy.FLUSH_INTERVAL_MS``, so a line shows up that long after its
-request: ``LocalLab.access_log`` sleeps two intervals before reading; ``wait_for_lines`` re-reads until an
+request: ``access_log`` sleeps two intervals before reading; ``wait_for_lines`` re-reads until an
 expected line is there, for callers (the tests) that know what they wait for.
 """
 
@@ -17,11 +17,12 @@ from typing import TYPE_CHECKING
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from labkit.errors import LabError
 from labkit.local import envoy
 from labkit.metrics import RequestCount
 
 if TYPE_CHECKING:
-    from labkit.local.topology import Proxy
+    from labkit.local.topology import Proxy, Topology
 
 ENVOY_NAME = "envoy_istiolocal_requests_total"
 
@@ -60,6 +61,21 @@ def tail(path: Path, lines: int) -> list[str]:
             data = f.read(step) + data
     text = data.decode("utf-8", errors="replace").replace("\x00", "")
     return text.splitlines()[-lines:]
+
+
+def access_log(topo: Topology, workload: str, tail_lines: int) -> list[str]:
+    """The last ``tail_lines`` lines of ``workload``'s proxy access log (all its replicas, in time order),
+    after waiting two flush intervals, so requests that were already answered are in the file."""
+    proxies = [p for p in topo.proxies.values() if workload in (p.workload, p.id)]
+    if not proxies:
+        known = sorted({p.workload for p in topo.proxies.values()})
+        raise LabError(
+            f"no proxy for workload {workload!r} (workloads without a sidecar have no access log); "
+            f"choose one of: {', '.join(known)}"
+        )
+    time.sleep(2 * envoy.FLUSH_INTERVAL_MS / 1000)
+    lines = [line for p in proxies for line in tail(Path(p.access_log), tail_lines)]
+    return sorted(lines)[-tail_lines:] if len(proxies) > 1 else lines
 
 
 def wait_for_lines(
