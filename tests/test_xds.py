@@ -153,18 +153,25 @@ def test_envoy_admin_reports_the_versions_istiod_sent(lab):
     assert want in {r["version_info"] for r in routes["dynamic_route_configs"]}
 
 
-def test_envoy_creates_istios_stats_and_every_one_the_lab_reads_only(lab):
-    """istio-proxy's stats inclusion list (envoy.STATS_INCLUSION): the counters behind istio_requests_total,
-    readiness and draining, and a caller's outbound cluster counters stay; other families are never made."""
+def test_envoy_creates_istios_stats_and_what_its_pod_asks_for_only(lab):
+    """istio-proxy's stats inclusion list (statsmatcher.py): the counters behind istio_requests_total,
+    readiness and draining stay; the client's pod asks for its outbound cluster counters (its
+    proxy.istio.io/config), a server's pod does not get them; other families are never made."""
     assert lab.send(URL, n=5, progress=False).codes() == {200: 5}
-    text = envoy.admin_get(lab._proxy("client"), "/stats")
-    names = {line.partition(": ")[0] for line in text.splitlines()}
-    assert any(n.startswith("istiolocal.") for n in names)  # the request counters (listeners.STATS_PREFIX)
-    assert {"cluster_manager.cluster_modified", "listener_manager.total_listeners_warming"} <= names
+
+    def names(workload: str) -> set[str]:
+        text = envoy.admin_get(lab._proxy(workload), "/stats")
+        return {line.partition(": ")[0] for line in text.splitlines()}
+
+    client, server = names("client"), names("currency-converter-v1")
+    for made in (client, server):
+        assert any(n.startswith("istiolocal.") for n in made)  # the request counters (listeners.STATS_PREFIX)
+        assert {"cluster_manager.cluster_modified", "listener_manager.total_listeners_warming"} <= made
+        assert not [n for n in made if n.startswith("cluster.inbound|") or n.endswith("downstream_rq_total")]
     assert any(
-        n.startswith("cluster.outbound|") and n.endswith("upstream_rq_pending_overflow") for n in names
+        n.startswith("cluster.outbound|") and n.endswith("upstream_rq_pending_overflow") for n in client
     )
-    assert not [n for n in names if n.startswith("cluster.inbound|") or n.endswith("downstream_rq_total")]
+    assert not [n for n in server if n.startswith("cluster.outbound|")]
 
 
 def test_the_ingress_port_stays_the_labs_while_no_gateway_listens_on_it(lab):

@@ -41,19 +41,6 @@ STATS_CLUSTER = "prometheus_stats"
 XDS_RETRY = {"retry_back_off": {"base_interval": "0.1s", "max_interval": "1s"}}
 #: Timeout of one admin API call.
 ADMIN_TIMEOUT = 2.0
-#: The stats Envoy creates: istio-proxy's inclusion list (tools/packaging/common/envoy_bootstrap.json:
-#: ``reporter=``, ``component``, ``istio``; pilot/pkg/bootstrap/config.go: the prefixes readiness and draining
-#: need, RBAC's suffixes, per-route ``vhost.*.route.*``). The lab's request counters (``istiolocal``,
-#: listeners.STATS_PREFIX) fall under ``istio``. One addition: ``cluster.outbound``, which Istio's
-#: circuit-breaking task turns on for its client by annotation (``sidecar.istio.io/statsInclusionPrefixes``
-#: in samples/httpbin/sample-client/fortio-deploy.yaml): the lessons read a caller's overflow counters. A
-#: sidecar keeps ~1,000 stats instead of ~2,200 (the other cluster, listener and HTTP families).
-STATS_INCLUSION = {
-    "prefix": ("reporter=", "cluster_manager", "listener_manager", "server", "cluster.xds-grpc", "wasm")
-    + ("component", "istio", "cluster.outbound"),
-    "suffix": ("rbac.allowed", "rbac.denied", "shadow_allowed", "shadow_denied", "downstream_cx_active"),
-    "safe_regex": (r"vhost\..*\.route\..*",),
-}
 
 
 def binary() -> str:
@@ -125,15 +112,7 @@ def bootstrap(proxy: Proxy, xds_socket: Path) -> dict[str, Any]:
                 {"tag_name": "response_code", "regex": r"_rq(_(\d{3}))$"},
                 {"tag_name": "response_code_class", "regex": r"_rq(_(\dxx))$"},
             ],
-            "stats_matcher": {
-                "inclusion_list": {
-                    "patterns": [
-                        {kind: {"regex": value} if kind == "safe_regex" else value}
-                        for kind, values in STATS_INCLUSION.items()
-                        for value in values
-                    ]
-                }
-            },
+            "stats_matcher": proxy.stats_matcher,  # istio-proxy's, with the pod's own (statsmatcher.py)
         },
     }
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from labkit.local import probes
+from labkit.local import probes, statsmatcher
 
 if TYPE_CHECKING:
     from labkit.manifests import Resource
@@ -65,6 +65,9 @@ def ignored(resource: Resource) -> list[str]:
         found += [f for f in CONTAINER_FIELDS if f in container and f not in found and f not in honoured]
     if len(containers) > 1:
         found.append("containers[1:] (only the first container runs)")
+    annotations = ((resource.spec.get("template") or {}).get("metadata") or {}).get("annotations") or {}
+    config = statsmatcher.proxy_config(annotations, resource.where)  # proxyStatsMatcher is honoured
+    found += [f"{statsmatcher.PROXY_CONFIG} {key}" for key in config if key != "proxyStatsMatcher"]
     return found
 
 

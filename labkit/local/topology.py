@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from labkit import unixhttp
 from labkit.errors import UnsupportedError
-from labkit.local import downward, kubelet, probes
+from labkit.local import downward, kubelet, probes, statsmatcher
 from labkit.meshmodel import selects, service_fqdn
 from labkit.state import LocalState, ProxyFiles
 
@@ -109,6 +109,7 @@ class Workload:
     liveness: probes.Probe | None = None  # its livenessProbe and startupProbe: its kubelet's (kubelet.py)
     startup: probes.Probe | None = None
     grpc_port: int | None = None  # the container port its gRPC probes ask: the stand-in serves health there
+    stats_matcher: dict = field(default_factory=lambda: statsmatcher.stats_matcher({}))  # its sidecars' stats
 
     @property
     def version(self) -> str | None:
@@ -132,6 +133,7 @@ class Proxy(ProxyFiles):
     outbound_sockets: dict[int, Path] = field(default_factory=dict)  # service port -> outbound listener
     gateway_ports: dict[int, int] = field(default_factory=dict)  # Gateway server port -> listener port
     stats_port: int = 0  # istio-proxy's 15090: /stats/prometheus only, for Prometheus (envoy.bootstrap)
+    stats_matcher: dict = field(default_factory=lambda: statsmatcher.stats_matcher({}))  # the stats it makes
 
 
 @dataclass
@@ -301,6 +303,7 @@ def build_topology(
                     dir=files.proxy_dir(proxy_id),
                     sock_dir=files.sock_dir,
                     inbound_ports={t: allocate_port() for t in targets},
+                    stats_matcher=w.stats_matcher,
                 )
                 inst.proxy.outbound_sockets = {p: inst.proxy.outbound_socket(p) for p in registry_ports}
                 proxies[proxy_id] = inst.proxy
@@ -397,6 +400,7 @@ def _workload(r: Resource, namespace_labels: dict[str, str]) -> Workload:
         injected=_injected(namespace_labels, labels, annotations),
         env_fields=env_fields,
         annotations=annotations,
+        stats_matcher=statsmatcher.stats_matcher(annotations, r.where),
         image=str(containers[0].get("image", "")) if containers else "",
         readiness=probes.readiness(containers[0]) if containers else None,
         liveness=probes.parse(containers[0], "livenessProbe") if containers else None,
