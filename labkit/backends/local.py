@@ -317,10 +317,11 @@ class LocalLab(Lab):
             if not topo.update_readiness():
                 break
 
-    def _refresh_readiness(self, topo: Topology) -> None:
-        """Probe again and serve the endpoints that changed (probes.py, kubelet.py): what a cluster's kubelet
-        and EndpointSlice controller do all the time, done here whenever the lab reports status or sends."""
-        if topo.update_readiness():
+    def _refresh_readiness(self, topo: Topology, serve: bool = True) -> None:
+        """Probe again and (``serve``) serve the endpoints that changed (probes.py, kubelet.py): what a
+        cluster's kubelet and EndpointSlice controller do all the time, done here whenever the lab reports
+        status or sends. Without istiod nothing is served; the next up() serves what the probes say."""
+        if topo.update_readiness() and serve:
             with self.files.lock():
                 self._write_config(self._applied())
 
@@ -340,11 +341,10 @@ class LocalLab(Lab):
                 what = f"process {rec.pid} is not running" if rec else "was never started"
                 problems.append(f"{name}: {what} (log: {self.files.log(name)}); lab.up() restarts it")
         problems += self._procs.control_plane_problems()
-        if ISTIOD in alive:
-            try:
-                self._refresh_readiness(topo)
-            except LabError as exc:
-                problems.append(f"{ISTIOD}: a readiness change did not reach the proxies: {exc}")
+        try:
+            self._refresh_readiness(topo, serve=ISTIOD in alive)
+        except LabError as exc:
+            problems.append(f"{ISTIOD}: a readiness change did not reach the proxies: {exc}")
         workloads = []
         for wl in topo.workloads:
             insts = [i for i in topo.instances if i.workload is wl]
