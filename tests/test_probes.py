@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from labkit import manifests
-from labkit.local import podfields, probes
+from labkit.local import podfields, probes, topology
 
 NAMESPACE = "probes"
 
@@ -198,3 +198,17 @@ def test_on_kind_the_injected_pod_shows_the_rewritten_probes(tmp_path, monkeypat
         assert "exec" in pods["web-v4"][0]["readinessProbe"]  # left alone
     finally:
         api.stop()
+
+
+def test_the_app_serves_grpc_health_on_its_first_grpc_probes_port_only(tmp_path):
+    """Two gRPC probes on two ports: the stand-in answers on the first one's, the other meets no gRPC."""
+    from labkit.local.topology import build_topology
+
+    two = yaml.safe_load(_deployment("v1", {"grpc": {"port": 9090}}, grpc=True))
+    container = two["spec"]["template"]["spec"]["containers"][0]
+    container["ports"].append({"containerPort": 9091})
+    container["livenessProbe"] = {"grpc": {"port": 9091}}
+    apps = [r for r in manifests.load(_apps(yaml.safe_dump(two))) if r.kind != "PeerAuthentication"]
+    [inst] = build_topology(apps, tmp_path, iter(range(20000, 20100)).__next__).instances
+    ready, live = inst.workload.readiness, inst.workload.liveness
+    assert topology.probe_target(inst, ready) == inst.grpc_socket != topology.probe_target(inst, live)

@@ -283,10 +283,11 @@ class LocalLab(Lab):
             if not topo.update_readiness():
                 break
 
-    def _refresh_readiness(self, topo: Topology) -> None:
-        """Probe again and serve the endpoints that changed (probes.py, kubelet.py): what a cluster's kubelet
-        and EndpointSlice controller do all the time, done here whenever the lab reports status or sends."""
-        if topo.update_readiness():
+    def _refresh_readiness(self, topo: Topology, serve: bool = True) -> None:
+        """Probe again and (``serve``) serve the endpoints that changed (probes.py, kubelet.py): what a
+        cluster's kubelet and EndpointSlice controller do all the time, done here whenever the lab reports
+        status or sends. Without istiod nothing is served; the next up() serves what the probes say."""
+        if topo.update_readiness() and serve:
             with self.files.lock():
                 self._write_config(self._applied())
 
@@ -298,9 +299,9 @@ class LocalLab(Lab):
         if topo is None:
             return Status(self.backend, up=False)
         problems = []
-        if ISTIOD in self._procs.alive():
+        if self._procs.records():  # a stopped lab probes nothing
             try:
-                self._refresh_readiness(topo)
+                self._refresh_readiness(topo, serve=ISTIOD in self._procs.alive())
             except LabError as exc:
                 problems.append(f"{ISTIOD}: a readiness change did not reach the proxies: {exc}")
         status = self._procs.status(topo, self.backend)

@@ -167,7 +167,7 @@ class Supervisor:
         ports.release()  # istiod holds the new listener ports now; the apps and admin ports are free to bind
         for name, w in start.items():
             self._start(name, w)
-        self.wait_ready(topo, configs)
+        self.wait_ready(topo, configs, set(start))
         sync.wait_acked(self.state.root, snap, list(snap["nodes"]))
         self._wait_settled(proxies)
 
@@ -235,10 +235,14 @@ class Supervisor:
             if pending:
                 time.sleep(0.01)
 
-    def wait_ready(self, topo: Topology, configs: dict[str, ProxyConfig]) -> None:
-        """Poll until every app answers /healthz and every Envoy is LIVE with its listeners bound."""
+    def wait_ready(self, topo: Topology, configs: dict[str, ProxyConfig], started: set[str]) -> None:
+        """Poll until every app answers /healthz and every Envoy is LIVE with its listeners bound. An app run
+        by its pod's kubelet is waited for only when ``started`` now: later its kubelet restarts it (a pod
+        in back-off holds up no apply, as on a cluster an unchanged pod holds up no rollout)."""
         checks: dict[str, Callable[[], bool]] = {}
         for inst in topo.instances:
+            if inst.kubelet_file is not None and app_name(inst) not in started:
+                continue
             checks[app_name(inst)] = functools.partial(envoy.http_ok, inst.url("/healthz"), timeout=0.5)
             if "TLS_CERT" in inst.workload.env and inst.app_port is not None:  # HTTPS only (no sidecar):
                 checks[app_name(inst)] = functools.partial(_listening, inst.app_port)  # it listens

@@ -246,8 +246,8 @@ def probe_target(inst: Instance, probe: probes.Probe) -> int | Path:
     for a grpc probe); without the rewrite the kubelet's meets the sidecar's inbound listener for that port
     (no passthrough listener here: a port no Service targets reaches the app, docs/fidelity.md)."""
     app: int | Path = inst.app_socket if inst.app_socket is not None else (inst.app_port or 0)
-    if probe.action == "grpc" and inst.grpc_socket is not None:
-        app = inst.grpc_socket
+    if probe.action == "grpc" and probe.port == inst.workload.grpc_port and inst.grpc_socket is not None:
+        app = inst.grpc_socket  # one gRPC health port per app: another port's gRPC probe meets its HTTP one
     if inst.proxy is not None and not probes.rewritten(inst.workload.annotations):
         return inst.proxy.inbound_ports.get(probe.port or 0, app)
     return app
