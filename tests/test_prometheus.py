@@ -123,6 +123,10 @@ def test_bad_promql_is_refused_new_targets_are_reloaded_and_down_stops_prometheu
     assert wait_for(lambda: len(prometheus.query(server.url, "up == 1")) == len(proxies))
     record = processes.record(server.run_dir, prometheus.NAME)
     assert record is not None and processes.is_alive(record)
+    lab.send(lesson.URL, n=5, progress=False)
+    assert wait_for(lambda: lab.promql("count(istio_requests_total)") != [])
     lab.down()
     assert not psutil.pid_exists(record.pid) or not processes.is_alive(record)
     lab.up()  # the module's lab, for the fixture's own down()
+    lab.prometheus()  # a new Prometheus: no stale series of the stopped proxies (5 min lookback) in its sums
+    assert lab.promql("count(istio_requests_total)") == []

@@ -149,6 +149,9 @@ class Prometheus:
                     pass
             return self.url
         argv0 = binary()
+        # a fresh TSDB: the series of a former run are of Envoys that are gone (counters restart with them),
+        # and Prometheus would still show them for its 5 min lookback, added into every sum
+        shutil.rmtree(self.dir / "data", ignore_errors=True)
         port = _free_port()
         write_atomic(self.port_file, str(port))
         argv = [
