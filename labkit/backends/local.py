@@ -38,7 +38,7 @@ from labkit.local.xds import sync
 from labkit.local.xds.sync import SyncError
 from labkit.manifests import Resource
 from labkit.mesh import MeshSettings, load_mesh_settings
-from labkit.meshmodel import is_istio
+from labkit.meshmodel import is_istio, unreachable_gateways
 from labkit.scenario import NAMESPACE, SERVICE
 from labkit.state import LocalState
 from labkit.status import Change, ProxyStatus, Status, WorkloadStatus
@@ -347,6 +347,7 @@ class LocalLab(Lab):
         gw_ready = int(envoy_name(gw) in alive)
         workloads.append(WorkloadStatus(gw.workload, gw.namespace, None, 1, gw_ready, False, "(gateway)"))
         port = gw.gateway_ports.get(80) or next(iter(gw.gateway_ports.values()), None)
+        problems += unreachable_gateways(g.body for g in self.get("gateways.gateway.networking.k8s.io"))
         return Status(
             self.backend,
             up=bool(alive),
