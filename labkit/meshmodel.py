@@ -249,3 +249,38 @@ def gateway_is_managed(spec: Mapping) -> bool:
     if len(addresses) != 1:
         return not addresses
     return (addresses[0] or {}).get("type", "IPAddress") == "IPAddress"
+
+
+#: How a Gateway API Gateway reaches the host on both backends: bound to the lab's ingress gateway, whose
+#: Service kind's port mapping (cluster-config/kind/cluster.yaml) and the local ingress URL reach.
+BIND_TO_INGRESS = (
+    "bind it to the lab's ingress gateway as cluster-config/gateway-api/gateway-currency-ingress.yaml does: "
+    "metadata.namespace istio-system and spec.addresses [{type: Hostname, value: "
+    f"{service_fqdn('istio-ingressgateway', 'istio-system')}}}]"
+)
+
+
+def unreachable_gateways(gateways: Iterable[Mapping]) -> list[str]:
+    """A problem line for each ``istio``-class Gateway API Gateway the host cannot reach: one istiod deploys
+    a gateway of its own for (``<name>-istio``, whose LoadBalancer Service kind neither gives an address nor
+    publishes on the host), or one whose status (istiod's) says it is not Programmed, with its reason."""
+    out = []
+    for gw in gateways:
+        spec, meta = gw.get("spec") or {}, gw.get("metadata") or {}
+        if spec.get("gatewayClassName") != "istio":
+            continue
+        where = f"Gateway {meta.get('namespace')}/{meta.get('name')} (gateway.networking.k8s.io)"
+        if gateway_is_managed(spec):
+            out.append(
+                f"{where} has no Hostname address, so istiod deployed {meta.get('name')}-istio for it, which "
+                f"kind does not publish on the host. What to do: {BIND_TO_INGRESS}"
+            )
+            continue
+        conditions = (gw.get("status") or {}).get("conditions") or []
+        programmed: Mapping = next((c for c in conditions if c.get("type") == "Programmed"), {})
+        if programmed.get("status") == "False":
+            out.append(
+                f"{where} is not programmed ({programmed.get('reason')}: {programmed.get('message')}). "
+                f"What to do: {BIND_TO_INGRESS}"
+            )
+    return out

@@ -106,7 +106,13 @@ def test_the_ingress_gateway_binding_shows_in_the_gateways_status(gw_lab):
             "Accepted": ("True", "Accepted"),
             "Programmed": ("False", "AddressNotUsable"),
         }
-        base = gw_lab.status().ingress_url
+        status = gw_lab.status()
+        (problem,) = [p for p in status.problems if "currency-ingress" in p]  # as on kind, from its status
+        assert (
+            "Gateway payments-prod/currency-ingress (gateway.networking.k8s.io) is not programmed " in problem
+        )
+        assert "(AddressNotUsable: Failed to assign to any requested addresses: hostname" in problem
+        base = status.ingress_url
         codes = gw_lab.send(f"{base}/convert?from=NOK&to=EUR&amount=1", n=4, source="ingress", progress=False)
         assert 200 not in codes.codes()  # nothing serves the Gateway
     finally:

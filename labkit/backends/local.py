@@ -35,6 +35,7 @@ from labkit.local.topology import KUBE_KINDS, Topology, build_topology, ensure_g
 from labkit.local.translate import ProxyConfig, ensure_ports, route_status, translate
 from labkit.local.xds.sync import SyncError
 from labkit.mesh import MeshSettings, load_mesh_settings
+from labkit.meshmodel import unreachable_gateways
 from labkit.scenario import NAMESPACE, SERVICE
 from labkit.state import LocalState
 from labkit.status import Change, ProxyStatus, Status
@@ -304,6 +305,7 @@ class LocalLab(Lab):
                 self._refresh_readiness(topo, serve=ISTIOD in self._procs.alive())
             except LabError as exc:
                 problems.append(f"{ISTIOD}: a readiness change did not reach the proxies: {exc}")
+            problems += unreachable_gateways(g.body for g in self.get("gateways.gateway.networking.k8s.io"))
         status = self._procs.status(topo, self.backend)
         status.problems += problems
         return status

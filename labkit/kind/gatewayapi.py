@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from labkit import manifests
 from labkit.errors import BackendError
 from labkit.kind import tools
-from labkit.meshmodel import gateway_is_managed, service_fqdn
+from labkit.meshmodel import unreachable_gateways
 from labkit.versions import GATEWAY_API_VERSION
 
 if TYPE_CHECKING:
@@ -26,13 +26,6 @@ BUNDLE_VERSION = f"{GROUP}/bundle-version"
 CHANNEL = f"{GROUP}/channel"
 CRD = ("apiextensions.k8s.io/v1", "CustomResourceDefinition")
 ESTABLISH_TIMEOUT = 60.0
-#: The gateway kind's host port mapping reaches (cluster-config/kind/cluster.yaml): a Gateway is reachable
-#: from the host only when bound to its Service (Istio's manual deployment, cluster-config/gateway-api/).
-INGRESS_SERVICE = service_fqdn("istio-ingressgateway", "istio-system")
-BIND = (
-    "bind it to the lab's ingress gateway as cluster-config/gateway-api/gateway-currency-ingress.yaml does: "
-    f"metadata.namespace istio-system and spec.addresses [{{type: Hostname, value: {INGRESS_SERVICE}}}]"
-)
 
 
 def installed(kube: Kube) -> tuple[str, str] | None:
@@ -67,34 +60,12 @@ def describe(found: tuple[str, str] | None) -> tuple[str, str]:
 
 
 def unbound(kube: Kube) -> list[str]:
-    """A problem line for each ``istio``-class Gateway the host cannot reach: one istiod deploys a gateway
-    of its own for (no Hostname address: ``<name>-istio``, whose LoadBalancer Service kind neither gives an
-    address nor publishes on the host), or one istiod reports not Programmed (its reason and message, e.g.
-    AddressNotUsable for a Gateway outside the Service's namespace)."""
+    """The problems of the cluster's Gateways the host cannot reach, from their status as istiod writes it
+    (meshmodel.unreachable_gateways)."""
     try:
-        gateways = kube.objects(f"{GROUP}/v1", "Gateway")
+        return unreachable_gateways(kube.objects(f"{GROUP}/v1", "Gateway"))
     except BackendError:
         return []  # no Gateway API CRDs: no Gateways either
-    out = []
-    for gw in gateways:
-        spec, meta = gw.get("spec") or {}, gw.get("metadata") or {}
-        if spec.get("gatewayClassName") != "istio":
-            continue
-        where = f"Gateway {meta.get('namespace')}/{meta.get('name')} ({GROUP})"
-        if gateway_is_managed(spec):
-            out.append(
-                f"{where} has no Hostname address, so istiod deployed {meta.get('name')}-istio for it, which "
-                f"kind does not publish on the host. What to do: {BIND}"
-            )
-            continue
-        conditions = (gw.get("status") or {}).get("conditions") or []
-        programmed: dict = next((c for c in conditions if c.get("type") == "Programmed"), {})
-        if programmed.get("status") == "False":
-            out.append(
-                f"{where} is not programmed ({programmed.get('reason')}: {programmed.get('message')}). "
-                f"What to do: {BIND}"
-            )
-    return out
 
 
 def ensure(kube: Kube, say: Callable[[str], None]) -> None:
