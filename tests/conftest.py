@@ -8,6 +8,15 @@ from collections.abc import Iterator
 import pytest
 
 import labkit
+from labkit.validation.schemas import validator_class
+
+# pytest-notebook's plugin imports nbclient and nbformat, and so jsonschema, whose import compiles the "iri"
+# format checker's grammars when rfc3987_syntax is installed (Jupyter's jsonschema[format-nongpl]): ~0.7 s of
+# CPU in every process of the suite, for a format no test checks. jsonschema is imported first here the way
+# labkit imports it (validator_class: without those grammars), then the plugin is loaded (pytest.ini has
+# `-p no:nb_regression`, so it is not loaded before this file).
+validator_class()
+pytest_plugins = ["pytest_notebook.plugin"]
 
 
 def pytest_collection_modifyitems(config, items):

@@ -10,7 +10,6 @@ import json
 import os
 import subprocess
 import sys
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -19,6 +18,7 @@ from collections.abc import Iterator
 import psutil
 import pytest
 from support.sample import free_port
+from support.serving import serving
 
 from labkit import manifests, paths, unixhttp
 from labkit.local import standin, supervisor
@@ -127,14 +127,8 @@ class Recorder(http.server.BaseHTTPRequestHandler):
 
 @contextlib.contextmanager
 def recorder() -> Iterator[int]:
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Recorder)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serving(http.server.ThreadingHTTPServer(("127.0.0.1", 0), Recorder)) as server:
         yield server.server_address[1]
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def test_calls_forward_istios_headers_only_and_report_the_chain():

@@ -1,7 +1,8 @@
 """The prototyping loop from a shell: the real ``labkit`` command as a subprocess, against a real local lab.
 
 ``labkit up`` leaves the lab running (its state in ``LAB_STATE``), so every later command attaches to it, as a
-user's shell session would.
+user's shell session would. The refusals of bad arguments need no lab and no process of their own: they call
+the command's ``main`` (what the ``labkit`` script runs) in the test's process, its exit status as returned.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from labkit import paths
+from labkit import cli, paths
 from labkit.lab import Lab
 
 LABKIT = str(Path(sys.executable).with_name("labkit"))
@@ -34,17 +35,26 @@ def labkit(*args: str, state: Path | None = None, timeout: float = 180) -> subpr
     )
 
 
-def test_get_names_the_unknown_kind_and_what_to_use(tmp_path: Path):
-    done = labkit("get", "virtualservise", state=tmp_path)
-    assert done.returncode == 2
-    assert "unknown kind 'virtualservise'" in done.stderr
-    assert "What to do:" in done.stderr and "VirtualService" in done.stderr
+def in_process(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, state: Path, *args: str):
+    """``labkit ARGS`` as the script runs it, in this process: (exit status, stderr)."""
+    monkeypatch.setenv("LAB_BACKEND", "local")
+    monkeypatch.setenv("LAB_STATE", str(state))
+    monkeypatch.chdir(paths.ROOT)
+    status = cli.main(list(args))
+    return status, capsys.readouterr().err
 
 
-def test_send_refuses_a_header_without_a_colon(tmp_path: Path):
-    done = labkit("send", ORDERS, "-H", "x-beta yes", state=tmp_path)
-    assert done.returncode == 2
-    assert "header 'x-beta yes' is not 'Name: value'" in done.stderr and "What to do:" in done.stderr
+def test_get_names_the_unknown_kind_and_what_to_use(tmp_path: Path, capsys, monkeypatch):
+    returncode, stderr = in_process(capsys, monkeypatch, tmp_path, "get", "virtualservise")
+    assert returncode == 2
+    assert "unknown kind 'virtualservise'" in stderr
+    assert "What to do:" in stderr and "VirtualService" in stderr
+
+
+def test_send_refuses_a_header_without_a_colon(tmp_path: Path, capsys, monkeypatch):
+    returncode, stderr = in_process(capsys, monkeypatch, tmp_path, "send", ORDERS, "-H", "x-beta yes")
+    assert returncode == 2
+    assert "header 'x-beta yes' is not 'Name: value'" in stderr and "What to do:" in stderr
 
 
 @pytest.fixture(scope="module")

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from support.serving import serving
 
 from labkit import traffic
 
@@ -35,13 +36,8 @@ def server() -> Iterator[tuple[str, Counter]]:
 
         def log_message(self, *args: object) -> None: ...
 
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    try:
+    with serving(ThreadingHTTPServer(("127.0.0.1", 0), Handler)) as httpd:
         yield f"http://127.0.0.1:{httpd.server_address[1]}/convert", counter
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
 
 
 def _settles(counter: Counter) -> int:

@@ -8,11 +8,11 @@ import hashlib
 import io
 import re
 import tarfile
-import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from support.serving import serving
 
 from labkit import cli
 from labkit.command import which
@@ -40,11 +40,8 @@ def release_server(tmp_path, monkeypatch):
             self.end_headers()
             self.wfile.write(body or b"")
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}", files, hits
-    server.shutdown()
-    server.server_close()
+    with serving(ThreadingHTTPServer(("127.0.0.1", 0), Handler)) as server:
+        yield f"http://127.0.0.1:{server.server_address[1]}", files, hits
 
 
 def _pin(monkeypatch, tool, base, sha, **extra):

@@ -4,12 +4,12 @@ server that stalls: the queue a stall builds up shows in open-loop latencies; cl
 from __future__ import annotations
 
 import contextlib
-import threading
 import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
+from support.serving import serving
 
 from labkit import traffic
 from labkit.errors import LabError
@@ -40,16 +40,9 @@ class _Stalling(BaseHTTPRequestHandler):
 def stalling_server() -> Iterator[traffic.Resolver]:
     """A single-threaded server on a free port whose 51st request stalls for a second."""
     handler = type("Handler", (_Stalling,), {"served": 0})
-    server = HTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{server.server_address[1]}/convert"
-    try:
+    with serving(HTTPServer(("127.0.0.1", 0), handler)) as server:
+        url = f"http://127.0.0.1:{server.server_address[1]}/convert"
         yield lambda _: (url, {})
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(10)
 
 
 def slow_requests(result: traffic.TrafficResult, over: float = 0.5) -> int:

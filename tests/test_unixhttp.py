@@ -6,11 +6,11 @@ from __future__ import annotations
 import contextlib
 import http.server
 import socketserver
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from support.serving import serving
 
 from labkit import traffic, unixhttp
 
@@ -39,14 +39,8 @@ class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
 
 @contextlib.contextmanager
 def server(path: Path) -> Iterator[Path]:
-    srv = _Server(str(path), _Handler)
-    thread = threading.Thread(target=srv.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serving(_Server(str(path), _Handler)):
         yield path
-    finally:
-        srv.shutdown()
-        srv.server_close()
 
 
 def test_the_url_form_round_trips_any_socket_path_and_leaves_other_urls_alone():

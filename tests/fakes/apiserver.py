@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import copy
 import json
-import threading
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -38,6 +37,7 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import yaml
+from support import serving
 
 from fakes import apiobjects, injector
 from fakes.apiobjects import (
@@ -89,13 +89,12 @@ class FakeApiServer:
     def start(self) -> FakeApiServer:
         server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
         self._server = server
-        threading.Thread(target=server.serve_forever, daemon=True).start()
+        self._stop = serving.start(server)
         self.url = f"http://127.0.0.1:{server.server_address[1]}"
         return self
 
     def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        self._stop()
 
     def kubeconfig(self, path: Path, context: str = "kind-meshlab") -> Path:
         path.write_text(

@@ -12,6 +12,7 @@ import pytest
 
 from fakes.apiserver import FakeApiServer
 from labkit.kind import doctor
+from labkit.validation import schemas
 
 BIN = Path(__file__).parent / "bin"
 #: What `docker port` shows for a cluster created with cluster-config/kind/cluster.yaml.
@@ -67,6 +68,9 @@ def install(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeTools:
     monkeypatch.setenv("PATH", f"{BIN}{os.pathsep}{python}{os.pathsep}{os.environ['PATH']}")
     monkeypatch.setenv("FAKE_CLI_DIR", str(root))
     monkeypatch.setenv("LAB_STATE", str(tmp_path / "state"))
+    # labkit's schema cache stays where it was (the user cache folder is under HOME): only the tools' files
+    # move, and the Istio schemas are not generated again for every test (seconds of CPU each time)
+    monkeypatch.setenv("LAB_CACHE", str(schemas.cache_file().parent))
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     monkeypatch.setenv("KUBECONFIG", "")  # recorded, so a KUBECONFIG that up() sets is undone afterwards
     monkeypatch.delenv("KUBECONFIG")
