@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from labkit import manifests
-from labkit.local import podfields, probes, topology
+from labkit.local import podfields, probes, readiness
 
 NAMESPACE = "probes"
 
@@ -211,4 +211,4 @@ def test_the_app_serves_grpc_health_on_its_first_grpc_probes_port_only(tmp_path)
     apps = [r for r in manifests.load(_apps(yaml.safe_dump(two))) if r.kind != "PeerAuthentication"]
     [inst] = build_topology(apps, tmp_path, iter(range(20000, 20100)).__next__).instances
     ready, live = inst.workload.readiness, inst.workload.liveness
-    assert topology.probe_target(inst, ready) == inst.grpc_socket != topology.probe_target(inst, live)
+    assert readiness.probe_target(inst, ready) == inst.grpc_socket != readiness.probe_target(inst, live)

@@ -23,7 +23,7 @@ from labkit import metrics
 from labkit.errors import BackendError, LabError, UnsupportedError
 from labkit.lab import Lab, show
 from labkit.local import applied as applied_state
-from labkit.local import capacity, envoy, podfields, prometheus, proxyview, resolve, telemetry
+from labkit.local import capacity, envoy, podfields, prometheus, proxyview, readiness, resolve, telemetry
 from labkit.local.applied import is_mesh_config, mesh_config
 from labkit.local.ca import LocalCA
 from labkit.local.httproute import with_status
@@ -160,7 +160,7 @@ class LocalLab(Lab):
             if ca.ensure(p.spiffe, Path(p.cert_file), Path(p.key_file), Path(p.ca_file))
         }
         self._procs.reconcile(topo, plan.configs, reissued)
-        if topo.update_readiness():  # an instance failing its readiness probe leaves the endpoints
+        if readiness.update(topo):  # an instance failing its readiness probe leaves the endpoints
             self._write_config(self._applied())
 
     def down(self) -> None:
@@ -281,14 +281,14 @@ class LocalLab(Lab):
         for _ in range(2):  # again when a readiness probe's answer changed with this config (probes.py)
             configs = translate(istio, topo, self._mesh_settings())
             self._procs.push(topo, configs)
-            if not topo.update_readiness():
+            if not readiness.update(topo):
                 break
 
     def _refresh_readiness(self, topo: Topology, serve: bool = True) -> None:
         """Probe again and (``serve``) serve the endpoints that changed (probes.py, kubelet.py): what a
         cluster's kubelet and EndpointSlice controller do all the time, done here whenever the lab reports
         status or sends. Without istiod nothing is served; the next up() serves what the probes say."""
-        if topo.update_readiness() and serve:
+        if readiness.update(topo) and serve:
             with self.files.lock():
                 self._write_config(self._applied())
 

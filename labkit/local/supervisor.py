@@ -31,7 +31,7 @@ from labkit.errors import LabError
 from labkit.files import write_atomic
 from labkit.local import downward, envoy, kubelet, ports, processes, resolve, standin, telemetry
 from labkit.local.ports import check_free
-from labkit.local.topology import probe_target
+from labkit.local.readiness import probe_target
 from labkit.local.xds import snapshot, sync
 from labkit.state import LocalState, safe_name
 from labkit.status import ProxyStatus, Status, WorkloadStatus
@@ -297,7 +297,7 @@ class Supervisor:
 
     def status(self, topo: Topology, backend: str) -> Status:
         """Workloads with ready counts (ready while its processes live and its readiness probe last passed:
-        ``Topology.update_readiness``), restarts, the ingress URL, and each problem with what to do."""
+        ``readiness.update``), restarts, the ingress URL, and each problem with what to do."""
         recs = {r.name: r for r in self.records()}
         if not recs:
             return Status(backend, up=False)

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from labkit import unixhttp
 from labkit.errors import UnsupportedError
-from labkit.local import downward, kubelet, probes, statsmatcher
+from labkit.local import downward, probes, statsmatcher
 from labkit.meshmodel import selects, service_fqdn
 from labkit.state import LocalState, ProxyFiles
 
@@ -28,8 +28,6 @@ GATEWAY_NAMESPACE = "istio-system"
 GATEWAY_WORKLOAD = "istio-ingressgateway"
 GATEWAY_LABELS = {"app": "istio-ingressgateway", "istio": "ingressgateway"}
 GATEWAY_SERVICE_ACCOUNT = "istio-ingressgateway-service-account"
-#: How many readiness probes run at once (each waits for its app, a few ms; the lab may run 100 instances).
-PROBE_WORKERS = 8
 #: The default ``istio-ingressgateway`` Service's ports → targetPorts (manifests/charts/gateways/istio-ingress
 #: values.yaml: status-port 15021, http2 80 → 8080, https 443 → 8443); an Istio Gateway's other server ports
 #: bind as they are, a Gateway API Gateway's are not served (gateway_address.py).
@@ -142,7 +140,7 @@ class Instance:
     index: int
     app_port: int | None  # where an app without a sidecar listens on 127.0.0.1
     proxy: Proxy | None
-    ready: bool = True  # passes its readiness probe (probes.update); a not-ready one has no endpoints
+    ready: bool = True  # passes its readiness probe (readiness.update); a not-ready one has no endpoints
     app_socket: Path | None = None  # where an app behind a sidecar listens: reachable only through it
     tcp_ports: dict[int, int] = field(default_factory=dict)  # TCP target port -> TCP_PORT (no sidecar)
     tcp_sockets: dict[int, Path] = field(default_factory=dict)  # TCP target port -> TCP_SOCKET (sidecar)
@@ -217,40 +215,6 @@ class Topology:
 
     def instance_of(self, proxy: Proxy) -> Instance | None:
         return next((i for i in self.instances if i.proxy is proxy), None)
-
-    def probe(self, inst: Instance) -> bool:
-        """Whether ``inst`` may be ready now: its container runs and passed its startup probe (kubelet.py),
-        and it passes its readiness probe (probes.py)."""
-        if inst.kubelet_file is not None and not kubelet.serving(inst.kubelet_file):
-            return False
-        probe = inst.workload.readiness
-        return probes.ready(probe, probe_target(inst, probe)) if probe is not None else True
-
-    def update_readiness(self) -> bool:
-        """Probe every instance and record it on ``Instance.ready``; True when one changed (the endpoints
-        must be written again). All at once, as the kubelet runs one probe worker per container
-        (kubernetes pkg/kubelet/prober/worker.go): each probe mostly waits for its app."""
-        from concurrent.futures import ThreadPoolExecutor  # imported on first use: keeps `import labkit` fast
-
-        with ThreadPoolExecutor(max_workers=PROBE_WORKERS) as pool:
-            results = list(pool.map(self.probe, self.instances))
-        changed = False
-        for inst, now in zip(self.instances, results, strict=True):
-            changed |= now != inst.ready
-            inst.ready = now
-        return changed
-
-
-def probe_target(inst: Instance, probe: probes.Probe) -> int | Path:
-    """Where ``probe`` of ``inst`` lands: pilot-agent's probe reaches the app itself (its gRPC health socket
-    for a grpc probe); without the rewrite the kubelet's meets the sidecar's inbound listener for that port
-    (no passthrough listener here: a port no Service targets reaches the app, docs/fidelity.md)."""
-    app: int | Path = inst.app_socket if inst.app_socket is not None else (inst.app_port or 0)
-    if probe.action == "grpc" and probe.port == inst.workload.grpc_port and inst.grpc_socket is not None:
-        app = inst.grpc_socket  # one gRPC health port per app: another port's gRPC probe meets its HTTP one
-    if inst.proxy is not None and not probes.rewritten(inst.workload.annotations):
-        return inst.proxy.inbound_ports.get(probe.port or 0, app)
-    return app
 
 
 def build_topology(
