@@ -55,6 +55,14 @@ def result_of(latencies_ms: list[float], rate: float = 100) -> TrafficResult:
     return TrafficResult(outcomes, elapsed=len(outcomes) / rate)
 
 
+def test_a_slow_last_answer_is_latency_not_a_shortfall_in_the_rate() -> None:
+    # All 200 requests sent on schedule in 1 s; the last one answered 150 ms after the run's end.
+    result = result_of([1.0] * 199 + [150.0], rate=200)
+    result.elapsed = 1.15
+    point = cost.Point("direct", rate=200, seconds=1.0, repeat=0, result=result)
+    assert point.achieved == 200 and cost.problems([point]) == []
+
+
 def test_too_few_requests_for_a_p99_fail_the_check() -> None:
     point = cost.Point("direct", rate=100, seconds=0.5, repeat=0, result=result_of([1.0] * 50))
     with pytest.raises(CheckFailed, match="50 requests, fewer than the 200 a p99 needs"):
