@@ -31,7 +31,7 @@ lint: install
 pytest: install
 	$(BIN)/pytest
 
-## The suite in layers: unit (no Envoy, no notebooks; 60-80 s in 4 workers on 2 cores, quiet to shared), the real-Envoy mesh, notebooks, browser.
+## The suite in layers: unit (no Envoy, no notebooks; under a minute in 4 workers on 2 idle cores), the real-Envoy mesh, notebooks, browser.
 test-unit: install
 	$(BIN)/pytest -n 4 -m "not mesh and not notebooks and not browser and not cluster and not hub and not pypi"
 
