@@ -63,11 +63,23 @@ def _chromium() -> bool:
     return any(shutil.which(name) for name in ("chromium", "chromium-browser", "google-chrome", "chrome"))
 
 
+def _image(fig: go.Figure, fmt: str, width: int | None = None, height: int | None = None) -> bytes:
+    """``fig`` rendered by kaleido (it drives Chromium) with plotly.js from the plotly package and no MathJax:
+    kaleido's default MathJax comes from a CDN, a network lookup per render that an offline laptop waits for
+    (plotly's ``to_image`` cannot turn it off); the lab's figures have no LaTeX."""
+    import kaleido  # imported on first use: keeps `import labkit` fast
+
+    opts = {"format": fmt, "width": width or fig.layout.width, "height": height or fig.layout.height}
+    return kaleido.calc_fig_sync(
+        fig.to_dict(), opts={k: v for k, v in opts.items() if v}, kopts={"mathjax": False}
+    )
+
+
 def png_image(fig: go.Figure) -> bytes | None:
-    """``fig`` as PNG bytes (kaleido drives Chromium), or None when no Chromium is installed."""
+    """``fig`` as PNG bytes, or None when no Chromium is installed."""
     if not _chromium():
         return None
-    return fig.to_image(format="png", width=IMAGE_WIDTH, height=IMAGE_HEIGHT)
+    return _image(fig, "png", IMAGE_WIDTH, IMAGE_HEIGHT)
 
 
 pio.renderers["labkit"] = _WithImage()
@@ -341,5 +353,5 @@ def export(fig: go.Figure, path: str | Path) -> Path:
     if path.suffix == ".html":
         fig.write_html(path, include_plotlyjs=True)
     else:
-        fig.write_image(path)
+        path.write_bytes(_image(fig, path.suffix.lstrip(".")))
     return path

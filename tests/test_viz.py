@@ -56,6 +56,22 @@ def test_topology_counts_4xx_and_5xx_as_errors_and_draws_text_not_a_lock_glyph()
 
 
 @pytest.mark.skipif(not shutil.which("chromium"), reason="needs Debian's chromium (make system-deps)")
+def test_figures_render_offline_from_local_scripts_only(monkeypatch, tmp_path) -> None:
+    """kaleido's page loads plotly.js from the plotly package and no MathJax from a CDN: an offline laptop
+    would wait for that lookup on every render."""
+    from kaleido._page_generator import PageGenerator
+
+    pages = []
+    generate = PageGenerator.generate_index
+    monkeypatch.setattr(
+        PageGenerator, "generate_index", lambda self: pages.append(generate(self)) or pages[-1]
+    )
+    assert viz.png_image(viz.topology([]))[:8] == b"\x89PNG\r\n\x1a\n"
+    assert viz.export(viz.topology([]), tmp_path / "graph.svg").read_text().startswith("<svg")
+    assert pages and not [p for p in pages if "http://" in p or "https://" in p]
+
+
+@pytest.mark.skipif(not shutil.which("chromium"), reason="needs Debian's chromium (make system-deps)")
 def test_a_figure_for_a_handout_carries_a_png_next_to_plotly_s_mimetype(monkeypatch) -> None:
     fig = viz.topology([])
     assert pio.renderers.default == "labkit"
