@@ -18,11 +18,11 @@ def open(backend: str | None = None, **options: Any) -> Lab:  # noqa: A001 - the
     """A Lab for ``backend`` (default ``LAB_BACKEND``, else "local"); nothing starts before ``up()``."""
     name = (backend or os.environ.get("LAB_BACKEND") or "local").strip().lower()
     if name == "local":
-        from labkit.backends.local import LocalLab
+        from labkit.backends.local import LocalLab  # imported on first use: keeps `import labkit` fast
 
         return LocalLab(**options)
     if name in ("kind", "kube"):
-        from labkit.backends.kind import KubeLab
+        from labkit.backends.kind import KubeLab  # imported on first use: keeps `import labkit` fast
 
         return KubeLab(mode=name, **options)
     raise BackendError(

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
+from collections import Counter
 from collections.abc import Sequence
 
 from labkit import lesson, scenario
@@ -13,7 +15,7 @@ from labkit.scenario import CHECKPOINTS
 
 
 def _lab(args: argparse.Namespace):
-    import labkit
+    import labkit  # on first use: keeps other labkit commands fast
 
     return labkit.open(args.backend)
 
@@ -91,7 +93,6 @@ def _weights(items: Sequence[str]) -> dict[str, int]:
 def cmd_send(args):
     """Send, then print the split with its 99.9 % intervals, the status codes and Envoy's response flags;
     with --expect, exit 1 when the split is not consistent with those weights."""
-    from collections import Counter
 
     from labkit.stats import LEVEL  # here: scipy's import would slow every other labkit command
 
@@ -114,7 +115,7 @@ def cmd_send(args):
 
 def cmd_proxy_status(args):
     """Each proxy's sync state with the control plane (istioctl proxy-status); exit 1 unless all SYNCED."""
-    from labkit.status import proxy_status_table
+    from labkit.status import proxy_status_table  # on first use: keeps other labkit commands fast
 
     rows = _lab(args).proxy_status()
     print(proxy_status_table(rows))
@@ -123,9 +124,8 @@ def cmd_proxy_status(args):
 
 def cmd_proxy_config(args):
     """What the workload's Envoy runs: routes as a table (weights included), anything else as JSON."""
-    import json
 
-    from labkit import tables
+    from labkit import tables  # on first use: keeps other labkit commands fast
 
     config = _lab(args).proxy_config(args.workload, args.what)
     lines = tables.routes(config) if args.what == "routes" and args.output == "table" else None
@@ -137,7 +137,7 @@ def cmd_proxy_config(args):
 
 def cmd_get(args):
     """``kubectl get``: what the lab has applied of one kind, in one namespace or all."""
-    from labkit import tables
+    from labkit import tables  # on first use: keeps other labkit commands fast
 
     # the backend reads the kind's name; nothing found reads as kubectl's words
     tables.print_resources(_lab(args).get(args.kind, namespace=args.namespace), args.namespace)
@@ -149,14 +149,14 @@ def cmd_reset(args):
 
 
 def cmd_validate(args):
-    from labkit import validation
+    from labkit import validation  # on first use: keeps other labkit commands fast
 
     return validation.main(args.paths)
 
 
 def cmd_doctor(args):
     if (args.backend or os.environ.get("LAB_BACKEND") or "local").strip().lower() == "local":
-        from labkit.local import doctor
+        from labkit.local import doctor  # on first use: keeps other labkit commands fast
     else:
         from labkit.kind import doctor  # type: ignore[no-redef]
 
@@ -164,13 +164,13 @@ def cmd_doctor(args):
 
 
 def cmd_tools(args):
-    from labkit.kind import tools
+    from labkit.kind import tools  # on first use: keeps other labkit commands fast
 
     return tools.main(args)
 
 
 def cmd_tour(args):
-    from labkit import tour
+    from labkit import tour  # on first use: keeps other labkit commands fast
 
     return tour.main(args)
 

@@ -254,9 +254,9 @@ def _local_paths(lab: Any, url: str, concurrency: int) -> list[Path]:
     reach the same process)."""
     import psutil  # imported here: only the local backend's measurement reads processes
 
-    from labkit import traffic
-    from labkit.local import processes
-    from labkit.local.supervisor import envoy_name
+    from labkit import traffic  # imported on first use: keeps `import labkit` fast
+    from labkit.local import processes  # imported on first use: keeps `import labkit` fast
+    from labkit.local.supervisor import envoy_name  # imported on first use: keeps `import labkit` fast
 
     topo = lab._require_up()
     v1 = next(i for i in topo.instances if i.workload.name == f"{scenario.SERVICE}-{scenario.BASELINE}")

@@ -8,6 +8,7 @@ anything that needs more than a line of code lives here.
 from __future__ import annotations
 
 import copy
+import shlex
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -113,9 +114,8 @@ def run(command: str, timeout: float = 60) -> str:
     Example:
         >>> lesson.run(f"kubectl get pods -n {scenario.NAMESPACE}")
     """
-    import shlex
 
-    from labkit.command import run
+    from labkit.command import run  # imported on first use: keeps `import labkit` fast
 
     done = run(shlex.split(command), timeout=timeout)  # CommandError names the command, exit code and output
     output = (done.stdout + done.stderr).rstrip()
@@ -126,7 +126,7 @@ def run(command: str, timeout: float = 60) -> str:
 def install_settings(path: str | Path | None = None) -> dict[str, str | None]:
     """The install choices notebook 01 teaches, read from ``cluster-config/istio/install.yaml``: the
     profile, where access logs go, and the outbound traffic policy (the local backend reads the same file)."""
-    from labkit.mesh import load_mesh_settings
+    from labkit.mesh import load_mesh_settings  # imported on first use: keeps `import labkit` fast
 
     mesh = load_mesh_settings(Path(path) if path else paths.ISTIO_INSTALL)
     return {

@@ -167,7 +167,7 @@ def _prometheus_missing(lab: Lab) -> str:
 
 
 def _viz() -> Any:
-    from labkit import viz
+    from labkit import viz  # imported on first use: keeps `import labkit` fast
 
     return viz
 
@@ -199,7 +199,7 @@ def write_report(tour: Tour, path: str | Path) -> Path:
 
 def main(args: argparse.Namespace) -> int:
     """``labkit tour --report PATH [--keep]``: 0 if every check passed, 1 otherwise."""
-    import labkit
+    import labkit  # imported on first use: keeps `import labkit` fast
 
     lab = labkit.open(getattr(args, "backend", None))
     tour = Tour(lab)

@@ -26,7 +26,7 @@ def preflight(backend: str | None = None) -> None:
     name = (backend or os.environ.get("LAB_BACKEND") or "local").strip().lower()
     passed(f"Python {sys.version.split()[0]}")
     if name == "local":
-        from labkit.local import envoy
+        from labkit.local import envoy  # imported on first use: keeps `import labkit` fast
 
         try:
             binary = envoy.binary()
@@ -46,7 +46,7 @@ def preflight(backend: str | None = None) -> None:
             )
         passed(f"state folder {state} writable")
     elif name in ("kind", "kube"):
-        from labkit.kind import doctor
+        from labkit.kind import doctor  # imported on first use: keeps `import labkit` fast
 
         if doctor.main(None) != 0:
             raise fail(

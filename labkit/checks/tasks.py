@@ -33,7 +33,7 @@ def mirrored(
     them."""
     import time  # with scipy's stats, only on first use (keeps `import labkit` fast)
 
-    from labkit import stats
+    from labkit import stats  # imported on first use: keeps `import labkit` fast
 
     deadline = time.monotonic() + wait
     while True:

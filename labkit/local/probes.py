@@ -176,6 +176,8 @@ def _grpc(where: int | Path, probe: Probe) -> bool:
     """grpc.health.v1.Health/Check of ``probe.service`` in plain text, within ``timeoutSeconds``: SERVING
     passes; NOT_SERVING, NOT_FOUND (a service the server does not know), no server or no answer fail."""
     import grpc  # imported here: loading grpc takes a while and only gRPC probes need it
+
+    # imported on first use: keeps `import labkit` fast
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
     address = f"unix:{where}" if isinstance(where, Path) else f"127.0.0.1:{where}"

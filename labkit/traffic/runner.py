@@ -127,7 +127,7 @@ def send(
 
 
 def _progress_bar(n: int | None, duration: float | None, source: str, url: str) -> Any:
-    from tqdm.auto import tqdm
+    from tqdm.auto import tqdm  # imported on first use: keeps `import labkit` fast
 
     if n is not None:
         return tqdm(total=n, desc=f"{source} -> {url}", unit="req")

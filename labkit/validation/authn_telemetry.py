@@ -24,7 +24,7 @@ def _jwt_rule(field: str, rule: Mapping) -> Problems:
 def _jwks(field: str, text: str) -> Problems:
     """``jwk.Parse``: a JSON Web Key Set (or one key); private keys only warn, Envoy needs the public part."""
     from joserfc.errors import JoseError  # only for a RequestAuthentication (keeps `import labkit` fast)
-    from joserfc.jwk import KeySet
+    from joserfc.jwk import KeySet  # imported on first use: keeps `import labkit` fast
 
     try:
         data = json.loads(text)

@@ -130,7 +130,7 @@ def validator_class() -> type[jsonschema.Draft202012Validator]:
     if block:
         sys.modules["rfc3987_syntax"] = None  # type: ignore[assignment]  # makes its import raise ImportError
     try:
-        from jsonschema import Draft202012Validator
+        from jsonschema import Draft202012Validator  # imported on first use: keeps `import labkit` fast
     finally:
         if block:
             del sys.modules["rfc3987_syntax"]
