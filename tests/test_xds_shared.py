@@ -15,7 +15,7 @@ from labkit.local import translate as translate_module
 from labkit.local.routes import sidecar_route_config
 from labkit.local.topology import build_topology
 from labkit.local.translate import ProxyConfig, ensure_ports, translate
-from labkit.local.xds import snapshot, sync
+from labkit.local.xds import snapshot, store, sync
 
 REPLICAS = 4
 WEIGHTS = "virtual-service-currency-converter-90-10.yaml"
@@ -72,20 +72,12 @@ def _naive(proxies, configs) -> dict:
     nodes = {}
     for proxy in proxies:
         items = snapshot.resources(copy.deepcopy(configs[proxy.id]))
-        types = {url: {"version": snapshot.version(r), "resources": r} for url, r in items.items()}
+        types = {
+            url: {"version": snapshot.version(t["resources"]), "resources": t["resources"]}
+            for url, t in items.items()
+        }
         nodes[snapshot.node_id(proxy)] = {"proxy": proxy.id, "types": types}
     return nodes
-
-
-def _plain_dump(snap: dict) -> str:
-    """``snapshot.dump`` by plain json.dumps: each distinct list once, nodes naming it by version."""
-    table: dict = {}
-    nodes = {}
-    for node, data in snap["nodes"].items():
-        for url, typed in data["types"].items():
-            table.setdefault(url, {}).setdefault(typed["version"], typed["resources"])
-        nodes[node] = {**data, "types": {url: typed["version"] for url, typed in data["types"].items()}}
-    return json.dumps({**snap, "nodes": nodes, "resources": table}, separators=(",", ":"))
 
 
 def test_shared_endpoints_and_snapshot_are_byte_identical_to_building_each_proxy_alone(tmp_path, monkeypatch):
@@ -109,14 +101,45 @@ def test_shared_endpoints_and_snapshot_are_byte_identical_to_building_each_proxy
     enc = snapshot.Encoder()
     snap = snapshot.build(proxies, shared, enc)
     assert json.dumps(snap["nodes"]) == json.dumps(_naive(proxies, shared))
-    assert snapshot.dump(snap, enc) == _plain_dump(snap)
-    assert snapshot.parse(snapshot.dump(snap, enc)) == snap
+    assert store.write(tmp_path, snap, enc)
+    assert store.read(tmp_path, {}) == snap
     v1 = [snapshot.node_id(p) for p in proxies if p.workload.endswith("-v1")]  # now by node id
     eds = {id(snap["nodes"][n]["types"][snapshot.ENDPOINT]["resources"]) for n in v1}
-    assert len(v1) == REPLICAS and len(eds) == 1  # the replicas share one list, stored once by dump
-    assert snapshot.dump(snap).count('"cluster_name":"outbound|') < len(v1) * len(
-        snap["nodes"][v1[0]]["types"][snapshot.ENDPOINT]["resources"]
+    assert len(v1) == REPLICAS and len(eds) == 1  # the replicas share one list, stored once
+    distinct = {(u, t["version"]) for n in snap["nodes"].values() for u, t in n["types"].items()}
+    files = sorted(store.lists_folder(tmp_path).iterdir())
+    assert len(files) == len(distinct) < len(proxies) * len(snapshot.ORDER)
+    for file in files:  # content-addressed: a file's name is the version of the text it holds
+        assert file.name.split("-", 1)[1] == f"{snapshot.version(json.loads(file.read_text()))}.json"
+
+
+def test_a_weight_change_rewrites_only_the_route_lists_and_reuses_the_rest(tmp_path):
+    """With the snapshot served now, a list equal to its old one keeps that list and version (nothing
+    encoded again), and the files written are the new route lists alone; the lists of the index before
+    stay for a reader still on it, older ones go."""
+    topo, before = _translate(tmp_path, "destination-rule-currency-converter.yaml", WEIGHTS)
+    proxies = list(topo.proxies.values())
+    old = snapshot.build(proxies, before)
+    store.write(tmp_path, old, snapshot.Encoder())
+    first = set(store.lists_folder(tmp_path).iterdir())
+    _, after = _translate(
+        tmp_path, "destination-rule-currency-converter.yaml", "virtual-service-currency-converter-50-50.yaml"
     )
+    new = snapshot.build(proxies, after, snapshot.Encoder(), old)
+    assert json.dumps(new) == json.dumps(snapshot.build(proxies, after))  # the same as built afresh
+    for node, data in new["nodes"].items():
+        for url, typed in data["types"].items():
+            was = old["nodes"][node]["types"][url]
+            assert (typed["resources"] is was["resources"]) == (
+                url != snapshot.ROUTE or not typed["resources"]
+            )
+    store.write(tmp_path, new, snapshot.Encoder())
+    added = set(store.lists_folder(tmp_path).iterdir()) - first
+    assert added and {f.name.split("-")[0] for f in added} == {"RDS"}
+    store.write(tmp_path, snapshot.build(proxies, before), snapshot.Encoder())  # back to 90/10: old lists
+    store.write(tmp_path, snapshot.build(proxies, before), snapshot.Encoder())
+    assert set(store.lists_folder(tmp_path).iterdir()) == first  # 50/50's route lists are gone
+    assert store.read(tmp_path, {}) == old
 
 
 def test_a_change_to_one_route_pushes_only_the_proxies_whose_config_it_changes(tmp_path):

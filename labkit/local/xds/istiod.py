@@ -2,7 +2,7 @@
 aggregated discovery service (ADS, state of the world) over gRPC on the lab's private Unix socket, like
 istiod's (pilot/pkg/xds/ads.go ``StreamAggregatedResources``).
 
-It serves ``xds/snapshot.json`` (snapshot.py), read at start and again on SIGHUP, which the lab sends after
+It serves the snapshot in ``xds/`` (store.py), read at start and again on SIGHUP, which the lab sends after
 writing a new one; so a restarted istiod serves the same config from the state folder. Per stream and type it
 remembers the version and nonce it sent; a request carrying that nonce is an ACK, or a NACK when it has
 ``error_detail`` (pilot/pkg/xds/ads.go ``shouldRespond``). What each proxy was sent, ACKed and NACKed goes to
@@ -25,7 +25,10 @@ import grpc
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 
 from labkit.files import write_atomic
-from labkit.local.xds import proto, snapshot
+from labkit.local.xds import proto, snapshot, store
+
+#: A converted resource list, by (type URL, version): its ``Any`` messages and their names.
+Converted = dict[tuple[str, str], tuple[list[Any], list[str]]]
 
 #: How soon after a change sync.json is rewritten (batches the ACKs of one push into one write).
 FLUSH_S = 0.005
@@ -38,6 +41,7 @@ class Control:
         self.state_root = state_root
         self.version = ""
         self.served: dict[str, dict[str, tuple[str, list[Any]]]] = {}  # node -> type -> (version, [Any])
+        self.lists: Converted = {}
         self.names: dict[str, dict[str, list[str]]] = {}  # node -> type -> resource names, in order
         self.streams: dict[str, Stream] = {}
         self.sync: dict[str, dict[str, Any]] = {}
@@ -48,40 +52,56 @@ class Control:
         self.unheld: list[int] = []
 
     def load(self) -> None:
-        """Read the snapshot; convert only the types whose version changed; push to every stream."""
+        """Read the snapshot's index and the lists it names that this istiod has not converted yet (a list
+        file never changes, store.py); push to every stream."""
         try:
-            snap = snapshot.parse(snapshot.snapshot_file(self.state_root).read_text())
+            snap, lists = self._read()
         except (OSError, ValueError) as err:
             self.error = f"cannot read {snapshot.snapshot_file(self.state_root)}: {err}"
             self.changed()
             return
-        cache: dict[str, Any] = {}  # replicas of one workload share most resources: convert each once
-        lists: dict[tuple[str, str], list[Any]] = {}  # and often a type's whole list (snapshot.build)
-        served: dict[str, dict[str, tuple[str, list[Any]]]] = {}
-        names: dict[str, dict[str, list[str]]] = {}
-        try:
-            for node, data in snap["nodes"].items():
-                old = self.served.get(node, {})
-                served[node], names[node] = {}, {}
-                for url, typed in data["types"].items():
-                    key = (url, typed["version"])
-                    if url in old and old[url][0] == typed["version"]:
-                        lists.setdefault(key, old[url][1])
-                    elif key not in lists:
-                        where = f"{data['proxy']} {snapshot.SHORT[url]}"
-                        lists[key] = [self.convert(r, where, cache) for r in typed["resources"]]
-                    served[node][url] = (typed["version"], lists[key])
-                    names[node][url] = [_name(r) for r in typed["resources"]]
-                self.sync.setdefault(node, {"proxy": data["proxy"], "connected": False, "types": {}})
         except proto.ProtoError as err:
             self.error = str(err)  # keep serving the last good snapshot, as istiod does on a bad config
             self.changed()
             return
-        self.served, self.names, self.version, self.error = served, names, snap["version"], ""
+        self.served = {
+            node: {url: (version, lists[url, version][0]) for url, version in data["types"].items()}
+            for node, data in snap["nodes"].items()
+        }
+        self.names = {
+            node: {url: lists[url, version][1] for url, version in data["types"].items()}
+            for node, data in snap["nodes"].items()
+        }
+        for node, data in snap["nodes"].items():
+            self.sync.setdefault(node, {"proxy": data["proxy"], "connected": False, "types": {}})
+        self.lists, self.version, self.error = lists, snap["version"], ""
         self.hold(set(snap.get("hold", [])))
         for stream in list(self.streams.values()):
             stream.push()
         self.changed()
+
+    def _read(self, tries: int = 3) -> tuple[dict[str, Any], Converted]:
+        """The index and every list it names, as ``Any`` messages with their names. A list file goes once
+        a newer index replaced the one naming it twice over: then the newest index is read again."""
+        snap = store.read_index(self.state_root)
+        cache: dict[str, Any] = {}  # replicas of one workload share most resources: convert each once
+        lists: Converted = {}
+        try:
+            for data in snap["nodes"].values():
+                for url, version in data["types"].items():
+                    if (url, version) not in lists:
+                        known = self.lists.get((url, version))
+                        lists[url, version] = known or self._convert((url, version), data["proxy"], cache)
+        except FileNotFoundError:
+            if not tries:
+                raise
+            return self._read(tries - 1)
+        return snap, lists
+
+    def _convert(self, key: tuple[str, str], proxy: str, cache: dict[str, Any]) -> tuple[list, list[str]]:
+        resources = store.read_list(self.state_root, *key)
+        where = f"{proxy} {snapshot.SHORT[key[0]]}"
+        return [self.convert(r, where, cache) for r in resources], [_name(r) for r in resources]
 
     @staticmethod
     def convert(resource: dict[str, Any], where: str, cache: dict[str, Any]) -> Any:

@@ -37,7 +37,7 @@ WILDCARD = (CLUSTER, LISTENER)
 ADS = {"ads": {}, "resource_api_version": "V3"}
 #: The layout of snapshot.json (``dump``); part of istiod's process spec, so up() restarts an istiod started
 #: by an older labkit that reads another layout.
-FORMAT = "2: resource lists stored once by version"
+FORMAT = "3: an index, and one file per resource list named by its version (store.py)"
 
 
 def folder(state_root: Path) -> Path:
@@ -75,10 +75,15 @@ def node_metadata(proxy: Proxy) -> dict[str, Any]:
     }
 
 
-def resources(config: ProxyConfig, shared: Encoder | None = None) -> dict[str, list[dict[str, Any]]]:
-    """The proxy's resources by type URL: outbound STATIC clusters split into an EDS cluster plus its
-    ``ClusterLoadAssignment``, ECDS configs wrapped as ``TypedExtensionConfig``. With ``shared`` (one per
-    snapshot), a load assignment the translator shares between proxies becomes one shared resource."""
+def resources(
+    config: ProxyConfig, shared: Encoder | None = None, before: dict[str, Any] | None = None
+) -> dict[str, dict[str, Any]]:
+    """The proxy's resources by type URL, each ``{"version", "resources"}``: outbound STATIC clusters split
+    into an EDS cluster plus its ``ClusterLoadAssignment``, ECDS configs wrapped as ``TypedExtensionConfig``.
+    With ``shared`` (one per snapshot), a load assignment the translator shares between proxies becomes one
+    shared resource. With ``before`` (the proxy's types in the snapshot served now), a list equal to the one
+    served is that one, with its version: nothing encoded again (a weight change at 100 sidecars encodes
+    their routes, not their listeners and clusters)."""
     enc = shared or Encoder()
     clusters, endpoints, listeners = [], [], []
     for listener in config.listeners:  # bind beside istiod's placeholder socket (held_ports)
@@ -91,24 +96,24 @@ def resources(config: ProxyConfig, shared: Encoder | None = None) -> dict[str, l
             cluster["eds_cluster_config"] = {"eds_config": ADS, "service_name": cluster["name"]}
             endpoints.append(enc.assignment(assignment, cluster["name"]))
         clusters.append(cluster)
+    out = {url: enc.typed(items, (before or {}).get(url)) for url, items in ((LISTENER, listeners),)}
     # only what a listener names: Envoy asks for RDS and ECDS by name, and istiod answers those names
     # (pilot/pkg/xds/rds.go, ecds.go), so a route config no listener uses (a Gateway server whose
     # credential is missing) is never asked for and never ACKed
-    text = "".join(enc.text(listener) for listener in listeners)
-    named = set(_values(text, "route_config_name"))
-    filters = set(_values(text, "name"))
+    named, filters = enc.refs(out[LISTENER])
     extensions = [
         {"@type": EXTENSION, "name": name, "typed_config": typed}
         for name, typed in sorted(config.extensions.items())
         if name in filters
     ]
-    return {
+    lists = {
         CLUSTER: clusters,
         ENDPOINT: endpoints,
-        LISTENER: listeners,
         ROUTE: [r for r in config.routes if r["name"] in named],
         EXTENSION: extensions,
     }
+    out.update((url, enc.typed(items, (before or {}).get(url))) for url, items in lists.items())
+    return {url: out[url] for url in ORDER}
 
 
 def _values(text: str, key: str) -> list[str]:
@@ -116,6 +121,11 @@ def _values(text: str, key: str) -> list[str]:
     ``"key":"`` only ever starts a member)."""
     found = re.findall(rf'"{re.escape(key)}":("(?:[^"\\]|\\.)*")', text)
     return [json.loads(m) if "\\" in m else m[1:-1] for m in found]
+
+
+#: The names a listener list refers to (``Encoder.refs``), by its version: immutable, as the version is a
+#: hash of the list.
+_REFS: dict[str, tuple[frozenset[str], frozenset[str]]] = {}
 
 
 class Encoder:
@@ -140,9 +150,34 @@ class Encoder:
             self._assignments[key] = (assignment, {"@type": ENDPOINT, **assignment, "cluster_name": name})
         return self._assignments[key][1]
 
+    def typed(self, items: list[dict[str, Any]], served: dict[str, Any] | None) -> dict[str, Any]:
+        """``{"version", "resources"}`` of ``items``: ``served`` itself when its resources equal them (a
+        comparison is several times cheaper than encoding; JSON values compare as Python's, and the
+        translator never turns a field's number into a boolean)."""
+        if served is not None and served["resources"] == items:
+            return served
+        return {"version": self.version(items), "resources": items}
+
+    def refs(self, listeners: dict[str, Any]) -> tuple[frozenset[str], frozenset[str]]:
+        """The route configs and filter configs ``listeners`` (``typed``'s answer) name, found once per
+        version by this process."""
+        found = _REFS.get(listeners["version"])
+        if found is None:
+            if len(_REFS) > 4096:  # versions of lists no longer served
+                _REFS.clear()
+            text = self.list_text(listeners["resources"])
+            found = _REFS[listeners["version"]] = (
+                frozenset(_values(text, "route_config_name")),
+                frozenset(_values(text, "name")),
+            )
+        return found
+
+    def list_text(self, items: list[dict[str, Any]]) -> str:
+        return "[" + ",".join(self.text(i) for i in items) + "]"
+
     def version(self, items: list[dict[str, Any]]) -> str:
         """``version(items)``, from the texts made already."""
-        return _digest("[" + ",".join(self.text(i) for i in items) + "]")
+        return _digest(self.list_text(items))
 
 
 def version(items: list[dict[str, Any]]) -> str:
@@ -155,55 +190,28 @@ def _digest(text: str) -> str:
 
 
 def build(
-    proxies: list[Proxy], configs: dict[str, ProxyConfig], enc: Encoder | None = None
+    proxies: list[Proxy],
+    configs: dict[str, ProxyConfig],
+    enc: Encoder | None = None,
+    served: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The snapshot: ``{"version", "nodes": {node id: {"proxy", "metadata", "types": {type URL: {"version",
     "resources"}}}}}``; ``version`` changes whenever any proxy's config does. Proxies whose resources of a
-    type are the same (replicas of one workload) share one list, as ``dump`` stores it once."""
+    type are the same (replicas of one workload) share one list, as store.py stores it once. A list equal
+    to the one in ``served`` (the snapshot served now) keeps its version (``resources``)."""
     nodes: dict[str, dict[str, Any]] = {}
     enc = enc or Encoder()
     lists: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for proxy in proxies:
+        node = node_id(proxy)
+        before = (served or {}).get("nodes", {}).get(node, {}).get("types")
         types = {}
-        for url, items in resources(configs[proxy.id], enc).items():
-            ver = enc.version(items)
-            types[url] = {"version": ver, "resources": lists.setdefault((url, ver), items)}
-        nodes[node_id(proxy)] = {"proxy": proxy.id, "types": types}
+        for url, typed in resources(configs[proxy.id], enc, before).items():
+            shared = lists.setdefault((url, typed["version"]), typed["resources"])
+            types[url] = typed if shared is typed["resources"] else {**typed, "resources": shared}
+        nodes[node] = {"proxy": proxy.id, "types": types}
     digest = {n: {u: t["version"] for u, t in v["types"].items()} for n, v in nodes.items()}
     return {"version": version([digest]), "nodes": nodes, "hold": held_ports(proxies)}
-
-
-def dump(snap: dict[str, Any], enc: Encoder | None = None) -> str:
-    """The snapshot as JSON text, each type's resource list once by its version however many proxies have
-    it (a 100-replica workload's endpoints are written once, not 100 times); ``parse`` reverses it. With
-    the ``Encoder`` that built it, no resource is encoded again."""
-    enc = enc or Encoder()
-    table: dict[str, dict[str, str]] = {}
-    nodes = {}
-    for node, data in snap["nodes"].items():
-        for url, typed in data["types"].items():
-            lists = table.setdefault(url, {})
-            if typed["version"] not in lists:
-                lists[typed["version"]] = "[" + ",".join(enc.text(r) for r in typed["resources"]) + "]"
-        nodes[node] = {**data, "types": {url: typed["version"] for url, typed in data["types"].items()}}
-    resources = ",".join(
-        json.dumps(url) + ":{" + ",".join(f"{json.dumps(v)}:{text}" for v, text in lists.items()) + "}"
-        for url, lists in table.items()
-    )
-    head = json.dumps({**snap, "nodes": nodes}, separators=(",", ":"))
-    return head[:-1] + ',"resources":{' + resources + "}}"
-
-
-def parse(text: str) -> dict[str, Any]:
-    """``build``'s shape from ``dump``'s text (ValueError if it is not one)."""
-    body = json.loads(text)
-    try:
-        table = body.pop("resources")
-        for data in body["nodes"].values():
-            data["types"] = {u: {"version": v, "resources": table[u][v]} for u, v in data["types"].items()}
-    except (KeyError, TypeError, AttributeError) as err:
-        raise ValueError(f"not a snapshot: {err!r}") from err
-    return body
 
 
 def held_ports(proxies: list[Proxy]) -> list[int]:

@@ -9,8 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from labkit.errors import LabError
-from labkit.files import write_atomic
-from labkit.local.xds import snapshot
+from labkit.local.xds import snapshot, store
 from labkit.status import ProxyStatus
 
 #: How long apply waits for every affected proxy's ACK (100 proxies ACK in well under a second).
@@ -21,16 +20,20 @@ class SyncError(LabError):
     """A proxy NACKed the new config, or did not ACK it in time."""
 
 
-#: The snapshot file this process last wrote or read, by its path: (its identity on disk, the snapshot).
+#: The snapshot index this process last wrote or read, by its path: (its identity on disk, the snapshot).
 _SERVED: dict[Path, tuple[tuple[int, ...], dict[str, Any]]] = {}
+#: The resource lists of those snapshots, by state folder (store.py).
+_LISTS: dict[Path, store.Lists] = {}
 
 
-def publish(state_root: Path, snap: dict[str, Any], enc: snapshot.Encoder | None = None) -> bool:
+def publish(state_root: Path, snap: dict[str, Any], enc: snapshot.Encoder) -> bool:
     """Write the snapshot istiod serves (``enc``: the one that built it); True if it changed (then istiod
     must be told, by SIGHUP)."""
-    file = snapshot.snapshot_file(state_root)
-    changed = write_atomic(file, snapshot.dump(snap, enc))
-    _remember(file, snap)
+    changed = store.write(state_root, snap, enc)
+    _remember(snapshot.snapshot_file(state_root), snap)
+    _LISTS[state_root] = {
+        (url, t["version"]): t["resources"] for n in snap["nodes"].values() for url, t in n["types"].items()
+    }
     return changed
 
 
@@ -43,7 +46,7 @@ def served(state_root: Path) -> dict[str, Any] | None:
         known = _SERVED.get(file)
         if known is not None and known[0] == key:
             return known[1]
-        snap = snapshot.parse(file.read_text())
+        snap = store.read(state_root, _LISTS.setdefault(state_root, {}))
     except (OSError, ValueError):
         return None
     _remember(file, snap)
