@@ -212,3 +212,14 @@ def test_the_app_serves_grpc_health_on_its_first_grpc_probes_port_only(tmp_path)
     [inst] = build_topology(apps, tmp_path, iter(range(20000, 20100)).__next__).instances
     ready, live = inst.workload.readiness, inst.workload.liveness
     assert readiness.probe_target(inst, ready) == inst.grpc_socket != readiness.probe_target(inst, live)
+
+
+def test_a_config_write_probes_again_only_the_probes_that_pass_the_sidecar(tmp_path):
+    """A config change (STRICT to PERMISSIVE) can change only the answer of a probe that meets the
+    sidecar's inbound listener (not rewritten); a rewritten one reaches the app past it, so the lab does
+    not probe every instance again on each push (100 replicas)."""
+    from labkit.local.topology import build_topology
+
+    apps = [r for r in manifests.load(_apps()) if r.kind != "PeerAuthentication"]
+    topo = build_topology(apps, tmp_path, iter(range(20000, 20100)).__next__)
+    assert [i.workload.name for i in readiness.through_sidecar(topo)] == ["web-v3"]

@@ -174,7 +174,7 @@ class LocalLab(Lab):
 
     def _require_up(self) -> Topology:
         topo = self._current()
-        if topo is None or not self._procs.alive():
+        if topo is None or not self._procs.any_alive():
             raise BackendError("the local lab is not running", "start it with lab.up() (or `labkit up`)")
         return topo
 
@@ -281,7 +281,7 @@ class LocalLab(Lab):
         for _ in range(2):  # again when a readiness probe's answer changed with this config (probes.py)
             configs = translate(istio, topo, self._mesh_settings())
             self._procs.push(topo, configs)
-            if not readiness.update(topo):
+            if not readiness.update(topo, readiness.through_sidecar(topo)):
                 break
 
     def _refresh_readiness(self, topo: Topology, serve: bool = True) -> None:

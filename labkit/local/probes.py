@@ -12,7 +12,8 @@ for SERVING) then probes the app itself, past the sidecar. Exec probes are left 
 
 Here the lab plays both parts: a rewritten probe goes straight to the app (pilot-agent's), an un-rewritten one
 in plain text through the sidecar's inbound listener (the kubelet's, refused by real Envoy under STRICT). A
-readinessProbe runs whenever the lab writes config, reports status or sends (no periodic prober); a not-ready
+readinessProbe runs whenever the lab reports status or sends, and one that passes the sidecar also whenever
+the lab writes config (no periodic prober); a not-ready
 instance is left out of every Service's endpoints, as istiod leaves out a pod its EndpointSlice marks not
 ready. Liveness and startup probes run every ``periodSeconds`` in the pod's kubelet (kubelet.py). Exec probes
 are ignored locally (no container to exec in) and named so.

@@ -1,5 +1,6 @@
 """Which instances are ready now: what a cluster's kubelet reports and its EndpointSlice controller turns
-into endpoints. The lab probes again whenever it writes config, reports status or sends (probes.py runs one
+into endpoints. The lab probes again whenever it reports status or sends, and when it writes config the probes
+that pass through a sidecar (the config may change their answer; probes.py runs one
 probe; a pod's kubelet, kubelet.py, says whether its container runs and passed its startup probe), and a
 not-ready instance leaves every Service's endpoints (``Topology.endpoints``)."""
 
@@ -38,16 +39,31 @@ def is_ready(inst: Instance) -> bool:
     return probes.ready(probe, probe_target(inst, probe)) if probe is not None else True
 
 
-def update(topo: Topology) -> bool:
-    """Probe every instance and record it on ``Instance.ready``; True when one changed (the endpoints must be
-    written again). All at once, as the kubelet runs one probe worker per container (kubernetes
-    pkg/kubelet/prober/worker.go): each probe mostly waits for its app."""
+def through_sidecar(topo: Topology) -> list[Instance]:
+    """The instances whose readiness probe lands on their sidecar's inbound listener (not rewritten): the
+    only answers a config change can change (say, STRICT mTLS refusing the kubelet's plain-text probe)."""
+    return [
+        inst
+        for inst in topo.instances
+        if inst.workload.readiness is not None
+        and inst.proxy is not None
+        and probe_target(inst, inst.workload.readiness) in inst.proxy.inbound_ports.values()
+    ]
+
+
+def update(topo: Topology, instances: list[Instance] | None = None) -> bool:
+    """Probe ``instances`` (default: every instance) and record it on ``Instance.ready``; True when one
+    changed (the endpoints must be written again). All at once, as the kubelet runs one probe worker per
+    container (kubernetes pkg/kubelet/prober/worker.go): each probe mostly waits for its app."""
     from concurrent.futures import ThreadPoolExecutor  # imported on first use: keeps `import labkit` fast
 
+    probed = topo.instances if instances is None else instances
+    if not probed:
+        return False
     with ThreadPoolExecutor(max_workers=PROBE_WORKERS) as pool:
-        results = list(pool.map(is_ready, topo.instances))
+        results = list(pool.map(is_ready, probed))
     changed = False
-    for inst, now in zip(topo.instances, results, strict=True):
+    for inst, now in zip(probed, results, strict=True):
         changed |= now != inst.ready
         inst.ready = now
     return changed

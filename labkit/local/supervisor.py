@@ -123,6 +123,10 @@ class Supervisor:
         """Names of the lab's processes that run now."""
         return {r.name for r in self.records() if processes.is_alive(r)}
 
+    def any_alive(self) -> bool:
+        """Whether one of the lab's processes runs (the lab is up, if perhaps not healthy)."""
+        return any(processes.is_alive(r) for r in self.records())
+
     def to_start(self, topo: Topology, restart: set[str]) -> dict[str, Wanted]:
         """The wanted processes not running as wanted (dead, outdated, or named in ``restart``)."""
         want = wanted(topo, self.state)
@@ -157,7 +161,7 @@ class Supervisor:
         for proxy in proxies:
             write_atomic(proxy.bootstrap_file, _bootstrap_text(proxy, self.state.xds_socket))
         enc = snapshot.Encoder()
-        snap = snapshot.build(proxies, configs, enc)
+        snap = snapshot.build(proxies, configs, enc, self.snapshot())
         changed = sync.publish(self.state.root, snap, enc)
         if ISTIOD in start:
             self._start(ISTIOD, start.pop(ISTIOD))
@@ -187,7 +191,7 @@ class Supervisor:
         config changed ACKed it and none of its listeners warms or drains."""
         old = self.snapshot()
         enc = snapshot.Encoder()
-        snap = snapshot.build(list(topo.proxies.values()), configs, enc)
+        snap = snapshot.build(list(topo.proxies.values()), configs, enc, old)
         if not sync.publish(self.state.root, snap, enc):
             return
         try:
