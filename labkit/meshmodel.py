@@ -4,6 +4,7 @@ Istio durations, route weights, and the service registry (Services and ServiceEn
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -127,6 +128,7 @@ def weighted_version(cluster: str, host: str) -> str:
     return parts[2] or "(no subset)"
 
 
+@functools.lru_cache(maxsize=4096)  # asked of the same few hosts for every proxy of every push
 def is_ip(host: str) -> bool:
     """An IPv4 or IPv6 address (istiod's netutil.IsValidIPAddress)."""
     try:

@@ -201,7 +201,7 @@ class ProxyFiles:
     def ca_file(self) -> Path:
         return self.dir / "certs" / "root-cert.pem"
 
-    @property
+    @functools.cached_property  # every listener of a push names it: joined once
     def access_log(self) -> Path:
         return self.dir / "access.log"
 

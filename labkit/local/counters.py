@@ -19,6 +19,7 @@ labels from headers the caller's proxy adds (routes.py), trusted only over mTLS 
 
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING
 
 from labkit.local.clusters import PEER_KEYS, peer_labels
@@ -53,7 +54,15 @@ def tcp_counters(tags: dict[str, str]) -> dict:
 
 
 def _logger(counters: dict[str, int | str], tags: dict[str, str]) -> dict:
-    stat_tags = [{"name": k, "value_format": v} for k, v in tags.items()]
+    return _shared_logger(tuple(counters.items()), tuple(tags.items()))
+
+
+@functools.lru_cache(maxsize=1024)
+def _shared_logger(counters: tuple[tuple[str, int | str], ...], tags: tuple[tuple[str, str], ...]) -> dict:
+    """One logger object for all the proxies with the same tags (the replicas of a workload): built once,
+    encoded once per snapshot (snapshot.Encoder), compared by identity with the one served. Never changed
+    after it is built, like every resource of the translator."""
+    stat_tags = [{"name": k, "value_format": v} for k, v in tags]
     return {
         "name": "envoy.access_loggers.stats",
         "typed_config": {
@@ -64,7 +73,7 @@ def _logger(counters: dict[str, int | str], tags: dict[str, str]) -> dict:
             "counters": [
                 {"stat": {"name": name, "tags": stat_tags}}
                 | ({"value_fixed": value} if isinstance(value, int) else {"value_format": value})
-                for name, value in counters.items()
+                for name, value in counters
             ],
         },
     }
@@ -120,4 +129,5 @@ def _ordered(tags: dict[str, str], tcp: bool = False) -> dict[str, str]:
     """Every label of ``metrics.LABELS`` (``TCP_LABELS`` for a TCP proxy) in its order."""
     common = {"request_protocol": "tcp" if tcp else "http", "response_code": "%RESPONSE_CODE%"}
     common["response_flags"] = "%RESPONSE_FLAGS%"
-    return {k: {**tags, **common}[k] for k in (TCP_LABELS if tcp else LABELS)}
+    merged = tags | common
+    return {k: merged[k] for k in (TCP_LABELS if tcp else LABELS)}
