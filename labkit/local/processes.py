@@ -11,7 +11,7 @@ import json
 import os
 import signal
 import subprocess
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -83,26 +83,37 @@ def start(
 
 def records(pid_dir: Path) -> list[ProcessRecord]:
     """Every pidfile in ``pid_dir`` (alive or not), sorted by name."""
-    out = []
-    known = {f.name for f in fields(ProcessRecord)}
+    return list(each_record(pid_dir))
+
+
+def each_record(pid_dir: Path) -> Iterator[ProcessRecord]:
+    """``records``, each read when asked for: ``any(is_alive(r) for r in each_record(d))`` reads one
+    pidfile of a running lab, not its 200."""
     for path in sorted(pid_dir.glob("*.json")) if pid_dir.is_dir() else []:
-        try:
-            data = json.loads(path.read_text())
-            # name, pid and create_time identify a process; a pidfile from an older labkit may lack the rest,
-            # and dropping it would orphan a process that is still running.
-            out.append(
-                ProcessRecord(
-                    **{"cmdline": [], "log": "", "spec": ""} | {k: data[k] for k in known & set(data)}
-                )
-            )
-        except (ValueError, TypeError):
-            path.unlink(missing_ok=True)  # a torn or foreign file: it cannot identify a process
-    return out
+        found = _read(path)
+        if found is not None:
+            yield found
 
 
 def record(pid_dir: Path, name: str) -> ProcessRecord | None:
     """The pidfile of ``name``, if any."""
-    return next((r for r in records(pid_dir) if r.name == name), None)
+    path = _pidfile(pid_dir, name)
+    return _read(path) if path.is_file() else None
+
+
+def _read(path: Path) -> ProcessRecord | None:
+    known = {f.name for f in fields(ProcessRecord)}
+    try:
+        data = json.loads(path.read_text())
+        # name, pid and create_time identify a process; a pidfile from an older labkit may lack the rest, and
+        # dropping it would orphan a process that is still running.
+        defaults = {"cmdline": [], "log": "", "spec": ""}
+        return ProcessRecord(**defaults | {k: data[k] for k in known & set(data)})
+    except FileNotFoundError:  # removed since it was listed: its process was stopped
+        return None
+    except (ValueError, TypeError):
+        path.unlink(missing_ok=True)  # a torn or foreign file: it cannot identify a process
+        return None
 
 
 def process(rec: ProcessRecord) -> psutil.Process | None:

@@ -125,7 +125,7 @@ class Supervisor:
 
     def any_alive(self) -> bool:
         """Whether one of the lab's processes runs (the lab is up, if perhaps not healthy)."""
-        return any(processes.is_alive(r) for r in self.records())
+        return any(processes.is_alive(r) for r in processes.each_record(self.state.run_dir))
 
     def to_start(self, topo: Topology, restart: set[str]) -> dict[str, Wanted]:
         """The wanted processes not running as wanted (dead, outdated, or named in ``restart``)."""
