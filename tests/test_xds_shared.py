@@ -7,6 +7,7 @@ import copy
 import itertools
 import json
 
+import pytest
 import yaml
 from support.envoy import MESH, istio
 
@@ -160,3 +161,24 @@ def test_a_change_to_one_route_pushes_only_the_proxies_whose_config_it_changes(t
     assert changed(*base) == []
     assert changed(*base, "virtual-service-currency-converter-ingress.yaml") == [gateway]
     assert changed(*base[:2], "virtual-service-currency-converter-50-50.yaml") == sidecars
+
+
+def test_translating_pauses_garbage_collection_and_leaves_it_as_it_was():
+    """The push runs without cyclic GC walks (translate.gc_paused), and the user's kernel keeps its GC
+    setting whatever happens: on after a failed push, still off when the user had turned it off."""
+    import gc
+
+    from labkit.local.translate import gc_paused
+
+    assert gc.isenabled()
+    with pytest.raises(RuntimeError), gc_paused():
+        assert not gc.isenabled()
+        raise RuntimeError("a translation error")
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with gc_paused():
+            pass
+        assert not gc.isenabled()
+    finally:
+        gc.enable()

@@ -32,7 +32,7 @@ from labkit.local.prometheus import Prometheus
 from labkit.local.supervisor import ISTIOD, Supervisor, envoy_name
 from labkit.local.supported import SCHEMAS, check_supported
 from labkit.local.topology import KUBE_KINDS, Topology, build_topology, ensure_gateway_port
-from labkit.local.translate import ProxyConfig, ensure_ports, route_status, translate
+from labkit.local.translate import ProxyConfig, ensure_ports, gc_paused, route_status, translate
 from labkit.local.xds.sync import SyncError
 from labkit.mesh import MeshSettings, load_mesh_settings
 from labkit.meshmodel import unreachable_gateways
@@ -279,8 +279,8 @@ class LocalLab(Lab):
         if ports.assign(topo):
             ports.save(topo)
         for _ in range(2):  # again when a readiness probe's answer changed with this config (probes.py)
-            configs = translate(istio, topo, self._mesh_settings())
-            self._procs.push(topo, configs)
+            with gc_paused():
+                self._procs.push(topo, translate(istio, topo, self._mesh_settings()))
             if not readiness.update(topo, readiness.through_sidecar(topo)):
                 break
 
