@@ -1,11 +1,11 @@
 """Figures for the local control plane at scale (printed; not a test): for 10, 30, 60 and 100 sidecars, the
 time up() takes to start them all, memory per idle sidecar (RSS, and what it really costs: private memory and
 PSS, since every Envoy maps the same binary), the push latency from ``apply`` of a weight change to the last
-proxy's ACK (median and max; and the control plane's part, from publishing the snapshot to the last ACK,
+proxy's ACK (median and max; and the control plane's part, from building the snapshot to the last ACK,
 without validation and translation), istiod's CPU per push, and the machine's load average (other jobs
 slow every figure).
 
-    .venv/bin/python bench/bench_xds.py [--sidecars 10 30 60 100] [--pushes 5]
+    .venv/bin/python bench/bench_xds.py [--sidecars 10 30 60 100] [--pushes 9]
 
 The sidecars are replicas of currency-converter-v1 (plus the client's and v2's); a weight change rewrites
 every sidecar's route to the service (RDS), so each push reaches all of them.
@@ -76,7 +76,7 @@ def run(sidecars: int, pushes: int) -> None:
             latencies, pushing = [], []
             push = lab._procs.push
 
-            def timed(*args: Any) -> None:  # the control plane's part: publish -> the last ACK
+            def timed(*args: Any) -> None:  # the control plane's part: snapshot -> the last ACK
                 start = time.monotonic()
                 push(*args)
                 pushing.append(time.monotonic() - start)
@@ -92,7 +92,7 @@ def run(sidecars: int, pushes: int) -> None:
                 f"{sidecars:4d} sidecars: up() {up_s:6.1f} s | per sidecar RSS {rss:4.0f} MB,"
                 f" private {uss:4.1f} MB, PSS {pss:4.1f} MB | apply -> last ACK median"
                 f" {statistics.median(latencies) * 1000:5.0f} ms, max {max(latencies) * 1000:5.0f} ms"
-                f" (of which publish -> last ACK {statistics.median(pushing) * 1000:4.0f} ms)"
+                f" (of which snapshot -> last ACK {statistics.median(pushing) * 1000:4.0f} ms)"
                 f" | istiod CPU {cpu * 1000:4.0f} ms/push | load average {os.getloadavg()[0]:.1f}"
             )
         finally:
@@ -102,7 +102,7 @@ def run(sidecars: int, pushes: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sidecars", type=int, nargs="+", default=[10, 30, 60, 100])
-    parser.add_argument("--pushes", type=int, default=5)
+    parser.add_argument("--pushes", type=int, default=9)
     args = parser.parse_args()
     for n in args.sidecars:
         run(n, args.pushes)
