@@ -66,13 +66,20 @@ def _chromium() -> bool:
 def _image(fig: go.Figure, fmt: str, width: int | None = None, height: int | None = None) -> bytes:
     """``fig`` rendered by kaleido (it drives Chromium) with plotly.js from the plotly package and no MathJax:
     kaleido's default MathJax comes from a CDN, a network lookup per render that an offline laptop waits for
-    (plotly's ``to_image`` cannot turn it off); the lab's figures have no LaTeX."""
+    (plotly's ``to_image`` cannot turn it off); the lab's figures have no LaTeX. Tried a second time when
+    kaleido ran its script before Chromium had loaded the page ("kaleido_scopes is not defined", a race of
+    kaleido's own on a loaded machine: plotly/Kaleido#214)."""
     import kaleido  # imported on first use: keeps `import labkit` fast
+    from kaleido.errors import JavascriptError
 
     opts = {"format": fmt, "width": width or fig.layout.width, "height": height or fig.layout.height}
-    return kaleido.calc_fig_sync(
-        fig.to_dict(), opts={k: v for k, v in opts.items() if v}, kopts={"mathjax": False}
-    )
+    spec, opts = fig.to_dict(), {k: v for k, v in opts.items() if v}
+    try:
+        return kaleido.calc_fig_sync(spec, opts=opts, kopts={"mathjax": False})
+    except JavascriptError as err:
+        if "kaleido_scopes is not defined" not in str(err):
+            raise
+    return kaleido.calc_fig_sync(spec, opts=opts, kopts={"mathjax": False})
 
 
 def png_image(fig: go.Figure) -> bytes | None:

@@ -81,3 +81,30 @@ def test_a_figure_for_a_handout_carries_a_png_next_to_plotly_s_mimetype(monkeypa
     bundle = pio.renderers["labkit"].to_mimebundle(fig.to_dict())
     assert "application/vnd.plotly.v1+json" in bundle
     assert bundle["image/png"][:8] == "iVBORw0K"  # base64 of the PNG signature
+
+
+@pytest.mark.skipif(not shutil.which("chromium"), reason="needs Debian's chromium (make system-deps)")
+def test_a_render_that_lost_kaleidos_page_load_race_is_tried_again(monkeypatch) -> None:
+    """On a loaded machine kaleido may run its script before Chromium loaded the page (plotly/Kaleido#214):
+    the figure is rendered again, by real kaleido, instead of failing a handout. Here the first render is
+    made to lose that race; any other JavaScript error still fails."""
+    import kaleido
+    from kaleido.errors import JavascriptError
+
+    real, calls = kaleido.calc_fig_sync, []
+
+    def losing_first(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise JavascriptError("{'description': 'ReferenceError: kaleido_scopes is not defined'}")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(kaleido, "calc_fig_sync", losing_first)
+    assert viz.png_image(viz.topology([]))[:8] == b"\x89PNG\r\n\x1a\n" and len(calls) == 2
+
+    def other_error(*args, **kwargs):
+        raise JavascriptError("{'description': 'ReferenceError: Plotly is not defined'}")
+
+    monkeypatch.setattr(kaleido, "calc_fig_sync", other_error)
+    with pytest.raises(JavascriptError, match="Plotly is not defined"):
+        viz.png_image(viz.topology([]))
