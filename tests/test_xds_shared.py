@@ -143,6 +143,19 @@ def test_a_weight_change_rewrites_only_the_route_lists_and_reuses_the_rest(tmp_p
     assert store.read(tmp_path, {}) == old
 
 
+def test_an_index_that_is_not_one_is_refused_and_an_older_labkits_snapshot_is_not_served(tmp_path):
+    folder = snapshot.snapshot_file(tmp_path).parent
+    folder.mkdir()
+    for text in ("[]", '{"nodes": {"n": {"types": {"bogus": "v"}}}}', '{"nodes": {"n": {}}}'):
+        snapshot.snapshot_file(tmp_path).write_text(text)
+        with pytest.raises(ValueError, match="not a snapshot index"):
+            store.read(tmp_path, {})
+    # an older labkit's one file, its lists inline: nothing to serve from (up() publishes anew)
+    older = {"version": "1", "nodes": {"n": {"types": {snapshot.ROUTE: "abc"}}}, "resources": {}}
+    snapshot.snapshot_file(tmp_path).write_text(json.dumps(older))
+    assert sync.served(tmp_path) is None
+
+
 def test_a_change_to_one_route_pushes_only_the_proxies_whose_config_it_changes(tmp_path):
     """A route bound only to the ingress gateway changes the gateway's config alone, a mesh weight change
     the sidecars' alone: only those are pushed and waited for (istiod pushes a proxy only when the change

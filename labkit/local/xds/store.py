@@ -39,11 +39,10 @@ def write(state_root: Path, snap: dict[str, Any], enc: snapshot.Encoder) -> bool
     """Write the lists of ``snap`` not on disk yet, then its index (the reader's cue); remove the lists no
     longer named by it or by the index it replaces (a reader may still be reading that one). True if the
     index changed. ``enc`` has the lists' text (snapshot.build made it)."""
-    file = snapshot.snapshot_file(state_root)
     try:
-        before = json.loads(file.read_text())["nodes"]
-    except (OSError, ValueError, KeyError, TypeError):
-        before = {}
+        before = read_index(state_root)["nodes"]
+    except (OSError, ValueError):
+        before = {}  # the first snapshot, or one of an older labkit (its lists were in one file)
     folder = lists_folder(state_root)
     folder.mkdir(parents=True, exist_ok=True)
     on_disk = set(os.listdir(folder))
@@ -55,11 +54,10 @@ def write(state_root: Path, snap: dict[str, Any], enc: snapshot.Encoder) -> bool
             if path.name not in on_disk:
                 write_atomic(path, enc.list_text(typed["resources"]))
                 on_disk.add(path.name)
-    changed = write_atomic(file, json.dumps(index(snap), separators=(",", ":")))
-    for data in before.values() if isinstance(before, dict) else ():
-        for url, version in data.get("types", {}).items():
-            if url in snapshot.SHORT:
-                keep.add(list_file(state_root, url, version).name)
+    changed = write_atomic(snapshot.snapshot_file(state_root), json.dumps(index(snap), separators=(",", ":")))
+    for data in before.values():
+        for url, version in data["types"].items():
+            keep.add(list_file(state_root, url, version).name)
     for name in on_disk - keep:
         if not name.startswith("."):  # another writer's file being written
             (folder / name).unlink(missing_ok=True)
@@ -67,10 +65,15 @@ def write(state_root: Path, snap: dict[str, Any], enc: snapshot.Encoder) -> bool
 
 
 def read_index(state_root: Path) -> dict[str, Any]:
-    """The index: ``{"version", "hold", "nodes": {node id: {"proxy", "types": {type URL: version}}}}``."""
+    """The index: ``{"version", "hold", "nodes": {node id: {"proxy", "types": {type URL: version}}}}``
+    (ValueError if the file holds none)."""
     body = json.loads(snapshot.snapshot_file(state_root).read_text())
-    if not isinstance(body, dict) or not isinstance(body.get("nodes"), dict):
-        raise ValueError("not a snapshot index")
+    try:
+        for data in body["nodes"].values():
+            if not all(url in snapshot.SHORT and isinstance(v, str) for url, v in data["types"].items()):
+                raise TypeError(data["types"])
+    except (KeyError, TypeError, AttributeError) as err:
+        raise ValueError(f"not a snapshot index: {err!r}") from err
     return body
 
 
@@ -87,18 +90,12 @@ def read(state_root: Path, cache: Lists) -> dict[str, Any]:
     ``cache`` holds exactly the lists this snapshot names. ValueError if the files hold no snapshot."""
     body = read_index(state_root)
     lists: Lists = {}
-    try:
-        for data in body["nodes"].values():
-            types = {}
-            for url, version in data["types"].items():
-                key = (url, version)
-                if key not in lists:
-                    found = cache.get(key)
-                    lists[key] = found if found is not None else read_list(state_root, url, version)
-                types[url] = {"version": version, "resources": lists[key]}
-            data["types"] = types
-    except (KeyError, TypeError, AttributeError) as err:
-        raise ValueError(f"not a snapshot: {err!r}") from err
+    for data in body["nodes"].values():
+        for url, version in data["types"].items():
+            if (url, version) not in lists:
+                found = cache.get((url, version))
+                lists[url, version] = found if found is not None else read_list(state_root, url, version)
+        data["types"] = {u: {"version": v, "resources": lists[u, v]} for u, v in data["types"].items()}
     cache.clear()
     cache.update(lists)
     return body
