@@ -25,7 +25,7 @@ from labkit.backends import local as local_backend
 from labkit.backends.local import LocalLab
 from labkit.local import capacity, envoy, processes
 from labkit.local.supervisor import ISTIOD
-from labkit.local.xds import snapshot, sync
+from labkit.local.xds import snapshot, store, sync
 
 pytestmark = pytest.mark.mesh
 
@@ -223,3 +223,30 @@ def test_a_cluster_change_is_acked_too_with_its_endpoints_resent(lab):
     lab.apply(MESH / "destination-rule-currency-converter.yaml")
     _all_synced(lab)
     assert lab.send(URL, n=20, progress=False).codes() == {200: 20}
+
+
+def test_a_change_another_kernel_made_is_where_this_kernels_next_change_starts(lab):
+    """A second process (``labkit apply``) publishes a new snapshot; this one reads the new index and only
+    the lists it does not hold yet, pushes its own change from there, and the store keeps only the lists of
+    the last two indexes."""
+    env = {**os.environ, "LAB_STATE": str(lab.files.root), "LAB_BACKEND": "local"}
+    other = MESH / "virtual-service-currency-converter-50-50.yaml"
+    run = subprocess.run(
+        [sys.executable, "-m", "labkit.cli", "apply", str(other)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert lab.route_weights() == {"v1": 50, "v2": 50}
+    assert lab._procs.snapshot() == store.read(Path(lab.files.root), {})  # the other kernel's snapshot
+    lab.apply(MESH / "virtual-service-currency-converter-90-10.yaml")
+    _all_synced(lab)
+    assert lab.route_weights() == {"v1": 90, "v2": 10}
+    root = Path(lab.files.root)
+    nodes = lab._procs.snapshot()["nodes"].values()
+    lists = {store.list_file(root, u, t["version"]).name for n in nodes for u, t in n["types"].items()}
+    files = {f.name for f in store.lists_folder(root).iterdir()}
+    assert lists <= files
+    assert len(files) <= 2 * len(lists)
