@@ -1,8 +1,8 @@
 """Which instances are ready now: what a cluster's kubelet reports and its EndpointSlice controller turns
-into endpoints. The lab probes again whenever it reports status or sends, and when it writes config the probes
-that pass through a sidecar (the config may change their answer; probes.py runs one
-probe; a pod's kubelet, kubelet.py, says whether its container runs and passed its startup probe), and a
-not-ready instance leaves every Service's endpoints (``Topology.endpoints``)."""
+into endpoints. The lab probes again whenever it reports status or sends; when it writes config, only the
+probes that pass through a sidecar, whose answer the config may change. probes.py runs one probe; a pod's
+kubelet (kubelet.py) says whether its container runs and passed its startup probe; a not-ready instance
+leaves every Service's endpoints (``Topology.endpoints``)."""
 
 from __future__ import annotations
 

@@ -35,8 +35,8 @@ SHORT = {CLUSTER: "CDS", ENDPOINT: "EDS", LISTENER: "LDS", ROUTE: "RDS", EXTENSI
 #: Types Envoy subscribes to by wildcard: always requested, even with no resources.
 WILDCARD = (CLUSTER, LISTENER)
 ADS = {"ads": {}, "resource_api_version": "V3"}
-#: The layout of snapshot.json (``dump``); part of istiod's process spec, so up() restarts an istiod started
-#: by an older labkit that reads another layout.
+#: The layout of the snapshot on disk (store.py); part of istiod's process spec, so up() restarts an istiod
+#: started by an older labkit that reads another layout.
 FORMAT = "3: an index, and one file per resource list named by its version (store.py)"
 
 
@@ -96,11 +96,12 @@ def resources(
             cluster["eds_cluster_config"] = {"eds_config": ADS, "service_name": cluster["name"]}
             endpoints.append(enc.assignment(assignment, cluster["name"]))
         clusters.append(cluster)
-    out = {url: enc.typed(items, (before or {}).get(url)) for url, items in ((LISTENER, listeners),)}
+    served = before or {}
+    listening = enc.typed(listeners, served.get(LISTENER))
     # only what a listener names: Envoy asks for RDS and ECDS by name, and istiod answers those names
     # (pilot/pkg/xds/rds.go, ecds.go), so a route config no listener uses (a Gateway server whose
     # credential is missing) is never asked for and never ACKed
-    named, filters = enc.refs(out[LISTENER])
+    named, filters = enc.refs(listening)
     extensions = [
         {"@type": EXTENSION, "name": name, "typed_config": typed}
         for name, typed in sorted(config.extensions.items())
@@ -112,8 +113,7 @@ def resources(
         ROUTE: [r for r in config.routes if r["name"] in named],
         EXTENSION: extensions,
     }
-    out.update((url, enc.typed(items, (before or {}).get(url))) for url, items in lists.items())
-    return {url: out[url] for url in ORDER}
+    return {url: listening if url == LISTENER else enc.typed(lists[url], served.get(url)) for url in ORDER}
 
 
 def _values(text: str, key: str) -> list[str]:
