@@ -96,6 +96,11 @@ def test_a_failing_probe_keeps_the_pod_out_of_endpoints_and_a_kubelet_probe_is_r
     result = lab.send(f"http://web.{NAMESPACE}:9080/", n=40, source="client", progress=False)
     assert result.codes() == {200: 40} and set(result.counts()) == {"v1", "v4"}
     lab.apply(_apps().replace("mode: STRICT", "mode: PERMISSIVE"))  # plain text reaches the app now
+    # the config write itself probed v3 again (its probe passes the sidecar): the client's Envoy has its
+    # endpoint before any status or send
+    cluster = f"outbound|9080||web.{NAMESPACE}.svc.cluster.local"
+    [web] = [c for c in lab.proxy_config("client", "endpoints") if c["name"] == cluster]
+    assert len(web["host_statuses"]) == 3
     ready = {w.name: w.ready for w in lab.status().workloads if w.namespace == NAMESPACE}
     assert ready == {"web-v1": 1, "web-v2": 0, "web-v3": 1, "web-v4": 1}
     result = lab.send(f"http://web.{NAMESPACE}:9080/", n=60, source="client", progress=False)
