@@ -93,7 +93,6 @@ def _weights(items: Sequence[str]) -> dict[str, int]:
 def cmd_send(args):
     """Send, then print the split with its 99.9 % intervals, the status codes and Envoy's response flags;
     with --expect, exit 1 when the split is not consistent with those weights."""
-
     from labkit.stats import LEVEL  # here: scipy's import would slow every other labkit command
 
     expect, headers = _weights(args.expect) if args.expect else None, _headers(args.header)
@@ -124,7 +123,6 @@ def cmd_proxy_status(args):
 
 def cmd_proxy_config(args):
     """What the workload's Envoy runs: routes as a table (weights included), anything else as JSON."""
-
     from labkit import tables  # on first use: keeps other labkit commands fast
 
     config = _lab(args).proxy_config(args.workload, args.what)

@@ -252,11 +252,12 @@ def _local_paths(lab: Any, url: str, concurrency: int) -> list[Path]:
     """Direct to v1's app (its Unix socket: only its sidecar and the lab's user reach it), to v1's sidecar
     inbound port (plaintext), and through the client's sidecar (with every request routed to v1, so all three
     reach the same process)."""
-    import psutil  # imported here: only the local backend's measurement reads processes
+    # imported here: only the local backend's measurement reads processes (keeps `import labkit` fast)
+    import psutil
 
-    from labkit import traffic  # imported on first use: keeps `import labkit` fast
-    from labkit.local import processes  # imported on first use: keeps `import labkit` fast
-    from labkit.local.supervisor import envoy_name  # imported on first use: keeps `import labkit` fast
+    from labkit import traffic
+    from labkit.local import processes
+    from labkit.local.supervisor import envoy_name
 
     topo = lab._require_up()
     v1 = next(i for i in topo.instances if i.workload.name == f"{scenario.SERVICE}-{scenario.BASELINE}")

@@ -39,8 +39,9 @@ class Pair:
 
 def make_ca(folder: Path, name: str) -> Pair:
     """A self-signed CA ``name`` (its own root: RSA 2048, one year), written as ``<name>.crt``/``.key``."""
-    from cryptography import x509  # imported on first use: keeps `import labkit` fast
-    from cryptography.x509.oid import NameOID  # imported on first use: keeps `import labkit` fast
+    # imported on first use: keeps `import labkit` fast
+    from cryptography import x509
+    from cryptography.x509.oid import NameOID
 
     key, subject = _key(), x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
     builder = _builder(subject, subject, key).add_extension(
@@ -52,12 +53,9 @@ def make_ca(folder: Path, name: str) -> Pair:
 def issue(folder: Path, ca: Pair, name: str, client: bool = False) -> Pair:
     """A certificate for ``name`` signed by ``ca``: a server one with DNS name ``name`` (what SNI and curl
     check), or a client one (extended key usage clientAuth)."""
-    from cryptography import x509  # imported on first use: keeps `import labkit` fast
-
     # imported on first use: keeps `import labkit` fast
+    from cryptography import x509
     from cryptography.hazmat.primitives.serialization import load_pem_private_key
-
-    # imported on first use: keeps `import labkit` fast
     from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
     ca_cert = x509.load_pem_x509_certificate(ca.cert.read_bytes())

@@ -114,7 +114,6 @@ def run(command: str, timeout: float = 60) -> str:
     Example:
         >>> lesson.run(f"kubectl get pods -n {scenario.NAMESPACE}")
     """
-
     from labkit.command import run  # imported on first use: keeps `import labkit` fast
 
     done = run(shlex.split(command), timeout=timeout)  # CommandError names the command, exit code and output

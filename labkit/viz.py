@@ -72,8 +72,9 @@ def _image(fig: go.Figure, fmt: str, width: int | None = None, height: int | Non
     import kaleido  # imported on first use: keeps `import labkit` fast
     from kaleido.errors import JavascriptError
 
-    opts = {"format": fmt, "width": width or fig.layout.width, "height": height or fig.layout.height}
-    spec, opts = fig.to_dict(), {k: v for k, v in opts.items() if v}
+    size = {"width": width or fig.layout.width, "height": height or fig.layout.height}
+    opts = {"format": fmt} | {k: v for k, v in size.items() if v}
+    spec = fig.to_dict()
     try:
         return kaleido.calc_fig_sync(spec, opts=opts, kopts={"mathjax": False})
     except JavascriptError as err:

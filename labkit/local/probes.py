@@ -13,10 +13,10 @@ for SERVING) then probes the app itself, past the sidecar. Exec probes are left 
 Here the lab plays both parts: a rewritten probe goes straight to the app (pilot-agent's), an un-rewritten one
 in plain text through the sidecar's inbound listener (the kubelet's, refused by real Envoy under STRICT). A
 readinessProbe runs whenever the lab reports status or sends, and one that passes the sidecar also whenever
-the lab writes config (no periodic prober); a not-ready
-instance is left out of every Service's endpoints, as istiod leaves out a pod its EndpointSlice marks not
-ready. Liveness and startup probes run every ``periodSeconds`` in the pod's kubelet (kubelet.py). Exec probes
-are ignored locally (no container to exec in) and named so.
+the lab writes config (no periodic prober); a not-ready instance is left out of every Service's endpoints, as
+istiod leaves out a pod its EndpointSlice marks not ready. Liveness and startup probes run every
+``periodSeconds`` in the pod's kubelet (kubelet.py). Exec probes are ignored locally (no container to exec
+in) and named so.
 """
 
 from __future__ import annotations
@@ -176,9 +176,8 @@ def once(where: int | Path, probe: Probe) -> bool:
 def _grpc(where: int | Path, probe: Probe) -> bool:
     """grpc.health.v1.Health/Check of ``probe.service`` in plain text, within ``timeoutSeconds``: SERVING
     passes; NOT_SERVING, NOT_FOUND (a service the server does not know), no server or no answer fail."""
-    import grpc  # imported here: loading grpc takes a while and only gRPC probes need it
-
-    # imported on first use: keeps `import labkit` fast
+    # imported here: loading grpc takes a while and only gRPC probes need it
+    import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
     address = f"unix:{where}" if isinstance(where, Path) else f"127.0.0.1:{where}"
