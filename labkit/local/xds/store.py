@@ -26,7 +26,7 @@ def list_file(state_root: Path, url: str, version: str) -> Path:
     return lists_folder(state_root) / f"{snapshot.SHORT[url]}-{version}.json"
 
 
-def index(snap: dict[str, Any]) -> dict[str, Any]:
+def _index(snap: dict[str, Any]) -> dict[str, Any]:
     """``snap`` with each type's resources replaced by their version."""
     nodes = {
         node: {**data, "types": {url: typed["version"] for url, typed in data["types"].items()}}
@@ -54,7 +54,8 @@ def write(state_root: Path, snap: dict[str, Any], enc: snapshot.Encoder) -> bool
             if path.name not in on_disk:
                 write_atomic(path, enc.list_text(typed["resources"]))
                 on_disk.add(path.name)
-    changed = write_atomic(snapshot.snapshot_file(state_root), json.dumps(index(snap), separators=(",", ":")))
+    text = json.dumps(_index(snap), separators=(",", ":"))
+    changed = write_atomic(snapshot.snapshot_file(state_root), text)
     for data in before.values():
         for url, version in data["types"].items():
             keep.add(list_file(state_root, url, version).name)
